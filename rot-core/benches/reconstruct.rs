@@ -1,0 +1,57 @@
+//! Device-side cost of using the root of trust: one power-up read, the fuzzy
+//! extractor's decode, and the P-256 key derivation, separately and together.
+//! Needs no network and no service: `cargo bench -p rot-core`.
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use rot_core::emulator::{ChipSeed, EmulatedChip, OperatingConditions};
+use rot_core::extractor::{EnrolMode, enrol, reconstruct, reconstruct_from_readout};
+use rot_core::hazmat::READOUT_BYTES;
+use rot_core::{EntropySource, KeySlot, bch};
+use std::hint::black_box;
+
+fn benches(c: &mut Criterion) {
+    let chip = ChipSeed::from_bytes([0x5e; 32]);
+    let mut source = EmulatedChip::new(&chip, OperatingConditions::NOMINAL, [1; 32]);
+    let enrolment = enrol(&mut source, None, EnrolMode::FirstEnrolment).expect("enrols");
+    let helper = enrolment.helper_data;
+    let mut readout = [0u8; READOUT_BYTES];
+    source.read(&mut readout).expect("emulator reads");
+
+    c.bench_function("emulator_readout", |b| {
+        b.iter(|| {
+            let mut out = [0u8; READOUT_BYTES];
+            source.read(&mut out).expect("emulator reads");
+            black_box(out)
+        });
+    });
+    c.bench_function("bch_correct_455_t23", |b| {
+        let mut word = [0u8; bch::WORD_BYTES];
+        word.iter_mut().enumerate().for_each(|(i, byte)| *byte = (i as u8).wrapping_mul(37));
+        word[bch::WORD_BYTES - 1] &= 0x7f;
+        let parity = bch::helper(&word);
+        for position in [3, 80, 170, 260, 301, 402, 450] {
+            word[position / 8] ^= 1 << (position % 8);
+        }
+        b.iter(|| {
+            let mut noisy = word;
+            black_box(bch::correct(&mut noisy, &parity))
+        });
+    });
+    c.bench_function("decode_readout_to_seeds", |b| {
+        b.iter(|| black_box(reconstruct_from_readout(&readout, &helper).expect("reconstructs")));
+    });
+    let seeds = reconstruct_from_readout(&readout, &helper).expect("reconstructs");
+    c.bench_function("derive_esk_p256", |b| b.iter(|| black_box(seeds.enrolment_key().public_key())));
+    c.bench_function("derive_dsk_and_sign", |b| {
+        b.iter(|| black_box(seeds.device_key(KeySlot::FIRST).sign_raw(b"transcript")));
+    });
+    c.bench_function("reconstruct_and_derive_esk", |b| {
+        b.iter(|| {
+            let seeds = reconstruct(&mut source, &helper).expect("reconstructs");
+            black_box(seeds.enrolment_key().public_key())
+        });
+    });
+}
+
+criterion_group!(reconstruct_benches, benches);
+criterion_main!(reconstruct_benches);

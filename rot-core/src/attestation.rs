@@ -1,0 +1,216 @@
+//! The one message format for every signature a device makes.
+//!
+//! Device and service both build these bytes with this module, so they cannot
+//! drift apart. Every message starts with a versioned domain label, then the
+//! purpose and the signing key's role, then tagged, length-prefixed fields:
+//!
+//! ```text
+//! u16 len ‖ "oxroot-attestation-v1" ‖ u8 purpose ‖ u8 role ‖ { u8 tag ‖ u16 len ‖ bytes }*
+//! ```
+//!
+//! (all integers big-endian). A signature made for one purpose or role can
+//! therefore never be replayed as another, and no field can bleed into the
+//! next. Messages are built in a fixed 512-byte buffer: no allocation.
+//!
+//! Signatures are ECDSA P-256 with SHA-256 over these bytes, encoded as 64-byte
+//! `r ‖ s` (the same as aws-lc-rs's `ECDSA_P256_SHA256_FIXED`).
+
+use core::fmt;
+
+use p256::ecdsa::Signature;
+use p256::ecdsa::signature::Verifier;
+
+use crate::keys::{DeviceId, KeySlot, PublicKey, SignatureBytes};
+
+/// The versioned domain label at the start of every message.
+pub const DOMAIN: &[u8] = b"oxroot-attestation-v1";
+/// Capacity of a message buffer.
+pub const MAX_MESSAGE_BYTES: usize = 512;
+/// Longest caller-supplied context (registration context, challenge id).
+pub const MAX_CONTEXT_BYTES: usize = 128;
+/// Length of a service nonce.
+pub const NONCE_BYTES: usize = 32;
+
+/// What a signature is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum Purpose {
+    /// Proof of possession of the enrolment key at registration.
+    Registration = 1,
+    /// Answer to an onboarding challenge.
+    Onboarding = 2,
+    /// Answer to a renewal challenge.
+    Renewal = 3,
+}
+
+/// Which of the device's keys signs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SignerRole {
+    /// The enrolment key (ESK): "this is the registered chip".
+    EnrolmentKey = 1,
+    /// The device key (DSK) being certified: "and I hold the key you will certify".
+    DeviceKey = 2,
+}
+
+#[repr(u8)]
+enum Tag {
+    EnrolmentPublicKey = 1,
+    RegistrationContext = 2,
+    DeviceId = 3,
+    ChallengeId = 4,
+    Nonce = 5,
+    DevicePublicKey = 6,
+    KeySlot = 7,
+}
+
+/// A context field is longer than [`MAX_CONTEXT_BYTES`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContextTooLong;
+
+impl fmt::Display for ContextTooLong {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "attestation context fields are at most {MAX_CONTEXT_BYTES} bytes")
+    }
+}
+
+impl core::error::Error for ContextTooLong {}
+
+/// The signature does not verify. Deliberately opaque.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BadSignature;
+
+impl fmt::Display for BadSignature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("signature verification failed")
+    }
+}
+
+impl core::error::Error for BadSignature {}
+
+/// The bytes a device signs.
+#[derive(Clone)]
+pub struct Message {
+    buffer: [u8; MAX_MESSAGE_BYTES],
+    len: usize,
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message").field("len", &self.len).finish_non_exhaustive()
+    }
+}
+
+impl Message {
+    fn new(purpose: Purpose, role: SignerRole) -> Self {
+        let mut message = Self { buffer: [0; MAX_MESSAGE_BYTES], len: 0 };
+        message.append(&(DOMAIN.len() as u16).to_be_bytes());
+        message.append(DOMAIN);
+        message.append(&[purpose as u8, role as u8]);
+        message
+    }
+
+    fn append(&mut self, bytes: &[u8]) {
+        // Callers bound every variable field, so the largest message is far below
+        // the capacity; overflowing it would be a bug in this module.
+        self.buffer[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    fn field(mut self, tag: Tag, value: &[u8]) -> Self {
+        self.append(&[tag as u8]);
+        self.append(&(value.len() as u16).to_be_bytes());
+        self.append(value);
+        self
+    }
+
+    /// The encoded message.
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buffer[..self.len]
+    }
+}
+
+/// Builds the registration proof message, signed by the ESK.
+///
+/// `context` binds the proof to where it was made (for example the service's
+/// name or the programming station's id); it may be empty.
+///
+/// # Errors
+/// [`ContextTooLong`] if `context` exceeds [`MAX_CONTEXT_BYTES`].
+pub fn registration_message(epk: &PublicKey, context: &[u8]) -> Result<Message, ContextTooLong> {
+    if context.len() > MAX_CONTEXT_BYTES {
+        return Err(ContextTooLong);
+    }
+    Ok(Message::new(Purpose::Registration, SignerRole::EnrolmentKey)
+        .field(Tag::EnrolmentPublicKey, epk.as_bytes())
+        .field(Tag::RegistrationContext, context))
+}
+
+/// What a challenge answer covers: the same fields for the ESK and the DSK
+/// signature, so both keys attest to one transcript.
+#[derive(Clone, Copy, Debug)]
+pub struct ChallengeContext<'a> {
+    /// The device answering.
+    pub device_id: &'a DeviceId,
+    /// The service's identifier for this challenge.
+    pub challenge_id: &'a [u8],
+    /// The service's fresh nonce.
+    pub nonce: &'a [u8; NONCE_BYTES],
+    /// The device public key to be certified.
+    pub dpk: &'a PublicKey,
+    /// The slot the DPK was derived for.
+    pub key_slot: KeySlot,
+}
+
+/// Which challenge a device answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChallengeKind {
+    /// First credential issue.
+    Onboarding,
+    /// A new certificate, possibly for the next key slot.
+    Renewal,
+}
+
+/// Builds the message answering an onboarding or renewal challenge.
+///
+/// # Errors
+/// [`ContextTooLong`] if the challenge id exceeds [`MAX_CONTEXT_BYTES`].
+pub fn challenge_message(
+    kind: ChallengeKind,
+    role: SignerRole,
+    context: &ChallengeContext<'_>,
+) -> Result<Message, ContextTooLong> {
+    if context.challenge_id.len() > MAX_CONTEXT_BYTES {
+        return Err(ContextTooLong);
+    }
+    let purpose = match kind {
+        ChallengeKind::Onboarding => Purpose::Onboarding,
+        ChallengeKind::Renewal => Purpose::Renewal,
+    };
+    Ok(Message::new(purpose, role)
+        .field(Tag::DeviceId, context.device_id.as_bytes())
+        .field(Tag::ChallengeId, context.challenge_id)
+        .field(Tag::Nonce, context.nonce)
+        .field(Tag::DevicePublicKey, context.dpk.as_bytes())
+        .field(Tag::KeySlot, &[context.key_slot.get()]))
+}
+
+/// Verifies a device signature over `message` with `public_key`.
+///
+/// The service may verify the same bytes with another implementation
+/// (aws-lc-rs); both accept any valid ECDSA signature.
+///
+/// # Errors
+/// [`BadSignature`], opaque, for any failure.
+pub fn verify(
+    public_key: &PublicKey,
+    message: &Message,
+    signature: &SignatureBytes,
+) -> Result<(), BadSignature> {
+    let signature = Signature::from_slice(&signature.0).map_err(|_| BadSignature)?;
+    public_key
+        .verifying_key()
+        .verify(message.as_bytes(), &signature)
+        .map_err(|_| BadSignature)
+}

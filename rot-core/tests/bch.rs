@@ -1,0 +1,265 @@
+//! Integration tests for the BCH outer code of the fuzzy extractor.
+
+use proptest::prelude::*;
+use proptest::sample::subsequence;
+use rot_core::bch::{HELPER_BYTES, N, PARITY_BITS, T, WORD_BYTES, correct, helper};
+
+/// Clears the unused top bit so a word is a canonical 455-bit value.
+fn canonical(mut w: [u8; WORD_BYTES]) -> [u8; WORD_BYTES] {
+    w[WORD_BYTES - 1] &= (1u8 << (N % 8)) - 1;
+    w
+}
+
+fn to_word(v: &[u8]) -> [u8; WORD_BYTES] {
+    canonical(v.try_into().expect("57 bytes"))
+}
+
+fn flip(word: &mut [u8; WORD_BYTES], positions: &[usize]) {
+    for &p in positions {
+        word[p / 8] ^= 1 << (p % 8);
+    }
+}
+
+fn hamming(a: &[u8; WORD_BYTES], b: &[u8; WORD_BYTES]) -> u32 {
+    a.iter().zip(b).map(|(x, y)| (x ^ y).count_ones()).sum()
+}
+
+/// Enrols `word`, applies the errors and decodes; returns (ok, decoded).
+fn roundtrip(word: &[u8; WORD_BYTES], positions: &[usize]) -> (bool, [u8; WORD_BYTES]) {
+    let h = helper(word);
+    let mut noisy = *word;
+    flip(&mut noisy, positions);
+    let ok = bool::from(correct(&mut noisy, &h));
+    (ok, noisy)
+}
+
+/// A small deterministic generator (splitmix64) for the non-proptest sweeps.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn word(&mut self) -> [u8; WORD_BYTES] {
+        let mut w = [0u8; WORD_BYTES];
+        for b in &mut w {
+            *b = self.next() as u8;
+        }
+        canonical(w)
+    }
+
+    /// `weight` distinct positions in `0..N`.
+    fn positions(&mut self, weight: usize) -> Vec<usize> {
+        let mut all: Vec<usize> = (0..N).collect();
+        for i in 0..weight {
+            let j = i + (self.next() % (N - i) as u64) as usize;
+            all.swap(i, j);
+        }
+        all.truncate(weight);
+        all
+    }
+}
+
+fn word_strategy() -> impl Strategy<Value = [u8; WORD_BYTES]> {
+    prop::collection::vec(any::<u8>(), WORD_BYTES).prop_map(|v| to_word(&v))
+}
+
+fn errors_of_weight(lo: usize, hi: usize) -> impl Strategy<Value = Vec<usize>> {
+    (lo..=hi).prop_flat_map(|w| subsequence((0..N).collect::<Vec<_>>(), w))
+}
+
+#[test]
+fn bch_constants_are_consistent() {
+    assert_eq!(N, 455);
+    assert_eq!(T, 23);
+    assert_eq!(PARITY_BITS, 198);
+    assert_eq!(rot_core::bch::K, 257);
+    assert_eq!(WORD_BYTES, 57);
+    assert_eq!(HELPER_BYTES, 25);
+}
+
+#[test]
+fn bch_every_weight_up_to_t_is_corrected() {
+    let mut rng = Rng(0x5eed_0001);
+    for weight in 0..=T {
+        for _ in 0..20 {
+            let word = rng.word();
+            let positions = rng.positions(weight);
+            let (ok, out) = roundtrip(&word, &positions);
+            assert!(ok, "weight {weight} positions {positions:?}");
+            assert_eq!(out, word, "weight {weight} positions {positions:?}");
+        }
+    }
+}
+
+#[test]
+fn bch_every_single_position_is_corrected() {
+    let mut rng = Rng(0x5eed_0002);
+    let word = rng.word();
+    for p in 0..N {
+        let (ok, out) = roundtrip(&word, &[p]);
+        assert!(ok, "position {p}");
+        assert_eq!(out, word, "position {p}");
+    }
+}
+
+#[test]
+fn bch_bursts_at_the_end_are_corrected() {
+    let mut rng = Rng(0x5eed_0003);
+    let word = rng.word();
+    // The full 15-bit burst 440..=454 and every sub-burst ending at 454.
+    for start in 440..N {
+        let positions: Vec<usize> = (start..N).collect();
+        let (ok, out) = roundtrip(&word, &positions);
+        assert!(ok, "burst {start}..{N}");
+        assert_eq!(out, word, "burst {start}..{N}");
+    }
+    // T errors packed at the very end (432..=454).
+    let positions: Vec<usize> = (N - T..N).collect();
+    let (ok, out) = roundtrip(&word, &positions);
+    assert!(ok);
+    assert_eq!(out, word);
+}
+
+#[test]
+fn bch_zero_and_all_ones_words() {
+    for word in [[0u8; WORD_BYTES], canonical([0xFF; WORD_BYTES])] {
+        let (ok, out) = roundtrip(&word, &[0, 100, 200, 300, 454]);
+        assert!(ok);
+        assert_eq!(out, word);
+    }
+}
+
+#[test]
+fn bch_unused_word_bit_is_ignored() {
+    let mut rng = Rng(0x5eed_0004);
+    for weight in [0, 1, 7, T, T + 1, 40] {
+        let word = rng.word();
+        let positions = rng.positions(weight);
+        let mut dirty = word;
+        dirty[WORD_BYTES - 1] |= 0x80;
+        let h = helper(&word);
+        assert_eq!(helper(&dirty), h, "helper must ignore bit 455");
+        assert_eq!(h[HELPER_BYTES - 1] >> (PARITY_BITS % 8), 0);
+
+        let mut clean_noisy = word;
+        flip(&mut clean_noisy, &positions);
+        let mut dirty_noisy = clean_noisy;
+        dirty_noisy[WORD_BYTES - 1] |= 0x80;
+
+        let ok_clean = bool::from(correct(&mut clean_noisy, &h));
+        let ok_dirty = bool::from(correct(&mut dirty_noisy, &h));
+        assert_eq!(ok_clean, ok_dirty, "weight {weight}");
+        if ok_dirty {
+            // Success writes the unused bit as zero.
+            assert_eq!(dirty_noisy, clean_noisy, "weight {weight}");
+        } else {
+            // Failure leaves the input, garbage bit included, untouched.
+            assert_eq!(canonical(dirty_noisy), clean_noisy, "weight {weight}");
+            assert_eq!(dirty_noisy[WORD_BYTES - 1] & 0x80, 0x80);
+        }
+        if weight <= T {
+            assert!(ok_dirty);
+            assert_eq!(dirty_noisy, word);
+        }
+    }
+}
+
+#[test]
+fn bch_wrong_helper_fails_or_stays_in_its_coset() {
+    // Decoding against an unrelated helper must never be a silent success
+    // that violates the bounded-distance contract.
+    let mut rng = Rng(0x5eed_0005);
+    for _ in 0..50 {
+        let word = rng.word();
+        let other = helper(&rng.word());
+        let mut w = word;
+        let ok = bool::from(correct(&mut w, &other));
+        if ok {
+            assert_eq!(helper(&w), other);
+            assert!(hamming(&w, &word) <= T as u32);
+        } else {
+            assert_eq!(w, word);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn bch_prop_corrects_up_to_t(word in word_strategy(), positions in errors_of_weight(0, T)) {
+        let (ok, out) = roundtrip(&word, &positions);
+        prop_assert!(ok);
+        prop_assert_eq!(out, word);
+    }
+
+    #[test]
+    fn bch_prop_beyond_t_is_safe(word in word_strategy(), positions in errors_of_weight(T + 1, 70)) {
+        let h = helper(&word);
+        let mut received = word;
+        flip(&mut received, &positions);
+        let mut out = received;
+        let ok = bool::from(correct(&mut out, &h));
+        if ok {
+            prop_assert_eq!(helper(&out), h);
+            prop_assert!(hamming(&out, &received) <= T as u32);
+            prop_assert_eq!(out[WORD_BYTES - 1] >> (N % 8), 0);
+        } else {
+            prop_assert_eq!(out, received);
+        }
+    }
+}
+
+/// Prints the wall-clock time of one `correct` call. Run with
+/// `cargo test --release -p rot-core --test bch -- --ignored --nocapture`.
+#[test]
+#[ignore = "timing measurement, not a correctness check"]
+fn bch_timing() {
+    let mut rng = Rng(0x5eed_0006);
+    let word = rng.word();
+    let h = helper(&word);
+    let iters = 2000u32;
+    for weight in [0, T] {
+        let mut noisy = word;
+        flip(&mut noisy, &rng.positions(weight));
+        let start = std::time::Instant::now();
+        for _ in 0..iters {
+            let mut w = std::hint::black_box(noisy);
+            let ok = correct(&mut w, std::hint::black_box(&h));
+            std::hint::black_box((w, ok));
+        }
+        let per = start.elapsed() / iters;
+        println!("correct() with {weight} errors: {per:?} per call");
+    }
+    let start = std::time::Instant::now();
+    for _ in 0..iters {
+        std::hint::black_box(helper(std::hint::black_box(&word)));
+    }
+    println!("helper(): {:?} per call", start.elapsed() / iters);
+}
+
+#[test]
+#[ignore]
+fn scratch_beyond_t_stats() {
+    let mut rng = Rng(0xabc);
+    let (mut succ, mut bad) = (0, 0);
+    for i in 0..200_000 {
+        let weight = T + 1 + (i % 48);
+        let word = rng.word();
+        let h = helper(&word);
+        let mut received = word;
+        flip(&mut received, &rng.positions(weight));
+        let mut out = received;
+        if bool::from(correct(&mut out, &h)) {
+            succ += 1;
+            if helper(&out) != h || hamming(&out, &received) > T as u32 { bad += 1; }
+        } else { assert_eq!(out, received); }
+    }
+    println!("successes {succ} bad {bad}");
+}
