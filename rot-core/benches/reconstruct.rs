@@ -26,7 +26,9 @@ fn benches(c: &mut Criterion) {
     });
     c.bench_function("bch_correct_455_t23", |b| {
         let mut word = [0u8; bch::WORD_BYTES];
-        word.iter_mut().enumerate().for_each(|(i, byte)| *byte = (i as u8).wrapping_mul(37));
+        word.iter_mut()
+            .enumerate()
+            .for_each(|(i, byte)| *byte = (i as u8).wrapping_mul(37));
         word[bch::WORD_BYTES - 1] &= 0x7f;
         let parity = bch::helper(&word);
         for position in [3, 80, 170, 260, 301, 402, 450] {
@@ -41,7 +43,9 @@ fn benches(c: &mut Criterion) {
         b.iter(|| black_box(reconstruct_from_readout(&readout, &helper).expect("reconstructs")));
     });
     let seeds = reconstruct_from_readout(&readout, &helper).expect("reconstructs");
-    c.bench_function("derive_esk_p256", |b| b.iter(|| black_box(seeds.enrolment_key().public_key())));
+    c.bench_function("derive_esk_p256", |b| {
+        b.iter(|| black_box(seeds.enrolment_key().public_key()))
+    });
     c.bench_function("derive_dsk_and_sign", |b| {
         b.iter(|| black_box(seeds.device_key(KeySlot::FIRST).sign_raw(b"transcript")));
     });

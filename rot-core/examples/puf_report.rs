@@ -14,9 +14,12 @@ use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use rot_core::emulator::{CORNERS, ChipSeed, EmulatedChip, OperatingConditions};
 use rot_core::extractor::{
-    EnrolMode, analysis::key_failure_rate, enrol, enrol_from_reference, reconstruct, reconstruct_from_readout,
+    ENROLMENT_READS, EnrolMode, analysis::key_failure_rate, enrol, enrol_from_reference,
+    reconstruct, reconstruct_from_readout,
 };
-use rot_core::hazmat::{self, CELL_COUNT, READOUT_BYTES, Readout, fractional_hamming_distance};
+use rot_core::hazmat::{
+    self, CELL_COUNT, READOUT_BYTES, Readout, fraction_of_ones, fractional_hamming_distance,
+};
 use rot_core::helper_data::HELPER_DATA_BYTES;
 use serde_json::{Map, Value, json};
 
@@ -32,7 +35,13 @@ struct Options {
 }
 
 fn parse_options() -> Result<Options, String> {
-    let mut options = Options { chips: 200, mc_trials: 4000, mc_ber: 0.23, timing_runs: 300, json_only: false };
+    let mut options = Options {
+        chips: 200,
+        mc_trials: 4000,
+        mc_ber: 0.23,
+        timing_runs: 300,
+        json_only: false,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
@@ -40,7 +49,9 @@ fn parse_options() -> Result<Options, String> {
             "--chips" => options.chips = parse(&value("--chips")?, "--chips")?,
             "--mc-trials" => options.mc_trials = parse(&value("--mc-trials")?, "--mc-trials")?,
             "--mc-ber" => options.mc_ber = parse(&value("--mc-ber")?, "--mc-ber")?,
-            "--timing-runs" => options.timing_runs = parse(&value("--timing-runs")?, "--timing-runs")?,
+            "--timing-runs" => {
+                options.timing_runs = parse(&value("--timing-runs")?, "--timing-runs")?;
+            }
             "--json" => options.json_only = true,
             other => return Err(format!("unknown option {other}")),
         }
@@ -55,7 +66,8 @@ fn parse_options() -> Result<Options, String> {
 }
 
 fn parse<T: std::str::FromStr>(text: &str, name: &str) -> Result<T, String> {
-    text.parse().map_err(|_| format!("{name}: cannot parse {text:?}"))
+    text.parse()
+        .map_err(|_| format!("{name}: cannot parse {text:?}"))
 }
 
 fn noise_seed(chip: u32, purpose: u32) -> [u8; 32] {
@@ -73,25 +85,25 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let chips: Vec<ChipSeed> = (0..options.chips).map(|i| ChipSeed::derive_fleet(&FLEET_MASTER, i)).collect();
+    let chips: Vec<ChipSeed> = (0..options.chips)
+        .map(|i| ChipSeed::derive_fleet(&FLEET_MASTER, i))
+        .collect();
 
     // Enrolment references: per-cell majority of 5 nominal power-ups, as `enrol` does.
     let references: Vec<Readout> = chips
         .iter()
         .zip(0..)
         .map(|(chip, index)| {
-            let mut source = EmulatedChip::new(chip, OperatingConditions::NOMINAL, noise_seed(index, 0));
-            let mut reads = [[0u8; READOUT_BYTES]; 5];
-            for read in &mut reads {
-                rot_core::EntropySource::read(&mut source, read).expect("emulator never fails");
-            }
-            hazmat::majority(&reads)
+            let mut source =
+                EmulatedChip::new(chip, OperatingConditions::NOMINAL, noise_seed(index, 0));
+            hazmat::read_majority(&mut source, ENROLMENT_READS).expect("emulator never fails")
         })
         .collect();
 
     let uniformity = references.iter().map(fraction_of_ones).sum::<f64>() / references.len() as f64;
     let inter_chip_hd = mean_pairwise_distance(&references);
     let min_entropy_per_cell = min_entropy_per_cell(&references);
+    let min_entropy_if_unbiased = unbiased_estimator_expectation(references.len());
     let intra = intra_chip_ber(&chips, &references);
     let key_failure: Map<String, Value> = [0.10, 0.15, 0.18, 0.20]
         .iter()
@@ -101,10 +113,16 @@ fn main() {
     let reconstruct_us_median = reconstruct_timing(&chips[0], options.timing_runs);
 
     if !options.json_only {
-        println!("oxroot PUF report: {} emulated chips (64 × 64 oxide-tunnelling cells)", options.chips);
+        println!(
+            "oxroot PUF report: {} emulated chips (64 × 64 oxide-tunnelling cells)",
+            options.chips
+        );
         println!("  uniformity            {uniformity:.4}   (goal 0.50 ± 0.01)");
         println!("  inter-chip HD         {inter_chip_hd:.4}   (goal 0.50 ± 0.01)");
-        println!("  min-entropy per cell  {min_entropy_per_cell:.4} bits (per-cell bias over {} chips)", options.chips);
+        println!(
+            "  min-entropy per cell  {min_entropy_per_cell:.4} bits (plug-in over {} chips; unbiased cells would score {min_entropy_if_unbiased:.4})",
+            options.chips
+        );
         println!("  intra-chip BER vs enrolment reference:");
         for (name, ber) in &intra {
             println!("    {name:<14} {:.4}", ber.as_f64().unwrap_or(f64::NAN));
@@ -112,7 +130,10 @@ fn main() {
         println!("  helper data           {HELPER_DATA_BYTES} bytes");
         println!("  key failure rate (analytic, i.i.d. bit errors):");
         for (ber, rate) in &key_failure {
-            println!("    BER {ber}       {:.2e}", rate.as_f64().unwrap_or(f64::NAN));
+            println!(
+                "    BER {ber}       {:.2e}",
+                rate.as_f64().unwrap_or(f64::NAN)
+            );
         }
         println!(
             "  Monte Carlo at BER {:.2}: {} failures in {} reconstructions, {:.1} predicted (z = {:.2})",
@@ -126,6 +147,7 @@ fn main() {
         "inter_chip_hd": inter_chip_hd,
         "intra_chip_ber": intra,
         "min_entropy_per_cell": min_entropy_per_cell,
+        "min_entropy_per_cell_if_unbiased": min_entropy_if_unbiased,
         "helper_data_bytes": HELPER_DATA_BYTES,
         "key_failure_rate": key_failure,
         "mc": {
@@ -139,10 +161,6 @@ fn main() {
         "reconstruct_us_median": reconstruct_us_median,
     });
     println!("{report}");
-}
-
-fn fraction_of_ones(readout: &Readout) -> f64 {
-    f64::from(readout.iter().map(|byte| byte.count_ones()).sum::<u32>()) / CELL_COUNT as f64
 }
 
 fn mean_pairwise_distance(references: &[Readout]) -> f64 {
@@ -163,12 +181,33 @@ fn min_entropy_per_cell(references: &[Readout]) -> f64 {
     let chips = references.len() as f64;
     (0..CELL_COUNT)
         .map(|cell| {
-            let ones = references.iter().filter(|r| hazmat::cell(r, cell) == 1).count() as f64;
+            let ones = references
+                .iter()
+                .filter(|r| hazmat::cell(r, cell) == 1)
+                .count() as f64;
             let p = ones / chips;
             -p.max(1.0 - p).log2()
         })
         .sum::<f64>()
         / CELL_COUNT as f64
+}
+
+/// What [`min_entropy_per_cell`] returns on average for perfectly unbiased
+/// cells at this chip count: E[−log2 max(p̂, 1 − p̂)], p̂ ~ Binomial(chips, ½) / chips.
+/// A measured value near this one means no bias is detectable.
+fn unbiased_estimator_expectation(chips: usize) -> f64 {
+    let n = chips as f64;
+    let mut ln_choose = 0.0;
+    (0..=chips)
+        .map(|k| {
+            if k > 0 {
+                ln_choose += ((chips - k + 1) as f64).ln() - (k as f64).ln();
+            }
+            let probability = (ln_choose - n * std::f64::consts::LN_2).exp();
+            let p = k as f64 / n;
+            probability * -p.max(1.0 - p).log2()
+        })
+        .sum()
 }
 
 fn intra_chip_ber(chips: &[ChipSeed], references: &[Readout]) -> Map<String, Value> {
@@ -181,9 +220,11 @@ fn intra_chip_ber(chips: &[ChipSeed], references: &[Readout]) -> Map<String, Val
                 .zip(references)
                 .zip(0..)
                 .map(|((chip, reference), index)| {
-                    let mut source = EmulatedChip::new(chip, *conditions, noise_seed(index, purpose));
+                    let mut source =
+                        EmulatedChip::new(chip, *conditions, noise_seed(index, purpose));
                     let mut readout = [0u8; READOUT_BYTES];
-                    rot_core::EntropySource::read(&mut source, &mut readout).expect("emulator never fails");
+                    rot_core::EntropySource::read(&mut source, &mut readout)
+                        .expect("emulator never fails");
                     fractional_hamming_distance(&readout, reference)
                 })
                 .sum::<f64>()
@@ -222,14 +263,24 @@ fn monte_carlo(references: &[Readout], ber: f64, trials: u32) -> MonteCarlo {
     }
     let predicted_rate = key_failure_rate(ber);
     let predicted = predicted_rate * f64::from(trials);
-    let sd = (predicted * (1.0 - predicted_rate)).sqrt().max(f64::MIN_POSITIVE);
-    MonteCarlo { trials, failures, predicted, predicted_rate, z: (f64::from(failures) - predicted) / sd }
+    let sd = (predicted * (1.0 - predicted_rate))
+        .sqrt()
+        .max(f64::MIN_POSITIVE);
+    MonteCarlo {
+        trials,
+        failures,
+        predicted,
+        predicted_rate,
+        z: (f64::from(failures) - predicted) / sd,
+    }
 }
 
 /// Median time of one power-up read + reconstruction + ESK derivation.
 fn reconstruct_timing(chip: &ChipSeed, runs: usize) -> f64 {
     let mut source = EmulatedChip::new(chip, OperatingConditions::NOMINAL, [0x71; 32]);
-    let helper = enrol(&mut source, None, EnrolMode::FirstEnrolment).expect("enrols").helper_data;
+    let helper = enrol(&mut source, None, EnrolMode::FirstEnrolment)
+        .expect("enrols")
+        .helper_data;
     let mut samples: Vec<f64> = (0..runs.max(1))
         .map(|_| {
             let start = Instant::now();

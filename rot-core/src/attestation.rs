@@ -70,7 +70,10 @@ pub struct ContextTooLong;
 
 impl fmt::Display for ContextTooLong {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "attestation context fields are at most {MAX_CONTEXT_BYTES} bytes")
+        write!(
+            f,
+            "attestation context fields are at most {MAX_CONTEXT_BYTES} bytes"
+        )
     }
 }
 
@@ -97,13 +100,18 @@ pub struct Message {
 
 impl fmt::Debug for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Message").field("len", &self.len).finish_non_exhaustive()
+        f.debug_struct("Message")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
     }
 }
 
 impl Message {
     fn new(purpose: Purpose, role: SignerRole) -> Self {
-        let mut message = Self { buffer: [0; MAX_MESSAGE_BYTES], len: 0 };
+        let mut message = Self {
+            buffer: [0; MAX_MESSAGE_BYTES],
+            len: 0,
+        };
         message.append(&(DOMAIN.len() as u16).to_be_bytes());
         message.append(DOMAIN);
         message.append(&[purpose as u8, role as u8]);
@@ -142,9 +150,11 @@ pub fn registration_message(epk: &PublicKey, context: &[u8]) -> Result<Message, 
     if context.len() > MAX_CONTEXT_BYTES {
         return Err(ContextTooLong);
     }
-    Ok(Message::new(Purpose::Registration, SignerRole::EnrolmentKey)
-        .field(Tag::EnrolmentPublicKey, epk.as_bytes())
-        .field(Tag::RegistrationContext, context))
+    Ok(
+        Message::new(Purpose::Registration, SignerRole::EnrolmentKey)
+            .field(Tag::EnrolmentPublicKey, epk.as_bytes())
+            .field(Tag::RegistrationContext, context),
+    )
 }
 
 /// What a challenge answer covers: the same fields for the ESK and the DSK

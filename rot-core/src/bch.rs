@@ -494,7 +494,10 @@ mod tests {
     }
 
     fn poly_degree(p: &Poly) -> usize {
-        (0..64 * LIMBS).rev().find(|&i| poly_bit(p, i)).expect("nonzero")
+        (0..64 * LIMBS)
+            .rev()
+            .find(|&i| poly_bit(p, i))
+            .expect("nonzero")
     }
 
     /// Evaluates a binary polynomial at a field element.

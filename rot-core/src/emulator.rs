@@ -71,7 +71,7 @@
 //! ```
 //!
 //! ([`OperatingConditions::predicted_bit_error_rate`]). Measured against a real
-//! enrolment reference — the per-cell majority of [`ENROLMENT_READOUTS`] = 5
+//! enrolment reference — the per-cell majority of [`crate::extractor::ENROLMENT_READS`] = 5
 //! readouts at [`OperatingConditions::NOMINAL`] — the rate is slightly higher (≈ +0.3 percentage
 //! points at nominal, less elsewhere) because the reference itself is wrong for a
 //! few cells with `|Δ0|` near zero. The calibration below was done on that
@@ -145,7 +145,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use crate::entropy::{CELL_COUNT, EntropySource, ReadFailed, Readout, cell};
+use crate::entropy::{CELL_COUNT, EntropySource, ReadFailed, Readout};
 
 /// Thermal-noise standard deviation at 25 °C and nominal supply, in units of the
 /// spread of `Δ0` (which is 1). Gives a nominal BER ≈ 3 % against the enrolment reference.
@@ -517,44 +517,4 @@ impl fmt::Debug for EmulatedChip {
             .field("noise_sigma", &self.noise_sigma)
             .finish_non_exhaustive()
     }
-}
-
-/// Per-cell majority of `readouts` readouts from `source`: the enrolment
-/// reference against which intra-chip BER is defined (use [`ENROLMENT_READOUTS`]).
-///
-/// # Errors
-/// [`ReadFailed`] if any readout fails.
-pub fn majority_reference<S: EntropySource + ?Sized>(
-    source: &mut S,
-    readouts: u8,
-) -> Result<Readout, ReadFailed> {
-    let mut ones = [0u8; CELL_COUNT];
-    let mut readout = [0u8; CELL_COUNT / 8];
-    for _ in 0..readouts {
-        source.read(&mut readout)?;
-        for (i, count) in ones.iter_mut().enumerate() {
-            *count += cell(&readout, i);
-        }
-    }
-    let mut reference = [0u8; CELL_COUNT / 8];
-    for (i, &count) in ones.iter().enumerate() {
-        reference[i / 8] |= u8::from(2 * u16::from(count) > u16::from(readouts)) << (i % 8);
-    }
-    readout.zeroize();
-    ones.zeroize();
-    Ok(reference)
-}
-
-/// Fraction of cells in which two readouts differ (fractional Hamming distance).
-#[must_use]
-pub fn fractional_hamming_distance(a: &Readout, b: &Readout) -> f64 {
-    let differing: u32 = a.iter().zip(b).map(|(x, y)| (x ^ y).count_ones()).sum();
-    f64::from(differing) / CELL_COUNT as f64
-}
-
-/// Fraction of cells reading `1` (uniformity).
-#[must_use]
-pub fn fraction_of_ones(readout: &Readout) -> f64 {
-    let ones: u32 = readout.iter().map(|x| x.count_ones()).sum();
-    f64::from(ones) / CELL_COUNT as f64
 }

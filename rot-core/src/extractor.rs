@@ -67,7 +67,7 @@ use crate::helper_data::{GROUPS, HelperData, KEY_CHECK_BYTES, REPETITION};
 use crate::keys::Seeds;
 
 /// Readouts combined, cell by cell, into the enrolment reference.
-pub const ENROLMENT_READS: usize = 5;
+pub const ENROLMENT_READS: u8 = 5;
 /// The parameters bound into the HKDF salt together with the helper data.
 pub const PARAMETERS: &[u8] = b"oxroot-fe-v1/rep9x455/bch-455-257-23/hkdf-sha256";
 const KEY_CHECK_LABEL: &[u8] = b"oxroot/fe-check/v1";
@@ -165,11 +165,9 @@ pub fn enrol<S: EntropySource + ?Sized>(
     if existing.is_some() && mode == EnrolMode::FirstEnrolment {
         return Err(EnrolError::AlreadyEnrolled);
     }
-    let mut reads = Zeroizing::new([[0u8; hazmat::READOUT_BYTES]; ENROLMENT_READS]);
-    for read in reads.iter_mut() {
-        source.read(read).map_err(EnrolError::Silicon)?;
-    }
-    let reference = Zeroizing::new(hazmat::majority(reads.as_ref()));
+    let reference = Zeroizing::new(
+        hazmat::read_majority(source, ENROLMENT_READS).map_err(EnrolError::Silicon)?,
+    );
     Ok(enrol_from_reference(&reference))
 }
 
@@ -187,7 +185,9 @@ pub fn enrol_from_reference(reference: &Readout) -> Enrolment {
             *offset |= (hazmat::cell(reference, cell_index(group, member)) ^ first) << (member - 1);
         }
     }
-    let helper_data = HelperData::assemble(&offsets, &bch::helper(&word), |prefix| key_check(prefix, &word));
+    let helper_data = HelperData::assemble(&offsets, &bch::helper(&word), |prefix| {
+        key_check(prefix, &word)
+    });
     let seeds = derive_seeds(&word, &helper_data);
     Enrolment { helper_data, seeds }
 }
@@ -202,7 +202,9 @@ pub fn reconstruct<S: EntropySource + ?Sized>(
     helper_data: &HelperData,
 ) -> Result<Seeds, ReconstructError> {
     let mut readout = Zeroizing::new([0u8; hazmat::READOUT_BYTES]);
-    source.read(&mut readout).map_err(ReconstructError::Silicon)?;
+    source
+        .read(&mut readout)
+        .map_err(ReconstructError::Silicon)?;
     reconstruct_from_readout(&readout, helper_data).map_err(ReconstructError::Failed)
 }
 
@@ -234,7 +236,11 @@ pub fn reconstruct_from_readout(
     let check_matches = check.ct_eq(helper_data.key_check());
     // Derive regardless of the outcome so success and failure cost the same.
     let seeds = derive_seeds(&word, helper_data);
-    if bool::from(decoded & check_matches) { Ok(seeds) } else { Err(ReconstructionFailed) }
+    if bool::from(decoded & check_matches) {
+        Ok(seeds)
+    } else {
+        Err(ReconstructionFailed)
+    }
 }
 
 /// Cell index of member `member` of group `group`.
@@ -247,7 +253,9 @@ fn key_check(prefix: &[u8], word: &Word) -> [u8; KEY_CHECK_BYTES] {
     digest.update(prefix);
     digest.update(word);
     let mut full = digest.finalize();
-    let check = full[..KEY_CHECK_BYTES].try_into().expect("SHA-256 is 32 bytes");
+    let check = full[..KEY_CHECK_BYTES]
+        .try_into()
+        .expect("SHA-256 is 32 bytes");
     full.zeroize();
     check
 }

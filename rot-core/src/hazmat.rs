@@ -6,6 +6,10 @@
 //! [`EntropySource`](crate::entropy::EntropySource) backend, or to measure the
 //! silicon in a report. Zeroize every buffer that held a readout.
 
+use zeroize::Zeroize;
+
+use crate::entropy::{EntropySource, ReadFailed};
+
 /// Cells in the array: 64 rows × 64 columns.
 pub const CELL_COUNT: usize = 64 * 64;
 /// Bytes in one packed readout.
@@ -20,18 +24,31 @@ pub fn cell(readout: &Readout, index: usize) -> u8 {
     (readout[index / 8] >> (index % 8)) & 1
 }
 
-/// Per-cell majority of several readouts (ties, possible only for an even
-/// count, go to 0). Used at enrolment so the reference the helper data is built
-/// from carries less noise than any single power-up.
-#[must_use]
-pub fn majority(readouts: &[Readout]) -> Readout {
-    let mut out = [0u8; READOUT_BYTES];
-    let threshold = readouts.len() / 2;
-    for index in 0..CELL_COUNT {
-        let ones: usize = readouts.iter().map(|r| usize::from(cell(r, index))).sum();
-        out[index / 8] |= u8::from(ones > threshold) << (index % 8);
+/// Per-cell majority of `readouts` power-ups of `source` (ties, possible only
+/// for an even count, go to 0). Enrolment uses it so the reference the helper
+/// data is built from carries less noise than any single power-up.
+///
+/// # Errors
+/// [`ReadFailed`] if any readout fails.
+pub fn read_majority<S: EntropySource + ?Sized>(
+    source: &mut S,
+    readouts: u8,
+) -> Result<Readout, ReadFailed> {
+    let mut ones = [0u8; CELL_COUNT];
+    let mut readout = [0u8; READOUT_BYTES];
+    for _ in 0..readouts {
+        source.read(&mut readout)?;
+        for (index, count) in ones.iter_mut().enumerate() {
+            *count += cell(&readout, index);
+        }
     }
-    out
+    let mut reference = [0u8; READOUT_BYTES];
+    for (index, &count) in ones.iter().enumerate() {
+        reference[index / 8] |= u8::from(2 * u16::from(count) > u16::from(readouts)) << (index % 8);
+    }
+    readout.zeroize();
+    ones.zeroize();
+    Ok(reference)
 }
 
 /// Fractional Hamming distance between two readouts, in `[0, 1]`.
@@ -39,4 +56,11 @@ pub fn majority(readouts: &[Readout]) -> Readout {
 pub fn fractional_hamming_distance(a: &Readout, b: &Readout) -> f64 {
     let differing: u32 = a.iter().zip(b).map(|(x, y)| (x ^ y).count_ones()).sum();
     f64::from(differing) / CELL_COUNT as f64
+}
+
+/// Fraction of cells reading 1 (uniformity).
+#[must_use]
+pub fn fraction_of_ones(readout: &Readout) -> f64 {
+    let ones: u32 = readout.iter().map(|byte| byte.count_ones()).sum();
+    f64::from(ones) / CELL_COUNT as f64
 }

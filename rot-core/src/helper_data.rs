@@ -79,14 +79,20 @@ impl fmt::Display for HelperDataError {
             ),
             Self::BadMagic => f.write_str("not oxroot helper data (bad magic)"),
             Self::UnsupportedVersion(version) => {
-                write!(f, "helper data format version {version} is not supported (this build reads {FORMAT_VERSION})")
+                write!(
+                    f,
+                    "helper data format version {version} is not supported (this build reads {FORMAT_VERSION})"
+                )
             }
             Self::UnsupportedConstruction(id) => {
-                write!(f, "helper data construction {id} is not supported (this build implements {CONSTRUCTION_ID})")
+                write!(
+                    f,
+                    "helper data construction {id} is not supported (this build implements {CONSTRUCTION_ID})"
+                )
             }
-            Self::IntegrityCheckFailed => {
-                f.write_str("helper data is corrupted (integrity check failed); the chip must be re-enrolled")
-            }
+            Self::IntegrityCheckFailed => f.write_str(
+                "helper data is corrupted (integrity check failed); the chip must be re-enrolled",
+            ),
         }
     }
 }
@@ -120,10 +126,11 @@ impl HelperData {
         if bytes.len() >= 3 && bytes[2] != FORMAT_VERSION {
             return Err(HelperDataError::UnsupportedVersion(bytes[2]));
         }
-        let bytes: [u8; HELPER_DATA_BYTES] = bytes.try_into().map_err(|_| HelperDataError::WrongLength {
-            found: bytes.len(),
-            expected: HELPER_DATA_BYTES,
-        })?;
+        let bytes: [u8; HELPER_DATA_BYTES] =
+            bytes.try_into().map_err(|_| HelperDataError::WrongLength {
+                found: bytes.len(),
+                expected: HELPER_DATA_BYTES,
+            })?;
         if bytes[3] != CONSTRUCTION_ID {
             return Err(HelperDataError::UnsupportedConstruction(bytes[3]));
         }
@@ -169,7 +176,9 @@ impl HelperData {
     }
 
     pub(crate) fn bch_helper(&self) -> &[u8; bch::HELPER_BYTES] {
-        self.bytes[BCH_OFFSET..KEY_CHECK_OFFSET].try_into().expect("fixed layout")
+        self.bytes[BCH_OFFSET..KEY_CHECK_OFFSET]
+            .try_into()
+            .expect("fixed layout")
     }
 
     pub(crate) fn key_check(&self) -> &[u8] {
@@ -183,5 +192,7 @@ impl HelperData {
 
 fn integrity(bytes: &[u8]) -> [u8; INTEGRITY_BYTES] {
     let digest = Sha256::digest(bytes);
-    digest[..INTEGRITY_BYTES].try_into().expect("SHA-256 is 32 bytes")
+    digest[..INTEGRITY_BYTES]
+        .try_into()
+        .expect("SHA-256 is 32 bytes")
 }

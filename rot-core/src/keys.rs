@@ -99,7 +99,10 @@ impl Seeds {
     #[must_use]
     pub fn ct_eq(&self, other: &Self) -> bool {
         use subtle::ConstantTimeEq;
-        self.seeds.as_flattened().ct_eq(other.seeds.as_flattened()).into()
+        self.seeds
+            .as_flattened()
+            .ct_eq(other.seeds.as_flattened())
+            .into()
     }
 }
 
@@ -142,7 +145,11 @@ impl KeySlot {
     /// A slot number in `1..=7`, or `None`.
     #[must_use]
     pub const fn new(slot: u8) -> Option<Self> {
-        if slot >= 1 && slot <= 7 { Some(Self(slot)) } else { None }
+        if slot >= 1 && slot <= 7 {
+            Some(Self(slot))
+        } else {
+            None
+        }
     }
 
     /// The slot number.
@@ -154,7 +161,11 @@ impl KeySlot {
     /// The slot after this one, wrapping from 7 back to 1 (key rotation).
     #[must_use]
     pub const fn next(self) -> Self {
-        if self.0 == 7 { Self(1) } else { Self(self.0 + 1) }
+        if self.0 == 7 {
+            Self(1)
+        } else {
+            Self(self.0 + 1)
+        }
     }
 }
 

@@ -60,9 +60,14 @@ impl fmt::Display for SiliconFileError {
                 f,
                 "silicon file is {found} bytes, expected {expected}: truncated or not a silicon file"
             ),
-            Self::BadMagic => f.write_str("not an oxroot silicon file (bad magic, expected \"OXSI\")"),
+            Self::BadMagic => {
+                f.write_str("not an oxroot silicon file (bad magic, expected \"OXSI\")")
+            }
             Self::UnsupportedVersion(version) => {
-                write!(f, "silicon file format version {version} is not supported (this build reads {FORMAT_VERSION})")
+                write!(
+                    f,
+                    "silicon file format version {version} is not supported (this build reads {FORMAT_VERSION})"
+                )
             }
             Self::UnsupportedModel(model) => write!(f, "silicon model {model} is not supported"),
             Self::ChecksumMismatch => f.write_str("silicon file is corrupted (checksum mismatch)"),
@@ -100,7 +105,10 @@ pub fn decode(bytes: &[u8]) -> Result<ChipSeed, SiliconFileError> {
         }
     }
     if bytes.len() != SILICON_FILE_BYTES {
-        return Err(SiliconFileError::WrongLength { found: bytes.len(), expected: SILICON_FILE_BYTES });
+        return Err(SiliconFileError::WrongLength {
+            found: bytes.len(),
+            expected: SILICON_FILE_BYTES,
+        });
     }
     if Sha256::digest(&bytes[..CHECKSUM_OFFSET])[..] != bytes[CHECKSUM_OFFSET..] {
         return Err(SiliconFileError::ChecksumMismatch);

@@ -2,7 +2,8 @@
 
 use proptest::prelude::*;
 use rot_core::attestation::{
-    ChallengeContext, ChallengeKind, MAX_CONTEXT_BYTES, SignerRole, challenge_message, registration_message, verify,
+    ChallengeContext, ChallengeKind, MAX_CONTEXT_BYTES, SignerRole, challenge_message,
+    registration_message, verify,
 };
 use rot_core::extractor::enrol_from_reference;
 use rot_core::{KeySlot, PublicKey, Seeds};
@@ -42,24 +43,56 @@ fn challenge_answers_are_bound_to_purpose_role_and_every_field() {
     let dsk = seeds.device_key(KeySlot::new(3).expect("valid"));
     let (id, epk, dpk) = (esk.device_id(), esk.public_key(), dsk.public_key());
     let nonce = [0xab; 32];
-    let context = ChallengeContext { device_id: &id, challenge_id: b"challenge-17", nonce: &nonce, dpk: &dpk, key_slot: dsk.slot() };
-    let signed = challenge_message(ChallengeKind::Onboarding, SignerRole::EnrolmentKey, &context).expect("fits");
+    let context = ChallengeContext {
+        device_id: &id,
+        challenge_id: b"challenge-17",
+        nonce: &nonce,
+        dpk: &dpk,
+        key_slot: dsk.slot(),
+    };
+    let signed = challenge_message(
+        ChallengeKind::Onboarding,
+        SignerRole::EnrolmentKey,
+        &context,
+    )
+    .expect("fits");
     let signature = esk.sign(&signed);
     assert!(verify(&epk, &signed, &signature).is_ok());
 
     // The same signature is worthless for another purpose, role, nonce, key or slot.
-    let renewal = challenge_message(ChallengeKind::Renewal, SignerRole::EnrolmentKey, &context).expect("fits");
-    let as_device_key = challenge_message(ChallengeKind::Onboarding, SignerRole::DeviceKey, &context).expect("fits");
+    let renewal = challenge_message(ChallengeKind::Renewal, SignerRole::EnrolmentKey, &context)
+        .expect("fits");
+    let as_device_key =
+        challenge_message(ChallengeKind::Onboarding, SignerRole::DeviceKey, &context)
+            .expect("fits");
     let other_nonce = [0xac; 32];
-    let replayed = ChallengeContext { nonce: &other_nonce, ..context };
-    let other_slot = ChallengeContext { key_slot: KeySlot::FIRST, ..context };
+    let replayed = ChallengeContext {
+        nonce: &other_nonce,
+        ..context
+    };
+    let other_slot = ChallengeContext {
+        key_slot: KeySlot::FIRST,
+        ..context
+    };
     let other_dpk = seeds.device_key(KeySlot::FIRST).public_key();
-    let swapped_key = ChallengeContext { dpk: &other_dpk, ..context };
+    let swapped_key = ChallengeContext {
+        dpk: &other_dpk,
+        ..context
+    };
     for (what, variant) in [("renewal", renewal), ("role", as_device_key)] {
         assert!(verify(&epk, &variant, &signature).is_err(), "{what}");
     }
-    for (what, variant) in [("nonce", replayed), ("slot", other_slot), ("dpk", swapped_key)] {
-        let message = challenge_message(ChallengeKind::Onboarding, SignerRole::EnrolmentKey, &variant).expect("fits");
+    for (what, variant) in [
+        ("nonce", replayed),
+        ("slot", other_slot),
+        ("dpk", swapped_key),
+    ] {
+        let message = challenge_message(
+            ChallengeKind::Onboarding,
+            SignerRole::EnrolmentKey,
+            &variant,
+        )
+        .expect("fits");
         assert!(verify(&epk, &message, &signature).is_err(), "{what}");
     }
 }
@@ -80,10 +113,19 @@ fn malformed_signatures_and_keys_are_refused() {
     let mut signature = esk.sign(&message);
     signature.0 = [0; 64];
     assert!(verify(&epk, &message, &signature).is_err());
-    assert!(PublicKey::from_sec1(&[0x04; 65]).is_err(), "not on the curve");
-    assert!(PublicKey::from_sec1(&epk.as_bytes()[..64]).is_err(), "truncated");
+    assert!(
+        PublicKey::from_sec1(&[0x04; 65]).is_err(),
+        "not on the curve"
+    );
+    assert!(
+        PublicKey::from_sec1(&epk.as_bytes()[..64]).is_err(),
+        "truncated"
+    );
     let mut compressed_tag = *epk.as_bytes();
     compressed_tag[0] = 0x02;
-    assert!(PublicKey::from_sec1(&compressed_tag).is_err(), "only uncompressed keys are identities");
+    assert!(
+        PublicKey::from_sec1(&compressed_tag).is_err(),
+        "only uncompressed keys are identities"
+    );
     assert_eq!(PublicKey::from_sec1(epk.as_bytes()), Ok(epk));
 }

@@ -8,11 +8,10 @@
 
 use std::sync::OnceLock;
 
-use rot_core::emulator::{
-    CORNERS, ChipSeed, ConditionsError, ENROLMENT_READOUTS, EmulatedChip, OperatingConditions,
-    fraction_of_ones, fractional_hamming_distance, majority_reference,
-};
+use rot_core::emulator::{CORNERS, ChipSeed, ConditionsError, EmulatedChip, OperatingConditions};
 use rot_core::entropy::{CELL_COUNT, EntropySource, Readout, cell};
+use rot_core::extractor::ENROLMENT_READS;
+use rot_core::hazmat::{fraction_of_ones, fractional_hamming_distance, read_majority};
 
 /// Chips in the calibration fleet.
 const CHIPS: u32 = 48;
@@ -89,7 +88,7 @@ fn calibration() -> &'static Calibration {
             let seed = chip_seed(index);
             let mut enrol_chip =
                 EmulatedChip::new(&seed, OperatingConditions::NOMINAL, noise_seed(index, 0));
-            let reference = majority_reference(&mut enrol_chip, ENROLMENT_READOUTS).expect("read");
+            let reference = read_majority(&mut enrol_chip, ENROLMENT_READS).expect("read");
             let truth = enrol_chip.ground_truth_response();
             for (k, stats) in corners.iter_mut().enumerate() {
                 let mut chip =

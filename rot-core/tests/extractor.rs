@@ -5,7 +5,8 @@
 use proptest::prelude::*;
 use rot_core::entropy::FixedTestSource;
 use rot_core::extractor::{
-    EnrolError, EnrolMode, ReconstructError, enrol, enrol_from_reference, reconstruct, reconstruct_from_readout,
+    EnrolError, EnrolMode, ReconstructError, enrol, enrol_from_reference, reconstruct,
+    reconstruct_from_readout,
 };
 use rot_core::hazmat::Readout;
 use rot_core::helper_data::{GROUPS, HELPER_DATA_BYTES, HelperData, HelperDataError};
@@ -77,7 +78,9 @@ fn device_keys_differ_per_slot_and_from_the_enrolment_key() {
     let epk = seeds.enrolment_key().public_key();
     let mut seen = vec![epk];
     for slot in 1..=7 {
-        let dpk = seeds.device_key(KeySlot::new(slot).expect("valid")).public_key();
+        let dpk = seeds
+            .device_key(KeySlot::new(slot).expect("valid"))
+            .public_key();
         assert!(!seen.contains(&dpk), "slot {slot} repeats a key");
         seen.push(dpk);
     }
@@ -106,7 +109,8 @@ fn corrects_four_flips_in_every_group_and_refuses_one_group_too_many() {
             flip(&mut noisy, group_cell(group, member));
         }
     }
-    let seeds = reconstruct_from_readout(&noisy, &enrolment.helper_data).expect("t = 23 wrong votes");
+    let seeds =
+        reconstruct_from_readout(&noisy, &enrolment.helper_data).expect("t = 23 wrong votes");
     assert_eq!(seeds.enrolment_key().device_id(), id);
 
     // One more lost vote is beyond the decoder: refused, never a wrong key.
@@ -131,12 +135,27 @@ fn another_chip_with_this_helper_data_fails_opaquely() {
 fn enrolment_is_refused_when_helper_data_exists_unless_forced() {
     let chip = chip(3);
     let (helper, _) = enrolled(&chip);
-    let refused = enrol(&mut power_up(&chip, 1), Some(helper.as_bytes()), EnrolMode::FirstEnrolment);
+    let refused = enrol(
+        &mut power_up(&chip, 1),
+        Some(helper.as_bytes()),
+        EnrolMode::FirstEnrolment,
+    );
     assert!(matches!(refused, Err(EnrolError::AlreadyEnrolled)));
     // Even corrupt leftovers count: enrolling over them must be a deliberate act.
-    let refused = enrol(&mut power_up(&chip, 1), Some(&[0u8; 3]), EnrolMode::FirstEnrolment);
+    let refused = enrol(
+        &mut power_up(&chip, 1),
+        Some(&[0u8; 3]),
+        EnrolMode::FirstEnrolment,
+    );
     assert!(matches!(refused, Err(EnrolError::AlreadyEnrolled)));
-    assert!(enrol(&mut power_up(&chip, 1), Some(helper.as_bytes()), EnrolMode::ForceReEnrolment).is_ok());
+    assert!(
+        enrol(
+            &mut power_up(&chip, 1),
+            Some(helper.as_bytes()),
+            EnrolMode::ForceReEnrolment
+        )
+        .is_ok()
+    );
 }
 
 #[test]
@@ -147,17 +166,25 @@ fn unreadable_silicon_is_reported_as_such() {
             Err(rot_core::ReadFailed)
         }
     }
-    assert!(matches!(enrol(&mut Dead, None, EnrolMode::FirstEnrolment), Err(EnrolError::Silicon(_))));
+    assert!(matches!(
+        enrol(&mut Dead, None, EnrolMode::FirstEnrolment),
+        Err(EnrolError::Silicon(_))
+    ));
     let helper = enrol_from_reference(&[0; 512]).helper_data;
-    assert!(matches!(reconstruct(&mut Dead, &helper), Err(ReconstructError::Silicon(_))));
+    assert!(matches!(
+        reconstruct(&mut Dead, &helper),
+        Err(ReconstructError::Silicon(_))
+    ));
 }
 
 #[test]
 fn helper_data_round_trips_and_fits_512_bytes() {
     let helper = enrolled(&chip(4)).0;
     assert_eq!(helper.as_bytes().len(), HELPER_DATA_BYTES);
-    assert!(HELPER_DATA_BYTES <= 512);
-    assert_eq!(HelperData::from_bytes(helper.as_bytes()), Ok(helper.clone()));
+    assert_eq!(
+        HelperData::from_bytes(helper.as_bytes()),
+        Ok(helper.clone())
+    );
     assert_eq!(helper.version(), 1);
 }
 
@@ -167,30 +194,52 @@ fn corrupt_helper_data_gets_a_clear_error() {
     for cut in [0, 1, 2, 3, 100, HELPER_DATA_BYTES - 1] {
         let error = HelperData::from_bytes(&bytes[..cut]).expect_err("truncated");
         if cut >= 3 {
-            assert_eq!(error, HelperDataError::WrongLength { found: cut, expected: HELPER_DATA_BYTES });
+            assert_eq!(
+                error,
+                HelperDataError::WrongLength {
+                    found: cut,
+                    expected: HELPER_DATA_BYTES
+                }
+            );
             assert!(error.to_string().contains("truncated"), "{error}");
         }
     }
     let mut padded = bytes.to_vec();
     padded.push(0);
-    assert!(matches!(HelperData::from_bytes(&padded), Err(HelperDataError::WrongLength { .. })));
+    assert!(matches!(
+        HelperData::from_bytes(&padded),
+        Err(HelperDataError::WrongLength { .. })
+    ));
 
     let mut wrong_magic = bytes;
     wrong_magic[0] = b'X';
-    assert_eq!(HelperData::from_bytes(&wrong_magic), Err(HelperDataError::BadMagic));
+    assert_eq!(
+        HelperData::from_bytes(&wrong_magic),
+        Err(HelperDataError::BadMagic)
+    );
     let mut future = bytes;
     future[2] = 2;
-    assert_eq!(HelperData::from_bytes(&future), Err(HelperDataError::UnsupportedVersion(2)));
+    assert_eq!(
+        HelperData::from_bytes(&future),
+        Err(HelperDataError::UnsupportedVersion(2))
+    );
     let mut construction = bytes;
     construction[3] = 9;
-    assert_eq!(HelperData::from_bytes(&construction), Err(HelperDataError::UnsupportedConstruction(9)));
+    assert_eq!(
+        HelperData::from_bytes(&construction),
+        Err(HelperDataError::UnsupportedConstruction(9))
+    );
 
     // Any single-bit flip past the header is caught by the integrity check.
     for position in (4..HELPER_DATA_BYTES).step_by(7) {
         let mut corrupt = bytes;
         corrupt[position] ^= 0x10;
         let error = HelperData::from_bytes(&corrupt).expect_err("corrupted");
-        assert_eq!(error, HelperDataError::IntegrityCheckFailed, "flip at {position}");
+        assert_eq!(
+            error,
+            HelperDataError::IntegrityCheckFailed,
+            "flip at {position}"
+        );
         assert!(error.to_string().contains("corrupted"));
     }
 }
@@ -208,7 +257,10 @@ fn manipulated_helper_data_with_valid_integrity_fails_opaquely() {
         forged[500..].copy_from_slice(&tag[..8]);
         let forged = HelperData::from_bytes(&forged).expect("integrity recomputed by the attacker");
         let result = reconstruct(&mut power_up(&chip, 9), &forged);
-        assert!(matches!(result, Err(ReconstructError::Failed(_))), "forgery at {position} accepted");
+        assert!(
+            matches!(result, Err(ReconstructError::Failed(_))),
+            "forgery at {position} accepted"
+        );
     }
 }
 
@@ -217,7 +269,12 @@ fn secrets_print_redacted() {
     let seeds = enrol_from_reference(&[0x11; 512]).seeds;
     let esk = seeds.enrolment_key();
     let dsk = seeds.device_key(KeySlot::FIRST);
-    for text in [format!("{seeds:?}"), format!("{esk:?}"), format!("{dsk:?}"), format!("{:?}", chip(7))] {
+    for text in [
+        format!("{seeds:?}"),
+        format!("{esk:?}"),
+        format!("{dsk:?}"),
+        format!("{:?}", chip(7)),
+    ] {
         assert!(text.to_lowercase().contains("redacted"), "{text}");
     }
     assert!(!format!("{:?}", chip(7)).contains(&format!("{:?}", chip(7).as_bytes())));
@@ -225,7 +282,9 @@ fn secrets_print_redacted() {
 
 #[test]
 fn fixed_test_source_is_deterministic() {
-    let mut source = FixedTestSource { readout: [0xa5; 512] };
+    let mut source = FixedTestSource {
+        readout: [0xa5; 512],
+    };
     let first = enrol(&mut source, None, EnrolMode::FirstEnrolment).expect("enrols");
     let again = reconstruct(&mut source, &first.helper_data).expect("noise-free");
     assert!(again.ct_eq(&first.seeds));
@@ -245,21 +304,40 @@ fn corrupt_silicon_files_get_clear_errors() {
     let file = *silicon_file::encode(&chip(9));
     for cut in [0, 5, 8, 40, 71] {
         let error = silicon_file::decode(&file[..cut]).expect_err("truncated");
-        assert_eq!(error, SiliconFileError::WrongLength { found: cut, expected: 72 });
+        assert_eq!(
+            error,
+            SiliconFileError::WrongLength {
+                found: cut,
+                expected: 72
+            }
+        );
         assert!(error.to_string().contains("truncated"));
     }
     let mut wrong = file;
     wrong[1] = b'!';
-    assert_eq!(silicon_file::decode(&wrong).expect_err("magic"), SiliconFileError::BadMagic);
+    assert_eq!(
+        silicon_file::decode(&wrong).expect_err("magic"),
+        SiliconFileError::BadMagic
+    );
     let mut version = file;
     version[4] = 7;
-    assert_eq!(silicon_file::decode(&version).expect_err("version"), SiliconFileError::UnsupportedVersion(7));
+    assert_eq!(
+        silicon_file::decode(&version).expect_err("version"),
+        SiliconFileError::UnsupportedVersion(7)
+    );
     for position in 6..72 {
         let mut corrupt = file;
         corrupt[position] ^= 0x80;
         let error = silicon_file::decode(&corrupt).expect_err("corrupt");
-        assert_eq!(error, SiliconFileError::ChecksumMismatch, "flip at {position}");
+        assert_eq!(
+            error,
+            SiliconFileError::ChecksumMismatch,
+            "flip at {position}"
+        );
         assert!(error.to_string().contains("corrupted"));
     }
-    assert_eq!(silicon_file::decode(b"not a chip").expect_err("text"), SiliconFileError::BadMagic);
+    assert_eq!(
+        silicon_file::decode(b"not a chip").expect_err("text"),
+        SiliconFileError::BadMagic
+    );
 }

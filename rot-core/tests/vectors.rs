@@ -78,8 +78,12 @@ fn p256_signatures_match_rfc6979_a_2_5() {
     let key = SigningKey::from_slice(&private).expect("valid scalar");
     let public = key.verifying_key().to_sec1_point(false);
     let mut expected_public = vec![0x04];
-    expected_public.extend(h("60FED4BA255A9D31C961EB74C6356D68C049B8923B61FA6CE669622E60F29FB6"));
-    expected_public.extend(h("7903FE1008B8BC99A41AE9E95628BC64F2F1B20C2D7E9F5177A3C294D4462299"));
+    expected_public.extend(h(
+        "60FED4BA255A9D31C961EB74C6356D68C049B8923B61FA6CE669622E60F29FB6",
+    ));
+    expected_public.extend(h(
+        "7903FE1008B8BC99A41AE9E95628BC64F2F1B20C2D7E9F5177A3C294D4462299",
+    ));
     assert_eq!(public.as_bytes(), expected_public.as_slice());
 
     let cases = [
@@ -99,7 +103,11 @@ fn p256_signatures_match_rfc6979_a_2_5() {
         let signature: Signature = key.sign(message.as_bytes());
         let mut expected = h(r);
         expected.extend(h(s));
-        assert_eq!(signature.to_bytes().as_slice(), expected.as_slice(), "signature of {message:?}");
+        assert_eq!(
+            signature.to_bytes().as_slice(),
+            expected.as_slice(),
+            "signature of {message:?}"
+        );
         assert!(verifying.verify(message.as_bytes(), &signature).is_ok());
         let mut tampered = expected.clone();
         tampered[63] ^= 1;
@@ -130,7 +138,8 @@ fn device_signatures_are_plain_ecdsa_p256_sha256() {
         dpk: &dpk,
         key_slot: KeySlot::FIRST,
     };
-    let message = challenge_message(ChallengeKind::Onboarding, SignerRole::DeviceKey, &context).expect("short");
+    let message = challenge_message(ChallengeKind::Onboarding, SignerRole::DeviceKey, &context)
+        .expect("short");
     let signature = Signature::from_slice(&dsk.sign(&message).0).expect("64 bytes");
     let verifying = VerifyingKey::from_sec1_bytes(dpk.as_bytes()).expect("valid");
     assert!(verifying.verify(message.as_bytes(), &signature).is_ok());

@@ -1,0 +1,15 @@
+//! Helper data is attacker-controlled: parsing any bytes, and reconstructing
+//! from whatever parses, must never panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use rot_core::extractor::reconstruct_from_readout;
+use rot_core::helper_data::HelperData;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(helper) = HelperData::from_bytes(data) {
+        assert_eq!(helper.as_bytes().as_slice(), data);
+        let readout = [0x5a; rot_core::hazmat::READOUT_BYTES];
+        let _ = reconstruct_from_readout(&readout, &helper);
+    }
+});
