@@ -44,7 +44,7 @@ fn benches(c: &mut Criterion) {
     });
     let seeds = reconstruct_from_readout(&readout, &helper).expect("reconstructs");
     c.bench_function("derive_esk_p256", |b| {
-        b.iter(|| black_box(seeds.enrolment_key().public_key()))
+        b.iter(|| black_box(seeds.enrolment_key().public_key()));
     });
     c.bench_function("derive_dsk_and_sign", |b| {
         b.iter(|| black_box(seeds.device_key(KeySlot::FIRST).sign_raw(b"transcript")));

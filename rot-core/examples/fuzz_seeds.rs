@@ -11,8 +11,15 @@ fn main() -> std::io::Result<()> {
     let dir = std::env::args().nth(1).unwrap_or_else(|| ".".into());
     let chip = ChipSeed::from_bytes(*b"oxroot fuzz seed corpus chip 001");
     let mut source = EmulatedChip::new(&chip, OperatingConditions::NOMINAL, [3; 32]);
-    let enrolment = enrol(&mut source, None, EnrolMode::FirstEnrolment).expect("the emulator always enrols");
-    std::fs::write(format!("{dir}/helper_data"), enrolment.helper_data.as_bytes())?;
-    std::fs::write(format!("{dir}/silicon_file"), silicon_file::encode(&chip).as_ref())?;
+    let enrolment =
+        enrol(&mut source, None, EnrolMode::FirstEnrolment).expect("the emulator always enrols");
+    std::fs::write(
+        format!("{dir}/helper_data"),
+        enrolment.helper_data.as_bytes(),
+    )?;
+    std::fs::write(
+        format!("{dir}/silicon_file"),
+        silicon_file::encode(&chip).as_ref(),
+    )?;
     Ok(())
 }

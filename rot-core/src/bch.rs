@@ -58,8 +58,12 @@
 //! * GF(2^9) multiplication is a bit-serial carry-less multiply whose
 //!   conditional additions and reductions are masks (`0 - bit`), never
 //!   branches or table lookups; the Berlekamp–Massey variant is inversionless,
-//!   so no field inversion of secret data happens at all. Every table in this
-//!   module (powers of α) is indexed by a loop counter, never by secret data.
+//!   so no field inversion of secret data happens at all. Multiplying a
+//!   secret by a public power of α (syndrome evaluation, Chien steps) xors the
+//!   nine columns of that constant's 9 × 9 matrix over GF(2), each under a mask
+//!   taken from one bit of the secret; all nine are always read. Every table in
+//!   this module is indexed by a loop counter or a public exponent, never by
+//!   secret data.
 //! * Secret-dependent decisions (whether to swap the Berlekamp–Massey
 //!   registers, whether a position is a root, whether decoding succeeded) are
 //!   [`subtle::Choice`] values applied with `ConditionallySelectable` or
@@ -154,24 +158,49 @@ const fn gf_inv(a: Gf) -> Gf {
 /// α, the class of x.
 const ALPHA: Gf = 2;
 
-/// `ALPHA_POW[j] = α^j` for `j = 0 ..= 2T` (syndrome evaluation points).
-const ALPHA_POW: [Gf; 2 * T + 1] = {
-    let mut t = [0; 2 * T + 1];
+/// Multiplication by a public constant `c` as a GF(2)-linear map: column k is
+/// `c · x^k`, so `c · a` is the xor of the columns selected by the bits of `a`.
+type MulTable = [Gf; 9];
+
+/// The columns of multiplication by `c`.
+const fn mul_table(c: Gf) -> MulTable {
+    let mut cols = [0; 9];
+    let mut k = 0;
+    while k < 9 {
+        cols[k] = gf_mul(c, 1 << k);
+        k += 1;
+    }
+    cols
+}
+
+/// `a · c` for a secret `a` and a public `c` given by its [`MulTable`]:
+/// nine masked xors, no data-dependent branch or index.
+fn gf_mul_by(a: Gf, cols: &MulTable) -> Gf {
+    let mut r: Gf = 0;
+    for (k, col) in cols.iter().enumerate() {
+        r ^= col & mask16(a >> k);
+    }
+    r
+}
+
+/// `ALPHA_POW[j]` multiplies by α^j, for `j = 0 ..= 2T` (syndrome evaluation points).
+const ALPHA_POW: [MulTable; 2 * T + 1] = {
+    let mut t = [[0; 9]; 2 * T + 1];
     let mut j = 0;
     while j < t.len() {
-        t[j] = gf_pow(ALPHA, j as u16);
+        t[j] = mul_table(gf_pow(ALPHA, j as u16));
         j += 1;
     }
     t
 };
 
-/// `CHIEN_STEP[j] = α^{-j}` for `j = 0 ..= T` (Chien search multipliers).
-const CHIEN_STEP: [Gf; T + 1] = {
+/// `CHIEN_STEP[j]` multiplies by α^{-j}, for `j = 0 ..= T` (Chien search steps).
+const CHIEN_STEP: [MulTable; T + 1] = {
     let alpha_inv = gf_inv(ALPHA);
-    let mut t = [0; T + 1];
+    let mut t = [[0; 9]; T + 1];
     let mut j = 0;
     while j < t.len() {
-        t[j] = gf_pow(alpha_inv, j as u16);
+        t[j] = mul_table(gf_pow(alpha_inv, j as u16));
         j += 1;
     }
     t
@@ -253,11 +282,11 @@ fn syndromes(r: &Poly) -> [Gf; 2 * T + 1] {
     let mut s = [0; 2 * T + 1];
     for j in 1..=2 * T {
         if j % 2 == 1 {
-            let x = ALPHA_POW[j];
+            let x = &ALPHA_POW[j];
             let mut acc: Gf = 0;
             for i in (0..PARITY_BITS).rev() {
                 let bit = ((r[i / 64] >> (i % 64)) & 1) as Gf;
-                acc = gf_mul(acc, x) ^ bit;
+                acc = gf_mul_by(acc, x) ^ bit;
             }
             s[j] = acc;
         } else {
@@ -335,8 +364,8 @@ fn chien_flip(lambda: &[Gf; T + 1], out: &mut [u8; WORD_BYTES]) -> u32 {
         let is_root = sum.ct_eq(&0).unwrap_u8();
         out[i / 8] ^= is_root << (i % 8);
         roots += u32::from(is_root);
-        for (t, step) in terms.iter_mut().zip(CHIEN_STEP).skip(1) {
-            *t = gf_mul(*t, step);
+        for (t, step) in terms.iter_mut().zip(&CHIEN_STEP).skip(1) {
+            *t = gf_mul_by(*t, step);
         }
     }
     terms.zeroize();
@@ -481,11 +510,18 @@ mod tests {
 
     #[test]
     fn tables_hold_the_right_powers() {
-        for (j, p) in ALPHA_POW.iter().enumerate() {
-            assert_eq!(*p, gf_pow(ALPHA, j as u16));
+        for (j, table) in ALPHA_POW.iter().enumerate() {
+            let c = gf_pow(ALPHA, j as u16);
+            for a in 0..512 {
+                assert_eq!(gf_mul_by(a, table), gf_mul(a, c), "a = {a}, j = {j}");
+            }
         }
-        for (j, p) in CHIEN_STEP.iter().enumerate() {
-            assert_eq!(gf_mul(*p, ALPHA_POW[j]), 1);
+        for (j, table) in CHIEN_STEP.iter().enumerate() {
+            let c = gf_inv(gf_pow(ALPHA, j as u16));
+            for a in 0..512 {
+                assert_eq!(gf_mul_by(a, table), gf_mul(a, c), "a = {a}, j = {j}");
+            }
+            assert_eq!(gf_mul_by(gf_pow(ALPHA, j as u16), table), 1);
         }
     }
 
