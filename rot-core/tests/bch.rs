@@ -247,31 +247,3 @@ proptest! {
         prop_assert_eq!(out, neighbour);
     }
 }
-
-/// Prints the wall-clock time of one `correct` call. Run with
-/// `cargo test --release -p rot-core --test bch -- --ignored --nocapture`.
-#[test]
-#[ignore = "timing measurement, not a correctness check"]
-fn bch_timing() {
-    let mut rng = Rng(0x5eed_0006);
-    let word = rng.word();
-    let h = helper(&word);
-    let iters = 2000u32;
-    for weight in [0, T] {
-        let mut noisy = word;
-        flip(&mut noisy, &rng.positions(weight));
-        let start = std::time::Instant::now();
-        for _ in 0..iters {
-            let mut w = std::hint::black_box(noisy);
-            let ok = correct(&mut w, std::hint::black_box(&h));
-            std::hint::black_box((w, ok));
-        }
-        let per = start.elapsed() / iters;
-        println!("correct() with {weight} errors: {per:?} per call");
-    }
-    let start = std::time::Instant::now();
-    for _ in 0..iters {
-        std::hint::black_box(helper(std::hint::black_box(&word)));
-    }
-    println!("helper(): {:?} per call", start.elapsed() / iters);
-}
