@@ -71,7 +71,11 @@ fn assert_shapes(service: &ServiceDescriptorProto, expected: &[Shape]) {
 #[test]
 fn descriptor_set_holds_the_contract_and_its_imports() {
     let fds = descriptor_set();
-    let names: Vec<&str> = fds.file.iter().map(|f| f.name()).collect();
+    let names: Vec<&str> = fds
+        .file
+        .iter()
+        .map(prost_types::FileDescriptorProto::name)
+        .collect();
     for file in [
         "oxroot/v1/common.proto",
         "oxroot/v1/device.proto",
