@@ -303,10 +303,25 @@ fn leaf_carries_rot_core_dpk_and_requested_fields() {
 #[test]
 fn device_signature_verifies_with_aws_lc_fast_path() {
     let (dpk, key) = device_dpk();
-    let message = b"oxroot test transcript";
-    let signature = key.sign_raw(message);
+    // The same bytes the service will verify: an onboarding answer signed by the DSK.
+    let id = rot_core::DeviceId::from_bytes([7; 32]);
+    let dpk_key = rot_core::PublicKey::from_sec1(&dpk).unwrap();
+    let context = rot_core::attestation::ChallengeContext {
+        device_id: &id,
+        challenge_id: b"challenge",
+        nonce: &[1; 32],
+        dpk: &dpk_key,
+        key_slot: key.slot(),
+    };
+    let message = rot_core::attestation::challenge_message(
+        rot_core::attestation::ChallengeKind::Onboarding,
+        rot_core::attestation::SignerRole::DeviceKey,
+        &context,
+    )
+    .unwrap();
+    let signature = key.sign(&message);
     let public = UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, dpk);
-    public.verify(message, &signature.0).unwrap();
+    public.verify(message.as_bytes(), &signature.0).unwrap();
     assert!(public.verify(b"another message", &signature.0).is_err());
 }
 

@@ -53,8 +53,17 @@ fn benches(c: &mut Criterion) {
     c.bench_function("derive_esk_p256", |b| {
         b.iter(|| black_box(seeds.enrolment_key().public_key()));
     });
+    let mut certificate_verify = vec![0x20; 64];
+    certificate_verify.extend_from_slice(b"TLS 1.3, client CertificateVerify\0");
+    certificate_verify.extend_from_slice(&[0xab; 32]);
     c.bench_function("derive_dsk_and_sign", |b| {
-        b.iter(|| black_box(seeds.device_key(KeySlot::FIRST).sign_raw(b"transcript")));
+        b.iter(|| {
+            let key = seeds.device_key(KeySlot::FIRST);
+            black_box(
+                key.sign_tls13_client_certificate_verify(&certificate_verify)
+                    .expect("valid content"),
+            )
+        });
     });
     c.bench_function("reconstruct_and_derive_esk", |b| {
         b.iter(|| {

@@ -47,9 +47,15 @@ impl<S: EntropySource + ?Sized> EntropySource for &mut S {
 /// region must be read before RAM initialisation clears it and must be
 /// re-powered between readouts. This backend cannot be exercised on real silicon
 /// in this repository: tests run it over ordinary buffers.
-#[derive(Debug)]
 pub struct MemoryRegionSource<'a> {
     region: &'a Readout,
+}
+
+// The region is a raw readout, the device secret before extraction: never print it.
+impl core::fmt::Debug for MemoryRegionSource<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("MemoryRegionSource").finish_non_exhaustive()
+    }
 }
 
 impl<'a> MemoryRegionSource<'a> {

@@ -38,13 +38,17 @@
 //! The secret is the 455-bit word of first cells. The repetition offsets reveal
 //! each group only up to complement, and the BCH helper reveals at most 198
 //! bits, so with unbiased, independent cells at least 455 − 198 = 257 bits of
-//! min-entropy remain for the 256-bit master. This needs each cell to carry
-//! ≥ 0.99 bits of min-entropy: biased cells leak through the repetition
-//! offsets (a group whose nine offsets are all equal is more likely all-ones or
-//! all-zeros). `puf_report` measures per-cell bias over many chips; the
-//! emulator's cells are unbiased by construction. Silicon with a measured
-//! per-cell bias beyond ~1 % should add a debiasing step (von Neumann pairing
-//! or index-based masking, Maes et al., CHES 2015) as helper-data version 2.
+//! min-entropy remain for the 256-bit master. That full-strength bound has one
+//! bit of margin: it needs ≥ (256 + 198) / 455 ≈ 0.998 bits per first cell
+//! (bias within ~0.1 %). The keys' security target (P-256, 128-bit) needs
+//! ≥ 128 bits, i.e. ≥ (128 + 198) / 455 ≈ 0.72 bits per first cell, but that
+//! simple count ignores the extra leakage of the repetition offsets when cells
+//! are biased (a group whose nine offsets are all equal is then more likely
+//! all-ones or all-zeros), which this crate does not bound. `puf_report`
+//! measures per-cell bias over many chips and the emulator's cells are
+//! unbiased by construction; silicon with measurable bias should add a
+//! debiasing step (von Neumann pairing or index-based masking, Maes et al.,
+//! CHES 2015) as helper-data version 2 before relying on these figures.
 //!
 //! # Attacks designed against
 //! - helper-data manipulation: bound into the salt, integrity- and key-checked;
@@ -54,6 +58,7 @@
 //! - re-enrolment with fresh helper data: refused unless explicitly forced.
 
 use core::fmt;
+use core::num::NonZeroU8;
 
 use hkdf::Hkdf;
 use sha2::{Digest, Sha256};
@@ -67,7 +72,7 @@ use crate::helper_data::{GROUPS, HelperData, KEY_CHECK_BYTES, REPETITION};
 use crate::keys::Seeds;
 
 /// Readouts combined, cell by cell, into the enrolment reference.
-pub const ENROLMENT_READS: u8 = 5;
+pub const ENROLMENT_READS: NonZeroU8 = NonZeroU8::new(5).expect("5 is not zero");
 /// The parameters bound into the HKDF salt together with the helper data.
 pub const PARAMETERS: &[u8] = b"oxroot-fe-v1/rep9x455/bch-455-257-23/hkdf-sha256";
 const KEY_CHECK_LABEL: &[u8] = b"oxroot/fe-check/v1";

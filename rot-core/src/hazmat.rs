@@ -6,7 +6,9 @@
 //! [`EntropySource`](crate::entropy::EntropySource) backend, or to measure the
 //! silicon in a report. Zeroize every buffer that held a readout.
 
-use zeroize::Zeroize;
+use core::num::NonZeroU8;
+
+use zeroize::Zeroizing;
 
 use crate::entropy::{EntropySource, ReadFailed};
 
@@ -32,11 +34,12 @@ pub fn cell(readout: &Readout, index: usize) -> u8 {
 /// [`ReadFailed`] if any readout fails.
 pub fn read_majority<S: EntropySource + ?Sized>(
     source: &mut S,
-    readouts: u8,
+    readouts: NonZeroU8,
 ) -> Result<Readout, ReadFailed> {
-    let mut ones = [0u8; CELL_COUNT];
-    let mut readout = [0u8; READOUT_BYTES];
-    for _ in 0..readouts {
+    // Zeroizing wrappers also cover the early return when a read fails midway.
+    let mut ones = Zeroizing::new([0u8; CELL_COUNT]);
+    let mut readout = Zeroizing::new([0u8; READOUT_BYTES]);
+    for _ in 0..readouts.get() {
         source.read(&mut readout)?;
         for (index, count) in ones.iter_mut().enumerate() {
             *count += cell(&readout, index);
@@ -44,10 +47,9 @@ pub fn read_majority<S: EntropySource + ?Sized>(
     }
     let mut reference = [0u8; READOUT_BYTES];
     for (index, &count) in ones.iter().enumerate() {
-        reference[index / 8] |= u8::from(2 * u16::from(count) > u16::from(readouts)) << (index % 8);
+        reference[index / 8] |=
+            u8::from(2 * u16::from(count) > u16::from(readouts.get())) << (index % 8);
     }
-    readout.zeroize();
-    ones.zeroize();
     Ok(reference)
 }
 

@@ -106,8 +106,8 @@ impl Seeds {
     }
 }
 
-/// FIPS 186-5 A.2.1 ("key pair generation using extra random bits"): take 64 bits
-/// more than the order's length, so the reduction bias is below 2^-64, and map
+/// FIPS 186-5 A.2.1 ("key pair generation using extra random bits"): take 128 bits
+/// more than the order's length (48 bytes), so the reduction bias is below 2^-128, and map
 /// into [1, n − 1] with `(c mod (n − 1)) + 1`. The reduction is constant-time.
 fn derive_signing_key(seed: &[u8; SEED_BYTES], purpose: &[u8]) -> SigningKey {
     let mut extra_bits = Zeroizing::new([0u8; 48]);
@@ -233,14 +233,49 @@ impl DeviceKey {
         sign_message(&self.key, message)
     }
 
-    /// Signs arbitrary bytes, for protocols that define their own transcript
-    /// (the TLS 1.3 `CertificateVerify` of the device's cloud connection).
-    #[must_use]
-    pub fn sign_raw(&self, bytes: &[u8]) -> SignatureBytes {
-        let signature: Signature = self.key.sign(bytes);
-        SignatureBytes(signature.to_bytes().into())
+    /// Signs the content of a TLS 1.3 client `CertificateVerify` (RFC 8446
+    /// §4.4.3: 64 spaces, the context string, a zero byte, the transcript hash),
+    /// for the device's mutual-TLS cloud connection.
+    ///
+    /// Only that content is signed, so the DSK can never be made to sign
+    /// something that parses as an attestation message (those start with a
+    /// length prefix, not 0x20).
+    ///
+    /// # Errors
+    /// [`NotCertificateVerify`] if `content` is not a TLS 1.3 client
+    /// `CertificateVerify` content.
+    pub fn sign_tls13_client_certificate_verify(
+        &self,
+        content: &[u8],
+    ) -> Result<SignatureBytes, NotCertificateVerify> {
+        let prefix_len = TLS13_PADDING.len() + TLS13_CLIENT_CONTEXT.len();
+        let is_certificate_verify = content.len() > prefix_len
+            && content[..TLS13_PADDING.len()] == TLS13_PADDING
+            && &content[TLS13_PADDING.len()..prefix_len] == TLS13_CLIENT_CONTEXT;
+        if !is_certificate_verify {
+            return Err(NotCertificateVerify);
+        }
+        let signature: Signature = self.key.sign(content);
+        Ok(SignatureBytes(signature.to_bytes().into()))
     }
 }
+
+const TLS13_PADDING: [u8; 64] = [0x20; 64];
+/// The client context string and its zero separator (RFC 8446 §4.4.3).
+const TLS13_CLIENT_CONTEXT: &[u8] = b"TLS 1.3, client CertificateVerify\0";
+
+/// The bytes given to [`DeviceKey::sign_tls13_client_certificate_verify`] are
+/// not a TLS 1.3 client `CertificateVerify` content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotCertificateVerify;
+
+impl fmt::Display for NotCertificateVerify {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the device key signs only attestation messages and TLS 1.3 client CertificateVerify content")
+    }
+}
+
+impl core::error::Error for NotCertificateVerify {}
 
 fn sign_message(key: &SigningKey, message: &Message) -> SignatureBytes {
     let signature: Signature = key.sign(message.as_bytes());

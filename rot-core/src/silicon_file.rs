@@ -49,6 +49,8 @@ pub enum SiliconFileError {
     UnsupportedVersion(u16),
     /// A silicon model this build cannot emulate.
     UnsupportedModel(u8),
+    /// The reserved byte is not zero: written by a newer or foreign tool.
+    ReservedNotZero(u8),
     /// The checksum does not match: the file is corrupted.
     ChecksumMismatch,
 }
@@ -70,6 +72,12 @@ impl fmt::Display for SiliconFileError {
                 )
             }
             Self::UnsupportedModel(model) => write!(f, "silicon model {model} is not supported"),
+            Self::ReservedNotZero(value) => {
+                write!(
+                    f,
+                    "silicon file reserved byte is {value}, expected 0 (written by a newer tool?)"
+                )
+            }
             Self::ChecksumMismatch => f.write_str("silicon file is corrupted (checksum mismatch)"),
         }
     }
@@ -115,6 +123,9 @@ pub fn decode(bytes: &[u8]) -> Result<ChipSeed, SiliconFileError> {
     }
     if bytes[6] != MODEL_OXIDE_TUNNELLING_V1 {
         return Err(SiliconFileError::UnsupportedModel(bytes[6]));
+    }
+    if bytes[7] != 0 {
+        return Err(SiliconFileError::ReservedNotZero(bytes[7]));
     }
     let mut seed = Zeroizing::new([0u8; 32]);
     seed.copy_from_slice(&bytes[SEED_OFFSET..CHECKSUM_OFFSET]);

@@ -129,3 +129,37 @@ fn malformed_signatures_and_keys_are_refused() {
     );
     assert_eq!(PublicKey::from_sec1(epk.as_bytes()), Ok(epk));
 }
+
+/// The DSK signs only attestation messages and TLS 1.3 client CertificateVerify
+/// content: never arbitrary bytes, and never bytes that could pass for an
+/// attestation message.
+#[test]
+fn device_key_signs_only_tls13_certificate_verify_content() {
+    use p256::ecdsa::signature::Verifier;
+    let seeds = seeds(3);
+    let dsk = seeds.device_key(KeySlot::FIRST);
+    let mut content = vec![0x20; 64];
+    content.extend_from_slice(b"TLS 1.3, client CertificateVerify\0");
+    content.extend_from_slice(&[0x5c; 32]);
+    let signature = dsk
+        .sign_tls13_client_certificate_verify(&content)
+        .expect("valid content");
+    let verifying =
+        p256::ecdsa::VerifyingKey::from_sec1_bytes(dsk.public_key().as_bytes()).expect("valid");
+    let signature = p256::ecdsa::Signature::from_slice(&signature.0).expect("64 bytes");
+    assert!(verifying.verify(&content, &signature).is_ok());
+
+    let epk = seeds.enrolment_key().public_key();
+    let attestation = registration_message(&epk, b"").expect("fits");
+    let mut server_context = vec![0x20; 64];
+    server_context.extend_from_slice(b"TLS 1.3, server CertificateVerify\0");
+    server_context.extend_from_slice(&[0x5c; 32]);
+    for refused in [
+        attestation.as_bytes(),
+        b"arbitrary".as_slice(),
+        &server_context,
+        &content[..98],
+    ] {
+        assert!(dsk.sign_tls13_client_certificate_verify(refused).is_err());
+    }
+}

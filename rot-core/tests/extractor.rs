@@ -269,6 +269,9 @@ fn secrets_print_redacted() {
     let seeds = enrol_from_reference(&[0x11; 512]).seeds;
     let esk = seeds.enrolment_key();
     let dsk = seeds.device_key(KeySlot::FIRST);
+    let region = [0x3c; 512];
+    let source = rot_core::entropy::MemoryRegionSource::new(&region);
+    assert!(!format!("{source:?}").contains("60"), "raw readout printed");
     for text in [
         format!("{seeds:?}"),
         format!("{esk:?}"),
@@ -340,4 +343,19 @@ fn corrupt_silicon_files_get_clear_errors() {
         silicon_file::decode(b"not a chip").expect_err("text"),
         SiliconFileError::BadMagic
     );
+
+    // Well-formed files (checksum recomputed) with a field this build does not know.
+    let with_checksum = |mut bytes: [u8; 72]| {
+        let checksum = Sha256::digest(&bytes[..40]);
+        bytes[40..].copy_from_slice(&checksum);
+        bytes
+    };
+    let mut model = file;
+    model[6] = 2;
+    let error = silicon_file::decode(&with_checksum(model)).expect_err("unknown model");
+    assert_eq!(error, SiliconFileError::UnsupportedModel(2));
+    let mut reserved = file;
+    reserved[7] = 1;
+    let error = silicon_file::decode(&with_checksum(reserved)).expect_err("reserved byte");
+    assert_eq!(error, SiliconFileError::ReservedNotZero(1));
 }
