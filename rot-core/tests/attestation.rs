@@ -26,8 +26,12 @@ proptest! {
         let signature = esk.sign(&message);
         prop_assert!(verify(&epk, &message, &signature).is_ok());
 
+        // Another context of a valid length: change a byte, or add one to an empty context.
         let mut other_context = context.clone();
-        other_context.push(0);
+        match other_context.first_mut() {
+            Some(byte) => *byte ^= 1,
+            None => other_context.push(0),
+        }
         let other = registration_message(&epk, &other_context).expect("bounded");
         prop_assert!(verify(&epk, &other, &signature).is_err());
 
