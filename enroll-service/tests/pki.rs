@@ -149,40 +149,39 @@ fn openssl_crl_check_rejects_revoked_leaf_and_accepts_others() {
     assert!(ok, "an unrevoked leaf must verify with -crl_check: {out}");
 }
 
+/// Verifies `leaf` up to `ca`'s root with webpki for `usage`, as a relying party would.
+fn webpki_verify(
+    ca: &CertificateAuthority,
+    leaf: &[u8],
+    usage: KeyUsage,
+) -> Result<(), webpki::Error> {
+    let root = CertificateDer::from(ca.root_der().to_vec());
+    let anchors = [webpki::anchor_from_trusted_cert(&root).unwrap()];
+    let intermediates = [CertificateDer::from(ca.intermediate_der().to_vec())];
+    let leaf = CertificateDer::from(leaf.to_vec());
+    EndEntityCert::try_from(&leaf)
+        .unwrap()
+        .verify_for_usage(
+            &[webpki::aws_lc_rs::ECDSA_P256_SHA256],
+            &anchors,
+            &intermediates,
+            UnixTime::now(),
+            usage,
+            None,
+            None,
+        )
+        .map(|_| ())
+}
+
 #[test]
 fn webpki_verifies_device_leaf_for_client_auth() {
     let ca = ca();
     let leaf = ca
         .issue_device_certificate(&device_leaf_request(42))
         .unwrap();
-    let root = CertificateDer::from(ca.root_der().to_vec());
-    let anchors = [webpki::anchor_from_trusted_cert(&root).unwrap()];
-    let intermediates = [CertificateDer::from(ca.intermediate_der().to_vec())];
-    let leaf_der = CertificateDer::from(leaf.der);
-    let ee = EndEntityCert::try_from(&leaf_der).unwrap();
-    ee.verify_for_usage(
-        &[webpki::aws_lc_rs::ECDSA_P256_SHA256],
-        &anchors,
-        &intermediates,
-        UnixTime::now(),
-        KeyUsage::client_auth(),
-        None,
-        None,
-    )
-    .unwrap();
+    webpki_verify(&ca, &leaf.der, KeyUsage::client_auth()).unwrap();
     // A device certificate is not a server certificate.
-    assert!(
-        ee.verify_for_usage(
-            &[webpki::aws_lc_rs::ECDSA_P256_SHA256],
-            &anchors,
-            &intermediates,
-            UnixTime::now(),
-            KeyUsage::server_auth(),
-            None,
-            None,
-        )
-        .is_err()
-    );
+    assert!(webpki_verify(&ca, &leaf.der, KeyUsage::server_auth()).is_err());
 }
 
 #[test]
@@ -196,21 +195,9 @@ fn webpki_verifies_server_certificate_for_loopback_names() {
     );
     assert_eq!(server.chain_der.len(), 2);
 
-    let root = CertificateDer::from(ca.root_der().to_vec());
-    let anchors = [webpki::anchor_from_trusted_cert(&root).unwrap()];
-    let intermediates = [CertificateDer::from(ca.intermediate_der().to_vec())];
+    webpki_verify(&ca, &server.certificate.der, KeyUsage::server_auth()).unwrap();
     let leaf_der = CertificateDer::from(server.certificate.der.clone());
     let ee = EndEntityCert::try_from(&leaf_der).unwrap();
-    ee.verify_for_usage(
-        &[webpki::aws_lc_rs::ECDSA_P256_SHA256],
-        &anchors,
-        &intermediates,
-        UnixTime::now(),
-        KeyUsage::server_auth(),
-        None,
-        None,
-    )
-    .unwrap();
     for name in ["localhost", "127.0.0.1", "::1"] {
         let name = rustls_pki_types::ServerName::try_from(name).unwrap();
         ee.verify_is_valid_for_subject_name(&name).unwrap();

@@ -14,8 +14,9 @@ use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use rot_core::emulator::{CORNERS, ChipSeed, EmulatedChip, OperatingConditions};
 use rot_core::extractor::{
-    ENROLMENT_READS, EnrolMode, analysis::key_failure_rate, enrol, enrol_from_reference,
-    reconstruct, reconstruct_from_readout,
+    ENROLMENT_READS, EnrolMode,
+    analysis::{binomial_pmf, key_failure_rate},
+    enrol, enrol_from_reference, reconstruct, reconstruct_from_readout,
 };
 use rot_core::hazmat::{
     self, CELL_COUNT, READOUT_BYTES, Readout, fraction_of_ones, fractional_hamming_distance,
@@ -196,15 +197,10 @@ fn min_entropy_per_cell(references: &[Readout]) -> f64 {
 /// cells at this chip count: E[−log2 max(p̂, 1 − p̂)], p̂ ~ Binomial(chips, ½) / chips.
 /// A measured value near this one means no bias is detectable.
 fn unbiased_estimator_expectation(chips: usize) -> f64 {
-    let n = chips as f64;
-    let mut ln_choose = 0.0;
-    (0..=chips)
-        .map(|k| {
-            if k > 0 {
-                ln_choose += ((chips - k + 1) as f64).ln() - (k as f64).ln();
-            }
-            let probability = (ln_choose - n * std::f64::consts::LN_2).exp();
-            let p = k as f64 / n;
+    binomial_pmf(chips, 0.5)
+        .enumerate()
+        .map(|(ones, probability)| {
+            let p = ones as f64 / chips as f64;
             probability * -p.max(1.0 - p).log2()
         })
         .sum()

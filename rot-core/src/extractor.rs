@@ -278,27 +278,25 @@ pub mod analysis {
     use super::{GROUPS, REPETITION};
     use crate::bch;
 
-    /// `P[Binomial(n, p) > t]`, summed in log space so tails down to 1e-300 are exact.
-    #[must_use]
-    pub fn binomial_tail(n: usize, p: f64, t: usize) -> f64 {
-        if p <= 0.0 {
-            return 0.0;
-        }
-        if p >= 1.0 {
-            return if n > t { 1.0 } else { 0.0 };
-        }
+    /// `P[Binomial(n, p) = k]` for `k = 0..=n`, each term computed in log space
+    /// so probabilities down to 1e-300 are exact.
+    pub fn binomial_pmf(n: usize, p: f64) -> impl Iterator<Item = f64> {
         let (ln_p, ln_q) = (p.ln(), (1.0 - p).ln());
+        // `count · ln` with 0 · ln 0 = 0, so p = 0 and p = 1 need no special case.
+        let weighted = |count: usize, ln: f64| if count == 0 { 0.0 } else { count as f64 * ln };
         let mut ln_choose = 0.0; // ln C(n, k), built up as k grows
-        let mut total = 0.0;
-        for k in 0..=n {
+        (0..=n).map(move |k| {
             if k > 0 {
                 ln_choose += ((n - k + 1) as f64).ln() - (k as f64).ln();
             }
-            if k > t {
-                total += (ln_choose + k as f64 * ln_p + (n - k) as f64 * ln_q).exp();
-            }
-        }
-        total.min(1.0)
+            (ln_choose + weighted(k, ln_p) + weighted(n - k, ln_q)).exp()
+        })
+    }
+
+    /// `P[Binomial(n, p) > t]`.
+    #[must_use]
+    pub fn binomial_tail(n: usize, p: f64, t: usize) -> f64 {
+        binomial_pmf(n, p).skip(t + 1).sum::<f64>().min(1.0)
     }
 
     /// Probability that a majority vote over `repetition` cells (odd) is wrong.

@@ -210,7 +210,7 @@ impl EnrolmentKey {
     /// Signs an attestation message (ECDSA P-256 / SHA-256, RFC 6979 nonces).
     #[must_use]
     pub fn sign(&self, message: &Message) -> SignatureBytes {
-        sign_message(&self.0, message)
+        sign_bytes(&self.0, message.as_bytes())
     }
 }
 
@@ -230,7 +230,7 @@ impl DeviceKey {
     /// Signs an attestation message (ECDSA P-256 / SHA-256, RFC 6979 nonces).
     #[must_use]
     pub fn sign(&self, message: &Message) -> SignatureBytes {
-        sign_message(&self.key, message)
+        sign_bytes(&self.key, message.as_bytes())
     }
 
     /// Signs the content of a TLS 1.3 client `CertificateVerify` (RFC 8446
@@ -255,8 +255,7 @@ impl DeviceKey {
         if !is_certificate_verify {
             return Err(NotCertificateVerify);
         }
-        let signature: Signature = self.key.sign(content);
-        Ok(SignatureBytes(signature.to_bytes().into()))
+        Ok(sign_bytes(&self.key, content))
     }
 }
 
@@ -277,8 +276,10 @@ impl fmt::Display for NotCertificateVerify {
 
 impl core::error::Error for NotCertificateVerify {}
 
-fn sign_message(key: &SigningKey, message: &Message) -> SignatureBytes {
-    let signature: Signature = key.sign(message.as_bytes());
+/// ECDSA P-256 / SHA-256 with RFC 6979 nonces, encoded as `r ‖ s`. Private:
+/// callers reach it only through the attestation and TLS 1.3 entry points.
+fn sign_bytes(key: &SigningKey, bytes: &[u8]) -> SignatureBytes {
+    let signature: Signature = key.sign(bytes);
     SignatureBytes(signature.to_bytes().into())
 }
 
