@@ -431,7 +431,8 @@ fn operator_identity_round_trips() {
         let issued = ca
             .issue_operator_certificate(
                 &OperatorKey::Generate,
-                "acme-fab_1",
+                "alice@acme.example",
+                "acme-fab-1",
                 role,
                 year(),
                 Serial::new(77).unwrap(),
@@ -439,7 +440,8 @@ fn operator_identity_round_trips() {
             .unwrap();
         assert!(issued.private_key.is_some());
         let identity = OperatorIdentity::from_certificate_der(&issued.certificate.der).unwrap();
-        assert_eq!(identity.owner, "acme-fab_1");
+        assert_eq!(identity.owner, "acme-fab-1");
+        assert_eq!(identity.name, "alice@acme.example");
         assert_eq!(identity.role, role);
         assert_eq!(identity, issued.identity);
     }
@@ -447,6 +449,7 @@ fn operator_identity_round_trips() {
     let issued = ca
         .issue_operator_certificate(
             &OperatorKey::PublicKey(dpk),
+            "bob",
             "owner2",
             Role::Auditor,
             year(),
@@ -474,6 +477,7 @@ fn operator_identity_round_trips() {
     assert!(matches!(
         ca.issue_operator_certificate(
             &OperatorKey::Generate,
+            "carol",
             "a:b",
             Role::Admin,
             year(),
@@ -481,6 +485,46 @@ fn operator_identity_round_trips() {
         ),
         Err(PkiError::InvalidOwner(_))
     ));
+    // Upper case would make two spellings of one tenant.
+    assert!(matches!(
+        ca.issue_operator_certificate(
+            &OperatorKey::Generate,
+            "carol",
+            "Acme",
+            Role::Admin,
+            year(),
+            Serial::new(1).unwrap()
+        ),
+        Err(PkiError::InvalidOwner(_))
+    ));
+    assert!(matches!(
+        ca.issue_operator_certificate(
+            &OperatorKey::Generate,
+            "carol smith",
+            "acme",
+            Role::Admin,
+            year(),
+            Serial::new(1).unwrap()
+        ),
+        Err(PkiError::InvalidOperatorName(_))
+    ));
+    // The platform owner is allowed and round-trips.
+    let platform = ca
+        .issue_operator_certificate(
+            &OperatorKey::Generate,
+            "root-admin",
+            "*",
+            Role::Admin,
+            year(),
+            Serial::new(2).unwrap(),
+        )
+        .unwrap();
+    assert_eq!(
+        OperatorIdentity::from_certificate_der(&platform.certificate.der)
+            .unwrap()
+            .owner,
+        "*"
+    );
 }
 
 #[test]

@@ -14,7 +14,7 @@ use time::{Duration, OffsetDateTime};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::keystore::{pem_encode, write_atomically};
-use super::operator::validate_owner;
+use super::operator::{validate_operator_name, validate_owner};
 use super::{
     CaNames, Crl, DEFAULT_PBKDF2_ITERATIONS, EncryptedKey, IssuedCertificate, LeafRequest,
     OperatorCredentials, OperatorIdentity, OperatorKey, P256_PUBLIC_KEY_LEN, Passphrase, PkiError,
@@ -406,24 +406,28 @@ impl CertificateAuthority {
         })
     }
 
-    /// Issues an operator certificate (EKU clientAuth) carrying `owner` and `role` in the
-    /// subject (`O`, `OU`, and `CN = <owner>/<role>`) and as the SAN URI
+    /// Issues an operator certificate (EKU clientAuth) for `name` (the subject `CN`) carrying
+    /// `owner` and `role` in the subject (`O`, `OU`) and as the SAN URI
     /// `urn:oxroot:operator:<owner>:<role>`; [`OperatorIdentity::from_certificate_der`] reads
     /// them back.
     ///
     /// # Errors
-    /// [`PkiError::InvalidOwner`], [`PkiError::InvalidPublicKey`],
-    /// [`PkiError::InvalidValidity`], or [`PkiError::Certificate`].
+    /// [`PkiError::InvalidOwner`], [`PkiError::InvalidOperatorName`],
+    /// [`PkiError::InvalidPublicKey`], [`PkiError::InvalidValidity`], or
+    /// [`PkiError::Certificate`].
     pub fn issue_operator_certificate(
         &self,
         key: &OperatorKey,
+        name: &str,
         owner: &str,
         role: Role,
         validity: Validity,
         serial: Serial,
     ) -> Result<OperatorCredentials, PkiError> {
         validate_owner(owner)?;
+        validate_operator_name(name)?;
         let identity = OperatorIdentity {
+            name: name.to_owned(),
             owner: owner.to_owned(),
             role,
         };
@@ -431,7 +435,7 @@ impl CertificateAuthority {
         let dn = &mut params.distinguished_name;
         dn.push(DnType::OrganizationName, owner);
         dn.push(DnType::OrganizationalUnitName, role.as_str());
-        dn.push(DnType::CommonName, format!("{owner}/{role}"));
+        dn.push(DnType::CommonName, name);
         params.subject_alt_names = vec![SanType::URI(identity.urn().try_into()?)];
 
         let (cert, private_key) = match key {

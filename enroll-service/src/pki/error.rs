@@ -48,8 +48,13 @@ pub enum PkiError {
     #[error("subject common name must be 1..=64 characters, got {0} characters")]
     InvalidCommonName(usize),
     /// An operator owner name contains characters that would break the operator URN.
-    #[error("operator owner {0:?} is invalid: use 1..=64 characters from A-Z a-z 0-9 . _ -")]
+    #[error(
+        "operator owner {0:?} is invalid: use \"*\" or 1..=63 characters from a-z 0-9 - starting with a letter or digit"
+    )]
     InvalidOwner(String),
+    /// An operator name is empty, too long, or has characters outside `[A-Za-z0-9._@-]`.
+    #[error("operator name {0:?} is invalid: use 1..=64 characters from A-Z a-z 0-9 . _ @ -")]
+    InvalidOperatorName(String),
     /// A DNS name for the server certificate is not a valid IA5 string.
     #[error("server name {0:?} is not a valid DNS name")]
     InvalidDnsName(String),

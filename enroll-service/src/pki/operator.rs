@@ -1,9 +1,12 @@
 //! Operator identities: who (owner/tenant) may do what (role), carried in operator certificates.
 //!
-//! The identity is written twice: in the subject (`O = owner`, `OU = role`) for humans and
-//! stock tools, and as the SAN URI `urn:oxroot:operator:<owner>:<role>` for the service. The
-//! parser requires both and requires them to agree, so a certificate cannot say one thing to
-//! an operator reading it and another to the authorisation check.
+//! The owner and role are written twice: in the subject (`O = owner`, `OU = role`) for humans
+//! and stock tools, and as the SAN URI `urn:oxroot:operator:<owner>:<role>` for the service.
+//! The parser requires both and requires them to agree, so a certificate cannot say one thing
+//! to an operator reading it and another to the authorisation check. The subject `CN` is the
+//! operator's name, the actor recorded in the audit log.
+//!
+//! The owner `*` is reserved for platform operators, who act for every owner.
 
 use std::fmt;
 use std::str::FromStr;
@@ -60,12 +63,17 @@ impl FromStr for Role {
     }
 }
 
-/// The owner and role an operator certificate grants.
+/// The reserved owner of platform operators.
+pub const PLATFORM_OWNER: &str = "*";
+
+/// Who an operator certificate names, and the owner and role it grants.
 ///
 /// Parsing does not verify the certificate: the TLS layer must already have checked that it
 /// chains to the service's root.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct OperatorIdentity {
+    /// The operator's name (subject CN), the actor in the audit log.
+    pub name: String,
     /// The owner (tenant) whose batches and devices the operator may see.
     pub owner: String,
     /// What the operator may do there.
@@ -116,7 +124,16 @@ impl OperatorIdentity {
             .split_once(':')
             .ok_or_else(|| not_operator("operator URI is not <owner>:<role>"))?;
         validate_owner(owner)?;
+        let name = single(
+            cert.subject()
+                .iter_common_name()
+                .filter_map(|a| a.as_str().ok())
+                .collect(),
+            "CN",
+        )?;
+        validate_operator_name(name)?;
         let identity = Self {
+            name: name.to_owned(),
             owner: owner.to_owned(),
             role: role.parse()?,
         };
@@ -154,16 +171,37 @@ fn single<'a>(mut values: Vec<&'a str>, what: &str) -> Result<&'a str, PkiError>
     }
 }
 
-/// Owners end up inside a `:`-separated URN and in audit records, so they are restricted to a
-/// conservative alphabet rather than escaped.
+/// Owners end up inside a `:`-separated URN, audit records and registry keys, so they are
+/// restricted to the alphabet the gRPC contract documents rather than escaped: `*` (platform)
+/// or 1..=63 characters of `[a-z0-9-]` starting with a letter or digit.
 pub(crate) fn validate_owner(owner: &str) -> Result<(), PkiError> {
-    let ok = (1..=64).contains(&owner.len())
-        && owner
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
+    if is_valid_owner(owner) {
         Ok(())
     } else {
         Err(PkiError::InvalidOwner(owner.to_owned()))
+    }
+}
+
+/// Whether `owner` is `*` or a well-formed tenant name (see `validate_owner`).
+#[must_use]
+pub fn is_valid_owner(owner: &str) -> bool {
+    owner == PLATFORM_OWNER
+        || ((1..=63).contains(&owner.len())
+            && owner.as_bytes()[0].is_ascii_alphanumeric()
+            && owner
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+}
+
+/// Operator names are the audit log's actors: 1..=64 characters of `[A-Za-z0-9._@-]`.
+pub(crate) fn validate_operator_name(name: &str) -> Result<(), PkiError> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(PkiError::InvalidOperatorName(name.to_owned()))
     }
 }
