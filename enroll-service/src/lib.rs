@@ -10,5 +10,16 @@
 //!
 //! Modules:
 //! - [`pki`]: the certificate authority (root, intermediate, leaves, CRLs) and encrypted CA keys.
+//! - [`model`]: the registry's records and the device life cycle.
+//! - [`store`]: the registry trait and its sled backend with durable group commit.
+//! - [`audit`]: the hash-chained audit log.
+//! - [`policy`]: per-cloud security policies (AWS IoT, Azure DPS, Mosquitto).
 
+pub mod audit;
+pub mod error;
+pub mod metrics;
+pub mod model;
 pub mod pki;
+pub mod policy;
+pub mod service;
+pub mod store;

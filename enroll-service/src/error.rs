@@ -1,0 +1,150 @@
+//! The service's error type and its one mapping to the wire (`impl From<&ServiceError> for
+//! tonic::Status`).
+//!
+//! Operators get precise messages: the field, the record, the reason. Devices never see these
+//! for business outcomes (unknown device, bad proof…): those are [`crate::service::Refusal`]s,
+//! sent as a final stream message with deliberately coarse reasons.
+
+use tonic::{Code, Status};
+
+use crate::policy::PolicyError;
+use crate::store::StoreError;
+
+/// Why a call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// A malformed field; `field` is the request field path.
+    #[error("{field}: {message}")]
+    InvalidArgument {
+        /// Field path, e.g. `hello.device_id`.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A message out of protocol order.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// The named resource does not exist, or belongs to another owner.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A resource with that name exists.
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    /// The resource is not in a state that allows the call.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// No or unusable client certificate.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller's role or owner does not allow the call.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// A limit on concurrency or rate was hit.
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// The peer was too slow.
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    /// The registry or a dependency cannot be reached.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or unexpected failure. The message is logged, not sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ServiceError {
+    /// A malformed field.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::InvalidArgument {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(m) => Self::Unavailable(m),
+            // A conflict that reaches a caller is one the handler did not expect (it checks
+            // the guards it relies on first): report it as a failed precondition, precisely.
+            StoreError::Conflict(m) => Self::FailedPrecondition(m),
+            StoreError::Corrupt { .. } => Self::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<PolicyError> for ServiceError {
+    fn from(e: PolicyError) -> Self {
+        Self::InvalidArgument {
+            field: e.field,
+            message: e.message,
+        }
+    }
+}
+
+impl From<crate::pki::PkiError> for ServiceError {
+    fn from(e: crate::pki::PkiError) -> Self {
+        Self::Internal(format!("certificate authority: {e}"))
+    }
+}
+
+impl From<&ServiceError> for Status {
+    fn from(e: &ServiceError) -> Self {
+        let code = match e {
+            ServiceError::InvalidArgument { .. } | ServiceError::Protocol(_) => {
+                Code::InvalidArgument
+            }
+            ServiceError::NotFound(_) => Code::NotFound,
+            ServiceError::AlreadyExists(_) => Code::AlreadyExists,
+            ServiceError::FailedPrecondition(_) => Code::FailedPrecondition,
+            ServiceError::Unauthenticated(_) => Code::Unauthenticated,
+            ServiceError::PermissionDenied(_) => Code::PermissionDenied,
+            ServiceError::ResourceExhausted(_) => Code::ResourceExhausted,
+            ServiceError::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            ServiceError::Unavailable(_) => Code::Unavailable,
+            ServiceError::Internal(_) => Code::Internal,
+        };
+        if let ServiceError::Internal(detail) = e {
+            // Internal details can name files and records; they go to the log, not the peer.
+            tracing::error!(%detail, "internal error");
+            return Status::new(code, "internal error; see the service log");
+        }
+        Status::new(code, e.to_string())
+    }
+}
+
+impl From<ServiceError> for Status {
+    fn from(e: ServiceError) -> Self {
+        Self::from(&e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_details_stay_in_the_log() {
+        let status = Status::from(ServiceError::Internal("/var/lib/oxroot/db: EIO".into()));
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("/var/lib"));
+    }
+
+    #[test]
+    fn invalid_argument_names_the_field() {
+        let status = Status::from(ServiceError::invalid("hello.epk", "must be 65 bytes"));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(status.message(), "hello.epk: must be 65 bytes");
+    }
+
+    #[test]
+    fn store_errors_map_to_retryable_codes() {
+        assert_eq!(
+            Status::from(ServiceError::from(StoreError::Unavailable("x".into()))).code(),
+            Code::Unavailable
+        );
+    }
+}

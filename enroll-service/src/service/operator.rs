@@ -1,0 +1,6 @@
+//! The operator-facing service (being written).
+#![allow(missing_docs)]
+
+/// Placeholder.
+#[derive(Debug)]
+pub struct OperatorService;

@@ -1,0 +1,316 @@
+//! The registry: devices, policies, batches, issued certificates, the CRL and the audit log,
+//! behind the [`Registry`] trait so a server-grade backend (PostgreSQL, shared by stateless
+//! replicas) can replace the embedded one ([`SledRegistry`]).
+//!
+//! Writes are [`Change`]s: a list of [`Guard`]s and [`Op`]s applied atomically, audit entries
+//! included. [`Registry::submit`] resolves only once the change is *durable*; the service sends a
+//! credential only after that. The sled backend batches concurrent changes into one
+//! write + fsync (group commit), which is what keeps throughput up when every onboarding must be
+//! durable.
+//!
+//! Reads see committed changes; they are plain synchronous calls because the embedded backend
+//! answers them from memory.
+
+mod sled_backend;
+
+use std::fmt;
+
+use tokio::sync::{broadcast, oneshot};
+
+use oxroot_proto::v1;
+
+use crate::audit::{AuditDraft, StoredAuditEntry};
+use crate::model::{
+    BatchRecord, CountsDelta, CredentialRecord, CrlEntryRecord, CrlRecord, DeviceRecord,
+};
+use crate::policy::PolicySpec;
+
+pub use sled_backend::SledRegistry;
+
+/// A precondition of a [`Change`]; if one fails the whole change is refused with
+/// [`StoreError::Conflict`] and nothing of it is applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Guard {
+    /// No policy of that owner and name exists.
+    PolicyAbsent {
+        /// Owner.
+        owner: String,
+        /// Name.
+        name: String,
+    },
+    /// No batch with that ID exists.
+    BatchAbsent(String),
+    /// No credential with that serial was ever stored: a serial is never issued twice.
+    SerialAbsent(String),
+    /// The owner has not used this CreateBatch idempotency key.
+    RequestIdAbsent {
+        /// Owner.
+        owner: String,
+        /// Client-chosen key.
+        request_id: String,
+    },
+}
+
+/// One write of a [`Change`].
+#[derive(Clone, Debug)]
+pub enum Op {
+    /// Insert or replace a device.
+    PutDevice(DeviceRecord),
+    /// Insert a policy (guard with [`Guard::PolicyAbsent`]; policies are immutable).
+    PutPolicy(Box<PolicySpec>),
+    /// Insert or replace a batch's descriptive fields. The counts of an existing batch are
+    /// kept: they change only through [`Op::AdjustCounts`].
+    PutBatch(BatchRecord),
+    /// Make a device a member of a batch (the membership index used for listing).
+    AddToBatch {
+        /// Batch.
+        batch_id: String,
+        /// Device.
+        device_id: String,
+    },
+    /// Remove a device from a batch's membership index.
+    RemoveFromBatch {
+        /// Batch.
+        batch_id: String,
+        /// Device.
+        device_id: String,
+    },
+    /// Insert or replace an issued certificate record.
+    PutCredential(Box<CredentialRecord>),
+    /// Put a serial on the revocation list.
+    Revoke {
+        /// Serial.
+        serial: String,
+        /// CRL entry.
+        entry: CrlEntryRecord,
+    },
+    /// Add to a batch's counts (applied in commit order, so concurrent changes compose).
+    AdjustCounts {
+        /// Batch.
+        batch_id: String,
+        /// Delta.
+        delta: CountsDelta,
+    },
+    /// Store the latest signed CRL.
+    PutCrl(CrlRecord),
+    /// Remember a CreateBatch idempotency key.
+    PutRequestId {
+        /// Owner.
+        owner: String,
+        /// Key.
+        request_id: String,
+        /// Batch created for it.
+        batch_id: String,
+    },
+    /// Append an audit entry (sequence number and hash chain assigned at commit).
+    Audit(AuditDraft),
+}
+
+/// Something that happened, published to watchers once durable.
+#[derive(Clone, Debug)]
+pub enum RegistryEvent {
+    /// A device of a batch changed state.
+    Device {
+        /// The batch.
+        batch_id: String,
+        /// The event.
+        event: v1::DeviceEvent,
+    },
+    /// A batch's counts changed.
+    CountsChanged {
+        /// The batch.
+        batch_id: String,
+    },
+}
+
+/// An atomic, durable unit of writes.
+#[derive(Clone, Debug, Default)]
+pub struct Change {
+    /// Preconditions.
+    pub guards: Vec<Guard>,
+    /// Writes, applied in order.
+    pub ops: Vec<Op>,
+    /// Published after the change is durable.
+    pub events: Vec<RegistryEvent>,
+}
+
+impl Change {
+    /// An empty change.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a write.
+    pub fn op(&mut self, op: Op) -> &mut Self {
+        self.ops.push(op);
+        self
+    }
+
+    /// Adds a precondition.
+    pub fn guard(&mut self, guard: Guard) -> &mut Self {
+        self.guards.push(guard);
+        self
+    }
+
+    /// Adds an audit entry.
+    pub fn audit(&mut self, draft: AuditDraft) -> &mut Self {
+        self.ops.push(Op::Audit(draft));
+        self
+    }
+
+    /// Adds an event to publish.
+    pub fn event(&mut self, event: RegistryEvent) -> &mut Self {
+        self.events.push(event);
+        self
+    }
+}
+
+/// What a durable commit assigned.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Receipt {
+    /// Sequence numbers of the change's audit entries.
+    pub audit_seqs: Vec<u64>,
+}
+
+/// Registry failures.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A [`Guard`] failed; nothing was written.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The store cannot be read or written (I/O error, or stopped after a failed fsync).
+    #[error("registry unavailable: {0}")]
+    Unavailable(String),
+    /// A stored record could not be decoded.
+    #[error("registry record {key} is corrupt: {reason}")]
+    Corrupt {
+        /// The record's key.
+        key: String,
+        /// Decoder message.
+        reason: String,
+    },
+}
+
+/// Filters of [`Registry::devices`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeviceFilter {
+    /// Only members of this batch.
+    pub batch_id: Option<String>,
+    /// Only this owner.
+    pub owner: Option<String>,
+    /// Only devices in this state.
+    pub state: Option<crate::model::DeviceState>,
+}
+
+/// The registry.
+pub trait Registry: Send + Sync + fmt::Debug + 'static {
+    /// Queues a change; the receiver resolves once it is durable (or refused).
+    fn submit(&self, change: Change) -> oneshot::Receiver<Result<Receipt, StoreError>>;
+
+    /// Events of durable changes.
+    fn subscribe(&self) -> broadcast::Receiver<RegistryEvent>;
+
+    /// A device.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::Corrupt`].
+    fn device(&self, device_id: &str) -> Result<Option<DeviceRecord>, StoreError>;
+
+    /// Devices ordered by DeviceId, after `after`, at most `limit` of them matching `filter`.
+    ///
+    /// # Errors
+    /// As [`Registry::device`].
+    fn devices(
+        &self,
+        filter: &DeviceFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeviceRecord>, StoreError>;
+
+    /// A policy.
+    ///
+    /// # Errors
+    /// As [`Registry::device`].
+    fn policy(&self, owner: &str, name: &str) -> Result<Option<PolicySpec>, StoreError>;
+
+    /// Policies ordered by (owner, name), after `after`, at most `limit`, of `owner` if given.
+    ///
+    /// # Errors
+    /// As [`Registry::device`].
+    fn policies(
+        &self,
+        owner: Option<&str>,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<PolicySpec>, StoreError>;
+
+    /// A batch.
+    ///
+    /// # Errors
+    /// As [`Registry::device`].
+    fn batch(&self, batch_id: &str) -> Result<Option<BatchRecord>, StoreError>;
+
+    /// Batches newest first, strictly older than `before` (a batch ID), at most `limit`, of
+    /// `owner` if given.
+    ///
+    /// # Errors
+    /// As [`Registry::device`].
+    fn batches(
+        &self,
+        owner: Option<&str>,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<BatchRecord>, StoreError>;
+
+    /// The batch a CreateBatch idempotency key created.
+    ///
+    /// # Errors
+    /// As [`Registry::device`].
+    fn request_id(&self, owner: &str, request_id: &str) -> Result<Option<String>, StoreError>;
+
+    /// An issued certificate.
+    ///
+    /// # Errors
+    /// As [`Registry::device`].
+    fn credential(&self, serial: &str) -> Result<Option<CredentialRecord>, StoreError>;
+
+    /// Number of certificates ever stored.
+    ///
+    /// # Errors
+    /// As [`Registry::device`].
+    fn credential_count(&self) -> Result<u64, StoreError>;
+
+    /// Every revoked serial with its CRL entry.
+    ///
+    /// # Errors
+    /// As [`Registry::device`].
+    fn revoked(&self) -> Result<Vec<(String, CrlEntryRecord)>, StoreError>;
+
+    /// The latest signed CRL.
+    ///
+    /// # Errors
+    /// As [`Registry::device`].
+    fn crl(&self) -> Result<Option<CrlRecord>, StoreError>;
+
+    /// Audit entries with `seq >= start`, ascending, at most `limit`.
+    ///
+    /// # Errors
+    /// As [`Registry::device`].
+    fn audit(&self, start: u64, limit: usize) -> Result<Vec<(u64, StoredAuditEntry)>, StoreError>;
+
+    /// Sequence number of the newest audit entry (0 if none).
+    fn audit_head(&self) -> u64;
+}
+
+/// Submits a change and waits until it is durable.
+///
+/// # Errors
+/// The registry's refusal, or [`StoreError::Unavailable`] if it stopped.
+pub async fn commit(registry: &dyn Registry, change: Change) -> Result<Receipt, StoreError> {
+    registry
+        .submit(change)
+        .await
+        .map_err(|_| StoreError::Unavailable("the registry writer stopped".to_owned()))?
+}

@@ -1,0 +1,575 @@
+//! The embedded registry: one sled tree, one writer thread, group commit with a real `fsync`.
+//!
+//! ```text
+//!  handlers ──submit(Change)──▶ queue ──▶ writer thread: take every queued change (≤ MAX_GROUP)
+//!                                          check guards, stage writes (later changes see earlier ones)
+//!                                          apply_batch (atomic) ─▶ flush ─▶ fdatasync(db file)
+//!  handlers ◀──────────── Ok(Receipt) ◀──── only now: every change of the group is durable
+//! ```
+//!
+//! Why the extra `fdatasync`: sled 0.34's `flush()` writes its buffers and then calls
+//! `sync_file_range`, which neither flushes the drive's cache nor the file's metadata, so it is
+//! not power-loss durable on its own. One `fdatasync` per group makes every change of the group
+//! durable, so the cost is shared by all concurrent onboardings.
+//!
+//! If a write or sync fails the writer stops accepting changes (the state on disk is then
+//! unknown, as with PostgreSQL's fsync failure rule); the service reports UNAVAILABLE and must
+//! be restarted, which re-reads the durable state.
+//!
+//! Key layout (all in the default tree):
+//! `d/<device>` device · `p/<owner>/<name>` policy · `b/<batch>` batch · `m/<batch>/<device>`
+//! membership · `c/<serial>` credential · `r/<serial>` CRL entry · `q/<owner>/<request>` batch
+//! idempotency key · `a/<seq: u64 BE>` audit entry · `x/crl`, `x/credentials` singletons.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::{
+    Change, DeviceFilter, Guard, Op, Receipt, Registry, RegistryEvent, StoreError,
+};
+use crate::audit::{self, GENESIS_HASH, StoredAuditEntry};
+use crate::model::{BatchRecord, CredentialRecord, CrlEntryRecord, CrlRecord, DeviceRecord};
+use crate::policy::PolicySpec;
+
+/// Most changes one group commit takes: bounds the latency of the first change in a group.
+const MAX_GROUP: usize = 1024;
+/// Queue length; `submit` waits (back-pressure) when the writer is this far behind.
+const QUEUE: usize = 8192;
+/// Events kept for slow watchers before they start losing device events.
+const EVENT_BUFFER: usize = 16_384;
+
+type Reply = oneshot::Sender<Result<Receipt, StoreError>>;
+
+/// The sled-backed [`Registry`].
+pub struct SledRegistry {
+    db: sled::Db,
+    queue: mpsc::Sender<(Change, Reply)>,
+    events: broadcast::Sender<RegistryEvent>,
+    audit_head: Arc<AtomicU64>,
+    failed: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for SledRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledRegistry")
+            .field("audit_head", &self.audit_head.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    #[allow(clippy::unwrap_used, reason = "records are plain data; serialising cannot fail")]
+    serde_json::to_vec(value).unwrap()
+}
+
+fn device_key(id: &str) -> Vec<u8> {
+    format!("d/{id}").into_bytes()
+}
+fn policy_key(owner: &str, name: &str) -> Vec<u8> {
+    format!("p/{owner}/{name}").into_bytes()
+}
+fn batch_key(id: &str) -> Vec<u8> {
+    format!("b/{id}").into_bytes()
+}
+fn member_key(batch: &str, device: &str) -> Vec<u8> {
+    format!("m/{batch}/{device}").into_bytes()
+}
+fn credential_key(serial: &str) -> Vec<u8> {
+    format!("c/{serial}").into_bytes()
+}
+fn revoked_key(serial: &str) -> Vec<u8> {
+    format!("r/{serial}").into_bytes()
+}
+fn request_key(owner: &str, request: &str) -> Vec<u8> {
+    format!("q/{owner}/{request}").into_bytes()
+}
+fn audit_key(seq: u64) -> Vec<u8> {
+    let mut key = b"a/".to_vec();
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+const CRL_KEY: &[u8] = b"x/crl";
+const CREDENTIAL_COUNT_KEY: &[u8] = b"x/credentials";
+
+impl SledRegistry {
+    /// Opens (or creates) the registry in `dir` and starts its writer thread.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] if sled cannot open the directory, [`StoreError::Corrupt`]
+    /// if the audit head cannot be read.
+    pub fn open(dir: &Path) -> Result<Arc<Self>, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(unavailable)?;
+        // The file sled writes its log to; fdatasync on any descriptor of it makes the data
+        // written by `flush` durable.
+        let data_file = File::open(dir.join("db")).map_err(unavailable)?;
+        let (seq, hash) = match db.scan_prefix(b"a/").next_back() {
+            None => (0, GENESIS_HASH),
+            Some(item) => {
+                let (key, value) = item.map_err(unavailable)?;
+                let entry: StoredAuditEntry = decode(&key, &value)?;
+                let record = entry.decode().map_err(|e| StoreError::Corrupt {
+                    key: "audit head".into(),
+                    reason: e.to_string(),
+                })?;
+                let hash: [u8; 32] =
+                    entry
+                        .hash
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt {
+                            key: "audit head".into(),
+                            reason: "hash is not 32 bytes".into(),
+                        })?;
+                (record.seq, hash)
+            }
+        };
+        let (queue, receiver) = mpsc::channel(QUEUE);
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let audit_head = Arc::new(AtomicU64::new(seq));
+        let failed = Arc::new(AtomicBool::new(false));
+        let writer = Writer {
+            db: db.clone(),
+            data_file,
+            events: events.clone(),
+            audit_seq: seq,
+            audit_hash: hash,
+            audit_head: audit_head.clone(),
+            failed: failed.clone(),
+        };
+        thread::Builder::new()
+            .name("registry-writer".into())
+            .spawn(move || writer.run(receiver))
+            .map_err(unavailable)?;
+        Ok(Arc::new(Self {
+            db,
+            queue,
+            events,
+            audit_head,
+            failed,
+        }))
+    }
+
+    fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
+        self.db
+            .get(key)
+            .map_err(unavailable)?
+            .map(|v| decode(key, &v))
+            .transpose()
+    }
+}
+
+impl Registry for SledRegistry {
+    fn submit(&self, change: Change) -> oneshot::Receiver<Result<Receipt, StoreError>> {
+        let (reply, receiver) = oneshot::channel();
+        if self.failed.load(Ordering::Acquire) {
+            let _ = reply.send(Err(StoreError::Unavailable(
+                "a previous write failed; restart the service".into(),
+            )));
+            return receiver;
+        }
+        let queue = self.queue.clone();
+        // `try_send` keeps `submit` synchronous; when the queue is full, a task waits for room
+        // so callers see back-pressure as latency, not as an error.
+        match queue.try_send((change, reply)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(item)) => {
+                tokio::spawn(async move {
+                    let _ = queue.send(item).await;
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed((_, reply))) => {
+                let _ = reply.send(Err(StoreError::Unavailable("registry writer stopped".into())));
+            }
+        }
+        receiver
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<RegistryEvent> {
+        self.events.subscribe()
+    }
+
+    fn device(&self, device_id: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        self.get(&device_key(device_id))
+    }
+
+    fn devices(
+        &self,
+        filter: &DeviceFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeviceRecord>, StoreError> {
+        let keep = |device: &DeviceRecord| {
+            filter
+                .owner
+                .as_ref()
+                .is_none_or(|o| device.owner.as_ref() == Some(o))
+                && filter.state.is_none_or(|s| device.state() == s)
+                && filter
+                    .batch_id
+                    .as_ref()
+                    .is_none_or(|b| device.batch_id.as_ref() == Some(b))
+        };
+        let mut out = Vec::new();
+        if let Some(batch) = &filter.batch_id {
+            let prefix = format!("m/{batch}/");
+            let start = after.map_or_else(
+                || prefix.clone().into_bytes(),
+                |a| member_key(batch, a).into_iter().chain([0]).collect(),
+            );
+            for item in self.db.range(start..) {
+                let (key, _) = item.map_err(unavailable)?;
+                let Some(device_id) = key.strip_prefix(prefix.as_bytes()) else {
+                    break;
+                };
+                let device_id = String::from_utf8_lossy(device_id);
+                if let Some(device) = self.device(&device_id)?
+                    && keep(&device)
+                {
+                    out.push(device);
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+            }
+        } else {
+            let start = after.map_or_else(
+                || b"d/".to_vec(),
+                |a| device_key(a).into_iter().chain([0]).collect(),
+            );
+            for item in self.db.range(start..) {
+                let (key, value) = item.map_err(unavailable)?;
+                if !key.starts_with(b"d/") {
+                    break;
+                }
+                let device: DeviceRecord = decode(&key, &value)?;
+                if keep(&device) {
+                    out.push(device);
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn policy(&self, owner: &str, name: &str) -> Result<Option<PolicySpec>, StoreError> {
+        self.get(&policy_key(owner, name))
+    }
+
+    fn policies(
+        &self,
+        owner: Option<&str>,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<PolicySpec>, StoreError> {
+        let prefix = owner.map_or_else(|| "p/".to_owned(), |o| format!("p/{o}/"));
+        let start = after.map_or_else(
+            || prefix.clone().into_bytes(),
+            |(o, n)| policy_key(o, n).into_iter().chain([0]).collect(),
+        );
+        let mut out = Vec::new();
+        for item in self.db.range(start..) {
+            let (key, value) = item.map_err(unavailable)?;
+            if !key.starts_with(prefix.as_bytes()) || out.len() >= limit {
+                break;
+            }
+            out.push(decode(&key, &value)?);
+        }
+        Ok(out)
+    }
+
+    fn batch(&self, batch_id: &str) -> Result<Option<BatchRecord>, StoreError> {
+        self.get(&batch_key(batch_id))
+    }
+
+    fn batches(
+        &self,
+        owner: Option<&str>,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<BatchRecord>, StoreError> {
+        let end = before.map_or_else(|| b"b0".to_vec(), batch_key);
+        let mut out = Vec::new();
+        for item in self.db.range(b"b/".to_vec()..end).rev() {
+            let (key, value) = item.map_err(unavailable)?;
+            let batch: BatchRecord = decode(&key, &value)?;
+            if owner.is_none_or(|o| batch.owner == o) {
+                out.push(batch);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn request_id(&self, owner: &str, request_id: &str) -> Result<Option<String>, StoreError> {
+        self.get(&request_key(owner, request_id))
+    }
+
+    fn credential(&self, serial: &str) -> Result<Option<CredentialRecord>, StoreError> {
+        self.get(&credential_key(serial))
+    }
+
+    fn credential_count(&self) -> Result<u64, StoreError> {
+        Ok(self.get(CREDENTIAL_COUNT_KEY)?.unwrap_or(0))
+    }
+
+    fn revoked(&self) -> Result<Vec<(String, CrlEntryRecord)>, StoreError> {
+        self.db
+            .scan_prefix(b"r/")
+            .map(|item| {
+                let (key, value) = item.map_err(unavailable)?;
+                let serial = String::from_utf8_lossy(&key[2..]).into_owned();
+                Ok((serial, decode(&key, &value)?))
+            })
+            .collect()
+    }
+
+    fn crl(&self) -> Result<Option<CrlRecord>, StoreError> {
+        self.get(CRL_KEY)
+    }
+
+    fn audit(&self, start: u64, limit: usize) -> Result<Vec<(u64, StoredAuditEntry)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.range(audit_key(start.max(1))..) {
+            let (key, value) = item.map_err(unavailable)?;
+            if !key.starts_with(b"a/") || out.len() >= limit {
+                break;
+            }
+            let seq = u64::from_be_bytes(key[2..].try_into().map_err(|_| StoreError::Corrupt {
+                key: "audit".into(),
+                reason: "sequence key is not 8 bytes".into(),
+            })?);
+            out.push((seq, decode(&key, &value)?));
+        }
+        Ok(out)
+    }
+
+    fn audit_head(&self) -> u64 {
+        self.audit_head.load(Ordering::Acquire)
+    }
+}
+
+/// The single writer: owns the audit chain head and every write to the tree.
+struct Writer {
+    db: sled::Db,
+    data_file: File,
+    events: broadcast::Sender<RegistryEvent>,
+    audit_seq: u64,
+    audit_hash: [u8; 32],
+    audit_head: Arc<AtomicU64>,
+    failed: Arc<AtomicBool>,
+}
+
+/// Writes staged by the changes of one group; later changes read through it.
+type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+impl Writer {
+    fn run(mut self, mut receiver: mpsc::Receiver<(Change, Reply)>) {
+        while let Some(first) = receiver.blocking_recv() {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match receiver.try_recv() {
+                    Ok(item) => group.push(item),
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(group);
+            if self.failed.load(Ordering::Acquire) {
+                break;
+            }
+        }
+        // Anything still queued after a failure is refused rather than left hanging.
+        receiver.close();
+        while let Ok((_, reply)) = receiver.try_recv() {
+            let _ = reply.send(Err(StoreError::Unavailable("registry writer stopped".into())));
+        }
+    }
+
+    fn commit_group(&mut self, group: Vec<(Change, Reply)>) {
+        let mut overlay = Overlay::new();
+        let mut outcomes = Vec::with_capacity(group.len());
+        let mut events = Vec::new();
+        for (change, reply) in group {
+            let (seq, hash) = (self.audit_seq, self.audit_hash);
+            let mut staged = Overlay::new();
+            match self.stage(&overlay, &mut staged, &change) {
+                Ok(receipt) => {
+                    overlay.extend(staged);
+                    events.extend(change.events);
+                    outcomes.push((reply, Ok(receipt)));
+                }
+                Err(e) => {
+                    // The refused change's audit entries never happened.
+                    self.audit_seq = seq;
+                    self.audit_hash = hash;
+                    outcomes.push((reply, Err(e)));
+                }
+            }
+        }
+        if let Err(e) = self.make_durable(overlay) {
+            self.failed.store(true, Ordering::Release);
+            tracing::error!(error = %e, "registry write failed; refusing further writes");
+            for (reply, _) in outcomes {
+                let _ = reply.send(Err(e.clone()));
+            }
+            return;
+        }
+        self.audit_head.store(self.audit_seq, Ordering::Release);
+        for (reply, outcome) in outcomes {
+            let _ = reply.send(outcome);
+        }
+        for event in events {
+            // No receivers is fine: nobody is watching.
+            let _ = self.events.send(event);
+        }
+    }
+
+    fn make_durable(&self, overlay: Overlay) -> Result<(), StoreError> {
+        if overlay.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for (key, value) in overlay {
+            match value {
+                Some(value) => batch.insert(key, value),
+                None => batch.remove(key),
+            }
+        }
+        self.db.apply_batch(batch).map_err(unavailable)?;
+        self.db.flush().map_err(unavailable)?;
+        self.data_file.sync_data().map_err(unavailable)
+    }
+
+    fn read(&self, overlay: &Overlay, staged: &Overlay, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(value) = staged.get(key).or_else(|| overlay.get(key)) {
+            return Ok(value.clone());
+        }
+        Ok(self.db.get(key).map_err(unavailable)?.map(|v| v.to_vec()))
+    }
+
+    fn exists(&self, overlay: &Overlay, staged: &Overlay, key: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.read(overlay, staged, key)?.is_some())
+    }
+
+    fn stage(
+        &mut self,
+        overlay: &Overlay,
+        staged: &mut Overlay,
+        change: &Change,
+    ) -> Result<Receipt, StoreError> {
+        for guard in &change.guards {
+            let (key, what) = match guard {
+                Guard::PolicyAbsent { owner, name } => {
+                    (policy_key(owner, name), format!("policy {owner}/{name} exists"))
+                }
+                Guard::BatchAbsent(id) => (batch_key(id), format!("batch {id} exists")),
+                Guard::SerialAbsent(serial) => (
+                    credential_key(serial),
+                    format!("serial {serial} was already issued"),
+                ),
+                Guard::RequestIdAbsent { owner, request_id } => (
+                    request_key(owner, request_id),
+                    format!("request id {request_id} was already used"),
+                ),
+            };
+            if self.exists(overlay, staged, &key)? {
+                return Err(StoreError::Conflict(what));
+            }
+        }
+        let mut receipt = Receipt::default();
+        for op in &change.ops {
+            match op {
+                Op::PutDevice(device) => {
+                    staged.insert(device_key(&device.device_id), Some(encode(device)));
+                }
+                Op::PutPolicy(policy) => {
+                    staged.insert(policy_key(&policy.owner, &policy.name), Some(encode(policy)));
+                }
+                Op::PutBatch(batch) => {
+                    let key = batch_key(&batch.batch_id);
+                    let mut batch = batch.clone();
+                    if let Some(existing) = self.read(overlay, staged, &key)? {
+                        let existing: BatchRecord = decode(&key, &existing)?;
+                        batch.counts = existing.counts;
+                    }
+                    staged.insert(key, Some(encode(&batch)));
+                }
+                Op::AddToBatch { batch_id, device_id } => {
+                    staged.insert(member_key(batch_id, device_id), Some(Vec::new()));
+                }
+                Op::RemoveFromBatch { batch_id, device_id } => {
+                    staged.insert(member_key(batch_id, device_id), None);
+                }
+                Op::PutCredential(credential) => {
+                    let key = credential_key(&credential.serial);
+                    if !self.exists(overlay, staged, &key)? {
+                        let count: u64 = self
+                            .read(overlay, staged, CREDENTIAL_COUNT_KEY)?
+                            .map(|v| decode(CREDENTIAL_COUNT_KEY, &v))
+                            .transpose()?
+                            .unwrap_or(0);
+                        staged.insert(CREDENTIAL_COUNT_KEY.to_vec(), Some(encode(&(count + 1))));
+                    }
+                    staged.insert(key, Some(encode(credential)));
+                }
+                Op::Revoke { serial, entry } => {
+                    staged.insert(revoked_key(serial), Some(encode(entry)));
+                }
+                Op::AdjustCounts { batch_id, delta } => {
+                    let key = batch_key(batch_id);
+                    let Some(bytes) = self.read(overlay, staged, &key)? else {
+                        return Err(StoreError::Conflict(format!("batch {batch_id} does not exist")));
+                    };
+                    let mut batch: BatchRecord = decode(&key, &bytes)?;
+                    batch.counts.apply(delta);
+                    staged.insert(key, Some(encode(&batch)));
+                }
+                Op::PutCrl(crl) => {
+                    staged.insert(CRL_KEY.to_vec(), Some(encode(crl)));
+                }
+                Op::PutRequestId {
+                    owner,
+                    request_id,
+                    batch_id,
+                } => {
+                    staged.insert(request_key(owner, request_id), Some(encode(batch_id)));
+                }
+                Op::Audit(draft) => {
+                    let seq = self.audit_seq + 1;
+                    let entry = audit::seal(draft, seq, &self.audit_hash);
+                    self.audit_hash.copy_from_slice(&entry.hash);
+                    self.audit_seq = seq;
+                    staged.insert(audit_key(seq), Some(encode(&entry)));
+                    receipt.audit_seqs.push(seq);
+                }
+            }
+        }
+        Ok(receipt)
+    }
+}
