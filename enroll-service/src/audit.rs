@@ -173,7 +173,10 @@ pub fn seal(draft: &AuditDraft, seq: u64, prev_hash: &[u8; 32]) -> StoredAuditEn
         details: draft.details.clone(),
         correlation_id: draft.correlation_id.clone(),
     };
-    #[allow(clippy::unwrap_used, reason = "serialising plain strings is infallible")]
+    #[allow(
+        clippy::unwrap_used,
+        reason = "serialising plain strings is infallible"
+    )]
     let record = serde_json::to_vec(&record).unwrap();
     let hash = chain_hash(prev_hash, &record);
     StoredAuditEntry {
@@ -293,6 +296,7 @@ where
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -339,7 +343,10 @@ mod tests {
         entries[2].1.record = text.replace("n:3", "n:X").into_bytes();
         entries[2].1.hash = chain_hash(&entries[2].1.prev_hash, &entries[2].1.record).to_vec();
         let report = verify_chain(entries, None);
-        assert_eq!(report.failure, Some((4, "prev_hash does not link".to_owned())));
+        assert_eq!(
+            report.failure,
+            Some((4, "prev_hash does not link".to_owned()))
+        );
     }
 
     #[test]

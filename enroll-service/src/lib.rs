@@ -17,9 +17,11 @@
 
 pub mod audit;
 pub mod error;
+pub mod fleet;
 pub mod metrics;
 pub mod model;
 pub mod pki;
 pub mod policy;
+pub mod server;
 pub mod service;
 pub mod store;

@@ -63,7 +63,11 @@ impl Metrics {
             "Credentials issued by Onboard",
             onboarded.clone(),
         );
-        registry.register("devices_renewed", "Credentials issued by Renew", renewed.clone());
+        registry.register(
+            "devices_renewed",
+            "Credentials issued by Renew",
+            renewed.clone(),
+        );
         registry.register(
             "devices_registered",
             "New registrations (Register and offline imports)",
@@ -200,6 +204,9 @@ mod tests {
         let text = metrics.render();
         assert!(text.contains("oxroot_devices_onboarded_total 1"), "{text}");
         assert!(text.contains("reason=\"bad_esk_signature\""), "{text}");
-        assert!(text.contains("oxroot_rpc_duration_seconds_count{method=\"onboard\"} 1"), "{text}");
+        assert!(
+            text.contains("oxroot_rpc_duration_seconds_count{method=\"onboard\"} 1"),
+            "{text}"
+        );
     }
 }

@@ -1,5 +1,9 @@
 //! TEMPORARY stand-in for the per-cloud policy modules (being written on branch `policy`).
-#![allow(missing_docs, clippy::missing_errors_doc, clippy::needless_pass_by_value)]
+#![allow(
+    missing_docs,
+    clippy::missing_errors_doc,
+    clippy::needless_pass_by_value
+)]
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -42,7 +46,10 @@ impl PolicySpec {
         _max_lifetime: time::Duration,
     ) -> Result<Self, PolicyError> {
         let Some(v1::policy::Params::Mosquitto(m)) = &policy.params else {
-            return Err(PolicyError { field: "policy.params".into(), message: "stub".into() });
+            return Err(PolicyError {
+                field: "policy.params".into(),
+                message: "stub".into(),
+            });
         };
         Ok(Self {
             name: policy.name.clone(),
@@ -51,14 +58,22 @@ impl PolicySpec {
             certificate_lifetime: time::Duration::days(365),
             renew_window: time::Duration::days(30),
             subject_cn_template: "{device_id}".into(),
-            cloud: CloudParams::Mosquitto { host: m.host.clone(), port: 8883 },
+            cloud: CloudParams::Mosquitto {
+                host: m.host.clone(),
+                port: 8883,
+            },
             created_at: now,
             created_by: created_by.into(),
         })
     }
     #[must_use]
     pub fn to_proto(&self) -> v1::Policy {
-        v1::Policy { name: self.name.clone(), owner: self.owner.clone(), kind: self.kind() as i32, ..Default::default() }
+        v1::Policy {
+            name: self.name.clone(),
+            owner: self.owner.clone(),
+            kind: self.kind() as i32,
+            ..Default::default()
+        }
     }
     #[must_use]
     pub fn kind(&self) -> v1::PolicyKind {
@@ -68,11 +83,19 @@ impl PolicySpec {
         Ok(device_id.to_string())
     }
     #[must_use]
-    pub fn endpoint(&self, device_id: &DeviceId, _cn: &str, root: &str) -> v1::credential_bundle::Endpoint {
+    pub fn endpoint(
+        &self,
+        device_id: &DeviceId,
+        _cn: &str,
+        root: &str,
+    ) -> v1::credential_bundle::Endpoint {
         let CloudParams::Mosquitto { host, port } = &self.cloud;
         v1::credential_bundle::Endpoint::Mosquitto(v1::MosquittoEndpoint {
-            host: host.clone(), port: u32::from(*port), ca_pem: root.into(),
-            topic_prefix: format!("devices/{device_id}/"), client_id: device_id.to_string(),
+            host: host.clone(),
+            port: u32::from(*port),
+            ca_pem: root.into(),
+            topic_prefix: format!("devices/{device_id}/"),
+            client_id: device_id.to_string(),
         })
     }
 }

@@ -16,9 +16,9 @@ mod challenge;
 mod device;
 mod operator;
 
-use std::hash::{BuildHasher, Hash, Hasher};
-use std::net::IpAddr;
 use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -165,9 +165,7 @@ impl DeviceLocks {
     }
 
     async fn lock(&self, device_id: &str) -> AsyncMutexGuard<'_, ()> {
-        let mut hasher = self.hasher.build_hasher();
-        device_id.hash(&mut hasher);
-        let index = (hasher.finish() % self.stripes.len() as u64) as usize;
+        let index = (self.hasher.hash_one(device_id) % self.stripes.len() as u64) as usize;
         self.stripes[index].lock().await
     }
 }

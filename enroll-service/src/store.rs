@@ -53,6 +53,10 @@ pub enum Guard {
 
 /// One write of a [`Change`].
 #[derive(Clone, Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "ops live briefly in one change; boxing devices buys nothing"
+)]
 pub enum Op {
     /// Insert or replace a device.
     PutDevice(DeviceRecord),

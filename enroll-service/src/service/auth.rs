@@ -49,8 +49,9 @@ impl Caller {
     /// # Errors
     /// [`ServiceError::Unauthenticated`] if it is not an operator certificate.
     pub fn from_certificate_der(der: &[u8]) -> Result<Self, ServiceError> {
-        let identity = OperatorIdentity::from_certificate_der(der)
-            .map_err(|e| ServiceError::Unauthenticated(format!("not an operator certificate: {e}")))?;
+        let identity = OperatorIdentity::from_certificate_der(der).map_err(|e| {
+            ServiceError::Unauthenticated(format!("not an operator certificate: {e}"))
+        })?;
         let (_, cert) = X509Certificate::from_der(der)
             .map_err(|_| ServiceError::Unauthenticated("unreadable client certificate".into()))?;
         let not_after = cert.validity().not_after.to_datetime();
@@ -128,7 +129,11 @@ impl Caller {
     ///
     /// # Errors
     /// As [`Caller::owner_for`], except that an empty filter is allowed for platform callers.
-    pub fn owner_filter(&self, field: &str, requested: &str) -> Result<Option<String>, ServiceError> {
+    pub fn owner_filter(
+        &self,
+        field: &str,
+        requested: &str,
+    ) -> Result<Option<String>, ServiceError> {
         if self.is_platform() && requested.is_empty() {
             return Ok(None);
         }

@@ -268,8 +268,13 @@ impl Enrollment {
         if let Some(mut device) = device {
             device.refusals += 1;
             if let Some(batch_id) = &device.batch_id {
-                let mut event =
-                    device_event(batch_id, device_id, v1::DeviceEventKind::Refused, now, correlation);
+                let mut event = device_event(
+                    batch_id,
+                    device_id,
+                    v1::DeviceEventKind::Refused,
+                    now,
+                    correlation,
+                );
                 if let RegistryEvent::Device { event, .. } = &mut event {
                     event.refusal_detail = refusal.detail as i32;
                 }
@@ -535,6 +540,10 @@ fn retire(previous: &mut CredentialRecord, device: &DeviceRecord, now: OffsetDat
 impl Enrollment {
     /// Issues (or returns the unchanged) credential for a verified proof, under the device
     /// lock, and makes it durable before returning it.
+    #[allow(
+        clippy::too_many_lines,
+        reason = "one linear transaction: read, decide, sign, commit"
+    )]
     async fn issue(
         &self,
         exchange: Exchange,
@@ -691,7 +700,10 @@ impl Enrollment {
                 Err(e) => return Err(e.into()),
             }
         };
-        debug_assert_eq!(device.current_serial.as_deref(), Some(credential.serial.as_str()));
+        debug_assert_eq!(
+            device.current_serial.as_deref(),
+            Some(credential.serial.as_str())
+        );
         drop(lock);
         match exchange {
             Exchange::Onboard => self.metrics.onboarded(),
@@ -705,6 +717,10 @@ impl Enrollment {
 
     /// Runs one Onboard or Renew exchange. Sends the final message itself; returns an error
     /// only for protocol violations and failures (which end the stream with a status).
+    #[allow(
+        clippy::too_many_lines,
+        reason = "the protocol reads top to bottom, one step per block"
+    )]
     async fn run_exchange(
         self: Arc<Self>,
         exchange_kind: Exchange,
@@ -834,7 +850,14 @@ impl Enrollment {
             Err(refusal) => return refuse(refusal).await,
         };
         match self
-            .issue(exchange, &device_id, &epk, eligible.slot, &dpk, &correlation)
+            .issue(
+                exchange,
+                &device_id,
+                &epk,
+                eligible.slot,
+                &dpk,
+                &correlation,
+            )
             .await?
         {
             Ok(bundle) => {
@@ -983,23 +1006,18 @@ impl DeviceEnrollment for DeviceService {
         )
         .map_err(|problem| match problem {
             RegistrationProblem::Field(field, message) => ServiceError::invalid(field, message),
-            RegistrationProblem::BadSignature => ServiceError::Unauthenticated(
-                "proof_signature does not verify under epk".into(),
-            ),
+            RegistrationProblem::BadSignature => {
+                ServiceError::Unauthenticated("proof_signature does not verify under epk".into())
+            }
         })?;
         let actor = format!("device:{}", verified.device_id);
         let correlation = random_hex(12)?;
-        let (device, newly) = self
-            .core
-            .register(&verified, &actor, &correlation)
-            .await?;
+        let (device, newly) = self.core.register(&verified, &actor, &correlation).await?;
         tracing::info!(device_id = %verified.device_id, newly, "register");
         Ok(Response::new(v1::RegisterResponse {
             device_id: device.device_id,
             newly_registered: newly,
-            registered_at: device
-                .registration
-                .map(|r| timestamp(r.registered_at)),
+            registered_at: device.registration.map(|r| timestamp(r.registered_at)),
         }))
     }
 
@@ -1040,7 +1058,11 @@ impl DeviceEnrollment for DeviceService {
                     .bytes()
                     .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
         {
-            return Err(ServiceError::invalid("serial", "must be lowercase hex, at most 40 characters").into());
+            return Err(ServiceError::invalid(
+                "serial",
+                "must be lowercase hex, at most 40 characters",
+            )
+            .into());
         }
         Ok(Response::new(
             self.core.device_status(&device_id, &request.serial)?,
@@ -1105,15 +1127,13 @@ impl Enrollment {
             }
             DeviceState::ReonboardPending => S::PolicyChanged,
             DeviceState::Onboarded => match &credential {
-                Some(c)
-                    if !presented_serial.is_empty() && presented_serial != c.serial =>
-                {
+                Some(c) if !presented_serial.is_empty() && presented_serial != c.serial => {
                     S::PolicyChanged
                 }
                 Some(c)
-                    if policy.as_ref().is_some_and(|p| {
-                        p.name != c.policy_name || p.owner != c.owner
-                    }) =>
+                    if policy
+                        .as_ref()
+                        .is_some_and(|p| p.name != c.policy_name || p.owner != c.owner) =>
                 {
                     S::PolicyChanged
                 }

@@ -32,9 +32,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::{
-    Change, DeviceFilter, Guard, Op, Receipt, Registry, RegistryEvent, StoreError,
-};
+use super::{Change, DeviceFilter, Guard, Op, Receipt, Registry, RegistryEvent, StoreError};
 use crate::audit::{self, GENESIS_HASH, StoredAuditEntry};
 use crate::model::{BatchRecord, CredentialRecord, CrlEntryRecord, CrlRecord, DeviceRecord};
 use crate::policy::PolicySpec;
@@ -77,7 +75,10 @@ fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    #[allow(clippy::unwrap_used, reason = "records are plain data; serialising cannot fail")]
+    #[allow(
+        clippy::unwrap_used,
+        reason = "records are plain data; serialising cannot fail"
+    )]
     serde_json::to_vec(value).unwrap()
 }
 
@@ -201,7 +202,9 @@ impl Registry for SledRegistry {
                 });
             }
             Err(mpsc::error::TrySendError::Closed((_, reply))) => {
-                let _ = reply.send(Err(StoreError::Unavailable("registry writer stopped".into())));
+                let _ = reply.send(Err(StoreError::Unavailable(
+                    "registry writer stopped".into(),
+                )));
             }
         }
         receiver
@@ -407,7 +410,9 @@ impl Writer {
         // Anything still queued after a failure is refused rather than left hanging.
         receiver.close();
         while let Ok((_, reply)) = receiver.try_recv() {
-            let _ = reply.send(Err(StoreError::Unavailable("registry writer stopped".into())));
+            let _ = reply.send(Err(StoreError::Unavailable(
+                "registry writer stopped".into(),
+            )));
         }
     }
 
@@ -466,7 +471,12 @@ impl Writer {
         self.data_file.sync_data().map_err(unavailable)
     }
 
-    fn read(&self, overlay: &Overlay, staged: &Overlay, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    fn read(
+        &self,
+        overlay: &Overlay,
+        staged: &Overlay,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         if let Some(value) = staged.get(key).or_else(|| overlay.get(key)) {
             return Ok(value.clone());
         }
@@ -485,9 +495,10 @@ impl Writer {
     ) -> Result<Receipt, StoreError> {
         for guard in &change.guards {
             let (key, what) = match guard {
-                Guard::PolicyAbsent { owner, name } => {
-                    (policy_key(owner, name), format!("policy {owner}/{name} exists"))
-                }
+                Guard::PolicyAbsent { owner, name } => (
+                    policy_key(owner, name),
+                    format!("policy {owner}/{name} exists"),
+                ),
                 Guard::BatchAbsent(id) => (batch_key(id), format!("batch {id} exists")),
                 Guard::SerialAbsent(serial) => (
                     credential_key(serial),
@@ -509,7 +520,10 @@ impl Writer {
                     staged.insert(device_key(&device.device_id), Some(encode(device)));
                 }
                 Op::PutPolicy(policy) => {
-                    staged.insert(policy_key(&policy.owner, &policy.name), Some(encode(policy)));
+                    staged.insert(
+                        policy_key(&policy.owner, &policy.name),
+                        Some(encode(policy)),
+                    );
                 }
                 Op::PutBatch(batch) => {
                     let key = batch_key(&batch.batch_id);
@@ -520,10 +534,16 @@ impl Writer {
                     }
                     staged.insert(key, Some(encode(&batch)));
                 }
-                Op::AddToBatch { batch_id, device_id } => {
+                Op::AddToBatch {
+                    batch_id,
+                    device_id,
+                } => {
                     staged.insert(member_key(batch_id, device_id), Some(Vec::new()));
                 }
-                Op::RemoveFromBatch { batch_id, device_id } => {
+                Op::RemoveFromBatch {
+                    batch_id,
+                    device_id,
+                } => {
                     staged.insert(member_key(batch_id, device_id), None);
                 }
                 Op::PutCredential(credential) => {
@@ -544,7 +564,9 @@ impl Writer {
                 Op::AdjustCounts { batch_id, delta } => {
                     let key = batch_key(batch_id);
                     let Some(bytes) = self.read(overlay, staged, &key)? else {
-                        return Err(StoreError::Conflict(format!("batch {batch_id} does not exist")));
+                        return Err(StoreError::Conflict(format!(
+                            "batch {batch_id} does not exist"
+                        )));
                     };
                     let mut batch: BatchRecord = decode(&key, &bytes)?;
                     batch.counts.apply(delta);

@@ -1,0 +1,200 @@
+//! Wiring: TLS, the two oxroot services, gRPC health and reflection, on one listener.
+//!
+//! ```text
+//!  TcpListener ─TLS (rustls: server cert from our intermediate; client certs optional,
+//!               verified against our root when present)
+//!   ├─ oxroot.v1.DeviceEnrollment   devices: no client cert, signatures inside the calls
+//!   ├─ oxroot.v1.Operator           operators: client cert required (checked per call)
+//!   ├─ grpc.health.v1.Health
+//!   └─ grpc.reflection.v1.ServerReflection
+//! ```
+//!
+//! The server's TLS key is generated at every start and never written: devices pin the root,
+//! so a new server certificate from the same intermediate is as good as the old one.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use zeroize::Zeroizing;
+
+use oxroot_proto::v1::device_enrollment_server::DeviceEnrollmentServer;
+
+use crate::pki::{CertificateAuthority, PkiError, Serial, ServerName, Validity};
+use crate::service::{DeviceService, Enrollment};
+
+/// How long a server certificate issued at start-up is valid.
+const SERVER_CERT_LIFETIME: time::Duration = time::Duration::days(30);
+/// How often the CRL's freshness is checked.
+const CRL_CHECK_INTERVAL: Duration = Duration::from_secs(600);
+
+/// The service's TLS identity: its certificate chain and key (PEM), and the root for clients.
+#[allow(
+    clippy::struct_field_names,
+    reason = "all three are PEM texts; the suffix says so"
+)]
+pub struct ServerTls {
+    chain_pem: String,
+    key_pem: Zeroizing<String>,
+    root_pem: String,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("key_pem", &"[REDACTED]")
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerTls {
+    /// Issues a fresh server certificate for `names` from the CA.
+    ///
+    /// # Errors
+    /// [`PkiError`] from the CA.
+    pub fn issue(ca: &CertificateAuthority, names: &[ServerName]) -> Result<Self, PkiError> {
+        let now = time::OffsetDateTime::now_utc();
+        let credentials = ca.issue_server_certificate(
+            names,
+            Validity::new(now - time::Duration::minutes(5), now + SERVER_CERT_LIFETIME)?,
+            Serial::random()?,
+        )?;
+        Ok(Self {
+            chain_pem: format!("{}{}", credentials.certificate.pem, ca.intermediate_pem()),
+            key_pem: credentials.private_key.to_pem(),
+            root_pem: ca.root_pem(),
+        })
+    }
+
+    fn config(&self) -> ServerTlsConfig {
+        ServerTlsConfig::new()
+            .identity(Identity::from_pem(&self.chain_pem, self.key_pem.as_bytes()))
+            .client_ca_root(Certificate::from_pem(&self.root_pem))
+            // Devices have no client certificate; the Operator service requires one per call.
+            .client_auth_optional(true)
+    }
+}
+
+/// Serves until `shutdown` resolves.
+///
+/// # Errors
+/// The transport failed (TLS configuration, listener).
+pub async fn serve(
+    listener: TcpListener,
+    core: Arc<Enrollment>,
+    tls: &ServerTls,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let config = core.config().clone();
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<DeviceEnrollmentServer<DeviceService>>()
+        .await;
+    // MERGE: operator health
+    #[allow(
+        clippy::expect_used,
+        reason = "the descriptor sets are compiled in and tested"
+    )]
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(oxroot_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("embedded descriptor sets are valid");
+
+    let device = DeviceEnrollmentServer::new(DeviceService::new(core.clone()))
+        .max_decoding_message_size(config.max_device_message);
+    // MERGE: operator service
+
+    let crl_core = core.clone();
+    let crl_task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(CRL_CHECK_INTERVAL);
+        loop {
+            tick.tick().await;
+            if let Err(e) = crl_core.current_crl().await {
+                tracing::warn!(error = %e, "could not refresh the CRL");
+            }
+        }
+    });
+
+    let result = tonic::transport::Server::builder()
+        .tls_config(tls.config())?
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .max_concurrent_streams(Some(1024))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(device)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    crl_task.abort();
+    result
+}
+
+/// A server running in this process (tests, `demo`).
+#[derive(Debug)]
+pub struct RunningServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The root clients must pin.
+    pub root_pem: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+}
+
+impl RunningServer {
+    /// Binds `127.0.0.1:0` and serves in a task.
+    ///
+    /// # Errors
+    /// Binding or certificate issue failed.
+    pub async fn start(core: Arc<Enrollment>) -> Result<Self, Box<dyn std::error::Error>> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let tls = ServerTls::issue(core.ca(), &ServerName::loopback())?;
+        let root_pem = core.ca().root_pem();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            serve(listener, core, &tls, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        Ok(Self {
+            addr,
+            root_pem,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// `https://127.0.0.1:<port>`.
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// Stops serving and waits for the server task.
+    ///
+    /// # Errors
+    /// The server task failed.
+    pub async fn stop(mut self) -> Result<(), Box<dyn std::error::Error>> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await??;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! Shared harness: an in-process service on 127.0.0.1:0 over a temporary sled registry.
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::missing_panics_doc,
+    clippy::unwrap_used
+)]
+
+use std::sync::Arc;
+
+use enroll_service::fleet::{EmulatedDevice, Outcome};
+use enroll_service::metrics::Metrics;
+use enroll_service::pki::{CaNames, CertificateAuthority};
+use enroll_service::server::RunningServer;
+use enroll_service::service::{Enrollment, ServiceConfig};
+use enroll_service::store::{Registry, SledRegistry};
+use oxroot_proto::v1;
+use oxroot_proto::v1::device_enrollment_client::DeviceEnrollmentClient;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub core: Arc<Enrollment>,
+    pub registry: Arc<SledRegistry>,
+    pub server: RunningServer,
+}
+
+impl Harness {
+    pub async fn start() -> Self {
+        Self::start_with(ServiceConfig::default()).await
+    }
+
+    pub async fn start_with(config: ServiceConfig) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = SledRegistry::open(&dir.path().join("registry")).unwrap();
+        let ca = CertificateAuthority::initialise(
+            &CaNames::default(),
+            time::OffsetDateTime::now_utc() - time::Duration::minutes(1),
+        )
+        .unwrap();
+        let core = Enrollment::new(
+            registry.clone(),
+            Arc::new(ca),
+            config,
+            Arc::new(Metrics::new()),
+        );
+        let server = RunningServer::start(core.clone()).await.unwrap();
+        Self {
+            dir,
+            core,
+            registry,
+            server,
+        }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.server.root_pem))
+            .domain_name("localhost");
+        Channel::from_shared(self.server.url())
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    pub async fn device_client(&self) -> DeviceEnrollmentClient<Channel> {
+        DeviceEnrollmentClient::new(self.channel().await)
+    }
+
+    pub fn registry(&self) -> &dyn Registry {
+        self.registry.as_ref()
+    }
+
+    /// The audit entries of one correlation ID (a refusal's reference).
+    pub fn audit_for(&self, correlation: &str) -> Vec<enroll_service::audit::AuditRecord> {
+        self.registry
+            .audit(1, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|(_, e)| e.decode().unwrap())
+            .filter(|r| r.correlation_id == correlation)
+            .collect()
+    }
+}
+
+pub fn fleet(n: u32, seed: u8) -> Vec<EmulatedDevice> {
+    (0..n)
+        .map(|i| EmulatedDevice::manufacture(&[seed; 32], i).unwrap())
+        .collect()
+}
+
+pub async fn register(client: &mut DeviceEnrollmentClient<Channel>, device: &EmulatedDevice) {
+    let response = client
+        .register(device.registration(b"station-1").unwrap())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.device_id, device.device_id().to_string());
+}
+
+pub fn bundle(outcome: &Outcome) -> &v1::CredentialBundle {
+    outcome
+        .credentials()
+        .unwrap_or_else(|| panic!("expected credentials, got {outcome:?}"))
+}
+
+pub fn refusal(outcome: &Outcome) -> &v1::Refusal {
+    match outcome {
+        Outcome::Refused(r) => r,
+        Outcome::Credentials(_) => panic!("expected a refusal, got credentials"),
+    }
+}
+
+/// Creates a Mosquitto policy and a batch holding `devices`, straight through the registry
+/// (the device-side tests do not depend on the operator API).
+pub async fn seed_batch(
+    harness: &Harness,
+    owner: &str,
+    batch_id: &str,
+    devices: &[&EmulatedDevice],
+) {
+    use enroll_service::model::{BatchCounts, BatchRecord, CountsDelta, DeviceRecord};
+    use enroll_service::policy::PolicySpec;
+    use enroll_service::store::{Change, Op, commit};
+    let now = time::OffsetDateTime::now_utc();
+    let policy = PolicySpec::from_proto(
+        &v1::Policy {
+            name: format!("{batch_id}-policy"),
+            params: Some(v1::policy::Params::Mosquitto(v1::MosquittoPolicyParams {
+                host: "127.0.0.1".into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        },
+        owner,
+        "test",
+        now,
+        time::Duration::days(3650),
+    )
+    .unwrap();
+    let mut change = Change::new();
+    change
+        .op(Op::PutPolicy(Box::new(policy.clone())))
+        .op(Op::PutBatch(BatchRecord {
+            batch_id: batch_id.into(),
+            owner: owner.into(),
+            name: batch_id.into(),
+            policy_name: policy.name.clone(),
+            description: String::new(),
+            created_at: now,
+            created_by: "test".into(),
+            counts: BatchCounts::default(),
+        }));
+    commit(harness.registry(), change).await.unwrap();
+    for device in devices {
+        let id = device.device_id().to_string();
+        let mut record = harness
+            .registry()
+            .device(&id)
+            .unwrap()
+            .unwrap_or_else(|| DeviceRecord::new(id.clone()));
+        record.owner = Some(owner.into());
+        record.batch_id = Some(batch_id.into());
+        let mut change = Change::new();
+        change
+            .op(Op::AdjustCounts {
+                batch_id: batch_id.into(),
+                delta: CountsDelta::joined(record.state()),
+            })
+            .op(Op::AddToBatch {
+                batch_id: batch_id.into(),
+                device_id: id.clone(),
+            })
+            .op(Op::PutDevice(record));
+        commit(harness.registry(), change).await.unwrap();
+    }
+}

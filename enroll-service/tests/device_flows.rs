@@ -1,0 +1,461 @@
+//! The device-facing service end to end over TLS on loopback: onboarding, idempotency,
+//! renewal, and every refusal path, each checked for its audited precise reason.
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Harness, bundle, fleet, refusal, register, seed_batch};
+use enroll_service::fleet::{EmulatedDevice, Outcome};
+use enroll_service::service::ServiceConfig;
+use oxroot_proto::v1;
+use oxroot_proto::v1::device_enrollment_client::DeviceEnrollmentClient;
+use rot_core::attestation::ChallengeKind;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+/// An Onboard stream opened by hand, so tests can tamper with the proof.
+struct OpenExchange {
+    tx: mpsc::Sender<v1::OnboardRequest>,
+    responses: tonic::Streaming<v1::OnboardResponse>,
+    challenge: v1::Challenge,
+}
+
+async fn open(
+    client: &mut DeviceEnrollmentClient<Channel>,
+    device: &EmulatedDevice,
+) -> OpenExchange {
+    let (tx, rx) = mpsc::channel(2);
+    tx.send(v1::OnboardRequest {
+        msg: Some(v1::onboard_request::Msg::Hello(v1::Hello {
+            device_id: device.device_id().to_string(),
+            epk: device.epk().as_bytes().to_vec(),
+        })),
+    })
+    .await
+    .unwrap();
+    let mut responses = client
+        .onboard(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let challenge = match responses.message().await.unwrap().unwrap().msg.unwrap() {
+        v1::onboard_response::Msg::Challenge(c) => c,
+        other => panic!("expected a challenge, got {other:?}"),
+    };
+    OpenExchange {
+        tx,
+        responses,
+        challenge,
+    }
+}
+
+impl OpenExchange {
+    async fn prove(mut self, proof: v1::Proof) -> Outcome {
+        self.tx
+            .send(v1::OnboardRequest {
+                msg: Some(v1::onboard_request::Msg::Proof(proof)),
+            })
+            .await
+            .unwrap();
+        match self
+            .responses
+            .message()
+            .await
+            .unwrap()
+            .unwrap()
+            .msg
+            .unwrap()
+        {
+            v1::onboard_response::Msg::Credentials(c) => Outcome::Credentials(Box::new(c)),
+            v1::onboard_response::Msg::Refusal(r) => Outcome::Refused(r),
+            v1::onboard_response::Msg::Challenge(_) => panic!("second challenge"),
+        }
+    }
+}
+
+/// The precise detail audited for a refusal.
+fn audited_detail(harness: &Harness, refusal: &v1::Refusal) -> String {
+    let entries = harness.audit_for(&refusal.reference);
+    let entry = entries
+        .iter()
+        .find(|e| e.action == "device.refuse")
+        .unwrap_or_else(|| panic!("no audit entry for {}", refusal.reference));
+    assert_eq!(entry.outcome, "refused");
+    entry.details["refusal_detail"].clone()
+}
+
+#[tokio::test]
+async fn onboarding_issues_a_certificate_for_the_proved_key_and_is_idempotent() {
+    let harness = Harness::start().await;
+    let devices = fleet(2, 1);
+    let mut client = harness.device_client().await;
+    for device in &devices {
+        register(&mut client, device).await;
+    }
+    seed_batch(&harness, "acme", "b1", &devices.iter().collect::<Vec<_>>()).await;
+
+    let first = devices[0].onboard(&mut client).await.unwrap();
+    let issued = bundle(&first);
+    assert_eq!(issued.device_id, devices[0].device_id().to_string());
+    assert_eq!(issued.key_slot, 1);
+    assert_eq!(issued.policy_kind(), v1::PolicyKind::Mosquitto);
+    assert_eq!(issued.intermediate_pems.len(), 1);
+    // The certificate certifies the DPK of slot 1, under CN = DeviceId.
+    let der = pem::parse(&issued.certificate_pem).unwrap().into_contents();
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let dpk = devices[0]
+        .device_public_key(rot_core::keys::KeySlot::FIRST)
+        .unwrap();
+    assert_eq!(
+        cert.public_key().subject_public_key.data.as_ref(),
+        dpk.as_bytes()
+    );
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .unwrap()
+        .as_str()
+        .unwrap();
+    assert_eq!(cn, devices[0].device_id().to_string());
+
+    // A dropped stream retried: the same credential, not a second one.
+    let again = devices[0].onboard(&mut client).await.unwrap();
+    assert_eq!(bundle(&again).serial, issued.serial);
+    assert_eq!(harness.registry().credential_count().unwrap(), 1);
+
+    let other = devices[1].onboard(&mut client).await.unwrap();
+    assert_ne!(bundle(&other).serial, issued.serial);
+
+    let batch = harness.registry().batch("b1").unwrap().unwrap();
+    assert_eq!(batch.counts.onboarded, 2);
+    assert_eq!(batch.counts.total, 2);
+
+    let status = client
+        .status(v1::StatusRequest {
+            device_id: devices[0].device_id().to_string(),
+            serial: issued.serial.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.status(), v1::DeviceStatus::Enrolled);
+    let stale = client
+        .status(v1::StatusRequest {
+            device_id: devices[0].device_id().to_string(),
+            serial: "abc".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stale.status(), v1::DeviceStatus::PolicyChanged);
+}
+
+#[tokio::test]
+async fn unregistered_unassigned_and_mismatched_devices_are_refused() {
+    let harness = Harness::start().await;
+    let devices = fleet(3, 2);
+    let mut client = harness.device_client().await;
+
+    let outcome = devices[0].onboard(&mut client).await.unwrap();
+    let r = refusal(&outcome);
+    assert_eq!(r.reason(), v1::RefusalReason::UnknownDevice);
+    assert_eq!(audited_detail(&harness, r), "unregistered");
+
+    register(&mut client, &devices[1]).await;
+    let outcome = devices[1].onboard(&mut client).await.unwrap();
+    let r = refusal(&outcome);
+    assert_eq!(r.reason(), v1::RefusalReason::NotProvisioned);
+    assert_eq!(audited_detail(&harness, r), "not_in_batch");
+    let status = client
+        .status(v1::StatusRequest {
+            device_id: devices[1].device_id().to_string(),
+            serial: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.status(), v1::DeviceStatus::NotOnboarded);
+    assert!(!status.onboarding_ready);
+
+    // A Hello whose EPK does not hash to the claimed DeviceId.
+    let (tx, rx) = mpsc::channel(1);
+    tx.send(v1::OnboardRequest {
+        msg: Some(v1::onboard_request::Msg::Hello(v1::Hello {
+            device_id: devices[1].device_id().to_string(),
+            epk: devices[2].epk().as_bytes().to_vec(),
+        })),
+    })
+    .await
+    .unwrap();
+    let mut responses = client
+        .onboard(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let v1::onboard_response::Msg::Refusal(r) =
+        responses.message().await.unwrap().unwrap().msg.unwrap()
+    else {
+        panic!("expected a refusal");
+    };
+    assert_eq!(r.reason(), v1::RefusalReason::UnknownDevice);
+    assert_eq!(audited_detail(&harness, &r), "device_id_mismatch");
+    // Devices are told nothing precise.
+    assert!(!r.message.contains("mismatch"));
+}
+
+#[tokio::test]
+async fn register_checks_the_claimed_hash_the_signature_and_sizes() {
+    let harness = Harness::start().await;
+    let devices = fleet(2, 3);
+    let mut client = harness.device_client().await;
+
+    let mut request = devices[0].registration(b"").unwrap();
+    request.claimed_device_id = devices[1].device_id().to_string();
+    let status = client.register(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().starts_with("claimed_device_id:"),
+        "{}",
+        status.message()
+    );
+    assert!(
+        harness
+            .registry()
+            .device(&devices[0].device_id().to_string())
+            .unwrap()
+            .is_none()
+    );
+
+    let mut request = devices[0].registration(b"ctx").unwrap();
+    request.proof_context = b"other".to_vec();
+    let status = client.register(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+
+    let mut request = devices[0].registration(b"").unwrap();
+    request.epk.truncate(33);
+    let status = client.register(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().starts_with("epk:"));
+
+    // Larger than the 16 KiB device message limit.
+    let mut request = devices[0].registration(b"").unwrap();
+    request.context = Some(v1::RegistrationContext {
+        site: "x".repeat(20 * 1024),
+        ..Default::default()
+    });
+    let status = client.register(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+
+    // Registration is idempotent and keeps the first record.
+    let first = client
+        .register(devices[0].registration(b"a").unwrap())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(first.newly_registered);
+    let second = client
+        .register(devices[0].registration(b"b").unwrap())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!second.newly_registered);
+    assert_eq!(first.registered_at, second.registered_at);
+}
+
+#[tokio::test]
+async fn tampered_replayed_and_foreign_proofs_are_refused() {
+    let harness = Harness::start().await;
+    let devices = fleet(2, 4);
+    let mut client = harness.device_client().await;
+    for device in &devices {
+        register(&mut client, device).await;
+    }
+    seed_batch(&harness, "acme", "b1", &devices.iter().collect::<Vec<_>>()).await;
+    let device = &devices[0];
+
+    // Wrong ESK signature.
+    let exchange = open(&mut client, device).await;
+    let mut proof = device
+        .answer(ChallengeKind::Onboarding, &exchange.challenge)
+        .unwrap();
+    proof.esk_signature[5] ^= 1;
+    let outcome = exchange.prove(proof).await;
+    let r = refusal(&outcome);
+    assert_eq!(r.reason(), v1::RefusalReason::ProofRejected);
+    assert_eq!(audited_detail(&harness, r), "bad_esk_signature");
+
+    // Wrong DSK signature.
+    let exchange = open(&mut client, device).await;
+    let mut proof = device
+        .answer(ChallengeKind::Onboarding, &exchange.challenge)
+        .unwrap();
+    proof.dpk_signature[40] ^= 0x80;
+    let outcome = exchange.prove(proof).await;
+    assert_eq!(
+        audited_detail(&harness, refusal(&outcome)),
+        "bad_dsk_signature"
+    );
+
+    // A proof for the renewal purpose does not answer an onboarding challenge.
+    let exchange = open(&mut client, device).await;
+    let proof = device
+        .answer(ChallengeKind::Renewal, &exchange.challenge)
+        .unwrap();
+    let outcome = exchange.prove(proof).await;
+    assert_eq!(
+        audited_detail(&harness, refusal(&outcome)),
+        "bad_esk_signature"
+    );
+
+    // Another device's proof (its own, valid, challenge) on this device's stream.
+    let theirs = open(&mut client, &devices[1]).await;
+    let mine = open(&mut client, device).await;
+    let foreign = devices[1]
+        .answer(ChallengeKind::Onboarding, &theirs.challenge)
+        .unwrap();
+    let outcome = mine.prove(foreign).await;
+    assert_eq!(audited_detail(&harness, refusal(&outcome)), "nonce_foreign");
+    drop(theirs);
+
+    // A valid proof, used once, then replayed on a new stream.
+    let exchange = open(&mut client, device).await;
+    let proof = device
+        .answer(ChallengeKind::Onboarding, &exchange.challenge)
+        .unwrap();
+    let outcome = exchange.prove(proof.clone()).await;
+    let serial = bundle(&outcome).serial.clone();
+    let replay = open(&mut client, device).await;
+    let outcome = replay.prove(proof).await;
+    let r = refusal(&outcome);
+    assert_eq!(r.reason(), v1::RefusalReason::ProofRejected);
+    assert_eq!(audited_detail(&harness, r), "nonce_replayed");
+
+    // Slot mismatch.
+    let exchange = open(&mut client, device).await;
+    let mut proof = device
+        .answer(ChallengeKind::Onboarding, &exchange.challenge)
+        .unwrap();
+    proof.key_slot = 2;
+    let outcome = exchange.prove(proof).await;
+    assert_eq!(audited_detail(&harness, refusal(&outcome)), "slot_mismatch");
+
+    // Refusals never disturbed the issued credential; they are counted on the batch.
+    let record = harness
+        .registry()
+        .device(&device.device_id().to_string())
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.current_serial.as_deref(), Some(serial.as_str()));
+    assert_eq!(record.refusals, 6);
+    assert_eq!(
+        harness
+            .registry()
+            .batch("b1")
+            .unwrap()
+            .unwrap()
+            .counts
+            .refusals,
+        6
+    );
+}
+
+#[tokio::test]
+async fn an_expired_challenge_is_refused() {
+    let harness = Harness::start_with(ServiceConfig {
+        challenge_ttl: Duration::from_millis(300),
+        ..ServiceConfig::default()
+    })
+    .await;
+    let devices = fleet(1, 5);
+    let mut client = harness.device_client().await;
+    register(&mut client, &devices[0]).await;
+    seed_batch(&harness, "acme", "b1", &[&devices[0]]).await;
+
+    // The service refuses on its own when no proof arrives in time.
+    let mut exchange = open(&mut client, &devices[0]).await;
+    let message = exchange
+        .responses
+        .message()
+        .await
+        .unwrap()
+        .unwrap()
+        .msg
+        .unwrap();
+    let v1::onboard_response::Msg::Refusal(r) = message else {
+        panic!("expected a refusal");
+    };
+    assert_eq!(r.reason(), v1::RefusalReason::ChallengeExpired);
+    assert_eq!(audited_detail(&harness, &r), "nonce_expired");
+    assert!(exchange.tx.capacity() > 0);
+}
+
+#[tokio::test]
+async fn renewal_rotates_slots_and_refuses_devices_never_onboarded() {
+    let harness = Harness::start().await;
+    let devices = fleet(2, 6);
+    let mut client = harness.device_client().await;
+    for device in &devices {
+        register(&mut client, device).await;
+    }
+    seed_batch(&harness, "acme", "b1", &devices.iter().collect::<Vec<_>>()).await;
+
+    let outcome = devices[1].renew(&mut client, 0).await.unwrap();
+    let r = refusal(&outcome);
+    assert_eq!(r.reason(), v1::RefusalReason::NotOnboarded);
+
+    let first = devices[0].onboard(&mut client).await.unwrap();
+    let first = bundle(&first).clone();
+    // Not due, same slot: the current credential comes back unchanged.
+    let same = devices[0].renew(&mut client, 0).await.unwrap();
+    assert_eq!(bundle(&same).serial, first.serial);
+    // Rotation to slot 2: a new certificate for the slot-2 key.
+    let rotated = devices[0].renew(&mut client, 2).await.unwrap();
+    let rotated = bundle(&rotated).clone();
+    assert_ne!(rotated.serial, first.serial);
+    assert_eq!(rotated.key_slot, 2);
+    // Retried after a dropped stream: no second rotation.
+    let retried = devices[0].renew(&mut client, 2).await.unwrap();
+    assert_eq!(bundle(&retried).serial, rotated.serial);
+    // The old certificate is superseded, not revoked.
+    let old = harness
+        .registry()
+        .credential(&first.serial)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        old.status,
+        enroll_service::model::CredentialStatus::Superseded
+    );
+    assert!(harness.registry().revoked().unwrap().is_empty());
+    // Slot 8 does not exist.
+    let outcome = devices[0].renew(&mut client, 8).await.unwrap();
+    assert_eq!(
+        refusal(&outcome).reason(),
+        v1::RefusalReason::KeySlotUnavailable
+    );
+}
+
+#[tokio::test]
+async fn out_of_order_messages_fail_the_stream() {
+    let harness = Harness::start().await;
+    let devices = fleet(1, 7);
+    let mut client = harness.device_client().await;
+    let (tx, rx) = mpsc::channel(1);
+    tx.send(v1::OnboardRequest {
+        msg: Some(v1::onboard_request::Msg::Proof(v1::Proof::default())),
+    })
+    .await
+    .unwrap();
+    let mut responses = client
+        .onboard(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let status = responses.message().await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    drop(devices);
+}
