@@ -15,6 +15,7 @@
 //! - [`audit`]: the hash-chained audit log.
 //! - [`policy`]: per-cloud security policies (AWS IoT, Azure DPS, Mosquitto).
 
+pub mod app;
 pub mod audit;
 pub mod error;
 pub mod fleet;

@@ -1,9 +1,158 @@
-//! The `enroll-service` binary. The server, `init` and `demo` commands are wired up later; the
-//! library (`enroll_service`) holds the logic.
+//! The `enroll-service` binary: argument parsing and wiring only; the work is in
+//! [`enroll_service::app`].
 
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-fn main() -> ExitCode {
-    eprintln!("enroll-service: not yet implemented");
-    ExitCode::from(2)
+use clap::{Parser, Subcommand};
+use enroll_service::app::{self, ImportedIntermediate, demo::DemoOptions};
+
+/// oxroot's enrolment service.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_parser = ["text", "json"], default_value = "text")]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a state directory: CA (root + issuing intermediate, keys encrypted with the
+    /// passphrase from OXROOT_CA_PASSPHRASE or --passphrase-file), config, first admin.
+    Init {
+        /// State directory to create.
+        #[arg(long, env = "OXROOT_STATE_DIR")]
+        state_dir: PathBuf,
+        /// File holding the CA key passphrase (first line).
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+        /// Organisation (O) of the new CA certificates.
+        #[arg(long)]
+        organisation: Option<String>,
+        /// Import this intermediate certificate (PEM) instead of creating a CA.
+        #[arg(long, requires_all = ["intermediate_key", "root"])]
+        import_intermediate: Option<PathBuf>,
+        /// The imported intermediate's PKCS#8 private key (PEM); stored encrypted.
+        #[arg(long)]
+        intermediate_key: Option<PathBuf>,
+        /// The root certificate (PEM) that signed the imported intermediate.
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Name of the first platform admin.
+        #[arg(long, default_value = "admin")]
+        admin_name: String,
+    },
+    /// Serve the state directory until SIGINT / SIGTERM.
+    Serve {
+        /// State directory made by `init`.
+        #[arg(long, env = "OXROOT_STATE_DIR")]
+        state_dir: PathBuf,
+        /// Config file (default: <state-dir>/config.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// File holding the CA key passphrase.
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+        /// Override the gRPC listen address.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Override the metrics listen address.
+        #[arg(long)]
+        metrics_listen: Option<std::net::SocketAddr>,
+    },
+    /// Onboard a batch of emulated chips against an in-process service and print a summary.
+    Demo {
+        /// Number of emulated chips.
+        #[arg(long, default_value_t = 200)]
+        devices: u32,
+    },
+}
+
+fn init_logging(format: &str, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), app::AppError> {
+    let mut out = std::io::stdout();
+    match cli.command {
+        Command::Init {
+            state_dir,
+            passphrase_file,
+            organisation,
+            import_intermediate,
+            intermediate_key,
+            root,
+            admin_name,
+        } => {
+            let passphrase = app::load_passphrase(passphrase_file.as_deref())?;
+            let import = match (import_intermediate, intermediate_key, root) {
+                (Some(certificate), Some(key), Some(root)) => Some(ImportedIntermediate {
+                    certificate,
+                    key,
+                    root,
+                }),
+                _ => None,
+            };
+            app::init(
+                &state_dir,
+                &passphrase,
+                organisation,
+                import,
+                &admin_name,
+                &mut out,
+            )
+        }
+        Command::Serve {
+            state_dir,
+            config,
+            passphrase_file,
+            listen,
+            metrics_listen,
+        } => {
+            let mut config = app::load_config(&state_dir, config.as_deref())?;
+            if let Some(listen) = listen {
+                config.listen = listen;
+            }
+            if metrics_listen.is_some() {
+                config.metrics_listen = metrics_listen;
+            }
+            let passphrase = app::load_passphrase(passphrase_file.as_deref())?;
+            let core = app::open_state(&state_dir, &passphrase, &config)?;
+            app::serve(core, &config, &mut out).await
+        }
+        Command::Demo { devices } => {
+            let options = DemoOptions {
+                devices,
+                progress: std::io::stderr().is_terminal(),
+            };
+            app::demo::run(&options, &mut out).await
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let quiet = matches!(cli.command, Command::Demo { .. });
+    init_logging(&cli.log_format, if quiet { "warn" } else { "info" });
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("enroll-service: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

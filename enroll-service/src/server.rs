@@ -150,7 +150,9 @@ impl RunningServer {
     ///
     /// # Errors
     /// Binding or certificate issue failed.
-    pub async fn start(core: Arc<Enrollment>) -> Result<Self, Box<dyn std::error::Error>> {
+    pub async fn start(
+        core: Arc<Enrollment>,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let tls = ServerTls::issue(core.ca(), &ServerName::loopback())?;
@@ -180,7 +182,7 @@ impl RunningServer {
     ///
     /// # Errors
     /// The server task failed.
-    pub async fn stop(mut self) -> Result<(), Box<dyn std::error::Error>> {
+    pub async fn stop(mut self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

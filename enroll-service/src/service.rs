@@ -265,6 +265,12 @@ impl Enrollment {
         &self.metrics
     }
 
+    /// A shared handle on the metrics (for the `/metrics` endpoint).
+    #[must_use]
+    pub fn metrics_handle(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
     /// Takes a stream slot for `peer`, or refuses when the peer has too many open.
     pub(crate) fn open_stream(
         self: &Arc<Self>,

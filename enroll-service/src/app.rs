@@ -1,0 +1,356 @@
+//! What the `enroll-service` binary does: `init` a state directory, `serve` it, or run the
+//! self-contained `demo`. `main.rs` only parses arguments.
+//!
+//! ```text
+//!  <state-dir>/
+//!    config.toml            listen addresses, server names, limits
+//!    ca/                    root.pem, intermediate.pem, *.key.enc (encrypted with the passphrase)
+//!    registry/              sled
+//!    admin/                 the first platform admin's operator credential (key mode 0600)
+//! ```
+
+pub mod demo;
+
+use std::fs;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::Metrics;
+use crate::pki::{
+    CaNames, CertificateAuthority, OperatorKey, Passphrase, Role, Serial, ServerName, Validity,
+    passphrase_from,
+};
+use crate::server::{ServerTls, serve as serve_grpc};
+use crate::service::{Enrollment, ServiceConfig};
+use crate::store::SledRegistry;
+
+/// Environment variable holding the CA key passphrase.
+pub const PASSPHRASE_ENV: &str = "OXROOT_CA_PASSPHRASE";
+
+/// A boxed error for the binary's top level.
+pub type AppError = Box<dyn std::error::Error + Send + Sync>;
+
+/// `config.toml`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// gRPC listen address (devices and operators).
+    pub listen: SocketAddr,
+    /// Prometheus `/metrics` listen address; unset disables it.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Names in the service's TLS certificate (IP addresses or DNS names).
+    pub server_names: Vec<String>,
+    /// Limits.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// The `[limits]` table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Challenge lifetime, seconds.
+    pub challenge_ttl_secs: u64,
+    /// Challenges per device per minute.
+    pub challenges_per_minute: u32,
+    /// Concurrent device streams per client address.
+    pub max_streams_per_peer: usize,
+    /// Largest device message, bytes.
+    pub max_device_message: usize,
+    /// Largest operator message, bytes.
+    pub max_operator_message: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let defaults = ServiceConfig::default();
+        Self {
+            challenge_ttl_secs: defaults.challenge_ttl.as_secs(),
+            challenges_per_minute: defaults.challenges_per_window,
+            max_streams_per_peer: defaults.max_streams_per_peer,
+            max_device_message: defaults.max_device_message,
+            max_operator_message: defaults.max_operator_message,
+        }
+    }
+}
+
+impl Config {
+    fn defaults() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            server_names: vec!["127.0.0.1".into(), "::1".into(), "localhost".into()],
+            limits: Limits::default(),
+        }
+    }
+
+    fn service_config(&self) -> ServiceConfig {
+        ServiceConfig {
+            challenge_ttl: Duration::from_secs(self.limits.challenge_ttl_secs.max(1)),
+            challenges_per_window: self.limits.challenges_per_minute.max(1),
+            rate_window: Duration::from_secs(60),
+            max_streams_per_peer: self.limits.max_streams_per_peer.max(1),
+            max_device_message: self.limits.max_device_message,
+            max_operator_message: self.limits.max_operator_message,
+            ..ServiceConfig::default()
+        }
+    }
+
+    fn server_names(&self) -> Vec<ServerName> {
+        self.server_names
+            .iter()
+            .map(|name| {
+                name.parse()
+                    .map_or_else(|_| ServerName::Dns(name.clone()), ServerName::Ip)
+            })
+            .collect()
+    }
+}
+
+/// Reads the CA passphrase from [`PASSPHRASE_ENV`] or the file.
+///
+/// # Errors
+/// Neither is set, the file cannot be read, or the passphrase is empty.
+pub fn load_passphrase(file: Option<&Path>) -> Result<Passphrase, AppError> {
+    let env = std::env::var(PASSPHRASE_ENV).ok();
+    let contents = match file {
+        Some(path) => Some(
+            fs::read_to_string(path)
+                .map_err(|e| format!("cannot read passphrase file {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    if env.is_none() && contents.is_none() {
+        return Err(
+            format!("no CA passphrase: set {PASSPHRASE_ENV} or pass --passphrase-file").into(),
+        );
+    }
+    Ok(passphrase_from(env, contents)?)
+}
+
+/// An existing intermediate to import at `init`.
+#[derive(Clone, Debug)]
+pub struct ImportedIntermediate {
+    /// Intermediate certificate PEM file.
+    pub certificate: PathBuf,
+    /// Its PKCS#8 private key PEM file.
+    pub key: PathBuf,
+    /// The root certificate PEM file.
+    pub root: PathBuf,
+}
+
+/// Writes a file readable by the owner only, refusing to overwrite.
+fn write_private(path: &Path, contents: &[u8]) -> Result<(), AppError> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// `enroll-service init`: creates (or imports) the CA, the config and the first platform admin
+/// credential in `state_dir`.
+///
+/// # Errors
+/// The directory is already initialised, inputs are unreadable or invalid, or writing fails.
+pub fn init(
+    state_dir: &Path,
+    passphrase: &Passphrase,
+    organisation: Option<String>,
+    import: Option<ImportedIntermediate>,
+    admin_name: &str,
+    out: &mut dyn Write,
+) -> Result<(), AppError> {
+    let ca_dir = state_dir.join("ca");
+    if ca_dir.exists() {
+        return Err(format!(
+            "{} is already initialised (found {}); refusing to overwrite a CA",
+            state_dir.display(),
+            ca_dir.display()
+        )
+        .into());
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let ca = match import {
+        Some(import) => {
+            let read = |p: &Path| {
+                fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+            };
+            let key = zeroize::Zeroizing::new(read(&import.key)?);
+            CertificateAuthority::import_intermediate(
+                &read(&import.certificate)?,
+                &key,
+                &read(&import.root)?,
+            )?
+        }
+        None => {
+            let mut names = CaNames::default();
+            if let Some(organisation) = organisation {
+                names.organisation = organisation;
+            }
+            CertificateAuthority::initialise(&names, now)?
+        }
+    };
+    fs::create_dir_all(&ca_dir)?;
+    ca.save(&ca_dir, passphrase)?;
+    let config = Config::defaults();
+    fs::write(
+        state_dir.join("config.toml"),
+        toml::to_string_pretty(&config)?,
+    )?;
+
+    let admin_dir = state_dir.join("admin");
+    fs::create_dir_all(&admin_dir)?;
+    let admin = ca.issue_operator_certificate(
+        &OperatorKey::Generate,
+        admin_name,
+        crate::pki::PLATFORM_OWNER,
+        Role::Admin,
+        Validity::starting(now, time::Duration::days(90))?,
+        Serial::random()?,
+    )?;
+    let key = admin
+        .private_key
+        .as_ref()
+        .ok_or("the CA did not return the generated admin key")?;
+    write_private(&admin_dir.join("operator.key"), key.to_pem().as_bytes())?;
+    fs::write(
+        admin_dir.join("operator.pem"),
+        format!("{}{}", admin.certificate.pem, ca.intermediate_pem()),
+    )?;
+    fs::write(admin_dir.join("root.pem"), ca.root_pem())?;
+
+    writeln!(out, "initialised {}", state_dir.display())?;
+    writeln!(
+        out,
+        "  root CA:        {}",
+        ca_dir.join("root.pem").display()
+    )?;
+    writeln!(
+        out,
+        "  CA keys:        encrypted in {} (root key {})",
+        ca_dir.display(),
+        if ca.has_root_key() {
+            "included: move root.key.enc offline"
+        } else {
+            "not held"
+        }
+    )?;
+    writeln!(
+        out,
+        "  platform admin: {} (name {admin_name}, owner *)",
+        admin_dir.display()
+    )?;
+    writeln!(
+        out,
+        "  config:         {}",
+        state_dir.join("config.toml").display()
+    )?;
+    Ok(())
+}
+
+/// Loads `config.toml` from the state directory, or `config` if given.
+///
+/// # Errors
+/// Unreadable or invalid TOML.
+pub fn load_config(state_dir: &Path, config: Option<&Path>) -> Result<Config, AppError> {
+    let path = config.map_or_else(|| state_dir.join("config.toml"), Path::to_path_buf);
+    let text = fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()).into())
+}
+
+/// Opens the CA and registry of a state directory and builds the shared service state.
+///
+/// # Errors
+/// Wrong passphrase, missing files, or a registry that cannot be opened.
+pub fn open_state(
+    state_dir: &Path,
+    passphrase: &Passphrase,
+    config: &Config,
+) -> Result<Arc<Enrollment>, AppError> {
+    let ca = CertificateAuthority::load(&state_dir.join("ca"), passphrase)?;
+    let registry = SledRegistry::open(&state_dir.join("registry"))?;
+    Ok(Enrollment::new(
+        registry,
+        Arc::new(ca),
+        config.service_config(),
+        Arc::new(Metrics::new()),
+    ))
+}
+
+/// `enroll-service serve`: serves until SIGINT or SIGTERM.
+///
+/// # Errors
+/// Start-up failures (bind, TLS, state).
+pub async fn serve(
+    core: Arc<Enrollment>,
+    config: &Config,
+    out: &mut dyn Write,
+) -> Result<(), AppError> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let tls = ServerTls::issue(core.ca(), &config.server_names())?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(addr) = config.metrics_listen {
+        let metrics_listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr} for metrics: {e}"))?;
+        writeln!(
+            out,
+            "metrics on {}",
+            crate::metrics::describe(metrics_listener.local_addr()?)
+        )?;
+        let metrics = core.metrics_handle();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let _ = crate::metrics::serve(metrics_listener, metrics, async move {
+                let _ = stop.changed().await;
+            })
+            .await;
+        });
+    }
+    writeln!(out, "listening on {} (TLS)", listener.local_addr()?)?;
+    out.flush()?;
+    let mut stop = stop_rx;
+    let signals = async move {
+        wait_for_signal().await;
+        let _ = stop_tx.send(true);
+    };
+    tokio::spawn(signals);
+    serve_grpc(listener, core, &tls, async move {
+        let _ = stop.changed().await;
+    })
+    .await?;
+    writeln!(out, "stopped")?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
