@@ -184,8 +184,8 @@ pub fn init(
         .into());
     }
     let now = time::OffsetDateTime::now_utc();
-    let ca = match import {
-        Some(import) => {
+    let ca = if let Some(import) = import {
+        {
             let read = |p: &Path| {
                 fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
             };
@@ -196,13 +196,12 @@ pub fn init(
                 &read(&import.root)?,
             )?
         }
-        None => {
-            let mut names = CaNames::default();
-            if let Some(organisation) = organisation {
-                names.organisation = organisation;
-            }
-            CertificateAuthority::initialise(&names, now)?
+    } else {
+        let mut names = CaNames::default();
+        if let Some(organisation) = organisation {
+            names.organisation = organisation;
         }
+        CertificateAuthority::initialise(&names, now)?
     };
     fs::create_dir_all(&ca_dir)?;
     ca.save(&ca_dir, passphrase)?;
