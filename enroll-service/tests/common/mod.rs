@@ -178,3 +178,52 @@ pub async fn seed_batch(
         commit(harness.registry(), change).await.unwrap();
     }
 }
+
+impl Harness {
+    /// An Operator client authenticated with a fresh certificate for (name, owner, role).
+    pub async fn operator(
+        &self,
+        name: &str,
+        owner: &str,
+        role: enroll_service::pki::Role,
+    ) -> oxroot_proto::v1::operator_client::OperatorClient<Channel> {
+        use enroll_service::pki::{OperatorKey, Serial, Validity};
+        let now = time::OffsetDateTime::now_utc();
+        let issued = self
+            .core
+            .ca()
+            .issue_operator_certificate(
+                &OperatorKey::Generate,
+                name,
+                owner,
+                role,
+                Validity::starting(now - time::Duration::minutes(1), time::Duration::hours(1))
+                    .unwrap(),
+                Serial::random().unwrap(),
+            )
+            .unwrap();
+        let key = issued.private_key.unwrap().to_pem();
+        let chain = format!("{}{}", issued.certificate.pem, self.core.ca().intermediate_pem());
+        self.client_with_identity(&chain, key.as_bytes()).await
+    }
+
+    /// An Operator client presenting an arbitrary certificate chain and key.
+    pub async fn client_with_identity(
+        &self,
+        chain_pem: &str,
+        key_pem: &[u8],
+    ) -> oxroot_proto::v1::operator_client::OperatorClient<Channel> {
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.server.root_pem))
+            .domain_name("localhost")
+            .identity(tonic::transport::Identity::from_pem(chain_pem, key_pem));
+        let channel = Channel::from_shared(self.server.url())
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        oxroot_proto::v1::operator_client::OperatorClient::new(channel)
+    }
+}

@@ -1,0 +1,241 @@
+//! Durability: the service runs as a real child process, is SIGKILLed in the middle of a
+//! 1,000-device batch, and restarted. Every credential a device received must be in the
+//! registry, and no serial may have been issued twice.
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use enroll_service::fleet::{EmulatedDevice, Outcome};
+use enroll_service::store::{Registry, SledRegistry};
+use oxroot_proto::v1;
+use oxroot_proto::v1::device_enrollment_client::DeviceEnrollmentClient;
+use oxroot_proto::v1::operator_client::OperatorClient;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+const DEVICES: u32 = 1000;
+const KILL_AFTER: usize = 400;
+const PASSPHRASE: &str = "durability test passphrase";
+
+struct Service {
+    child: Child,
+    url: String,
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_enroll-service")
+}
+
+fn init(state: &Path) {
+    let status = Command::new(bin())
+        .args(["init", "--state-dir"])
+        .arg(state)
+        .env("OXROOT_CA_PASSPHRASE", PASSPHRASE)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn start(state: &Path) -> Service {
+    let mut child = Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--state-dir"])
+        .arg(state)
+        .env("OXROOT_CA_PASSPHRASE", PASSPHRASE)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("the service exited before listening")
+            .unwrap();
+        if let Some(addr) = line.strip_prefix("listening on ") {
+            break addr.trim_end_matches(" (TLS)").to_owned();
+        }
+    };
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Service {
+        child,
+        url: format!("https://{addr}"),
+    }
+}
+
+async fn channel(url: &str, state: &Path, operator: bool) -> Channel {
+    let admin = state.join("admin");
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(std::fs::read(admin.join("root.pem")).unwrap()))
+        .domain_name("localhost");
+    if operator {
+        tls = tls.identity(Identity::from_pem(
+            std::fs::read(admin.join("operator.pem")).unwrap(),
+            std::fs::read(admin.join("operator.key")).unwrap(),
+        ));
+    }
+    Channel::from_shared(url.to_owned())
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// Onboards every device not yet in `received`, concurrently, until done or the channel dies.
+async fn onboard_all(
+    channel: Channel,
+    devices: &Arc<Vec<EmulatedDevice>>,
+    received: &Arc<std::sync::Mutex<HashMap<usize, String>>>,
+    stop_after: Option<(usize, tokio::sync::oneshot::Sender<()>)>,
+) {
+    let pending: Vec<usize> = {
+        let received = received.lock().unwrap();
+        (0..devices.len()).filter(|i| !received.contains_key(i)).collect()
+    };
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(64));
+    let stop = Arc::new(std::sync::Mutex::new(stop_after));
+    let mut tasks = tokio::task::JoinSet::new();
+    for index in pending {
+        let permit = semaphore.clone().acquire_owned().await.unwrap();
+        let (devices, received, channel, stop) =
+            (devices.clone(), received.clone(), channel.clone(), stop.clone());
+        tasks.spawn(async move {
+            let mut client = DeviceEnrollmentClient::new(channel);
+            if let Ok(Outcome::Credentials(bundle)) = devices[index].onboard(&mut client).await {
+                let count = {
+                    let mut received = received.lock().unwrap();
+                    received.insert(index, bundle.serial.clone());
+                    received.len()
+                };
+                let mut stop = stop.lock().unwrap();
+                if stop.as_ref().is_some_and(|(at, _)| count >= *at)
+                    && let Some((_, tx)) = stop.take()
+                {
+                    let _ = tx.send(());
+                }
+            }
+            drop(permit);
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_batch_loses_no_issued_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    init(&state);
+    let mut service = start(&state);
+
+    let devices: Arc<Vec<EmulatedDevice>> = Arc::new(
+        (0..DEVICES)
+            .map(|i| EmulatedDevice::manufacture(&[42; 32], i).unwrap())
+            .collect(),
+    );
+    let device_channel = channel(&service.url, &state, false).await;
+    let mut client = DeviceEnrollmentClient::new(device_channel.clone());
+    for device in devices.iter() {
+        client
+            .register(device.registration(b"durability").unwrap())
+            .await
+            .unwrap();
+    }
+    let mut operator = OperatorClient::new(channel(&service.url, &state, true).await);
+    operator
+        .create_policy(v1::CreatePolicyRequest {
+            policy: Some(v1::Policy {
+                name: "broker".into(),
+                owner: "factory".into(),
+                params: Some(v1::policy::Params::Mosquitto(v1::MosquittoPolicyParams {
+                    host: "127.0.0.1".into(),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let batch = operator
+        .create_batch(v1::CreateBatchRequest {
+            owner: "factory".into(),
+            name: "durability".into(),
+            policy_name: "broker".into(),
+            device_ids: devices.iter().map(|d| d.device_id().to_string()).collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(batch.report.unwrap().accepted, u64::from(DEVICES));
+
+    // Onboard until KILL_AFTER credentials arrived, then SIGKILL the service mid-flight.
+    let received = Arc::new(std::sync::Mutex::new(HashMap::new()));
+    let (kill_tx, kill_rx) = tokio::sync::oneshot::channel();
+    let pid = service.child.id();
+    let killer = tokio::spawn(async move {
+        let _ = kill_rx.await;
+        let status = Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap();
+        assert!(status.success());
+    });
+    let started = Instant::now();
+    onboard_all(
+        device_channel,
+        &devices,
+        &received,
+        Some((KILL_AFTER, kill_tx)),
+    )
+    .await;
+    killer.await.unwrap();
+    let _ = service.child.wait();
+    let before_kill = received.lock().unwrap().len();
+    assert!(before_kill >= KILL_AFTER && before_kill < devices.len(), "{before_kill}");
+
+    // Restart and finish the batch: devices whose credential was durable get the same one.
+    let mut service = start(&state);
+    let device_channel = channel(&service.url, &state, false).await;
+    onboard_all(device_channel, &devices, &received, None).await;
+    let elapsed = started.elapsed();
+    assert_eq!(received.lock().unwrap().len(), devices.len());
+    let _ = Command::new("kill").args(["-TERM", &service.child.id().to_string()]).status();
+    let _ = service.child.wait();
+    eprintln!(
+        "durability: {} devices onboarded in {:.2}s across a SIGKILL ({} before it)",
+        devices.len(),
+        elapsed.as_secs_f64(),
+        before_kill
+    );
+
+    // Every credential a device received is in the registry, as that device's, and current.
+    let registry = SledRegistry::open(&state.join("registry")).unwrap();
+    let received = received.lock().unwrap();
+    let mut serials = HashSet::new();
+    for (index, serial) in received.iter() {
+        let device_id = devices[*index].device_id().to_string();
+        let credential = registry
+            .credential(serial)
+            .unwrap()
+            .unwrap_or_else(|| panic!("credential {serial} of device {index} was lost"));
+        assert_eq!(credential.device_id, device_id);
+        let device = registry.device(&device_id).unwrap().unwrap();
+        assert_eq!(device.current_serial.as_deref(), Some(serial.as_str()));
+        assert!(serials.insert(serial.clone()), "serial {serial} handed to two devices");
+    }
+    // No serial issued twice: each device holds exactly one, and the store counts as many
+    // certificates as devices (a retried onboarding reused the durable credential).
+    for device in devices.iter() {
+        let record = registry.device(&device.device_id().to_string()).unwrap().unwrap();
+        assert_eq!(record.serials.len(), 1, "device issued {:?}", record.serials);
+    }
+    assert_eq!(registry.credential_count().unwrap(), u64::from(DEVICES));
+    let batch = registry.batch(&batch.batch.unwrap().batch_id).unwrap().unwrap();
+    assert_eq!(batch.counts.onboarded, u64::from(DEVICES));
+}
