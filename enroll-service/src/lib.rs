@@ -10,5 +10,8 @@
 //!
 //! Modules:
 //! - [`pki`]: the certificate authority (root, intermediate, leaves, CRLs) and encrypted CA keys.
+//! - [`policy`]: security policies per cloud (AWS IoT, Azure DPS, Mosquitto), their validation,
+//!   device endpoints and the operator-side artefacts.
 
 pub mod pki;
+pub mod policy;
