@@ -13,7 +13,13 @@
 //! - [`model`]: the registry's records and the device life cycle.
 //! - [`store`]: the registry trait and its sled backend with durable group commit.
 //! - [`audit`]: the hash-chained audit log.
-//! - [`policy`]: per-cloud security policies (AWS IoT, Azure DPS, Mosquitto).
+//! - [`policy`]: security policies per cloud (AWS IoT, Azure DPS, Mosquitto), their validation,
+//!   device endpoints and the operator-side artefacts.
+//! - [`service`]: the gRPC handlers (device and operator) and their shared state.
+//! - [`server`]: TLS, health, reflection and the listener.
+//! - [`fleet`]: simulated devices (emulated chips) for the demo, tests and load generation.
+//! - [`app`]: the `enroll-service` commands (`init`, `serve`, `demo`).
+//! - [`metrics`]: Prometheus metrics.
 
 pub mod app;
 pub mod audit;

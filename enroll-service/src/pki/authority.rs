@@ -120,6 +120,85 @@ fn end_entity_params(
     Ok(params)
 }
 
+/// Parameters of a TLS server certificate: CN = the first name, every name in the SAN.
+fn server_params(
+    names: &[ServerName],
+    validity: Validity,
+    serial: Serial,
+) -> Result<CertificateParams, PkiError> {
+    let first = names.first().ok_or(PkiError::NoServerNames)?;
+    let mut params = end_entity_params(validity, serial, ExtendedKeyUsagePurpose::ServerAuth)?;
+    params.distinguished_name.push(
+        DnType::CommonName,
+        match first {
+            ServerName::Ip(ip) => ip.to_string(),
+            ServerName::Dns(dns) => dns.clone(),
+        },
+    );
+    params.subject_alt_names = names
+        .iter()
+        .map(|name| match name {
+            ServerName::Ip(ip) => Ok(SanType::IpAddress(*ip)),
+            ServerName::Dns(dns) => dns
+                .clone()
+                .try_into()
+                .map(SanType::DnsName)
+                .map_err(|_| PkiError::InvalidDnsName(dns.clone())),
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(params)
+}
+
+/// The P-256 public key of a PKCS#10 CSR whose self-signature verifies.
+///
+/// The key type is checked before the signature so that a CSR for another curve or algorithm
+/// is reported as such, not as a bad signature.
+fn csr_public_key(csr_pem: &str) -> Result<[u8; P256_PUBLIC_KEY_LEN], PkiError> {
+    use x509_parser::certification_request::X509CertificationRequest;
+    use x509_parser::oid_registry::{OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY};
+
+    const WHAT: &str = "certificate signing request";
+    let block = pem::parse(csr_pem).map_err(|e| PkiError::parse(WHAT, e))?;
+    // "NEW CERTIFICATE REQUEST" is what older OpenSSL and Windows tools write.
+    if !matches!(
+        block.tag(),
+        "CERTIFICATE REQUEST" | "NEW CERTIFICATE REQUEST"
+    ) {
+        return Err(PkiError::parse(
+            WHAT,
+            format!(
+                "expected a CERTIFICATE REQUEST PEM block, found {}",
+                block.tag()
+            ),
+        ));
+    }
+    let (rest, csr) = X509CertificationRequest::from_der(block.contents())
+        .map_err(|e| PkiError::parse(WHAT, e))?;
+    if !rest.is_empty() {
+        return Err(PkiError::parse(WHAT, "trailing bytes after the request"));
+    }
+    let spki = &csr.certification_request_info.subject_pki;
+    let is_p256 = spki.algorithm.algorithm == OID_KEY_TYPE_EC_PUBLIC_KEY
+        && spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|curve| curve.as_oid().ok())
+            .is_some_and(|curve| curve == OID_EC_P256);
+    if !is_p256 {
+        return Err(PkiError::InvalidPublicKey);
+    }
+    csr.verify_signature()
+        .map_err(|e| PkiError::parse(WHAT, format!("the self-signature does not verify ({e})")))?;
+    // 65 bytes: a compressed point is refused here, as everywhere else in the service;
+    // `validated` then checks the point when the certificate is made.
+    spki.subject_public_key
+        .data
+        .as_ref()
+        .try_into()
+        .map_err(|_| PkiError::InvalidPublicKey)
+}
+
 fn check_common_name(cn: &str) -> Result<(), PkiError> {
     let len = cn.chars().count();
     if (1..=64).contains(&len) {
@@ -375,26 +454,7 @@ impl CertificateAuthority {
         validity: Validity,
         serial: Serial,
     ) -> Result<ServerCredentials, PkiError> {
-        let first = names.first().ok_or(PkiError::NoServerNames)?;
-        let mut params = end_entity_params(validity, serial, ExtendedKeyUsagePurpose::ServerAuth)?;
-        params.distinguished_name.push(
-            DnType::CommonName,
-            match first {
-                ServerName::Ip(ip) => ip.to_string(),
-                ServerName::Dns(dns) => dns.clone(),
-            },
-        );
-        params.subject_alt_names = names
-            .iter()
-            .map(|name| match name {
-                ServerName::Ip(ip) => Ok(SanType::IpAddress(*ip)),
-                ServerName::Dns(dns) => dns
-                    .clone()
-                    .try_into()
-                    .map(SanType::DnsName)
-                    .map_err(|_| PkiError::InvalidDnsName(dns.clone())),
-            })
-            .collect::<Result<_, _>>()?;
+        let params = server_params(names, validity, serial)?;
         let key = generate_key()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         let certificate = self.finish(cert.der().to_vec());
@@ -404,6 +464,66 @@ impl CertificateAuthority {
             chain_der,
             private_key: PrivateKeyPkcs8::new(key.serialize_der()),
         })
+    }
+
+    /// Issues a TLS server certificate (EKU serverAuth) for the key in a PKCS#10 CSR, e.g. an
+    /// MQTT broker's, so that its private key never leaves the host that made it. The CSR is
+    /// proof of possession only: its self-signature must verify and its key must be P-256, but
+    /// its subject and requested extensions are ignored. The certificate says what `names` say
+    /// (CN = the first, all in the SAN), as [`CertificateAuthority::issue_server_certificate`].
+    ///
+    /// # Errors
+    /// [`PkiError::Parse`] if `csr_pem` is not a PEM `CERTIFICATE REQUEST` or its
+    /// self-signature does not verify; [`PkiError::InvalidPublicKey`] if its key is not an
+    /// uncompressed P-256 point; [`PkiError::NoServerNames`], [`PkiError::InvalidDnsName`],
+    /// [`PkiError::InvalidValidity`], or [`PkiError::Certificate`].
+    pub fn issue_server_certificate_for_csr(
+        &self,
+        csr_pem: &str,
+        names: &[ServerName],
+        validity: Validity,
+        serial: Serial,
+    ) -> Result<IssuedCertificate, PkiError> {
+        let public_key = csr_public_key(csr_pem)?;
+        let params = server_params(names, validity, serial)?;
+        let cert = params.signed_by(&validated(&public_key)?, &self.issuer)?;
+        Ok(self.finish(cert.der().to_vec()))
+    }
+
+    /// Issues a verification certificate: a leaf whose subject CN is a code the cloud handed
+    /// out, proving that whoever registers the issuing CA holds its key. AWS IoT's
+    /// `RegisterCACertificate` wants the registration code, Azure DPS's proof of possession
+    /// the verification code. Its key pair is generated here and dropped unreturned: the
+    /// certificate is only ever inspected, never used to authenticate.
+    ///
+    /// # Errors
+    /// [`PkiError::InvalidCommonName`], [`PkiError::InvalidValidity`], [`PkiError::Random`],
+    /// or [`PkiError::Certificate`].
+    pub fn issue_verification_certificate(
+        &self,
+        code: &str,
+        validity: Validity,
+        serial: Serial,
+    ) -> Result<IssuedCertificate, PkiError> {
+        check_common_name(code)?;
+        let mut params = end_entity_params(validity, serial, ExtendedKeyUsagePurpose::ClientAuth)?;
+        params.distinguished_name.push(DnType::CommonName, code);
+        let throwaway = generate_key()?;
+        let cert = params.signed_by(&throwaway, &self.issuer)?;
+        Ok(self.finish(cert.der().to_vec()))
+    }
+
+    /// The issuing intermediate's last valid instant. Nothing it signs may outlive it.
+    ///
+    /// # Errors
+    /// [`PkiError::Parse`] only if the stored intermediate no longer parses, which
+    /// construction rules out.
+    pub fn intermediate_not_after(&self) -> Result<OffsetDateTime, PkiError> {
+        const WHAT: &str = "intermediate certificate";
+        Ok(parse_cert(WHAT, &self.intermediate_der)?
+            .validity()
+            .not_after
+            .to_datetime())
     }
 
     /// Issues an operator certificate (EKU clientAuth) for `name` (the subject `CN`) carrying
