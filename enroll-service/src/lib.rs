@@ -9,6 +9,8 @@
 //! ```
 //!
 //! Modules:
+//! - [`ctl`]: `enrollctl`, the operator and factory-MES command line (a gRPC client).
 //! - [`pki`]: the certificate authority (root, intermediate, leaves, CRLs) and encrypted CA keys.
 
+pub mod ctl;
 pub mod pki;
