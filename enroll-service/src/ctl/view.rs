@@ -557,11 +557,10 @@ pub(crate) fn progress_json(progress: &BatchProgress) -> Value {
 
 /// One WatchBatch progress message on one line.
 pub(crate) fn progress_line(progress: &BatchProgress) -> String {
-    let mut line = format!(
-        "{}  {}",
+    let mut line = joined(&[
         timestamp_text(progress.time.as_ref()),
-        counts_text(progress.counts.as_ref())
-    );
+        counts_text(progress.counts.as_ref()),
+    ]);
     if progress.dropped_events > 0 {
         // Writing to a String cannot fail.
         let _ = write!(
@@ -588,12 +587,11 @@ pub(crate) fn event_json(event: &DeviceEvent) -> Value {
 
 /// One WatchBatch device event on one line.
 pub(crate) fn event_line(event: &DeviceEvent) -> String {
-    let mut line = format!(
-        "{}  {}  {}",
+    let mut line = joined(&[
         timestamp_text(event.time.as_ref()),
-        event.device_id,
-        event_name(event.kind)
-    );
+        event.device_id.clone(),
+        event_name(event.kind),
+    ]);
     // Writing to a String cannot fail.
     if !event.serial.is_empty() {
         let _ = write!(line, "  serial {} slot {}", event.serial, event.key_slot);
@@ -684,6 +682,16 @@ pub(crate) fn verify_fields(result: &VerifyAuditResponse) -> Fields {
             .field("problem", &result.problem);
     }
     fields
+}
+
+/// The non-empty parts, two spaces apart (an unset timestamp leaves no gap).
+fn joined(parts: &[String]) -> String {
+    parts
+        .iter()
+        .filter(|part| !part.is_empty())
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join("  ")
 }
 
 fn or_default(value: &str, default: &str) -> String {
@@ -842,6 +850,23 @@ mod tests {
         let (fields, history) = device_fields(&device);
         assert!(history.is_none());
         assert!(write_fields(&fields).contains("state:     reonboard-pending"));
+    }
+
+    #[test]
+    fn event_lines_have_no_gap_for_an_unset_time() {
+        use oxroot_proto::v1::{DeviceEventKind, RefusalDetail};
+        let event = DeviceEvent {
+            device_id: "ab".into(),
+            kind: DeviceEventKind::Refused as i32,
+            refusal_detail: RefusalDetail::NonceReplayed as i32,
+            correlation_id: "c-1".into(),
+            ..DeviceEvent::default()
+        };
+        assert_eq!(event_line(&event), "ab  refused  nonce-replayed  ref c-1");
+        assert_eq!(
+            event_json(&event)["device"]["refusal_detail"],
+            "nonce-replayed"
+        );
     }
 
     #[test]
