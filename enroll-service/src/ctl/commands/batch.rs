@@ -280,10 +280,14 @@ async fn watch(
         .into_inner();
     let bar = ctx.progress_bar(0, "{spinner} [{bar:40}] {pos}/{len} settled  {msg}");
     let mut last = None;
+    // One listener for the whole watch: a fresh ctrl_c() per message could miss a Ctrl-C
+    // that arrives between two messages.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     let interrupted = loop {
         let message = tokio::select! {
             message = stream.message() => message,
-            _ = tokio::signal::ctrl_c() => break true,
+            _ = &mut ctrl_c => break true,
         };
         let message = match message {
             Ok(Some(message)) => message,
