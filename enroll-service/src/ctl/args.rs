@@ -1,0 +1,687 @@
+//! The command line, as clap derive types. Parsing only: nothing here touches the network or
+//! the file system.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use oxroot_proto::v1::{DeviceState, PolicyKind, RevocationReason, Role};
+
+use super::duration::parse_duration;
+use super::import::ImportFormat;
+
+/// Operator and factory-MES command line for the oxroot enrolment service.
+///
+/// Connects over mutual TLS with an operator certificate issued by the service; the service's
+/// root CA is the only trust anchor.
+#[derive(Debug, Parser)]
+#[command(name = "enrollctl", version, propagate_version = true)]
+#[command(
+    after_help = "Exit codes: 0 success, 1 other failure, 2 usage or invalid \
+    argument, 3 refused (permission, not found, already exists, failed precondition, broken \
+    audit chain), 4 service unavailable or unreachable (retry later)."
+)]
+pub struct Cli {
+    /// How to reach and authenticate to the service.
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+
+    /// Print one JSON document on stdout (JSON lines for streams) and nothing else; errors go
+    /// to stderr as one JSON object.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Service address and operator credentials. An explicit `--ca`, `--cert` or `--key` (or its
+/// environment variable) wins over the file of the same role in `--profile`.
+#[derive(Debug, Default, Args)]
+pub struct ConnectionArgs {
+    /// Service URL, e.g. https://127.0.0.1:50051.
+    #[arg(long, env = "OXROOT_SERVICE", global = true, value_name = "URL")]
+    pub service: Option<String>,
+    /// The service's root CA certificate (PEM): the only trust anchor.
+    #[arg(long, env = "OXROOT_CA", global = true, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Operator certificate chain (PEM, leaf first).
+    #[arg(long, env = "OXROOT_CERT", global = true, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// Operator private key (PKCS#8 PEM).
+    #[arg(long, env = "OXROOT_KEY", global = true, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Directory holding root.pem, operator.pem and operator.key (as written by
+    /// `operator issue`).
+    #[arg(long, env = "OXROOT_PROFILE", global = true, value_name = "DIR")]
+    pub profile: Option<PathBuf>,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the caller's identity as the service sees it.
+    Whoami,
+    /// Security policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Batches of devices.
+    #[command(subcommand)]
+    Batch(BatchCommand),
+    /// Single devices.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+    /// Write the cloud-side configuration of a policy into a directory.
+    Export(ExportArgs),
+    /// Fetch the current certificate revocation list.
+    Crl(CrlArgs),
+    /// The hash-chained audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Operator certificates.
+    #[command(subcommand)]
+    Operator(OperatorCommand),
+}
+
+/// `policy …`
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Create a policy (policies are immutable).
+    Create(Box<PolicyCreateArgs>),
+    /// Show one policy.
+    Get {
+        /// Policy name.
+        name: String,
+        /// Owner of the policy (platform operators must name one).
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// List policies (all pages).
+    List {
+        /// Owner filter.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Only policies of this kind.
+        #[arg(long)]
+        kind: Option<KindArg>,
+    },
+}
+
+/// `policy create`: exactly one of `--mosquitto-host`, `--aws-endpoint`, `--azure-id-scope`
+/// chooses the kind; the other options of that kind refine it.
+///
+/// Kind-specific options say both `requires` and `conflicts_with_all`: clap waives a
+/// `requires` whose target conflicts with a present argument, and the three kind options
+/// conflict with each other through their group, so `requires` alone would let
+/// `--azure-id-scope S --mosquitto-port 1` through.
+#[derive(Debug, Args)]
+#[command(group(
+    ArgGroup::new("kind")
+        .required(true)
+        .args(["mosquitto_host", "aws_endpoint", "azure_id_scope"])
+))]
+pub struct PolicyCreateArgs {
+    /// Policy name: [a-z0-9-_.], starting with a letter or digit.
+    #[arg(long)]
+    pub name: String,
+    /// Owner of the policy (platform operators must name one).
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// Free text.
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Device certificate validity, e.g. 365d (service default 365d).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub lifetime: Option<Duration>,
+    /// Auto-renew window before expiry, e.g. 30d; 0s disables (service default 30d).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub renew_window: Option<Duration>,
+    /// Subject CN template; must contain {device_id} (default "{device_id}").
+    #[arg(long, value_name = "TEMPLATE")]
+    pub cn_template: Option<String>,
+    /// First topic level of device topics (Mosquitto and AWS; default "devices").
+    #[arg(long, conflicts_with = "azure_id_scope")]
+    pub topic_root: Option<String>,
+
+    /// Mosquitto: broker host devices connect to.
+    #[arg(long, help_heading = "Mosquitto", value_name = "HOST")]
+    pub mosquitto_host: Option<String>,
+    /// Mosquitto: broker port (default 8883).
+    #[arg(long, help_heading = "Mosquitto", requires = "mosquitto_host", conflicts_with_all = ["aws_endpoint", "azure_id_scope"], value_name = "PORT")]
+    pub mosquitto_port: Option<u16>,
+    /// Mosquitto: PEM CA of the broker's server certificate (default: the oxroot root).
+    #[arg(long, help_heading = "Mosquitto", requires = "mosquitto_host", conflicts_with_all = ["aws_endpoint", "azure_id_scope"], value_name = "FILE")]
+    pub broker_ca: Option<PathBuf>,
+
+    /// AWS IoT: device data endpoint, PREFIX-ats.iot.REGION.amazonaws.com.
+    #[arg(
+        long,
+        help_heading = "AWS IoT",
+        requires = "aws_root_ca",
+        value_name = "HOST"
+    )]
+    pub aws_endpoint: Option<String>,
+    /// AWS IoT: port (default 8883; 443 needs --alpn x-amzn-mqtt-ca).
+    #[arg(long, help_heading = "AWS IoT", requires = "aws_endpoint", conflicts_with_all = ["mosquitto_host", "azure_id_scope"], value_name = "PORT")]
+    pub aws_port: Option<u16>,
+    /// AWS IoT: PEM trust anchor for AWS's server certificate (normally Amazon Root CA 1).
+    #[arg(long, help_heading = "AWS IoT", requires = "aws_endpoint", conflicts_with_all = ["mosquitto_host", "azure_id_scope"], value_name = "FILE")]
+    pub aws_root_ca: Option<PathBuf>,
+    /// AWS IoT: thing name template (default "{device_id}").
+    #[arg(long, help_heading = "AWS IoT", requires = "aws_endpoint", conflicts_with_all = ["mosquitto_host", "azure_id_scope"], value_name = "TEMPLATE")]
+    pub thing_name_template: Option<String>,
+    /// AWS IoT: region for the exported policy's ARNs (default "*").
+    #[arg(long, help_heading = "AWS IoT", requires = "aws_endpoint", conflicts_with_all = ["mosquitto_host", "azure_id_scope"], value_name = "REGION")]
+    pub aws_region: Option<String>,
+    /// AWS IoT: 12-digit account ID for the exported policy's ARNs (default "*").
+    #[arg(long, help_heading = "AWS IoT", requires = "aws_endpoint", conflicts_with_all = ["mosquitto_host", "azure_id_scope"], value_name = "ACCOUNT")]
+    pub aws_account: Option<String>,
+    /// AWS IoT: ALPN protocol handed to devices (repeatable).
+    #[arg(long, help_heading = "AWS IoT", requires = "aws_endpoint", conflicts_with_all = ["mosquitto_host", "azure_id_scope"], value_name = "PROTOCOL")]
+    pub alpn: Vec<String>,
+
+    /// Azure DPS: the instance's ID scope.
+    #[arg(long, help_heading = "Azure DPS", value_name = "SCOPE")]
+    pub azure_id_scope: Option<String>,
+    /// Azure DPS: global endpoint (default global.azure-devices-provisioning.net).
+    #[arg(long, help_heading = "Azure DPS", requires = "azure_id_scope", conflicts_with_all = ["mosquitto_host", "aws_endpoint"], value_name = "HOST")]
+    pub azure_endpoint: Option<String>,
+    /// Azure DPS: port (default 8883).
+    #[arg(long, help_heading = "Azure DPS", requires = "azure_id_scope", conflicts_with_all = ["mosquitto_host", "aws_endpoint"], value_name = "PORT")]
+    pub azure_port: Option<u16>,
+    /// Azure DPS: PEM trust anchor(s) for the DPS and IoT Hub servers.
+    #[arg(long, help_heading = "Azure DPS", requires = "azure_id_scope", conflicts_with_all = ["mosquitto_host", "aws_endpoint"], value_name = "FILE")]
+    pub azure_root_ca: Option<PathBuf>,
+    /// Azure DPS: enrollment group ID (default: the policy name).
+    #[arg(long, help_heading = "Azure DPS", requires = "azure_id_scope", conflicts_with_all = ["mosquitto_host", "aws_endpoint"], value_name = "ID")]
+    pub enrollment_group_id: Option<String>,
+    /// Azure DPS: IoT hub host the enrollment group may allocate to (repeatable).
+    #[arg(long, help_heading = "Azure DPS", requires = "azure_id_scope", conflicts_with_all = ["mosquitto_host", "aws_endpoint"], value_name = "HOST")]
+    pub iot_hub: Vec<String>,
+}
+
+/// `batch …`
+#[derive(Debug, Subcommand)]
+pub enum BatchCommand {
+    /// Create a batch, optionally with its first devices.
+    Create {
+        /// Label of the batch.
+        #[arg(long)]
+        name: String,
+        /// Policy the batch's devices get.
+        #[arg(long)]
+        policy: String,
+        /// Owner of the batch (platform operators must name one).
+        #[arg(long)]
+        owner: Option<String>,
+        /// Free text.
+        #[arg(long)]
+        description: Option<String>,
+        /// Idempotency key: a retry with the same key returns the first batch.
+        #[arg(long, value_name = "ID")]
+        request_id: Option<String>,
+        /// Initial DeviceIds (at most 10,000; use `batch import` for more or for offline
+        /// registrations).
+        #[arg(long, value_name = "FILE")]
+        devices: Option<PathBuf>,
+        /// Format of --devices.
+        #[arg(long, value_enum, default_value_t = ImportFormat::Auto)]
+        format: ImportFormat,
+    },
+    /// Add devices from a QuarkLink JSON, JSON lines or CSV file.
+    Import {
+        /// The batch.
+        batch_id: String,
+        /// The file.
+        file: PathBuf,
+        /// Format of the file.
+        #[arg(long, value_enum, default_value_t = ImportFormat::Auto)]
+        format: ImportFormat,
+    },
+    /// Show one batch with its counts.
+    Get {
+        /// The batch.
+        batch_id: String,
+    },
+    /// List batches, newest first (all pages).
+    List {
+        /// Owner filter.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Only batches of this policy.
+        #[arg(long)]
+        policy: Option<String>,
+    },
+    /// Follow a batch's progress until interrupted (or settled).
+    Watch {
+        /// The batch.
+        batch_id: String,
+        /// Also show one line per device state change.
+        #[arg(long)]
+        events: bool,
+        /// Stop once no device is waiting to register or onboard.
+        #[arg(long)]
+        until_settled: bool,
+    },
+    /// Same as `enrollctl export`.
+    Export(ExportArgs),
+}
+
+/// `device …`
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// List devices (all pages).
+    List {
+        /// Only devices of this batch.
+        #[arg(long)]
+        batch: Option<String>,
+        /// Only devices in this state.
+        #[arg(long)]
+        state: Option<StateArg>,
+        /// Owner filter.
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// Show one device with its credential history.
+    Get {
+        /// DeviceId (64 hex characters).
+        device_id: String,
+    },
+    /// Revoke a device (final): its certificates go on the CRL at once.
+    Revoke {
+        /// DeviceId (64 hex characters).
+        device_id: String,
+        /// CRL reason code.
+        #[arg(long, value_enum, default_value_t = ReasonArg::Unspecified)]
+        reason: ReasonArg,
+        /// Comment for the audit log.
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Move a device to another batch or owner; it then re-onboards.
+    #[command(group(ArgGroup::new("target").required(true).multiple(true).args(["owner", "batch"])))]
+    Transfer {
+        /// DeviceId (64 hex characters).
+        device_id: String,
+        /// New owner (default: the current one).
+        #[arg(long)]
+        owner: Option<String>,
+        /// Target batch (required within the same owner).
+        #[arg(long)]
+        batch: Option<String>,
+        /// Comment for the audit log.
+        #[arg(long)]
+        comment: Option<String>,
+    },
+}
+
+/// `export` and `batch export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The policy to render artefacts for.
+    pub policy: String,
+    /// Owner of the policy (platform operators must name one).
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// Directory to write the files into (created if missing).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub out: PathBuf,
+    /// Replace files that already exist.
+    #[arg(long)]
+    pub force: bool,
+    /// AWS IoT: registration code, to get a verification certificate.
+    #[arg(long, value_name = "CODE")]
+    pub aws_registration_code: Option<String>,
+    /// Azure DPS: verification code, to get a proof-of-possession certificate.
+    #[arg(long, value_name = "CODE")]
+    pub azure_verification_code: Option<String>,
+    /// Mosquitto: directory on the broker host the config will point to.
+    #[arg(long, value_name = "DIR")]
+    pub mosquitto_config_dir: Option<String>,
+    /// Mosquitto: the broker's CSR (PEM), to get its server certificate.
+    #[arg(long, value_name = "FILE")]
+    pub broker_csr: Option<PathBuf>,
+}
+
+/// `crl`
+#[derive(Debug, Args)]
+pub struct CrlArgs {
+    /// DER instead of PEM.
+    #[arg(long)]
+    pub der: bool,
+    /// Write the CRL to this file (atomically replaced) instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// `audit …`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Show audit entries, oldest first (all pages unless --limit).
+    Query(AuditQueryArgs),
+    /// Check the hash chain on the service side.
+    Verify {
+        /// First entry to check (default: the beginning).
+        #[arg(long, value_name = "SEQ")]
+        start: Option<u64>,
+        /// Last entry to check (default: the newest).
+        #[arg(long, value_name = "SEQ")]
+        end: Option<u64>,
+    },
+}
+
+/// Filters of `audit query`; they combine with AND.
+#[derive(Debug, Args)]
+pub struct AuditQueryArgs {
+    /// Only entries with this sequence number or later.
+    #[arg(long, value_name = "SEQ")]
+    pub start: Option<u64>,
+    /// Only entries at or after this time: RFC 3339, or a span ago such as 24h.
+    #[arg(long, value_parser = parse_time, value_name = "TIME")]
+    pub since: Option<TimeArg>,
+    /// Only entries before this time: RFC 3339, or a span ago such as 1h.
+    #[arg(long, value_parser = parse_time, value_name = "TIME")]
+    pub until: Option<TimeArg>,
+    /// Only this actor, e.g. operator:alice or device:DEVICE_ID.
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Only this action, e.g. device.revoke.
+    #[arg(long)]
+    pub action: Option<String>,
+    /// Only this subject, e.g. batch:ID.
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// Only this correlation ID (a refusal's reference).
+    #[arg(long, value_name = "ID")]
+    pub correlation_id: Option<String>,
+    /// Stop after this many entries.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+}
+
+/// `operator …`
+#[derive(Debug, Subcommand)]
+pub enum OperatorCommand {
+    /// Make a key here, have the service certify it, and write a profile directory.
+    Issue {
+        /// Operator name: the certificate's CN and the audit log's actor.
+        #[arg(long)]
+        name: String,
+        /// Role to grant.
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// Owner to bind to (default: the caller's; "*" makes a platform operator).
+        #[arg(long)]
+        owner: Option<String>,
+        /// Validity, e.g. 90d (service default 90d, at most 397d).
+        #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+        validity: Option<Duration>,
+        /// Directory for operator.key, operator.pem and root.pem (usable as --profile).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+}
+
+/// A point in time given on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeArg {
+    /// An absolute instant.
+    At(time::OffsetDateTime),
+    /// This long before the command runs.
+    Ago(Duration),
+}
+
+/// Parses RFC 3339 (`2025-01-31T12:00:00Z`) or a span ago (`24h`).
+///
+/// # Errors
+/// A message naming both accepted forms.
+pub fn parse_time(text: &str) -> Result<TimeArg, String> {
+    if let Ok(ago) = parse_duration(text) {
+        return Ok(TimeArg::Ago(ago));
+    }
+    time::OffsetDateTime::parse(text.trim(), &time::format_description::well_known::Rfc3339)
+        .map(TimeArg::At)
+        .map_err(|e| {
+            format!("{text:?} is neither RFC 3339 (2025-01-31T12:00:00Z) nor a span ago (24h): {e}")
+        })
+}
+
+/// Policy kinds as typed on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KindArg {
+    /// AWS IoT Core.
+    AwsIot,
+    /// Azure DPS.
+    AzureDps,
+    /// Mosquitto.
+    Mosquitto,
+}
+
+impl From<KindArg> for PolicyKind {
+    fn from(kind: KindArg) -> Self {
+        match kind {
+            KindArg::AwsIot => Self::AwsIot,
+            KindArg::AzureDps => Self::AzureDps,
+            KindArg::Mosquitto => Self::Mosquitto,
+        }
+    }
+}
+
+/// Device states as typed on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StateArg {
+    /// Listed, not registered yet.
+    AwaitingRegistration,
+    /// Registered, in no batch.
+    Unassigned,
+    /// Registered, not onboarded yet.
+    Ready,
+    /// Holding a credential.
+    Onboarded,
+    /// Moved; must onboard again.
+    ReonboardPending,
+    /// Revoked.
+    Revoked,
+}
+
+impl From<StateArg> for DeviceState {
+    fn from(state: StateArg) -> Self {
+        match state {
+            StateArg::AwaitingRegistration => Self::AwaitingRegistration,
+            StateArg::Unassigned => Self::Unassigned,
+            StateArg::Ready => Self::Ready,
+            StateArg::Onboarded => Self::Onboarded,
+            StateArg::ReonboardPending => Self::ReonboardPending,
+            StateArg::Revoked => Self::Revoked,
+        }
+    }
+}
+
+/// CRL reason codes as typed on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReasonArg {
+    /// keyCompromise.
+    KeyCompromise,
+    /// affiliationChanged.
+    AffiliationChanged,
+    /// superseded.
+    Superseded,
+    /// cessationOfOperation.
+    CessationOfOperation,
+    /// privilegeWithdrawn.
+    PrivilegeWithdrawn,
+    /// unspecified.
+    Unspecified,
+}
+
+impl From<ReasonArg> for RevocationReason {
+    fn from(reason: ReasonArg) -> Self {
+        match reason {
+            ReasonArg::KeyCompromise => Self::KeyCompromise,
+            ReasonArg::AffiliationChanged => Self::AffiliationChanged,
+            ReasonArg::Superseded => Self::Superseded,
+            ReasonArg::CessationOfOperation => Self::CessationOfOperation,
+            ReasonArg::PrivilegeWithdrawn => Self::PrivilegeWithdrawn,
+            ReasonArg::Unspecified => Self::Unspecified,
+        }
+    }
+}
+
+/// Operator roles as typed on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    /// Everything, including policies and operator certificates.
+    Admin,
+    /// Batches, imports, revocation, transfers, exports.
+    Operator,
+    /// Read only, plus the audit log.
+    Auditor,
+}
+
+impl From<RoleArg> for Role {
+    fn from(role: RoleArg) -> Self {
+        match role {
+            RoleArg::Admin => Self::Admin,
+            RoleArg::Operator => Self::Operator,
+            RoleArg::Auditor => Self::Auditor,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("enrollctl").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn policy_create_needs_exactly_one_kind() {
+        assert!(parse(&["policy", "create", "--name", "p"]).is_err());
+        assert!(
+            parse(&[
+                "policy",
+                "create",
+                "--name",
+                "p",
+                "--mosquitto-host",
+                "h",
+                "--azure-id-scope",
+                "s"
+            ])
+            .is_err()
+        );
+        assert!(parse(&["policy", "create", "--name", "p", "--mosquitto-host", "h"]).is_ok());
+    }
+
+    #[test]
+    fn kind_specific_options_need_their_kind() {
+        // An AWS endpoint without the trust anchor the service insists on.
+        assert!(parse(&["policy", "create", "--name", "p", "--aws-endpoint", "h"]).is_err());
+        // A Mosquitto port on an Azure policy.
+        assert!(
+            parse(&[
+                "policy",
+                "create",
+                "--name",
+                "p",
+                "--azure-id-scope",
+                "s",
+                "--mosquitto-port",
+                "1"
+            ])
+            .is_err()
+        );
+        // Azure has no topic root.
+        assert!(
+            parse(&[
+                "policy",
+                "create",
+                "--name",
+                "p",
+                "--azure-id-scope",
+                "s",
+                "--topic-root",
+                "t"
+            ])
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn durations_are_checked_by_clap() {
+        let err = parse(&[
+            "policy",
+            "create",
+            "--name",
+            "p",
+            "--mosquitto-host",
+            "h",
+            "--lifetime",
+            "365",
+        ])
+        .expect_err("a bare number is ambiguous");
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+    }
+
+    #[test]
+    fn global_options_go_anywhere() {
+        let cli = parse(&["whoami", "--json", "--profile", "p"]).expect("parses");
+        assert!(cli.json);
+        assert_eq!(cli.connection.profile, Some(PathBuf::from("p")));
+    }
+
+    #[test]
+    fn enum_names_match_the_contract() {
+        let cli = parse(&[
+            "device",
+            "revoke",
+            "x",
+            "--reason",
+            "cessation-of-operation",
+        ])
+        .expect("parses");
+        let Command::Device(DeviceCommand::Revoke { reason, .. }) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            RevocationReason::from(reason),
+            RevocationReason::CessationOfOperation
+        );
+        assert!(parse(&["device", "list", "--state", "reonboard-pending"]).is_ok());
+        assert!(parse(&["policy", "list", "--kind", "aws-iot"]).is_ok());
+        assert!(
+            parse(&[
+                "operator", "issue", "--name", "n", "--role", "auditor", "--out", "d"
+            ])
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn transfer_needs_a_target() {
+        assert!(parse(&["device", "transfer", "x"]).is_err());
+        assert!(parse(&["device", "transfer", "x", "--batch", "b"]).is_ok());
+    }
+
+    #[test]
+    fn times_are_rfc3339_or_ago() {
+        assert_eq!(
+            parse_time("24h"),
+            Ok(TimeArg::Ago(Duration::from_secs(86_400)))
+        );
+        assert!(matches!(
+            parse_time("2025-01-31T12:00:00Z"),
+            Ok(TimeArg::At(_))
+        ));
+        assert!(parse_time("yesterday").is_err());
+    }
+}

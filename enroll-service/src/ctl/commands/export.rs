@@ -1,0 +1,276 @@
+//! `export` (cloud-side artefacts of a policy) and `crl`.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Component, Path, PathBuf};
+
+use oxroot_proto::v1::{CrlFormat, ExportArtifactsRequest, GetCrlRequest, MosquittoExportOptions};
+use serde_json::json;
+
+use super::{Ctx, owner};
+use crate::ctl::args::{CrlArgs, ExportArgs};
+use crate::ctl::error::CtlError;
+use crate::ctl::output::{Table, crl_format_name, kind_name, timestamp_json, timestamp_text};
+
+pub(super) async fn artifacts(args: ExportArgs, ctx: &mut Ctx<'_>) -> Result<(), CtlError> {
+    let broker_csr_pem = match &args.broker_csr {
+        Some(path) => fs::read_to_string(path).map_err(CtlError::io(path))?,
+        None => String::new(),
+    };
+    let mosquitto =
+        (args.mosquitto_config_dir.is_some() || !broker_csr_pem.is_empty()).then(|| {
+            MosquittoExportOptions {
+                config_dir: args.mosquitto_config_dir.clone().unwrap_or_default(),
+                broker_csr_pem,
+            }
+        });
+    let response = ctx
+        .client()
+        .await?
+        .export_artifacts(ExportArtifactsRequest {
+            owner: owner(args.owner),
+            policy_name: args.policy.clone(),
+            aws_registration_code: args.aws_registration_code.unwrap_or_default(),
+            azure_verification_code: args.azure_verification_code.unwrap_or_default(),
+            mosquitto,
+        })
+        .await
+        .map_err(CtlError::rpc("ExportArtifacts"))?
+        .into_inner();
+
+    // Every name is checked, and every target looked at, before the first file is written:
+    // a half-written export directory is worse than none.
+    let mut targets = Vec::with_capacity(response.artifacts.len());
+    for artifact in &response.artifacts {
+        if !is_safe_file_name(&artifact.file_name) {
+            return Err(CtlError::BadAnswer(format!(
+                "refusing artefact file name {:?}: not a plain file name",
+                artifact.file_name
+            )));
+        }
+        let path = args.out.join(&artifact.file_name);
+        if targets.contains(&path) {
+            return Err(CtlError::BadAnswer(format!(
+                "artefact {:?} appears twice",
+                artifact.file_name
+            )));
+        }
+        if !args.force && path.exists() {
+            return Err(CtlError::Exists(path));
+        }
+        targets.push(path);
+    }
+    fs::create_dir_all(&args.out).map_err(CtlError::io(&args.out))?;
+    for (artifact, path) in response.artifacts.iter().zip(&targets) {
+        write_file(path, &artifact.content, args.force)?;
+    }
+
+    let json = json!({
+        "policy": args.policy,
+        "kind": kind_name(response.kind),
+        "artifacts": response.artifacts.iter().zip(&targets).map(|(a, path)| json!({
+            "file_name": a.file_name,
+            "path": path.to_string_lossy(),
+            "media_type": a.media_type,
+            "size": a.content.len(),
+            "description": a.description,
+        })).collect::<Vec<_>>(),
+    });
+    ctx.emit(&json, |out| {
+        writeln!(
+            out,
+            "wrote {} file(s) for {} policy {}",
+            targets.len(),
+            kind_name(response.kind),
+            args.policy
+        )?;
+        let mut table = Table::new(&["FILE", "BYTES", "WHAT"]);
+        for (artifact, path) in response.artifacts.iter().zip(&targets) {
+            table.row(vec![
+                path.display().to_string(),
+                artifact.content.len().to_string(),
+                artifact.description.clone(),
+            ]);
+        }
+        table.write(out)
+    })
+}
+
+/// A plain file name the service may ask for: one normal path component, no `..`, no
+/// separators of either platform, nothing hidden or empty. The names come from the network,
+/// and writing `../../.ssh/authorized_keys` on an operator's machine must be impossible.
+pub(crate) fn is_safe_file_name(name: &str) -> bool {
+    let mut components = Path::new(name).components();
+    matches!(components.next(), Some(Component::Normal(_)))
+        && components.next().is_none()
+        && !name.contains(['/', '\\', '\0', ':'])
+        && !name.contains("..")
+        && !name.starts_with('.')
+        && !name.chars().any(char::is_control)
+}
+
+fn write_file(path: &Path, content: &[u8], replace: bool) -> Result<(), CtlError> {
+    let mut options = OpenOptions::new();
+    options.write(true);
+    if replace {
+        options.create(true).truncate(true);
+    } else {
+        // create_new is O_EXCL: a file that appeared since the check above is not clobbered.
+        options.create_new(true);
+    }
+    let mut file = options.open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            CtlError::Exists(path.to_owned())
+        } else {
+            CtlError::io(path)(e)
+        }
+    })?;
+    file.write_all(content).map_err(CtlError::io(path))?;
+    file.sync_all().map_err(CtlError::io(path))
+}
+
+pub(super) async fn crl(args: CrlArgs, ctx: &mut Ctx<'_>) -> Result<(), CtlError> {
+    let format = if args.der {
+        CrlFormat::Der
+    } else {
+        CrlFormat::Pem
+    };
+    let response = ctx
+        .client()
+        .await?
+        .get_crl(GetCrlRequest {
+            format: format as i32,
+        })
+        .await
+        .map_err(CtlError::rpc("GetCrl"))?
+        .into_inner();
+    let answered = CrlFormat::try_from(response.format).unwrap_or(CrlFormat::Pem);
+    let answered = if answered == CrlFormat::Der {
+        CrlFormat::Der
+    } else {
+        CrlFormat::Pem
+    };
+    if answered != format {
+        return Err(CtlError::BadAnswer(format!(
+            "asked for a {} CRL, got {}",
+            crl_format_name(format as i32),
+            crl_format_name(response.format)
+        )));
+    }
+    let mut json = json!({
+        "format": crl_format_name(answered as i32),
+        "crl_number": response.crl_number,
+        "this_update": timestamp_json(response.this_update.as_ref()),
+        "next_update": timestamp_json(response.next_update.as_ref()),
+        "revoked_count": response.revoked_count,
+    });
+    if let Some(path) = &args.out {
+        replace_atomically(path, &response.crl)?;
+        json["path"] = path.to_string_lossy().into();
+        return ctx.emit(&json, |out| {
+            writeln!(
+                out,
+                "wrote CRL #{} ({} revoked, next update {}) to {}",
+                response.crl_number,
+                response.revoked_count,
+                timestamp_text(response.next_update.as_ref()),
+                path.display()
+            )
+        });
+    }
+    if ctx.json {
+        match answered {
+            CrlFormat::Der => json["crl_der"] = hex::encode(&response.crl).into(),
+            _ => json["crl_pem"] = String::from_utf8_lossy(&response.crl).into(),
+        }
+        return ctx.emit(&json, |_| Ok(()));
+    }
+    // Without --out the CRL itself is the output, so that `enrollctl crl > crl.pem` works.
+    ctx.out.write_all(&response.crl)?;
+    ctx.out.flush()?;
+    Ok(())
+}
+
+/// Writes a file by renaming a finished temporary over it. Mosquitto re-reads its `crlfile`
+/// on SIGHUP and rejects every client if the CRL is broken, so a reader must never see a
+/// half-written one.
+fn replace_atomically(path: &Path, content: &[u8]) -> Result<(), CtlError> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| CtlError::Usage(format!("--out {}: not a file name", path.display())))?;
+    let mut temporary_name = std::ffi::OsString::from(".");
+    temporary_name.push(name);
+    temporary_name.push(format!(".{}.tmp", std::process::id()));
+    let temporary: PathBuf = path.with_file_name(temporary_name);
+    let result = write_file(&temporary, content, true)
+        .and_then(|()| fs::rename(&temporary, path).map_err(CtlError::io(path)));
+    if result.is_err() {
+        // Best effort: the temporary is ours and useless now.
+        let _ = fs::remove_file(&temporary);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_file_names_are_written() {
+        for good in [
+            "aws-iot-policy.json",
+            "ca.pem",
+            "acl",
+            "mosquitto.conf",
+            "verification-certificate.pem",
+        ] {
+            assert!(is_safe_file_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/../b",
+            "/etc/passwd",
+            "dir/file",
+            "a\\b",
+            "..\\x",
+            "x..y",
+            ".hidden",
+            "C:evil",
+            "nul\0byte",
+            "line\nbreak",
+        ] {
+            assert!(!is_safe_file_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn files_are_not_overwritten_unless_asked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ca.pem");
+        write_file(&path, b"one", false).expect("new file");
+        assert!(matches!(
+            write_file(&path, b"two", false),
+            Err(CtlError::Exists(_))
+        ));
+        assert_eq!(fs::read(&path).expect("reads"), b"one");
+        write_file(&path, b"three", true).expect("replaces");
+        assert_eq!(fs::read(&path).expect("reads"), b"three");
+    }
+
+    #[test]
+    fn crl_files_are_replaced_without_leftovers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("crl.pem");
+        fs::write(&path, b"old").expect("writes");
+        replace_atomically(&path, b"new").expect("replaces");
+        assert_eq!(fs::read(&path).expect("reads"), b"new");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .expect("lists")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, ["crl.pem"]);
+    }
+}

@@ -1,0 +1,326 @@
+//! `operator issue`: a new operator identity whose private key never leaves this machine.
+//!
+//! The key is generated here, only a CSR goes to the service, and the key is written once,
+//! owner-only, to a file that must not exist yet. The three files form a profile directory
+//! (`--profile DIR`).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use oxroot_proto::v1::{
+    IssueOperatorCertificateRequest, IssueOperatorCertificateResponse, Role,
+    issue_operator_certificate_request::Key,
+};
+use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, PKCS_ECDSA_P256_SHA256};
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use super::{Ctx, owner};
+use crate::ctl::args::OperatorCommand;
+use crate::ctl::connect::{PROFILE_CERT, PROFILE_KEY, PROFILE_ROOT, check_certificates};
+use crate::ctl::duration::to_proto;
+use crate::ctl::error::CtlError;
+use crate::ctl::output::{Fields, role_name, timestamp_json, timestamp_text};
+
+pub(super) async fn run(command: OperatorCommand, ctx: &mut Ctx<'_>) -> Result<(), CtlError> {
+    let OperatorCommand::Issue {
+        name,
+        role,
+        owner: o,
+        validity,
+        out,
+    } = command;
+
+    // Everything local happens before the RPC, so that a name clash or an unwritable
+    // directory does not cost an issued (and audited) certificate.
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| CtlError::KeyGeneration(e.to_string()))?;
+    let csr_pem = csr(&key, &name)?;
+    let mut profile = Profile::reserve(&out)?;
+    profile.write_key(&Zeroizing::new(key.serialize_pem()))?;
+
+    let issued = ctx
+        .client()
+        .await?
+        .issue_operator_certificate(IssueOperatorCertificateRequest {
+            key: Some(Key::CsrPem(csr_pem)),
+            name,
+            role: Role::from(role) as i32,
+            owner: owner(o),
+            validity: validity.map(to_proto),
+        })
+        .await
+        .map_err(CtlError::rpc("IssueOperatorCertificate"))?
+        .into_inner();
+    check_issued(&issued, &key)?;
+    profile.write_certificates(&issued)?;
+    let paths = profile.commit();
+
+    let json = json!({
+        "name": issued.name,
+        "role": role_name(issued.role),
+        "owner": issued.owner,
+        "serial": issued.serial,
+        "not_after": timestamp_json(issued.not_after.as_ref()),
+        "profile": out.to_string_lossy(),
+        "files": {
+            "key": paths.key.to_string_lossy(),
+            "certificate": paths.certificate.to_string_lossy(),
+            "root": paths.root.to_string_lossy(),
+        },
+    });
+    ctx.emit(&json, |w| {
+        writeln!(
+            w,
+            "issued an operator certificate for {} ({} of {})",
+            issued.name,
+            role_name(issued.role),
+            issued.owner
+        )?;
+        Fields::new()
+            .field("serial", &issued.serial)
+            .field("not after", timestamp_text(issued.not_after.as_ref()))
+            .field(
+                "private key",
+                format!("{} (mode 0600, never sent)", paths.key.display()),
+            )
+            .field("certificate", paths.certificate.display().to_string())
+            .field("root", paths.root.display().to_string())
+            .write(w)?;
+        writeln!(w, "use it with: enrollctl --profile {} …", out.display())
+    })
+}
+
+/// A PKCS#10 request for the key. The service ignores the subject (it uses `name`); it is
+/// set anyway so that the CSR reads sensibly if someone inspects it.
+fn csr(key: &KeyPair, name: &str) -> Result<String, CtlError> {
+    let mut params = CertificateParams::default();
+    let mut subject = DistinguishedName::new();
+    subject.push(DnType::CommonName, name);
+    params.distinguished_name = subject;
+    params
+        .serialize_request(key)
+        .and_then(|csr| csr.pem())
+        .map_err(|e| CtlError::KeyGeneration(format!("building the CSR: {e}")))
+}
+
+/// Checks that the service certified this key: a certificate for any other key would leave a
+/// profile that cannot authenticate, or worse, one bound to a key someone else holds.
+fn check_issued(issued: &IssueOperatorCertificateResponse, key: &KeyPair) -> Result<(), CtlError> {
+    let leaf = pem::parse(&issued.certificate_pem)
+        .map_err(|e| CtlError::BadAnswer(format!("operator certificate is not PEM: {e}")))?;
+    let (_, certificate) = x509_parser::parse_x509_certificate(leaf.contents())
+        .map_err(|e| CtlError::BadAnswer(format!("operator certificate does not parse: {e}")))?;
+    if certificate.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+        return Err(CtlError::BadAnswer(
+            "the operator certificate is for a different key than the one sent".into(),
+        ));
+    }
+    check_certificates(
+        Path::new("<root_pem from the service>"),
+        issued.root_pem.as_bytes(),
+    )
+    .map_err(|e| CtlError::BadAnswer(e.to_string()))?;
+    Ok(())
+}
+
+/// Where a profile was written.
+struct ProfilePaths {
+    key: PathBuf,
+    certificate: PathBuf,
+    root: PathBuf,
+}
+
+/// The three profile files, created empty and exclusively up front and removed again unless
+/// the issue completes: no half profile is left behind, and no existing file is touched.
+struct Profile {
+    paths: ProfilePaths,
+    files: Vec<(PathBuf, File)>,
+    committed: bool,
+}
+
+impl Profile {
+    fn reserve(dir: &Path) -> Result<Self, CtlError> {
+        create_private_dir(dir)?;
+        let paths = ProfilePaths {
+            key: dir.join(PROFILE_KEY),
+            certificate: dir.join(PROFILE_CERT),
+            root: dir.join(PROFILE_ROOT),
+        };
+        let mut profile = Self {
+            files: Vec::with_capacity(3),
+            committed: false,
+            paths,
+        };
+        // On failure part way, Drop removes the files already created.
+        for (path, mode) in [
+            (profile.paths.key.clone(), 0o600),
+            (profile.paths.certificate.clone(), 0o644),
+            (profile.paths.root.clone(), 0o644),
+        ] {
+            let file = create_exclusive(&path, mode)?;
+            profile.files.push((path, file));
+        }
+        Ok(profile)
+    }
+
+    fn write(&mut self, index: usize, content: &[u8]) -> Result<(), CtlError> {
+        let (path, file) = &mut self.files[index];
+        file.write_all(content).map_err(CtlError::io(&*path))?;
+        file.sync_all().map_err(CtlError::io(&*path))
+    }
+
+    fn write_key(&mut self, pem: &str) -> Result<(), CtlError> {
+        self.write(0, pem.as_bytes())
+    }
+
+    fn write_certificates(
+        &mut self,
+        issued: &IssueOperatorCertificateResponse,
+    ) -> Result<(), CtlError> {
+        // Leaf first, then the intermediates the service listed issuer first: the order a TLS
+        // client presents them in.
+        let mut chain = String::new();
+        for pem in std::iter::once(&issued.certificate_pem).chain(&issued.intermediate_pems) {
+            chain.push_str(pem.trim_end());
+            chain.push('\n');
+        }
+        self.write(1, chain.as_bytes())?;
+        let root = format!("{}\n", issued.root_pem.trim_end());
+        self.write(2, root.as_bytes())
+    }
+
+    fn commit(mut self) -> ProfilePaths {
+        self.committed = true;
+        ProfilePaths {
+            key: self.paths.key.clone(),
+            certificate: self.paths.certificate.clone(),
+            root: self.paths.root.clone(),
+        }
+    }
+}
+
+impl Drop for Profile {
+    fn drop(&mut self) {
+        if !self.committed {
+            for (path, _) in &self.files {
+                // Best effort: these are files this run created and nobody else uses yet.
+                let _ = fs::remove_file(path);
+            }
+        }
+    }
+}
+
+/// Creates the directory owner-only if it does not exist; an existing one is left as it is.
+fn create_private_dir(dir: &Path) -> Result<(), CtlError> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(CtlError::io(dir))
+}
+
+/// O_EXCL creation with the final mode set at creation, so the key is never readable by
+/// others, not even for a moment.
+fn create_exclusive(path: &Path, mode: u32) -> Result<File, CtlError> {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+    #[cfg(not(unix))]
+    let _ = mode;
+    options.open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            CtlError::Exists(path.to_owned())
+        } else {
+            CtlError::io(path)(e)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_csr_carries_the_key_and_verifies() {
+        use x509_parser::prelude::FromDer;
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key");
+        let pem = csr(&key, "alice").expect("csr");
+        let der = pem::parse(&pem).expect("pem");
+        assert_eq!(der.tag(), "CERTIFICATE REQUEST");
+        let (_, request) =
+            x509_parser::certification_request::X509CertificationRequest::from_der(der.contents())
+                .expect("parses");
+        request.verify_signature().expect("self-signature verifies");
+        assert_eq!(
+            request
+                .certification_request_info
+                .subject_pki
+                .subject_public_key
+                .data
+                .as_ref(),
+            key.public_key_raw()
+        );
+    }
+
+    #[test]
+    fn a_failed_issue_leaves_no_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("profile");
+        {
+            let mut profile = Profile::reserve(&out).expect("reserves");
+            profile
+                .write_key("-----BEGIN PRIVATE KEY-----\n")
+                .expect("writes");
+        }
+        assert_eq!(fs::read_dir(&out).expect("lists").count(), 0);
+    }
+
+    #[test]
+    fn existing_files_are_never_replaced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(dir.path().join(PROFILE_ROOT), b"keep me").expect("writes");
+        let error = Profile::reserve(dir.path()).err().expect("refuses");
+        assert!(matches!(error, CtlError::Exists(_)), "{error}");
+        // The files created before the clash are removed again; the existing one is intact.
+        assert!(!dir.path().join(PROFILE_KEY).exists());
+        assert!(!dir.path().join(PROFILE_CERT).exists());
+        assert_eq!(
+            fs::read(dir.path().join(PROFILE_ROOT)).expect("reads"),
+            b"keep me"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_key_file_is_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("p");
+        let profile = Profile::reserve(&out).expect("reserves");
+        let mode = |p: &Path| fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode(&profile.paths.key), 0o600);
+        assert_eq!(mode(&out), 0o700);
+        drop(profile.commit());
+    }
+
+    #[test]
+    fn a_certificate_for_another_key_is_refused() {
+        let ours = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key");
+        let theirs = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key");
+        let cert = CertificateParams::new(vec!["x".to_owned()])
+            .expect("params")
+            .self_signed(&theirs)
+            .expect("signs");
+        let issued = IssueOperatorCertificateResponse {
+            certificate_pem: cert.pem(),
+            root_pem: cert.pem(),
+            ..IssueOperatorCertificateResponse::default()
+        };
+        assert!(check_issued(&issued, &theirs).is_ok());
+        let error = check_issued(&issued, &ours).expect_err("different key");
+        assert!(error.to_string().contains("different key"), "{error}");
+    }
+}

@@ -1,0 +1,227 @@
+//! `policy create | get | list`.
+
+use std::path::Path;
+
+use oxroot_proto::v1::{
+    AwsIotPolicyParams, AzureDpsPolicyParams, CreatePolicyRequest, GetPolicyRequest,
+    ListPoliciesRequest, MosquittoPolicyParams, Policy, PolicyKind, policy::Params,
+};
+use serde_json::json;
+
+use super::{Ctx, PAGE_SIZE, all_pages, owner};
+use crate::ctl::args::{PolicyCommand, PolicyCreateArgs};
+use crate::ctl::connect::check_certificates;
+use crate::ctl::duration::to_proto;
+use crate::ctl::error::CtlError;
+use crate::ctl::view;
+
+pub(super) async fn run(command: PolicyCommand, ctx: &mut Ctx<'_>) -> Result<(), CtlError> {
+    match command {
+        PolicyCommand::Create(args) => create(*args, ctx).await,
+        PolicyCommand::Get { name, owner: o } => {
+            let policy = ctx
+                .client()
+                .await?
+                .get_policy(GetPolicyRequest {
+                    owner: owner(o),
+                    name,
+                })
+                .await
+                .map_err(CtlError::rpc("GetPolicy"))?
+                .into_inner()
+                .policy
+                .ok_or_else(|| CtlError::BadAnswer("GetPolicy without a policy".into()))?;
+            ctx.emit(&view::policy_json(&policy), |out| {
+                view::policy_fields(&policy).write(out)
+            })
+        }
+        PolicyCommand::List { owner: o, kind } => {
+            let mut client = ctx.client().await?;
+            let request = ListPoliciesRequest {
+                owner: owner(o),
+                kind: kind.map_or(PolicyKind::Unspecified, PolicyKind::from) as i32,
+                page_size: PAGE_SIZE,
+                page_token: String::new(),
+            };
+            let policies = all_pages("ListPolicies", None, async |page_token| {
+                let page = client
+                    .list_policies(ListPoliciesRequest {
+                        page_token,
+                        ..request.clone()
+                    })
+                    .await?
+                    .into_inner();
+                Ok((page.policies, page.next_page_token))
+            })
+            .await?;
+            let json = json!({
+                "policies": policies.iter().map(view::policy_json).collect::<Vec<_>>()
+            });
+            ctx.emit(&json, |out| view::policy_table(&policies).write(out))
+        }
+    }
+}
+
+async fn create(args: PolicyCreateArgs, ctx: &mut Ctx<'_>) -> Result<(), CtlError> {
+    let policy = policy_from(args)?;
+    let created = ctx
+        .client()
+        .await?
+        .create_policy(CreatePolicyRequest {
+            policy: Some(policy),
+        })
+        .await
+        .map_err(CtlError::rpc("CreatePolicy"))?
+        .into_inner()
+        .policy
+        .ok_or_else(|| CtlError::BadAnswer("CreatePolicy without a policy".into()))?;
+    ctx.emit(&view::policy_json(&created), |out| {
+        writeln!(out, "created policy {}", created.name)?;
+        view::policy_fields(&created).write(out)
+    })
+}
+
+/// The policy a `policy create` command line describes; PEM files are read and checked here
+/// so that a wrong path is reported with its name rather than as the service's
+/// "unparsable PEM".
+fn policy_from(args: PolicyCreateArgs) -> Result<Policy, CtlError> {
+    let port = |port: Option<u16>| port.map_or(0, u32::from);
+    let params = if let Some(host) = args.mosquitto_host {
+        Params::Mosquitto(MosquittoPolicyParams {
+            host,
+            port: port(args.mosquitto_port),
+            topic_root: args.topic_root.unwrap_or_default(),
+            broker_ca_pem: read_pem(args.broker_ca.as_deref())?,
+        })
+    } else if let Some(endpoint_host) = args.aws_endpoint {
+        Params::AwsIot(AwsIotPolicyParams {
+            endpoint_host,
+            port: port(args.aws_port),
+            server_root_ca_pem: read_pem(args.aws_root_ca.as_deref())?,
+            thing_name_template: args.thing_name_template.unwrap_or_default(),
+            topic_root: args.topic_root.unwrap_or_default(),
+            aws_region: args.aws_region.unwrap_or_default(),
+            aws_account_id: args.aws_account.unwrap_or_default(),
+            alpn_protocols: args.alpn,
+        })
+    } else if let Some(id_scope) = args.azure_id_scope {
+        Params::AzureDps(AzureDpsPolicyParams {
+            id_scope,
+            global_endpoint: args.azure_endpoint.unwrap_or_default(),
+            port: port(args.azure_port),
+            server_root_ca_pem: read_pem(args.azure_root_ca.as_deref())?,
+            enrollment_group_id: args.enrollment_group_id.unwrap_or_default(),
+            iot_hub_host_names: args.iot_hub,
+        })
+    } else {
+        // clap's required group makes this unreachable from the command line.
+        return Err(CtlError::Usage(
+            "choose a kind: --mosquitto-host, --aws-endpoint or --azure-id-scope".into(),
+        ));
+    };
+    Ok(Policy {
+        name: args.name,
+        owner: owner(args.owner),
+        description: args.description.unwrap_or_default(),
+        certificate_lifetime: args.lifetime.map(to_proto),
+        renew_window: args.renew_window.map(to_proto),
+        subject_cn_template: args.cn_template.unwrap_or_default(),
+        params: Some(params),
+        ..Policy::default()
+    })
+}
+
+fn read_pem(path: Option<&Path>) -> Result<String, CtlError> {
+    let Some(path) = path else {
+        return Ok(String::new());
+    };
+    let bytes = std::fs::read(path).map_err(CtlError::io(path))?;
+    check_certificates(path, &bytes)?;
+    String::from_utf8(bytes).map_err(|_| CtlError::Credential {
+        path: path.to_owned(),
+        problem: "not UTF-8 text".into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ctl::args::{Cli, Command};
+    use clap::Parser;
+    use std::time::Duration;
+
+    fn create_args(extra: &[&str]) -> PolicyCreateArgs {
+        let args = ["enrollctl", "policy", "create", "--name", "p"]
+            .iter()
+            .chain(extra)
+            .copied();
+        match Cli::try_parse_from(args).expect("parses").command {
+            Command::Policy(PolicyCommand::Create(args)) => *args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn mosquitto_policy_from_the_command_line() {
+        let policy = policy_from(create_args(&[
+            "--mosquitto-host",
+            "broker.local",
+            "--mosquitto-port",
+            "8884",
+            "--topic-root",
+            "t",
+            "--lifetime",
+            "90d",
+            "--renew-window",
+            "0s",
+            "--owner",
+            "acme",
+        ]))
+        .expect("builds");
+        assert_eq!(policy.owner, "acme");
+        assert_eq!(
+            policy.certificate_lifetime,
+            Some(to_proto(Duration::from_secs(90 * 86_400)))
+        );
+        // Zero is meaningful (auto-renew off), so it must be sent, not dropped.
+        assert_eq!(policy.renew_window, Some(to_proto(Duration::ZERO)));
+        assert_eq!(
+            policy.params,
+            Some(Params::Mosquitto(MosquittoPolicyParams {
+                host: "broker.local".into(),
+                port: 8884,
+                topic_root: "t".into(),
+                broker_ca_pem: String::new(),
+            }))
+        );
+    }
+
+    #[test]
+    fn unset_options_stay_unset_for_the_service_defaults() {
+        let policy =
+            policy_from(create_args(&["--azure-id-scope", "0ne00000000"])).expect("builds");
+        assert_eq!(policy.certificate_lifetime, None);
+        assert_eq!(policy.renew_window, None);
+        assert_eq!(policy.owner, "");
+        let Some(Params::AzureDps(azure)) = policy.params else {
+            panic!()
+        };
+        assert_eq!(azure.id_scope, "0ne00000000");
+        assert_eq!(azure.port, 0);
+    }
+
+    #[test]
+    fn a_missing_root_ca_file_names_the_file() {
+        let error = policy_from(create_args(&[
+            "--aws-endpoint",
+            "x-ats.iot.eu-west-1.amazonaws.com",
+            "--aws-root-ca",
+            "/nonexistent/AmazonRootCA1.pem",
+        ]))
+        .expect_err("no file");
+        assert!(
+            error.to_string().contains("/nonexistent/AmazonRootCA1.pem"),
+            "{error}"
+        );
+    }
+}
