@@ -1304,7 +1304,7 @@ fn bad_or_foreign_csrs_are_refused() {
 struct Broker(std::process::Child);
 
 impl Broker {
-    /// Starts `mosquitto -c test.conf` in `dir` and waits (at most 3 s) until it listens.
+    /// Starts `mosquitto -c test.conf` in `dir` and waits (at most 15 s, generous for a loaded CI machine) until it listens.
     fn start(dir: &Path, port: u16) -> Self {
         let mut broker = Self(
             Command::new("mosquitto")
@@ -1315,7 +1315,7 @@ impl Broker {
                 .spawn()
                 .unwrap(),
         );
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Some(status) = broker.0.try_wait().unwrap() {
                 panic!(
