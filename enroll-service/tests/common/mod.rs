@@ -227,3 +227,42 @@ impl Harness {
         oxroot_proto::v1::operator_client::OperatorClient::new(channel)
     }
 }
+
+impl Harness {
+    /// Writes an enrollctl profile (root.pem, operator.pem, operator.key) for a fresh operator.
+    pub fn write_profile(
+        &self,
+        dir: &std::path::Path,
+        name: &str,
+        owner: &str,
+        role: enroll_service::pki::Role,
+    ) {
+        use enroll_service::pki::{OperatorKey, Serial, Validity};
+        let now = time::OffsetDateTime::now_utc();
+        let issued = self
+            .core
+            .ca()
+            .issue_operator_certificate(
+                &OperatorKey::Generate,
+                name,
+                owner,
+                role,
+                Validity::starting(now - time::Duration::minutes(1), time::Duration::hours(1))
+                    .unwrap(),
+                Serial::random().unwrap(),
+            )
+            .unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("root.pem"), &self.server.root_pem).unwrap();
+        std::fs::write(
+            dir.join("operator.pem"),
+            format!("{}{}", issued.certificate.pem, self.core.ca().intermediate_pem()),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("operator.key"),
+            issued.private_key.unwrap().to_pem().as_bytes(),
+        )
+        .unwrap();
+    }
+}

@@ -1,0 +1,141 @@
+//! `enrollctl` against the real service over mutual TLS on loopback: the operator's path from
+//! a platform admin profile to a revoked device on the CRL, driven in-process with captured
+//! output.
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use clap::Parser;
+use common::{Harness, fleet, register};
+use enroll_service::ctl::{self, Cli, Exit, Options};
+use enroll_service::pki::Role;
+use oxroot_proto::v1::device_enrollment_client::DeviceEnrollmentClient;
+use serde_json::Value;
+
+/// Runs `enrollctl --service <url> --profile <profile> --json <args…>`; returns exit and JSON.
+async fn ctl(harness: &Harness, profile: &Path, args: &[&str]) -> (Exit, Value, String) {
+    let url = harness.server.url();
+    let mut argv = vec![
+        "enrollctl",
+        "--service",
+        &url,
+        "--profile",
+        profile.to_str().unwrap(),
+        "--json",
+    ];
+    argv.extend_from_slice(args);
+    let cli = Cli::try_parse_from(&argv).unwrap();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let exit = ctl::run_cli(cli, Options::default(), &mut out, &mut err).await;
+    let stdout = String::from_utf8(out).unwrap();
+    let stderr = String::from_utf8(err).unwrap();
+    // Streams print JSON lines: keep the last one.
+    let value = stdout
+        .lines()
+        .last()
+        .map_or(Value::Null, |line| serde_json::from_str(line).unwrap_or(Value::Null));
+    (exit, value, format!("{stdout}{stderr}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_drives_a_batch_from_import_to_revocation() {
+    let harness = Harness::start().await;
+    let work = tempfile::tempdir().unwrap();
+    let platform = work.path().join("platform");
+    harness.write_profile(&platform, "root-admin", "*", Role::Admin);
+
+    // The platform admin issues an owner admin; its key is made and kept locally.
+    let acme = work.path().join("acme");
+    let (exit, issued, log) = ctl(
+        &harness,
+        &platform,
+        &["operator", "issue", "--name", "alice", "--role", "admin", "--owner", "acme", "--out", acme.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(exit, Exit::Success, "{log}");
+    assert_eq!(issued["owner"], "acme", "{issued}");
+    let (exit, me, log) = ctl(&harness, &acme, &["whoami"]).await;
+    assert_eq!(exit, Exit::Success, "{log}");
+    assert_eq!(me["name"], "alice");
+    assert_eq!(me["owner"], "acme");
+
+    let (exit, _, log) = ctl(
+        &harness,
+        &acme,
+        &["policy", "create", "--name", "broker", "--mosquitto-host", "127.0.0.1"],
+    )
+    .await;
+    assert_eq!(exit, Exit::Success, "{log}");
+    let (exit, batch, log) = ctl(&harness, &acme, &["batch", "create", "--name", "line 1", "--policy", "broker"]).await;
+    assert_eq!(exit, Exit::Success, "{log}");
+    let batch_id = batch["batch"]["batch_id"]
+        .as_str()
+        .or_else(|| batch["batch_id"].as_str())
+        .unwrap_or_else(|| panic!("no batch id in {batch}"))
+        .to_owned();
+
+    // A QuarkLink export with one bad entry: the good ones are imported, the bad one reported
+    // with its position, and the command fails so a script cannot miss it.
+    let devices = Arc::new(fleet(12, 30));
+    let mut ids: Vec<Value> = devices.iter().map(|d| Value::from(d.device_id().to_string())).collect();
+    ids.insert(3, Value::from("not-a-device-id"));
+    let file = work.path().join("devices.json");
+    std::fs::write(&file, serde_json::json!({ "devices": ids }).to_string()).unwrap();
+    let (exit, report, log) = ctl(&harness, &acme, &["batch", "import", &batch_id, file.to_str().unwrap()]).await;
+    assert_eq!(exit, Exit::Refused, "{log}");
+    assert!(log.contains("not-a-device-id") || log.contains("\"line\":4"), "{log}");
+    assert_eq!(report["report"]["accepted"].as_u64().or(report["accepted"].as_u64()), Some(12), "{report}");
+
+    // The devices register and onboard; watch follows the batch until it settles.
+    let mut client = DeviceEnrollmentClient::new(harness.channel().await);
+    for device in devices.iter() {
+        register(&mut client, device).await;
+    }
+    for device in devices.iter() {
+        let outcome = device.onboard(&mut client).await.unwrap();
+        assert!(outcome.credentials().is_some());
+    }
+    let (exit, progress, log) = ctl(&harness, &acme, &["batch", "watch", &batch_id, "--until-settled"]).await;
+    assert_eq!(exit, Exit::Success, "{log}");
+    assert!(log.contains("\"onboarded\":12"), "{progress}");
+
+    let (exit, listed, log) = ctl(&harness, &acme, &["device", "list", "--batch", &batch_id]).await;
+    assert_eq!(exit, Exit::Success, "{log}");
+    assert!(log.contains(&devices[0].device_id().to_string()), "{listed}");
+
+    let victim = devices[0].device_id().to_string();
+    let (exit, _, log) = ctl(&harness, &acme, &["device", "revoke", &victim, "--reason", "key-compromise", "--comment", "lost"]).await;
+    assert_eq!(exit, Exit::Success, "{log}");
+    let crl = work.path().join("crl.pem");
+    let (exit, _, log) = ctl(&harness, &acme, &["crl", "--out", crl.to_str().unwrap()]).await;
+    assert_eq!(exit, Exit::Success, "{log}");
+    let text = std::process::Command::new("openssl")
+        .args(["crl", "-noout", "-text", "-in"])
+        .arg(&crl)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout).to_uppercase();
+    let record = harness.registry().device(&victim).unwrap().unwrap();
+    assert!(text.contains(&record.serials[0].to_uppercase()), "{text}");
+    assert!(text.contains("KEY COMPROMISE"), "{text}");
+
+    let out = work.path().join("artefacts");
+    let (exit, _, log) = ctl(&harness, &acme, &["export", "broker", "--out", out.to_str().unwrap()]).await;
+    assert_eq!(exit, Exit::Success, "{log}");
+    for name in ["mosquitto.conf", "acl", "ca.pem", "crl.pem"] {
+        assert!(out.join(name).exists(), "{name} missing: {log}");
+    }
+
+    // Auditors verify the chain; operators of the owner may not read the audit log.
+    let auditor = work.path().join("auditor");
+    harness.write_profile(&auditor, "audrey", "acme", Role::Auditor);
+    let (exit, verified, log) = ctl(&harness, &auditor, &["audit", "verify"]).await;
+    assert_eq!(exit, Exit::Success, "{log}");
+    assert_eq!(verified["ok"], true, "{verified}");
+    let (exit, _, log) = ctl(&harness, &auditor, &["device", "revoke", &devices[1].device_id().to_string()]).await;
+    assert_eq!(exit, Exit::Refused, "{log}");
+    assert!(log.contains("PERMISSION_DENIED") || log.contains("permission"), "{log}");
+}
