@@ -34,7 +34,7 @@ use crate::store::{Change, DeviceFilter, Op};
 const MAX_COMMENT: usize = 256;
 
 /// The key slot after `slot`: 1..=7, wrapping (slot 0 is the enrolment key, never certified).
-fn next_slot(slot: u8) -> u8 {
+pub(super) fn next_slot(slot: u8) -> u8 {
     if slot >= 7 { 1 } else { slot + 1 }
 }
 

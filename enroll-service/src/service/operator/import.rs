@@ -43,6 +43,8 @@ const MAX_MESSAGE: usize = 256;
 
 /// A record that parsed and is not a duplicate.
 struct Candidate {
+    /// Position in the whole import (1-based), which orders the report.
+    position: u64,
     line: u64,
     device_id: String,
     registration: Option<VerifiedRegistration>,
@@ -106,6 +108,7 @@ fn decide(existing: Option<DeviceRecord>, batch: &BatchRecord, device_id: &str) 
 fn parse(record: Option<v1::import_record::Record>) -> Result<Candidate, Refused> {
     use v1::import_record::Record;
     let candidate = |device_id: String, registration| Candidate {
+        position: 0,
         line: 0,
         device_id,
         registration,
@@ -179,6 +182,9 @@ pub(super) struct Importer<'a> {
     correlation: String,
     seen: HashSet<String>,
     records: usize,
+    /// The current chunk's rejections with their positions: a chunk judges records in two
+    /// passes, and the report lists them in input order.
+    pending: Vec<(u64, u64, Refused)>,
     report: v1::ImportReport,
 }
 
@@ -197,6 +203,7 @@ impl<'a> Importer<'a> {
             correlation,
             seen: HashSet::new(),
             records: 0,
+            pending: Vec::new(),
             report: v1::ImportReport::default(),
         }
     }
@@ -206,17 +213,25 @@ impl<'a> Importer<'a> {
         self.records
     }
 
-    fn reject(&mut self, line: u64, refused: Refused) {
-        self.report.rejected += 1;
-        if self.report.rejections.len() < MAX_LISTED_REJECTIONS {
-            self.report.rejections.push(v1::ImportRejection {
-                line,
-                device_id: refused.device_id,
-                reason: refused.reason as i32,
-                message: refused.message.chars().take(MAX_MESSAGE).collect(),
-            });
-        } else {
-            self.report.rejections_truncated = true;
+    fn reject(&mut self, position: u64, line: u64, refused: Refused) {
+        self.pending.push((position, line, refused));
+    }
+
+    /// Moves the chunk's rejections into the report, in input order.
+    fn flush_rejections(&mut self) {
+        self.pending.sort_by_key(|(position, _, _)| *position);
+        for (_, line, refused) in self.pending.drain(..) {
+            self.report.rejected += 1;
+            if self.report.rejections.len() < MAX_LISTED_REJECTIONS {
+                self.report.rejections.push(v1::ImportRejection {
+                    line,
+                    device_id: refused.device_id,
+                    reason: refused.reason as i32,
+                    message: refused.message.chars().take(MAX_MESSAGE).collect(),
+                });
+            } else {
+                self.report.rejections_truncated = true;
+            }
         }
     }
 
@@ -228,27 +243,34 @@ impl<'a> Importer<'a> {
         let mut candidates = Vec::with_capacity(records.len());
         for record in records {
             self.records += 1;
+            let position = self.records as u64;
             // Line 0 means "number them for me": the record's position in the whole import.
             let line = if record.line == 0 {
-                self.records as u64
+                position
             } else {
                 record.line
             };
             match parse(record.record) {
-                Err(refused) => self.reject(line, refused),
+                Err(refused) => self.reject(position, line, refused),
                 Ok(candidate) if !self.seen.insert(candidate.device_id.clone()) => {
                     let refused = Refused::new(
                         candidate.device_id,
                         Reason::Duplicate,
                         "the device appears earlier in this import",
                     );
-                    self.reject(line, refused);
+                    self.reject(position, line, refused);
                 }
-                Ok(candidate) => candidates.push(Candidate { line, ..candidate }),
+                Ok(candidate) => candidates.push(Candidate {
+                    position,
+                    line,
+                    ..candidate
+                }),
             }
         }
         self.register_offline(&candidates).await?;
-        self.stage_and_commit(candidates).await
+        self.stage_and_commit(candidates).await?;
+        self.flush_rejections();
+        Ok(())
     }
 
     /// Registers the chunk's offline registrations whose devices would be accepted (or are in
@@ -291,7 +313,7 @@ impl<'a> Importer<'a> {
         let batch_id = self.batch.batch_id.clone();
         let mut change = Change::new();
         let mut delta = CountsDelta::default();
-        let (mut accepted, mut unchanged, rejected_before) = (0u64, 0u64, self.report.rejected);
+        let (mut accepted, mut unchanged) = (0u64, 0u64);
         let lines = (
             candidates.first().map_or(0, |c| c.line),
             candidates.last().map_or(0, |c| c.line),
@@ -302,7 +324,7 @@ impl<'a> Importer<'a> {
                 Decision::Unchanged => unchanged += 1,
                 Decision::Reject(reason, message) => {
                     let refused = Refused::new(candidate.device_id, reason, message);
-                    self.reject(candidate.line, refused);
+                    self.reject(candidate.position, candidate.line, refused);
                 }
                 Decision::Add(mut device) => {
                     device.owner = Some(self.batch.owner.clone());
@@ -343,10 +365,7 @@ impl<'a> Importer<'a> {
                     )
                     .detail("accepted", accepted.to_string())
                     .detail("unchanged", unchanged.to_string())
-                    .detail(
-                        "rejected",
-                        (self.report.rejected - rejected_before).to_string(),
-                    )
+                    .detail("rejected", self.pending.len().to_string())
                     .detail("lines", format!("{}-{}", lines.0, lines.1)),
                 );
             self.service.commit(change).await?;

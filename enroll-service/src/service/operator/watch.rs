@@ -40,6 +40,10 @@ pub(crate) type WatchStream =
 const COALESCE: Duration = Duration::from_millis(250);
 /// Longest interval without a progress message.
 const HEARTBEAT: Duration = Duration::from_secs(30);
+/// How long a settled stream waits for further events before it ends...
+const DRAIN_QUIET: Duration = Duration::from_millis(100);
+/// ...and at most, however busy the registry is.
+const DRAIN_LIMIT: Duration = Duration::from_secs(1);
 /// Messages buffered for the client; device events beyond this are dropped.
 const OUTBOX: usize = 256;
 
@@ -88,9 +92,12 @@ impl Watcher {
                 Wake::ClientGone => return,
                 Wake::Due => {
                     match self.progress().await {
-                        Some(settled) if !(settled && self.until_settled) => {}
-                        // Settled (the contract's end of an until_settled stream) or gone.
-                        _ => return,
+                        Some(true) if self.until_settled => {
+                            self.drain().await;
+                            return;
+                        }
+                        Some(_) => {}
+                        None => return,
                     }
                     dirty = false;
                     last_progress = Instant::now();
@@ -119,6 +126,28 @@ impl Watcher {
                     let _ = self.outbox.send(Err(status)).await;
                     return;
                 }
+            }
+        }
+    }
+
+    /// Before an until_settled stream ends: forwards the device events of the commit that
+    /// settled the batch. Its counts are readable as soon as it is applied, but its events are
+    /// published only once it is durable, so they may still be on their way.
+    async fn drain(&mut self) {
+        if !self.device_events {
+            return;
+        }
+        let deadline = Instant::now() + DRAIN_LIMIT;
+        while let Ok(Ok(event)) = tokio::time::timeout_at(
+            deadline.min(Instant::now() + DRAIN_QUIET),
+            self.events.recv(),
+        )
+        .await
+        {
+            if let RegistryEvent::Device { batch_id, event } = event
+                && batch_id == self.batch_id
+            {
+                self.forward(event);
             }
         }
     }
