@@ -61,6 +61,7 @@ const ADMINS: &[Role] = &[Role::Admin];
 /// The `oxroot.v1.Operator` gRPC service.
 #[derive(Clone, Debug)]
 pub struct OperatorService {
+    /// State shared with the device service.
     core: Arc<Enrollment>,
 }
 
@@ -100,15 +101,16 @@ impl OperatorService {
         tracing::info!(operator = %caller.name, rpc, %reason, "access denied");
         let mut change = Change::new();
         change.audit(
-            operator_audit(
-                caller,
+            AuditDraft::new(
                 OffsetDateTime::now_utc(),
+                caller.actor(),
                 &caller.owner,
                 "access.denied",
                 format!("rpc:{rpc}"),
-                &random_hex(12)?,
+                "denied",
             )
-            .outcome("denied")
+            .role(caller.role.as_str())
+            .correlation(&random_hex(12)?)
             .detail("rpc", rpc)
             .detail("reason", reason.clone()),
         );
@@ -144,19 +146,6 @@ fn authenticate<T>(request: &Request<T>) -> Result<Caller, ServiceError> {
         ));
     }
     Ok(caller)
-}
-
-/// Extra builder steps for operator audit entries.
-trait DraftExt {
-    /// Replaces the outcome.
-    fn outcome(self, outcome: &str) -> Self;
-}
-
-impl DraftExt for AuditDraft {
-    fn outcome(mut self, outcome: &str) -> Self {
-        outcome.clone_into(&mut self.outcome);
-        self
-    }
 }
 
 /// An audit entry for an action of `caller`, outcome "ok".

@@ -28,8 +28,11 @@ fn instant(field: &str, at: &prost_types::Timestamp) -> Result<OffsetDateTime, S
 
 /// A decoded entry, with the stored form kept for the answer.
 struct Decoded {
+    /// Position in the log.
     seq: u64,
+    /// The decoded record, for the filters.
     record: AuditRecord,
+    /// The entry as stored, for the answer.
     stored: StoredAuditEntry,
 }
 

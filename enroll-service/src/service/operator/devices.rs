@@ -80,7 +80,9 @@ fn stage_membership(
 
 /// A planned transfer, before it is committed.
 struct Move {
+    /// The owner after the move.
     target_owner: String,
+    /// The batch after the move; `None`: the owner's unassigned pool.
     target_batch: Option<BatchRecord>,
     /// Moves to another owner revoke the live certificates at once.
     across_owners: bool,

@@ -45,15 +45,21 @@ const MAX_MESSAGE: usize = 256;
 struct Candidate {
     /// Position in the whole import (1-based), which orders the report.
     position: u64,
+    /// Line number echoed in the report.
     line: u64,
+    /// Normalised (lowercase) DeviceId.
     device_id: String,
+    /// Set for an offline registration whose proof verified.
     registration: Option<VerifiedRegistration>,
 }
 
 /// A refused record: the DeviceId if one could be read, the reason and a precise message.
 struct Refused {
+    /// The DeviceId, or empty if none could be read.
     device_id: String,
+    /// The contract's reason code.
     reason: Reason,
+    /// What exactly is wrong, for the operator.
     message: String,
 }
 
@@ -177,10 +183,15 @@ fn parse(record: Option<v1::import_record::Record>) -> Result<Candidate, Refused
 /// Adds records to one batch, chunk by chunk, and builds the report.
 pub(super) struct Importer<'a> {
     service: &'a OperatorService,
+    /// Who imports (the audit actor and the offline registrations' actor).
     caller: &'a Caller,
+    /// The target batch.
     batch: BatchRecord,
+    /// Groups every audit entry and event of this import.
     correlation: String,
+    /// DeviceIds met so far in this import, for DUPLICATE.
     seen: HashSet<String>,
+    /// Records met so far, for the call limit and automatic line numbers.
     records: usize,
     /// The current chunk's rejections with their positions: a chunk judges records in two
     /// passes, and the report lists them in input order.

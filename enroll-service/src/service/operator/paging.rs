@@ -31,6 +31,7 @@ pub(super) fn page_size(requested: u32) -> usize {
     }
 }
 
+/// The decoded form of a page token.
 #[derive(Serialize, Deserialize)]
 struct Token {
     /// Filter fingerprint.
@@ -42,7 +43,9 @@ struct Token {
 /// The paging state of one request: which filters it used and where it resumes.
 #[derive(Debug)]
 pub(super) struct Pager {
+    /// Hex of the first 8 bytes of SHA-256 over the RPC name and filter values.
     fingerprint: String,
+    /// Items per page.
     size: usize,
 }
 

@@ -50,18 +50,27 @@ const OUTBOX: usize = 256;
 /// One watcher task.
 struct Watcher {
     core: Arc<Enrollment>,
+    /// The watched batch.
     batch_id: String,
+    /// Whether the client asked for device events.
     device_events: bool,
+    /// Whether the stream ends once the batch is settled.
     until_settled: bool,
+    /// Registry events, subscribed before the snapshot was read.
     events: broadcast::Receiver<RegistryEvent>,
+    /// Messages for the client.
     outbox: mpsc::Sender<Result<v1::WatchBatchResponse, Status>>,
+    /// Device events lost since the last progress message.
     dropped: u64,
 }
 
 /// What woke the watcher.
 enum Wake {
+    /// The client cancelled the stream.
     ClientGone,
+    /// A progress message (coalesced change or heartbeat) is due.
     Due,
+    /// A registry event, or how many were missed.
     Event(Result<RegistryEvent, RecvError>),
 }
 
