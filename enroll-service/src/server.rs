@@ -24,9 +24,10 @@ use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use zeroize::Zeroizing;
 
 use oxroot_proto::v1::device_enrollment_server::DeviceEnrollmentServer;
+use oxroot_proto::v1::operator_server::OperatorServer;
 
 use crate::pki::{CertificateAuthority, PkiError, Serial, ServerName, Validity};
-use crate::service::{DeviceService, Enrollment};
+use crate::service::{DeviceService, Enrollment, OperatorService};
 
 /// How long a server certificate issued at start-up is valid.
 const SERVER_CERT_LIFETIME: time::Duration = time::Duration::days(30);
@@ -95,7 +96,9 @@ pub async fn serve(
     health_reporter
         .set_serving::<DeviceEnrollmentServer<DeviceService>>()
         .await;
-    // MERGE: operator health
+    health_reporter
+        .set_serving::<OperatorServer<OperatorService>>()
+        .await;
     #[allow(
         clippy::expect_used,
         reason = "the descriptor sets are compiled in and tested"
@@ -108,7 +111,8 @@ pub async fn serve(
 
     let device = DeviceEnrollmentServer::new(DeviceService::new(core.clone()))
         .max_decoding_message_size(config.max_device_message);
-    // MERGE: operator service
+    let operator = OperatorServer::new(OperatorService::new(core.clone()))
+        .max_decoding_message_size(config.max_operator_message);
 
     let crl_core = core.clone();
     let crl_task = tokio::spawn(async move {
@@ -128,6 +132,7 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(device)
+        .add_service(operator)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
     crl_task.abort();

@@ -164,9 +164,30 @@ impl DeviceLocks {
         }
     }
 
+    /// The stripe guarding `device_id`: the one place that maps devices to stripes, so single
+    /// and multi-device lockers always agree.
+    fn stripe(&self, device_id: &str) -> usize {
+        (self.hasher.hash_one(device_id) % self.stripes.len() as u64) as usize
+    }
+
     async fn lock(&self, device_id: &str) -> AsyncMutexGuard<'_, ()> {
-        let index = (self.hasher.hash_one(device_id) % self.stripes.len() as u64) as usize;
-        self.stripes[index].lock().await
+        self.stripes[self.stripe(device_id)].lock().await
+    }
+
+    /// Locks several devices for one commit (an import chunk). Each stripe is taken once and in
+    /// ascending order: two devices sharing a stripe cannot deadlock their own holder, and two
+    /// multi-device holders cannot deadlock each other. The caller must hold no device lock.
+    async fn lock_many<'a>(
+        &self,
+        device_ids: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<AsyncMutexGuard<'_, ()>> {
+        let stripes: std::collections::BTreeSet<usize> =
+            device_ids.into_iter().map(|id| self.stripe(id)).collect();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for index in stripes {
+            guards.push(self.stripes[index].lock().await);
+        }
+        guards
     }
 }
 

@@ -33,10 +33,9 @@ async fn ctl(harness: &Harness, profile: &Path, args: &[&str]) -> (Exit, Value, 
     let stdout = String::from_utf8(out).unwrap();
     let stderr = String::from_utf8(err).unwrap();
     // Streams print JSON lines: keep the last one.
-    let value = stdout
-        .lines()
-        .last()
-        .map_or(Value::Null, |line| serde_json::from_str(line).unwrap_or(Value::Null));
+    let value = stdout.lines().last().map_or(Value::Null, |line| {
+        serde_json::from_str(line).unwrap_or(Value::Null)
+    });
     (exit, value, format!("{stdout}{stderr}"))
 }
 
@@ -52,7 +51,18 @@ async fn an_operator_drives_a_batch_from_import_to_revocation() {
     let (exit, issued, log) = ctl(
         &harness,
         &platform,
-        &["operator", "issue", "--name", "alice", "--role", "admin", "--owner", "acme", "--out", acme.to_str().unwrap()],
+        &[
+            "operator",
+            "issue",
+            "--name",
+            "alice",
+            "--role",
+            "admin",
+            "--owner",
+            "acme",
+            "--out",
+            acme.to_str().unwrap(),
+        ],
     )
     .await;
     assert_eq!(exit, Exit::Success, "{log}");
@@ -65,11 +75,23 @@ async fn an_operator_drives_a_batch_from_import_to_revocation() {
     let (exit, _, log) = ctl(
         &harness,
         &acme,
-        &["policy", "create", "--name", "broker", "--mosquitto-host", "127.0.0.1"],
+        &[
+            "policy",
+            "create",
+            "--name",
+            "broker",
+            "--mosquitto-host",
+            "127.0.0.1",
+        ],
     )
     .await;
     assert_eq!(exit, Exit::Success, "{log}");
-    let (exit, batch, log) = ctl(&harness, &acme, &["batch", "create", "--name", "line 1", "--policy", "broker"]).await;
+    let (exit, batch, log) = ctl(
+        &harness,
+        &acme,
+        &["batch", "create", "--name", "line 1", "--policy", "broker"],
+    )
+    .await;
     assert_eq!(exit, Exit::Success, "{log}");
     let batch_id = batch["batch"]["batch_id"]
         .as_str()
@@ -80,14 +102,31 @@ async fn an_operator_drives_a_batch_from_import_to_revocation() {
     // A QuarkLink export with one bad entry: the good ones are imported, the bad one reported
     // with its position, and the command fails so a script cannot miss it.
     let devices = Arc::new(fleet(12, 30));
-    let mut ids: Vec<Value> = devices.iter().map(|d| Value::from(d.device_id().to_string())).collect();
+    let mut ids: Vec<Value> = devices
+        .iter()
+        .map(|d| Value::from(d.device_id().to_string()))
+        .collect();
     ids.insert(3, Value::from("not-a-device-id"));
     let file = work.path().join("devices.json");
     std::fs::write(&file, serde_json::json!({ "devices": ids }).to_string()).unwrap();
-    let (exit, report, log) = ctl(&harness, &acme, &["batch", "import", &batch_id, file.to_str().unwrap()]).await;
+    let (exit, report, log) = ctl(
+        &harness,
+        &acme,
+        &["batch", "import", &batch_id, file.to_str().unwrap()],
+    )
+    .await;
     assert_eq!(exit, Exit::Refused, "{log}");
-    assert!(log.contains("not-a-device-id") || log.contains("\"line\":4"), "{log}");
-    assert_eq!(report["report"]["accepted"].as_u64().or(report["accepted"].as_u64()), Some(12), "{report}");
+    assert!(
+        log.contains("not-a-device-id") || log.contains("\"line\":4"),
+        "{log}"
+    );
+    assert_eq!(
+        report["report"]["accepted"]
+            .as_u64()
+            .or(report["accepted"].as_u64()),
+        Some(12),
+        "{report}"
+    );
 
     // The devices register and onboard; watch follows the batch until it settles.
     let mut client = DeviceEnrollmentClient::new(harness.channel().await);
@@ -98,16 +137,37 @@ async fn an_operator_drives_a_batch_from_import_to_revocation() {
         let outcome = device.onboard(&mut client).await.unwrap();
         assert!(outcome.credentials().is_some());
     }
-    let (exit, progress, log) = ctl(&harness, &acme, &["batch", "watch", &batch_id, "--until-settled"]).await;
+    let (exit, progress, log) = ctl(
+        &harness,
+        &acme,
+        &["batch", "watch", &batch_id, "--until-settled"],
+    )
+    .await;
     assert_eq!(exit, Exit::Success, "{log}");
     assert!(log.contains("\"onboarded\":12"), "{progress}");
 
     let (exit, listed, log) = ctl(&harness, &acme, &["device", "list", "--batch", &batch_id]).await;
     assert_eq!(exit, Exit::Success, "{log}");
-    assert!(log.contains(&devices[0].device_id().to_string()), "{listed}");
+    assert!(
+        log.contains(&devices[0].device_id().to_string()),
+        "{listed}"
+    );
 
     let victim = devices[0].device_id().to_string();
-    let (exit, _, log) = ctl(&harness, &acme, &["device", "revoke", &victim, "--reason", "key-compromise", "--comment", "lost"]).await;
+    let (exit, _, log) = ctl(
+        &harness,
+        &acme,
+        &[
+            "device",
+            "revoke",
+            &victim,
+            "--reason",
+            "key-compromise",
+            "--comment",
+            "lost",
+        ],
+    )
+    .await;
     assert_eq!(exit, Exit::Success, "{log}");
     let crl = work.path().join("crl.pem");
     let (exit, _, log) = ctl(&harness, &acme, &["crl", "--out", crl.to_str().unwrap()]).await;
@@ -123,7 +183,12 @@ async fn an_operator_drives_a_batch_from_import_to_revocation() {
     assert!(text.contains("KEY COMPROMISE"), "{text}");
 
     let out = work.path().join("artefacts");
-    let (exit, _, log) = ctl(&harness, &acme, &["export", "broker", "--out", out.to_str().unwrap()]).await;
+    let (exit, _, log) = ctl(
+        &harness,
+        &acme,
+        &["export", "broker", "--out", out.to_str().unwrap()],
+    )
+    .await;
     assert_eq!(exit, Exit::Success, "{log}");
     for name in ["mosquitto.conf", "acl", "ca.pem", "crl.pem"] {
         assert!(out.join(name).exists(), "{name} missing: {log}");
@@ -135,7 +200,15 @@ async fn an_operator_drives_a_batch_from_import_to_revocation() {
     let (exit, verified, log) = ctl(&harness, &auditor, &["audit", "verify"]).await;
     assert_eq!(exit, Exit::Success, "{log}");
     assert_eq!(verified["ok"], true, "{verified}");
-    let (exit, _, log) = ctl(&harness, &auditor, &["device", "revoke", &devices[1].device_id().to_string()]).await;
+    let (exit, _, log) = ctl(
+        &harness,
+        &auditor,
+        &["device", "revoke", &devices[1].device_id().to_string()],
+    )
+    .await;
     assert_eq!(exit, Exit::Refused, "{log}");
-    assert!(log.contains("PERMISSION_DENIED") || log.contains("permission"), "{log}");
+    assert!(
+        log.contains("PERMISSION_DENIED") || log.contains("permission"),
+        "{log}"
+    );
 }

@@ -43,7 +43,14 @@ fn init(state: &Path) {
 
 fn start(state: &Path) -> Service {
     let mut child = Command::new(bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--state-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--state-dir",
+        ])
         .arg(state)
         .env("OXROOT_CA_PASSPHRASE", PASSPHRASE)
         .env("RUST_LOG", "warn")
@@ -73,7 +80,9 @@ fn start(state: &Path) -> Service {
 async fn channel(url: &str, state: &Path, operator: bool) -> Channel {
     let admin = state.join("admin");
     let mut tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(std::fs::read(admin.join("root.pem")).unwrap()))
+        .ca_certificate(Certificate::from_pem(
+            std::fs::read(admin.join("root.pem")).unwrap(),
+        ))
         .domain_name("localhost");
     if operator {
         tls = tls.identity(Identity::from_pem(
@@ -99,15 +108,21 @@ async fn onboard_all(
 ) {
     let pending: Vec<usize> = {
         let received = received.lock().unwrap();
-        (0..devices.len()).filter(|i| !received.contains_key(i)).collect()
+        (0..devices.len())
+            .filter(|i| !received.contains_key(i))
+            .collect()
     };
     let semaphore = Arc::new(tokio::sync::Semaphore::new(64));
     let stop = Arc::new(std::sync::Mutex::new(stop_after));
     let mut tasks = tokio::task::JoinSet::new();
     for index in pending {
         let permit = semaphore.clone().acquire_owned().await.unwrap();
-        let (devices, received, channel, stop) =
-            (devices.clone(), received.clone(), channel.clone(), stop.clone());
+        let (devices, received, channel, stop) = (
+            devices.clone(),
+            received.clone(),
+            channel.clone(),
+            stop.clone(),
+        );
         tasks.spawn(async move {
             let mut client = DeviceEnrollmentClient::new(channel);
             if let Ok(Outcome::Credentials(bundle)) = devices[index].onboard(&mut client).await {
@@ -183,7 +198,10 @@ async fn sigkill_mid_batch_loses_no_issued_credential() {
     let pid = service.child.id();
     let killer = tokio::spawn(async move {
         let _ = kill_rx.await;
-        let status = Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap();
+        let status = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .unwrap();
         assert!(status.success());
     });
     let started = Instant::now();
@@ -197,7 +215,10 @@ async fn sigkill_mid_batch_loses_no_issued_credential() {
     killer.await.unwrap();
     let _ = service.child.wait();
     let before_kill = received.lock().unwrap().len();
-    assert!(before_kill >= KILL_AFTER && before_kill < devices.len(), "{before_kill}");
+    assert!(
+        before_kill >= KILL_AFTER && before_kill < devices.len(),
+        "{before_kill}"
+    );
 
     // Restart and finish the batch: devices whose credential was durable get the same one.
     let mut service = start(&state);
@@ -205,7 +226,9 @@ async fn sigkill_mid_batch_loses_no_issued_credential() {
     onboard_all(device_channel, &devices, &received, None).await;
     let elapsed = started.elapsed();
     assert_eq!(received.lock().unwrap().len(), devices.len());
-    let _ = Command::new("kill").args(["-TERM", &service.child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &service.child.id().to_string()])
+        .status();
     let _ = service.child.wait();
     eprintln!(
         "durability: {} devices onboarded in {:.2}s across a SIGKILL ({} before it)",
@@ -227,15 +250,29 @@ async fn sigkill_mid_batch_loses_no_issued_credential() {
         assert_eq!(credential.device_id, device_id);
         let device = registry.device(&device_id).unwrap().unwrap();
         assert_eq!(device.current_serial.as_deref(), Some(serial.as_str()));
-        assert!(serials.insert(serial.clone()), "serial {serial} handed to two devices");
+        assert!(
+            serials.insert(serial.clone()),
+            "serial {serial} handed to two devices"
+        );
     }
     // No serial issued twice: each device holds exactly one, and the store counts as many
     // certificates as devices (a retried onboarding reused the durable credential).
     for device in devices.iter() {
-        let record = registry.device(&device.device_id().to_string()).unwrap().unwrap();
-        assert_eq!(record.serials.len(), 1, "device issued {:?}", record.serials);
+        let record = registry
+            .device(&device.device_id().to_string())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            record.serials.len(),
+            1,
+            "device issued {:?}",
+            record.serials
+        );
     }
     assert_eq!(registry.credential_count().unwrap(), u64::from(DEVICES));
-    let batch = registry.batch(&batch.batch.unwrap().batch_id).unwrap().unwrap();
+    let batch = registry
+        .batch(&batch.batch.unwrap().batch_id)
+        .unwrap()
+        .unwrap();
     assert_eq!(batch.counts.onboarded, u64::from(DEVICES));
 }

@@ -93,7 +93,10 @@ async fn a_fleet_onboards_across_aws_azure_and_mosquitto_policies() {
     let devices = Arc::new(fleet((3 * PER_POLICY) as u32, 20));
     let mut client = harness.device_client().await;
     for device in devices.iter() {
-        client.register(device.registration(b"line-1").unwrap()).await.unwrap();
+        client
+            .register(device.registration(b"line-1").unwrap())
+            .await
+            .unwrap();
     }
     let mut admin = harness.operator("alice", "acme", Role::Admin).await;
     // A stand-in for Amazon Root CA 1: the policy carries whatever PEM the operator trusts.
@@ -147,7 +150,11 @@ async fn a_fleet_onboards_across_aws_azure_and_mosquitto_policies() {
     for (index, issued) in bundles.iter().enumerate() {
         let id = devices[index].device_id().to_string();
         assert!(serials.insert(issued.serial.clone()));
-        webpki_client_auth(&issued.root_pem, &issued.intermediate_pems[0], &issued.certificate_pem);
+        webpki_client_auth(
+            &issued.root_pem,
+            &issued.intermediate_pems[0],
+            &issued.certificate_pem,
+        );
         match (index / PER_POLICY, issued.endpoint.as_ref().unwrap()) {
             (0, v1::credential_bundle::Endpoint::AwsIot(aws)) => {
                 assert_eq!(aws.client_id, id);
@@ -172,12 +179,25 @@ async fn a_fleet_onboards_across_aws_azure_and_mosquitto_policies() {
     // One leaf per policy through OpenSSL as well.
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("root.pem"), &bundles[0].root_pem).unwrap();
-    fs::write(dir.path().join("intermediate.pem"), &bundles[0].intermediate_pems[0]).unwrap();
+    fs::write(
+        dir.path().join("intermediate.pem"),
+        &bundles[0].intermediate_pems[0],
+    )
+    .unwrap();
     for index in [0, PER_POLICY, 2 * PER_POLICY] {
         fs::write(dir.path().join("leaf.pem"), &bundles[index].certificate_pem).unwrap();
         let (ok, out) = openssl(
             dir.path(),
-            &["verify", "-CAfile", "root.pem", "-untrusted", "intermediate.pem", "-purpose", "sslclient", "leaf.pem"],
+            &[
+                "verify",
+                "-CAfile",
+                "root.pem",
+                "-untrusted",
+                "intermediate.pem",
+                "-purpose",
+                "sslclient",
+                "leaf.pem",
+            ],
         );
         assert!(ok, "{out}");
     }
@@ -212,7 +232,10 @@ async fn a_revoked_device_is_refused_and_its_certificate_fails_crl_checks() {
     let devices = Arc::new(fleet(2, 21));
     let mut client = harness.device_client().await;
     for device in devices.iter() {
-        client.register(device.registration(b"").unwrap()).await.unwrap();
+        client
+            .register(device.registration(b"").unwrap())
+            .await
+            .unwrap();
     }
     let mut admin = harness.operator("alice", "acme", Role::Admin).await;
     admin
@@ -282,13 +305,26 @@ async fn a_revoked_device_is_refused_and_its_certificate_fails_crl_checks() {
     )
     .unwrap();
     fs::write(d.join("crl.pem"), &crl.crl).unwrap();
-    let (ok, out) = openssl(d, &["crl", "-in", "crl.pem", "-CAfile", "chain.pem", "-noout"]);
+    let (ok, out) = openssl(
+        d,
+        &["crl", "-in", "crl.pem", "-CAfile", "chain.pem", "-noout"],
+    );
     assert!(ok && out.contains("verify OK"), "CRL signature: {out}");
     for (index, expect_ok) in [(0, false), (1, true)] {
         fs::write(d.join("leaf.pem"), &bundles[index].certificate_pem).unwrap();
         let (ok, out) = openssl(
             d,
-            &["verify", "-crl_check", "-CAfile", "root.pem", "-untrusted", "intermediate.pem", "-CRLfile", "crl.pem", "leaf.pem"],
+            &[
+                "verify",
+                "-crl_check",
+                "-CAfile",
+                "root.pem",
+                "-untrusted",
+                "intermediate.pem",
+                "-CRLfile",
+                "crl.pem",
+                "leaf.pem",
+            ],
         );
         assert_eq!(ok, expect_ok, "device {index}: {out}");
         if !expect_ok {
@@ -399,20 +435,24 @@ async fn the_operator_api_authenticates_and_authorises_every_call() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::NotFound);
-    assert!(rival
-        .list_batches(v1::ListBatchesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .batches
-        .is_empty());
-    assert!(rival
-        .list_devices(v1::ListDevicesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .devices
-        .is_empty());
+    assert!(
+        rival
+            .list_batches(v1::ListBatchesRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .batches
+            .is_empty()
+    );
+    assert!(
+        rival
+            .list_devices(v1::ListDevicesRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .devices
+            .is_empty()
+    );
     let status = rival
         .list_batches(v1::ListBatchesRequest {
             owner: "acme".into(),

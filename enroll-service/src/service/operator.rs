@@ -1,6 +1,427 @@
-//! The operator-facing service (being written).
-#![allow(missing_docs)]
+//! The operator-facing service: policies, batches, imports, device life cycle, exports, the CRL,
+//! the audit log and operator certificates (`oxroot.v1.Operator`).
+//!
+//! ```text
+//!  tonic ──▶ Operator trait method: authenticate (TLS client cert) ─▶ time ─▶ `<rpc>_as(caller, …)`
+//!                                                                        │
+//!            role / owner checks ─▶ registry reads ─▶ one Change (state + audit) ─▶ commit
+//!                                                                        │
+//!            PERMISSION_DENIED ─▶ `access.denied` audit entry, committed ─▶ Status
+//! ```
+//!
+//! Each RPC has an inner handler `OperatorService::<rpc>_as` that takes an already
+//! authenticated [`Caller`]; the trait methods only authenticate, time the call and map errors.
+//! Tests drive the inner handlers directly, since a unit test cannot attach a TLS client
+//! certificate to a `tonic::Request`.
+//!
+//! Submodules, one concept each: [`policies`], [`batches`], [`import`] (CreateBatch's and
+//! ImportDevices' shared add-to-batch path), [`watch`], [`devices`], [`admin`] (WhoAmI, exports,
+//! the CRL, operator certificates), [`audit_log`], [`convert`] (records to wire messages) and
+//! [`paging`].
 
-/// Placeholder.
-#[derive(Debug)]
-pub struct OperatorService;
+mod admin;
+mod audit_log;
+mod batches;
+mod convert;
+mod devices;
+mod import;
+mod paging;
+mod policies;
+#[cfg(test)]
+mod tests;
+mod watch;
+
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+use tonic::{Request, Response, Status, Streaming};
+
+use oxroot_proto::v1;
+use oxroot_proto::v1::operator_server::Operator;
+
+use super::{Caller, Enrollment, random_hex};
+use crate::audit::AuditDraft;
+use crate::error::ServiceError;
+use crate::metrics::RpcTimer;
+use crate::model::{CountsDelta, timestamp};
+use crate::pki::Role;
+use crate::store::{Change, Receipt, RegistryEvent, commit};
+
+pub(crate) use watch::WatchStream;
+
+/// Every role: the read-only RPCs.
+const ANY_ROLE: &[Role] = &[Role::Admin, Role::Operator, Role::Auditor];
+/// Day-to-day production RPCs.
+const OPERATORS: &[Role] = &[Role::Admin, Role::Operator];
+/// The audit log RPCs.
+const AUDITORS: &[Role] = &[Role::Admin, Role::Auditor];
+/// Policies, operator certificates, transfers to another owner.
+const ADMINS: &[Role] = &[Role::Admin];
+
+/// The `oxroot.v1.Operator` gRPC service.
+#[derive(Clone, Debug)]
+pub struct OperatorService {
+    /// State shared with the device service.
+    core: Arc<Enrollment>,
+}
+
+impl OperatorService {
+    /// The service over shared state.
+    #[must_use]
+    pub fn new(core: Arc<Enrollment>) -> Self {
+        Self { core }
+    }
+
+    /// Starts timing an RPC.
+    fn timer(&self, method: &'static str) -> RpcTimer {
+        self.core.metrics.clone().time(method)
+    }
+
+    /// Commits a change and waits until it is durable.
+    async fn commit(&self, change: Change) -> Result<Receipt, ServiceError> {
+        Ok(commit(self.core.registry.as_ref(), change).await?)
+    }
+
+    /// Passes `result` through, except that a denial is first written to the audit log: the
+    /// contract promises that every denial is on record before the caller hears of it. Role and
+    /// owner checks anywhere in a handler return [`ServiceError::PermissionDenied`], so this one
+    /// place covers them all.
+    ///
+    /// # Errors
+    /// `result`'s error, or the registry's if the denial cannot be recorded.
+    pub(crate) async fn audit_denial<T>(
+        &self,
+        caller: &Caller,
+        rpc: &str,
+        result: Result<T, ServiceError>,
+    ) -> Result<T, ServiceError> {
+        let Err(ServiceError::PermissionDenied(reason)) = result else {
+            return result;
+        };
+        tracing::info!(operator = %caller.name, rpc, %reason, "access denied");
+        let mut change = Change::new();
+        change.audit(
+            AuditDraft::new(
+                OffsetDateTime::now_utc(),
+                caller.actor(),
+                &caller.owner,
+                "access.denied",
+                format!("rpc:{rpc}"),
+                "denied",
+            )
+            .role(caller.role.as_str())
+            .correlation(&random_hex(12)?)
+            .detail("rpc", rpc)
+            .detail("reason", reason.clone()),
+        );
+        self.commit(change).await?;
+        Err(ServiceError::PermissionDenied(reason))
+    }
+
+    /// Authenticates, runs `handler` for the caller, audits a denial and maps the outcome.
+    async fn unary<Req, Resp, F>(
+        &self,
+        request: Request<Req>,
+        rpc: &'static str,
+        handler: impl FnOnce(Caller, Req) -> F,
+    ) -> Result<Response<Resp>, Status>
+    where
+        F: Future<Output = Result<Resp, ServiceError>>,
+    {
+        let caller = authenticate(&request)?;
+        let result = handler(caller.clone(), request.into_inner()).await;
+        Ok(Response::new(
+            self.audit_denial(&caller, rpc, result).await?,
+        ))
+    }
+}
+
+/// The caller of a request: an operator certificate this service issued, still valid.
+fn authenticate<T>(request: &Request<T>) -> Result<Caller, ServiceError> {
+    let caller = Caller::from_request(request)?;
+    // rustls checks validity during the handshake; a long-lived connection can outlast it.
+    if caller.not_after < OffsetDateTime::now_utc() {
+        return Err(ServiceError::Unauthenticated(
+            "the operator certificate has expired".into(),
+        ));
+    }
+    Ok(caller)
+}
+
+/// An audit entry for an action of `caller`, outcome "ok".
+fn operator_audit(
+    caller: &Caller,
+    now: OffsetDateTime,
+    owner: &str,
+    action: &str,
+    subject: String,
+    correlation: &str,
+) -> AuditDraft {
+    AuditDraft::new(now, caller.actor(), owner, action, subject, "ok")
+        .role(caller.role.as_str())
+        .correlation(correlation)
+}
+
+/// A device event of `batch_id`, published once the change is durable.
+fn device_event(
+    batch_id: &str,
+    device_id: &str,
+    kind: v1::DeviceEventKind,
+    at: OffsetDateTime,
+    correlation: &str,
+) -> RegistryEvent {
+    RegistryEvent::Device {
+        batch_id: batch_id.to_owned(),
+        event: v1::DeviceEvent {
+            device_id: device_id.to_owned(),
+            kind: kind as i32,
+            time: Some(timestamp(at)),
+            correlation_id: correlation.to_owned(),
+            ..v1::DeviceEvent::default()
+        },
+    }
+}
+
+/// Tells watchers of `batch_id` that its counts moved.
+fn counts_changed(batch_id: &str) -> RegistryEvent {
+    RegistryEvent::CountsChanged {
+        batch_id: batch_id.to_owned(),
+    }
+}
+
+/// The sum of two count deltas, so a chunk of devices adjusts its batch once.
+fn add_delta(total: &mut CountsDelta, delta: &CountsDelta) {
+    total.total += delta.total;
+    total.awaiting_registration += delta.awaiting_registration;
+    total.registered += delta.registered;
+    total.onboarded += delta.onboarded;
+    total.reonboard_pending += delta.reonboard_pending;
+    total.revoked += delta.revoked;
+    total.refusals += delta.refusals;
+}
+
+/// Refuses a free-text field longer than `max` characters.
+fn check_length(field: &str, value: &str, max: usize) -> Result<(), ServiceError> {
+    if value.chars().count() > max {
+        return Err(ServiceError::invalid(
+            field,
+            format!("must be at most {max} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// The wire role.
+fn role_to_proto(role: Role) -> v1::Role {
+    match role {
+        Role::Admin => v1::Role::Admin,
+        Role::Operator => v1::Role::Operator,
+        Role::Auditor => v1::Role::Auditor,
+    }
+}
+
+#[tonic::async_trait]
+impl Operator for OperatorService {
+    async fn who_am_i(
+        &self,
+        request: Request<v1::WhoAmIRequest>,
+    ) -> Result<Response<v1::WhoAmIResponse>, Status> {
+        let _timer = self.timer("who_am_i");
+        self.unary(request, "WhoAmI", |caller, _| async move {
+            Ok(Self::who_am_i_as(&caller))
+        })
+        .await
+    }
+
+    async fn create_policy(
+        &self,
+        request: Request<v1::CreatePolicyRequest>,
+    ) -> Result<Response<v1::CreatePolicyResponse>, Status> {
+        let _timer = self.timer("create_policy");
+        self.unary(request, "CreatePolicy", |caller, req| async move {
+            self.create_policy_as(&caller, req).await
+        })
+        .await
+    }
+
+    async fn get_policy(
+        &self,
+        request: Request<v1::GetPolicyRequest>,
+    ) -> Result<Response<v1::GetPolicyResponse>, Status> {
+        let _timer = self.timer("get_policy");
+        self.unary(request, "GetPolicy", |caller, req| async move {
+            self.get_policy_as(&caller, &req)
+        })
+        .await
+    }
+
+    async fn list_policies(
+        &self,
+        request: Request<v1::ListPoliciesRequest>,
+    ) -> Result<Response<v1::ListPoliciesResponse>, Status> {
+        let _timer = self.timer("list_policies");
+        self.unary(request, "ListPolicies", |caller, req| async move {
+            self.list_policies_as(&caller, &req)
+        })
+        .await
+    }
+
+    async fn create_batch(
+        &self,
+        request: Request<v1::CreateBatchRequest>,
+    ) -> Result<Response<v1::CreateBatchResponse>, Status> {
+        let _timer = self.timer("create_batch");
+        self.unary(request, "CreateBatch", |caller, req| async move {
+            self.create_batch_as(&caller, req).await
+        })
+        .await
+    }
+
+    async fn import_devices(
+        &self,
+        request: Request<Streaming<v1::ImportDevicesRequest>>,
+    ) -> Result<Response<v1::ImportDevicesResponse>, Status> {
+        let _timer = self.timer("import_devices");
+        self.unary(request, "ImportDevices", |caller, stream| async move {
+            self.import_devices_as(&caller, stream).await
+        })
+        .await
+    }
+
+    async fn get_batch(
+        &self,
+        request: Request<v1::GetBatchRequest>,
+    ) -> Result<Response<v1::GetBatchResponse>, Status> {
+        let _timer = self.timer("get_batch");
+        self.unary(request, "GetBatch", |caller, req| async move {
+            self.get_batch_as(&caller, &req)
+        })
+        .await
+    }
+
+    async fn list_batches(
+        &self,
+        request: Request<v1::ListBatchesRequest>,
+    ) -> Result<Response<v1::ListBatchesResponse>, Status> {
+        let _timer = self.timer("list_batches");
+        self.unary(request, "ListBatches", |caller, req| async move {
+            self.list_batches_as(&caller, &req)
+        })
+        .await
+    }
+
+    type WatchBatchStream = WatchStream;
+
+    async fn watch_batch(
+        &self,
+        request: Request<v1::WatchBatchRequest>,
+    ) -> Result<Response<Self::WatchBatchStream>, Status> {
+        // Times the set-up only: the stream itself runs until the client cancels it.
+        let _timer = self.timer("watch_batch");
+        self.unary(request, "WatchBatch", |caller, req| async move {
+            self.watch_batch_as(&caller, &req)
+        })
+        .await
+    }
+
+    async fn list_devices(
+        &self,
+        request: Request<v1::ListDevicesRequest>,
+    ) -> Result<Response<v1::ListDevicesResponse>, Status> {
+        let _timer = self.timer("list_devices");
+        self.unary(request, "ListDevices", |caller, req| async move {
+            self.list_devices_as(&caller, &req)
+        })
+        .await
+    }
+
+    async fn get_device(
+        &self,
+        request: Request<v1::GetDeviceRequest>,
+    ) -> Result<Response<v1::GetDeviceResponse>, Status> {
+        let _timer = self.timer("get_device");
+        self.unary(request, "GetDevice", |caller, req| async move {
+            self.get_device_as(&caller, &req)
+        })
+        .await
+    }
+
+    async fn revoke_device(
+        &self,
+        request: Request<v1::RevokeDeviceRequest>,
+    ) -> Result<Response<v1::RevokeDeviceResponse>, Status> {
+        let _timer = self.timer("revoke_device");
+        self.unary(request, "RevokeDevice", |caller, req| async move {
+            self.revoke_device_as(&caller, &req).await
+        })
+        .await
+    }
+
+    async fn transfer_device(
+        &self,
+        request: Request<v1::TransferDeviceRequest>,
+    ) -> Result<Response<v1::TransferDeviceResponse>, Status> {
+        let _timer = self.timer("transfer_device");
+        self.unary(request, "TransferDevice", |caller, req| async move {
+            self.transfer_device_as(&caller, &req).await
+        })
+        .await
+    }
+
+    async fn export_artifacts(
+        &self,
+        request: Request<v1::ExportArtifactsRequest>,
+    ) -> Result<Response<v1::ExportArtifactsResponse>, Status> {
+        let _timer = self.timer("export_artifacts");
+        self.unary(request, "ExportArtifacts", |caller, req| async move {
+            self.export_artifacts_as(&caller, &req).await
+        })
+        .await
+    }
+
+    async fn get_crl(
+        &self,
+        request: Request<v1::GetCrlRequest>,
+    ) -> Result<Response<v1::GetCrlResponse>, Status> {
+        let _timer = self.timer("get_crl");
+        self.unary(request, "GetCrl", |caller, req| async move {
+            self.get_crl_as(&caller, &req).await
+        })
+        .await
+    }
+
+    async fn query_audit(
+        &self,
+        request: Request<v1::QueryAuditRequest>,
+    ) -> Result<Response<v1::QueryAuditResponse>, Status> {
+        let _timer = self.timer("query_audit");
+        self.unary(request, "QueryAudit", |caller, req| async move {
+            self.query_audit_as(&caller, &req)
+        })
+        .await
+    }
+
+    async fn verify_audit(
+        &self,
+        request: Request<v1::VerifyAuditRequest>,
+    ) -> Result<Response<v1::VerifyAuditResponse>, Status> {
+        let _timer = self.timer("verify_audit");
+        self.unary(request, "VerifyAudit", |caller, req| async move {
+            self.verify_audit_as(&caller, &req).await
+        })
+        .await
+    }
+
+    async fn issue_operator_certificate(
+        &self,
+        request: Request<v1::IssueOperatorCertificateRequest>,
+    ) -> Result<Response<v1::IssueOperatorCertificateResponse>, Status> {
+        let _timer = self.timer("issue_operator_certificate");
+        self.unary(
+            request,
+            "IssueOperatorCertificate",
+            |caller, req| async move { self.issue_operator_certificate_as(&caller, req).await },
+        )
+        .await
+    }
+}

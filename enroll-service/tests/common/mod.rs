@@ -203,7 +203,11 @@ impl Harness {
             )
             .unwrap();
         let key = issued.private_key.unwrap().to_pem();
-        let chain = format!("{}{}", issued.certificate.pem, self.core.ca().intermediate_pem());
+        let chain = format!(
+            "{}{}",
+            issued.certificate.pem,
+            self.core.ca().intermediate_pem()
+        );
         self.client_with_identity(&chain, key.as_bytes()).await
     }
 
@@ -256,7 +260,11 @@ impl Harness {
         std::fs::write(dir.join("root.pem"), &self.server.root_pem).unwrap();
         std::fs::write(
             dir.join("operator.pem"),
-            format!("{}{}", issued.certificate.pem, self.core.ca().intermediate_pem()),
+            format!(
+                "{}{}",
+                issued.certificate.pem,
+                self.core.ca().intermediate_pem()
+            ),
         )
         .unwrap();
         std::fs::write(

@@ -1,0 +1,442 @@
+//! ListDevices, GetDevice, RevokeDevice, TransferDevice.
+//!
+//! Revocations and transfers hold the device's lock from the read to the durable commit (as
+//! Onboard does), and re-sign the CRL only after releasing it: `resign_crl` serialises on its
+//! own lock and must never wait behind a device.
+//!
+//! ```text
+//!  TransferDevice, same owner:    assignment+1, batch A ─▶ B; the old certificate stays valid
+//!                                 until the device re-onboards (then revoked SUPERSEDED)
+//!  TransferDevice, other owner:   live certificates revoked AFFILIATION_CHANGED at once,
+//!                                 assignment+1, key slot+1 (7 ─▶ 1), owner X ─▶ Y, batch ─▶ B or none
+//! ```
+
+use time::OffsetDateTime;
+
+use oxroot_proto::v1;
+
+use super::convert::Views;
+use super::paging::Pager;
+use super::{
+    ADMINS, ANY_ROLE, OPERATORS, OperatorService, check_length, counts_changed, device_event,
+    operator_audit,
+};
+use crate::error::ServiceError;
+use crate::model::{
+    BatchRecord, CountsDelta, CredentialStatus, CrlEntryRecord, DeviceRecord, DeviceState,
+    RevocationReasonCode, RevocationRecord,
+};
+use crate::pki::{PLATFORM_OWNER, is_valid_owner};
+use crate::service::{Caller, parse_device_id, random_hex};
+use crate::store::{Change, DeviceFilter, Op};
+
+/// Longest revocation or transfer comment.
+const MAX_COMMENT: usize = 256;
+
+/// The key slot after `slot`: 1..=7, wrapping (slot 0 is the enrolment key, never certified).
+pub(super) fn next_slot(slot: u8) -> u8 {
+    if slot >= 7 { 1 } else { slot + 1 }
+}
+
+/// Stages a moved device's batch memberships: out of `old_batch` (in state `before`), into its
+/// new batch (in its new state), with counts and events for both batches' watchers.
+fn stage_membership(
+    change: &mut Change,
+    device: &DeviceRecord,
+    before: DeviceState,
+    old_batch: Option<&str>,
+    now: OffsetDateTime,
+    correlation: &str,
+) {
+    let device_id = &device.device_id;
+    let event = |batch_id: &str, kind| device_event(batch_id, device_id, kind, now, correlation);
+    if let Some(old) = old_batch {
+        change
+            .op(Op::RemoveFromBatch {
+                batch_id: old.to_owned(),
+                device_id: device_id.clone(),
+            })
+            .op(Op::AdjustCounts {
+                batch_id: old.to_owned(),
+                delta: CountsDelta::left(before),
+            })
+            .event(event(old, v1::DeviceEventKind::TransferredOut))
+            .event(counts_changed(old));
+    }
+    if let Some(new) = &device.batch_id {
+        change
+            .op(Op::AddToBatch {
+                batch_id: new.clone(),
+                device_id: device_id.clone(),
+            })
+            .op(Op::AdjustCounts {
+                batch_id: new.clone(),
+                delta: CountsDelta::joined(device.state()),
+            })
+            .event(event(new, v1::DeviceEventKind::Added))
+            .event(counts_changed(new));
+    }
+}
+
+/// A planned transfer, before it is committed.
+struct Move {
+    /// The owner after the move.
+    target_owner: String,
+    /// The batch after the move; `None`: the owner's unassigned pool.
+    target_batch: Option<BatchRecord>,
+    /// Moves to another owner revoke the live certificates at once.
+    across_owners: bool,
+}
+
+impl OperatorService {
+    /// The device if the caller may see it: another owner's device, or an unclaimed one for a
+    /// non-platform caller, is NOT_FOUND.
+    fn visible_device(
+        &self,
+        caller: &Caller,
+        device_id: &str,
+    ) -> Result<DeviceRecord, ServiceError> {
+        self.core
+            .registry
+            .device(device_id)?
+            .filter(|d| caller.can_see(d.owner.as_deref()))
+            .ok_or_else(|| ServiceError::NotFound(format!("device {device_id}")))
+    }
+
+    /// Stages the revocation of every live (unexpired ACTIVE or SUPERSEDED) certificate of
+    /// `device` into `change`; returns their serials.
+    fn revoke_credentials(
+        &self,
+        device: &DeviceRecord,
+        now: OffsetDateTime,
+        reason: RevocationReasonCode,
+        change: &mut Change,
+    ) -> Result<Vec<String>, ServiceError> {
+        let mut revoked = Vec::new();
+        for serial in &device.serials {
+            let Some(mut credential) = self.core.registry.credential(serial)? else {
+                continue;
+            };
+            let live = matches!(
+                credential.status,
+                CredentialStatus::Active | CredentialStatus::Superseded
+            ) && now < credential.not_after;
+            if !live {
+                continue;
+            }
+            let entry = CrlEntryRecord {
+                revoked_at: now,
+                reason,
+            };
+            credential.status = CredentialStatus::Revoked;
+            credential.revocation = Some(entry);
+            change
+                .op(Op::Revoke {
+                    serial: serial.clone(),
+                    entry,
+                })
+                .op(Op::PutCredential(Box::new(credential)));
+            revoked.push(serial.clone());
+        }
+        Ok(revoked)
+    }
+
+    /// ListDevices for an authenticated caller.
+    pub(crate) fn list_devices_as(
+        &self,
+        caller: &Caller,
+        request: &v1::ListDevicesRequest,
+    ) -> Result<v1::ListDevicesResponse, ServiceError> {
+        caller.require("ListDevices", ANY_ROLE)?;
+        let owner = caller.owner_filter("owner", &request.owner)?;
+        let state = v1::DeviceState::try_from(request.state)
+            .map_err(|_| ServiceError::invalid("state", "is not a DeviceState"))?;
+        check_length("batch_id", &request.batch_id, 64)?;
+        let filter = DeviceFilter {
+            batch_id: (!request.batch_id.is_empty()).then(|| request.batch_id.clone()),
+            owner: owner.clone(),
+            state: DeviceState::from_proto(state),
+        };
+        let pager = Pager::new(
+            "ListDevices",
+            &[
+                owner.as_deref().unwrap_or_default(),
+                &request.batch_id,
+                state.as_str_name(),
+            ],
+            request.page_size,
+        );
+        let start = match pager.resume(&request.page_token)? {
+            Some(mut key) if key.len() == 1 => key.pop(),
+            Some(_) => {
+                return Err(ServiceError::invalid(
+                    "page_token",
+                    "is not a ListDevices token",
+                ));
+            }
+            None => None,
+        };
+        let registry = self.core.registry.as_ref();
+        let (devices, next) = pager.collect(
+            start,
+            |after: Option<&String>, n| {
+                Ok(registry.devices(&filter, after.map(String::as_str), n)?)
+            },
+            |d: &DeviceRecord| d.device_id.clone(),
+            |_| true,
+        )?;
+        let mut views = Views::new(registry);
+        Ok(v1::ListDevicesResponse {
+            devices: devices
+                .iter()
+                .map(|d| views.device(d, false))
+                .collect::<Result<_, _>>()?,
+            next_page_token: pager.token(next.map(|id| vec![id])),
+        })
+    }
+
+    /// GetDevice for an authenticated caller.
+    pub(crate) fn get_device_as(
+        &self,
+        caller: &Caller,
+        request: &v1::GetDeviceRequest,
+    ) -> Result<v1::GetDeviceResponse, ServiceError> {
+        caller.require("GetDevice", ANY_ROLE)?;
+        let device_id = parse_device_id("device_id", &request.device_id)?.to_string();
+        let device = self.visible_device(caller, &device_id)?;
+        Ok(v1::GetDeviceResponse {
+            device: Some(Views::new(self.core.registry.as_ref()).device(&device, true)?),
+        })
+    }
+
+    /// RevokeDevice for an authenticated caller.
+    pub(crate) async fn revoke_device_as(
+        &self,
+        caller: &Caller,
+        request: &v1::RevokeDeviceRequest,
+    ) -> Result<v1::RevokeDeviceResponse, ServiceError> {
+        caller.require("RevokeDevice", OPERATORS)?;
+        let device_id = parse_device_id("device_id", &request.device_id)?.to_string();
+        check_length("comment", &request.comment, MAX_COMMENT)?;
+        let reason = v1::RevocationReason::try_from(request.reason)
+            .map_err(|_| ServiceError::invalid("reason", "is not a RevocationReason"))?;
+        let reason = RevocationReasonCode::from_proto(reason);
+        let correlation = random_hex(12)?;
+        let lock = self.core.locks.lock(&device_id).await;
+        let mut device = self.visible_device(caller, &device_id)?;
+        if device.revocation.is_some() {
+            // Idempotent: revocation is final, and a retry must not fail.
+            drop(lock);
+            return Ok(v1::RevokeDeviceResponse {
+                device: Some(Views::new(self.core.registry.as_ref()).device(&device, false)?),
+                revoked_serials: Vec::new(),
+            });
+        }
+        let now = OffsetDateTime::now_utc();
+        let before = device.state();
+        let mut change = Change::new();
+        let revoked = self.revoke_credentials(&device, now, reason, &mut change)?;
+        device.revocation = Some(RevocationRecord {
+            revoked_at: now,
+            reason,
+            comment: request.comment.clone(),
+            revoked_by: caller.name.clone(),
+        });
+        if let Some(batch_id) = &device.batch_id {
+            change
+                .op(Op::AdjustCounts {
+                    batch_id: batch_id.clone(),
+                    delta: CountsDelta::transition(before, device.state()),
+                })
+                .event(device_event(
+                    batch_id,
+                    &device_id,
+                    v1::DeviceEventKind::Revoked,
+                    now,
+                    &correlation,
+                ))
+                .event(counts_changed(batch_id));
+        }
+        change.op(Op::PutDevice(device.clone())).audit(
+            operator_audit(
+                caller,
+                now,
+                device.owner.as_deref().unwrap_or(PLATFORM_OWNER),
+                "device.revoke",
+                format!("device:{device_id}"),
+                &correlation,
+            )
+            .detail("reason", reason.as_str())
+            .detail("serials", revoked.join(","))
+            .detail("comment", request.comment.clone()),
+        );
+        self.commit(change).await?;
+        drop(lock);
+        tracing::info!(operator = %caller.name, %device_id, serials = revoked.len(), "device revoked");
+        if !revoked.is_empty() {
+            self.core.resign_crl(&caller.actor()).await?;
+        }
+        Ok(v1::RevokeDeviceResponse {
+            device: Some(Views::new(self.core.registry.as_ref()).device(&device, false)?),
+            revoked_serials: revoked,
+        })
+    }
+
+    /// Checks a transfer against the contract's rules and resolves its target.
+    fn plan_move(
+        &self,
+        caller: &Caller,
+        device: &DeviceRecord,
+        request: &v1::TransferDeviceRequest,
+    ) -> Result<Move, ServiceError> {
+        let target_owner = match (request.target_owner.as_str(), &device.owner) {
+            ("", Some(owner)) => owner.clone(),
+            ("", None) => {
+                return Err(ServiceError::invalid(
+                    "target_owner",
+                    "is required for a device no owner has claimed yet",
+                ));
+            }
+            (owner, _) => owner.to_owned(),
+        };
+        if device.revocation.is_some() {
+            return Err(ServiceError::FailedPrecondition(
+                "the device is revoked; revocation is final".into(),
+            ));
+        }
+        let across_owners = device.owner.as_ref() != Some(&target_owner);
+        if across_owners {
+            caller.require("TransferDevice to another owner", ADMINS)?;
+            // Checked before the batch is looked up, so that the answer does not tell an
+            // owner-scoped admin whether another owner's batch exists.
+            if !request.target_batch_id.is_empty() && !caller.is_platform() {
+                return Err(ServiceError::PermissionDenied(
+                    "naming a batch of another owner needs a platform admin".into(),
+                ));
+            }
+        } else if request.target_batch_id.is_empty() {
+            return Err(ServiceError::invalid(
+                "target_batch_id",
+                "is required for a move within the same owner",
+            ));
+        }
+        let target_batch = if request.target_batch_id.is_empty() {
+            None
+        } else {
+            check_length("target_batch_id", &request.target_batch_id, 64)?;
+            let batch = self
+                .core
+                .registry
+                .batch(&request.target_batch_id)?
+                .filter(|b| b.owner == target_owner && caller.can_see(Some(&b.owner)))
+                .ok_or_else(|| {
+                    ServiceError::NotFound(format!("batch {:?}", request.target_batch_id))
+                })?;
+            if device.batch_id.as_ref() == Some(&batch.batch_id) {
+                return Err(ServiceError::FailedPrecondition(
+                    "the device is already in the target batch".into(),
+                ));
+            }
+            Some(batch)
+        };
+        Ok(Move {
+            target_owner,
+            target_batch,
+            across_owners,
+        })
+    }
+
+    /// TransferDevice for an authenticated caller.
+    pub(crate) async fn transfer_device_as(
+        &self,
+        caller: &Caller,
+        request: &v1::TransferDeviceRequest,
+    ) -> Result<v1::TransferDeviceResponse, ServiceError> {
+        caller.require("TransferDevice", OPERATORS)?;
+        let device_id = parse_device_id("device_id", &request.device_id)?.to_string();
+        check_length("comment", &request.comment, MAX_COMMENT)?;
+        if !request.target_owner.is_empty()
+            && (request.target_owner == PLATFORM_OWNER || !is_valid_owner(&request.target_owner))
+        {
+            return Err(ServiceError::invalid(
+                "target_owner",
+                "an owner is 1 to 63 characters of [a-z0-9-], starting with a letter or digit",
+            ));
+        }
+        let correlation = random_hex(12)?;
+        let lock = self.core.locks.lock(&device_id).await;
+        let mut device = self.visible_device(caller, &device_id)?;
+        let plan = self.plan_move(caller, &device, request)?;
+        let now = OffsetDateTime::now_utc();
+        let mut change = Change::new();
+        let revoked = if plan.across_owners {
+            self.revoke_credentials(
+                &device,
+                now,
+                RevocationReasonCode::AffiliationChanged,
+                &mut change,
+            )?
+        } else {
+            Vec::new()
+        };
+        let (before, old_owner, old_batch) = (
+            device.state(),
+            device.owner.clone(),
+            device.batch_id.clone(),
+        );
+        // A new assignment makes the current credential stale: the device re-onboards.
+        device.assignment += 1;
+        device.batch_id = plan.target_batch.as_ref().map(|b| b.batch_id.clone());
+        if plan.across_owners {
+            device.owner = Some(plan.target_owner.clone());
+            device.key_slot = next_slot(device.key_slot);
+        }
+        stage_membership(
+            &mut change,
+            &device,
+            before,
+            old_batch.as_deref(),
+            now,
+            &correlation,
+        );
+        change.op(Op::PutDevice(device.clone()));
+        // Both owners' auditors see a move between them.
+        let mut owners = vec![
+            old_owner
+                .clone()
+                .unwrap_or_else(|| PLATFORM_OWNER.to_owned()),
+        ];
+        if plan.across_owners {
+            owners.push(plan.target_owner.clone());
+        }
+        for owner in owners {
+            change.audit(
+                operator_audit(
+                    caller,
+                    now,
+                    &owner,
+                    "device.transfer",
+                    format!("device:{device_id}"),
+                    &correlation,
+                )
+                .detail("from_owner", old_owner.clone().unwrap_or_default())
+                .detail("to_owner", plan.target_owner.clone())
+                .detail("from_batch", old_batch.clone().unwrap_or_default())
+                .detail("to_batch", device.batch_id.clone().unwrap_or_default())
+                .detail("key_slot", device.key_slot.to_string())
+                .detail("serials", revoked.join(","))
+                .detail("comment", request.comment.clone()),
+            );
+        }
+        self.commit(change).await?;
+        drop(lock);
+        tracing::info!(operator = %caller.name, %device_id, to_owner = %plan.target_owner, "device transferred");
+        if !revoked.is_empty() {
+            self.core.resign_crl(&caller.actor()).await?;
+        }
+        Ok(v1::TransferDeviceResponse {
+            device: Some(Views::new(self.core.registry.as_ref()).device(&device, false)?),
+            revoked_serials: revoked,
+        })
+    }
+}
