@@ -1,7 +1,12 @@
 //! `enrollctl` against the real service over mutual TLS on loopback: the operator's path from
 //! a platform admin profile to a revoked device on the CRL, driven in-process with captured
 //! output.
-#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::missing_panics_doc,
+    clippy::too_many_lines,
+    reason = "scenario tests read top to bottom; a failed unwrap is a failed test"
+)]
 
 mod common;
 

@@ -1,7 +1,12 @@
 //! A whole fleet through both APIs over TLS on loopback: 120 emulated devices across AWS IoT,
 //! Azure DPS and Mosquitto policies; revocation checked with `openssl verify -crl_check`;
 //! operator authentication and authorisation.
-#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::missing_panics_doc,
+    clippy::too_many_lines,
+    reason = "scenario tests read top to bottom; a failed unwrap is a failed test"
+)]
 
 mod common;
 
@@ -470,4 +475,98 @@ async fn the_operator_api_authenticates_and_authorises_every_call() {
         .into_inner();
     assert!(verified.ok, "{verified:?}");
     assert!(verified.entries_checked >= 4);
+}
+
+#[tokio::test]
+async fn a_device_moved_to_another_owner_re_onboards_on_the_next_key_slot() {
+    let harness = Harness::start().await;
+    let devices = fleet(2, 23);
+    let mut client = harness.device_client().await;
+    for device in &devices {
+        client.register(device.registration(b"").unwrap()).await.unwrap();
+    }
+    let mut platform = harness.operator("root-admin", "*", Role::Admin).await;
+    let mut batches = Vec::new();
+    for owner in ["maker", "buyer"] {
+        platform
+            .create_policy(v1::CreatePolicyRequest {
+                policy: Some(v1::Policy {
+                    name: "broker".into(),
+                    owner: owner.into(),
+                    params: Some(v1::policy::Params::Mosquitto(v1::MosquittoPolicyParams {
+                        host: "127.0.0.1".into(),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+        let ids = if owner == "maker" {
+            devices.iter().map(|d| d.device_id().to_string()).collect()
+        } else {
+            Vec::new()
+        };
+        let batch = platform
+            .create_batch(v1::CreateBatchRequest {
+                owner: owner.into(),
+                name: owner.into(),
+                policy_name: "broker".into(),
+                device_ids: ids,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .batch
+            .unwrap();
+        batches.push(batch.batch_id);
+    }
+    let mut first = Vec::new();
+    for device in &devices {
+        let outcome = device.onboard(&mut client).await.unwrap();
+        first.push(bundle(&outcome).clone());
+        assert_eq!(first.last().unwrap().key_slot, 1);
+    }
+
+    for device in &devices {
+        let moved = platform
+            .transfer_device(v1::TransferDeviceRequest {
+                device_id: device.device_id().to_string(),
+                target_owner: "buyer".into(),
+                target_batch_id: batches[1].clone(),
+                comment: "sold".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(moved.revoked_serials.len(), 1);
+    }
+    let status = client
+        .status(v1::StatusRequest {
+            device_id: devices[0].device_id().to_string(),
+            serial: first[0].serial.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.status(), v1::DeviceStatus::PolicyChanged);
+
+    // Before re-issue, a moved device cannot renew back onto the old owner's key.
+    let back = devices[1].renew(&mut client, 1).await.unwrap();
+    assert_eq!(refusal(&back).reason(), v1::RefusalReason::KeySlotUnavailable);
+    // One device re-onboards, the other renews: both land on slot 2, under the new owner.
+    let onboarded = devices[0].onboard(&mut client).await.unwrap();
+    let renewed = devices[1].renew(&mut client, 0).await.unwrap();
+    for (index, outcome) in [(0, &onboarded), (1, &renewed)] {
+        let issued = bundle(outcome);
+        assert_eq!(issued.key_slot, 2, "device {index}");
+        assert_ne!(issued.serial, first[index].serial);
+        let dpk = devices[index]
+            .device_public_key(rot_core::keys::KeySlot::new(2).unwrap())
+            .unwrap();
+        let der = pem::parse(&issued.certificate_pem).unwrap().into_contents();
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        assert_eq!(cert.public_key().subject_public_key.data.as_ref(), dpk.as_bytes());
+    }
 }

@@ -410,8 +410,20 @@ fn check_eligible(
     let Some(policy) = core.registry.policy(&batch.owner, &batch.policy_name)? else {
         return Ok(Err(Refusal::new(R::NotProvisioned, D::NotInBatch)));
     };
+    // A device moved since its credential was issued renews on the slot the move chose (the
+    // next slot after a change of owner), never back onto the old owner's key.
+    let moved = device.credential_assignment != Some(device.assignment);
     let slot_number = match exchange {
         Exchange::Onboard => u32::from(device.key_slot),
+        Exchange::Renew { target_slot } if moved => {
+            if target_slot != 0 && target_slot != u32::from(device.key_slot) {
+                return Ok(Err(Refusal::new(
+                    R::KeySlotUnavailable,
+                    D::KeySlotUnavailable,
+                )));
+            }
+            u32::from(device.key_slot)
+        }
         Exchange::Renew { target_slot: 0 } => {
             let serial = device.current_serial.as_deref().unwrap_or_default();
             core.registry
