@@ -216,4 +216,42 @@ async fn an_operator_drives_a_batch_from_import_to_revocation() {
         log.contains("PERMISSION_DENIED") || log.contains("permission"),
         "{log}"
     );
+
+    // A CSV of 2,500 ids: more than one ImportChunk may carry (1,000), so this only works if
+    // the CLI splits it; devices listed before they register wait in the batch.
+    let (exit, second, log) = ctl(
+        &harness,
+        &acme,
+        &["batch", "create", "--name", "line 2", "--policy", "broker"],
+    )
+    .await;
+    assert_eq!(exit, Exit::Success, "{log}");
+    let second_id = second["batch"]["batch_id"]
+        .as_str()
+        .or_else(|| second["batch_id"].as_str())
+        .unwrap()
+        .to_owned();
+    let mut csv = String::from("device_id,line\n");
+    for i in 0..2500u32 {
+        let id = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &i.to_be_bytes());
+        csv.push_str(&format!("{},{i}\n", hex::encode(id.as_ref())));
+    }
+    let file = work.path().join("devices.csv");
+    std::fs::write(&file, csv).unwrap();
+    let (exit, report, log) = ctl(
+        &harness,
+        &acme,
+        &["batch", "import", &second_id, file.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(exit, Exit::Success, "{log}");
+    assert_eq!(
+        report["report"]["accepted"]
+            .as_u64()
+            .or(report["accepted"].as_u64()),
+        Some(2500),
+        "{report}"
+    );
+    let batch = harness.registry().batch(&second_id).unwrap().unwrap();
+    assert_eq!(batch.counts.awaiting_registration, 2500);
 }

@@ -483,7 +483,10 @@ async fn a_device_moved_to_another_owner_re_onboards_on_the_next_key_slot() {
     let devices = fleet(2, 23);
     let mut client = harness.device_client().await;
     for device in &devices {
-        client.register(device.registration(b"").unwrap()).await.unwrap();
+        client
+            .register(device.registration(b"").unwrap())
+            .await
+            .unwrap();
     }
     let mut platform = harness.operator("root-admin", "*", Role::Admin).await;
     let mut batches = Vec::new();
@@ -554,7 +557,10 @@ async fn a_device_moved_to_another_owner_re_onboards_on_the_next_key_slot() {
 
     // Before re-issue, a moved device cannot renew back onto the old owner's key.
     let back = devices[1].renew(&mut client, 1).await.unwrap();
-    assert_eq!(refusal(&back).reason(), v1::RefusalReason::KeySlotUnavailable);
+    assert_eq!(
+        refusal(&back).reason(),
+        v1::RefusalReason::KeySlotUnavailable
+    );
     // One device re-onboards, the other renews: both land on slot 2, under the new owner.
     let onboarded = devices[0].onboard(&mut client).await.unwrap();
     let renewed = devices[1].renew(&mut client, 0).await.unwrap();
@@ -567,6 +573,9 @@ async fn a_device_moved_to_another_owner_re_onboards_on_the_next_key_slot() {
             .unwrap();
         let der = pem::parse(&issued.certificate_pem).unwrap().into_contents();
         let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
-        assert_eq!(cert.public_key().subject_public_key.data.as_ref(), dpk.as_bytes());
+        assert_eq!(
+            cert.public_key().subject_public_key.data.as_ref(),
+            dpk.as_bytes()
+        );
     }
 }
