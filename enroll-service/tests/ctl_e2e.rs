@@ -10,6 +10,7 @@
 
 mod common;
 
+use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -234,7 +235,7 @@ async fn an_operator_drives_a_batch_from_import_to_revocation() {
     let mut csv = String::from("device_id,line\n");
     for i in 0..2500u32 {
         let id = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &i.to_be_bytes());
-        csv.push_str(&format!("{},{i}\n", hex::encode(id.as_ref())));
+        writeln!(csv, "{},{i}", hex::encode(id.as_ref())).unwrap();
     }
     let file = work.path().join("devices.csv");
     std::fs::write(&file, csv).unwrap();
