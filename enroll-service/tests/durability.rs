@@ -26,9 +26,19 @@ const DEVICES: u32 = 1000;
 const KILL_AFTER: usize = 400;
 const PASSPHRASE: &str = "durability test passphrase";
 
+/// A running `enroll-service serve`; killed when dropped, so a failing test leaks no process.
 struct Service {
-    child: Child,
+    child: Arc<std::sync::Mutex<Child>>,
     url: String,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Ok(mut child) = self.child.lock() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 fn bin() -> &'static str {
@@ -77,7 +87,7 @@ fn start(state: &Path) -> Service {
     // Keep draining stdout so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
     Service {
-        child,
+        child: Arc::new(std::sync::Mutex::new(child)),
         url: format!("https://{addr}"),
     }
 }
@@ -154,7 +164,7 @@ async fn sigkill_mid_batch_loses_no_issued_credential() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     init(&state);
-    let mut service = start(&state);
+    let service = start(&state);
 
     let devices: Arc<Vec<EmulatedDevice>> = Arc::new(
         (0..DEVICES)
@@ -200,15 +210,15 @@ async fn sigkill_mid_batch_loses_no_issued_credential() {
     // Onboard until KILL_AFTER credentials arrived, then SIGKILL the service mid-flight.
     let received = Arc::new(std::sync::Mutex::new(HashMap::new()));
     let (kill_tx, kill_rx) = tokio::sync::oneshot::channel();
-    let pid = service.child.id();
-    let killer = tokio::spawn(async move {
-        let _ = kill_rx.await;
-        let status = Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    });
+    // Child::kill is SIGKILL on Unix: no shutdown path runs in the service.
+    let child = service.child.clone();
+    let killer = {
+        let child = child.clone();
+        tokio::spawn(async move {
+            let _ = kill_rx.await;
+            child.lock().unwrap().kill().unwrap();
+        })
+    };
     let started = Instant::now();
     onboard_all(
         device_channel,
@@ -218,7 +228,11 @@ async fn sigkill_mid_batch_loses_no_issued_credential() {
     )
     .await;
     killer.await.unwrap();
-    let _ = service.child.wait();
+    let status = child.lock().unwrap().wait().unwrap();
+    assert!(
+        !status.success(),
+        "the service was killed, not stopped: {status:?}"
+    );
     let before_kill = received.lock().unwrap().len();
     assert!(
         before_kill >= KILL_AFTER && before_kill < devices.len(),
@@ -226,15 +240,13 @@ async fn sigkill_mid_batch_loses_no_issued_credential() {
     );
 
     // Restart and finish the batch: devices whose credential was durable get the same one.
-    let mut service = start(&state);
+    drop(service);
+    let service = start(&state);
     let device_channel = channel(&service.url, &state, false).await;
     onboard_all(device_channel, &devices, &received, None).await;
     let elapsed = started.elapsed();
     assert_eq!(received.lock().unwrap().len(), devices.len());
-    let _ = Command::new("kill")
-        .args(["-TERM", &service.child.id().to_string()])
-        .status();
-    let _ = service.child.wait();
+    drop(service);
     eprintln!(
         "durability: {} devices onboarded in {:.2}s across a SIGKILL ({} before it)",
         devices.len(),
