@@ -22,6 +22,9 @@ pub enum ServiceError {
         /// What is wrong with it.
         message: String,
     },
+    /// A message larger than the size limit.
+    #[error("{0}")]
+    OutOfRange(String),
     /// A message out of protocol order.
     #[error("protocol: {0}")]
     Protocol(String),
@@ -64,6 +67,19 @@ impl ServiceError {
     }
 }
 
+impl ServiceError {
+    /// An error the client's request stream produced (tonic decodes before the handler sees a
+    /// message). An oversized message keeps tonic's OUT_OF_RANGE and its text, which says how
+    /// large the message was and what the limit is.
+    #[must_use]
+    pub fn from_client_stream(status: &Status) -> Self {
+        if status.code() == Code::OutOfRange {
+            return Self::OutOfRange(status.message().to_owned());
+        }
+        Self::Protocol(format!("stream error: {}", status.message()))
+    }
+}
+
 impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -97,6 +113,7 @@ impl From<&ServiceError> for Status {
             ServiceError::InvalidArgument { .. } | ServiceError::Protocol(_) => {
                 Code::InvalidArgument
             }
+            ServiceError::OutOfRange(_) => Code::OutOfRange,
             ServiceError::NotFound(_) => Code::NotFound,
             ServiceError::AlreadyExists(_) => Code::AlreadyExists,
             ServiceError::FailedPrecondition(_) => Code::FailedPrecondition,

@@ -31,8 +31,9 @@ use crate::service::{DeviceService, Enrollment, OperatorService};
 
 /// How long a server certificate issued at start-up is valid.
 const SERVER_CERT_LIFETIME: time::Duration = time::Duration::days(30);
-/// How often the CRL's freshness is checked.
-const CRL_CHECK_INTERVAL: Duration = Duration::from_secs(600);
+/// How often the CRL's freshness is checked: also the longest a revocation whose re-signing
+/// failed (or was deferred, as for superseded certificates) stays off the CRL.
+const CRL_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The service's TLS identity: its certificate chain and key (PEM), and the root for clients.
 #[allow(

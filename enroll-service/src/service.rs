@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use time::OffsetDateTime;
-use tokio::sync::{Mutex as AsyncMutex, MutexGuard as AsyncMutexGuard};
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 use oxroot_proto::v1;
 use rot_core::keys::DeviceId;
@@ -34,7 +34,7 @@ use crate::metrics::Metrics;
 use crate::model::{CredentialRecord, CrlRecord, timestamp};
 use crate::pki::{CertificateAuthority, RevokedEntry, Serial};
 use crate::policy::PolicySpec;
-use crate::store::{Change, Op, Registry, commit};
+use crate::store::{Change, Op, Receipt, Registry, StoreError, commit};
 
 pub use auth::Caller;
 pub use challenge::{ChallengeBook, ChallengeId, ForeignChallenge};
@@ -148,18 +148,24 @@ impl Refusal {
     }
 }
 
+/// A held device lock. Owned (not borrowed from the lock table) so that it can outlive the
+/// handler that took it: see [`Enrollment::commit_locked`].
+pub(crate) type DeviceGuard = OwnedMutexGuard<()>;
+
 /// Per-device locks, striped: a fixed set of mutexes indexed by a hash of the DeviceId, so
 /// memory does not grow with the fleet.
 #[derive(Debug)]
 struct DeviceLocks {
-    stripes: Vec<AsyncMutex<()>>,
+    stripes: Vec<Arc<AsyncMutex<()>>>,
     hasher: std::collections::hash_map::RandomState,
 }
 
 impl DeviceLocks {
     fn new(stripes: usize) -> Self {
         Self {
-            stripes: (0..stripes).map(|_| AsyncMutex::new(())).collect(),
+            stripes: (0..stripes)
+                .map(|_| Arc::new(AsyncMutex::new(())))
+                .collect(),
             hasher: std::collections::hash_map::RandomState::new(),
         }
     }
@@ -170,8 +176,11 @@ impl DeviceLocks {
         (self.hasher.hash_one(device_id) % self.stripes.len() as u64) as usize
     }
 
-    async fn lock(&self, device_id: &str) -> AsyncMutexGuard<'_, ()> {
-        self.stripes[self.stripe(device_id)].lock().await
+    async fn lock(&self, device_id: &str) -> DeviceGuard {
+        self.stripes[self.stripe(device_id)]
+            .clone()
+            .lock_owned()
+            .await
     }
 
     /// Locks several devices for one commit (an import chunk). Each stripe is taken once and in
@@ -180,12 +189,12 @@ impl DeviceLocks {
     async fn lock_many<'a>(
         &self,
         device_ids: impl IntoIterator<Item = &'a str>,
-    ) -> Vec<AsyncMutexGuard<'_, ()>> {
+    ) -> Vec<DeviceGuard> {
         let stripes: std::collections::BTreeSet<usize> =
             device_ids.into_iter().map(|id| self.stripe(id)).collect();
         let mut guards = Vec::with_capacity(stripes.len());
         for index in stripes {
-            guards.push(self.stripes[index].lock().await);
+            guards.push(self.stripes[index].clone().lock_owned().await);
         }
         guards
     }
@@ -292,6 +301,33 @@ impl Enrollment {
         self.metrics.clone()
     }
 
+    /// Commits `change` and holds `guards` until it is durable, *even if the caller is
+    /// cancelled* (a client reset or deadline drops the handler's future): the wait runs in its
+    /// own task. Releasing a device lock while its change is queued but not applied would let
+    /// another handler read the old record and overwrite the change. The guards come back to
+    /// the caller (for a retry under the same locks) unless it was cancelled.
+    pub(crate) async fn commit_locked(
+        &self,
+        change: Change,
+        guards: Vec<DeviceGuard>,
+    ) -> (Result<Receipt, StoreError>, Vec<DeviceGuard>) {
+        let pending = self.registry.submit(change);
+        let waiter = tokio::spawn(async move {
+            let outcome = pending.await.unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(
+                    "the registry writer stopped".into(),
+                ))
+            });
+            (outcome, guards)
+        });
+        waiter.await.unwrap_or_else(|e| {
+            (
+                Err(StoreError::Unavailable(format!("commit task failed: {e}"))),
+                Vec::new(),
+            )
+        })
+    }
+
     /// Takes a stream slot for `peer`, or refuses when the peer has too many open.
     pub(crate) fn open_stream(
         self: &Arc<Self>,
@@ -391,8 +427,10 @@ impl Enrollment {
         Ok(record)
     }
 
-    /// The current CRL, signing a first one or a fresh one when half its validity has passed
-    /// (a CRL past nextUpdate makes Mosquitto reject every client).
+    /// The current CRL. A new one is signed when there is none, when a revocation is not on
+    /// it yet (a revocation commit and its re-signing are two steps: a failure or a cancelled
+    /// call between them must not leave a revoked serial off the CRL), or when half its
+    /// validity has passed (a CRL past nextUpdate makes Mosquitto reject every client).
     ///
     /// # Errors
     /// Registry or CA failures.
@@ -400,7 +438,8 @@ impl Enrollment {
         let now = OffsetDateTime::now_utc();
         if let Some(crl) = self.registry.crl()? {
             let half = (crl.next_update - crl.this_update) / 2;
-            if now < crl.this_update + half {
+            let complete = crl.revoked_count == self.registry.revoked_count()?;
+            if complete && now < crl.this_update + half {
                 return Ok(crl);
             }
         }

@@ -292,6 +292,12 @@ pub trait Registry: Send + Sync + fmt::Debug + 'static {
     /// As [`Registry::device`].
     fn revoked(&self) -> Result<Vec<(String, CrlEntryRecord)>, StoreError>;
 
+    /// Number of revoked serials (what a complete CRL lists).
+    ///
+    /// # Errors
+    /// As [`Registry::device`].
+    fn revoked_count(&self) -> Result<u64, StoreError>;
+
     /// The latest signed CRL.
     ///
     /// # Errors

@@ -210,6 +210,16 @@ async fn unregistered_unassigned_and_mismatched_devices_are_refused() {
     assert_eq!(audited_detail(&harness, &r), "device_id_mismatch");
     // Devices are told nothing precise.
     assert!(!r.message.contains("mismatch"));
+    // Someone else's EPK proves nothing about devices[1]: its record is not touched.
+    let record = harness
+        .registry()
+        .device(&devices[1].device_id().to_string())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        record.refusals, 1,
+        "only its own NOT_PROVISIONED refusal counts"
+    );
 }
 
 #[tokio::test]
@@ -463,4 +473,49 @@ async fn out_of_order_messages_fail_the_stream() {
     let status = responses.message().await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     drop(devices);
+}
+
+#[tokio::test]
+async fn an_oversized_stream_message_is_out_of_range() {
+    let harness = Harness::start().await;
+    let devices = fleet(1, 8);
+    let mut client = harness.device_client().await;
+    let (tx, rx) = mpsc::channel(1);
+    tx.send(v1::OnboardRequest {
+        msg: Some(v1::onboard_request::Msg::Hello(v1::Hello {
+            device_id: devices[0].device_id().to_string(),
+            epk: vec![4; 20 * 1024],
+        })),
+    })
+    .await
+    .unwrap();
+    let mut responses = client
+        .onboard(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let status = responses.message().await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+}
+
+#[tokio::test]
+async fn a_revocation_missing_from_the_crl_is_signed_in_on_the_next_read() {
+    use enroll_service::model::{CrlEntryRecord, RevocationReasonCode};
+    use enroll_service::store::{Change, Op, commit};
+    let harness = Harness::start().await;
+    let first = harness.core.current_crl().await.unwrap();
+    assert_eq!(first.revoked_count, 0);
+    // A revocation committed without its re-signing (as after a failure between the two).
+    let mut change = Change::new();
+    change.op(Op::Revoke {
+        serial: "1234abcd".into(),
+        entry: CrlEntryRecord {
+            revoked_at: time::OffsetDateTime::now_utc(),
+            reason: RevocationReasonCode::KeyCompromise,
+        },
+    });
+    commit(harness.registry(), change).await.unwrap();
+    let next = harness.core.current_crl().await.unwrap();
+    assert_eq!(next.revoked_count, 1);
+    assert!(next.number > first.number);
 }

@@ -467,6 +467,20 @@ async fn the_operator_api_authenticates_and_authorises_every_call() {
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::PermissionDenied);
 
+    // Tenants may not mint broker (serverAuth) certificates under the root devices pin.
+    let status = admin
+        .export_artifacts(v1::ExportArtifactsRequest {
+            policy_name: "broker".into(),
+            mosquitto: Some(v1::MosquittoExportOptions {
+                broker_csr_pem: "-----BEGIN CERTIFICATE REQUEST-----".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+
     // The audit chain verifies.
     let verified = auditor
         .verify_audit(v1::VerifyAuditRequest::default())
@@ -578,4 +592,10 @@ async fn a_device_moved_to_another_owner_re_onboards_on_the_next_key_slot() {
             dpk.as_bytes()
         );
     }
+    // The old owner's key stays retired even after the device re-issued under the new owner.
+    let back = devices[0].renew(&mut client, 1).await.unwrap();
+    assert_eq!(
+        refusal(&back).reason(),
+        v1::RefusalReason::KeySlotUnavailable
+    );
 }

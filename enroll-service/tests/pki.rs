@@ -508,6 +508,18 @@ fn operator_identity_round_trips() {
         ),
         Err(PkiError::InvalidOperatorName(_))
     ));
+    // A name shaped like a DeviceId could pass for that device at a broker (CN = username).
+    assert!(matches!(
+        ca.issue_operator_certificate(
+            &OperatorKey::Generate,
+            &"ab".repeat(32),
+            "acme",
+            Role::Admin,
+            year(),
+            Serial::new(1).unwrap()
+        ),
+        Err(PkiError::InvalidOperatorName(_))
+    ));
     // The platform owner is allowed and round-trips.
     let platform = ca
         .issue_operator_certificate(

@@ -53,7 +53,9 @@ pub enum PkiError {
     )]
     InvalidOwner(String),
     /// An operator name is empty, too long, or has characters outside `[A-Za-z0-9._@-]`.
-    #[error("operator name {0:?} is invalid: use 1..=64 characters from A-Z a-z 0-9 . _ @ -")]
+    #[error(
+        "operator name {0:?} is invalid: use 1..=64 characters from A-Z a-z 0-9 . _ @ -, and not 64 hex digits (a DeviceId)"
+    )]
     InvalidOperatorName(String),
     /// A DNS name for the server certificate is not a valid IA5 string.
     #[error("server name {0:?} is not a valid DNS name")]

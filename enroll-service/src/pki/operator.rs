@@ -194,8 +194,15 @@ pub fn is_valid_owner(owner: &str) -> bool {
 }
 
 /// Operator names are the audit log's actors: 1..=64 characters of `[A-Za-z0-9._@-]`.
+///
+/// A name of 64 hex digits is refused: device certificates from the same CA carry the DeviceId
+/// as CN, and brokers (Mosquitto `use_identity_as_username`) and Azure DPS (registration ID)
+/// identify clients by CN, so an operator certificate named like a DeviceId could act as that
+/// device.
 pub(crate) fn validate_operator_name(name: &str) -> Result<(), PkiError> {
+    let device_shaped = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
     let ok = (1..=64).contains(&name.len())
+        && !device_shaped
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-'));

@@ -35,7 +35,7 @@ use crate::model::{
 };
 use crate::pki::{LeafRequest, Serial, Validity};
 use crate::policy::PolicySpec;
-use crate::store::{Change, Op, RegistryEvent, StoreError, commit};
+use crate::store::{Change, Op, RegistryEvent, StoreError};
 
 /// Certificates start a little in the past so devices with a slightly slow clock accept them.
 const BACKDATE: time::Duration = time::Duration::minutes(5);
@@ -196,7 +196,7 @@ impl Enrollment {
         correlation: &str,
     ) -> Result<(DeviceRecord, bool), ServiceError> {
         let id = registration.device_id.to_string();
-        let _lock = self.locks.lock(&id).await;
+        let lock = self.locks.lock(&id).await;
         let now = OffsetDateTime::now_utc();
         let existing = self.registry.device(&id)?;
         if let Some(device) = &existing
@@ -242,7 +242,7 @@ impl Enrollment {
             )
             .correlation(correlation),
         );
-        commit(self.registry.as_ref(), change).await?;
+        self.commit_locked(change, vec![lock]).await.0?;
         self.metrics.registered();
         Ok((device, true))
     }
@@ -255,10 +255,16 @@ impl Enrollment {
         refusal: &Refusal,
         correlation: &str,
     ) -> Result<(), ServiceError> {
-        let _lock = self.locks.lock(device_id).await;
+        let lock = self.locks.lock(device_id).await;
         let now = OffsetDateTime::now_utc();
         let mut change = Change::new();
-        let device = self.registry.device(device_id)?;
+        // A Hello naming someone else's DeviceId with another EPK proves nothing about that
+        // device: it must not add to its refusal counts, its batch's events or its owner's log.
+        let device = if refusal.detail == v1::RefusalDetail::DeviceIdMismatch {
+            None
+        } else {
+            self.registry.device(device_id)?
+        };
         let owner = device
             .as_ref()
             .and_then(|d| d.owner.clone())
@@ -304,7 +310,7 @@ impl Enrollment {
             .detail("refusal_reason", refusal.reason.as_str_name())
             .correlation(correlation),
         );
-        commit(self.registry.as_ref(), change).await?;
+        self.commit_locked(change, vec![lock]).await.0?;
         self.metrics.refused(&refusal.detail_name());
         Ok(())
     }
@@ -566,7 +572,7 @@ impl Enrollment {
         correlation: &str,
     ) -> Result<Result<v1::CredentialBundle, Refusal>, ServiceError> {
         let id = device_id.to_string();
-        let lock = self.locks.lock(&id).await;
+        let mut held = vec![self.locks.lock(&id).await];
         // The world may have changed while the device was signing: check again.
         let eligible = match check_eligible(self, exchange, self.registry.device(&id)?, epk)? {
             Ok(e) => e,
@@ -577,6 +583,16 @@ impl Enrollment {
         }
         let now = OffsetDateTime::now_utc();
         let dpk_hex = hex::encode(dpk.as_bytes());
+        // Checked at proof time against the Hello-time record; again under the lock, so two
+        // concurrent streams cannot certify two different keys for one slot.
+        if eligible
+            .device
+            .slot_keys
+            .get(&slot.get())
+            .is_some_and(|known| *known != dpk_hex)
+        {
+            return Ok(Err(Refusal::proof(v1::RefusalDetail::DpkMismatch)));
+        }
         let current = match &eligible.device.current_serial {
             Some(serial) => self.registry.credential(serial)?,
             None => None,
@@ -702,7 +718,9 @@ impl Enrollment {
                     .detail("batch", batch.batch_id.clone())
                     .correlation(correlation),
                 );
-            match commit(self.registry.as_ref(), change).await {
+            let (outcome, guards) = self.commit_locked(change, held).await;
+            held = guards;
+            match outcome {
                 Ok(_) => {
                     device = updated;
                     break (credential, revoked_previous);
@@ -716,13 +734,15 @@ impl Enrollment {
             device.current_serial.as_deref(),
             Some(credential.serial.as_str())
         );
-        drop(lock);
+        drop(held);
         match exchange {
             Exchange::Onboard => self.metrics.onboarded(),
             Exchange::Renew { .. } => self.metrics.renewed(),
         }
         if revoked_previous {
-            self.resign_crl("system").await?;
+            // Not on the device's response path: the CRL refresher (and any GetCrl) re-signs
+            // as soon as it sees a revoked serial that the CRL does not list yet.
+            tracing::debug!(serial = %credential.serial, "previous certificate superseded and revoked");
         }
         self.bundle(&credential, &policy).map(Ok)
     }
@@ -747,7 +767,7 @@ impl Enrollment {
             })?;
         let (device_id, epk, target_slot) = match first {
             None => return Ok(()),
-            Some(Err(status)) => return Err(transport(&status)),
+            Some(Err(status)) => return Err(ServiceError::from_client_stream(&status)),
             Some(Ok(Incoming::Hello {
                 device_id,
                 epk,
@@ -771,8 +791,7 @@ impl Enrollment {
             )
         })?;
         let id = device_id.to_string();
-        let span = tracing::info_span!("exchange", rpc = exchange.rpc(), device_id = %id);
-        let _enter = span.enter();
+        tracing::Span::current().record("device_id", tracing::field::display(&id));
         let correlation = random_hex(12)?;
         let refuse = |refusal: Refusal| {
             let core = self.clone();
@@ -847,7 +866,7 @@ impl Enrollment {
                 .await;
             }
             Ok(None) => return Ok(()),
-            Ok(Some(Err(status))) => return Err(transport(&status)),
+            Ok(Some(Err(status))) => return Err(ServiceError::from_client_stream(&status)),
             Ok(Some(Ok(Incoming::Hello { .. }))) => {
                 return Err(ServiceError::Protocol(
                     "expected a proof after the challenge, got another hello".into(),
@@ -884,18 +903,6 @@ impl Enrollment {
     }
 }
 
-/// A client-side stream error seen by the handler.
-fn transport(status: &Status) -> ServiceError {
-    if status.code() == tonic::Code::OutOfRange {
-        // Keep tonic's message: it says how large the message was and the limit.
-        return ServiceError::InvalidArgument {
-            field: "message".into(),
-            message: status.message().to_owned(),
-        };
-    }
-    ServiceError::Protocol(format!("stream error: {}", status.message()))
-}
-
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// Peer IP address of a request, for the per-peer stream limit.
@@ -922,7 +929,12 @@ impl DeviceService {
         let (tx, rx) = mpsc::channel::<Result<Outgoing, Status>>(4);
         let core = self.core.clone();
         let stream_timeout = core.config.stream_timeout;
-        tokio::spawn(async move {
+        let span = tracing::info_span!(
+            "exchange",
+            rpc = exchange.rpc(),
+            device_id = tracing::field::Empty
+        );
+        let task = async move {
             use tokio_stream::StreamExt;
             let inbound = inbound.map(move |item| match item {
                 Ok(message) => unwrap(message).map_err(|e| Status::from(&e)),
@@ -944,7 +956,8 @@ impl DeviceService {
             }
             drop(slot);
             drop(timer);
-        });
+        };
+        tokio::spawn(tracing::Instrument::instrument(task, span));
         let stream = ReceiverStream::new(rx);
         let stream = tokio_stream::StreamExt::map(stream, move |item| item.map(wrap));
         Ok(Response::new(Box::pin(stream)))

@@ -173,7 +173,20 @@ impl SledRegistry {
         }))
     }
 
+    /// Refuses reads once a write failed: sled already shows the group that failed to reach
+    /// the disk, and answering from it (an "unchanged" credential, an audit entry) would hand
+    /// out what a restart will not know.
+    fn check(&self) -> Result<(), StoreError> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(StoreError::Unavailable(
+                "a registry write failed; restart the service".into(),
+            ));
+        }
+        Ok(())
+    }
+
     fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
+        self.check()?;
         self.db
             .get(key)
             .map_err(unavailable)?
@@ -224,6 +237,7 @@ impl Registry for SledRegistry {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<DeviceRecord>, StoreError> {
+        self.check()?;
         let keep = |device: &DeviceRecord| {
             filter
                 .owner
@@ -289,6 +303,7 @@ impl Registry for SledRegistry {
         after: Option<(&str, &str)>,
         limit: usize,
     ) -> Result<Vec<PolicySpec>, StoreError> {
+        self.check()?;
         let prefix = owner.map_or_else(|| "p/".to_owned(), |o| format!("p/{o}/"));
         let start = after.map_or_else(
             || prefix.clone().into_bytes(),
@@ -315,6 +330,7 @@ impl Registry for SledRegistry {
         before: Option<&str>,
         limit: usize,
     ) -> Result<Vec<BatchRecord>, StoreError> {
+        self.check()?;
         let end = before.map_or_else(|| b"b0".to_vec(), batch_key);
         let mut out = Vec::new();
         for item in self.db.range(b"b/".to_vec()..end).rev() {
@@ -343,6 +359,7 @@ impl Registry for SledRegistry {
     }
 
     fn revoked(&self) -> Result<Vec<(String, CrlEntryRecord)>, StoreError> {
+        self.check()?;
         self.db
             .scan_prefix(b"r/")
             .map(|item| {
@@ -353,13 +370,24 @@ impl Registry for SledRegistry {
             .collect()
     }
 
+    fn revoked_count(&self) -> Result<u64, StoreError> {
+        self.check()?;
+        Ok(self.db.scan_prefix(b"r/").keys().count() as u64)
+    }
+
     fn crl(&self) -> Result<Option<CrlRecord>, StoreError> {
         self.get(CRL_KEY)
     }
 
     fn audit(&self, start: u64, limit: usize) -> Result<Vec<(u64, StoredAuditEntry)>, StoreError> {
+        self.check()?;
+        // Only durable entries: those past the head are applied but may not survive a crash.
+        let head = self.audit_head.load(Ordering::Acquire);
         let mut out = Vec::new();
-        for item in self.db.range(audit_key(start.max(1))..) {
+        if start.max(1) > head {
+            return Ok(out);
+        }
+        for item in self.db.range(audit_key(start.max(1))..=audit_key(head)) {
             let (key, value) = item.map_err(unavailable)?;
             if !key.starts_with(b"a/") || out.len() >= limit {
                 break;

@@ -202,6 +202,20 @@ impl OperatorService {
     ) -> Result<v1::ExportArtifactsResponse, ServiceError> {
         caller.require("ExportArtifacts", OPERATORS)?;
         let owner = caller.owner_for("owner", &request.owner)?;
+        // A broker certificate is a serverAuth certificate under the root every device pins:
+        // a tenant able to mint one for any host could impersonate the service or another
+        // tenant's broker. Only the platform issues them.
+        if request
+            .mosquitto
+            .as_ref()
+            .is_some_and(|m| !m.broker_csr_pem.is_empty())
+            && !caller.is_platform()
+        {
+            return Err(ServiceError::PermissionDenied(
+                "broker certificates (mosquitto.broker_csr_pem) are issued by platform operators only"
+                    .into(),
+            ));
+        }
         check_policy_name("policy_name", &request.policy_name)?;
         check_length("aws_registration_code", &request.aws_registration_code, 64)?;
         check_length(

@@ -104,9 +104,14 @@ impl<'a> Views<'a> {
         let current_credential = current.as_ref().map(|c| self.credential(c)).transpose()?;
         let mut credential_history = Vec::new();
         if history {
+            let owner = device.owner.as_deref().unwrap_or_default();
             for serial in device.serials.iter().rev() {
                 if let Some(c) = self.registry.credential(serial)? {
-                    credential_history.push(self.credential(&c)?);
+                    // After a move to another owner the new owner sees only its own
+                    // certificates: the old owner's policies and names are not theirs to read.
+                    if c.owner == owner {
+                        credential_history.push(self.credential(&c)?);
+                    }
                 } else {
                     tracing::warn!(
                         device_id = %device.device_id,

@@ -38,6 +38,18 @@ pub(super) fn next_slot(slot: u8) -> u8 {
     if slot >= 7 { 1 } else { slot + 1 }
 }
 
+/// The first slot after `slot` (wrapping) that is not retired; `None` when all seven are.
+pub(super) fn next_free_slot(slot: u8, retired: &[u8]) -> Option<u8> {
+    let mut candidate = slot;
+    for _ in 0..7 {
+        candidate = next_slot(candidate);
+        if !retired.contains(&candidate) {
+            return Some(candidate);
+        }
+    }
+    None
+}
+
 /// Stages a moved device's batch memberships: out of `old_batch` (in state `before`), into its
 /// new batch (in its new state), with counts and events for both batches' watchers.
 fn stage_membership(
@@ -225,8 +237,10 @@ impl OperatorService {
         let lock = self.core.locks.lock(&device_id).await;
         let mut device = self.visible_device(caller, &device_id)?;
         if device.revocation.is_some() {
-            // Idempotent: revocation is final, and a retry must not fail.
+            // Idempotent: revocation is final, and a retry must not fail. A retry after a
+            // failed re-signing still gets the serials onto the CRL.
             drop(lock);
+            self.core.current_crl().await?;
             return Ok(v1::RevokeDeviceResponse {
                 device: Some(Views::new(self.core.registry.as_ref()).device(&device, false)?),
                 revoked_serials: Vec::new(),
@@ -270,8 +284,7 @@ impl OperatorService {
             .detail("serials", revoked.join(","))
             .detail("comment", request.comment.clone()),
         );
-        self.commit(change).await?;
-        drop(lock);
+        self.core.commit_locked(change, vec![lock]).await.0?;
         tracing::info!(operator = %caller.name, %device_id, serials = revoked.len(), "device revoked");
         if !revoked.is_empty() {
             self.core.resign_crl(&caller.actor()).await?;
@@ -389,7 +402,20 @@ impl OperatorService {
         device.batch_id = plan.target_batch.as_ref().map(|b| b.batch_id.clone());
         if plan.across_owners {
             device.owner = Some(plan.target_owner.clone());
-            device.key_slot = next_slot(device.key_slot);
+            // Every key certified for the previous owner is retired, so no later Onboard or
+            // Renew can certify it again for the new owner: its key differs from any the old
+            // owner's certificates hold.
+            for slot in device.slot_keys.keys() {
+                if !device.retired_slots.contains(slot) {
+                    device.retired_slots.push(*slot);
+                }
+            }
+            device.key_slot =
+                next_free_slot(device.key_slot, &device.retired_slots).ok_or_else(|| {
+                    ServiceError::FailedPrecondition(format!(
+                        "device {device_id} has no unused key slot left for another owner"
+                    ))
+                })?;
         }
         stage_membership(
             &mut change,
@@ -428,8 +454,7 @@ impl OperatorService {
                 .detail("comment", request.comment.clone()),
             );
         }
-        self.commit(change).await?;
-        drop(lock);
+        self.core.commit_locked(change, vec![lock]).await.0?;
         tracing::info!(operator = %caller.name, %device_id, to_owner = %plan.target_owner, "device transferred");
         if !revoked.is_empty() {
             self.core.resign_crl(&caller.actor()).await?;

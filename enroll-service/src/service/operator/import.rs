@@ -379,9 +379,10 @@ impl<'a> Importer<'a> {
                     .detail("rejected", self.pending.len().to_string())
                     .detail("lines", format!("{}-{}", lines.0, lines.1)),
                 );
-            self.service.commit(change).await?;
+            core.commit_locked(change, guards).await.0?;
+        } else {
+            drop(guards);
         }
-        drop(guards);
         self.report.accepted += accepted;
         self.report.unchanged += unchanged;
         Ok(())
@@ -402,15 +403,6 @@ impl<'a> Importer<'a> {
     }
 }
 
-/// A client-stream error seen by the handler.
-fn transport(status: &Status) -> ServiceError {
-    if status.code() == tonic::Code::OutOfRange {
-        // Keep tonic's message: it says how large the message was and the limit.
-        return ServiceError::invalid("message", status.message());
-    }
-    ServiceError::Protocol(format!("stream error: {}", status.message()))
-}
-
 impl OperatorService {
     /// ImportDevices for an authenticated caller, over the client's message stream.
     pub(crate) async fn import_devices_as<S>(
@@ -429,7 +421,7 @@ impl OperatorService {
                     "the stream ended before the header".into(),
                 ));
             }
-            Some(Err(status)) => return Err(transport(&status)),
+            Some(Err(status)) => return Err(ServiceError::from_client_stream(&status)),
             Some(Ok(v1::ImportDevicesRequest {
                 msg: Some(Msg::Header(header)),
             })) => header,
@@ -442,7 +434,10 @@ impl OperatorService {
         let batch = self.visible_batch(caller, "header.batch_id", &header.batch_id)?;
         let mut importer = Importer::new(self, caller, batch, random_hex(12)?);
         while let Some(message) = stream.next().await {
-            match message.map_err(|s| transport(&s))?.msg {
+            match message
+                .map_err(|s| ServiceError::from_client_stream(&s))?
+                .msg
+            {
                 Some(Msg::Chunk(chunk)) => {
                     if chunk.records.len() > MAX_CHUNK {
                         return Err(ServiceError::invalid(

@@ -1113,6 +1113,11 @@ async fn a_move_to_another_owner_revokes_and_takes_the_next_slot() {
 fn key_slots_wrap_from_seven_to_one() {
     assert_eq!(super::devices::next_slot(1), 2);
     assert_eq!(super::devices::next_slot(7), 1);
+    assert_eq!(super::devices::next_free_slot(7, &[1, 2]), Some(3));
+    assert_eq!(
+        super::devices::next_free_slot(3, &[1, 2, 3, 4, 5, 6, 7]),
+        None
+    );
 }
 
 #[tokio::test]
