@@ -1,0 +1,130 @@
+//! The QEMU fleet end to end: `qemu/run-fleet` boots four emulated chips as QEMU guests (TCG)
+//! against a real enrolment service and a real Mosquitto broker, both on loopback.
+//!
+//! - First boot: every chip enrols, its registration record is imported into a Mosquitto
+//!   batch, it onboards, and it publishes and reads back through the broker over mutual TLS
+//!   with a key derived from its silicon.
+//! - Second boot: every chip reconstructs the same DeviceId from the same helper data, and
+//!   neither enrols nor onboards again; it publishes with the stored credential.
+//! - Corner: chip 1 boots at -40 °C, 0.9 V, 10 years and still reconstructs its DeviceId.
+//! - The service's batch holds exactly four devices, all onboarded.
+//!
+//! `tests/run` builds the guest image (`qemu/build-image`) before the test suites, so this
+//! test only boots. `.config/nextest.toml` gives it the machine to itself.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use serde_json::Value;
+
+const CHIPS: usize = 4;
+
+fn phase<'a>(summary: &'a Value, name: &str) -> &'a [Value] {
+    summary["phases"]
+        .as_array()
+        .expect("phases")
+        .iter()
+        .find(|p| p["phase"] == name)
+        .unwrap_or_else(|| panic!("no {name} phase in {summary}"))["vms"]
+        .as_array()
+        .expect("vms")
+}
+
+fn result(vm: &Value) -> &Value {
+    assert_eq!(vm["ok"], true, "a boot failed: {vm}");
+    assert!(vm["result"]["error"].is_null(), "{vm}");
+    &vm["result"]
+}
+
+#[test]
+fn qemu_fleet_onboards_to_mosquitto_and_keeps_its_identities_across_reboots() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace root");
+    let work = tempfile::tempdir().expect("a temporary directory");
+    let summary_path = work.path().join("summary.json");
+    let started = Instant::now();
+    // dev: the suites have just built enroll-service and enrollctl in the dev profile.
+    let output = Command::new(repo.join("qemu/run-fleet"))
+        .arg(CHIPS.to_string())
+        .args(["--jobs", "2", "--timeout", "150", "--reboot", "--corner", "--fresh"])
+        .arg("--fleet")
+        .arg(work.path().join("fleet"))
+        .arg("--json")
+        .arg(&summary_path)
+        .env("OXROOT_HOST_PROFILE", "dev")
+        .output()
+        .expect("qemu/run-fleet runs");
+    let wall = started.elapsed().as_secs_f64();
+    println!("{}", String::from_utf8_lossy(&output.stdout));
+    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "run-fleet failed: {}", output.status);
+
+    let summary: Value = serde_json::from_str(
+        &std::fs::read_to_string(&summary_path).expect("run-fleet wrote its summary"),
+    )
+    .expect("the summary is JSON");
+    assert_eq!(summary["ok"], true, "{summary}");
+    assert_eq!(summary["policy_kind"], "mosquitto");
+
+    let boot = phase(&summary, "boot");
+    assert_eq!(boot.len(), CHIPS);
+    let mut ids = Vec::new();
+    for vm in boot {
+        let r = result(vm);
+        let id = r["device_id"].as_str().expect("a DeviceId");
+        assert!(
+            id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{id}"
+        );
+        for field in [
+            "enrolled_now",
+            "registered_now",
+            "onboarded_now",
+            "connected",
+            "identity_stable",
+        ] {
+            assert_eq!(r[field], true, "first boot, {field}: {r}");
+        }
+        assert_eq!(r["policy_kind"], "mosquitto");
+        ids.push(id.to_owned());
+    }
+    let mut distinct = ids.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), CHIPS, "every chip is its own device: {ids:?}");
+
+    let reboot = phase(&summary, "reboot");
+    assert_eq!(reboot.len(), CHIPS);
+    for (vm, first) in reboot.iter().zip(boot) {
+        let r = result(vm);
+        assert_eq!(vm["vm"], first["vm"]);
+        assert_eq!(r["device_id"], first["result"]["device_id"], "same DeviceId");
+        assert_eq!(
+            r["helper_sha256"], first["result"]["helper_sha256"],
+            "same helper data"
+        );
+        for field in ["enrolled_now", "registered_now", "onboarded_now"] {
+            assert_eq!(r[field], false, "second boot, {field}: {r}");
+        }
+        assert_eq!(r["connected"], true, "the stored credential still works: {r}");
+    }
+
+    let corner = phase(&summary, "corner");
+    assert_eq!(corner.len(), 1);
+    let r = result(&corner[0]);
+    assert_eq!(r["temperature"], -40);
+    assert_eq!(r["age"], 10);
+    assert_eq!(r["device_id"], boot[0]["result"]["device_id"]);
+    assert_eq!(r["enrolled_now"], false);
+    assert_eq!(r["connected"], true);
+
+    assert_eq!(summary["batch"]["total"], CHIPS, "{summary}");
+    assert_eq!(summary["batch"]["onboarded"], CHIPS, "{summary}");
+    println!(
+        "QEMU fleet: {} s for {CHIPS} chips booted twice and one corner boot; {wall:.1} s with \
+         set-up",
+        summary["fleet_seconds"]
+    );
+}
