@@ -48,7 +48,15 @@ fn qemu_fleet_onboards_to_mosquitto_and_keeps_its_identities_across_reboots() {
     // dev: the suites have just built enroll-service and enrollctl in the dev profile.
     let output = Command::new(repo.join("qemu/run-fleet"))
         .arg(CHIPS.to_string())
-        .args(["--jobs", "2", "--timeout", "150", "--reboot", "--corner", "--fresh"])
+        .args([
+            "--jobs",
+            "2",
+            "--timeout",
+            "150",
+            "--reboot",
+            "--corner",
+            "--fresh",
+        ])
         .arg("--fleet")
         .arg(work.path().join("fleet"))
         .arg("--json")
@@ -59,7 +67,11 @@ fn qemu_fleet_onboards_to_mosquitto_and_keeps_its_identities_across_reboots() {
     let wall = started.elapsed().as_secs_f64();
     println!("{}", String::from_utf8_lossy(&output.stdout));
     eprintln!("{}", String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "run-fleet failed: {}", output.status);
+    assert!(
+        output.status.success(),
+        "run-fleet failed: {}",
+        output.status
+    );
 
     let summary: Value = serde_json::from_str(
         &std::fs::read_to_string(&summary_path).expect("run-fleet wrote its summary"),
@@ -93,14 +105,21 @@ fn qemu_fleet_onboards_to_mosquitto_and_keeps_its_identities_across_reboots() {
     let mut distinct = ids.clone();
     distinct.sort();
     distinct.dedup();
-    assert_eq!(distinct.len(), CHIPS, "every chip is its own device: {ids:?}");
+    assert_eq!(
+        distinct.len(),
+        CHIPS,
+        "every chip is its own device: {ids:?}"
+    );
 
     let reboot = phase(&summary, "reboot");
     assert_eq!(reboot.len(), CHIPS);
     for (vm, first) in reboot.iter().zip(boot) {
         let r = result(vm);
         assert_eq!(vm["vm"], first["vm"]);
-        assert_eq!(r["device_id"], first["result"]["device_id"], "same DeviceId");
+        assert_eq!(
+            r["device_id"], first["result"]["device_id"],
+            "same DeviceId"
+        );
         assert_eq!(
             r["helper_sha256"], first["result"]["helper_sha256"],
             "same helper data"
@@ -108,7 +127,10 @@ fn qemu_fleet_onboards_to_mosquitto_and_keeps_its_identities_across_reboots() {
         for field in ["enrolled_now", "registered_now", "onboarded_now"] {
             assert_eq!(r[field], false, "second boot, {field}: {r}");
         }
-        assert_eq!(r["connected"], true, "the stored credential still works: {r}");
+        assert_eq!(
+            r["connected"], true,
+            "the stored credential still works: {r}"
+        );
     }
 
     let corner = phase(&summary, "corner");
