@@ -192,7 +192,7 @@ fn connection_error(error: &ConnectionError, target: &str) -> AgentError {
             ),
         },
         _ if detail.contains("alert") => AgentError::BrokerRefused(format!(
-            "the broker rejected this device's certificate (revoked, expired or unknown): {detail}"
+            "this device's certificate was rejected (revoked, expired or unknown): {detail}"
         )),
         ConnectionError::Io(io)
             if matches!(
@@ -201,7 +201,7 @@ fn connection_error(error: &ConnectionError, target: &str) -> AgentError {
             ) =>
         {
             AgentError::BrokerRefused(format!(
-                "the broker closed the connection before accepting it (a revoked or unknown \
+                "the connection was closed before the broker accepted it (a revoked or unknown \
                  certificate?): {detail}"
             ))
         }
