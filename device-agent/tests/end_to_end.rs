@@ -204,6 +204,21 @@ async fn an_offline_registration_is_imported_through_enrollctls_parser() {
     let onboarded = agent.json(&["onboard"], Some(&harness)).await;
     assert_eq!(onboarded["device_id"], id.as_str());
 
+    // Forced re-enrolment: warned about, and the old identity's credential is gone.
+    let forced = agent.run(&["enroll", "--force"]).await;
+    assert!(forced.ok().starts_with("enrolled"), "{forced:#?}");
+    assert!(forced.stderr.contains("re-enrolling"), "{forced:#?}");
+    assert!(!agent.state.join("credential.json").exists());
+    let status = agent.json(&["status"], None).await;
+    assert_eq!(status["device_id"], agent.device_id().await.as_str());
+
+    // A lost identity record is reported, and `id` restores it from the silicon.
+    std::fs::remove_file(agent.state.join("identity.json")).unwrap();
+    let lost = agent.run(&["status"]).await;
+    assert!(lost.fails(2).contains("device-agent id"), "{lost:#?}");
+    agent.run(&["id"]).await.ok();
+    agent.run(&["status"]).await.ok();
+
     // --export and --service together is a usage error.
     let both = agent
         .run_with_service(&["register", "--export", "-"], &harness)

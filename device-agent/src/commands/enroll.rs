@@ -75,6 +75,14 @@ pub(super) fn id(
 ) -> Result<(), AgentError> {
     let chip = open_chip(state, args)?;
     let device_id = chip.device_id().to_string();
+    if state.identity()?.is_none() {
+        // The identity is public and derived from the silicon: restore a lost record.
+        state.save_identity(&Identity::new(
+            chip.epk(),
+            chip.helper_data_version(),
+            now_rfc3339(),
+        ))?;
+    }
     if !console.json {
         return writeln!(console.out, "{device_id}").map_err(AgentError::io("<stdout>"));
     }
