@@ -219,6 +219,13 @@ async fn an_offline_registration_is_imported_through_enrollctls_parser() {
     agent.run(&["id"]).await.ok();
     agent.run(&["status"]).await.ok();
 
+    // A proof context over 128 bytes is the operator's mistake, named as such.
+    let long = "x".repeat(129);
+    let run = agent
+        .run(&["register", "--export", "-", "--proof-context", &long])
+        .await;
+    assert!(run.fails(2).contains("--proof-context"), "{run:#?}");
+
     // --export and --service together is a usage error.
     let both = agent
         .run_with_service(&["register", "--export", "-"], &harness)

@@ -80,7 +80,7 @@ pub(super) fn id(
         state.save_identity(&Identity::new(
             chip.epk(),
             chip.helper_data_version(),
-            now_rfc3339(),
+            format!("unknown (record restored {})", now_rfc3339()),
         ))?;
     }
     if !console.json {

@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use super::{exchange_error, open_chip, service};
 use crate::cli::{ContextArgs, ServiceArgs, SiliconArgs};
 use crate::error::AgentError;
-use crate::protocol::{self, Chip};
+use crate::protocol::{self, Chip, ExchangeError};
 use crate::report::{Console, Report};
 use crate::state::{self, StateDir};
 
@@ -42,8 +42,12 @@ pub(super) async fn register(
 
     let Some((target, retry)) = online else {
         let path = export.expect("offline when not online");
-        let request = protocol::registration_request(&chip, proof_context, context)
-            .map_err(|e| AgentError::Usage(e.to_string()))?;
+        let request =
+            protocol::registration_request(&chip, proof_context, context).map_err(|e| match e {
+                ExchangeError::Chip(error) => error,
+                // Only the proof context can be wrong here, and the operator chose it.
+                other => AgentError::Usage(format!("--proof-context: {other}")),
+            })?;
         let mut line = export_line(&request).to_string();
         line.push('\n');
         if path == Path::new("-") {
