@@ -320,6 +320,19 @@ mod tests {
     }
 
     #[test]
+    fn fw_cfg_is_read_from_the_qemu_path() {
+        let opened = Silicon::open(&SiliconSpec::FwCfg, OperatingConditions::NOMINAL);
+        if Path::new(FW_CFG_PATH).exists() {
+            // Inside a QEMU guest started with the chip's fw_cfg blob.
+            assert_eq!(opened.unwrap().name(), "fwcfg");
+        } else {
+            let message = opened.unwrap_err().to_string();
+            assert!(message.contains(FW_CFG_PATH), "{message}");
+            assert!(message.contains("qemu_fw_cfg"), "{message}");
+        }
+    }
+
+    #[test]
     fn conditions_outside_the_emulated_range_are_usage_errors() {
         assert!(conditions(25.0, 1.0, 0.0).is_ok());
         let error = conditions(200.0, 1.0, 0.0).unwrap_err();
