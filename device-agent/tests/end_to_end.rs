@@ -18,6 +18,7 @@ use common::{Agent, Harness, import, policy_and_batch, revoke};
 use oxroot_proto::v1;
 use rot_core::emulator::{ChipSeed, EmulatedChip, OperatingConditions};
 use rot_core::helper_data::HelperData;
+use x509_parser::prelude::FromDer;
 
 const CHIP_A: &str = "a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebfc0";
 const CHIP_B: &str = "0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b";
@@ -67,6 +68,13 @@ async fn enrol_register_onboard_renew_revoke_and_no_secret_leaks() {
             .starts_with("-----BEGIN PUBLIC KEY-----")
     );
     assert!(identity["epk_sec1_hex"].as_str().unwrap().starts_with("04"));
+    // The PEM is the SubjectPublicKeyInfo of exactly that point.
+    let spki = pem::parse(identity["epk_pem"].as_str().unwrap()).unwrap();
+    let (_, parsed) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki.contents()).unwrap();
+    assert_eq!(
+        hex::encode(parsed.subject_public_key.data.as_ref()),
+        identity["epk_sec1_hex"].as_str().unwrap()
+    );
 
     // Register online (idempotent), then the operator imports it into a batch.
     let registered = agent

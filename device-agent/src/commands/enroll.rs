@@ -87,7 +87,11 @@ pub(super) fn id(
         return writeln!(console.out, "{device_id}").map_err(AgentError::io("<stdout>"));
     }
     let spki = spki_der(chip.epk());
-    let epk_pem = pem::encode(&pem::Pem::new("PUBLIC KEY", spki.as_ref().to_vec()));
+    // LF line endings: the PEM ends up in JSON and shell pipelines, not in a Windows file.
+    let epk_pem = pem::encode_config(
+        &pem::Pem::new("PUBLIC KEY", spki.as_ref().to_vec()),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    );
     let conditions = chip.silicon().conditions();
     Report::new("identity")
         .field("device_id", device_id)
