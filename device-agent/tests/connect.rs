@@ -60,7 +60,9 @@ async fn mqtt_over_mutual_tls_with_a_silicon_derived_key() {
     .await;
     let (alice, alice_id) = device(&harness, &mut operator, &batch, work.path(), 0x21).await;
     let (bob, bob_id) = device(&harness, &mut operator, &batch, work.path(), 0x22).await;
-    let mut broker = Broker::start(&mut operator, "broker", &broker_dir, port).await;
+    // Broker certificates come from a platform operator, who names the owner.
+    let mut platform = harness.operator("*").await;
+    let mut broker = Broker::start(&mut platform, "acme", "broker", &broker_dir, port).await;
 
     // Publish to its own topic and read it back.
     let connected = alice.json(&["connect"], None).await;

@@ -296,10 +296,12 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Renders the policy's artefacts through the Operator API (ExportArtifacts with a broker
-    /// CSR), installs them in `dir` and starts `mosquitto` on them, listening on loopback only.
+    /// Renders `owner`'s policy artefacts through the Operator API (ExportArtifacts with a
+    /// broker CSR, which only a platform operator may send), installs them in `dir` and starts
+    /// `mosquitto` on them, listening on loopback only.
     pub async fn start(
-        operator: &mut OperatorClient<Channel>,
+        platform: &mut OperatorClient<Channel>,
+        owner: &str,
         policy: &str,
         dir: &Path,
         port: u16,
@@ -320,8 +322,9 @@ impl Broker {
             .pem()
             .unwrap();
         std::fs::write(dir.join("broker.key"), key.serialize_pem()).unwrap();
-        let artifacts = operator
+        let artifacts = platform
             .export_artifacts(v1::ExportArtifactsRequest {
+                owner: owner.into(),
                 policy_name: policy.into(),
                 mosquitto: Some(v1::MosquittoExportOptions {
                     config_dir: dir.display().to_string(),
