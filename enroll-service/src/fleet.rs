@@ -3,10 +3,12 @@
 //!
 //! Each [`EmulatedDevice`] holds what a real device keeps, its chip (the emulated silicon)
 //! and its public helper data, and nothing secret: every answer reads the silicon once,
-//! reconstructs the seeds, derives the key it needs, signs and drops them, exactly like the
-//! device agent.
+//! reconstructs the seeds, derives the key it needs, signs and drops them. The exchange
+//! itself is the device agent's ([`device_agent::protocol`]), so the service is always tested
+//! against the same client code that runs on devices.
 
-use rot_core::attestation::{self, ChallengeContext, ChallengeKind, SignerRole};
+use device_agent::protocol::{self, Chip, ExchangeError};
+use rot_core::attestation::ChallengeKind;
 use rot_core::emulator::{ChipSeed, EmulatedChip, OperatingConditions};
 use rot_core::extractor::{self, EnrolMode};
 use rot_core::helper_data::HelperData;
@@ -15,6 +17,8 @@ use tonic::transport::Channel;
 
 use oxroot_proto::v1;
 use oxroot_proto::v1::device_enrollment_client::DeviceEnrollmentClient;
+
+pub use device_agent::protocol::Outcome;
 
 /// Why a simulated device could not act.
 #[derive(Debug, thiserror::Error)]
@@ -30,31 +34,12 @@ pub enum FleetError {
     Rpc(#[from] tonic::Status),
 }
 
-/// The end of an Onboard or Renew exchange.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Outcome {
-    /// The credential.
-    Credentials(Box<v1::CredentialBundle>),
-    /// A refusal.
-    Refused(v1::Refusal),
-}
-
-impl Outcome {
-    /// The bundle, if credentials were issued.
-    #[must_use]
-    pub fn credentials(&self) -> Option<&v1::CredentialBundle> {
-        match self {
-            Self::Credentials(bundle) => Some(bundle),
-            Self::Refused(_) => None,
-        }
-    }
-
-    /// The refusal reason, if refused.
-    #[must_use]
-    pub fn refusal_reason(&self) -> Option<v1::RefusalReason> {
-        match self {
-            Self::Refused(r) => Some(r.reason()),
-            Self::Credentials(_) => None,
+impl From<ExchangeError<FleetError>> for FleetError {
+    fn from(error: ExchangeError<FleetError>) -> Self {
+        match error {
+            ExchangeError::Chip(error) => error,
+            ExchangeError::Protocol(text) => Self::Protocol(text),
+            ExchangeError::Rpc(status) => Self::Rpc(status),
         }
     }
 }
@@ -73,6 +58,26 @@ fn fresh_noise() -> Result<[u8; 32], FleetError> {
     let mut seed = [0u8; 32];
     aws_lc_rs::rand::fill(&mut seed).map_err(|_| FleetError::Silicon("RNG failed".into()))?;
     Ok(seed)
+}
+
+impl Chip for EmulatedDevice {
+    type Error = FleetError;
+
+    fn device_id(&self) -> &DeviceId {
+        &self.device_id
+    }
+
+    fn epk(&self) -> &PublicKey {
+        &self.epk
+    }
+
+    /// Power-up: read the silicon and reconstruct the seeds (dropped, zeroized, by the caller
+    /// as soon as the signature is made).
+    fn seeds(&self) -> Result<Seeds, FleetError> {
+        let mut chip = EmulatedChip::new(&self.chip_seed, self.conditions, fresh_noise()?);
+        extractor::reconstruct(&mut chip, &self.helper_data)
+            .map_err(|e| FleetError::Silicon(e.to_string()))
+    }
 }
 
 impl EmulatedDevice {
@@ -108,29 +113,12 @@ impl EmulatedDevice {
         &self.epk
     }
 
-    /// Power-up: read the silicon and reconstruct the seeds (dropped, zeroized, by the caller
-    /// as soon as the signature is made).
-    fn seeds(&self) -> Result<Seeds, FleetError> {
-        let mut chip = EmulatedChip::new(&self.chip_seed, self.conditions, fresh_noise()?);
-        extractor::reconstruct(&mut chip, &self.helper_data)
-            .map_err(|e| FleetError::Silicon(e.to_string()))
-    }
-
     /// A signed registration request.
     ///
     /// # Errors
-    /// [`FleetError::Silicon`].
+    /// [`FleetError::Silicon`]; [`FleetError::Protocol`] for a proof context over 128 bytes.
     pub fn registration(&self, proof_context: &[u8]) -> Result<v1::RegisterRequest, FleetError> {
-        let message = attestation::registration_message(&self.epk, proof_context)
-            .map_err(|_| FleetError::Protocol("proof context too long".into()))?;
-        let signature = self.seeds()?.enrolment_key().sign(&message);
-        Ok(v1::RegisterRequest {
-            epk: self.epk.as_bytes().to_vec(),
-            proof_signature: signature.0.to_vec(),
-            claimed_device_id: self.device_id.to_string(),
-            context: None,
-            proof_context: proof_context.to_vec(),
-        })
+        Ok(protocol::registration_request(self, proof_context, None)?)
     }
 
     /// Answers a challenge with the ESK and the DSK of the challenge's slot.
@@ -142,36 +130,7 @@ impl EmulatedDevice {
         kind: ChallengeKind,
         challenge: &v1::Challenge,
     ) -> Result<v1::Proof, FleetError> {
-        let slot = u8::try_from(challenge.key_slot)
-            .ok()
-            .and_then(KeySlot::new)
-            .ok_or_else(|| FleetError::Protocol("challenge key slot outside 1..=7".into()))?;
-        let nonce: [u8; 32] = challenge
-            .nonce
-            .as_slice()
-            .try_into()
-            .map_err(|_| FleetError::Protocol("nonce is not 32 bytes".into()))?;
-        let seeds = self.seeds()?;
-        let device_key = seeds.device_key(slot);
-        let dpk = device_key.public_key();
-        let context = ChallengeContext {
-            device_id: &self.device_id,
-            challenge_id: &challenge.challenge_id,
-            nonce: &nonce,
-            dpk: &dpk,
-            key_slot: slot,
-        };
-        let esk_message = attestation::challenge_message(kind, SignerRole::EnrolmentKey, &context)
-            .map_err(|_| FleetError::Protocol("challenge id too long".into()))?;
-        let dsk_message = attestation::challenge_message(kind, SignerRole::DeviceKey, &context)
-            .map_err(|_| FleetError::Protocol("challenge id too long".into()))?;
-        Ok(v1::Proof {
-            challenge_id: challenge.challenge_id.clone(),
-            esk_signature: seeds.enrolment_key().sign(&esk_message).0.to_vec(),
-            dpk: dpk.as_bytes().to_vec(),
-            dpk_signature: device_key.sign(&dsk_message).0.to_vec(),
-            key_slot: u32::from(slot.get()),
-        })
+        Ok(protocol::answer(self, kind, challenge)?)
     }
 
     /// The DPK of a slot (public; for checking certificates).
@@ -179,7 +138,7 @@ impl EmulatedDevice {
     /// # Errors
     /// [`FleetError::Silicon`].
     pub fn device_public_key(&self, slot: KeySlot) -> Result<PublicKey, FleetError> {
-        Ok(self.seeds()?.device_key(slot).public_key())
+        Ok(Chip::seeds(self)?.device_key(slot).public_key())
     }
 
     /// Runs an Onboard exchange.
@@ -190,55 +149,7 @@ impl EmulatedDevice {
         &self,
         client: &mut DeviceEnrollmentClient<Channel>,
     ) -> Result<Outcome, FleetError> {
-        use v1::onboard_request::Msg as In;
-        use v1::onboard_response::Msg as Out;
-        let (tx, rx) = tokio::sync::mpsc::channel(2);
-        tx.send(v1::OnboardRequest {
-            msg: Some(In::Hello(v1::Hello {
-                device_id: self.device_id.to_string(),
-                epk: self.epk.as_bytes().to_vec(),
-            })),
-        })
-        .await
-        .map_err(|_| FleetError::Protocol("request stream closed".into()))?;
-        let mut responses = client
-            .onboard(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await?
-            .into_inner();
-        let challenge = match responses.message().await? {
-            Some(v1::OnboardResponse {
-                msg: Some(Out::Challenge(c)),
-            }) => c,
-            Some(v1::OnboardResponse {
-                msg: Some(Out::Refusal(r)),
-            }) => return Ok(Outcome::Refused(r)),
-            other => {
-                return Err(FleetError::Protocol(format!(
-                    "expected a challenge, got {other:?}"
-                )));
-            }
-        };
-        let proof = self.answer(ChallengeKind::Onboarding, &challenge)?;
-        tx.send(v1::OnboardRequest {
-            msg: Some(In::Proof(proof)),
-        })
-        .await
-        .map_err(|_| FleetError::Protocol("request stream closed".into()))?;
-        let outcome = match responses.message().await? {
-            Some(v1::OnboardResponse {
-                msg: Some(Out::Credentials(c)),
-            }) => Outcome::Credentials(Box::new(c)),
-            Some(v1::OnboardResponse {
-                msg: Some(Out::Refusal(r)),
-            }) => Outcome::Refused(r),
-            other => {
-                return Err(FleetError::Protocol(format!(
-                    "expected credentials or a refusal, got {other:?}"
-                )));
-            }
-        };
-        drop(tx);
-        Ok(outcome)
+        Ok(protocol::onboard(client, self).await?)
     }
 
     /// Runs a Renew exchange for `target_slot` (0 keeps the current slot).
@@ -250,55 +161,6 @@ impl EmulatedDevice {
         client: &mut DeviceEnrollmentClient<Channel>,
         target_slot: u32,
     ) -> Result<Outcome, FleetError> {
-        use v1::renew_request::Msg as In;
-        use v1::renew_response::Msg as Out;
-        let (tx, rx) = tokio::sync::mpsc::channel(2);
-        tx.send(v1::RenewRequest {
-            msg: Some(In::Hello(v1::RenewHello {
-                device_id: self.device_id.to_string(),
-                epk: self.epk.as_bytes().to_vec(),
-                target_key_slot: target_slot,
-            })),
-        })
-        .await
-        .map_err(|_| FleetError::Protocol("request stream closed".into()))?;
-        let mut responses = client
-            .renew(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await?
-            .into_inner();
-        let challenge = match responses.message().await? {
-            Some(v1::RenewResponse {
-                msg: Some(Out::Challenge(c)),
-            }) => c,
-            Some(v1::RenewResponse {
-                msg: Some(Out::Refusal(r)),
-            }) => return Ok(Outcome::Refused(r)),
-            other => {
-                return Err(FleetError::Protocol(format!(
-                    "expected a challenge, got {other:?}"
-                )));
-            }
-        };
-        let proof = self.answer(ChallengeKind::Renewal, &challenge)?;
-        tx.send(v1::RenewRequest {
-            msg: Some(In::Proof(proof)),
-        })
-        .await
-        .map_err(|_| FleetError::Protocol("request stream closed".into()))?;
-        let outcome = match responses.message().await? {
-            Some(v1::RenewResponse {
-                msg: Some(Out::Credentials(c)),
-            }) => Outcome::Credentials(Box::new(c)),
-            Some(v1::RenewResponse {
-                msg: Some(Out::Refusal(r)),
-            }) => Outcome::Refused(r),
-            other => {
-                return Err(FleetError::Protocol(format!(
-                    "expected credentials or a refusal, got {other:?}"
-                )));
-            }
-        };
-        drop(tx);
-        Ok(outcome)
+        Ok(protocol::renew(client, self, target_slot).await?)
     }
 }

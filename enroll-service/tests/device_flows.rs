@@ -81,6 +81,26 @@ impl OpenExchange {
     }
 }
 
+/// Onboards, retrying while the service has not yet released the peer's previous stream slot
+/// (it does so when it sees the stream end, a moment after the client drops it).
+async fn onboard_when_slot_free(
+    client: &mut DeviceEnrollmentClient<Channel>,
+    device: &EmulatedDevice,
+) -> Outcome {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match device.onboard(client).await {
+            Err(enroll_service::fleet::FleetError::Rpc(status))
+                if status.code() == tonic::Code::ResourceExhausted
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return other.unwrap(),
+        }
+    }
+}
+
 /// The precise detail audited for a refusal.
 fn audited_detail(harness: &Harness, refusal: &v1::Refusal) -> String {
     let entries = harness.audit_for(&refusal.reference);
@@ -518,4 +538,46 @@ async fn a_revocation_missing_from_the_crl_is_signed_in_on_the_next_read() {
     let next = harness.core.current_crl().await.unwrap();
     assert_eq!(next.revoked_count, 1);
     assert!(next.number > first.number);
+}
+
+#[tokio::test]
+async fn streams_per_peer_and_challenges_per_device_are_bounded() {
+    let harness = Harness::start_with(ServiceConfig {
+        max_streams_per_peer: 1,
+        challenges_per_window: 2,
+        ..ServiceConfig::default()
+    })
+    .await;
+    let devices = fleet(1, 9);
+    let mut client = harness.device_client().await;
+    register(&mut client, &devices[0]).await;
+    seed_batch(&harness, "acme", "b1", &[&devices[0]]).await;
+
+    // One stream held open at its challenge: a second one from the same address is refused.
+    let held = open(&mut client, &devices[0]).await;
+    let (tx, rx) = mpsc::channel::<v1::OnboardRequest>(1);
+    let status = match client.onboard(ReceiverStream::new(rx)).await {
+        Err(status) => status,
+        Ok(response) => response.into_inner().message().await.unwrap_err(),
+    };
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("too many concurrent streams"),
+        "{status:?}"
+    );
+    drop(tx);
+    drop(held);
+
+    // The device already used one challenge: the second is allowed (and onboards), the third
+    // is refused with a retry_after.
+    let outcome = onboard_when_slot_free(&mut client, &devices[0]).await;
+    assert!(outcome.credentials().is_some(), "{outcome:?}");
+    let outcome = onboard_when_slot_free(&mut client, &devices[0]).await;
+    let r = refusal(&outcome);
+    assert_eq!(r.reason(), v1::RefusalReason::RateLimited);
+    assert!(
+        r.retry_after.as_ref().is_some_and(|d| d.seconds > 0),
+        "{r:?}"
+    );
+    assert_eq!(audited_detail(&harness, r), "rate_limited");
 }

@@ -425,7 +425,10 @@ fn secrets_are_redacted_in_debug() {
 }
 
 #[test]
-#[allow(clippy::too_many_lines, reason = "one table of identities, accepted and refused")]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one table of identities, accepted and refused"
+)]
 fn operator_identity_round_trips() {
     let ca = ca();
     for role in [Role::Admin, Role::Operator, Role::Auditor] {

@@ -66,3 +66,36 @@ pub fn fraction_of_ones(readout: &Readout) -> f64 {
     let ones: u32 = readout.iter().map(|byte| byte.count_ones()).sum();
     f64::from(ones) / CELL_COUNT as f64
 }
+
+/// Every secret the seeds stand for, as raw bytes: the eight seeds, the enrolment
+/// key's scalar and the seven device keys' scalars (32 bytes big-endian each).
+///
+/// **Tests only** (feature `hazmat-expose`): leak-scanning tests derive these
+/// independently and search a device's files and logs for them. Zeroized on drop.
+#[cfg(feature = "hazmat-expose")]
+#[derive(zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
+pub struct ExposedSecrets {
+    /// Seeds 0..8 (seed 0 is the enrolment seed).
+    pub seeds: [[u8; crate::keys::SEED_BYTES]; crate::keys::SEED_COUNT],
+    /// The ESK scalar.
+    pub enrolment_scalar: [u8; 32],
+    /// The DSK scalars of slots 1..=7, index 0 being slot 1.
+    pub device_scalars: [[u8; 32]; crate::keys::SEED_COUNT - 1],
+}
+
+#[cfg(feature = "hazmat-expose")]
+impl core::fmt::Debug for ExposedSecrets {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("ExposedSecrets([REDACTED])")
+    }
+}
+
+/// Exposes the raw seeds and private scalars behind `seeds`.
+///
+/// **Tests only** (feature `hazmat-expose`): this defeats every protection the
+/// key types give. It exists so a leak test can look for the exact bytes.
+#[cfg(feature = "hazmat-expose")]
+#[must_use]
+pub fn expose_secrets(seeds: &crate::keys::Seeds) -> ExposedSecrets {
+    seeds.expose()
+}

@@ -95,6 +95,22 @@ impl Seeds {
         }
     }
 
+    /// The raw seeds and private scalars, for [`crate::hazmat::expose_secrets`] only.
+    #[cfg(feature = "hazmat-expose")]
+    pub(crate) fn expose(&self) -> crate::hazmat::ExposedSecrets {
+        let scalar = |key: &SigningKey| -> [u8; 32] { key.to_bytes().into() };
+        let mut device_scalars = [[0u8; 32]; SEED_COUNT - 1];
+        for (slot, scalar_bytes) in (1u8..).zip(device_scalars.iter_mut()) {
+            let key = self.device_key(KeySlot(slot));
+            *scalar_bytes = scalar(&key.key);
+        }
+        crate::hazmat::ExposedSecrets {
+            seeds: self.seeds,
+            enrolment_scalar: scalar(&self.enrolment_key().0),
+            device_scalars,
+        }
+    }
+
     /// Compares two seed sets in constant time (for tests and self-checks).
     #[must_use]
     pub fn ct_eq(&self, other: &Self) -> bool {

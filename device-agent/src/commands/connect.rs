@@ -1,0 +1,221 @@
+//! `connect`: use the stored credential.
+//!
+//! Every policy first gets the same local checks (the chain verifies with webpki to the
+//! bundle's root, the CN is the identity the cloud matches, the certificate's key is the DPK
+//! the silicon derives for the slot). Mosquitto then gets a live MQTT round trip; AWS IoT and
+//! Azure DPS cannot be reached from here, so the agent shows the exact connection parameters
+//! and says that no live connection was attempted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls_pki_types::UnixTime;
+
+use super::{key_slot, open_chip};
+use crate::cli::SiliconArgs;
+use crate::credential::{self, Endpoint, StoredCredential, Verified};
+use crate::error::AgentError;
+use crate::mqtt::{self, RoundTrip};
+use crate::protocol::Chip;
+use crate::report::{Console, Report};
+use crate::state::StateDir;
+use crate::tls_signer::{self, SiliconSigningKey};
+
+/// `connect`'s options.
+#[derive(Clone, Debug)]
+pub(super) struct Options {
+    pub(super) topic: String,
+    pub(super) message: Option<String>,
+    pub(super) timeout: Duration,
+    pub(super) previous: bool,
+}
+
+pub(super) async fn connect(
+    state: &StateDir,
+    silicon: &SiliconArgs,
+    options: &Options,
+    console: &mut Console<'_>,
+) -> Result<(), AgentError> {
+    let credential = if options.previous {
+        state.previous_credential()?.ok_or_else(|| {
+            AgentError::Usage("--previous: no previous credential is kept".to_owned())
+        })?
+    } else {
+        state.require_credential()?
+    };
+    let chip = Arc::new(open_chip(state, silicon)?);
+    let slot = key_slot(credential.key_slot)?;
+    let dpk = chip.device_public_key(slot)?;
+    let verified = credential::verify(
+        &credential,
+        &chip.device_id().to_string(),
+        &dpk,
+        UnixTime::now(),
+    )?;
+    let base = Report::new("")
+        .field("device_id", credential.device_id.clone())
+        .field("serial", credential.serial.clone())
+        .field("key_slot", credential.key_slot)
+        .field("certificate_cn", verified.common_name.clone())
+        .field(
+            "chain",
+            "verifies to the bundle's root (webpki, clientAuth)",
+        )
+        .field(
+            "client_key",
+            format!(
+                "derived from the silicon for slot {} at each handshake (TLS 1.3 only)",
+                credential.key_slot
+            ),
+        );
+    match &credential.endpoint {
+        Endpoint::Mosquitto {
+            host,
+            port,
+            ca_pem,
+            topic_prefix,
+            client_id,
+        } => {
+            let topic = match options.topic.strip_prefix('/') {
+                Some(absolute) => absolute.to_owned(),
+                None => format!("{topic_prefix}{}", options.topic),
+            };
+            if !topic.starts_with(topic_prefix.as_str()) {
+                console.warn(&format!(
+                    "{topic} is outside this device's prefix {topic_prefix}; the broker's ACL \
+                     should refuse it"
+                ));
+            }
+            let payload = match &options.message {
+                Some(text) => text.clone().into_bytes(),
+                None => random_message()?,
+            };
+            let key = Arc::new(SiliconSigningKey::new(chip.clone(), slot)?);
+            let config = tls_signer::client_config(credential.chain_der()?, ca_pem, key)?;
+            let delivered = mqtt::round_trip(
+                config,
+                &RoundTrip {
+                    host: host.clone(),
+                    port: *port,
+                    client_id: client_id.clone(),
+                    topic,
+                    payload,
+                    timeout: options.timeout,
+                },
+            )
+            .await?;
+            base.titled("connected: published and read back")
+                .field("broker", format!("mqtts://{host}:{port}"))
+                .field("client_id", client_id.clone())
+                .field("protocol", delivered.connected)
+                .field("topic", delivered.topic)
+                .field("bytes_read_back", delivered.payload_len)
+                .print(console)
+        }
+        endpoint => {
+            console.warn(&format!(
+                "live connection not attempted: {} cannot be reached from here; the credential \
+                 was checked locally only",
+                cloud_name(endpoint)
+            ));
+            cloud_parameters(
+                base.titled("credential checked locally"),
+                &credential,
+                &verified,
+            )
+            .field("live_connection", "not attempted")
+            .print(console)
+        }
+    }
+}
+
+fn cloud_name(endpoint: &Endpoint) -> &'static str {
+    match endpoint {
+        Endpoint::Mosquitto { .. } => "the Mosquitto broker",
+        Endpoint::AwsIot { .. } => "AWS IoT Core",
+        Endpoint::AzureDps { .. } => "Azure DPS",
+    }
+}
+
+/// The exact parameters a live connection would use.
+fn cloud_parameters(report: Report, credential: &StoredCredential, verified: &Verified) -> Report {
+    let chain = 1 + credential.intermediate_pems.len();
+    let report = report
+        .field("cloud", cloud_name(&credential.endpoint))
+        .field(
+            "client_certificate",
+            format!(
+                "{chain} certificate(s): leaf CN {} and its intermediates, not after {}",
+                verified.common_name, verified.not_after
+            ),
+        );
+    match &credential.endpoint {
+        Endpoint::AwsIot {
+            host,
+            port,
+            client_id,
+            server_root_ca_pem,
+            topic_prefix,
+            alpn_protocols,
+        } => report
+            .field("endpoint", format!("mqtts://{host}:{port}"))
+            .field("tls_server_name", host.clone())
+            .field("alpn", alpn_protocols.join(","))
+            .field("mqtt_client_id", client_id.clone())
+            .field("topic_prefix", topic_prefix.clone())
+            .field("server_trust", trust_summary(server_root_ca_pem)),
+        Endpoint::AzureDps {
+            global_endpoint,
+            port,
+            id_scope,
+            registration_id,
+            mqtt_client_id,
+            mqtt_username,
+            server_root_ca_pem,
+        } => report
+            .field("endpoint", format!("mqtts://{global_endpoint}:{port}"))
+            .field("tls_server_name", global_endpoint.clone())
+            .field("id_scope", id_scope.clone())
+            .field("registration_id", registration_id.clone())
+            .field("mqtt_client_id", mqtt_client_id.clone())
+            .field("mqtt_username", mqtt_username.clone())
+            .field("subscribe", "$dps/registrations/res/#")
+            .field(
+                "publish",
+                format!(
+                    "$dps/registrations/PUT/iotdps-register/?$rid=1 \
+                     {{\"registrationId\":\"{registration_id}\"}}"
+                ),
+            )
+            .field("server_trust", trust_summary(server_root_ca_pem)),
+        Endpoint::Mosquitto { .. } => report,
+    }
+}
+
+/// The subjects of the trust anchors a policy configured, or a note that there are none.
+fn trust_summary(pem_text: &str) -> String {
+    let subjects: Vec<String> = credential::certificates(pem_text, "server CA")
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|der| {
+            x509_parser::parse_x509_certificate(der)
+                .ok()
+                .map(|(_, cert)| cert.subject().to_string())
+        })
+        .collect();
+    if subjects.is_empty() {
+        "none configured in the policy (the cloud's public root would be needed)".to_owned()
+    } else {
+        subjects.join("; ")
+    }
+}
+
+/// A fresh message, so a stale retained or queued one is never mistaken for ours.
+fn random_message() -> Result<Vec<u8>, AgentError> {
+    let mut nonce = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut nonce).map_err(|_| AgentError::Io {
+        path: "<system random generator>".into(),
+        source: std::io::Error::other("failed"),
+    })?;
+    Ok(format!("oxroot device-agent hello {}", hex::encode(nonce)).into_bytes())
+}

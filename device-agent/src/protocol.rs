@@ -1,0 +1,449 @@
+//! The device side of the enrolment protocol: Register, Onboard and Renew, as one client
+//! exchange shared by the agent and the service's simulated fleet.
+//!
+//! ```text
+//!  Register(EPK, sig_ESK(registration msg))                      ─▶  RegisterResponse
+//!  Onboard / Renew:  Hello ─▶ ◀─ Challenge(id, nonce, slot) ─▶ Proof(sig_ESK, DPK, sig_DSK)
+//!                    ◀─ CredentialBundle | Refusal
+//! ```
+//!
+//! Everything is generic over a [`Chip`]: something with a public identity that can power up
+//! its silicon and reconstruct the seeds. Each signature reads the silicon once, derives the
+//! key it needs and drops it (zeroized) as soon as the signature is made. The signed bytes come
+//! from `rot_core::attestation`, the same code the service verifies with.
+
+use oxroot_proto::v1;
+use oxroot_proto::v1::device_enrollment_client::DeviceEnrollmentClient;
+use rot_core::attestation::{self, ChallengeContext, ChallengeKind, SignerRole};
+use rot_core::keys::{DeviceId, KeySlot, PublicKey, Seeds};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+/// A chip as the protocol sees it.
+pub trait Chip {
+    /// Why the seeds could not be had.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// The DeviceId, SHA-256 of the EPK.
+    fn device_id(&self) -> &DeviceId;
+
+    /// The enrolment public key.
+    fn epk(&self) -> &PublicKey;
+
+    /// One power-up: reads the silicon and reconstructs the seeds. Callers drop them as soon
+    /// as they have signed.
+    ///
+    /// # Errors
+    /// The chip's own error (silicon unreadable, reconstruction failed, locked out).
+    fn seeds(&self) -> Result<Seeds, Self::Error>;
+}
+
+/// Why an exchange did not end in an [`Outcome`].
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError<E> {
+    /// The chip could not produce its seeds.
+    #[error(transparent)]
+    Chip(E),
+    /// The service sent something out of protocol, or a field is out of range.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// The RPC failed.
+    #[error("rpc: {0}")]
+    Rpc(#[from] tonic::Status),
+}
+
+/// The end of an Onboard or Renew exchange.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// The credential.
+    Credentials(Box<v1::CredentialBundle>),
+    /// A refusal.
+    Refused(v1::Refusal),
+}
+
+impl Outcome {
+    /// The bundle, if credentials were issued.
+    #[must_use]
+    pub fn credentials(&self) -> Option<&v1::CredentialBundle> {
+        match self {
+            Self::Credentials(bundle) => Some(bundle),
+            Self::Refused(_) => None,
+        }
+    }
+
+    /// The refusal reason, if refused.
+    #[must_use]
+    pub fn refusal_reason(&self) -> Option<v1::RefusalReason> {
+        match self {
+            Self::Refused(r) => Some(r.reason()),
+            Self::Credentials(_) => None,
+        }
+    }
+}
+
+/// A signed registration request: the ESK signs the registration message over the EPK and
+/// `proof_context`. `context` is unsigned metadata.
+///
+/// # Errors
+/// [`ExchangeError::Protocol`] if `proof_context` is over 128 bytes; the chip's error.
+pub fn registration_request<C: Chip + ?Sized>(
+    chip: &C,
+    proof_context: &[u8],
+    context: Option<v1::RegistrationContext>,
+) -> Result<v1::RegisterRequest, ExchangeError<C::Error>> {
+    let message = attestation::registration_message(chip.epk(), proof_context).map_err(|_| {
+        ExchangeError::Protocol(format!(
+            "proof context is {} bytes, at most {} allowed",
+            proof_context.len(),
+            attestation::MAX_CONTEXT_BYTES
+        ))
+    })?;
+    let signature = chip
+        .seeds()
+        .map_err(ExchangeError::Chip)?
+        .enrolment_key()
+        .sign(&message);
+    Ok(v1::RegisterRequest {
+        epk: chip.epk().as_bytes().to_vec(),
+        proof_signature: signature.0.to_vec(),
+        claimed_device_id: chip.device_id().to_string(),
+        context,
+        proof_context: proof_context.to_vec(),
+    })
+}
+
+/// Answers a challenge with the ESK and the DSK of the challenge's key slot.
+///
+/// # Errors
+/// [`ExchangeError::Protocol`] for a malformed challenge; the chip's error.
+pub fn answer<C: Chip + ?Sized>(
+    chip: &C,
+    kind: ChallengeKind,
+    challenge: &v1::Challenge,
+) -> Result<v1::Proof, ExchangeError<C::Error>> {
+    let slot = u8::try_from(challenge.key_slot)
+        .ok()
+        .and_then(KeySlot::new)
+        .ok_or_else(|| {
+            ExchangeError::Protocol(format!(
+                "challenge key slot {} outside 1..=7",
+                challenge.key_slot
+            ))
+        })?;
+    let nonce: [u8; attestation::NONCE_BYTES] = challenge
+        .nonce
+        .as_slice()
+        .try_into()
+        .map_err(|_| ExchangeError::Protocol("challenge nonce is not 32 bytes".into()))?;
+    let seeds = chip.seeds().map_err(ExchangeError::Chip)?;
+    let device_key = seeds.device_key(slot);
+    let dpk = device_key.public_key();
+    let context = ChallengeContext {
+        device_id: chip.device_id(),
+        challenge_id: &challenge.challenge_id,
+        nonce: &nonce,
+        dpk: &dpk,
+        key_slot: slot,
+    };
+    let too_long = |_| ExchangeError::Protocol("challenge id over 128 bytes".into());
+    let esk_message = attestation::challenge_message(kind, SignerRole::EnrolmentKey, &context)
+        .map_err(too_long)?;
+    let dsk_message =
+        attestation::challenge_message(kind, SignerRole::DeviceKey, &context).map_err(too_long)?;
+    Ok(v1::Proof {
+        challenge_id: challenge.challenge_id.clone(),
+        esk_signature: seeds.enrolment_key().sign(&esk_message).0.to_vec(),
+        dpk: dpk.as_bytes().to_vec(),
+        dpk_signature: device_key.sign(&dsk_message).0.to_vec(),
+        key_slot: u32::from(slot.get()),
+    })
+}
+
+/// Registers the chip.
+///
+/// # Errors
+/// [`ExchangeError::Rpc`] with the service's status (INVALID_ARGUMENT, UNAUTHENTICATED...);
+/// as [`registration_request`].
+pub async fn register<C: Chip + ?Sized>(
+    client: &mut DeviceEnrollmentClient<Channel>,
+    chip: &C,
+    proof_context: &[u8],
+    context: Option<v1::RegistrationContext>,
+) -> Result<v1::RegisterResponse, ExchangeError<C::Error>> {
+    let request = registration_request(chip, proof_context, context)?;
+    Ok(client.register(request).await?.into_inner())
+}
+
+/// Runs an Onboard exchange.
+///
+/// # Errors
+/// [`ExchangeError`] for RPC failures, protocol violations and the chip's failures. A refusal
+/// is an [`Outcome`], not an error.
+pub async fn onboard<C: Chip + ?Sized>(
+    client: &mut DeviceEnrollmentClient<Channel>,
+    chip: &C,
+) -> Result<Outcome, ExchangeError<C::Error>> {
+    use v1::onboard_request::Msg;
+    let hello = v1::OnboardRequest {
+        msg: Some(Msg::Hello(v1::Hello {
+            device_id: chip.device_id().to_string(),
+            epk: chip.epk().as_bytes().to_vec(),
+        })),
+    };
+    let (tx, rx) = mpsc::channel(2);
+    send(&tx, hello).await?;
+    let responses = client.onboard(ReceiverStream::new(rx)).await?.into_inner();
+    exchange::<Onboarding, C>(chip, &tx, responses).await
+}
+
+/// Runs a Renew exchange for `target_slot` (0 keeps the current slot).
+///
+/// # Errors
+/// As [`onboard`].
+pub async fn renew<C: Chip + ?Sized>(
+    client: &mut DeviceEnrollmentClient<Channel>,
+    chip: &C,
+    target_slot: u32,
+) -> Result<Outcome, ExchangeError<C::Error>> {
+    use v1::renew_request::Msg;
+    let hello = v1::RenewRequest {
+        msg: Some(Msg::Hello(v1::RenewHello {
+            device_id: chip.device_id().to_string(),
+            epk: chip.epk().as_bytes().to_vec(),
+            target_key_slot: target_slot,
+        })),
+    };
+    let (tx, rx) = mpsc::channel(2);
+    send(&tx, hello).await?;
+    let responses = client.renew(ReceiverStream::new(rx)).await?.into_inner();
+    exchange::<Renewal, C>(chip, &tx, responses).await
+}
+
+/// What the server sent, whichever stream it came on.
+enum Step {
+    Challenge(v1::Challenge),
+    Credentials(Box<v1::CredentialBundle>),
+    Refusal(v1::Refusal),
+}
+
+/// The two streams differ only in their envelope types and the attestation purpose.
+trait Flow {
+    type Request;
+    type Response;
+    const KIND: ChallengeKind;
+    fn proof(proof: v1::Proof) -> Self::Request;
+    fn step(response: Self::Response) -> Option<Step>;
+}
+
+struct Onboarding;
+
+impl Flow for Onboarding {
+    type Request = v1::OnboardRequest;
+    type Response = v1::OnboardResponse;
+    const KIND: ChallengeKind = ChallengeKind::Onboarding;
+
+    fn proof(proof: v1::Proof) -> Self::Request {
+        v1::OnboardRequest {
+            msg: Some(v1::onboard_request::Msg::Proof(proof)),
+        }
+    }
+
+    fn step(response: Self::Response) -> Option<Step> {
+        use v1::onboard_response::Msg;
+        Some(match response.msg? {
+            Msg::Challenge(c) => Step::Challenge(c),
+            Msg::Credentials(c) => Step::Credentials(Box::new(c)),
+            Msg::Refusal(r) => Step::Refusal(r),
+        })
+    }
+}
+
+struct Renewal;
+
+impl Flow for Renewal {
+    type Request = v1::RenewRequest;
+    type Response = v1::RenewResponse;
+    const KIND: ChallengeKind = ChallengeKind::Renewal;
+
+    fn proof(proof: v1::Proof) -> Self::Request {
+        v1::RenewRequest {
+            msg: Some(v1::renew_request::Msg::Proof(proof)),
+        }
+    }
+
+    fn step(response: Self::Response) -> Option<Step> {
+        use v1::renew_response::Msg;
+        Some(match response.msg? {
+            Msg::Challenge(c) => Step::Challenge(c),
+            Msg::Credentials(c) => Step::Credentials(Box::new(c)),
+            Msg::Refusal(r) => Step::Refusal(r),
+        })
+    }
+}
+
+async fn send<T, E>(tx: &mpsc::Sender<T>, message: T) -> Result<(), ExchangeError<E>> {
+    tx.send(message)
+        .await
+        .map_err(|_| ExchangeError::Protocol("request stream closed".into()))
+}
+
+/// After the Hello: read the challenge, prove, read the result.
+async fn exchange<F: Flow, C: Chip + ?Sized>(
+    chip: &C,
+    tx: &mpsc::Sender<F::Request>,
+    mut responses: tonic::Streaming<F::Response>,
+) -> Result<Outcome, ExchangeError<C::Error>> {
+    let challenge = match responses.message().await?.and_then(F::step) {
+        Some(Step::Challenge(challenge)) => challenge,
+        Some(Step::Refusal(refusal)) => return Ok(Outcome::Refused(refusal)),
+        Some(Step::Credentials(_)) => {
+            return Err(ExchangeError::Protocol(
+                "credentials before any challenge".into(),
+            ));
+        }
+        None => {
+            return Err(ExchangeError::Protocol(
+                "the stream ended without a challenge".into(),
+            ));
+        }
+    };
+    let proof = answer(chip, F::KIND, &challenge)?;
+    send(tx, F::proof(proof)).await?;
+    match responses.message().await?.and_then(F::step) {
+        Some(Step::Credentials(bundle)) => Ok(Outcome::Credentials(bundle)),
+        Some(Step::Refusal(refusal)) => Ok(Outcome::Refused(refusal)),
+        Some(Step::Challenge(_)) => Err(ExchangeError::Protocol("a second challenge".into())),
+        None => Err(ExchangeError::Protocol(
+            "the stream ended without credentials or a refusal".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests fail loudly")]
+mod tests {
+    use super::*;
+    use rot_core::emulator::{ChipSeed, EmulatedChip, OperatingConditions};
+    use rot_core::extractor::{EnrolMode, enrol, reconstruct};
+    use rot_core::helper_data::HelperData;
+
+    struct TestChip {
+        seed: ChipSeed,
+        helper_data: HelperData,
+        device_id: DeviceId,
+        epk: PublicKey,
+    }
+
+    impl TestChip {
+        fn new() -> Self {
+            let seed = ChipSeed::from_bytes([3; 32]);
+            let mut chip = EmulatedChip::new(&seed, OperatingConditions::NOMINAL, [1; 32]);
+            let enrolment = enrol(&mut chip, None, EnrolMode::FirstEnrolment).unwrap();
+            let epk = enrolment.seeds.enrolment_key().public_key();
+            Self {
+                seed,
+                helper_data: enrolment.helper_data,
+                device_id: DeviceId::from_public_key(&epk),
+                epk,
+            }
+        }
+    }
+
+    impl Chip for TestChip {
+        type Error = rot_core::extractor::ReconstructError;
+        fn device_id(&self) -> &DeviceId {
+            &self.device_id
+        }
+        fn epk(&self) -> &PublicKey {
+            &self.epk
+        }
+        fn seeds(&self) -> Result<Seeds, Self::Error> {
+            let mut chip = EmulatedChip::new(&self.seed, OperatingConditions::NOMINAL, [2; 32]);
+            reconstruct(&mut chip, &self.helper_data)
+        }
+    }
+
+    #[test]
+    fn registration_proof_verifies_under_the_epk() {
+        let chip = TestChip::new();
+        let request = registration_request(&chip, b"station-9", None).unwrap();
+        assert_eq!(request.claimed_device_id, chip.device_id().to_string());
+        let message = attestation::registration_message(chip.epk(), b"station-9").unwrap();
+        let signature =
+            rot_core::SignatureBytes(request.proof_signature.as_slice().try_into().unwrap());
+        attestation::verify(chip.epk(), &message, &signature).unwrap();
+        assert!(matches!(
+            registration_request(&chip, &[0; 129], None),
+            Err(ExchangeError::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn the_answer_binds_both_keys_to_the_challenge() {
+        let chip = TestChip::new();
+        let challenge = v1::Challenge {
+            challenge_id: vec![9; 16],
+            nonce: vec![5; 32],
+            key_slot: 3,
+            ..Default::default()
+        };
+        let proof = answer(&chip, ChallengeKind::Renewal, &challenge).unwrap();
+        assert_eq!(proof.key_slot, 3);
+        let dpk = PublicKey::from_sec1(&proof.dpk).unwrap();
+        let context = ChallengeContext {
+            device_id: chip.device_id(),
+            challenge_id: &challenge.challenge_id,
+            nonce: &[5; 32],
+            dpk: &dpk,
+            key_slot: KeySlot::new(3).unwrap(),
+        };
+        let esk = attestation::challenge_message(
+            ChallengeKind::Renewal,
+            SignerRole::EnrolmentKey,
+            &context,
+        )
+        .unwrap();
+        let dsk =
+            attestation::challenge_message(ChallengeKind::Renewal, SignerRole::DeviceKey, &context)
+                .unwrap();
+        let sig = |bytes: &[u8]| rot_core::SignatureBytes(bytes.try_into().unwrap());
+        attestation::verify(chip.epk(), &esk, &sig(&proof.esk_signature)).unwrap();
+        attestation::verify(&dpk, &dsk, &sig(&proof.dpk_signature)).unwrap();
+        // The roles cannot be swapped.
+        assert!(attestation::verify(&dpk, &esk, &sig(&proof.dpk_signature)).is_err());
+    }
+
+    #[test]
+    fn malformed_challenges_are_protocol_errors() {
+        let chip = TestChip::new();
+        for challenge in [
+            v1::Challenge {
+                nonce: vec![0; 32],
+                key_slot: 0,
+                ..Default::default()
+            },
+            v1::Challenge {
+                nonce: vec![0; 32],
+                key_slot: 8,
+                ..Default::default()
+            },
+            v1::Challenge {
+                nonce: vec![0; 31],
+                key_slot: 1,
+                ..Default::default()
+            },
+            v1::Challenge {
+                challenge_id: vec![0; 129],
+                nonce: vec![0; 32],
+                key_slot: 1,
+                ..Default::default()
+            },
+        ] {
+            assert!(matches!(
+                answer(&chip, ChallengeKind::Onboarding, &challenge),
+                Err(ExchangeError::Protocol(_))
+            ));
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! The TLS channel to the enrolment service, and bounded retries with backoff.
+//!
+//! The given root is the only trust anchor: no system store and no switch to skip
+//! verification (devices "pin the oxroot root certificate they were given at provisioning").
+//! Transport failures and UNAVAILABLE-like statuses are retried a bounded number of times;
+//! refusals, rejected requests and trust failures are not, because they would only repeat.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use oxroot_proto::v1::device_enrollment_client::DeviceEnrollmentClient;
+use tonic::Code;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+use crate::error::{AgentError, chain};
+
+/// A TCP connect or TLS handshake slower than this counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest pause between two attempts, however many doublings.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Where the service is and which root it must chain to.
+#[derive(Clone, Debug)]
+pub struct ServiceTarget {
+    url: String,
+    endpoint: Endpoint,
+    root_pem: Vec<u8>,
+}
+
+impl ServiceTarget {
+    /// Checks the URL (`https://HOST:PORT` only) and reads the root certificate.
+    ///
+    /// # Errors
+    /// [`AgentError::Usage`] for the URL, [`AgentError::File`] for an unreadable CA file or
+    /// one without a parsable certificate (rustls would skip it silently and fail later with
+    /// an opaque "unknown issuer").
+    pub fn new(url: &str, ca: &Path) -> Result<Self, AgentError> {
+        let endpoint = Endpoint::from_shared(url.to_owned())
+            .map_err(|e| AgentError::Usage(format!("--service {url:?}: {}", chain(&e))))?;
+        match endpoint.uri().scheme_str() {
+            Some("https") => {}
+            Some(other) => {
+                return Err(AgentError::Usage(format!(
+                    "--service {url:?}: scheme {other:?} is not supported; the service speaks \
+                     TLS only (https://HOST:PORT)"
+                )));
+            }
+            None => {
+                return Err(AgentError::Usage(format!(
+                    "--service {url:?}: give a URL, e.g. https://{url}"
+                )));
+            }
+        }
+        if endpoint.uri().host().is_none_or(str::is_empty) {
+            return Err(AgentError::Usage(format!("--service {url:?}: no host")));
+        }
+        let root_pem = std::fs::read(ca).map_err(|e| AgentError::File {
+            path: ca.to_owned(),
+            problem: format!("cannot read the root certificate: {e}"),
+        })?;
+        check_root(ca, &root_pem)?;
+        Ok(Self {
+            url: url.to_owned(),
+            endpoint,
+            root_pem,
+        })
+    }
+
+    /// The service URL.
+    #[must_use]
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Opens the channel (TCP, TLS pinned to the root, HTTP/2).
+    ///
+    /// # Errors
+    /// [`AgentError::Untrusted`] when the service's certificate does not chain to the root or
+    /// is not valid for the host; [`AgentError::Unavailable`] otherwise.
+    pub async fn connect(&self) -> Result<DeviceEnrollmentClient<Channel>, AgentError> {
+        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.root_pem));
+        let channel = self
+            .endpoint
+            .clone()
+            .tls_config(tls)
+            .map_err(|e| AgentError::Usage(format!("TLS configuration: {}", chain(&e))))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        Ok(DeviceEnrollmentClient::new(channel))
+    }
+
+    fn transport_error(&self, error: &dyn std::error::Error) -> AgentError {
+        let detail = chain(error);
+        if detail.contains("invalid peer certificate") || detail.contains("InvalidCertificate") {
+            AgentError::Untrusted {
+                target: self.url.clone(),
+                detail: format!(
+                    "its TLS certificate does not chain to the pinned root or does not name the \
+                     host ({detail}); check --service and --ca"
+                ),
+            }
+        } else {
+            AgentError::Unavailable {
+                target: self.url.clone(),
+                detail,
+            }
+        }
+    }
+
+    /// Maps a gRPC status: transient codes become [`AgentError::Unavailable`] (retried), the
+    /// others [`AgentError::Rejected`] with the service's message.
+    #[must_use]
+    pub fn status_error(&self, status: &tonic::Status) -> AgentError {
+        match status.code() {
+            Code::Unavailable
+            | Code::Unknown
+            | Code::Cancelled
+            | Code::Aborted
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted => {
+                let source = std::error::Error::source(status)
+                    .map(|s| format!(" ({})", chain(s)))
+                    .unwrap_or_default();
+                if source.contains("invalid peer certificate") {
+                    return self.transport_error(status);
+                }
+                AgentError::Unavailable {
+                    target: self.url.clone(),
+                    detail: format!("{:?}: {}{source}", status.code(), status.message()),
+                }
+            }
+            code => AgentError::Rejected(format!("{code:?}: {}", status.message())),
+        }
+    }
+}
+
+/// Checks that a root file holds at least one PEM certificate and that every one parses.
+fn check_root(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
+    let problem = |problem: String| AgentError::File {
+        path: path.to_owned(),
+        problem,
+    };
+    let blocks = pem::parse_many(bytes).map_err(|e| problem(format!("not PEM: {e}")))?;
+    let mut found = 0;
+    for block in blocks.iter().filter(|b| b.tag() == "CERTIFICATE") {
+        x509_parser::parse_x509_certificate(block.contents())
+            .map_err(|e| problem(format!("certificate {} does not parse: {e}", found + 1)))?;
+        found += 1;
+    }
+    if found == 0 {
+        return Err(problem(
+            "no PEM certificate (-----BEGIN CERTIFICATE-----) in the file".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// How often to retry a dropped or refused connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retry {
+    /// Attempts after the first.
+    pub retries: u32,
+    /// Pause before the first retry; doubled each time, at most 30 s.
+    pub initial_backoff: Duration,
+}
+
+impl Retry {
+    /// Runs `attempt` with a fresh connection until it succeeds, fails with a non-transient
+    /// error, or the retries are spent. Each retry is reported on `notes`.
+    ///
+    /// # Errors
+    /// The last attempt's error.
+    pub async fn run<T>(
+        &self,
+        target: &ServiceTarget,
+        notes: &mut dyn Write,
+        mut attempt: impl AsyncFnMut(&mut DeviceEnrollmentClient<Channel>) -> Result<T, AgentError>,
+    ) -> Result<T, AgentError> {
+        let mut backoff = self.initial_backoff;
+        let mut tries = 0;
+        loop {
+            let result = match target.connect().await {
+                Ok(mut client) => attempt(&mut client).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Err(error) if error.is_transient() && tries < self.retries => {
+                    tries += 1;
+                    let _ = writeln!(
+                        notes,
+                        "warning: {error}; retrying in {} ms (retry {tries} of {})",
+                        backoff.as_millis(),
+                        self.retries
+                    );
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests fail loudly")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_https_urls_with_a_readable_root_are_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("root.pem");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let root = rcgen::CertificateParams::new(vec!["root".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(&ca, root.pem()).unwrap();
+        assert!(ServiceTarget::new("https://127.0.0.1:8443", &ca).is_ok());
+        for url in ["http://127.0.0.1:8443", "127.0.0.1:8443", "https://"] {
+            assert!(
+                matches!(ServiceTarget::new(url, &ca), Err(AgentError::Usage(_))),
+                "{url}"
+            );
+        }
+        let missing = ServiceTarget::new("https://h:1", &dir.path().join("nope.pem"))
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("nope.pem"), "{missing}");
+        std::fs::write(&ca, key.serialize_pem()).unwrap();
+        let not_a_cert = ServiceTarget::new("https://h:1", &ca)
+            .unwrap_err()
+            .to_string();
+        assert!(not_a_cert.contains("no PEM certificate"), "{not_a_cert}");
+    }
+
+    #[tokio::test]
+    async fn retries_are_bounded_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("root.pem");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let root = rcgen::CertificateParams::new(vec!["root".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(&ca, root.pem()).unwrap();
+        // A port nobody listens on: bind, note the port, close.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let target = ServiceTarget::new(&format!("https://127.0.0.1:{port}"), &ca).unwrap();
+        let retry = Retry {
+            retries: 2,
+            initial_backoff: Duration::from_millis(1),
+        };
+        let mut notes = Vec::new();
+        let mut calls = 0;
+        let error = retry
+            .run(&target, &mut notes, async |_| {
+                calls += 1;
+                Ok(())
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(calls, 0);
+        assert!(matches!(error, AgentError::Unavailable { .. }), "{error}");
+        let notes = String::from_utf8(notes).unwrap();
+        assert_eq!(notes.matches("retrying in").count(), 2, "{notes}");
+    }
+}

@@ -1,0 +1,187 @@
+//! `device-agent connect` with the credential the service issued: MQTT over mutual TLS against
+//! a real Mosquitto broker running the service's rendered configuration (own topic works,
+//! another device's topic is refused by the ACL, a revoked device is refused after the CRL
+//! reload), and the local-only checks for AWS IoT and Azure DPS.
+#![allow(
+    clippy::unwrap_used,
+    clippy::missing_panics_doc,
+    clippy::too_many_lines,
+    reason = "scenario tests read top to bottom; a failed unwrap is a failed test"
+)]
+
+mod common;
+
+use common::{Agent, Broker, Harness, free_port, import, policy_and_batch, revoke};
+use oxroot_proto::v1;
+
+/// Enrols, registers and adds a device to `batch`; returns its agent and DeviceId.
+async fn device(
+    harness: &Harness,
+    operator: &mut oxroot_proto::v1::operator_client::OperatorClient<tonic::transport::Channel>,
+    batch: &str,
+    dir: &std::path::Path,
+    seed: u8,
+) -> (Agent, String) {
+    let agent = Agent::new(
+        &dir.join(format!("state-{seed}")),
+        &format!("emulated:{}", hex::encode([seed; 32])),
+    );
+    agent.run(&["enroll"]).await.ok();
+    agent.run_with_service(&["register"], harness).await.ok();
+    let id = agent.device_id().await;
+    let report = import(
+        operator,
+        batch,
+        vec![v1::import_record::Record::DeviceId(id.clone())],
+    )
+    .await;
+    assert_eq!(report.accepted, 1, "{report:?}");
+    agent.run_with_service(&["onboard"], harness).await.ok();
+    (agent, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_over_mutual_tls_with_a_silicon_derived_key() {
+    let harness = Harness::start().await;
+    let work = tempfile::tempdir().unwrap();
+    let broker_dir = work.path().join("broker");
+    std::fs::create_dir(&broker_dir).unwrap();
+    let port = free_port();
+    let mut operator = harness.operator("acme").await;
+    let batch = policy_and_batch(
+        &mut operator,
+        "broker",
+        v1::policy::Params::Mosquitto(v1::MosquittoPolicyParams {
+            host: "127.0.0.1".into(),
+            port: u32::from(port),
+            ..Default::default()
+        }),
+    )
+    .await;
+    let (alice, alice_id) = device(&harness, &mut operator, &batch, work.path(), 0x21).await;
+    let (bob, bob_id) = device(&harness, &mut operator, &batch, work.path(), 0x22).await;
+    // Broker certificates come from a platform operator, who names the owner.
+    let mut platform = harness.operator("*").await;
+    let mut broker = Broker::start(&mut platform, "acme", "broker", &broker_dir, port).await;
+
+    // Publish to its own topic and read it back.
+    let connected = alice.json(&["connect"], None).await;
+    assert_eq!(
+        connected["topic"],
+        format!("devices/{alice_id}/agent/hello")
+    );
+    assert_eq!(connected["client_id"], alice_id.as_str());
+    assert!(connected["bytes_read_back"].as_u64().unwrap() > 0);
+    assert_eq!(connected["key_slot"], 1);
+
+    // Another device's topic: the ACL refuses it.
+    let foreign = format!("/devices/{bob_id}/agent/hello");
+    let refused = alice.run(&["connect", "--topic", &foreign]).await;
+    let message = refused.fails(3);
+    assert!(message.contains("NotAuthorized"), "{message}");
+
+    // After a rotation the new slot's key connects, and the replaced certificate still works
+    // until its not_after (the fallback a failed rotation relies on).
+    alice
+        .run_with_service(&["renew", "--rotate"], &harness)
+        .await
+        .ok();
+    let rotated = alice.json(&["connect"], None).await;
+    assert_eq!(rotated["key_slot"], 2);
+    let previous = alice.json(&["connect", "--previous"], None).await;
+    assert_eq!(previous["key_slot"], 1);
+
+    // Revoke alice, publish the new CRL to the broker and make it re-read it.
+    revoke(&mut operator, &alice_id).await;
+    let crl = operator
+        .get_crl(v1::GetCrlRequest {
+            format: v1::CrlFormat::Pem.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .crl;
+    broker.reload_crl(&crl);
+    // SIGHUP is handled asynchronously: poll (bounded) until the broker has the new CRL.
+    let mut last = None;
+    for _ in 0..50 {
+        let run = alice.run(&["connect", "--timeout", "5"]).await;
+        if run.code != 0 {
+            last = Some(run);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let run = last.expect("the broker kept accepting a revoked certificate");
+    let message = run.fails(3);
+    assert!(message.contains("the broker refused"), "{message}");
+    assert!(message.contains("CertificateRevoked"), "{message}");
+    // The CRL refuses only the revoked device.
+    bob.json(&["connect"], None).await;
+
+    let log = broker.log();
+    assert!(log.contains(&format!("u'{alice_id}'")), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_and_azure_credentials_are_checked_locally_and_not_connected() {
+    let harness = Harness::start().await;
+    let work = tempfile::tempdir().unwrap();
+    let mut operator = harness.operator("acme").await;
+    let aws_batch = policy_and_batch(
+        &mut operator,
+        "aws",
+        v1::policy::Params::AwsIot(v1::AwsIotPolicyParams {
+            endpoint_host: "abc123-ats.iot.eu-west-1.amazonaws.com".into(),
+            // A stand-in for Amazon Root CA 1: any PEM the operator trusts.
+            server_root_ca_pem: harness.server.root_pem.clone(),
+            ..Default::default()
+        }),
+    )
+    .await;
+    let azure_batch = policy_and_batch(
+        &mut operator,
+        "azure",
+        v1::policy::Params::AzureDps(v1::AzureDpsPolicyParams {
+            id_scope: "0ne00000000".into(),
+            ..Default::default()
+        }),
+    )
+    .await;
+    let (aws, aws_id) = device(&harness, &mut operator, &aws_batch, work.path(), 0x31).await;
+    let (azure, azure_id) = device(&harness, &mut operator, &azure_batch, work.path(), 0x32).await;
+
+    let run = aws.run(&["--json", "connect"]).await;
+    let checked: serde_json::Value = serde_json::from_str(run.ok()).unwrap();
+    assert_eq!(checked["live_connection"], "not attempted");
+    assert_eq!(checked["cloud"], "AWS IoT Core");
+    assert_eq!(
+        checked["endpoint"],
+        "mqtts://abc123-ats.iot.eu-west-1.amazonaws.com:8883"
+    );
+    assert_eq!(checked["mqtt_client_id"], aws_id.as_str());
+    assert_eq!(checked["certificate_cn"], aws_id.as_str());
+    assert!(
+        run.stderr.contains("live connection not attempted"),
+        "{run:#?}"
+    );
+
+    let checked = azure.json(&["connect"], None).await;
+    assert_eq!(checked["live_connection"], "not attempted");
+    assert_eq!(checked["registration_id"], azure_id.as_str());
+    assert_eq!(
+        checked["mqtt_username"],
+        format!("0ne00000000/registrations/{azure_id}/api-version=2019-03-31")
+    );
+
+    // A credential whose certificate does not match the silicon is caught locally: give the
+    // AWS device the Azure device's credential file.
+    std::fs::copy(
+        azure.state.join("credential.json"),
+        aws.state.join("credential.json"),
+    )
+    .unwrap();
+    let mismatch = aws.run(&["connect"]).await;
+    let message = mismatch.fails(3);
+    assert!(message.contains("credential check failed"), "{message}");
+}
