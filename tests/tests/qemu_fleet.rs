@@ -37,8 +37,8 @@ fn result(vm: &Value) -> &Value {
     &vm["result"]
 }
 
-#[test]
-fn qemu_fleet_onboards_to_mosquitto_and_keeps_its_identities_across_reboots() {
+/// Runs `qemu/run-fleet` and returns its JSON summary and the seconds it took with set-up.
+fn run_fleet() -> (Value, f64) {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("the workspace root");
@@ -48,15 +48,8 @@ fn qemu_fleet_onboards_to_mosquitto_and_keeps_its_identities_across_reboots() {
     // dev: the suites have just built enroll-service and enrollctl in the dev profile.
     let output = Command::new(repo.join("qemu/run-fleet"))
         .arg(CHIPS.to_string())
-        .args([
-            "--jobs",
-            "2",
-            "--timeout",
-            "150",
-            "--reboot",
-            "--corner",
-            "--fresh",
-        ])
+        .args(["--jobs", "2", "--timeout", "150"])
+        .args(["--reboot", "--corner", "--fresh"])
         .arg("--fleet")
         .arg(work.path().join("fleet"))
         .arg("--json")
@@ -67,29 +60,23 @@ fn qemu_fleet_onboards_to_mosquitto_and_keeps_its_identities_across_reboots() {
     let wall = started.elapsed().as_secs_f64();
     println!("{}", String::from_utf8_lossy(&output.stdout));
     eprintln!("{}", String::from_utf8_lossy(&output.stderr));
-    assert!(
-        output.status.success(),
-        "run-fleet failed: {}",
-        output.status
-    );
-
-    let summary: Value = serde_json::from_str(
-        &std::fs::read_to_string(&summary_path).expect("run-fleet wrote its summary"),
+    assert!(output.status.success(), "run-fleet: {}", output.status);
+    let text = std::fs::read_to_string(&summary_path).expect("run-fleet wrote its summary");
+    (
+        serde_json::from_str(&text).expect("the summary is JSON"),
+        wall,
     )
-    .expect("the summary is JSON");
-    assert_eq!(summary["ok"], true, "{summary}");
-    assert_eq!(summary["policy_kind"], "mosquitto");
+}
 
-    let boot = phase(&summary, "boot");
+/// First boot: every chip enrolled, registered, onboarded and published; all are distinct.
+fn check_first_boot(boot: &[Value]) {
     assert_eq!(boot.len(), CHIPS);
     let mut ids = Vec::new();
     for vm in boot {
         let r = result(vm);
         let id = r["device_id"].as_str().expect("a DeviceId");
-        assert!(
-            id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()),
-            "{id}"
-        );
+        let hex = id.bytes().all(|b| b.is_ascii_hexdigit());
+        assert!(id.len() == 64 && hex, "{id}");
         for field in [
             "enrolled_now",
             "registered_now",
@@ -105,35 +92,31 @@ fn qemu_fleet_onboards_to_mosquitto_and_keeps_its_identities_across_reboots() {
     let mut distinct = ids.clone();
     distinct.sort();
     distinct.dedup();
-    assert_eq!(
-        distinct.len(),
-        CHIPS,
-        "every chip is its own device: {ids:?}"
-    );
+    assert_eq!(distinct.len(), CHIPS, "one device per chip: {ids:?}");
+}
 
-    let reboot = phase(&summary, "reboot");
+/// Second boot: same DeviceId from the same helper data, no enrolment, no onboarding, and
+/// the stored credential still publishes.
+fn check_reboot(reboot: &[Value], boot: &[Value]) {
     assert_eq!(reboot.len(), CHIPS);
     for (vm, first) in reboot.iter().zip(boot) {
         let r = result(vm);
+        let before = &first["result"];
         assert_eq!(vm["vm"], first["vm"]);
+        assert_eq!(r["device_id"], before["device_id"], "same DeviceId");
         assert_eq!(
-            r["device_id"], first["result"]["device_id"],
-            "same DeviceId"
-        );
-        assert_eq!(
-            r["helper_sha256"], first["result"]["helper_sha256"],
+            r["helper_sha256"], before["helper_sha256"],
             "same helper data"
         );
         for field in ["enrolled_now", "registered_now", "onboarded_now"] {
             assert_eq!(r[field], false, "second boot, {field}: {r}");
         }
-        assert_eq!(
-            r["connected"], true,
-            "the stored credential still works: {r}"
-        );
+        assert_eq!(r["connected"], true, "the stored credential works: {r}");
     }
+}
 
-    let corner = phase(&summary, "corner");
+/// Corner: chip 1 at -40 °C, 10 years reconstructs its DeviceId and publishes.
+fn check_corner(corner: &[Value], boot: &[Value]) {
     assert_eq!(corner.len(), 1);
     let r = result(&corner[0]);
     assert_eq!(r["temperature"], -40);
@@ -141,7 +124,18 @@ fn qemu_fleet_onboards_to_mosquitto_and_keeps_its_identities_across_reboots() {
     assert_eq!(r["device_id"], boot[0]["result"]["device_id"]);
     assert_eq!(r["enrolled_now"], false);
     assert_eq!(r["connected"], true);
+}
 
+#[test]
+fn qemu_fleet_onboards_to_mosquitto_and_keeps_its_identities_across_reboots() {
+    let (summary, wall) = run_fleet();
+    assert_eq!(summary["ok"], true, "{summary}");
+    assert_eq!(summary["policy_kind"], "mosquitto");
+    let boot = phase(&summary, "boot");
+    check_first_boot(boot);
+    check_reboot(phase(&summary, "reboot"), boot);
+    check_corner(phase(&summary, "corner"), boot);
+    // The service's view: a chip that had enrolled again would be a fifth device.
     assert_eq!(summary["batch"]["total"], CHIPS, "{summary}");
     assert_eq!(summary["batch"]["onboarded"], CHIPS, "{summary}");
     println!(
