@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
 
 import grpc
 from google.protobuf import duration_pb2
@@ -97,6 +98,16 @@ def _import_requests(batch_id: str, device_ids: Iterable[str]) -> Iterator[pb.Im
         yield pb.ImportDevicesRequest(chunk=pb.ImportChunk(records=chunk))
 
 
+class BatchWatch(Protocol):
+    """A WatchBatch stream: iterate it for messages, cancel it to stop early."""
+
+    def __iter__(self) -> Iterator[pb.WatchBatchResponse]: ...
+
+    def __next__(self) -> pb.WatchBatchResponse: ...
+
+    def cancel(self) -> bool: ...
+
+
 class MesClient:
     """The Operator API calls a production line needs, with their paging done."""
 
@@ -154,7 +165,9 @@ class MesClient:
             certificate_lifetime=duration_pb2.Duration(seconds=certificate_lifetime_days * 86400),
             mosquitto=pb.MosquittoPolicyParams(host=host, port=port),
         )
-        response = self.stub.CreatePolicy(pb.CreatePolicyRequest(policy=policy), timeout=self.timeout)
+        response = self.stub.CreatePolicy(
+            pb.CreatePolicyRequest(policy=policy), timeout=self.timeout
+        )
         return response.policy
 
     def create_batch(self, name: str, policy_name: str, *, request_id: str = "") -> pb.Batch:
@@ -180,7 +193,9 @@ class MesClient:
         batches: list[pb.Batch] = []
         token = ""
         while True:
-            page = self.stub.ListBatches(pb.ListBatchesRequest(page_token=token), timeout=self.timeout)
+            page = self.stub.ListBatches(
+                pb.ListBatchesRequest(page_token=token), timeout=self.timeout
+            )
             batches.extend(page.batches)
             token = page.next_page_token
             if not token:
@@ -193,19 +208,21 @@ class MesClient:
         device_events: bool = True,
         until_settled: bool = True,
         deadline_seconds: float = 600.0,
-    ) -> Iterator[pb.WatchBatchResponse]:
+    ) -> BatchWatch:
         """Follows a batch: a progress snapshot first, then progress and device events.
 
         With `until_settled` the stream ends once no device of the batch waits to register or
         onboard. The deadline bounds the whole stream; cancel it early with `.cancel()` on the
-        returned iterator.
+        returned stream.
         """
         request = pb.WatchBatchRequest(
             batch_id=batch_id, device_events=device_events, until_settled=until_settled
         )
         return self.stub.WatchBatch(request, timeout=deadline_seconds)
 
-    def list_devices(self, *, batch_id: str = "", state: int = 0) -> list[pb.Device]:
+    def list_devices(
+        self, *, batch_id: str = "", state: pb.DeviceState = pb.DEVICE_STATE_UNSPECIFIED
+    ) -> list[pb.Device]:
         """All devices matching the filters, ordered by DeviceId (every page)."""
         devices: list[pb.Device] = []
         token = ""
@@ -226,7 +243,7 @@ class MesClient:
         self,
         device_id: str,
         *,
-        reason: int = pb.REVOCATION_REASON_KEY_COMPROMISE,
+        reason: pb.RevocationReason = pb.REVOCATION_REASON_KEY_COMPROMISE,
         comment: str = "",
     ) -> pb.RevokeDeviceResponse:
         """Revokes a device (final): its certificates go on the CRL at once."""
@@ -243,7 +260,7 @@ class MesClient:
         *,
         csr_pem: str,
         name: str,
-        role: int,
+        role: pb.Role,
         owner: str,
         validity_seconds: int,
     ) -> pb.IssueOperatorCertificateResponse:

@@ -178,7 +178,7 @@ class Device:
 
 
 def issue_operator(
-    platform: MesClient, *, name: str, owner: str, role: int
+    platform: MesClient, *, name: str, owner: str, role: pb.Role
 ) -> tuple[OperatorCredentials, x509.Certificate]:
     """A new operator key, certified by the service from a CSR; returns the credentials and the
     issuing intermediate (which signs the CRL too)."""
@@ -268,7 +268,9 @@ class MesClientTest(unittest.TestCase):
     def test_mes_flow_policy_import_watch_list_revoke_crl(self) -> None:
         mes, intermediate = self.operator("mes-line-1", "acme")
         whoami = mes.whoami()
-        self.assertEqual((whoami.name, whoami.owner, whoami.role), ("mes-line-1", "acme", pb.ROLE_ADMIN))
+        self.assertEqual(
+            (whoami.name, whoami.owner, whoami.role), ("mes-line-1", "acme", pb.ROLE_ADMIN)
+        )
 
         # 1. A policy and a batch.
         policy = mes.create_mosquitto_policy("line-broker", host="127.0.0.1", port=8883)
@@ -297,12 +299,17 @@ class MesClientTest(unittest.TestCase):
         self.assertEqual(snapshot.progress.counts.awaiting_registration, DEVICES)
         serials: dict[str, str] = {}
         last = snapshot.progress
+
+        def stop_watching_if_failed(agent: Future[None]) -> None:
+            # A failed agent would leave the batch unsettled for good: stop watching at once.
+            if agent.exception() is not None:
+                watch.cancel()
+
         with ThreadPoolExecutor(max_workers=DEVICES) as pool:
             agents: list[Future[None]] = []
             for device in devices:
                 agent = pool.submit(device.bring_up, self.service)
-                # A failed agent would leave the batch unsettled: stop watching at once.
-                agent.add_done_callback(lambda done: done.exception() and watch.cancel())
+                agent.add_done_callback(stop_watching_if_failed)
                 agents.append(agent)
             try:
                 for message in watch:
@@ -320,9 +327,9 @@ class MesClientTest(unittest.TestCase):
         # 4. List the batch's devices: every one holds the credential the watch announced.
         listed = mes.list_devices(batch_id=batch.batch_id)
         self.assertEqual([d.device_id for d in listed], sorted(device_ids))
-        for device in listed:
-            self.assertEqual(device.state, pb.DEVICE_STATE_ONBOARDED, device.device_id)
-            self.assertEqual(device.current_credential.serial, serials[device.device_id])
+        for entry in listed:
+            self.assertEqual(entry.state, pb.DEVICE_STATE_ONBOARDED, entry.device_id)
+            self.assertEqual(entry.current_credential.serial, serials[entry.device_id])
 
         # 5. Revoke one device.
         victim = devices[0].device_id
