@@ -6,7 +6,7 @@
 //!   ├─ oxroot.v1.DeviceEnrollment   devices: no client cert, signatures inside the calls
 //!   ├─ oxroot.v1.Operator           operators: client cert required (checked per call)
 //!   ├─ grpc.health.v1.Health
-//!   └─ grpc.reflection.v1.ServerReflection
+//!   └─ grpc.reflection.v1.ServerReflection (and v1alpha, for clients that speak only that)
 //! ```
 //!
 //! The server's TLS key is generated at every start and never written: devices pin the root,
@@ -100,15 +100,25 @@ pub async fn serve(
     health_reporter
         .set_serving::<OperatorServer<OperatorService>>()
         .await;
+    // Reflection in both versions: v1 is the standard, and v1alpha is the only one that some
+    // stock clients speak (grpcio-reflection's Python client, older grpcurl).
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(oxroot_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
     #[allow(
         clippy::expect_used,
         reason = "the descriptor sets are compiled in and tested"
     )]
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(oxroot_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .expect("embedded descriptor sets are valid");
+    let (reflection, reflection_v1alpha) = (
+        reflection_builder()
+            .build_v1()
+            .expect("embedded descriptor sets are valid"),
+        reflection_builder()
+            .build_v1alpha()
+            .expect("embedded descriptor sets are valid"),
+    );
 
     let device = DeviceEnrollmentServer::new(DeviceService::new(core.clone()))
         .max_decoding_message_size(config.max_device_message);
@@ -132,6 +142,7 @@ pub async fn serve(
         .max_concurrent_streams(Some(1024))
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(device)
         .add_service(operator)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)

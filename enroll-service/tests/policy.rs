@@ -1301,23 +1301,29 @@ fn bad_or_foreign_csrs_are_refused() {
 // ---------------------------------------------------------------------------------------------
 
 /// A Mosquitto broker this test started, killed when the test ends however it ends.
-struct Broker(std::process::Child);
+/// A Mosquitto broker this test started, logging to `mosquitto.log` in its directory.
+struct Broker {
+    child: std::process::Child,
+    log_file: std::path::PathBuf,
+}
 
 impl Broker {
     /// Starts `mosquitto -c test.conf` in `dir` and waits (at most 15 s, generous for a loaded CI machine) until it listens.
     fn start(dir: &Path, port: u16) -> Self {
-        let mut broker = Self(
-            Command::new("mosquitto")
+        let log_file = dir.join("mosquitto.log");
+        let mut broker = Self {
+            child: Command::new("mosquitto")
                 .args(["-c", "test.conf"])
                 .current_dir(dir)
                 .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
+                .stderr(fs::File::create(&log_file).unwrap())
                 .spawn()
                 .unwrap(),
-        );
+            log_file,
+        };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(status) = broker.0.try_wait().unwrap() {
+            if let Some(status) = broker.child.try_wait().unwrap() {
                 panic!(
                     "mosquitto refused the configuration ({status}): {}",
                     broker.log()
@@ -1332,19 +1338,29 @@ impl Broker {
         broker
     }
 
-    /// Stops the broker and returns what it logged.
-    fn log(&mut self) -> String {
-        let _ = self.0.kill();
-        let mut log = String::new();
-        std::io::Read::read_to_string(self.0.stderr.as_mut().unwrap(), &mut log).unwrap();
-        log
+    /// What the broker logged so far.
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log_file).unwrap()
+    }
+
+    /// The log once it satisfies `done`, or after 10 s: a client can exit before the broker
+    /// has logged why it dropped the connection.
+    fn log_once(&self, done: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if done(&log) || std::time::Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -1472,7 +1488,7 @@ fn mosquitto_accepts_the_rendered_configuration() {
         &format!("listener {port} 127.0.0.1\n"),
     );
     fs::write(path.join("test.conf"), format!("user {}\n{conf}", whoami())).unwrap();
-    let mut broker = Broker::start(path, port);
+    let broker = Broker::start(path, port);
 
     assert!(
         installed("mosquitto_pub"),
@@ -1506,7 +1522,7 @@ fn mosquitto_accepts_the_rendered_configuration() {
 
     // The broker's log says why: the CN became the user name, and the revoked certificate
     // failed verification (its chain is otherwise made exactly like the good one).
-    let log = broker.log();
+    let log = broker.log_once(|log| log.contains("certificate verify failed"));
     assert!(log.contains(&format!("u'{good_cn}'")), "{log}");
     assert_eq!(log.matches("certificate verify failed").count(), 1, "{log}");
 }

@@ -1,5 +1,6 @@
 //! Stock gRPC tooling works unmodified: the standard health service answers SERVING for both
-//! oxroot services, and server reflection lists them (what grpcurl and grpcio-reflection use).
+//! oxroot services, and server reflection lists them, in v1 (grpcurl) and in v1alpha (the only
+//! version grpcio-reflection's Python client speaks).
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 mod common;
@@ -53,6 +54,37 @@ async fn health_reports_serving_and_reflection_lists_both_services() {
         "oxroot.v1.Operator",
         "grpc.health.v1.Health",
     ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} not in {names:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn reflection_v1alpha_lists_both_services() {
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+
+    let harness = Harness::start().await;
+    let mut reflection = ServerReflectionClient::new(harness.channel().await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("expected a service list, got {response:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in ["oxroot.v1.DeviceEnrollment", "oxroot.v1.Operator"] {
         assert!(
             names.iter().any(|n| n == expected),
             "{expected} not in {names:?}"
