@@ -180,13 +180,13 @@ pub async fn seed_batch(
 }
 
 impl Harness {
-    /// An Operator client authenticated with a fresh certificate for (name, owner, role).
-    pub async fn operator(
+    /// A fresh operator certificate for (name, owner, role): (chain PEM, PKCS#8 key PEM).
+    pub fn issue_operator(
         &self,
         name: &str,
         owner: &str,
         role: enroll_service::pki::Role,
-    ) -> oxroot_proto::v1::operator_client::OperatorClient<Channel> {
+    ) -> (String, String) {
         use enroll_service::pki::{OperatorKey, Serial, Validity};
         let now = time::OffsetDateTime::now_utc();
         let issued = self
@@ -202,12 +202,23 @@ impl Harness {
                 Serial::random().unwrap(),
             )
             .unwrap();
-        let key = issued.private_key.unwrap().to_pem();
+        let key = issued.private_key.unwrap().to_pem().to_string();
         let chain = format!(
             "{}{}",
             issued.certificate.pem,
             self.core.ca().intermediate_pem()
         );
+        (chain, key)
+    }
+
+    /// An Operator client authenticated with a fresh certificate for (name, owner, role).
+    pub async fn operator(
+        &self,
+        name: &str,
+        owner: &str,
+        role: enroll_service::pki::Role,
+    ) -> oxroot_proto::v1::operator_client::OperatorClient<Channel> {
+        let (chain, key) = self.issue_operator(name, owner, role);
         self.client_with_identity(&chain, key.as_bytes()).await
     }
 
@@ -241,36 +252,10 @@ impl Harness {
         owner: &str,
         role: enroll_service::pki::Role,
     ) {
-        use enroll_service::pki::{OperatorKey, Serial, Validity};
-        let now = time::OffsetDateTime::now_utc();
-        let issued = self
-            .core
-            .ca()
-            .issue_operator_certificate(
-                &OperatorKey::Generate,
-                name,
-                owner,
-                role,
-                Validity::starting(now - time::Duration::minutes(1), time::Duration::hours(1))
-                    .unwrap(),
-                Serial::random().unwrap(),
-            )
-            .unwrap();
+        let (chain, key) = self.issue_operator(name, owner, role);
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(dir.join("root.pem"), &self.server.root_pem).unwrap();
-        std::fs::write(
-            dir.join("operator.pem"),
-            format!(
-                "{}{}",
-                issued.certificate.pem,
-                self.core.ca().intermediate_pem()
-            ),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.join("operator.key"),
-            issued.private_key.unwrap().to_pem().as_bytes(),
-        )
-        .unwrap();
+        std::fs::write(dir.join("operator.pem"), chain).unwrap();
+        std::fs::write(dir.join("operator.key"), key).unwrap();
     }
 }
