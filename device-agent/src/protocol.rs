@@ -14,8 +14,9 @@
 
 use oxroot_proto::v1;
 use oxroot_proto::v1::device_enrollment_client::DeviceEnrollmentClient;
-use rot_core::attestation::{self, ChallengeContext, ChallengeKind, SignerRole};
-use rot_core::keys::{DeviceId, KeySlot, PublicKey, Seeds};
+use rot_core::SignatureBytes;
+use rot_core::attestation::{self, ChallengeContext, ChallengeKind, Message, SignerRole};
+use rot_core::keys::{DeviceId, DeviceKey, EnrolmentKey, KeySlot, PublicKey, Seeds};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -37,6 +38,67 @@ pub trait Chip {
     /// # Errors
     /// The chip's own error (silicon unreadable, reconstruction failed, locked out).
     fn seeds(&self) -> Result<Seeds, Self::Error>;
+
+    /// The keys that sign an answer, derived from freshly reconstructed seeds: the ESK and
+    /// the DSK of `slot`. By default rot-core's own (RustCrypto p256); a chip with another
+    /// P-256 implementation of the same keys (a secure element, or aws-lc-rs in the service's
+    /// simulated fleet) imports them with [`Seeds::enrolment_key_into`] and
+    /// [`Seeds::device_key_into`].
+    ///
+    /// # Errors
+    /// The chip's own error.
+    fn answer_keys(&self, seeds: &Seeds, slot: KeySlot) -> Result<AnswerKeys, Self::Error> {
+        Ok(AnswerKeys::derive(seeds, slot))
+    }
+}
+
+/// One private key signing attestation messages.
+pub trait AttestationSigner {
+    /// ECDSA P-256 / SHA-256 over `message`, `r ‖ s`.
+    fn sign(&self, message: &Message) -> SignatureBytes;
+}
+
+impl AttestationSigner for EnrolmentKey {
+    fn sign(&self, message: &Message) -> SignatureBytes {
+        EnrolmentKey::sign(self, message)
+    }
+}
+
+impl AttestationSigner for DeviceKey {
+    fn sign(&self, message: &Message) -> SignatureBytes {
+        DeviceKey::sign(self, message)
+    }
+}
+
+/// The keys of one answer, dropped as soon as it is signed.
+pub struct AnswerKeys {
+    /// The DPK of the challenge's slot.
+    pub dpk: PublicKey,
+    /// The enrolment key.
+    pub esk: Box<dyn AttestationSigner>,
+    /// The device key of the challenge's slot.
+    pub dsk: Box<dyn AttestationSigner>,
+}
+
+impl AnswerKeys {
+    /// rot-core's keys (RustCrypto p256) for `slot`.
+    #[must_use]
+    pub fn derive(seeds: &Seeds, slot: KeySlot) -> Self {
+        let dsk = seeds.device_key(slot);
+        Self {
+            dpk: dsk.public_key(),
+            esk: Box::new(seeds.enrolment_key()),
+            dsk: Box::new(dsk),
+        }
+    }
+}
+
+impl std::fmt::Debug for AnswerKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnswerKeys")
+            .field("dpk", &self.dpk)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why an exchange did not end in an [`Outcome`].
@@ -136,9 +198,12 @@ pub fn answer<C: Chip + ?Sized>(
         .as_slice()
         .try_into()
         .map_err(|_| ExchangeError::Protocol("challenge nonce is not 32 bytes".into()))?;
-    let seeds = chip.seeds().map_err(ExchangeError::Chip)?;
-    let device_key = seeds.device_key(slot);
-    let dpk = device_key.public_key();
+    let keys = {
+        let seeds = chip.seeds().map_err(ExchangeError::Chip)?;
+        chip.answer_keys(&seeds, slot)
+            .map_err(ExchangeError::Chip)?
+    };
+    let dpk = keys.dpk;
     let context = ChallengeContext {
         device_id: chip.device_id(),
         challenge_id: &challenge.challenge_id,
@@ -153,9 +218,9 @@ pub fn answer<C: Chip + ?Sized>(
         attestation::challenge_message(kind, SignerRole::DeviceKey, &context).map_err(too_long)?;
     Ok(v1::Proof {
         challenge_id: challenge.challenge_id.clone(),
-        esk_signature: seeds.enrolment_key().sign(&esk_message).0.to_vec(),
+        esk_signature: keys.esk.sign(&esk_message).0.to_vec(),
         dpk: dpk.as_bytes().to_vec(),
-        dpk_signature: device_key.sign(&dsk_message).0.to_vec(),
+        dpk_signature: keys.dsk.sign(&dsk_message).0.to_vec(),
         key_slot: u32::from(slot.get()),
     })
 }
