@@ -179,8 +179,9 @@ fn parse_public_key(bytes: &[u8]) -> Option<PublicKey> {
 }
 
 /// ECDSA P-256 / SHA-256 over `message`, 64-byte r || s, with aws-lc-rs (the service's fast
-/// path; rot-core signs the same bytes with p256).
-fn verify_signature(public_key: &PublicKey, message: &[u8], signature: &[u8]) -> bool {
+/// path; rot-core signs the same bytes with p256). Every device proof goes through it.
+#[must_use]
+pub fn verify_signature(public_key: &PublicKey, message: &[u8], signature: &[u8]) -> bool {
     UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, public_key.as_bytes())
         .verify(message, signature)
         .is_ok()
