@@ -259,7 +259,7 @@ pub async fn onboard<C: Chip + ?Sized>(
     let (tx, rx) = mpsc::channel(2);
     send(&tx, hello).await?;
     let responses = client.onboard(ReceiverStream::new(rx)).await?.into_inner();
-    exchange::<Onboarding, C>(chip, &tx, responses).await
+    exchange::<Onboarding, C>(chip, tx, responses).await
 }
 
 /// Runs a Renew exchange for `target_slot` (0 keeps the current slot).
@@ -282,7 +282,7 @@ pub async fn renew<C: Chip + ?Sized>(
     let (tx, rx) = mpsc::channel(2);
     send(&tx, hello).await?;
     let responses = client.renew(ReceiverStream::new(rx)).await?.into_inner();
-    exchange::<Renewal, C>(chip, &tx, responses).await
+    exchange::<Renewal, C>(chip, tx, responses).await
 }
 
 /// What the server sent, whichever stream it came on.
@@ -356,12 +356,15 @@ async fn send<T, E>(tx: &mpsc::Sender<T>, message: T) -> Result<(), ExchangeErro
 /// After the Hello: read the challenge, prove, read the result.
 async fn exchange<F: Flow, C: Chip + ?Sized>(
     chip: &C,
-    tx: &mpsc::Sender<F::Request>,
+    tx: mpsc::Sender<F::Request>,
     mut responses: tonic::Streaming<F::Response>,
 ) -> Result<Outcome, ExchangeError<C::Error>> {
     let challenge = match responses.message().await?.and_then(F::step) {
         Some(Step::Challenge(challenge)) => challenge,
-        Some(Step::Refusal(refusal)) => return Ok(Outcome::Refused(refusal)),
+        Some(Step::Refusal(refusal)) => {
+            drop(tx);
+            return Ok(finish(responses, Outcome::Refused(refusal)).await);
+        }
         Some(Step::Credentials(_)) => {
             return Err(ExchangeError::Protocol(
                 "credentials before any challenge".into(),
@@ -374,15 +377,39 @@ async fn exchange<F: Flow, C: Chip + ?Sized>(
         }
     };
     let proof = answer(chip, F::KIND, &challenge)?;
-    send(tx, F::proof(proof)).await?;
-    match responses.message().await?.and_then(F::step) {
-        Some(Step::Credentials(bundle)) => Ok(Outcome::Credentials(bundle)),
-        Some(Step::Refusal(refusal)) => Ok(Outcome::Refused(refusal)),
-        Some(Step::Challenge(_)) => Err(ExchangeError::Protocol("a second challenge".into())),
-        None => Err(ExchangeError::Protocol(
-            "the stream ended without credentials or a refusal".into(),
-        )),
-    }
+    send(&tx, F::proof(proof)).await?;
+    // Nothing follows the proof: the request stream ends here (see `finish`).
+    drop(tx);
+    let outcome = match responses.message().await?.and_then(F::step) {
+        Some(Step::Credentials(bundle)) => Outcome::Credentials(bundle),
+        Some(Step::Refusal(refusal)) => Outcome::Refused(refusal),
+        Some(Step::Challenge(_)) => {
+            return Err(ExchangeError::Protocol("a second challenge".into()));
+        }
+        None => {
+            return Err(ExchangeError::Protocol(
+                "the stream ended without credentials or a refusal".into(),
+            ));
+        }
+    };
+    Ok(finish(responses, outcome).await)
+}
+
+/// How long the end of a response stream is awaited once its last message is in.
+const STREAM_END_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads the response stream to its end (the status trailers) before letting go of it.
+///
+/// Both sides close their half of the stream: the request half after the proof (or the
+/// refusal), the response half here. A stream dropped while the other side's last frame is
+/// still in flight is reset, and that frame then arrives on a stream HTTP/2 has forgotten:
+/// h2 counts each one against the connection and closes it after 1,024
+/// (`too_many_internal_resets`), which a programming station relaying thousands of devices
+/// over one connection reaches within minutes. The outcome stands whatever the trailers say:
+/// the credential is durable once it was sent.
+async fn finish<T>(mut responses: tonic::Streaming<T>, outcome: Outcome) -> Outcome {
+    let _ = tokio::time::timeout(STREAM_END_WAIT, responses.trailers()).await;
+    outcome
 }
 
 #[cfg(test)]

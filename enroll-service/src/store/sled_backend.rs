@@ -49,6 +49,9 @@ const MAX_GROUP: usize = 1024;
 const QUEUE: usize = 8192;
 /// Events kept for slow watchers before they start losing device events.
 const EVENT_BUFFER: usize = 16_384;
+/// sled's page cache. Its default (1 GiB) let the service's memory grow with the registry to
+/// that size; records not in it are read from the file (the OS page cache), which is fast.
+const CACHE_BYTES: u64 = 256 * 1024 * 1024;
 
 type Reply = oneshot::Sender<Result<Receipt, StoreError>>;
 
@@ -115,6 +118,7 @@ impl SledRegistry {
             // The writer flushes every group itself; sled's timer flush would only compete
             // with it for the log.
             .flush_every_ms(None)
+            .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(unavailable)?;
         // The file sled writes its log to; fdatasync on any descriptor of it makes the data
