@@ -14,8 +14,9 @@
 
 use oxroot_proto::v1;
 use oxroot_proto::v1::device_enrollment_client::DeviceEnrollmentClient;
-use rot_core::attestation::{self, ChallengeContext, ChallengeKind, SignerRole};
-use rot_core::keys::{DeviceId, KeySlot, PublicKey, Seeds};
+use rot_core::SignatureBytes;
+use rot_core::attestation::{self, ChallengeContext, ChallengeKind, Message, SignerRole};
+use rot_core::keys::{DeviceId, DeviceKey, EnrolmentKey, KeySlot, PublicKey, Seeds};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -37,6 +38,67 @@ pub trait Chip {
     /// # Errors
     /// The chip's own error (silicon unreadable, reconstruction failed, locked out).
     fn seeds(&self) -> Result<Seeds, Self::Error>;
+
+    /// The keys that sign an answer, derived from freshly reconstructed seeds: the ESK and
+    /// the DSK of `slot`. By default rot-core's own (RustCrypto p256); a chip with another
+    /// P-256 implementation of the same keys (a secure element, or aws-lc-rs in the service's
+    /// simulated fleet) imports them with [`Seeds::enrolment_key_into`] and
+    /// [`Seeds::device_key_into`].
+    ///
+    /// # Errors
+    /// The chip's own error.
+    fn answer_keys(&self, seeds: &Seeds, slot: KeySlot) -> Result<AnswerKeys, Self::Error> {
+        Ok(AnswerKeys::derive(seeds, slot))
+    }
+}
+
+/// One private key signing attestation messages.
+pub trait AttestationSigner {
+    /// ECDSA P-256 / SHA-256 over `message`, `r ‖ s`.
+    fn sign(&self, message: &Message) -> SignatureBytes;
+}
+
+impl AttestationSigner for EnrolmentKey {
+    fn sign(&self, message: &Message) -> SignatureBytes {
+        EnrolmentKey::sign(self, message)
+    }
+}
+
+impl AttestationSigner for DeviceKey {
+    fn sign(&self, message: &Message) -> SignatureBytes {
+        DeviceKey::sign(self, message)
+    }
+}
+
+/// The keys of one answer, dropped as soon as it is signed.
+pub struct AnswerKeys {
+    /// The DPK of the challenge's slot.
+    pub dpk: PublicKey,
+    /// The enrolment key.
+    pub esk: Box<dyn AttestationSigner>,
+    /// The device key of the challenge's slot.
+    pub dsk: Box<dyn AttestationSigner>,
+}
+
+impl AnswerKeys {
+    /// rot-core's keys (RustCrypto p256) for `slot`.
+    #[must_use]
+    pub fn derive(seeds: &Seeds, slot: KeySlot) -> Self {
+        let dsk = seeds.device_key(slot);
+        Self {
+            dpk: dsk.public_key(),
+            esk: Box::new(seeds.enrolment_key()),
+            dsk: Box::new(dsk),
+        }
+    }
+}
+
+impl std::fmt::Debug for AnswerKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnswerKeys")
+            .field("dpk", &self.dpk)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why an exchange did not end in an [`Outcome`].
@@ -136,9 +198,12 @@ pub fn answer<C: Chip + ?Sized>(
         .as_slice()
         .try_into()
         .map_err(|_| ExchangeError::Protocol("challenge nonce is not 32 bytes".into()))?;
-    let seeds = chip.seeds().map_err(ExchangeError::Chip)?;
-    let device_key = seeds.device_key(slot);
-    let dpk = device_key.public_key();
+    let keys = {
+        let seeds = chip.seeds().map_err(ExchangeError::Chip)?;
+        chip.answer_keys(&seeds, slot)
+            .map_err(ExchangeError::Chip)?
+    };
+    let dpk = keys.dpk;
     let context = ChallengeContext {
         device_id: chip.device_id(),
         challenge_id: &challenge.challenge_id,
@@ -153,9 +218,9 @@ pub fn answer<C: Chip + ?Sized>(
         attestation::challenge_message(kind, SignerRole::DeviceKey, &context).map_err(too_long)?;
     Ok(v1::Proof {
         challenge_id: challenge.challenge_id.clone(),
-        esk_signature: seeds.enrolment_key().sign(&esk_message).0.to_vec(),
+        esk_signature: keys.esk.sign(&esk_message).0.to_vec(),
         dpk: dpk.as_bytes().to_vec(),
-        dpk_signature: device_key.sign(&dsk_message).0.to_vec(),
+        dpk_signature: keys.dsk.sign(&dsk_message).0.to_vec(),
         key_slot: u32::from(slot.get()),
     })
 }
@@ -194,7 +259,7 @@ pub async fn onboard<C: Chip + ?Sized>(
     let (tx, rx) = mpsc::channel(2);
     send(&tx, hello).await?;
     let responses = client.onboard(ReceiverStream::new(rx)).await?.into_inner();
-    exchange::<Onboarding, C>(chip, &tx, responses).await
+    exchange::<Onboarding, C>(chip, tx, responses).await
 }
 
 /// Runs a Renew exchange for `target_slot` (0 keeps the current slot).
@@ -217,7 +282,7 @@ pub async fn renew<C: Chip + ?Sized>(
     let (tx, rx) = mpsc::channel(2);
     send(&tx, hello).await?;
     let responses = client.renew(ReceiverStream::new(rx)).await?.into_inner();
-    exchange::<Renewal, C>(chip, &tx, responses).await
+    exchange::<Renewal, C>(chip, tx, responses).await
 }
 
 /// What the server sent, whichever stream it came on.
@@ -291,12 +356,15 @@ async fn send<T, E>(tx: &mpsc::Sender<T>, message: T) -> Result<(), ExchangeErro
 /// After the Hello: read the challenge, prove, read the result.
 async fn exchange<F: Flow, C: Chip + ?Sized>(
     chip: &C,
-    tx: &mpsc::Sender<F::Request>,
+    tx: mpsc::Sender<F::Request>,
     mut responses: tonic::Streaming<F::Response>,
 ) -> Result<Outcome, ExchangeError<C::Error>> {
     let challenge = match responses.message().await?.and_then(F::step) {
         Some(Step::Challenge(challenge)) => challenge,
-        Some(Step::Refusal(refusal)) => return Ok(Outcome::Refused(refusal)),
+        Some(Step::Refusal(refusal)) => {
+            drop(tx);
+            return Ok(finish(responses, Outcome::Refused(refusal)).await);
+        }
         Some(Step::Credentials(_)) => {
             return Err(ExchangeError::Protocol(
                 "credentials before any challenge".into(),
@@ -309,15 +377,39 @@ async fn exchange<F: Flow, C: Chip + ?Sized>(
         }
     };
     let proof = answer(chip, F::KIND, &challenge)?;
-    send(tx, F::proof(proof)).await?;
-    match responses.message().await?.and_then(F::step) {
-        Some(Step::Credentials(bundle)) => Ok(Outcome::Credentials(bundle)),
-        Some(Step::Refusal(refusal)) => Ok(Outcome::Refused(refusal)),
-        Some(Step::Challenge(_)) => Err(ExchangeError::Protocol("a second challenge".into())),
-        None => Err(ExchangeError::Protocol(
-            "the stream ended without credentials or a refusal".into(),
-        )),
-    }
+    send(&tx, F::proof(proof)).await?;
+    // Nothing follows the proof: the request stream ends here (see `finish`).
+    drop(tx);
+    let outcome = match responses.message().await?.and_then(F::step) {
+        Some(Step::Credentials(bundle)) => Outcome::Credentials(bundle),
+        Some(Step::Refusal(refusal)) => Outcome::Refused(refusal),
+        Some(Step::Challenge(_)) => {
+            return Err(ExchangeError::Protocol("a second challenge".into()));
+        }
+        None => {
+            return Err(ExchangeError::Protocol(
+                "the stream ended without credentials or a refusal".into(),
+            ));
+        }
+    };
+    Ok(finish(responses, outcome).await)
+}
+
+/// How long the end of a response stream is awaited once its last message is in.
+const STREAM_END_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads the response stream to its end (the status trailers) before letting go of it.
+///
+/// Both sides close their half of the stream: the request half after the proof (or the
+/// refusal), the response half here. A stream dropped while the other side's last frame is
+/// still in flight is reset, and that frame then arrives on a stream HTTP/2 has forgotten:
+/// h2 counts each one against the connection and closes it after 1,024
+/// (`too_many_internal_resets`), which a programming station relaying thousands of devices
+/// over one connection reaches within minutes. The outcome stands whatever the trailers say:
+/// the credential is durable once it was sent.
+async fn finish<T>(mut responses: tonic::Streaming<T>, outcome: Outcome) -> Outcome {
+    let _ = tokio::time::timeout(STREAM_END_WAIT, responses.trailers()).await;
+    outcome
 }
 
 #[cfg(test)]

@@ -131,16 +131,42 @@ pub struct StoredAuditEntry {
     pub hash: Vec<u8>,
 }
 
+/// Hex in JSON (and every human-readable format), raw bytes in the registry's binary encoding.
 mod hex_bytes {
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserializer, Serializer, de};
 
     pub(super) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(bytes))
+        if s.is_human_readable() {
+            s.serialize_str(&hex::encode(bytes))
+        } else {
+            s.serialize_bytes(bytes)
+        }
+    }
+
+    struct Visitor;
+
+    impl de::Visitor<'_> for Visitor {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("hex text or bytes")
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Vec<u8>, E> {
+            hex::decode(text).map_err(E::custom)
+        }
+
+        fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(bytes.to_vec())
+        }
     }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let text = String::deserialize(d)?;
-        hex::decode(text).map_err(serde::de::Error::custom)
+        if d.is_human_readable() {
+            d.deserialize_str(Visitor)
+        } else {
+            d.deserialize_bytes(Visitor)
+        }
     }
 }
 

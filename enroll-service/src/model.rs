@@ -201,10 +201,10 @@ pub struct DeviceRecord {
     /// Set when revoked (final).
     pub revocation: Option<RevocationRecord>,
     /// When the current credential was first issued.
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(with = "rfc3339_option")]
     pub onboarded_at: Option<OffsetDateTime>,
     /// Last write caused by the device itself.
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(with = "rfc3339_option")]
     pub last_seen: Option<OffsetDateTime>,
     /// Refusals so far.
     pub refusals: u64,
@@ -455,7 +455,7 @@ pub struct CredentialRecord {
     #[serde(with = "time::serde::rfc3339")]
     pub not_after: OffsetDateTime,
     /// Start of the renew window, if the policy has one.
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(with = "rfc3339_option")]
     pub renew_after: Option<OffsetDateTime>,
     /// The certificate, PEM.
     pub certificate_pem: String,
@@ -492,6 +492,34 @@ pub struct CrlRecord {
     pub pem: String,
     /// Serials listed.
     pub revoked_count: u64,
+}
+
+/// `Option<OffsetDateTime>` as an optional RFC 3339 string. time's own `rfc3339::option`
+/// reads its `Some` through `deserialize_any`, which only self-describing formats (JSON) offer;
+/// this reads the same JSON and also the registry's binary encoding.
+mod rfc3339_option {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+    use time::OffsetDateTime;
+    use time::format_description::well_known::Rfc3339;
+
+    #[allow(
+        clippy::ref_option,
+        reason = "serde's `with` hands the field over by reference"
+    )]
+    pub(super) fn serialize<S: Serializer>(
+        value: &Option<OffsetDateTime>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        time::serde::rfc3339::option::serialize(value, serializer)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<OffsetDateTime>, D::Error> {
+        Option::<String>::deserialize(deserializer)?
+            .map(|text| OffsetDateTime::parse(&text, &Rfc3339).map_err(D::Error::custom))
+            .transpose()
+    }
 }
 
 /// Proto `Timestamp` from an instant.

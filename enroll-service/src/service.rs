@@ -38,7 +38,7 @@ use crate::store::{Change, Op, Receipt, Registry, StoreError, commit};
 
 pub use auth::Caller;
 pub use challenge::{ChallengeBook, ChallengeId, ForeignChallenge};
-pub use device::DeviceService;
+pub use device::{DeviceService, verify_signature};
 pub use operator::OperatorService;
 
 /// Tunable limits and timings. Defaults are the ones the gRPC contract documents.

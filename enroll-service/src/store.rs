@@ -11,6 +11,7 @@
 //! Reads see committed changes; they are plain synchronous calls because the embedded backend
 //! answers them from memory.
 
+pub mod codec;
 mod sled_backend;
 
 use std::fmt;

@@ -95,6 +95,24 @@ impl Seeds {
         }
     }
 
+    /// Derives the enrolment key exactly as [`Seeds::enrolment_key`] does and hands it to
+    /// another P-256 implementation (see [`ImportKey`]).
+    ///
+    /// # Errors
+    /// The implementation's refusal.
+    pub fn enrolment_key_into<K: ImportKey>(&self) -> Result<K, K::Error> {
+        K::import_p256_scalar(&derive_scalar(&self.seeds[0], b"enrolment"))
+    }
+
+    /// Derives the device key of `slot` exactly as [`Seeds::device_key`] does and hands it to
+    /// another P-256 implementation (see [`ImportKey`]).
+    ///
+    /// # Errors
+    /// The implementation's refusal.
+    pub fn device_key_into<K: ImportKey>(&self, slot: KeySlot) -> Result<K, K::Error> {
+        K::import_p256_scalar(&derive_scalar(&self.seeds[usize::from(slot.0)], b"device"))
+    }
+
     /// The raw seeds and private scalars, for [`crate::hazmat::expose_secrets`] only.
     #[cfg(feature = "hazmat-expose")]
     pub(crate) fn expose(&self) -> crate::hazmat::ExposedSecrets {
@@ -122,15 +140,37 @@ impl Seeds {
     }
 }
 
+/// A P-256 implementation outside this crate that takes a key derived here: a secure
+/// element's key import, or a faster signing library on a host that simulates devices.
+///
+/// **Hazmat**: the implementation receives the private scalar. It must keep it as this crate
+/// does (no copies, zeroized when dropped) and use it only to sign the same messages
+/// ([`crate::attestation`] messages and TLS 1.3 `CertificateVerify` content).
+pub trait ImportKey: Sized {
+    /// Why the implementation refused the key.
+    type Error;
+
+    /// Takes the private scalar, 32 bytes big-endian in [1, n − 1]. The caller zeroizes the
+    /// buffer when the call returns.
+    ///
+    /// # Errors
+    /// The implementation's refusal.
+    fn import_p256_scalar(scalar: &[u8; 32]) -> Result<Self, Self::Error>;
+}
+
 /// FIPS 186-5 A.2.1 ("key pair generation using extra random bits"): take 128 bits
 /// more than the order's length (48 bytes), so the reduction bias is below 2^-128, and map
 /// into [1, n − 1] with `(c mod (n − 1)) + 1`. The reduction is constant-time.
-fn derive_signing_key(seed: &[u8; SEED_BYTES], purpose: &[u8]) -> SigningKey {
+fn derive_scalar(seed: &[u8; SEED_BYTES], purpose: &[u8]) -> Zeroizing<[u8; 32]> {
     let mut extra_bits = Zeroizing::new([0u8; 48]);
     Hkdf::<Sha256>::new(Some(SCALAR_SALT), seed)
         .expand(purpose, extra_bits.as_mut())
         .expect("48 bytes is a valid HKDF-SHA256 output length");
-    let scalar = scalar_from_extra_bits(&extra_bits);
+    scalar_from_extra_bits(&extra_bits)
+}
+
+fn derive_signing_key(seed: &[u8; SEED_BYTES], purpose: &[u8]) -> SigningKey {
+    let scalar = derive_scalar(seed, purpose);
     SigningKey::from_bytes(&(*scalar).into()).expect("scalar is in [1, n-1] by construction")
 }
 
@@ -484,6 +524,38 @@ mod tests {
         assert_eq!(text.parse::<DeviceId>(), Ok(id));
         assert!(text.to_uppercase().parse::<DeviceId>().is_err());
         assert!(text[..63].parse::<DeviceId>().is_err());
+    }
+
+    /// An [`ImportKey`] that rebuilds the key with p256, to compare with the native one.
+    struct Reimported(SigningKey);
+
+    impl ImportKey for Reimported {
+        type Error = p256::elliptic_curve::Error;
+        fn import_p256_scalar(scalar: &[u8; 32]) -> Result<Self, Self::Error> {
+            SigningKey::from_bytes(&(*scalar).into())
+                .map(Self)
+                .map_err(|_| p256::elliptic_curve::Error)
+        }
+    }
+
+    #[test]
+    #[allow(clippy::unwrap_used, reason = "a test fails loudly")]
+    fn imported_keys_are_the_derived_keys() {
+        let seeds = Seeds {
+            seeds: core::array::from_fn(|i| [i as u8 + 1; SEED_BYTES]),
+        };
+        let esk: Reimported = seeds.enrolment_key_into().unwrap();
+        assert_eq!(
+            PublicKey::from_verifying_key(esk.0.verifying_key()),
+            seeds.enrolment_key().public_key()
+        );
+        for slot in (1..=7).filter_map(KeySlot::new) {
+            let dsk: Reimported = seeds.device_key_into(slot).unwrap();
+            assert_eq!(
+                PublicKey::from_verifying_key(dsk.0.verifying_key()),
+                seeds.device_key(slot).public_key()
+            );
+        }
     }
 
     #[test]

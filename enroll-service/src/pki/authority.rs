@@ -41,6 +41,9 @@ pub struct CertificateAuthority {
     intermediate_der: Vec<u8>,
     intermediate_ski: Vec<u8>,
     issuer: Issuer<'static, KeyPair>,
+    /// PEM of both CA certificates, encoded once: every credential bundle carries them.
+    root_pem: String,
+    intermediate_pem: String,
 }
 
 impl fmt::Debug for CertificateAuthority {
@@ -369,6 +372,8 @@ impl CertificateAuthority {
         let intermediate_ski = subject_key_id("intermediate certificate", &intermediate)?;
         let issuer = Issuer::from_ca_cert_der(&intermediate_der.clone().into(), intermediate_key)?;
         Ok(Self {
+            root_pem: pem_encode("CERTIFICATE", &root_der),
+            intermediate_pem: pem_encode("CERTIFICATE", &intermediate_der),
             root_der,
             root_key,
             intermediate_der,
@@ -386,7 +391,7 @@ impl CertificateAuthority {
     /// The root certificate, PEM.
     #[must_use]
     pub fn root_pem(&self) -> String {
-        pem_encode("CERTIFICATE", &self.root_der)
+        self.root_pem.clone()
     }
 
     /// The issuing intermediate, DER.
@@ -398,7 +403,7 @@ impl CertificateAuthority {
     /// The issuing intermediate, PEM.
     #[must_use]
     pub fn intermediate_pem(&self) -> String {
-        pem_encode("CERTIFICATE", &self.intermediate_der)
+        self.intermediate_pem.clone()
     }
 
     /// Whether the root private key is held (it is after `initialise`, until saved and dropped).
@@ -409,7 +414,7 @@ impl CertificateAuthority {
 
     fn finish(&self, der: Vec<u8>) -> IssuedCertificate {
         let pem = pem_encode("CERTIFICATE", &der);
-        let chain_pem = format!("{pem}{}{}", self.intermediate_pem(), self.root_pem());
+        let chain_pem = format!("{pem}{}{}", self.intermediate_pem, self.root_pem);
         IssuedCertificate {
             der,
             pem,

@@ -179,8 +179,9 @@ fn parse_public_key(bytes: &[u8]) -> Option<PublicKey> {
 }
 
 /// ECDSA P-256 / SHA-256 over `message`, 64-byte r || s, with aws-lc-rs (the service's fast
-/// path; rot-core signs the same bytes with p256).
-fn verify_signature(public_key: &PublicKey, message: &[u8], signature: &[u8]) -> bool {
+/// path; rot-core signs the same bytes with p256). Every device proof goes through it.
+#[must_use]
+pub fn verify_signature(public_key: &PublicKey, message: &[u8], signature: &[u8]) -> bool {
     UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, public_key.as_bytes())
         .verify(message, signature)
         .is_ok()
@@ -383,12 +384,15 @@ struct Eligible {
     slot: KeySlot,
 }
 
-/// The refusal, if any, for `device` asking to onboard / renew with `epk`.
+/// The refusal, if any, for `device` asking to onboard / renew with `epk`. `known` is a batch
+/// and its policy read earlier in the same exchange: a batch's policy never changes and
+/// policies are immutable, so they are reused if the device is still in that batch.
 fn check_eligible(
     core: &Enrollment,
     exchange: Exchange,
     device: Option<DeviceRecord>,
     epk: &PublicKey,
+    known: Option<(&BatchRecord, &PolicySpec)>,
 ) -> Result<Result<Eligible, Refusal>, ServiceError> {
     use v1::RefusalDetail as D;
     use v1::RefusalReason as R;
@@ -410,11 +414,17 @@ fn check_eligible(
     let Some(batch_id) = &device.batch_id else {
         return Ok(Err(Refusal::new(R::NotProvisioned, D::NotInBatch)));
     };
-    let Some(batch) = core.registry.batch(batch_id)? else {
-        return Ok(Err(Refusal::new(R::NotProvisioned, D::NotInBatch)));
-    };
-    let Some(policy) = core.registry.policy(&batch.owner, &batch.policy_name)? else {
-        return Ok(Err(Refusal::new(R::NotProvisioned, D::NotInBatch)));
+    let (batch, policy) = match known {
+        Some((batch, policy)) if batch.batch_id == *batch_id => (batch.clone(), policy.clone()),
+        _ => {
+            let Some(batch) = core.registry.batch(batch_id)? else {
+                return Ok(Err(Refusal::new(R::NotProvisioned, D::NotInBatch)));
+            };
+            let Some(policy) = core.registry.policy(&batch.owner, &batch.policy_name)? else {
+                return Ok(Err(Refusal::new(R::NotProvisioned, D::NotInBatch)));
+            };
+            (batch, policy)
+        }
     };
     // A device moved since its credential was issued renews on the slot the move chose (the
     // next slot after a change of owner), never back onto the old owner's key.
@@ -567,14 +577,22 @@ impl Enrollment {
         exchange: Exchange,
         device_id: &DeviceId,
         epk: &PublicKey,
-        slot: KeySlot,
+        earlier: &Eligible,
         dpk: &PublicKey,
         correlation: &str,
     ) -> Result<Result<v1::CredentialBundle, Refusal>, ServiceError> {
         let id = device_id.to_string();
+        let slot = earlier.slot;
         let mut held = vec![self.locks.lock(&id).await];
-        // The world may have changed while the device was signing: check again.
-        let eligible = match check_eligible(self, exchange, self.registry.device(&id)?, epk)? {
+        // The world may have changed while the device was signing: check again (the device
+        // record; its batch and policy, if it is still in the same batch, cannot change).
+        let eligible = match check_eligible(
+            self,
+            exchange,
+            self.registry.device(&id)?,
+            epk,
+            Some((&earlier.batch, &earlier.policy)),
+        )? {
             Ok(e) => e,
             Err(refusal) => return Ok(Err(refusal)),
         };
@@ -823,10 +841,11 @@ impl Enrollment {
             refusal.retry_after = Some(wait);
             return refuse(refusal).await;
         }
-        let eligible = match check_eligible(&self, exchange, self.registry.device(&id)?, &epk)? {
-            Ok(e) => e,
-            Err(refusal) => return refuse(refusal).await,
-        };
+        let eligible =
+            match check_eligible(&self, exchange, self.registry.device(&id)?, &epk, None)? {
+                Ok(e) => e,
+                Err(refusal) => return refuse(refusal).await,
+            };
 
         let mut challenge_id = [0u8; 16];
         let mut nonce = [0u8; 32];
@@ -881,14 +900,7 @@ impl Enrollment {
             Err(refusal) => return refuse(refusal).await,
         };
         match self
-            .issue(
-                exchange,
-                &device_id,
-                &epk,
-                eligible.slot,
-                &dpk,
-                &correlation,
-            )
+            .issue(exchange, &device_id, &epk, &eligible, &dpk, &correlation)
             .await?
         {
             Ok(bundle) => {

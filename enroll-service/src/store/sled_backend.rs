@@ -20,6 +20,10 @@
 //! `d/<device>` device · `p/<owner>/<name>` policy · `b/<batch>` batch · `m/<batch>/<device>`
 //! membership · `c/<serial>` credential · `r/<serial>` CRL entry · `q/<owner>/<request>` batch
 //! idempotency key · `a/<seq: u64 BE>` audit entry · `x/crl`, `x/credentials` singletons.
+//! Values are records in the [`super::codec`] encoding (postcard; older JSON values are read).
+//!
+//! Within a group the batch counts and the credential count stay decoded while the group's
+//! changes update them, and are encoded once: an onboarding adjusts both.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -28,13 +32,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use super::codec::{decode, encode};
 use super::{Change, DeviceFilter, Guard, Op, Receipt, Registry, RegistryEvent, StoreError};
 use crate::audit::{self, GENESIS_HASH, StoredAuditEntry};
-use crate::model::{BatchRecord, CredentialRecord, CrlEntryRecord, CrlRecord, DeviceRecord};
+use crate::model::{
+    BatchRecord, CountsDelta, CredentialRecord, CrlEntryRecord, CrlRecord, DeviceRecord,
+};
 use crate::policy::PolicySpec;
 
 /// Most changes one group commit takes: bounds the latency of the first change in a group.
@@ -43,6 +49,9 @@ const MAX_GROUP: usize = 1024;
 const QUEUE: usize = 8192;
 /// Events kept for slow watchers before they start losing device events.
 const EVENT_BUFFER: usize = 16_384;
+/// sled's page cache. Its default (1 GiB) let the service's memory grow with the registry to
+/// that size; records not in it are read from the file (the OS page cache), which is fast.
+const CACHE_BYTES: u64 = 256 * 1024 * 1024;
 
 type Reply = oneshot::Sender<Result<Receipt, StoreError>>;
 
@@ -65,21 +74,6 @@ impl std::fmt::Debug for SledRegistry {
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
-}
-
-fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-        key: String::from_utf8_lossy(key).into_owned(),
-        reason: e.to_string(),
-    })
-}
-
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    #[allow(
-        clippy::unwrap_used,
-        reason = "records are plain data; serialising cannot fail"
-    )]
-    serde_json::to_vec(value).unwrap()
 }
 
 fn device_key(id: &str) -> Vec<u8> {
@@ -121,6 +115,10 @@ impl SledRegistry {
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
+            // The writer flushes every group itself; sled's timer flush would only compete
+            // with it for the log.
+            .flush_every_ms(None)
+            .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(unavailable)?;
         // The file sled writes its log to; fdatasync on any descriptor of it makes the data
@@ -417,8 +415,29 @@ struct Writer {
     failed: Arc<AtomicBool>,
 }
 
+/// A write staged by a change, kept decoded where later changes of the group update it again
+/// (batch counts, the credential count), and encoded once when the group is made durable.
+#[derive(Clone, Debug)]
+enum Staged {
+    Removed,
+    Bytes(Vec<u8>),
+    Batch(Box<BatchRecord>),
+    Count(u64),
+}
+
+impl Staged {
+    fn into_bytes(self) -> Option<Vec<u8>> {
+        match self {
+            Self::Removed => None,
+            Self::Bytes(bytes) => Some(bytes),
+            Self::Batch(batch) => Some(encode(&*batch)),
+            Self::Count(count) => Some(encode(&count)),
+        }
+    }
+}
+
 /// Writes staged by the changes of one group; later changes read through it.
-type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+type Overlay = BTreeMap<Vec<u8>, Staged>;
 
 impl Writer {
     fn run(mut self, mut receiver: mpsc::Receiver<(Change, Reply)>) {
@@ -489,7 +508,7 @@ impl Writer {
         }
         let mut batch = sled::Batch::default();
         for (key, value) in overlay {
-            match value {
+            match value.into_bytes() {
                 Some(value) => batch.insert(key, value),
                 None => batch.remove(key),
             }
@@ -499,20 +518,88 @@ impl Writer {
         self.data_file.sync_data().map_err(unavailable)
     }
 
-    fn read(
+    /// What the group has staged for `key` so far (this change's writes first).
+    fn staged<'a>(overlay: &'a Overlay, staged: &'a Overlay, key: &[u8]) -> Option<&'a Staged> {
+        staged.get(key).or_else(|| overlay.get(key))
+    }
+
+    fn exists(&self, overlay: &Overlay, staged: &Overlay, key: &[u8]) -> Result<bool, StoreError> {
+        match Self::staged(overlay, staged, key) {
+            Some(value) => Ok(!matches!(value, Staged::Removed)),
+            None => self.db.contains_key(key).map_err(unavailable),
+        }
+    }
+
+    fn read<T: DeserializeOwned>(
         &self,
         overlay: &Overlay,
         staged: &Overlay,
         key: &[u8],
-    ) -> Result<Option<Vec<u8>>, StoreError> {
-        if let Some(value) = staged.get(key).or_else(|| overlay.get(key)) {
-            return Ok(value.clone());
+    ) -> Result<Option<T>, StoreError> {
+        match Self::staged(overlay, staged, key) {
+            Some(Staged::Removed) => Ok(None),
+            Some(Staged::Bytes(bytes)) => decode(key, bytes).map(Some),
+            Some(other) => {
+                // A decoded value read as another type goes through its encoding: rare, and
+                // always consistent with what will be stored.
+                let bytes = other.clone().into_bytes().unwrap_or_default();
+                decode(key, &bytes).map(Some)
+            }
+            None => self
+                .db
+                .get(key)
+                .map_err(unavailable)?
+                .map(|v| decode(key, &v))
+                .transpose(),
         }
-        Ok(self.db.get(key).map_err(unavailable)?.map(|v| v.to_vec()))
     }
 
-    fn exists(&self, overlay: &Overlay, staged: &Overlay, key: &[u8]) -> Result<bool, StoreError> {
-        Ok(self.read(overlay, staged, key)?.is_some())
+    fn read_batch(
+        &self,
+        overlay: &Overlay,
+        staged: &Overlay,
+        key: &[u8],
+    ) -> Result<Option<BatchRecord>, StoreError> {
+        match Self::staged(overlay, staged, key) {
+            Some(Staged::Batch(batch)) => Ok(Some((**batch).clone())),
+            _ => self.read(overlay, staged, key),
+        }
+    }
+
+    fn read_count(
+        &self,
+        overlay: &Overlay,
+        staged: &Overlay,
+        key: &[u8],
+    ) -> Result<u64, StoreError> {
+        match Self::staged(overlay, staged, key) {
+            Some(Staged::Count(count)) => Ok(*count),
+            _ => Ok(self.read(overlay, staged, key)?.unwrap_or(0)),
+        }
+    }
+
+    /// Every onboarding adjusts its batch's counts: the group keeps the batch decoded and
+    /// encodes it once, when the group is made durable.
+    fn adjust_counts(
+        &self,
+        overlay: &Overlay,
+        staged: &mut Overlay,
+        batch_id: &str,
+        delta: &CountsDelta,
+    ) -> Result<(), StoreError> {
+        let key = batch_key(batch_id);
+        if !matches!(staged.get(&key), Some(Staged::Batch(_))) {
+            let Some(batch) = self.read_batch(overlay, staged, &key)? else {
+                return Err(StoreError::Conflict(format!(
+                    "batch {batch_id} does not exist"
+                )));
+            };
+            staged.insert(key.clone(), Staged::Batch(Box::new(batch)));
+        }
+        if let Some(Staged::Batch(batch)) = staged.get_mut(&key) {
+            batch.counts.apply(delta);
+        }
+        Ok(())
     }
 
     fn stage(
@@ -545,77 +632,67 @@ impl Writer {
         for op in &change.ops {
             match op {
                 Op::PutDevice(device) => {
-                    staged.insert(device_key(&device.device_id), Some(encode(device)));
+                    staged.insert(device_key(&device.device_id), Staged::Bytes(encode(device)));
                 }
                 Op::PutPolicy(policy) => {
                     staged.insert(
                         policy_key(&policy.owner, &policy.name),
-                        Some(encode(policy)),
+                        Staged::Bytes(encode(policy)),
                     );
                 }
                 Op::PutBatch(batch) => {
                     let key = batch_key(&batch.batch_id);
                     let mut batch = batch.clone();
-                    if let Some(existing) = self.read(overlay, staged, &key)? {
-                        let existing: BatchRecord = decode(&key, &existing)?;
+                    if let Some(existing) = self.read_batch(overlay, staged, &key)? {
                         batch.counts = existing.counts;
                     }
-                    staged.insert(key, Some(encode(&batch)));
+                    staged.insert(key, Staged::Batch(Box::new(batch)));
                 }
                 Op::AddToBatch {
                     batch_id,
                     device_id,
                 } => {
-                    staged.insert(member_key(batch_id, device_id), Some(Vec::new()));
+                    staged.insert(member_key(batch_id, device_id), Staged::Bytes(Vec::new()));
                 }
                 Op::RemoveFromBatch {
                     batch_id,
                     device_id,
                 } => {
-                    staged.insert(member_key(batch_id, device_id), None);
+                    staged.insert(member_key(batch_id, device_id), Staged::Removed);
                 }
                 Op::PutCredential(credential) => {
                     let key = credential_key(&credential.serial);
                     if !self.exists(overlay, staged, &key)? {
-                        let count: u64 = self
-                            .read(overlay, staged, CREDENTIAL_COUNT_KEY)?
-                            .map(|v| decode(CREDENTIAL_COUNT_KEY, &v))
-                            .transpose()?
-                            .unwrap_or(0);
-                        staged.insert(CREDENTIAL_COUNT_KEY.to_vec(), Some(encode(&(count + 1))));
+                        let count = self.read_count(overlay, staged, CREDENTIAL_COUNT_KEY)?;
+                        staged.insert(CREDENTIAL_COUNT_KEY.to_vec(), Staged::Count(count + 1));
                     }
-                    staged.insert(key, Some(encode(credential)));
+                    staged.insert(key, Staged::Bytes(encode(credential)));
                 }
                 Op::Revoke { serial, entry } => {
-                    staged.insert(revoked_key(serial), Some(encode(entry)));
+                    staged.insert(revoked_key(serial), Staged::Bytes(encode(entry)));
                 }
                 Op::AdjustCounts { batch_id, delta } => {
-                    let key = batch_key(batch_id);
-                    let Some(bytes) = self.read(overlay, staged, &key)? else {
-                        return Err(StoreError::Conflict(format!(
-                            "batch {batch_id} does not exist"
-                        )));
-                    };
-                    let mut batch: BatchRecord = decode(&key, &bytes)?;
-                    batch.counts.apply(delta);
-                    staged.insert(key, Some(encode(&batch)));
+                    self.adjust_counts(overlay, staged, batch_id, delta)?;
                 }
                 Op::PutCrl(crl) => {
-                    staged.insert(CRL_KEY.to_vec(), Some(encode(crl)));
+                    staged.insert(CRL_KEY.to_vec(), Staged::Bytes(encode(crl)));
                 }
                 Op::PutRequestId {
                     owner,
                     request_id,
                     batch_id,
                 } => {
-                    staged.insert(request_key(owner, request_id), Some(encode(batch_id)));
+                    staged.insert(
+                        request_key(owner, request_id),
+                        Staged::Bytes(encode(batch_id)),
+                    );
                 }
                 Op::Audit(draft) => {
                     let seq = self.audit_seq + 1;
                     let entry = audit::seal(draft, seq, &self.audit_hash);
                     self.audit_hash.copy_from_slice(&entry.hash);
                     self.audit_seq = seq;
-                    staged.insert(audit_key(seq), Some(encode(&entry)));
+                    staged.insert(audit_key(seq), Staged::Bytes(encode(&entry)));
                     receipt.audit_seqs.push(seq);
                 }
             }

@@ -1,0 +1,207 @@
+//! Costs measured in the same run, on one core: the crypto an onboarding needs from the
+//! service (the floor any implementation pays), and what one simulated device spends
+//! answering a challenge.
+
+use std::time::Duration;
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair,
+    UnparsedPublicKey,
+};
+use serde::Serialize;
+
+use enroll_service::fleet::PoweredDevice;
+use enroll_service::pki::{CaNames, CertificateAuthority, LeafRequest, Serial, Validity};
+use oxroot_proto::v1;
+use rot_core::attestation::{self, ChallengeContext, ChallengeKind, SignerRole};
+use rot_core::keys::{DeviceId, KeySlot, PublicKey};
+
+use super::Error;
+
+/// Rounds of the floor measurement; the fastest round is the floor.
+const ROUNDS: u32 = 5;
+/// Distinct device keys the floor cycles through (so no cache holds one key's tables).
+const KEYS: usize = 64;
+
+/// The service-side crypto of one onboarding, with aws-lc-rs (the fastest P-256 in the build).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct CryptoFloor {
+    /// Two ECDSA P-256 verifications (ESK and DSK signatures over their challenge messages).
+    pub verify_two_us: f64,
+    /// One device certificate built and signed by the service's CA code.
+    pub issue_us: f64,
+    /// Both, as one onboarding needs them.
+    pub per_onboarding_us: f64,
+}
+
+struct Sample {
+    epk: Vec<u8>,
+    dpk: [u8; 65],
+    device_id: String,
+    esk_message: Vec<u8>,
+    esk_signature: Vec<u8>,
+    dsk_message: Vec<u8>,
+    dsk_signature: Vec<u8>,
+}
+
+fn key_pair(rng: &SystemRandom) -> Result<EcdsaKeyPair, Error> {
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, rng)
+        .map_err(|_| "key generation failed")?;
+    EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref())
+        .map_err(|_| "key parsing failed".into())
+}
+
+/// Real challenge messages, signed by fresh ESK / DSK pairs.
+fn samples() -> Result<Vec<Sample>, Error> {
+    let rng = SystemRandom::new();
+    (0..KEYS)
+        .map(|i| {
+            let esk = key_pair(&rng)?;
+            let dsk = key_pair(&rng)?;
+            let epk =
+                PublicKey::from_sec1(esk.public_key().as_ref()).map_err(|_| "bad generated key")?;
+            let dpk =
+                PublicKey::from_sec1(dsk.public_key().as_ref()).map_err(|_| "bad generated key")?;
+            let device_id = DeviceId::from_public_key(&epk);
+            let challenge_id = [i as u8; 16];
+            let mut nonce = [0u8; 32];
+            aws_lc_rs::rand::fill(&mut nonce).map_err(|_| "RNG failed")?;
+            let context = ChallengeContext {
+                device_id: &device_id,
+                challenge_id: &challenge_id,
+                nonce: &nonce,
+                dpk: &dpk,
+                key_slot: KeySlot::new(1).ok_or("slot 1")?,
+            };
+            let message = |role| {
+                attestation::challenge_message(ChallengeKind::Onboarding, role, &context)
+                    .map(|m| m.as_bytes().to_vec())
+                    .map_err(|_| "challenge message")
+            };
+            let esk_message = message(SignerRole::EnrolmentKey)?;
+            let dsk_message = message(SignerRole::DeviceKey)?;
+            let sign = |key: &EcdsaKeyPair, message: &[u8]| {
+                key.sign(&rng, message)
+                    .map(|s| s.as_ref().to_vec())
+                    .map_err(|_| "signing failed")
+            };
+            Ok(Sample {
+                epk: epk.as_bytes().to_vec(),
+                dpk: *dpk.as_bytes(),
+                device_id: device_id.to_string(),
+                esk_signature: sign(&esk, &esk_message)?,
+                dsk_signature: sign(&dsk, &dsk_message)?,
+                esk_message,
+                dsk_message,
+            })
+        })
+        .collect()
+}
+
+fn verify_two(sample: &Sample) -> Result<(), Error> {
+    UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &sample.epk)
+        .verify(&sample.esk_message, &sample.esk_signature)
+        .and_then(|()| {
+            UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &sample.dpk)
+                .verify(&sample.dsk_message, &sample.dsk_signature)
+        })
+        .map_err(|_| "a floor signature did not verify".into())
+}
+
+fn issue(ca: &CertificateAuthority, sample: &Sample, validity: Validity) -> Result<(), Error> {
+    ca.issue_device_certificate(&LeafRequest {
+        public_key: sample.dpk,
+        common_name: sample.device_id.clone(),
+        validity,
+        serial: Serial::random()?,
+    })?;
+    Ok(())
+}
+
+/// CPU time of the calling thread (`clock_gettime(CLOCK_THREAD_CPUTIME_ID)`), so that other
+/// processes competing for the cores do not inflate a measurement.
+struct ThreadClock(Duration);
+
+fn thread_cpu() -> Duration {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+}
+
+impl ThreadClock {
+    fn start() -> Self {
+        Self(thread_cpu())
+    }
+
+    fn elapsed(&self) -> Duration {
+        thread_cpu().saturating_sub(self.0)
+    }
+}
+
+/// Fastest of [`ROUNDS`] rounds of `iterations / ROUNDS` calls, in CPU µs per call.
+fn fastest(
+    iterations: u32,
+    mut call: impl FnMut(usize) -> Result<(), Error>,
+) -> Result<f64, Error> {
+    let per_round = (iterations / ROUNDS).max(1);
+    let mut best = f64::INFINITY;
+    for _ in 0..ROUNDS {
+        let clock = ThreadClock::start();
+        for i in 0..per_round {
+            call(i as usize)?;
+        }
+        best = best.min(clock.elapsed().as_secs_f64() * 1e6 / f64::from(per_round));
+    }
+    Ok(best)
+}
+
+/// Measures the floor on the calling thread (run it while the machine is otherwise idle).
+///
+/// # Errors
+/// The CA or a key could not be made.
+pub(super) fn crypto_floor(iterations: u32) -> Result<CryptoFloor, Error> {
+    let now = time::OffsetDateTime::now_utc();
+    let ca = CertificateAuthority::initialise(&CaNames::default(), now - time::Duration::hours(1))?;
+    let validity = Validity::new(now, now + time::Duration::days(365))?;
+    let samples = samples()?;
+    let pick = |i: usize| &samples[i % samples.len()];
+    let verify_two_us = fastest(iterations, |i| verify_two(pick(i)))?;
+    let issue_us = fastest(iterations, |i| issue(&ca, pick(i), validity))?;
+    let per_onboarding_us = fastest(iterations, |i| {
+        verify_two(pick(i))?;
+        issue(&ca, pick(i), validity)
+    })?;
+    Ok(CryptoFloor {
+        verify_two_us,
+        issue_us,
+        per_onboarding_us,
+    })
+}
+
+/// What one simulated device spends on an onboarding after the challenge: reconstruct the
+/// seeds from its power-up readout, derive the ESK and the slot's DSK, sign twice (with the
+/// devices' [`enroll_service::fleet::DeviceSigner`]). Median over `devices`, on the calling
+/// thread.
+///
+/// # Errors
+/// A device could not answer.
+pub(super) fn device_answer(devices: &[PoweredDevice]) -> Result<Duration, Error> {
+    let mut nonce = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut nonce).map_err(|_| "RNG failed")?;
+    let challenge = v1::Challenge {
+        challenge_id: vec![7; 16],
+        nonce: nonce.to_vec(),
+        key_slot: 1,
+        ..Default::default()
+    };
+    let mut times = devices
+        .iter()
+        .map(|device| {
+            let clock = ThreadClock::start();
+            device.answer(ChallengeKind::Onboarding, &challenge)?;
+            Ok(clock.elapsed())
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    times.sort_unstable();
+    Ok(times.get(times.len() / 2).copied().unwrap_or_default())
+}

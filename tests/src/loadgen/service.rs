@@ -1,0 +1,370 @@
+//! The service under load: an `enroll-service` process this run starts (`init` + `serve` on a
+//! fresh state directory) or one already running, and what `/proc` says about it.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use super::Error;
+
+/// How long `serve` may take to print its listening address.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where the service is and how to reach it.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// Start `service_bin init` + `serve --listen 127.0.0.1:0` on a fresh state directory
+    /// (`state_dir`, or a temporary one removed at the end).
+    Spawn {
+        /// The `enroll-service` binary.
+        service_bin: PathBuf,
+        /// Keep the state here instead of a temporary directory.
+        state_dir: Option<PathBuf>,
+    },
+    /// A running service.
+    Existing {
+        /// `https://HOST:PORT`.
+        url: String,
+        /// Directory with `root.pem`, `operator.pem` and `operator.key` (as `enrollctl`).
+        profile: PathBuf,
+        /// Its process ID, for CPU and memory; found from the listening port if not given.
+        pid: Option<u32>,
+    },
+}
+
+/// A service this run talks to.
+#[derive(Debug)]
+pub(super) struct Service {
+    /// `https://127.0.0.1:PORT`.
+    pub(super) url: String,
+    /// The root devices pin.
+    pub(super) root_pem: Vec<u8>,
+    /// The operator profile (platform admin for a spawned service).
+    pub(super) profile: PathBuf,
+    /// Process ID, when known.
+    pub(super) pid: Option<u32>,
+    /// The registry directory, when known (spawned services).
+    pub(super) registry_dir: Option<PathBuf>,
+    child: Option<Child>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl Service {
+    /// Starts or attaches to the service.
+    ///
+    /// # Errors
+    /// The binary is missing, `init` fails, `serve` does not come up, or the profile is
+    /// unreadable.
+    pub(super) async fn start(target: &Target) -> Result<Self, Error> {
+        match target {
+            Target::Spawn {
+                service_bin,
+                state_dir,
+            } => spawn(service_bin, state_dir.as_deref()).await,
+            Target::Existing { url, profile, pid } => {
+                let root_pem = read(&profile.join("root.pem"))?;
+                let pid = match pid {
+                    Some(pid) => Some(*pid),
+                    None => port_of(url).and_then(listener_pid),
+                };
+                Ok(Self {
+                    url: url.clone(),
+                    root_pem,
+                    profile: profile.clone(),
+                    pid,
+                    registry_dir: None,
+                    child: None,
+                    _temp: None,
+                })
+            }
+        }
+    }
+
+    /// An operator channel (mutual TLS with the profile's certificate).
+    ///
+    /// # Errors
+    /// Unreadable profile files or a failed connection.
+    pub(super) async fn operator_channel(&self) -> Result<Channel, Error> {
+        let cert = read(&self.profile.join("operator.pem"))?;
+        let key = read(&self.profile.join("operator.key"))?;
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.root_pem))
+            .identity(Identity::from_pem(cert, key));
+        Ok(Endpoint::from_shared(self.url.clone())?
+            .tls_config(tls)?
+            .tcp_nodelay(true)
+            .connect()
+            .await?)
+    }
+
+    /// The device-side endpoint: TLS pinned to the service's root, no client certificate.
+    ///
+    /// # Errors
+    /// A malformed URL or root.
+    pub(super) fn device_endpoint(&self) -> Result<Endpoint, Error> {
+        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.root_pem));
+        Ok(Endpoint::from_shared(self.url.clone())?
+            .tls_config(tls)?
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(30)))
+    }
+
+    /// CPU time the service has used so far (all threads, user + system), if its PID is known.
+    #[must_use]
+    pub(super) fn cpu(&self) -> Option<Duration> {
+        self.pid.and_then(process_cpu)
+    }
+
+    /// `(VmHWM, VmRSS)` in bytes: peak and current resident memory.
+    #[must_use]
+    pub(super) fn memory(&self) -> Option<(u64, u64)> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid?)).ok()?;
+        Some((
+            status_kb(&status, "VmHWM:")? * 1024,
+            status_kb(&status, "VmRSS:")? * 1024,
+        ))
+    }
+
+    /// Bytes the registry directory holds on disk.
+    #[must_use]
+    pub(super) fn registry_bytes(&self) -> Option<u64> {
+        self.registry_dir.as_deref().map(directory_bytes)
+    }
+
+    /// Stops a service this run started (SIGTERM, then SIGKILL after 10 s).
+    pub(super) async fn stop(mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if let Some(pid) = child.id() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
+        }
+        if tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .is_err()
+        {
+            let _ = child.kill().await;
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()).into())
+}
+
+async fn spawn(service_bin: &Path, state_dir: Option<&Path>) -> Result<Service, Error> {
+    if !service_bin.exists() {
+        return Err(format!(
+            "{} not found: build it with `cargo build --release -p enroll-service`, or pass \
+             --service-bin",
+            service_bin.display()
+        )
+        .into());
+    }
+    let temp = match state_dir {
+        Some(_) => None,
+        None => Some(tempfile::tempdir()?),
+    };
+    let state = state_dir
+        .map(Path::to_path_buf)
+        .or_else(|| temp.as_ref().map(|t| t.path().join("state")))
+        .ok_or("no state directory")?;
+    // A throwaway passphrase: the CA lives only as long as this run's state directory.
+    let mut passphrase = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut passphrase).map_err(|_| "RNG failed")?;
+    let passphrase = hex::encode(passphrase);
+    let init = Command::new(service_bin)
+        .arg("init")
+        .arg("--state-dir")
+        .arg(&state)
+        .env("OXROOT_CA_PASSPHRASE", &passphrase)
+        .stdout(Stdio::null())
+        .output()
+        .await?;
+    if !init.status.success() {
+        return Err(format!(
+            "enroll-service init failed: {}",
+            String::from_utf8_lossy(&init.stderr).trim()
+        )
+        .into());
+    }
+    // The service logs at its default level into a file, as a deployment would.
+    let log = std::fs::File::create(state.join("serve.log"))?;
+    let mut child = Command::new(service_bin)
+        .arg("serve")
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .env("OXROOT_CA_PASSPHRASE", &passphrase)
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("no stdout from serve")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = tokio::time::timeout(START_TIMEOUT, async {
+        while let Some(line) = lines.next_line().await? {
+            if let Some(rest) = line.strip_prefix("listening on ") {
+                let addr = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                return Ok::<_, std::io::Error>(Some(addr));
+            }
+        }
+        Ok(None)
+    })
+    .await
+    .map_err(|_| "enroll-service serve did not start within 60 s")??
+    .ok_or_else(|| {
+        format!(
+            "enroll-service serve exited before listening; see {}",
+            state.join("serve.log").display()
+        )
+    })?;
+    // Keep draining stdout so the service never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let profile = state.join("admin");
+    Ok(Service {
+        url: format!("https://{addr}"),
+        root_pem: read(&profile.join("root.pem"))?,
+        profile,
+        pid: child.id(),
+        registry_dir: Some(state.join("registry")),
+        child: Some(child),
+        _temp: temp,
+    })
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat` times (`getconf CLK_TCK`, 100 on Linux).
+fn clock_ticks() -> u64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+/// utime + stime of a process, all threads, from `/proc/<pid>/stat`.
+#[must_use]
+pub(super) fn process_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start at field 3 (state).
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    let ticks = clock_ticks();
+    Some(Duration::from_micros((utime + stime) * 1_000_000 / ticks))
+}
+
+fn status_kb(status: &str, field: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn directory_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .map(|entry| match entry.metadata() {
+                Ok(m) if m.is_dir() => directory_bytes(&entry.path()),
+                Ok(m) => m.len(),
+                Err(_) => 0,
+            })
+            .sum()
+    })
+}
+
+fn port_of(url: &str) -> Option<u16> {
+    url.rsplit(':').next()?.trim_end_matches('/').parse().ok()
+}
+
+/// The process listening on TCP `port`: the socket's inode from `/proc/net/tcp{,6}`, then
+/// the process holding a descriptor to it (only processes of this user are visible).
+fn listener_pid(port: u16) -> Option<u32> {
+    const LISTEN: &str = "0A";
+    let inode = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .flat_map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter_map(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    let local_port = fields.get(1)?.rsplit(':').next()?;
+                    let matches = u16::from_str_radix(local_port, 16).ok()? == port
+                        && *fields.get(3)? == LISTEN;
+                    matches.then(|| fields.get(9).map(|s| (*s).to_owned()))?
+                })
+                .collect::<Vec<_>>()
+        })
+        .next()?;
+    let wanted = format!("socket:[{inode}]");
+    std::fs::read_dir("/proc").ok()?.find_map(|entry| {
+        let entry = entry.ok()?;
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        std::fs::read_dir(entry.path().join("fd"))
+            .ok()?
+            .filter_map(Result::ok)
+            .any(|fd| {
+                std::fs::read_link(fd.path()).is_ok_and(|link| link.as_os_str() == wanted.as_str())
+            })
+            .then_some(pid)
+    })
+}
+
+/// `perf record` attached to the service for the measured loop only.
+#[derive(Debug)]
+pub(super) struct PerfRecord {
+    child: Child,
+}
+
+impl PerfRecord {
+    /// Starts `perf record -g` (DWARF call graphs) on `pid`, writing `output`.
+    ///
+    /// # Errors
+    /// `perf` is not installed or cannot attach.
+    pub(super) async fn start(pid: u32, output: &Path) -> Result<Self, Error> {
+        let child = Command::new("perf")
+            .args(["record", "-F", "999", "--call-graph", "dwarf,16384", "-p"])
+            .arg(pid.to_string())
+            .arg("-o")
+            .arg(output)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot run perf (apt-get install linux-perf): {e}"))?;
+        // perf needs a moment to attach to every thread.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Ok(Self { child })
+    }
+
+    /// Stops it (SIGINT, as Ctrl-C) and waits for the file to be written.
+    pub(super) async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = Command::new("kill")
+                .args(["-INT", &pid.to_string()])
+                .status()
+                .await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await;
+    }
+}

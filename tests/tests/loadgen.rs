@@ -1,0 +1,104 @@
+//! The load generator end to end at a tiny size, against a service in this process (the
+//! `--service` + `--profile` path): every phase runs and the report adds up. No timing is
+//! asserted; the figures belong in the README, measured on an idle machine.
+
+use std::sync::Arc;
+
+use enroll_service::fleet::DeviceSigner;
+use enroll_service::metrics::Metrics;
+use enroll_service::pki::{CaNames, CertificateAuthority, OperatorKey, Role, Serial, Validity};
+use enroll_service::server::RunningServer;
+use enroll_service::service::{Enrollment, ServiceConfig};
+use enroll_service::store::SledRegistry;
+use oxroot_tests::loadgen::{self, Options, Target};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_fleet_onboards_and_the_report_adds_up() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let now = time::OffsetDateTime::now_utc();
+    let ca = Arc::new(
+        CertificateAuthority::initialise(&CaNames::default(), now - time::Duration::minutes(1))
+            .expect("CA"),
+    );
+    let registry = SledRegistry::open(&dir.path().join("registry")).expect("registry");
+    let core = Enrollment::new(
+        registry,
+        ca.clone(),
+        ServiceConfig::default(),
+        Arc::new(Metrics::new()),
+    );
+    let server = RunningServer::start(core).await.expect("server");
+
+    let admin = ca
+        .issue_operator_certificate(
+            &OperatorKey::Generate,
+            "loadgen-admin",
+            enroll_service::pki::PLATFORM_OWNER,
+            Role::Admin,
+            Validity::starting(now - time::Duration::minutes(1), time::Duration::hours(1))
+                .expect("validity"),
+            Serial::random().expect("serial"),
+        )
+        .expect("operator certificate");
+    let profile = dir.path().join("profile");
+    std::fs::create_dir_all(&profile).expect("profile directory");
+    std::fs::write(profile.join("root.pem"), ca.root_pem()).expect("root");
+    std::fs::write(
+        profile.join("operator.pem"),
+        format!("{}{}", admin.certificate.pem, ca.intermediate_pem()),
+    )
+    .expect("certificate");
+    let key = admin.private_key.as_ref().expect("generated key").to_pem();
+    std::fs::write(profile.join("operator.key"), key.as_bytes()).expect("key");
+
+    for connection_per_device in [false, true] {
+        let report = loadgen::run(&Options {
+            devices: 24,
+            connections: 2,
+            connection_per_device,
+            concurrency: 8,
+            target: Target::Existing {
+                url: server.url(),
+                profile: profile.clone(),
+                pid: Some(std::process::id()),
+            },
+            owner: "smoke".into(),
+            floor_iterations: 50,
+            device_signer: DeviceSigner::AwsLc,
+            perf_record: None,
+            progress: false,
+        })
+        .await
+        .expect("the load test runs");
+        assert_eq!(report.onboarded, 24, "{:?}", report.first_problem);
+        assert_eq!((report.refused, report.failed), (0, 0));
+        assert_eq!(report.batch_onboarded, 24);
+        assert!(report.latency_ms_p50 <= report.latency_ms_p99);
+        assert!(report.crypto_floor_us_per_device > 0.0);
+        assert!(report.device_us_per_onboarding > 0.0);
+        assert!(report.service_cpu_us_per_device.is_some());
+        let json: serde_json::Value =
+            serde_json::from_str(&serde_json::to_string(&report).expect("json")).expect("json");
+        for field in [
+            "devices",
+            "devices_per_s",
+            "latency_ms_p50",
+            "latency_ms_p99",
+            "service_cpu_us_per_device",
+            "service_peak_rss_mb",
+            "crypto_floor_us_per_device",
+            "ratio_to_floor",
+            "device_us_per_onboarding",
+        ] {
+            assert!(!json[field].is_null(), "{field} is missing");
+        }
+        let mut summary = Vec::new();
+        report.write_summary(&mut summary).expect("summary");
+        assert!(
+            String::from_utf8(summary)
+                .expect("text")
+                .contains("devices/s")
+        );
+    }
+    server.stop().await.expect("server stops");
+}
