@@ -1,6 +1,9 @@
-//! The load generator end to end at a tiny size, against a service in this process (the
-//! `--service` + `--profile` path): every phase runs and the report adds up. No timing is
+//! The load generator end to end at a tiny size: against a service in this process (the
+//! `--service` + `--profile` path), and as the README runs it, the `loadgen` binary starting
+//! its own `enroll-service` process. Every phase runs and the report adds up. No timing is
 //! asserted; the figures belong in the README, measured on an idle machine.
+
+mod built;
 
 use std::sync::Arc;
 
@@ -9,7 +12,7 @@ use enroll_service::metrics::Metrics;
 use enroll_service::pki::{CaNames, CertificateAuthority, OperatorKey, Role, Serial, Validity};
 use enroll_service::server::RunningServer;
 use enroll_service::service::{Enrollment, ServiceConfig};
-use enroll_service::store::SledRegistry;
+use enroll_service::store::{Registry, SledRegistry};
 use oxroot_tests::loadgen::{self, Options, Target};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,4 +104,58 @@ async fn a_small_fleet_onboards_and_the_report_adds_up() {
         );
     }
     server.stop().await.expect("server stops");
+}
+
+/// The README's command at a tiny size: `loadgen --json` runs `enroll-service init` and
+/// `serve` itself, reads the service's CPU and memory from `/proc`, stops it, and prints one
+/// line of JSON whose ratio is the service's CPU over the floor measured in the same run.
+#[test]
+fn the_binary_starts_its_own_service_and_prints_one_json_line() {
+    let state = tempfile::tempdir().expect("temporary directory");
+    let state_dir = state.path().join("state");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["--devices", "16", "--connections", "2"])
+        .args(["--concurrency", "8", "--floor-iterations", "20", "--json"])
+        .arg("--service-bin")
+        .arg(built::bin_dir().join("enroll-service"))
+        .arg("--state-dir")
+        .arg(&state_dir)
+        .output()
+        .expect("loadgen runs");
+    let stdout = String::from_utf8(output.stdout).expect("text");
+    assert!(
+        output.status.success(),
+        "loadgen failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "--json prints only the JSON object: {stdout}"
+    );
+    let report: serde_json::Value = serde_json::from_str(lines[0]).expect("a JSON object");
+    assert_eq!(report["devices"], 16);
+    assert_eq!(report["onboarded"], 16, "{report}");
+    assert_eq!(report["batch_onboarded"], 16, "{report}");
+    let number = |field: &str| {
+        report[field]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{field} is not a number: {report}"))
+    };
+    // The service is another process here, so its CPU and memory come from /proc.
+    assert!(number("service_cpu_us_per_device") >= 0.0);
+    assert!(number("service_peak_rss_mb") > 1.0, "{report}");
+    let floor = number("crypto_floor_us_per_device");
+    assert!(floor > 0.0);
+    let ratio = number("ratio_to_floor");
+    assert!(
+        (ratio - number("service_cpu_us_per_device") / floor).abs() < 1e-6,
+        "ratio_to_floor is the service's CPU over the floor: {report}"
+    );
+    // The service it started has stopped (sled's lock on the registry is free) and left every
+    // credential it sent in its durable registry.
+    let registry = SledRegistry::open(&state_dir.join("registry"))
+        .expect("the registry opens: the started service is gone");
+    assert_eq!(registry.credential_count().expect("count"), 16);
 }
