@@ -166,7 +166,7 @@ fn write_private(path: &Path, contents: &[u8]) -> Result<(), AppError> {
 ///
 /// # Errors
 /// The directory is already initialised, inputs are unreadable or invalid, or writing fails.
-pub fn init(
+pub async fn init(
     state_dir: &Path,
     passphrase: &Passphrase,
     organisation: Option<String>,
@@ -221,6 +221,14 @@ pub fn init(
         Validity::starting(now, time::Duration::days(90))?,
         Serial::random()?,
     )?;
+    // On record before its key is written: only recorded operator certificates authenticate.
+    let registry = SledRegistry::open(&state_dir.join("registry"))?;
+    crate::service::record_operator_certificate(
+        registry.as_ref(),
+        &admin.certificate.der,
+        "system:init",
+    )
+    .await?;
     let key = admin
         .private_key
         .as_ref()

@@ -120,6 +120,7 @@ async fn run(cli: Cli) -> Result<(), app::AppError> {
                 &admin_name,
                 &mut out,
             )
+            .await
         }
         Command::Serve {
             state_dir,

@@ -465,6 +465,30 @@ pub struct CredentialRecord {
     pub revocation: Option<CrlEntryRecord>,
 }
 
+/// An operator certificate this service issued: what `RevokeOperatorCertificate` needs to
+/// know whose it is, and what authentication checks on every operator call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorCertificateRecord {
+    /// Serial, lowercase hex.
+    pub serial: String,
+    /// Operator name (subject CN).
+    pub name: String,
+    /// Owner, or `*`.
+    pub owner: String,
+    /// Role granted.
+    pub role: crate::pki::Role,
+    /// Issue time.
+    #[serde(with = "time::serde::rfc3339")]
+    pub issued_at: OffsetDateTime,
+    /// Validity end.
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    /// The issuing operator's name (`init` for the first admin).
+    pub issued_by: String,
+    /// Set when revoked.
+    pub revocation: Option<RevocationRecord>,
+}
+
 /// A revoked serial as the CRL lists it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CrlEntryRecord {

@@ -32,14 +32,16 @@ use crate::audit::AuditDraft;
 use crate::error::ServiceError;
 use crate::metrics::Metrics;
 use crate::model::{CredentialRecord, CrlRecord, timestamp};
-use crate::pki::{CertificateAuthority, RevokedEntry, Serial};
+use crate::pki::{
+    CertificateAuthority, OperatorCredentials, OperatorKey, RevokedEntry, Role, Serial, Validity,
+};
 use crate::policy::PolicySpec;
 use crate::store::{Change, Op, Receipt, Registry, StoreError, commit};
 
 pub use auth::Caller;
 pub use challenge::{ChallengeBook, ChallengeId, ForeignChallenge};
 pub use device::{DeviceService, verify_signature};
-pub use operator::OperatorService;
+pub use operator::{OperatorService, record_operator_certificate};
 
 /// Tunable limits and timings. Defaults are the ones the gRPC contract documents.
 #[derive(Clone, Debug)]
@@ -269,6 +271,33 @@ impl Enrollment {
             peer_streams: PeerStreams::default(),
             metrics,
         })
+    }
+
+    /// Issues an operator certificate outside the operator API (the demo's admin, test
+    /// harnesses) and records it as IssueOperatorCertificate does; `issued_by` is the audit
+    /// actor.
+    ///
+    /// # Errors
+    /// The CA's refusal (invalid name, owner, key or validity) or the registry's.
+    pub async fn issue_operator_certificate(
+        &self,
+        key: &OperatorKey,
+        identity: (&str, &str, Role),
+        validity: Validity,
+        issued_by: &str,
+    ) -> Result<OperatorCredentials, ServiceError> {
+        let (name, owner, role) = identity;
+        let issued = self.ca.issue_operator_certificate(
+            key,
+            name,
+            owner,
+            role,
+            validity,
+            Serial::random()?,
+        )?;
+        record_operator_certificate(self.registry.as_ref(), &issued.certificate.der, issued_by)
+            .await?;
+        Ok(issued)
     }
 
     /// The registry.

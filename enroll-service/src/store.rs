@@ -23,6 +23,7 @@ use oxroot_proto::v1;
 use crate::audit::{AuditDraft, StoredAuditEntry};
 use crate::model::{
     BatchRecord, CountsDelta, CredentialRecord, CrlEntryRecord, CrlRecord, DeviceRecord,
+    OperatorCertificateRecord,
 };
 use crate::policy::PolicySpec;
 
@@ -82,6 +83,8 @@ pub enum Op {
     },
     /// Insert or replace an issued certificate record.
     PutCredential(Box<CredentialRecord>),
+    /// Insert or replace an operator certificate record.
+    PutOperatorCertificate(Box<OperatorCertificateRecord>),
     /// Put a serial on the revocation list.
     Revoke {
         /// Serial.
@@ -280,6 +283,27 @@ pub trait Registry: Send + Sync + fmt::Debug + 'static {
     /// # Errors
     /// As [`Registry::device`].
     fn credential(&self, serial: &str) -> Result<Option<CredentialRecord>, StoreError>;
+
+    /// An operator certificate this service issued.
+    ///
+    /// # Errors
+    /// As [`Registry::device`].
+    fn operator_certificate(
+        &self,
+        serial: &str,
+    ) -> Result<Option<OperatorCertificateRecord>, StoreError>;
+
+    /// Operator certificates ordered by serial, after `after`, at most `limit`, of `owner` if
+    /// given.
+    ///
+    /// # Errors
+    /// As [`Registry::device`].
+    fn operator_certificates(
+        &self,
+        owner: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<OperatorCertificateRecord>, StoreError>;
 
     /// Number of certificates ever stored.
     ///

@@ -50,7 +50,9 @@ async fn an_operator_drives_a_batch_from_import_to_revocation() {
     let harness = Harness::start().await;
     let work = tempfile::tempdir().unwrap();
     let platform = work.path().join("platform");
-    harness.write_profile(&platform, "root-admin", "*", Role::Admin);
+    harness
+        .write_profile(&platform, "root-admin", "*", Role::Admin)
+        .await;
 
     // The platform admin issues an owner admin; its key is made and kept locally.
     let acme = work.path().join("acme");
@@ -202,7 +204,9 @@ async fn an_operator_drives_a_batch_from_import_to_revocation() {
 
     // Auditors verify the chain; operators of the owner may not read the audit log.
     let auditor = work.path().join("auditor");
-    harness.write_profile(&auditor, "audrey", "acme", Role::Auditor);
+    harness
+        .write_profile(&auditor, "audrey", "acme", Role::Auditor)
+        .await;
     let (exit, verified, log) = ctl(&harness, &auditor, &["audit", "verify"]).await;
     assert_eq!(exit, Exit::Success, "{log}");
     assert_eq!(verified["ok"], true, "{verified}");
@@ -255,4 +259,142 @@ async fn an_operator_drives_a_batch_from_import_to_revocation() {
     );
     let batch = harness.registry().batch(&second_id).unwrap().unwrap();
     assert_eq!(batch.counts.awaiting_registration, 2500);
+}
+
+/// An operator whose key is lost: an admin lists the operators, revokes that one's certificate,
+/// and from the next call on the service refuses it, on a fresh connection and on one opened
+/// before the revocation. OpenSSL, checking the certificate against the service's CRL, agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_operator_is_refused_from_its_next_call() {
+    let harness = Harness::start().await;
+    let work = tempfile::tempdir().unwrap();
+    let platform = work.path().join("platform");
+    harness
+        .write_profile(&platform, "root-admin", "*", Role::Admin)
+        .await;
+    let mallory = work.path().join("mallory");
+    let (exit, issued, log) = ctl(
+        &harness,
+        &platform,
+        &[
+            "operator",
+            "issue",
+            "--name",
+            "mallory",
+            "--role",
+            "operator",
+            "--owner",
+            "acme",
+            "--out",
+            mallory.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(exit, Exit::Success, "{log}");
+    let serial = issued["serial"].as_str().unwrap().to_owned();
+
+    // A connection opened while the certificate was good.
+    let chain = std::fs::read_to_string(mallory.join("operator.pem")).unwrap();
+    let key = std::fs::read(mallory.join("operator.key")).unwrap();
+    let mut open_client = harness.client_with_identity(&chain, &key).await;
+    let me = open_client
+        .who_am_i(oxroot_proto::v1::WhoAmIRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(me.certificate_serial, serial);
+
+    let (exit, listed, log) = ctl(
+        &harness,
+        &platform,
+        &["operator", "list", "--owner", "acme"],
+    )
+    .await;
+    assert_eq!(exit, Exit::Success, "{log}");
+    let entry = listed["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["serial"] == serial.as_str())
+        .unwrap_or_else(|| panic!("mallory is not listed: {listed}"))
+        .clone();
+    assert_eq!(entry["name"], "mallory");
+    assert_eq!(entry["issued_by"], "root-admin");
+    assert!(entry["revocation"].is_null(), "{entry}");
+
+    // The operator cannot revoke anyone (not an admin), and nobody revokes themselves.
+    let (exit, _, log) = ctl(&harness, &mallory, &["operator", "revoke", &serial]).await;
+    assert_eq!(exit, Exit::Refused, "{log}");
+    let (exit, me, _) = ctl(&harness, &platform, &["whoami"]).await;
+    assert_eq!(exit, Exit::Success);
+    let own = me["certificate_serial"].as_str().unwrap().to_owned();
+    let (exit, _, log) = ctl(&harness, &platform, &["operator", "revoke", &own]).await;
+    assert_eq!(exit, Exit::Refused, "{log}");
+    assert!(log.contains("another admin"), "{log}");
+
+    let (exit, revoked, log) = ctl(
+        &harness,
+        &platform,
+        &[
+            "operator",
+            "revoke",
+            &serial,
+            "--reason",
+            "key-compromise",
+            "--comment",
+            "laptop stolen",
+        ],
+    )
+    .await;
+    assert_eq!(exit, Exit::Success, "{log}");
+    assert_eq!(
+        revoked["certificate"]["revocation"]["reason"], "key-compromise",
+        "{revoked}"
+    );
+
+    let (exit, _, log) = ctl(&harness, &mallory, &["whoami"]).await;
+    assert_eq!(exit, Exit::Refused, "{log}");
+    assert!(
+        log.contains("UNAUTHENTICATED") && log.contains("revoked"),
+        "{log}"
+    );
+    let status = open_client
+        .who_am_i(oxroot_proto::v1::WhoAmIRequest {})
+        .await
+        .expect_err("the open connection's next call is refused");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status}");
+
+    // The audit log names who revoked whom.
+    let (exit, audit, log) = ctl(
+        &harness,
+        &platform,
+        &["audit", "query", "--action", "operator.revoke"],
+    )
+    .await;
+    assert_eq!(exit, Exit::Success, "{log}");
+    assert!(log.contains("operator:mallory"), "{audit} {log}");
+
+    // OpenSSL, given the service's CRL, refuses the certificate.
+    let crl = work.path().join("crl.pem");
+    let (exit, _, log) = ctl(
+        &harness,
+        &platform,
+        &["crl", "--out", crl.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(exit, Exit::Success, "{log}");
+    let verify = std::process::Command::new("openssl")
+        .args(["verify", "-crl_check", "-CAfile"])
+        .arg(mallory.join("root.pem"))
+        .arg("-untrusted")
+        .arg(mallory.join("operator.pem"))
+        .arg("-CRLfile")
+        .arg(&crl)
+        .arg(mallory.join("operator.pem"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&verify.stdout).to_string()
+        + &String::from_utf8_lossy(&verify.stderr);
+    assert!(!verify.status.success(), "{said}");
+    assert!(said.contains("certificate revoked"), "{said}");
 }

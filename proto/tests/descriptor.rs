@@ -36,6 +36,8 @@ const OPERATOR_METHODS: &[Shape] = &[
     ("QueryAudit", false, false),
     ("VerifyAudit", false, false),
     ("IssueOperatorCertificate", false, false),
+    ("RevokeOperatorCertificate", false, false),
+    ("ListOperatorCertificates", false, false),
 ];
 
 fn descriptor_set() -> FileDescriptorSet {

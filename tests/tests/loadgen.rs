@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use enroll_service::fleet::DeviceSigner;
 use enroll_service::metrics::Metrics;
-use enroll_service::pki::{CaNames, CertificateAuthority, OperatorKey, Role, Serial, Validity};
+use enroll_service::pki::{CaNames, CertificateAuthority, OperatorKey, Role, Validity};
 use enroll_service::server::RunningServer;
 use enroll_service::service::{Enrollment, ServiceConfig};
 use enroll_service::store::{Registry, SledRegistry};
@@ -30,18 +30,21 @@ async fn a_small_fleet_onboards_and_the_report_adds_up() {
         ServiceConfig::default(),
         Arc::new(Metrics::new()),
     );
-    let server = RunningServer::start(core).await.expect("server");
+    let server = RunningServer::start(core.clone()).await.expect("server");
 
-    let admin = ca
+    let admin = core
         .issue_operator_certificate(
             &OperatorKey::Generate,
-            "loadgen-admin",
-            enroll_service::pki::PLATFORM_OWNER,
-            Role::Admin,
+            (
+                "loadgen-admin",
+                enroll_service::pki::PLATFORM_OWNER,
+                Role::Admin,
+            ),
             Validity::starting(now - time::Duration::minutes(1), time::Duration::hours(1))
                 .expect("validity"),
-            Serial::random().expect("serial"),
+            "system:test",
         )
+        .await
         .expect("operator certificate");
     let profile = dir.path().join("profile");
     std::fs::create_dir_all(&profile).expect("profile directory");

@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
 use enroll_service::metrics::Metrics;
-use enroll_service::pki::{CaNames, CertificateAuthority, OperatorKey, Role, Serial, Validity};
+use enroll_service::pki::{CaNames, CertificateAuthority, OperatorKey, Role, Validity};
 use enroll_service::server::RunningServer;
 use enroll_service::service::{Enrollment, ServiceConfig};
 use enroll_service::store::SledRegistry;
@@ -79,16 +79,14 @@ impl Harness {
         let now = time::OffsetDateTime::now_utc();
         let issued = self
             .core
-            .ca()
             .issue_operator_certificate(
                 &OperatorKey::Generate,
-                "admin",
-                owner,
-                Role::Admin,
+                ("admin", owner, Role::Admin),
                 Validity::starting(now - time::Duration::minutes(1), time::Duration::hours(1))
                     .unwrap(),
-                Serial::random().unwrap(),
+                "system:test-harness",
             )
+            .await
             .unwrap();
         let key = issued.private_key.unwrap().to_pem();
         let chain = format!(

@@ -19,7 +19,7 @@ use oxroot_proto::v1::operator_client::OperatorClient;
 use super::AppError;
 use crate::fleet::{EmulatedDevice, Outcome};
 use crate::metrics::Metrics;
-use crate::pki::{CaNames, CertificateAuthority, OperatorKey, Role, Serial, Validity};
+use crate::pki::{CaNames, CertificateAuthority, OperatorKey, Role, Validity};
 use crate::server::RunningServer;
 use crate::service::{Enrollment, ServiceConfig};
 use crate::store::SledRegistry;
@@ -88,14 +88,14 @@ pub async fn run(options: &DemoOptions, out: &mut dyn Write) -> Result<(), AppEr
         dir.path().display()
     )?;
 
-    let admin = ca.issue_operator_certificate(
-        &OperatorKey::Generate,
-        "demo-admin",
-        "demo",
-        Role::Admin,
-        Validity::starting(now - time::Duration::minutes(1), time::Duration::hours(2))?,
-        Serial::random()?,
-    )?;
+    let admin = core
+        .issue_operator_certificate(
+            &OperatorKey::Generate,
+            ("demo-admin", "demo", Role::Admin),
+            Validity::starting(now - time::Duration::minutes(1), time::Duration::hours(2))?,
+            "system:demo",
+        )
+        .await?;
     let admin_key = admin
         .private_key
         .as_ref()

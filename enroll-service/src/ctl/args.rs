@@ -421,6 +421,23 @@ pub enum OperatorCommand {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
+    /// Revoke an operator certificate: its calls are refused from now on.
+    Revoke {
+        /// Serial (hex), as `operator issue`, `operator list` and `whoami` print it.
+        serial: String,
+        /// CRL reason code.
+        #[arg(long, value_enum, default_value_t = ReasonArg::Unspecified)]
+        reason: ReasonArg,
+        /// Comment for the audit log.
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// List the operator certificates the service issued, revoked ones included.
+    List {
+        /// Owner (platform admins: default every owner, "*" the platform's own operators).
+        #[arg(long)]
+        owner: Option<String>,
+    },
 }
 
 /// A point in time given on the command line.
@@ -664,6 +681,16 @@ mod tests {
             ])
             .is_ok()
         );
+        let cli = parse(&["operator", "revoke", "1f2e", "--reason", "key-compromise"])
+            .expect("operator revoke parses");
+        let Command::Operator(OperatorCommand::Revoke { serial, reason, .. }) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            (serial.as_str(), RevocationReason::from(reason)),
+            ("1f2e", RevocationReason::KeyCompromise)
+        );
+        assert!(parse(&["operator", "list", "--owner", "*"]).is_ok());
     }
 
     #[test]

@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 
 use oxroot_proto::v1::{
     AuditEntry, Batch, BatchCounts, BatchProgress, CredentialSummary, Device, DeviceEvent,
-    ImportRejection, Policy, RegistrationContext, Revocation, VerifyAuditResponse, WhoAmIResponse,
-    policy::Params,
+    ImportRejection, OperatorCertificate, Policy, RegistrationContext, Revocation,
+    VerifyAuditResponse, WhoAmIResponse, policy::Params,
 };
 use serde_json::{Value, json};
 
@@ -169,6 +169,49 @@ pub(crate) fn policy_fields(policy: &Policy) -> Fields {
             &policy.created_by,
         ),
     )
+}
+
+/// An operator certificate as JSON.
+pub(crate) fn operator_certificate_json(certificate: &OperatorCertificate) -> Value {
+    json!({
+        "serial": certificate.serial,
+        "name": certificate.name,
+        "owner": certificate.owner,
+        "role": role_name(certificate.role),
+        "issued_at": timestamp_json(certificate.issued_at.as_ref()),
+        "not_after": timestamp_json(certificate.not_after.as_ref()),
+        "issued_by": certificate.issued_by,
+        "revocation": certificate.revocation.as_ref().map(revocation_json),
+    })
+}
+
+/// Operator certificates as a table; STATUS says revoked (with the reason) or valid.
+pub(crate) fn operator_certificate_table(certificates: &[OperatorCertificate]) -> Table {
+    let mut table = Table::new(&[
+        "SERIAL",
+        "NAME",
+        "OWNER",
+        "ROLE",
+        "NOT AFTER",
+        "ISSUED BY",
+        "STATUS",
+    ]);
+    for certificate in certificates {
+        let status = certificate.revocation.as_ref().map_or_else(
+            || "valid".to_owned(),
+            |r| format!("revoked ({})", reason_name(r.reason)),
+        );
+        table.row(vec![
+            certificate.serial.clone(),
+            certificate.name.clone(),
+            certificate.owner.clone(),
+            role_name(certificate.role),
+            timestamp_text(certificate.not_after.as_ref()),
+            certificate.issued_by.clone(),
+            status,
+        ]);
+    }
+    table
 }
 
 /// Policies as a table.

@@ -20,7 +20,8 @@ use super::PkiError;
 pub const OPERATOR_URN_PREFIX: &str = "urn:oxroot:operator:";
 
 /// What an operator may do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Everything, including policies and operator certificates.
     Admin,

@@ -16,8 +16,8 @@
 //!
 //! Submodules, one concept each: [`policies`], [`batches`], [`import`] (CreateBatch's and
 //! ImportDevices' shared add-to-batch path), [`watch`], [`devices`], [`admin`] (WhoAmI, exports,
-//! the CRL, operator certificates), [`audit_log`], [`convert`] (records to wire messages) and
-//! [`paging`].
+//! the CRL), [`operator_certificates`] (issue, revoke, list), [`audit_log`], [`convert`]
+//! (records to wire messages) and [`paging`].
 
 mod admin;
 mod audit_log;
@@ -25,6 +25,7 @@ mod batches;
 mod convert;
 mod devices;
 mod import;
+mod operator_certificates;
 mod paging;
 mod policies;
 #[cfg(test)]
@@ -47,6 +48,7 @@ use crate::model::{CountsDelta, timestamp};
 use crate::pki::Role;
 use crate::store::{Change, Receipt, RegistryEvent, commit};
 
+pub use operator_certificates::record_operator_certificate;
 pub(crate) use watch::WatchStream;
 
 /// Every role: the read-only RPCs.
@@ -118,6 +120,44 @@ impl OperatorService {
         Err(ServiceError::PermissionDenied(reason))
     }
 
+    /// The caller of a request: an operator certificate this service issued, still valid, not
+    /// revoked. Checked on every call, not once per connection: a connection opened before a
+    /// revocation (or before expiry) stays open, its calls do not pass.
+    ///
+    /// Only certificates on record authenticate: every operator who can call can be listed and
+    /// revoked. The CA's other certificates (devices', brokers') carry no operator URN and fail
+    /// before the lookup.
+    ///
+    /// # Errors
+    /// [`ServiceError::Unauthenticated`]; [`ServiceError::Unavailable`] if the registry cannot
+    /// be read.
+    pub(crate) fn authenticate<T>(&self, request: &Request<T>) -> Result<Caller, ServiceError> {
+        let caller = Caller::from_request(request)?;
+        self.check_still_valid(caller)
+    }
+
+    /// The expiry and revocation half of [`OperatorService::authenticate`].
+    fn check_still_valid(&self, caller: Caller) -> Result<Caller, ServiceError> {
+        // rustls checks validity during the handshake; a long-lived connection can outlast it.
+        if caller.not_after < OffsetDateTime::now_utc() {
+            return Err(ServiceError::Unauthenticated(
+                "the operator certificate has expired".into(),
+            ));
+        }
+        match self.core.registry.operator_certificate(&caller.serial)? {
+            None => Err(ServiceError::Unauthenticated(
+                "the operator certificate is not on this service's record".into(),
+            )),
+            Some(record) if record.revocation.is_some() => {
+                tracing::info!(operator = %caller.name, serial = %caller.serial, "revoked operator certificate refused");
+                Err(ServiceError::Unauthenticated(
+                    "the operator certificate has been revoked".into(),
+                ))
+            }
+            Some(_) => Ok(caller),
+        }
+    }
+
     /// Authenticates, runs `handler` for the caller, audits a denial and maps the outcome.
     async fn unary<Req, Resp, F>(
         &self,
@@ -128,24 +168,12 @@ impl OperatorService {
     where
         F: Future<Output = Result<Resp, ServiceError>>,
     {
-        let caller = authenticate(&request)?;
+        let caller = self.authenticate(&request)?;
         let result = handler(caller.clone(), request.into_inner()).await;
         Ok(Response::new(
             self.audit_denial(&caller, rpc, result).await?,
         ))
     }
-}
-
-/// The caller of a request: an operator certificate this service issued, still valid.
-fn authenticate<T>(request: &Request<T>) -> Result<Caller, ServiceError> {
-    let caller = Caller::from_request(request)?;
-    // rustls checks validity during the handshake; a long-lived connection can outlast it.
-    if caller.not_after < OffsetDateTime::now_utc() {
-        return Err(ServiceError::Unauthenticated(
-            "the operator certificate has expired".into(),
-        ));
-    }
-    Ok(caller)
 }
 
 /// An audit entry for an action of `caller`, outcome "ok".
@@ -421,6 +449,32 @@ impl Operator for OperatorService {
             request,
             "IssueOperatorCertificate",
             |caller, req| async move { self.issue_operator_certificate_as(&caller, req).await },
+        )
+        .await
+    }
+
+    async fn revoke_operator_certificate(
+        &self,
+        request: Request<v1::RevokeOperatorCertificateRequest>,
+    ) -> Result<Response<v1::RevokeOperatorCertificateResponse>, Status> {
+        let _timer = self.timer("revoke_operator_certificate");
+        self.unary(
+            request,
+            "RevokeOperatorCertificate",
+            |caller, req| async move { self.revoke_operator_certificate_as(&caller, &req).await },
+        )
+        .await
+    }
+
+    async fn list_operator_certificates(
+        &self,
+        request: Request<v1::ListOperatorCertificatesRequest>,
+    ) -> Result<Response<v1::ListOperatorCertificatesResponse>, Status> {
+        let _timer = self.timer("list_operator_certificates");
+        self.unary(
+            request,
+            "ListOperatorCertificates",
+            |caller, req| async move { self.list_operator_certificates_as(&caller, &req) },
         )
         .await
     }

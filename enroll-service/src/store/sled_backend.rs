@@ -40,6 +40,7 @@ use super::{Change, DeviceFilter, Guard, Op, Receipt, Registry, RegistryEvent, S
 use crate::audit::{self, GENESIS_HASH, StoredAuditEntry};
 use crate::model::{
     BatchRecord, CountsDelta, CredentialRecord, CrlEntryRecord, CrlRecord, DeviceRecord,
+    OperatorCertificateRecord,
 };
 use crate::policy::PolicySpec;
 
@@ -90,6 +91,9 @@ fn member_key(batch: &str, device: &str) -> Vec<u8> {
 }
 fn credential_key(serial: &str) -> Vec<u8> {
     format!("c/{serial}").into_bytes()
+}
+fn operator_key(serial: &str) -> Vec<u8> {
+    format!("o/{serial}").into_bytes()
 }
 fn revoked_key(serial: &str) -> Vec<u8> {
     format!("r/{serial}").into_bytes()
@@ -350,6 +354,39 @@ impl Registry for SledRegistry {
 
     fn credential(&self, serial: &str) -> Result<Option<CredentialRecord>, StoreError> {
         self.get(&credential_key(serial))
+    }
+
+    fn operator_certificate(
+        &self,
+        serial: &str,
+    ) -> Result<Option<OperatorCertificateRecord>, StoreError> {
+        self.get(&operator_key(serial))
+    }
+
+    fn operator_certificates(
+        &self,
+        owner: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<OperatorCertificateRecord>, StoreError> {
+        self.check()?;
+        // Operators are few (people and MES accounts), so an owner filter scans them all.
+        let start = after.map_or_else(
+            || b"o/".to_vec(),
+            |serial| operator_key(serial).into_iter().chain([0]).collect(),
+        );
+        let mut out = Vec::new();
+        for item in self.db.range(start..) {
+            let (key, value) = item.map_err(unavailable)?;
+            if !key.starts_with(b"o/") || out.len() >= limit {
+                break;
+            }
+            let record: OperatorCertificateRecord = decode(&key, &value)?;
+            if owner.is_none_or(|o| record.owner == o) {
+                out.push(record);
+            }
+        }
+        Ok(out)
     }
 
     fn credential_count(&self) -> Result<u64, StoreError> {
@@ -667,6 +704,9 @@ impl Writer {
                         staged.insert(CREDENTIAL_COUNT_KEY.to_vec(), Staged::Count(count + 1));
                     }
                     staged.insert(key, Staged::Bytes(encode(credential)));
+                }
+                Op::PutOperatorCertificate(record) => {
+                    staged.insert(operator_key(&record.serial), Staged::Bytes(encode(record)));
                 }
                 Op::Revoke { serial, entry } => {
                     staged.insert(revoked_key(serial), Staged::Bytes(encode(entry)));

@@ -181,26 +181,24 @@ pub async fn seed_batch(
 
 impl Harness {
     /// A fresh operator certificate for (name, owner, role): (chain PEM, PKCS#8 key PEM).
-    pub fn issue_operator(
+    pub async fn issue_operator(
         &self,
         name: &str,
         owner: &str,
         role: enroll_service::pki::Role,
     ) -> (String, String) {
-        use enroll_service::pki::{OperatorKey, Serial, Validity};
+        use enroll_service::pki::{OperatorKey, Validity};
         let now = time::OffsetDateTime::now_utc();
         let issued = self
             .core
-            .ca()
             .issue_operator_certificate(
                 &OperatorKey::Generate,
-                name,
-                owner,
-                role,
+                (name, owner, role),
                 Validity::starting(now - time::Duration::minutes(1), time::Duration::hours(1))
                     .unwrap(),
-                Serial::random().unwrap(),
+                "system:test-harness",
             )
+            .await
             .unwrap();
         let key = issued.private_key.unwrap().to_pem().to_string();
         let chain = format!(
@@ -218,7 +216,7 @@ impl Harness {
         owner: &str,
         role: enroll_service::pki::Role,
     ) -> oxroot_proto::v1::operator_client::OperatorClient<Channel> {
-        let (chain, key) = self.issue_operator(name, owner, role);
+        let (chain, key) = self.issue_operator(name, owner, role).await;
         self.client_with_identity(&chain, key.as_bytes()).await
     }
 
@@ -245,14 +243,14 @@ impl Harness {
 
 impl Harness {
     /// Writes an enrollctl profile (root.pem, operator.pem, operator.key) for a fresh operator.
-    pub fn write_profile(
+    pub async fn write_profile(
         &self,
         dir: &std::path::Path,
         name: &str,
         owner: &str,
         role: enroll_service::pki::Role,
     ) {
-        let (chain, key) = self.issue_operator(name, owner, role);
+        let (chain, key) = self.issue_operator(name, owner, role).await;
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(dir.join("root.pem"), &self.server.root_pem).unwrap();
         std::fs::write(dir.join("operator.pem"), chain).unwrap();

@@ -1,7 +1,8 @@
-//! `operator issue`: a new operator identity whose private key never leaves this machine.
+//! `operator issue | revoke | list`.
 //!
-//! The key is generated here, only a CSR goes to the service, and the key is written once,
-//! owner-only, to a file that must not exist yet. The three files form a profile directory
+//! `issue` makes a new operator identity whose private key never leaves this machine: the key
+//! is generated here, only a CSR goes to the service, and the key is written once, owner-only,
+//! to a file that must not exist yet. The three files form a profile directory
 //! (`--profile DIR`).
 
 use std::fs::{self, File, OpenOptions};
@@ -9,47 +10,125 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use oxroot_proto::v1::{
-    IssueOperatorCertificateRequest, IssueOperatorCertificateResponse, Role,
+    IssueOperatorCertificateRequest, IssueOperatorCertificateResponse,
+    ListOperatorCertificatesRequest, RevocationReason, RevokeOperatorCertificateRequest, Role,
     issue_operator_certificate_request::Key,
 };
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, PKCS_ECDSA_P256_SHA256};
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use super::{Ctx, owner};
+use super::{Ctx, PAGE_SIZE, all_pages, owner};
 use crate::ctl::args::OperatorCommand;
 use crate::ctl::connect::{PROFILE_CERT, PROFILE_KEY, PROFILE_ROOT, check_certificates};
 use crate::ctl::duration::to_proto;
 use crate::ctl::error::CtlError;
-use crate::ctl::output::{Fields, role_name, timestamp_json, timestamp_text};
+use crate::ctl::output::{Fields, reason_name, role_name, timestamp_json, timestamp_text};
+use crate::ctl::view;
 
 pub(super) async fn run(command: OperatorCommand, ctx: &mut Ctx<'_>) -> Result<(), CtlError> {
-    let OperatorCommand::Issue {
-        name,
-        role,
-        owner: o,
-        validity,
-        out,
-    } = command;
+    match command {
+        OperatorCommand::Issue {
+            name,
+            role,
+            owner: o,
+            validity,
+            out,
+        } => {
+            let request = IssueOperatorCertificateRequest {
+                key: None,
+                name,
+                role: Role::from(role) as i32,
+                owner: owner(o),
+                validity: validity.map(to_proto),
+            };
+            issue(request, &out, ctx).await
+        }
+        OperatorCommand::Revoke {
+            serial,
+            reason,
+            comment,
+        } => {
+            let request = RevokeOperatorCertificateRequest {
+                serial,
+                reason: RevocationReason::from(reason) as i32,
+                comment: comment.unwrap_or_default(),
+            };
+            revoke(request, ctx).await
+        }
+        OperatorCommand::List { owner: o } => list(owner(o), ctx).await,
+    }
+}
 
+async fn revoke(
+    request: RevokeOperatorCertificateRequest,
+    ctx: &mut Ctx<'_>,
+) -> Result<(), CtlError> {
+    let certificate = ctx
+        .client()
+        .await?
+        .revoke_operator_certificate(request)
+        .await
+        .map_err(CtlError::rpc("RevokeOperatorCertificate"))?
+        .into_inner()
+        .certificate
+        .ok_or_else(|| {
+            CtlError::BadAnswer("RevokeOperatorCertificate without a certificate".into())
+        })?;
+    let json = json!({ "certificate": view::operator_certificate_json(&certificate) });
+    ctx.emit(&json, |w| {
+        let reason = certificate
+            .revocation
+            .as_ref()
+            .map_or_else(String::new, |r| format!(" ({})", reason_name(r.reason)));
+        writeln!(
+            w,
+            "revoked the operator certificate {} of {}{reason}; its calls are refused and its \
+             serial is on the CRL",
+            certificate.serial, certificate.name
+        )
+    })
+}
+
+async fn list(owner: String, ctx: &mut Ctx<'_>) -> Result<(), CtlError> {
+    let mut client = ctx.client().await?;
+    let certificates = all_pages("ListOperatorCertificates", None, async |page_token| {
+        let page = client
+            .list_operator_certificates(ListOperatorCertificatesRequest {
+                owner: owner.clone(),
+                page_size: PAGE_SIZE,
+                page_token,
+            })
+            .await?
+            .into_inner();
+        Ok((page.certificates, page.next_page_token))
+    })
+    .await?;
+    let json = json!({
+        "certificates": certificates.iter().map(view::operator_certificate_json).collect::<Vec<_>>(),
+    });
+    ctx.emit(&json, |w| {
+        view::operator_certificate_table(&certificates).write(w)
+    })
+}
+
+async fn issue(
+    mut request: IssueOperatorCertificateRequest,
+    out: &Path,
+    ctx: &mut Ctx<'_>,
+) -> Result<(), CtlError> {
     // Everything local happens before the RPC, so that a name clash or an unwritable
     // directory does not cost an issued (and audited) certificate.
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
         .map_err(|e| CtlError::KeyGeneration(e.to_string()))?;
-    let csr_pem = csr(&key, &name)?;
-    let mut profile = Profile::reserve(&out)?;
+    request.key = Some(Key::CsrPem(csr(&key, &request.name)?));
+    let mut profile = Profile::reserve(out)?;
     profile.write_key(&Zeroizing::new(key.serialize_pem()))?;
 
     let issued = ctx
         .client()
         .await?
-        .issue_operator_certificate(IssueOperatorCertificateRequest {
-            key: Some(Key::CsrPem(csr_pem)),
-            name,
-            role: Role::from(role) as i32,
-            owner: owner(o),
-            validity: validity.map(to_proto),
-        })
+        .issue_operator_certificate(request)
         .await
         .map_err(CtlError::rpc("IssueOperatorCertificate"))?
         .into_inner();

@@ -149,7 +149,7 @@ impl<'a> Views<'a> {
 }
 
 /// A device revocation.
-fn revocation(record: &RevocationRecord) -> v1::Revocation {
+pub(super) fn revocation(record: &RevocationRecord) -> v1::Revocation {
     v1::Revocation {
         revoked_at: Some(timestamp(record.revoked_at)),
         reason: record.reason.to_proto() as i32,

@@ -34,6 +34,8 @@ use crate::pki::{CaNames, CertificateAuthority, LeafRequest, OperatorKey, Role, 
 use crate::service::{Caller, Enrollment, ServiceConfig, format_serial};
 use crate::store::{Change, Op, SledRegistry, commit};
 
+mod operator_certificates;
+
 struct Fixture {
     _dir: tempfile::TempDir,
     core: Arc<Enrollment>,
