@@ -45,6 +45,35 @@ async fn ctl(harness: &Harness, profile: &Path, args: &[&str]) -> (Exit, Value, 
     (exit, value, format!("{stdout}{stderr}"))
 }
 
+/// `enrollctl operator issue` by the profile `issuer`, writing a new profile to `out`; returns
+/// what it printed as JSON.
+async fn issue_profile(
+    harness: &Harness,
+    issuer: &Path,
+    (name, role, owner): (&str, &str, &str),
+    out: &Path,
+) -> Value {
+    let (exit, issued, log) = ctl(
+        harness,
+        issuer,
+        &[
+            "operator",
+            "issue",
+            "--name",
+            name,
+            "--role",
+            role,
+            "--owner",
+            owner,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(exit, Exit::Success, "{log}");
+    issued
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_drives_a_batch_from_import_to_revocation() {
     let harness = Harness::start().await;
@@ -56,24 +85,7 @@ async fn an_operator_drives_a_batch_from_import_to_revocation() {
 
     // The platform admin issues an owner admin; its key is made and kept locally.
     let acme = work.path().join("acme");
-    let (exit, issued, log) = ctl(
-        &harness,
-        &platform,
-        &[
-            "operator",
-            "issue",
-            "--name",
-            "alice",
-            "--role",
-            "admin",
-            "--owner",
-            "acme",
-            "--out",
-            acme.to_str().unwrap(),
-        ],
-    )
-    .await;
-    assert_eq!(exit, Exit::Success, "{log}");
+    let issued = issue_profile(&harness, &platform, ("alice", "admin", "acme"), &acme).await;
     assert_eq!(issued["owner"], "acme", "{issued}");
     let (exit, me, log) = ctl(&harness, &acme, &["whoami"]).await;
     assert_eq!(exit, Exit::Success, "{log}");
@@ -273,24 +285,13 @@ async fn a_revoked_operator_is_refused_from_its_next_call() {
         .write_profile(&platform, "root-admin", "*", Role::Admin)
         .await;
     let mallory = work.path().join("mallory");
-    let (exit, issued, log) = ctl(
+    let issued = issue_profile(
         &harness,
         &platform,
-        &[
-            "operator",
-            "issue",
-            "--name",
-            "mallory",
-            "--role",
-            "operator",
-            "--owner",
-            "acme",
-            "--out",
-            mallory.to_str().unwrap(),
-        ],
+        ("mallory", "operator", "acme"),
+        &mallory,
     )
     .await;
-    assert_eq!(exit, Exit::Success, "{log}");
     let serial = issued["serial"].as_str().unwrap().to_owned();
 
     // A connection opened while the certificate was good.

@@ -59,6 +59,8 @@ const OPERATORS: &[Role] = &[Role::Admin, Role::Operator];
 const AUDITORS: &[Role] = &[Role::Admin, Role::Auditor];
 /// Policies, operator certificates, transfers to another owner.
 const ADMINS: &[Role] = &[Role::Admin];
+/// Longest comment of a revocation (device or operator) or a transfer.
+const MAX_COMMENT: usize = 256;
 
 /// The `oxroot.v1.Operator` gRPC service.
 #[derive(Clone, Debug)]

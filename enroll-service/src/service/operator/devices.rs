@@ -18,8 +18,8 @@ use oxroot_proto::v1;
 use super::convert::Views;
 use super::paging::Pager;
 use super::{
-    ADMINS, ANY_ROLE, OPERATORS, OperatorService, check_length, counts_changed, device_event,
-    operator_audit,
+    ADMINS, ANY_ROLE, MAX_COMMENT, OPERATORS, OperatorService, check_length, counts_changed,
+    device_event, operator_audit,
 };
 use crate::error::ServiceError;
 use crate::model::{
@@ -29,9 +29,6 @@ use crate::model::{
 use crate::pki::{PLATFORM_OWNER, is_valid_owner};
 use crate::service::{Caller, parse_device_id, random_hex};
 use crate::store::{Change, DeviceFilter, Op};
-
-/// Longest revocation or transfer comment.
-const MAX_COMMENT: usize = 256;
 
 /// The key slot after `slot`: 1..=7, wrapping (slot 0 is the enrolment key, never certified).
 pub(super) fn next_slot(slot: u8) -> u8 {

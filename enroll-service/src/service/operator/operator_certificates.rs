@@ -10,7 +10,7 @@
 //! ```text
 //!  Issue ──▶ record {serial, name, owner, role} + audit ──▶ certificate to the admin
 //!  Revoke ─▶ record.revocation + CRL entry + audit ──▶ CRL re-signed
-//!  any call ─▶ authenticate: TLS chain ─▶ operator URN ─▶ not expired ─▶ record not revoked
+//!  any call ─▶ authenticate: TLS chain ─▶ operator URN ─▶ not expired ─▶ on record, not revoked
 //! ```
 
 use time::OffsetDateTime;
@@ -24,7 +24,7 @@ use oxroot_proto::v1::issue_operator_certificate_request::Key;
 use rot_core::keys::PublicKey;
 
 use super::paging::Pager;
-use super::{ADMINS, OperatorService, check_length, operator_audit, role_to_proto};
+use super::{ADMINS, MAX_COMMENT, OperatorService, check_length, operator_audit, role_to_proto};
 use crate::audit::AuditDraft;
 use crate::error::ServiceError;
 use crate::model::{
@@ -390,9 +390,6 @@ impl OperatorService {
         })
     }
 }
-
-/// Comments on a revocation: as long as a device revocation's.
-const MAX_COMMENT: usize = 256;
 
 /// A serial as the contract writes it (hex, either case), in the stored form (lowercase, no
 /// leading zeros).
