@@ -274,3 +274,28 @@ class MesClient:
             validity=duration_pb2.Duration(seconds=validity_seconds),
         )
         return self.stub.IssueOperatorCertificate(request, timeout=self.timeout)
+
+    def list_operator_certificates(self, *, owner: str = "") -> list[pb.OperatorCertificate]:
+        """Every operator certificate the service issued for the owner (ROLE_ADMIN), all pages,
+        revoked ones included."""
+        certificates: list[pb.OperatorCertificate] = []
+        page_token = ""
+        while True:
+            request = pb.ListOperatorCertificatesRequest(owner=owner, page_token=page_token)
+            page = self.stub.ListOperatorCertificates(request, timeout=self.timeout)
+            certificates.extend(page.certificates)
+            if not page.next_page_token:
+                return certificates
+            page_token = page.next_page_token
+
+    def revoke_operator_certificate(
+        self,
+        serial: str,
+        *,
+        reason: pb.RevocationReason = pb.REVOCATION_REASON_KEY_COMPROMISE,
+        comment: str = "",
+    ) -> pb.OperatorCertificate:
+        """Revokes another operator's certificate (ROLE_ADMIN): its next call is refused
+        UNAUTHENTICATED, and its serial goes on the CRL."""
+        request = pb.RevokeOperatorCertificateRequest(serial=serial, reason=reason, comment=comment)
+        return self.stub.RevokeOperatorCertificate(request, timeout=self.timeout).certificate

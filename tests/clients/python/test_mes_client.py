@@ -265,6 +265,27 @@ class MesClientTest(unittest.TestCase):
                 pb_grpc.OperatorStub(channel).WhoAmI(pb.WhoAmIRequest(), timeout=10)
         self.assertEqual(refused.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
 
+    def test_a_revoked_operator_is_refused_and_on_the_crl(self) -> None:
+        lost, intermediate = self.operator("mes-line-lost", "acme")
+        serial = lost.whoami().certificate_serial
+        listed = {c.serial: c for c in self.platform.list_operator_certificates(owner="acme")}
+        self.assertEqual(listed[serial].name, "mes-line-lost")
+        self.assertFalse(listed[serial].HasField("revocation"))
+
+        revoked = self.platform.revoke_operator_certificate(serial, comment="station stolen")
+        self.assertEqual(revoked.revocation.reason, pb.REVOCATION_REASON_KEY_COMPROMISE)
+        # The same channel, opened before the revocation: its next call is refused.
+        with self.assertRaises(grpc.RpcError) as refused:
+            lost.whoami()
+        self.assertEqual(refused.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+        self.assertIn("revoked", refused.exception.details())
+
+        crl = x509.load_der_x509_crl(self.platform.get_crl_der())
+        public_key = intermediate.public_key()
+        assert isinstance(public_key, ec.EllipticCurvePublicKey)
+        self.assertTrue(crl.is_signature_valid(public_key))
+        self.assertIsNotNone(crl.get_revoked_certificate_by_serial_number(int(serial, 16)))
+
     def test_mes_flow_policy_import_watch_list_revoke_crl(self) -> None:
         mes, intermediate = self.operator("mes-line-1", "acme")
         whoami = mes.whoami()
