@@ -60,6 +60,8 @@ pub struct Limits {
     pub challenges_per_minute: u32,
     /// Concurrent device streams per client address.
     pub max_streams_per_peer: usize,
+    /// Concurrent calls and streams per operator.
+    pub max_calls_per_operator: usize,
     /// Largest device message, bytes.
     pub max_device_message: usize,
     /// Largest operator message, bytes.
@@ -73,6 +75,7 @@ impl Default for Limits {
             challenge_ttl_secs: defaults.challenge_ttl.as_secs(),
             challenges_per_minute: defaults.challenges_per_window,
             max_streams_per_peer: defaults.max_streams_per_peer,
+            max_calls_per_operator: defaults.max_calls_per_operator,
             max_device_message: defaults.max_device_message,
             max_operator_message: defaults.max_operator_message,
         }
@@ -95,6 +98,7 @@ impl Config {
             challenges_per_window: self.limits.challenges_per_minute.max(1),
             rate_window: Duration::from_secs(60),
             max_streams_per_peer: self.limits.max_streams_per_peer.max(1),
+            max_calls_per_operator: self.limits.max_calls_per_operator.max(1),
             max_device_message: self.limits.max_device_message,
             max_operator_message: self.limits.max_operator_message,
             ..ServiceConfig::default()

@@ -58,6 +58,8 @@ pub struct ServiceConfig {
     pub rate_window: Duration,
     /// Concurrent Onboard / Renew streams per client IP address.
     pub max_streams_per_peer: usize,
+    /// Concurrent calls and streams (WatchBatch, ImportDevices) per operator.
+    pub max_calls_per_operator: usize,
     /// Validity of each signed CRL; it is re-signed when half of it has passed.
     pub crl_validity: Duration,
     /// Largest device request message.
@@ -75,6 +77,7 @@ impl Default for ServiceConfig {
             challenges_per_window: 10,
             rate_window: Duration::from_secs(60),
             max_streams_per_peer: 4096,
+            max_calls_per_operator: 64,
             crl_validity: Duration::from_secs(7 * 24 * 3600),
             max_device_message: 16 * 1024,
             max_operator_message: 4 * 1024 * 1024,
@@ -202,37 +205,70 @@ impl DeviceLocks {
     }
 }
 
-/// Concurrent streams per client address.
-#[derive(Debug, Default)]
-struct PeerStreams {
-    open: Mutex<HashMap<IpAddr, usize>>,
-}
-
-/// Releases a peer's stream slot when the stream ends.
+/// Counts of open calls per key (a client address, an operator), each under a limit. A call
+/// holds a slot while it runs; dropping the slot frees it, however the call ended.
 #[derive(Debug)]
-pub(crate) struct StreamSlot {
-    streams: Arc<Enrollment>,
-    peer: Option<IpAddr>,
+struct Concurrency<K> {
+    open: Mutex<HashMap<K, usize>>,
 }
 
-impl Drop for StreamSlot {
+impl<K: std::hash::Hash + Eq + Clone> Concurrency<K> {
+    fn new() -> Self {
+        Self {
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<K, usize>> {
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A slot for `key`, or `None` when `limit` calls of `key` are open.
+    fn try_take(self: &Arc<Self>, key: K, limit: usize) -> Option<Slot<K>> {
+        let mut open = self.counts();
+        let count = open.entry(key.clone()).or_insert(0);
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(Slot {
+            limiter: self.clone(),
+            key,
+        })
+    }
+}
+
+/// One open call of a key; frees its place when dropped.
+#[derive(Debug)]
+struct Slot<K: std::hash::Hash + Eq + Clone> {
+    limiter: Arc<Concurrency<K>>,
+    key: K,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Drop for Slot<K> {
     fn drop(&mut self) {
-        if let Some(peer) = self.peer {
-            let mut open = self
-                .streams
-                .peer_streams
-                .open
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some(count) = open.get_mut(&peer) {
-                *count -= 1;
-                if *count == 0 {
-                    open.remove(&peer);
-                }
+        let mut open = self.limiter.counts();
+        if let Some(count) = open.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.key);
             }
         }
     }
 }
+
+/// A device stream's place under its address's limit (none when the address is unknown).
+/// Held, never read: dropping it frees the place.
+#[derive(Debug)]
+pub(crate) struct StreamSlot(
+    #[expect(dead_code, reason = "held for its Drop")] Option<Slot<IpAddr>>,
+);
+
+/// An operator call's place under that operator's limit. Held, never read.
+#[derive(Debug)]
+pub(crate) struct CallSlot(#[expect(dead_code, reason = "held for its Drop")] Slot<String>);
 
 /// The state every handler shares.
 #[derive(Debug)]
@@ -243,7 +279,8 @@ pub struct Enrollment {
     challenges: ChallengeBook,
     locks: DeviceLocks,
     crl_lock: AsyncMutex<()>,
-    peer_streams: PeerStreams,
+    peer_streams: Arc<Concurrency<IpAddr>>,
+    operator_calls: Arc<Concurrency<String>>,
     metrics: Arc<Metrics>,
 }
 
@@ -268,7 +305,8 @@ impl Enrollment {
             challenges,
             locks: DeviceLocks::new(4096),
             crl_lock: AsyncMutex::new(()),
-            peer_streams: PeerStreams::default(),
+            peer_streams: Arc::new(Concurrency::new()),
+            operator_calls: Arc::new(Concurrency::new()),
             metrics,
         })
     }
@@ -358,29 +396,35 @@ impl Enrollment {
     }
 
     /// Takes a stream slot for `peer`, or refuses when the peer has too many open.
-    pub(crate) fn open_stream(
-        self: &Arc<Self>,
-        peer: Option<IpAddr>,
-    ) -> Result<StreamSlot, ServiceError> {
-        if let Some(ip) = peer {
-            let mut open = self
-                .peer_streams
-                .open
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let count = open.entry(ip).or_insert(0);
-            if *count >= self.config.max_streams_per_peer {
-                return Err(ServiceError::ResourceExhausted(format!(
-                    "too many concurrent streams from {ip} (limit {})",
-                    self.config.max_streams_per_peer
-                )));
-            }
-            *count += 1;
-        }
-        Ok(StreamSlot {
-            streams: self.clone(),
-            peer,
-        })
+    pub(crate) fn open_stream(&self, peer: Option<IpAddr>) -> Result<StreamSlot, ServiceError> {
+        let Some(ip) = peer else {
+            return Ok(StreamSlot(None));
+        };
+        let limit = self.config.max_streams_per_peer;
+        self.peer_streams
+            .try_take(ip, limit)
+            .map(|slot| StreamSlot(Some(slot)))
+            .ok_or_else(|| {
+                ServiceError::ResourceExhausted(format!(
+                    "too many concurrent streams from {ip} (limit {limit})"
+                ))
+            })
+    }
+
+    /// Takes a call slot for an operator (by owner and name, whichever certificate it
+    /// presents), or refuses when it has too many calls and streams open.
+    pub(crate) fn open_operator_call(&self, caller: &Caller) -> Result<CallSlot, ServiceError> {
+        let limit = self.config.max_calls_per_operator;
+        self.operator_calls
+            .try_take(format!("{}/{}", caller.owner, caller.name), limit)
+            .map(CallSlot)
+            .ok_or_else(|| {
+                ServiceError::ResourceExhausted(format!(
+                    "operator {} has {limit} calls and streams open, the limit; retry with \
+                     backoff",
+                    caller.name
+                ))
+            })
     }
 
     /// The credential bundle for an issued certificate.

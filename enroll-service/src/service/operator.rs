@@ -35,12 +35,13 @@ mod watch;
 use std::sync::Arc;
 
 use time::OffsetDateTime;
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use oxroot_proto::v1;
 use oxroot_proto::v1::operator_server::Operator;
 
-use super::{Caller, Enrollment, random_hex};
+use super::{CallSlot, Caller, Enrollment, random_hex};
 use crate::audit::AuditDraft;
 use crate::error::ServiceError;
 use crate::metrics::RpcTimer;
@@ -170,11 +171,19 @@ impl OperatorService {
     where
         F: Future<Output = Result<Resp, ServiceError>>,
     {
-        let caller = self.authenticate(&request)?;
+        let (caller, _slot) = self.admit(&request)?;
         let result = handler(caller.clone(), request.into_inner()).await;
         Ok(Response::new(
             self.audit_denial(&caller, rpc, result).await?,
         ))
+    }
+
+    /// Authenticates a call and gives it one of its operator's call slots, which the call holds
+    /// until it ends (a stream: until the client closes it).
+    fn admit<T>(&self, request: &Request<T>) -> Result<(Caller, CallSlot), ServiceError> {
+        let caller = self.authenticate(request)?;
+        let slot = self.core.open_operator_call(&caller)?;
+        Ok((caller, slot))
     }
 }
 
@@ -348,10 +357,19 @@ impl Operator for OperatorService {
     ) -> Result<Response<Self::WatchBatchStream>, Status> {
         // Times the set-up only: the stream itself runs until the client cancels it.
         let _timer = self.timer("watch_batch");
-        self.unary(request, "WatchBatch", |caller, req| async move {
-            self.watch_batch_as(&caller, &req)
-        })
-        .await
+        let (caller, slot) = self.admit(&request)?;
+        let result = self
+            .watch_batch_as(&caller, request.get_ref())
+            .map(|stream| -> WatchStream {
+                // The slot goes with the stream: it is freed when the client lets go.
+                Box::pin(stream.map(move |message| {
+                    let _held = &slot;
+                    message
+                }))
+            });
+        Ok(Response::new(
+            self.audit_denial(&caller, "WatchBatch", result).await?,
+        ))
     }
 
     async fn list_devices(
