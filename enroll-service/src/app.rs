@@ -62,6 +62,8 @@ pub struct Limits {
     pub max_streams_per_peer: usize,
     /// Concurrent calls and streams per operator.
     pub max_calls_per_operator: usize,
+    /// Refusals of unregistered DeviceIds audited per client address per minute.
+    pub audited_unknown_refusals_per_minute: u32,
     /// Largest device message, bytes.
     pub max_device_message: usize,
     /// Largest operator message, bytes.
@@ -76,6 +78,7 @@ impl Default for Limits {
             challenges_per_minute: defaults.challenges_per_window,
             max_streams_per_peer: defaults.max_streams_per_peer,
             max_calls_per_operator: defaults.max_calls_per_operator,
+            audited_unknown_refusals_per_minute: defaults.audited_unknown_refusals_per_peer,
             max_device_message: defaults.max_device_message,
             max_operator_message: defaults.max_operator_message,
         }
@@ -99,6 +102,7 @@ impl Config {
             rate_window: Duration::from_secs(60),
             max_streams_per_peer: self.limits.max_streams_per_peer.max(1),
             max_calls_per_operator: self.limits.max_calls_per_operator.max(1),
+            audited_unknown_refusals_per_peer: self.limits.audited_unknown_refusals_per_minute,
             max_device_message: self.limits.max_device_message,
             max_operator_message: self.limits.max_operator_message,
             ..ServiceConfig::default()

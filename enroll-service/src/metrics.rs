@@ -32,6 +32,7 @@ pub struct Metrics {
     renewed: Counter,
     registered: Counter,
     refused: Family<ReasonLabel, Counter>,
+    unaudited_refusals: Counter,
     latency: Family<MethodLabel, Histogram, fn() -> Histogram>,
 }
 
@@ -55,6 +56,7 @@ impl Metrics {
         let renewed = Counter::default();
         let registered = Counter::default();
         let refused = Family::<ReasonLabel, Counter>::default();
+        let unaudited_refusals = Counter::default();
         let latency = Family::<MethodLabel, Histogram, fn() -> Histogram>::new_with_constructor(
             latency_histogram,
         );
@@ -79,6 +81,12 @@ impl Metrics {
             refused.clone(),
         );
         registry.register(
+            "device_refusals_unaudited",
+            "Refusals of unregistered DeviceIds left out of the audit log: their address was over \
+             its budget",
+            unaudited_refusals.clone(),
+        );
+        registry.register(
             "rpc_duration_seconds",
             "RPC handling time, by method",
             latency.clone(),
@@ -89,6 +97,7 @@ impl Metrics {
             renewed,
             registered,
             refused,
+            unaudited_refusals,
             latency,
         }
     }
@@ -115,6 +124,11 @@ impl Metrics {
                 reason: reason.to_owned(),
             })
             .inc();
+    }
+
+    /// One refusal not written to the audit log (its address was over its budget).
+    pub fn refusal_unaudited(&self) {
+        self.unaudited_refusals.inc();
     }
 
     /// Starts timing an RPC; the time is recorded when the guard drops.

@@ -15,6 +15,7 @@ mod auth;
 mod challenge;
 mod device;
 mod operator;
+mod rate;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -42,6 +43,7 @@ pub use auth::Caller;
 pub use challenge::{ChallengeBook, ChallengeId, ForeignChallenge};
 pub use device::{DeviceService, verify_signature};
 pub use operator::{OperatorService, record_operator_certificate};
+use rate::FixedWindow;
 
 /// Tunable limits and timings. Defaults are the ones the gRPC contract documents.
 #[derive(Clone, Debug)]
@@ -60,6 +62,10 @@ pub struct ServiceConfig {
     pub max_streams_per_peer: usize,
     /// Concurrent calls and streams (WatchBatch, ImportDevices) per operator.
     pub max_calls_per_operator: usize,
+    /// Refusals of unregistered DeviceIds (or IDs that do not match their key) audited per
+    /// client address (IPv6: per /64) per `rate_window`. Anyone can invent such IDs; beyond
+    /// this budget they are still refused, but not written to the audit log.
+    pub audited_unknown_refusals_per_peer: u32,
     /// Validity of each signed CRL; it is re-signed when half of it has passed.
     pub crl_validity: Duration,
     /// Largest device request message.
@@ -78,6 +84,7 @@ impl Default for ServiceConfig {
             rate_window: Duration::from_secs(60),
             max_streams_per_peer: 4096,
             max_calls_per_operator: 64,
+            audited_unknown_refusals_per_peer: 600,
             crl_validity: Duration::from_secs(7 * 24 * 3600),
             max_device_message: 16 * 1024,
             max_operator_message: 4 * 1024 * 1024,
@@ -281,6 +288,7 @@ pub struct Enrollment {
     crl_lock: AsyncMutex<()>,
     peer_streams: Arc<Concurrency<IpAddr>>,
     operator_calls: Arc<Concurrency<String>>,
+    unknown_refusals: FixedWindow<IpAddr>,
     metrics: Arc<Metrics>,
 }
 
@@ -298,6 +306,8 @@ impl Enrollment {
             config.rate_window,
             config.challenges_per_window,
         );
+        let unknown_refusals =
+            FixedWindow::new(config.rate_window, config.audited_unknown_refusals_per_peer);
         Arc::new(Self {
             registry,
             ca,
@@ -307,6 +317,7 @@ impl Enrollment {
             crl_lock: AsyncMutex::new(()),
             peer_streams: Arc::new(Concurrency::new()),
             operator_calls: Arc::new(Concurrency::new()),
+            unknown_refusals,
             metrics,
         })
     }

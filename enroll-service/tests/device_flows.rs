@@ -581,3 +581,49 @@ async fn streams_per_peer_and_challenges_per_device_are_bounded() {
     );
     assert_eq!(audited_detail(&harness, r), "rate_limited");
 }
+
+/// Anyone can invent DeviceIds: refusals of IDs the registry has no record of are audited only
+/// within their address's budget. Beyond it they are still refused, without a reference and
+/// without an audit entry, and counted in a metric; refusals of known devices are always
+/// audited.
+#[tokio::test]
+async fn refusals_of_invented_device_ids_are_audited_within_a_budget_per_address() {
+    let harness = Harness::start_with(ServiceConfig {
+        audited_unknown_refusals_per_peer: 3,
+        ..ServiceConfig::default()
+    })
+    .await;
+    let invented = fleet(5, 41);
+    let mut client = harness.device_client().await;
+    let mut references = Vec::new();
+    for device in &invented {
+        let outcome = device.onboard(&mut client).await.unwrap();
+        let r = refusal(&outcome);
+        assert_eq!(r.reason(), v1::RefusalReason::UnknownDevice);
+        references.push(r.reference.clone());
+    }
+    for reference in &references[..3] {
+        assert!(!reference.is_empty());
+        assert_eq!(harness.audit_for(reference).len(), 1);
+    }
+    assert_eq!(references[3..], [String::new(), String::new()]);
+    let refusals_audited = harness
+        .registry()
+        .audit(1, 10_000)
+        .unwrap()
+        .iter()
+        .filter(|(_, e)| e.decode().unwrap().action == "device.refuse")
+        .count();
+    assert_eq!(refusals_audited, 3);
+    let metrics = harness.core.metrics().render();
+    assert!(
+        metrics.contains("oxroot_device_refusals_unaudited_total 2"),
+        "{metrics}"
+    );
+
+    // A registered device from the same address is still audited.
+    let known = fleet(1, 42);
+    register(&mut client, &known[0]).await;
+    let outcome = known[0].onboard(&mut client).await.unwrap();
+    assert_eq!(audited_detail(&harness, refusal(&outcome)), "not_in_batch");
+}

@@ -12,6 +12,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::rate::FixedWindow;
+
 /// A 16-byte challenge identifier.
 pub type ChallengeId = [u8; 16];
 
@@ -34,11 +36,9 @@ struct Entry {
 #[derive(Debug)]
 pub struct ChallengeBook {
     entries: Mutex<HashMap<ChallengeId, Entry>>,
-    rates: Mutex<HashMap<String, (Instant, u32)>>,
+    rates: FixedWindow<String>,
     /// How long a spent ID is remembered.
     memory: Duration,
-    rate_window: Duration,
-    rate_limit: u32,
     last_sweep: Mutex<Instant>,
 }
 
@@ -49,10 +49,8 @@ impl ChallengeBook {
     pub fn new(memory: Duration, rate_window: Duration, rate_limit: u32) -> Self {
         Self {
             entries: Mutex::new(HashMap::new()),
-            rates: Mutex::new(HashMap::new()),
+            rates: FixedWindow::new(rate_window, rate_limit),
             memory,
-            rate_window,
-            rate_limit,
             last_sweep: Mutex::new(Instant::now()),
         }
     }
@@ -62,19 +60,8 @@ impl ChallengeBook {
     /// # Errors
     /// The time to wait before the device may ask again.
     pub fn admit(&self, device_id: &str) -> Result<(), Duration> {
-        let now = Instant::now();
-        self.sweep(now);
-        let mut rates = lock(&self.rates);
-        let (start, count) = rates.entry(device_id.to_owned()).or_insert((now, 0));
-        if now.duration_since(*start) >= self.rate_window {
-            *start = now;
-            *count = 0;
-        }
-        if *count >= self.rate_limit {
-            return Err(self.rate_window.saturating_sub(now.duration_since(*start)));
-        }
-        *count += 1;
-        Ok(())
+        self.sweep(Instant::now());
+        self.rates.admit(&device_id.to_owned())
     }
 
     /// Records a newly issued challenge as live.
@@ -133,8 +120,6 @@ impl ChallengeBook {
             *last = now;
         }
         lock(&self.entries).retain(|_, e| e.forget_at > now);
-        let window = self.rate_window;
-        lock(&self.rates).retain(|_, (start, _)| now.duration_since(*start) < window);
     }
 }
 

@@ -26,6 +26,7 @@ use oxroot_proto::v1::device_enrollment_server::DeviceEnrollment;
 use rot_core::attestation::{self, ChallengeContext, ChallengeKind, SignerRole};
 use rot_core::keys::{DeviceId, KeySlot, PublicKey};
 
+use super::rate::address_key;
 use super::{Enrollment, ForeignChallenge, Refusal, format_serial, parse_device_id, random_hex};
 use crate::audit::AuditDraft;
 use crate::error::ServiceError;
@@ -248,14 +249,17 @@ impl Enrollment {
         Ok((device, true))
     }
 
-    /// Audits a refusal and counts it on the device and its batch.
+    /// Audits a refusal and counts it on the device and its batch. Returns whether it was
+    /// audited: refusals of DeviceIds with no record are audited only within their client
+    /// address's budget, since anyone can invent such IDs by the million.
     async fn record_refusal(
         &self,
         device_id: &str,
         rpc: &str,
         refusal: &Refusal,
         correlation: &str,
-    ) -> Result<(), ServiceError> {
+        peer: Option<IpAddr>,
+    ) -> Result<bool, ServiceError> {
         let lock = self.locks.lock(device_id).await;
         let now = OffsetDateTime::now_utc();
         let mut change = Change::new();
@@ -266,6 +270,14 @@ impl Enrollment {
         } else {
             self.registry.device(device_id)?
         };
+        if device.is_none()
+            && let Some(ip) = peer
+            && self.unknown_refusals.admit(&address_key(ip)).is_err()
+        {
+            self.metrics.refused(&refusal.detail_name());
+            self.metrics.refusal_unaudited();
+            return Ok(false);
+        }
         let owner = device
             .as_ref()
             .and_then(|d| d.owner.clone())
@@ -313,7 +325,7 @@ impl Enrollment {
         );
         self.commit_locked(change, vec![lock]).await.0?;
         self.metrics.refused(&refusal.detail_name());
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -774,6 +786,7 @@ impl Enrollment {
     async fn run_exchange(
         self: Arc<Self>,
         exchange_kind: Exchange,
+        peer: Option<IpAddr>,
         mut inbound: impl Stream<Item = Result<Incoming, Status>> + Unpin + Send,
         outbound: &mpsc::Sender<Result<Outgoing, Status>>,
     ) -> Result<(), ServiceError> {
@@ -817,10 +830,13 @@ impl Enrollment {
             let correlation = correlation.clone();
             async move {
                 tracing::info!(detail = %refusal.detail_name(), "refused");
-                core.record_refusal(&id, exchange.rpc(), &refusal, &correlation)
+                let audited = core
+                    .record_refusal(&id, exchange.rpc(), &refusal, &correlation, peer)
                     .await?;
+                // No reference for a refusal that is not in the audit log: it would lead nowhere.
+                let reference = if audited { correlation.as_str() } else { "" };
                 let _ = outbound
-                    .send(Ok(Outgoing::Refusal(refusal.to_proto(&correlation))))
+                    .send(Ok(Outgoing::Refusal(refusal.to_proto(reference))))
                     .await;
                 Ok::<(), ServiceError>(())
             }
@@ -935,7 +951,8 @@ impl DeviceService {
         In: Send + 'static,
         Out: Send + 'static,
     {
-        let slot = self.core.open_stream(peer_ip(&request))?;
+        let peer = peer_ip(&request);
+        let slot = self.core.open_stream(peer)?;
         let timer = self.core.metrics.clone().time(exchange.rpc());
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel::<Result<Outgoing, Status>>(4);
@@ -954,7 +971,7 @@ impl DeviceService {
             });
             let outcome = tokio::time::timeout(
                 stream_timeout,
-                core.run_exchange(exchange, Box::pin(inbound), &tx),
+                core.run_exchange(exchange, peer, Box::pin(inbound), &tx),
             )
             .await
             .unwrap_or_else(|_| {
