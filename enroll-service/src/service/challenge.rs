@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::rate::FixedWindow;
+use super::rate::{FixedWindow, lock};
 
 /// A 16-byte challenge identifier.
 pub type ChallengeId = [u8; 16];
@@ -121,14 +121,6 @@ impl ChallengeBook {
         }
         lock(&self.entries).retain(|_, e| e.forget_at > now);
     }
-}
-
-/// A poisoned lock only means another handler panicked mid-update of a map of plain values;
-/// the maps stay usable.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

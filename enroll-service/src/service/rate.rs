@@ -77,7 +77,7 @@ pub(crate) fn address_key(ip: IpAddr) -> IpAddr {
 
 /// A poisoned lock only means another handler panicked mid-update of a map of plain values;
 /// the map stays usable.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
