@@ -34,6 +34,8 @@ const SERVER_CERT_LIFETIME: time::Duration = time::Duration::days(30);
 /// How often the CRL's freshness is checked: also the longest a revocation whose re-signing
 /// failed (or was deferred, as for superseded certificates) stays off the CRL.
 const CRL_CHECK_INTERVAL: Duration = Duration::from_secs(30);
+/// How often health checks whether the registry still accepts writes.
+const HEALTH_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
 /// The service's TLS identity: its certificate chain and key (PEM), and the root for clients.
 #[allow(
@@ -125,6 +127,29 @@ pub async fn serve(
     let operator = OperatorServer::new(OperatorService::new(core.clone()))
         .max_decoding_message_size(config.max_operator_message);
 
+    // Health follows the registry: once a write fails every call answers UNAVAILABLE until a
+    // restart, and orchestrators and load balancers should stop sending traffic here.
+    let health_core = core.clone();
+    let health_task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(HEALTH_CHECK_INTERVAL);
+        loop {
+            tick.tick().await;
+            if health_core.registry().failed() {
+                tracing::error!("registry failed: health is NOT_SERVING until a restart");
+                health_reporter
+                    .set_not_serving::<DeviceEnrollmentServer<DeviceService>>()
+                    .await;
+                health_reporter
+                    .set_not_serving::<OperatorServer<OperatorService>>()
+                    .await;
+                health_reporter
+                    .set_service_status("", tonic_health::ServingStatus::NotServing)
+                    .await;
+                break;
+            }
+        }
+    });
+
     let crl_core = core.clone();
     let crl_task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(CRL_CHECK_INTERVAL);
@@ -148,6 +173,7 @@ pub async fn serve(
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
     crl_task.abort();
+    health_task.abort();
     result
 }
 

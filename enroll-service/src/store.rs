@@ -337,6 +337,10 @@ pub trait Registry: Send + Sync + fmt::Debug + 'static {
 
     /// Sequence number of the newest audit entry (0 if none).
     fn audit_head(&self) -> u64;
+
+    /// True once a write failed to become durable: from then on the registry refuses reads and
+    /// writes until the service restarts (what was applied but not synced must not be served).
+    fn failed(&self) -> bool;
 }
 
 /// Submits a change and waits until it is durable.

@@ -57,7 +57,25 @@ fn init(state: &Path) {
 }
 
 fn start(state: &Path) -> Service {
-    let mut child = Command::new(bin())
+    start_command(Command::new(bin()), state)
+}
+
+/// `serve` limited to files of `blocks` × 512 bytes (RLIMIT_FSIZE, with SIGXFSZ ignored so a
+/// write past it fails with EFBIG instead of killing the process): a disk that fills up.
+fn start_with_file_size_limit(state: &Path, blocks: u64) -> Service {
+    let mut command = Command::new("sh");
+    command.args([
+        "-c",
+        "trap '' XFSZ; ulimit -f \"$1\"; shift; exec \"$@\"",
+        "sh",
+        &blocks.to_string(),
+        bin(),
+    ]);
+    start_command(command, state)
+}
+
+fn start_command(mut command: Command, state: &Path) -> Service {
+    let mut child = command
         .args([
             "serve",
             "--listen",
@@ -90,6 +108,38 @@ fn start(state: &Path) -> Service {
         child: Arc::new(std::sync::Mutex::new(child)),
         url: format!("https://{addr}"),
     }
+}
+
+/// A Mosquitto policy and a batch under it, for the `factory` owner.
+async fn create_batch(
+    operator: &mut OperatorClient<Channel>,
+    device_ids: Vec<String>,
+) -> v1::CreateBatchResponse {
+    operator
+        .create_policy(v1::CreatePolicyRequest {
+            policy: Some(v1::Policy {
+                name: "broker".into(),
+                owner: "factory".into(),
+                params: Some(v1::policy::Params::Mosquitto(v1::MosquittoPolicyParams {
+                    host: "127.0.0.1".into(),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    operator
+        .create_batch(v1::CreateBatchRequest {
+            owner: "factory".into(),
+            name: "durability".into(),
+            policy_name: "broker".into(),
+            device_ids,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
 }
 
 async fn channel(url: &str, state: &Path, operator: bool) -> Channel {
@@ -180,31 +230,11 @@ async fn sigkill_mid_batch_loses_no_issued_credential() {
             .unwrap();
     }
     let mut operator = OperatorClient::new(channel(&service.url, &state, true).await);
-    operator
-        .create_policy(v1::CreatePolicyRequest {
-            policy: Some(v1::Policy {
-                name: "broker".into(),
-                owner: "factory".into(),
-                params: Some(v1::policy::Params::Mosquitto(v1::MosquittoPolicyParams {
-                    host: "127.0.0.1".into(),
-                    ..Default::default()
-                })),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap();
-    let batch = operator
-        .create_batch(v1::CreateBatchRequest {
-            owner: "factory".into(),
-            name: "durability".into(),
-            policy_name: "broker".into(),
-            device_ids: devices.iter().map(|d| d.device_id().to_string()).collect(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let batch = create_batch(
+        &mut operator,
+        devices.iter().map(|d| d.device_id().to_string()).collect(),
+    )
+    .await;
     assert_eq!(batch.report.unwrap().accepted, u64::from(DEVICES));
 
     // Onboard until KILL_AFTER credentials arrived, then SIGKILL the service mid-flight.
@@ -292,4 +322,137 @@ async fn sigkill_mid_batch_loses_no_issued_credential() {
         .unwrap()
         .unwrap();
     assert_eq!(batch.counts.onboarded, u64::from(DEVICES));
+}
+
+/// The disk fills up in the middle of an import: the failed write is refused, every call then
+/// answers UNAVAILABLE, and health turns NOT_SERVING so that orchestrators stop sending traffic.
+/// After a restart with room again, the registry holds exactly the chunks that were committed:
+/// the batch's counts match its members, and the audit chain verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_stops_the_service_cleanly_and_loses_nothing_committed() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("state");
+    init(&state);
+    // 1 MiB for sled's log: a few thousand imported devices fit, thirty thousand do not.
+    let service = start_with_file_size_limit(&state, 2048);
+    let mut operator = OperatorClient::new(channel(&service.url, &state, true).await);
+    let batch_id = create_batch(&mut operator, Vec::new())
+        .await
+        .batch
+        .unwrap()
+        .batch_id;
+
+    let ids: Vec<String> = (0..30_000u32)
+        .map(|i| {
+            hex::encode(aws_lc_rs::digest::digest(
+                &aws_lc_rs::digest::SHA256,
+                &i.to_be_bytes(),
+            ))
+        })
+        .collect();
+    let mut messages = vec![v1::ImportDevicesRequest {
+        msg: Some(v1::import_devices_request::Msg::Header(v1::ImportHeader {
+            batch_id: batch_id.clone(),
+        })),
+    }];
+    for chunk in ids.chunks(1000) {
+        messages.push(v1::ImportDevicesRequest {
+            msg: Some(v1::import_devices_request::Msg::Chunk(v1::ImportChunk {
+                records: chunk
+                    .iter()
+                    .map(|id| v1::ImportRecord {
+                        line: 0,
+                        record: Some(v1::import_record::Record::DeviceId(id.clone())),
+                    })
+                    .collect(),
+            })),
+        });
+    }
+    let refused = operator
+        .import_devices(tokio_stream::iter(messages))
+        .await
+        .expect_err("the import cannot fit in 1 MiB");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused}");
+
+    let mut health = HealthClient::new(channel(&service.url, &state, false).await);
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    for name in ["", "oxroot.v1.DeviceEnrollment", "oxroot.v1.Operator"] {
+        loop {
+            let status = health
+                .check(HealthCheckRequest {
+                    service: name.into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .status();
+            if status == ServingStatus::NotServing {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{name:?} still {status:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    let status = operator
+        .who_am_i(v1::WhoAmIRequest {})
+        .await
+        .expect_err("every call fails after a failed write");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
+    drop(service);
+
+    // Room again: what was committed is all there, and consistent.
+    let service = start(&state);
+    let mut operator = OperatorClient::new(channel(&service.url, &state, true).await);
+    let batch = operator
+        .get_batch(v1::GetBatchRequest {
+            batch_id: batch_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .batch
+        .unwrap();
+    let total = batch.counts.unwrap().total;
+    let mut members = 0u64;
+    let mut page_token = String::new();
+    loop {
+        let page = operator
+            .list_devices(v1::ListDevicesRequest {
+                batch_id: batch_id.clone(),
+                page_size: 1000,
+                page_token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        members += page.devices.len() as u64;
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(members, total, "the batch's counts match its members");
+    assert!(total > 0 && total < 30_000, "{total}");
+    // Imports commit whole chunks.
+    assert_eq!(total % 1000, 0, "{total}");
+    let verified = operator
+        .verify_audit(v1::VerifyAuditRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(verified.ok, "{verified:?}");
+    let mut health = HealthClient::new(channel(&service.url, &state, false).await);
+    let status = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status();
+    assert_eq!(status, ServingStatus::Serving);
 }

@@ -439,6 +439,10 @@ impl Registry for SledRegistry {
     fn audit_head(&self) -> u64 {
         self.audit_head.load(Ordering::Acquire)
     }
+
+    fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
 }
 
 /// The single writer: owns the audit chain head and every write to the tree.
