@@ -332,8 +332,8 @@ impl OperatorService {
                 .detail("reason", reason.as_str())
                 .detail("comment", request.comment.clone()),
             );
-        self.commit(change).await?;
-        drop(guard);
+        // Held until durable even if this call is cancelled (see `commit_locked`).
+        self.core.commit_locked(change, vec![guard]).await.0?;
         tracing::info!(revoker = %caller.name, name = %record.name, %serial, "operator certificate revoked");
         self.core.resign_crl(&caller.actor()).await?;
         Ok(v1::RevokeOperatorCertificateResponse {
