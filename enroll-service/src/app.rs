@@ -180,6 +180,7 @@ pub async fn init(
     organisation: Option<String>,
     import: Option<ImportedIntermediate>,
     admin_name: &str,
+    admin_out: Option<&Path>,
     out: &mut dyn Write,
 ) -> Result<(), AppError> {
     let ca_dir = state_dir.join("ca");
@@ -191,6 +192,10 @@ pub async fn init(
         )
         .into());
     }
+    // The admin profile goes to the state directory unless the operator takes it elsewhere
+    // (off the server). Checked before anything is created, so a clash leaves nothing behind.
+    let admin_dir = admin_out.map_or_else(|| state_dir.join("admin"), Path::to_path_buf);
+    refuse_existing_profile(&admin_dir)?;
     let now = time::OffsetDateTime::now_utc();
     let ca = if let Some(import) = import {
         {
@@ -219,7 +224,6 @@ pub async fn init(
         toml::to_string_pretty(&config)?,
     )?;
 
-    let admin_dir = state_dir.join("admin");
     fs::create_dir_all(&admin_dir)?;
     let admin = ca.issue_operator_certificate(
         &OperatorKey::Generate,
@@ -237,16 +241,7 @@ pub async fn init(
         "system:init",
     )
     .await?;
-    let key = admin
-        .private_key
-        .as_ref()
-        .ok_or("the CA did not return the generated admin key")?;
-    write_private(&admin_dir.join("operator.key"), key.to_pem().as_bytes())?;
-    fs::write(
-        admin_dir.join("operator.pem"),
-        format!("{}{}", admin.certificate.pem, ca.intermediate_pem()),
-    )?;
-    fs::write(admin_dir.join("root.pem"), ca.root_pem())?;
+    write_profile(&admin_dir, &admin, &ca)?;
 
     writeln!(out, "initialised {}", state_dir.display())?;
     writeln!(
@@ -274,6 +269,44 @@ pub async fn init(
         "  config:         {}",
         state_dir.join("config.toml").display()
     )?;
+    Ok(())
+}
+
+/// The files of an operator profile directory (as `enrollctl --profile` reads them).
+const PROFILE_FILES: [&str; 3] = ["operator.key", "operator.pem", "root.pem"];
+
+/// Refuses a directory that already holds any file of an operator profile.
+fn refuse_existing_profile(dir: &Path) -> Result<(), AppError> {
+    for file in PROFILE_FILES {
+        let path = dir.join(file);
+        if path.exists() {
+            return Err(format!(
+                "{} already exists; refusing to overwrite an operator profile",
+                path.display()
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// Writes an operator profile: the key owner-only, the chain, the root.
+fn write_profile(
+    dir: &Path,
+    operator: &crate::pki::OperatorCredentials,
+    ca: &CertificateAuthority,
+) -> Result<(), AppError> {
+    let key = operator
+        .private_key
+        .as_ref()
+        .ok_or("the CA did not return the generated operator key")?;
+    let [key_file, chain_file, root_file] = PROFILE_FILES;
+    write_private(&dir.join(key_file), key.to_pem().as_bytes())?;
+    fs::write(
+        dir.join(chain_file),
+        format!("{}{}", operator.certificate.pem, ca.intermediate_pem()),
+    )?;
+    fs::write(dir.join(root_file), ca.root_pem())?;
     Ok(())
 }
 

@@ -51,6 +51,11 @@ enum Command {
         /// Name of the first platform admin.
         #[arg(long, default_value = "admin")]
         admin_name: String,
+        /// Write the first admin's profile (operator.key, operator.pem, root.pem) to this
+        /// directory instead of <state-dir>/admin, e.g. a removable disk: its key then never
+        /// rests on the server.
+        #[arg(long, value_name = "DIR")]
+        admin_out: Option<PathBuf>,
     },
     /// Serve the state directory until SIGINT / SIGTERM.
     Serve {
@@ -102,6 +107,7 @@ async fn run(cli: Cli) -> Result<(), app::AppError> {
             intermediate_key,
             root,
             admin_name,
+            admin_out,
         } => {
             let passphrase = app::load_passphrase(passphrase_file.as_deref())?;
             let import = match (import_intermediate, intermediate_key, root) {
@@ -118,6 +124,7 @@ async fn run(cli: Cli) -> Result<(), app::AppError> {
                 organisation,
                 import,
                 &admin_name,
+                admin_out.as_deref(),
                 &mut out,
             )
             .await
