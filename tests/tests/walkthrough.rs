@@ -507,6 +507,84 @@ fn the_readme_walkthrough_runs_as_written() {
     }
 }
 
+/// The README's main command, `cargo run --release -p enroll-service -- demo`: cargo must be
+/// able to pick the binary (the package has two), and the demo must run. The release build is
+/// not repeated here; the demo runs from the binary cargo built for the tests.
+#[test]
+fn the_readme_main_command_runs() {
+    let section = README
+        .split("## The two commands")
+        .nth(1)
+        .expect("the README has a section with the two commands");
+    let main = section
+        .lines()
+        .find(|line| line.starts_with("cargo run"))
+        .expect("the main command");
+    let (cargo_part, program_args) = main.split_once(" -- ").expect("cargo run … -- ARGS");
+    let package = cargo_part
+        .split_whitespace()
+        .skip_while(|word| *word != "-p")
+        .nth(1)
+        .expect("cargo run -p PACKAGE");
+
+    let metadata = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--offline",
+        ])
+        .current_dir(built::repo_root())
+        .output()
+        .expect("cargo metadata runs");
+    assert!(metadata.status.success(), "{metadata:?}");
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&metadata.stdout).expect("cargo metadata prints JSON");
+    let manifest = metadata["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .find(|p| p["name"] == package)
+        .unwrap_or_else(|| panic!("no package {package}"));
+    let binaries = manifest["targets"]
+        .as_array()
+        .expect("targets")
+        .iter()
+        .filter(|t| {
+            t["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "bin"))
+        })
+        .count();
+    let binary = if let Some(name) = manifest["default_run"].as_str() {
+        name.to_owned()
+    } else {
+        assert_eq!(
+            binaries, 1,
+            "`{main}`: {package} has {binaries} binaries and no default-run"
+        );
+        package.to_owned()
+    };
+
+    let output = Command::new(built::bin_dir().join(&binary))
+        .args(program_args.split_whitespace())
+        .args(["--devices", "5"])
+        .output()
+        .expect("the demo runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "`{main}` failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let onboarded = stdout
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("onboarded"))
+        .map(str::trim);
+    assert_eq!(onboarded, Some("5"), "{stdout}");
+}
+
 mod reading_the_readme {
     use super::*;
 
