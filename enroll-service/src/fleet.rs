@@ -7,9 +7,12 @@
 //! itself is the device agent's ([`device_agent::protocol`]), so the service is always tested
 //! against the same client code that runs on devices.
 
+use std::time::Duration;
+
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use device_agent::protocol::{self, AnswerKeys, AttestationSigner, Chip, ExchangeError};
+use indicatif::{ProgressBar, ProgressStyle};
 use rot_core::SignatureBytes;
 use rot_core::attestation::ChallengeKind;
 use rot_core::attestation::Message;
@@ -366,4 +369,33 @@ impl PoweredDevice {
     ) -> Result<Outcome, FleetError> {
         Ok(protocol::onboard(client, self).await?)
     }
+}
+
+/// A progress bar for a fleet run (manufacture, register, onboard), or a hidden one when no
+/// terminal is watching.
+#[must_use]
+pub fn progress_bar(len: u64, label: &str, visible: bool) -> ProgressBar {
+    if !visible {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>12} [{bar:40}] {pos}/{len} {per_sec:>12} {elapsed_precise}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(label.to_owned());
+    bar
+}
+
+/// The `p`th percentile (nearest rank) of latencies sorted ascending; zero for none.
+#[must_use]
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
 }

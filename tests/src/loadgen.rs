@@ -26,10 +26,9 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use enroll_service::fleet::DeviceSigner;
+use enroll_service::fleet::{DeviceSigner, percentile, progress_bar};
 use oxroot_proto::v1;
 use oxroot_proto::v1::operator_client::OperatorClient;
 
@@ -139,28 +138,9 @@ pub struct Report {
     pub first_problem: Option<String>,
 }
 
-fn bar(len: u64, label: &str, visible: bool) -> ProgressBar {
-    if !visible {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(len);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix:>12} [{bar:40}] {pos}/{len} {per_sec:>12} {elapsed_precise}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    bar.set_prefix(label.to_owned());
-    bar
-}
-
+/// A percentile of sorted latencies, in milliseconds.
 fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)].as_secs_f64() * 1e3
+    percentile(sorted, p).as_secs_f64() * 1e3
 }
 
 fn load_average() -> Option<f64> {
@@ -205,7 +185,7 @@ pub async fn run(options: &Options) -> Result<Report, Error> {
     let mut operator = OperatorClient::new(service.operator_channel().await?);
 
     let began = Instant::now();
-    let making = bar(u64::from(options.devices), "manufacture", options.progress);
+    let making = progress_bar(u64::from(options.devices), "manufacture", options.progress);
     let (devices, signer) = (options.devices, options.device_signer);
     let made = {
         let making = making.clone();
@@ -217,7 +197,7 @@ pub async fn run(options: &Options) -> Result<Report, Error> {
     let device_ids: Vec<String> = powered.iter().map(|d| d.device_id().to_string()).collect();
 
     let began = Instant::now();
-    let registering = bar(u64::from(options.devices), "register", options.progress);
+    let registering = progress_bar(u64::from(options.devices), "register", options.progress);
     setup::register(requests, &channels, &registering).await?;
     registering.finish_and_clear();
     let setup_register_s = began.elapsed().as_secs_f64();
@@ -253,7 +233,7 @@ pub async fn run(options: &Options) -> Result<Report, Error> {
     let load_before = load_average();
     let service_before = service.cpu();
     let self_before = service::process_cpu(std::process::id());
-    let onboarding = bar(u64::from(options.devices), "onboard", options.progress);
+    let onboarding = progress_bar(u64::from(options.devices), "onboard", options.progress);
     let tally = onboard::run(powered, connections, options.concurrency, &onboarding).await?;
     onboarding.finish_and_clear();
     let service_after = service.cpu();

@@ -7,9 +7,8 @@
 
 use std::io::Write;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use oxroot_proto::v1;
@@ -17,7 +16,7 @@ use oxroot_proto::v1::device_enrollment_client::DeviceEnrollmentClient;
 use oxroot_proto::v1::operator_client::OperatorClient;
 
 use super::AppError;
-use crate::fleet::{EmulatedDevice, Outcome};
+use crate::fleet::{EmulatedDevice, Outcome, percentile, progress_bar};
 use crate::metrics::Metrics;
 use crate::pki::{CaNames, CertificateAuthority, OperatorKey, Role, Validity};
 use crate::server::RunningServer;
@@ -34,28 +33,6 @@ pub struct DemoOptions {
     pub devices: u32,
     /// Show progress bars (a terminal is attached).
     pub progress: bool,
-}
-
-fn bar(len: u64, label: &str, visible: bool) -> ProgressBar {
-    if !visible {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(len);
-    bar.set_style(
-        ProgressStyle::with_template("{prefix:>12} [{bar:40}] {pos}/{len} {per_sec} {elapsed}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(label.to_owned());
-    bar
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
 }
 
 /// Runs the demo and prints the summary to `out`.
@@ -117,7 +94,7 @@ pub async fn run(options: &DemoOptions, out: &mut dyn Write) -> Result<(), AppEr
         .await?;
     let mut operator = OperatorClient::new(operator_channel);
 
-    let manufacture = bar(u64::from(options.devices), "manufacture", options.progress);
+    let manufacture = progress_bar(u64::from(options.devices), "manufacture", options.progress);
     let fleet_seed = {
         let mut seed = [0u8; 32];
         aws_lc_rs::rand::fill(&mut seed).map_err(|_| "RNG failed")?;
@@ -131,7 +108,7 @@ pub async fn run(options: &DemoOptions, out: &mut dyn Write) -> Result<(), AppEr
     manufacture.finish_and_clear();
     let devices = Arc::new(devices);
 
-    let register = bar(u64::from(options.devices), "register", options.progress);
+    let register = progress_bar(u64::from(options.devices), "register", options.progress);
     let mut client = DeviceEnrollmentClient::new(channel.clone());
     for device in devices.iter() {
         client
@@ -175,7 +152,7 @@ pub async fn run(options: &DemoOptions, out: &mut dyn Write) -> Result<(), AppEr
         batch.batch_id, policy.name, report.accepted, report.rejected
     )?;
 
-    let onboard = bar(u64::from(options.devices), "onboard", options.progress);
+    let onboard = progress_bar(u64::from(options.devices), "onboard", options.progress);
     let start = Instant::now();
     let semaphore = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
     let mut tasks = tokio::task::JoinSet::new();
