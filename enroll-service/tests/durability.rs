@@ -8,12 +8,14 @@
     reason = "scenario tests read top to bottom; a failed unwrap is a failed test"
 )]
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
+
+use common::process::{init, start, start_with_file_size_limit};
 
 use enroll_service::fleet::{EmulatedDevice, Outcome};
 use enroll_service::store::{Registry, SledRegistry};
@@ -24,92 +26,6 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 const DEVICES: u32 = 1000;
 const KILL_AFTER: usize = 400;
-const PASSPHRASE: &str = "durability test passphrase";
-
-/// A running `enroll-service serve`; killed when dropped, so a failing test leaks no process.
-struct Service {
-    child: Arc<std::sync::Mutex<Child>>,
-    url: String,
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if let Ok(mut child) = self.child.lock() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_enroll-service")
-}
-
-fn init(state: &Path) {
-    let status = Command::new(bin())
-        .args(["init", "--state-dir"])
-        .arg(state)
-        .env("OXROOT_CA_PASSPHRASE", PASSPHRASE)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-fn start(state: &Path) -> Service {
-    start_command(Command::new(bin()), state)
-}
-
-/// `serve` limited to files of `blocks` × 512 bytes (RLIMIT_FSIZE, with SIGXFSZ ignored so a
-/// write past it fails with EFBIG instead of killing the process): a disk that fills up.
-fn start_with_file_size_limit(state: &Path, blocks: u64) -> Service {
-    let mut command = Command::new("sh");
-    command.args([
-        "-c",
-        "trap '' XFSZ; ulimit -f \"$1\"; shift; exec \"$@\"",
-        "sh",
-        &blocks.to_string(),
-        bin(),
-    ]);
-    start_command(command, state)
-}
-
-fn start_command(mut command: Command, state: &Path) -> Service {
-    let mut child = command
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--state-dir",
-        ])
-        .arg(state)
-        .env("OXROOT_CA_PASSPHRASE", PASSPHRASE)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("the service exited before listening")
-            .unwrap();
-        if let Some(addr) = line.strip_prefix("listening on ") {
-            break addr.trim_end_matches(" (TLS)").to_owned();
-        }
-    };
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Service {
-        child: Arc::new(std::sync::Mutex::new(child)),
-        url: format!("https://{addr}"),
-    }
-}
-
 /// A Mosquitto policy and a batch under it, for the `factory` owner.
 async fn create_batch(
     operator: &mut OperatorClient<Channel>,

@@ -3,24 +3,20 @@
 //! profile works against `serve`. An existing profile is refused before anything is created.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-
-use enroll_service::ctl::{self, Cli, Exit, Options};
+use std::process::Output;
 
 use clap::Parser;
-
-const PASSPHRASE: &str = "init test passphrase";
+use common::process::{init_command, start};
+use enroll_service::ctl::{self, Cli, Exit, Options};
 
 fn init(state: &Path, admin_out: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_enroll-service"))
-        .args(["init", "--state-dir"])
-        .arg(state)
+    init_command(state)
         .arg("--admin-out")
         .arg(admin_out)
-        .env("OXROOT_CA_PASSPHRASE", PASSPHRASE)
         .output()
         .unwrap()
 }
@@ -57,33 +53,8 @@ async fn the_first_admin_profile_can_be_written_off_the_server() {
     assert_eq!(mode & 0o777, 0o600);
 
     // The profile authenticates against the service.
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_enroll-service"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--state-dir")
-        .arg(&state)
-        .env("OXROOT_CA_PASSPHRASE", PASSPHRASE)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("serve exited before listening")
-            .unwrap();
-        if let Some(rest) = line.strip_prefix("listening on ") {
-            break rest.trim_end_matches(" (TLS)").to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    let url = format!("https://{addr}");
+    let service = start(&state);
+    let url = service.url.clone();
     let cli = Cli::try_parse_from([
         "enrollctl",
         "--service",
@@ -96,8 +67,7 @@ async fn the_first_admin_profile_can_be_written_off_the_server() {
     .unwrap();
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let exit = ctl::run_cli(cli, Options::default(), &mut out, &mut err).await;
-    serve.kill().unwrap();
-    serve.wait().unwrap();
+    drop(service);
     let out = String::from_utf8(out).unwrap();
     assert_eq!(
         exit,

@@ -6,6 +6,8 @@
     clippy::unwrap_used
 )]
 
+pub mod process;
+
 use std::sync::Arc;
 
 use enroll_service::fleet::{EmulatedDevice, Outcome};
