@@ -210,16 +210,22 @@ impl Retry {
 mod tests {
     use super::*;
 
-    #[test]
-    fn only_https_urls_with_a_readable_root_are_accepted() {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = dir.path().join("root.pem");
+    /// Writes a self-signed root certificate (PEM) to `path`; returns its key.
+    fn write_self_signed_root(path: &std::path::Path) -> rcgen::KeyPair {
         let key = rcgen::KeyPair::generate().unwrap();
         let root = rcgen::CertificateParams::new(vec!["root".to_owned()])
             .unwrap()
             .self_signed(&key)
             .unwrap();
-        std::fs::write(&ca, root.pem()).unwrap();
+        std::fs::write(path, root.pem()).unwrap();
+        key
+    }
+
+    #[test]
+    fn only_https_urls_with_a_readable_root_are_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("root.pem");
+        let key = write_self_signed_root(&ca);
         assert!(ServiceTarget::new("https://127.0.0.1:8443", &ca).is_ok());
         for url in ["http://127.0.0.1:8443", "127.0.0.1:8443", "https://"] {
             assert!(
@@ -242,12 +248,7 @@ mod tests {
     async fn retries_are_bounded_and_reported() {
         let dir = tempfile::tempdir().unwrap();
         let ca = dir.path().join("root.pem");
-        let key = rcgen::KeyPair::generate().unwrap();
-        let root = rcgen::CertificateParams::new(vec!["root".to_owned()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
-        std::fs::write(&ca, root.pem()).unwrap();
+        write_self_signed_root(&ca);
         // A port nobody listens on: bind, note the port, close.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()

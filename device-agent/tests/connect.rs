@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{Agent, Broker, Harness, free_port, import, policy_and_batch, revoke};
+use common::{Agent, Broker, Harness, free_port, policy_and_batch, revoke};
 use oxroot_proto::v1;
 
 /// Enrols, registers and adds a device to `batch`; returns its agent and DeviceId.
@@ -26,16 +26,7 @@ async fn device(
         &dir.join(format!("state-{seed}")),
         &format!("emulated:{}", hex::encode([seed; 32])),
     );
-    agent.run(&["enroll"]).await.ok();
-    agent.run_with_service(&["register"], harness).await.ok();
-    let id = agent.device_id().await;
-    let report = import(
-        operator,
-        batch,
-        vec![v1::import_record::Record::DeviceId(id.clone())],
-    )
-    .await;
-    assert_eq!(report.accepted, 1, "{report:?}");
+    let id = agent.join_batch(harness, operator, batch).await;
     agent.run_with_service(&["onboard"], harness).await.ok();
     (agent, id)
 }

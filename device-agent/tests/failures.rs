@@ -12,7 +12,7 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::{Agent, Harness, free_port, import, policy_and_batch};
+use common::{Agent, Harness, free_port, policy_and_batch};
 use oxroot_proto::v1;
 
 fn emulated(seed: u8) -> String {
@@ -209,9 +209,6 @@ async fn a_dropped_connection_is_retried_with_backoff() {
     let harness = Harness::start().await;
     let work = tempfile::tempdir().unwrap();
     let agent = Agent::new(&work.path().join("state"), &emulated(6));
-    agent.run(&["enroll"]).await.ok();
-    agent.run_with_service(&["register"], &harness).await.ok();
-    let id = agent.device_id().await;
     let mut operator = harness.operator("acme").await;
     let batch = policy_and_batch(
         &mut operator,
@@ -222,12 +219,7 @@ async fn a_dropped_connection_is_retried_with_backoff() {
         }),
     )
     .await;
-    import(
-        &mut operator,
-        &batch,
-        vec![v1::import_record::Record::DeviceId(id)],
-    )
-    .await;
+    agent.join_batch(&harness, &mut operator, &batch).await;
 
     let (port, accepted) = flaky_proxy(harness.server.addr).await;
     let run = agent
@@ -268,9 +260,6 @@ async fn a_leftover_temp_file_never_replaces_a_good_credential() {
     let harness = Harness::start().await;
     let work = tempfile::tempdir().unwrap();
     let agent = Agent::new(&work.path().join("state"), &emulated(8));
-    agent.run(&["enroll"]).await.ok();
-    agent.run_with_service(&["register"], &harness).await.ok();
-    let id = agent.device_id().await;
     let mut operator = harness.operator("acme").await;
     let batch = policy_and_batch(
         &mut operator,
@@ -282,12 +271,7 @@ async fn a_leftover_temp_file_never_replaces_a_good_credential() {
         }),
     )
     .await;
-    import(
-        &mut operator,
-        &batch,
-        vec![v1::import_record::Record::DeviceId(id)],
-    )
-    .await;
+    agent.join_batch(&harness, &mut operator, &batch).await;
     let onboarded = agent.json(&["onboard"], Some(&harness)).await;
     let good = std::fs::read(agent.state.join("credential.json")).unwrap();
 

@@ -261,6 +261,27 @@ impl Agent {
     }
 
     /// `id`: the DeviceId.
+    /// Enrols, registers with the harness's service and has the operator import the device
+    /// into `batch`; returns its DeviceId.
+    pub async fn join_batch(
+        &self,
+        harness: &Harness,
+        operator: &mut OperatorClient<Channel>,
+        batch: &str,
+    ) -> String {
+        self.run(&["enroll"]).await.ok();
+        self.run_with_service(&["register"], harness).await.ok();
+        let id = self.device_id().await;
+        let report = import(
+            operator,
+            batch,
+            vec![v1::import_record::Record::DeviceId(id.clone())],
+        )
+        .await;
+        assert_eq!(report.accepted, 1, "{report:?}");
+        id
+    }
+
     pub async fn device_id(&self) -> String {
         self.run(&["id"]).await.ok().trim().to_owned()
     }
