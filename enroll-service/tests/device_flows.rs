@@ -102,6 +102,23 @@ async fn onboard_when_slot_free(
 }
 
 /// The precise detail audited for a refusal.
+/// Opens an Onboard stream with one message and returns the status the stream ends with.
+async fn status_after_one_message(
+    client: &mut DeviceEnrollmentClient<Channel>,
+    msg: v1::onboard_request::Msg,
+) -> tonic::Status {
+    let (tx, rx) = mpsc::channel(1);
+    tx.send(v1::OnboardRequest { msg: Some(msg) })
+        .await
+        .unwrap();
+    let mut responses = client
+        .onboard(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    responses.message().await.unwrap_err()
+}
+
 fn audited_detail(harness: &Harness, refusal: &v1::Refusal) -> String {
     let entries = harness.audit_for(&refusal.reference);
     let entry = entries
@@ -479,18 +496,11 @@ async fn out_of_order_messages_fail_the_stream() {
     let harness = Harness::start().await;
     let devices = fleet(1, 7);
     let mut client = harness.device_client().await;
-    let (tx, rx) = mpsc::channel(1);
-    tx.send(v1::OnboardRequest {
-        msg: Some(v1::onboard_request::Msg::Proof(v1::Proof::default())),
-    })
-    .await
-    .unwrap();
-    let mut responses = client
-        .onboard(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    let status = responses.message().await.unwrap_err();
+    let status = status_after_one_message(
+        &mut client,
+        v1::onboard_request::Msg::Proof(v1::Proof::default()),
+    )
+    .await;
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     drop(devices);
 }
@@ -500,21 +510,14 @@ async fn an_oversized_stream_message_is_out_of_range() {
     let harness = Harness::start().await;
     let devices = fleet(1, 8);
     let mut client = harness.device_client().await;
-    let (tx, rx) = mpsc::channel(1);
-    tx.send(v1::OnboardRequest {
-        msg: Some(v1::onboard_request::Msg::Hello(v1::Hello {
+    let status = status_after_one_message(
+        &mut client,
+        v1::onboard_request::Msg::Hello(v1::Hello {
             device_id: devices[0].device_id().to_string(),
             epk: vec![4; 20 * 1024],
-        })),
-    })
-    .await
-    .unwrap();
-    let mut responses = client
-        .onboard(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    let status = responses.message().await.unwrap_err();
+        }),
+    )
+    .await;
     assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
 }
 
