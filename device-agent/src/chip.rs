@@ -7,9 +7,9 @@ use rot_core::keys::{DeviceId, DeviceKey, KeySlot, PublicKey, Seeds};
 
 use crate::error::AgentError;
 use crate::lockout::{self, Lockout};
-use crate::protocol;
 use crate::silicon::Silicon;
 use crate::state::StateDir;
+use oxroot_client::device;
 
 /// An enrolled chip.
 #[derive(Debug)]
@@ -79,7 +79,7 @@ impl SiliconChip {
         slot: KeySlot,
         use_key: impl FnOnce(&DeviceKey) -> T,
     ) -> Result<T, AgentError> {
-        let seeds = protocol::Chip::seeds(self)?;
+        let seeds = device::Chip::seeds(self)?;
         let key = seeds.device_key(slot);
         drop(seeds);
         Ok(use_key(&key))
@@ -94,7 +94,7 @@ impl SiliconChip {
     }
 }
 
-impl protocol::Chip for SiliconChip {
+impl device::Chip for SiliconChip {
     type Error = AgentError;
 
     fn device_id(&self) -> &DeviceId {

@@ -16,11 +16,11 @@ use rot_core::keys::KeySlot;
 use crate::chip::SiliconChip;
 use crate::cli::{Cli, Command, ServiceArgs, SiliconArgs};
 use crate::error::AgentError;
-use crate::protocol::ExchangeError;
 use crate::report::Console;
 use crate::service::{Retry, ServiceTarget};
 use crate::silicon::{self, Silicon, SiliconSpec};
 use crate::state::StateDir;
+use oxroot_client::device::ExchangeError;
 
 /// Runs a parsed command line.
 ///

@@ -187,21 +187,8 @@ impl AgentError {
     }
 }
 
-/// The whole `source()` chain of an error on one line: transport errors put the useful part
-/// (connection refused, unknown issuer) several levels down.
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(next) = source {
-        let part = next.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = next.source();
-    }
-    text
-}
+/// The whole `source()` chain of an error on one line (one helper for every client).
+pub(crate) use oxroot_client::channel::error_chain as chain;
 
 #[cfg(test)]
 mod tests {
@@ -243,15 +230,5 @@ mod tests {
             .exit_code(),
             EXIT_SILICON
         );
-    }
-
-    #[test]
-    fn chain_joins_sources_without_repeating_them() {
-        let inner = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-        let outer = AgentError::Io {
-            path: "/x".into(),
-            source: inner,
-        };
-        assert_eq!(chain(&outer), "/x: refused");
     }
 }

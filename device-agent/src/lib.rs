@@ -19,8 +19,8 @@
 //! - [`state`]: the state directory (public data only, atomic writes).
 //! - [`lockout`]: the persistent counter of failed reconstructions (helper-data oracle defence).
 //! - [`chip`]: the enrolled chip: silicon + helper data + lockout, keys on demand.
-//! - [`protocol`]: the Register / Onboard / Renew exchange, generic over a [`protocol::Chip`];
-//!   the enrolment service's simulated fleet uses it too.
+//! - the Register / Onboard / Renew exchange itself is [`oxroot_client::device`], generic over
+//!   a [`Chip`](oxroot_client::device::Chip), which [`chip`] implements for the silicon.
 //! - [`service`]: the TLS channel to the service (pinned root) and bounded retries.
 //! - [`credential`]: the stored bundle and its local verification.
 //! - [`tls_signer`], [`mqtt`]: mutual TLS with the silicon-backed key, MQTT round trip.
@@ -36,7 +36,6 @@ pub mod credential;
 pub mod error;
 pub mod lockout;
 pub mod mqtt;
-pub mod protocol;
 pub mod report;
 pub mod service;
 pub mod silicon;

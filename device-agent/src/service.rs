@@ -9,14 +9,13 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
+use oxroot_client::channel::{self, ConnectError};
 use oxroot_proto::v1::device_enrollment_client::DeviceEnrollmentClient;
 use tonic::Code;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{AgentError, chain};
 
-/// A TCP connect or TLS handshake slower than this counts as unreachable.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest pause between two attempts, however many doublings.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -25,7 +24,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub struct ServiceTarget {
     url: String,
     endpoint: Endpoint,
-    root_pem: Vec<u8>,
 }
 
 impl ServiceTarget {
@@ -36,34 +34,20 @@ impl ServiceTarget {
     /// one without a parsable certificate (rustls would skip it silently and fail later with
     /// an opaque "unknown issuer").
     pub fn new(url: &str, ca: &Path) -> Result<Self, AgentError> {
-        let endpoint = Endpoint::from_shared(url.to_owned())
-            .map_err(|e| AgentError::Usage(format!("--service {url:?}: {}", chain(&e))))?;
-        match endpoint.uri().scheme_str() {
-            Some("https") => {}
-            Some(other) => {
-                return Err(AgentError::Usage(format!(
-                    "--service {url:?}: scheme {other:?} is not supported; the service speaks \
-                     TLS only (https://HOST:PORT)"
-                )));
-            }
-            None => {
-                return Err(AgentError::Usage(format!(
-                    "--service {url:?}: give a URL, e.g. https://{url}"
-                )));
-            }
-        }
-        if endpoint.uri().host().is_none_or(str::is_empty) {
-            return Err(AgentError::Usage(format!("--service {url:?}: no host")));
-        }
-        let root_pem = std::fs::read(ca).map_err(|e| AgentError::File {
+        let endpoint =
+            channel::service_endpoint(url).map_err(|e| AgentError::Usage(e.to_string()))?;
+        let file_problem = |problem: String| AgentError::File {
             path: ca.to_owned(),
-            problem: format!("cannot read the root certificate: {e}"),
-        })?;
-        check_root(ca, &root_pem)?;
+            problem,
+        };
+        let root_pem = std::fs::read(ca)
+            .map_err(|e| file_problem(format!("cannot read the root certificate: {e}")))?;
+        channel::check_certificates(&root_pem).map_err(file_problem)?;
+        let endpoint = channel::tls_endpoint(endpoint, &root_pem, None)
+            .map_err(|e| AgentError::Usage(format!("TLS configuration: {}", chain(&e))))?;
         Ok(Self {
             url: url.to_owned(),
             endpoint,
-            root_pem,
         })
     }
 
@@ -79,35 +63,22 @@ impl ServiceTarget {
     /// [`AgentError::Untrusted`] when the service's certificate does not chain to the root or
     /// is not valid for the host; [`AgentError::Unavailable`] otherwise.
     pub async fn connect(&self) -> Result<DeviceEnrollmentClient<Channel>, AgentError> {
-        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.root_pem));
-        let channel = self
-            .endpoint
-            .clone()
-            .tls_config(tls)
-            .map_err(|e| AgentError::Usage(format!("TLS configuration: {}", chain(&e))))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .connect()
+        let channel = channel::connect(&self.endpoint)
             .await
-            .map_err(|e| self.transport_error(&e))?;
+            .map_err(|e| self.connect_error(e))?;
         Ok(DeviceEnrollmentClient::new(channel))
     }
 
-    fn transport_error(&self, error: &dyn std::error::Error) -> AgentError {
-        let detail = chain(error);
-        if detail.contains("invalid peer certificate") || detail.contains("InvalidCertificate") {
-            AgentError::Untrusted {
+    fn connect_error(&self, error: ConnectError) -> AgentError {
+        match error {
+            error @ ConnectError::Untrusted(_) => AgentError::Untrusted {
                 target: self.url.clone(),
-                detail: format!(
-                    "its TLS certificate does not chain to the pinned root or does not name the \
-                     host ({detail}); check --service and --ca"
-                ),
-            }
-        } else {
-            AgentError::Unavailable {
+                detail: format!("{error}; check --service and --ca"),
+            },
+            ConnectError::Unreachable(detail) => AgentError::Unavailable {
                 target: self.url.clone(),
                 detail,
-            }
+            },
         }
     }
 
@@ -126,7 +97,7 @@ impl ServiceTarget {
                     .map(|s| format!(" ({})", chain(s)))
                     .unwrap_or_default();
                 if source.contains("invalid peer certificate") {
-                    return self.transport_error(status);
+                    return self.connect_error(ConnectError::classify(status));
                 }
                 AgentError::Unavailable {
                     target: self.url.clone(),
@@ -136,27 +107,6 @@ impl ServiceTarget {
             code => AgentError::Rejected(format!("{code:?}: {}", status.message())),
         }
     }
-}
-
-/// Checks that a root file holds at least one PEM certificate and that every one parses.
-fn check_root(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
-    let problem = |problem: String| AgentError::File {
-        path: path.to_owned(),
-        problem,
-    };
-    let blocks = pem::parse_many(bytes).map_err(|e| problem(format!("not PEM: {e}")))?;
-    let mut found = 0;
-    for block in blocks.iter().filter(|b| b.tag() == "CERTIFICATE") {
-        x509_parser::parse_x509_certificate(block.contents())
-            .map_err(|e| problem(format!("certificate {} does not parse: {e}", found + 1)))?;
-        found += 1;
-    }
-    if found == 0 {
-        return Err(problem(
-            "no PEM certificate (-----BEGIN CERTIFICATE-----) in the file".to_owned(),
-        ));
-    }
-    Ok(())
 }
 
 /// How often to retry a dropped or refused connection.

@@ -187,11 +187,8 @@ async fn an_offline_registration_is_imported_through_enrollctls_parser() {
     assert_eq!(String::from_utf8_lossy(&text).lines().count(), 1);
 
     // enrollctl's own parser reads it as an offline registration.
-    let parsed = enroll_service::ctl::import::parse_import(
-        &text,
-        enroll_service::ctl::import::ImportFormat::Auto,
-    )
-    .unwrap();
+    let parsed =
+        enrollctl::import::parse_import(&text, enrollctl::import::ImportFormat::Auto).unwrap();
     assert!(parsed.rejections.is_empty(), "{:?}", parsed.rejections);
     let record = parsed.records[0].record.clone().unwrap();
     let v1::import_record::Record::Registration(registration) = &record else {

@@ -4,15 +4,15 @@
 //! Each [`EmulatedDevice`] holds what a real device keeps, its chip (the emulated silicon)
 //! and its public helper data, and nothing secret: every answer reads the silicon once,
 //! reconstructs the seeds, derives the key it needs, signs and drops them. The exchange
-//! itself is the device agent's ([`device_agent::protocol`]), so the service is always tested
+//! itself is the one the device agent runs ([`oxroot_client::device`]), so the service is always tested
 //! against the same client code that runs on devices.
 
 use std::time::Duration;
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
-use device_agent::protocol::{self, AnswerKeys, AttestationSigner, Chip, ExchangeError};
 use indicatif::{ProgressBar, ProgressStyle};
+use oxroot_client::device::{self, AnswerKeys, AttestationSigner, Chip, ExchangeError};
 use rot_core::SignatureBytes;
 use rot_core::attestation::ChallengeKind;
 use rot_core::attestation::Message;
@@ -28,7 +28,7 @@ use zeroize::Zeroizing;
 use oxroot_proto::v1;
 use oxroot_proto::v1::device_enrollment_client::DeviceEnrollmentClient;
 
-pub use device_agent::protocol::Outcome;
+pub use oxroot_client::device::Outcome;
 
 /// Why a simulated device could not act.
 #[derive(Debug, thiserror::Error)]
@@ -151,7 +151,7 @@ impl EmulatedDevice {
     /// # Errors
     /// [`FleetError::Silicon`]; [`FleetError::Protocol`] for a proof context over 128 bytes.
     pub fn registration(&self, proof_context: &[u8]) -> Result<v1::RegisterRequest, FleetError> {
-        Ok(protocol::registration_request(self, proof_context, None)?)
+        Ok(device::registration_request(self, proof_context, None)?)
     }
 
     /// Answers a challenge with the ESK and the DSK of the challenge's slot.
@@ -163,7 +163,7 @@ impl EmulatedDevice {
         kind: ChallengeKind,
         challenge: &v1::Challenge,
     ) -> Result<v1::Proof, FleetError> {
-        Ok(protocol::answer(self, kind, challenge)?)
+        Ok(device::answer(self, kind, challenge)?)
     }
 
     /// The DPK of a slot (public; for checking certificates).
@@ -182,7 +182,7 @@ impl EmulatedDevice {
         &self,
         client: &mut DeviceEnrollmentClient<Channel>,
     ) -> Result<Outcome, FleetError> {
-        Ok(protocol::onboard(client, self).await?)
+        Ok(device::onboard(client, self).await?)
     }
 
     /// Runs a Renew exchange for `target_slot` (0 keeps the current slot).
@@ -194,7 +194,7 @@ impl EmulatedDevice {
         client: &mut DeviceEnrollmentClient<Channel>,
         target_slot: u32,
     ) -> Result<Outcome, FleetError> {
-        Ok(protocol::renew(client, self, target_slot).await?)
+        Ok(device::renew(client, self, target_slot).await?)
     }
 }
 
@@ -344,7 +344,7 @@ impl PoweredDevice {
     /// # Errors
     /// As [`EmulatedDevice::registration`].
     pub fn registration(&self, proof_context: &[u8]) -> Result<v1::RegisterRequest, FleetError> {
-        Ok(protocol::registration_request(self, proof_context, None)?)
+        Ok(device::registration_request(self, proof_context, None)?)
     }
 
     /// Answers a challenge (as [`EmulatedDevice::answer`]).
@@ -356,7 +356,7 @@ impl PoweredDevice {
         kind: ChallengeKind,
         challenge: &v1::Challenge,
     ) -> Result<v1::Proof, FleetError> {
-        Ok(protocol::answer(self, kind, challenge)?)
+        Ok(device::answer(self, kind, challenge)?)
     }
 
     /// Runs an Onboard exchange.
@@ -367,7 +367,7 @@ impl PoweredDevice {
         &self,
         client: &mut DeviceEnrollmentClient<Channel>,
     ) -> Result<Outcome, FleetError> {
-        Ok(protocol::onboard(client, self).await?)
+        Ok(device::onboard(client, self).await?)
     }
 }
 

@@ -9,7 +9,6 @@
 //! ```
 //!
 //! Modules:
-//! - [`ctl`]: `enrollctl`, the operator and factory-MES command line (a gRPC client).
 //! - [`pki`]: the certificate authority (root, intermediate, leaves, CRLs) and encrypted CA keys.
 //! - [`model`]: the registry's records and the device life cycle.
 //! - [`store`]: the registry trait and its sled backend with durable group commit.
@@ -24,7 +23,6 @@
 
 pub mod app;
 pub mod audit;
-pub mod ctl;
 pub mod error;
 pub mod fleet;
 pub mod metrics;

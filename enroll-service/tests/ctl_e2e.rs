@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use clap::Parser;
 use common::{Harness, fleet, register};
-use enroll_service::ctl::{self, Cli, Exit, Options};
 use enroll_service::pki::Role;
+use enrollctl::{self as ctl, Cli, Exit, Options};
 use oxroot_proto::v1::device_enrollment_client::DeviceEnrollmentClient;
 use serde_json::Value;
 

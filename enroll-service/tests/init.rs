@@ -11,7 +11,7 @@ use std::process::Output;
 
 use clap::Parser;
 use common::process::{init_command, start};
-use enroll_service::ctl::{self, Cli, Exit, Options};
+use enrollctl::{self as ctl, Cli, Exit, Options};
 
 fn init(state: &Path, admin_out: &Path) -> Output {
     init_command(state)

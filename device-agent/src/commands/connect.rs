@@ -16,10 +16,10 @@ use crate::cli::SiliconArgs;
 use crate::credential::{self, Endpoint, StoredCredential, Verified};
 use crate::error::AgentError;
 use crate::mqtt::{self, RoundTrip};
-use crate::protocol::Chip;
 use crate::report::{Console, Report};
 use crate::state::StateDir;
 use crate::tls_signer::{self, SiliconSigningKey};
+use oxroot_client::device::Chip;
 
 /// `connect`'s options.
 #[derive(Clone, Debug)]

@@ -9,11 +9,11 @@ use super::{now_rfc3339, open_chip, open_silicon};
 use crate::cli::SiliconArgs;
 use crate::error::AgentError;
 use crate::lockout::Lockout;
-use crate::protocol::Chip;
 use crate::report::{Console, Report};
 use crate::silicon;
 use crate::state::{self, Identity, StateDir};
 use crate::tls_signer::spki_der;
+use oxroot_client::device::Chip;
 
 /// First power-up: majority of several readouts → helper data, stored with the identity.
 pub(super) fn enroll(

@@ -10,9 +10,9 @@ use crate::chip::SiliconChip;
 use crate::cli::{ServiceArgs, SiliconArgs};
 use crate::credential::{self, Endpoint, StoredCredential};
 use crate::error::AgentError;
-use crate::protocol::{self, Chip, Outcome};
 use crate::report::{Console, Report};
 use crate::state::{self, StateDir};
+use oxroot_client::device::{self, Chip, Outcome};
 
 pub(super) async fn onboard(
     state: &StateDir,
@@ -24,7 +24,7 @@ pub(super) async fn onboard(
     let chip = open_chip(state, silicon)?;
     let outcome = retry
         .run(&target, console.err, async |client| {
-            protocol::onboard(client, &chip)
+            device::onboard(client, &chip)
                 .await
                 .map_err(|e| exchange_error(e, &target))
         })
@@ -52,7 +52,7 @@ pub(super) async fn renew(
     };
     let outcome = retry
         .run(&target, console.err, async |client| {
-            protocol::renew(client, &chip, target_slot)
+            device::renew(client, &chip, target_slot)
                 .await
                 .map_err(|e| exchange_error(e, &target))
         })

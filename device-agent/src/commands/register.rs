@@ -10,9 +10,9 @@ use serde_json::{Map, Value, json};
 use super::{exchange_error, open_chip, service};
 use crate::cli::{ContextArgs, ServiceArgs, SiliconArgs};
 use crate::error::AgentError;
-use crate::protocol::{self, Chip, ExchangeError};
 use crate::report::{Console, Report};
 use crate::state::{self, StateDir};
+use oxroot_client::device::{self, Chip, ExchangeError};
 
 pub(super) async fn register(
     state: &StateDir,
@@ -43,7 +43,7 @@ pub(super) async fn register(
     let Some((target, retry)) = online else {
         let path = export.expect("offline when not online");
         let request =
-            protocol::registration_request(&chip, proof_context, context).map_err(|e| match e {
+            device::registration_request(&chip, proof_context, context).map_err(|e| match e {
                 ExchangeError::Chip(error) => error,
                 // Only the proof context can be wrong here, and the operator chose it.
                 other => AgentError::Usage(format!("--proof-context: {other}")),
@@ -70,7 +70,7 @@ pub(super) async fn register(
 
     let response = retry
         .run(&target, console.err, async |client| {
-            protocol::register(client, &chip, proof_context, context.clone())
+            device::register(client, &chip, proof_context, context.clone())
                 .await
                 .map_err(|e| exchange_error(e, &target))
         })

@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use oxroot_client::channel;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Channel, Endpoint, Identity};
 
 use super::Error;
 
@@ -91,14 +92,12 @@ impl Service {
     pub(super) async fn operator_channel(&self) -> Result<Channel, Error> {
         let cert = read(&self.profile.join("operator.pem"))?;
         let key = read(&self.profile.join("operator.key"))?;
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&self.root_pem))
-            .identity(Identity::from_pem(cert, key));
-        Ok(Endpoint::from_shared(self.url.clone())?
-            .tls_config(tls)?
-            .tcp_nodelay(true)
-            .connect()
-            .await?)
+        let endpoint = channel::tls_endpoint(
+            channel::service_endpoint(&self.url)?,
+            &self.root_pem,
+            Some(Identity::from_pem(cert, key)),
+        )?;
+        Ok(channel::connect(&endpoint).await?)
     }
 
     /// The device-side endpoint: TLS pinned to the service's root, no client certificate.
@@ -106,11 +105,11 @@ impl Service {
     /// # Errors
     /// A malformed URL or root.
     pub(super) fn device_endpoint(&self) -> Result<Endpoint, Error> {
-        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.root_pem));
-        Ok(Endpoint::from_shared(self.url.clone())?
-            .tls_config(tls)?
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(30)))
+        // Thousands of handshakes queue on two cores: a device waits longer than a person would.
+        Ok(
+            channel::tls_endpoint(channel::service_endpoint(&self.url)?, &self.root_pem, None)?
+                .connect_timeout(Duration::from_secs(30)),
+        )
     }
 
     /// CPU time the service has used so far (all threads, user + system), if its PID is known.

@@ -54,6 +54,7 @@ fn warn_if_stale(dir: &Path) {
         "rot-core/src",
         "proto",
         "enroll-service/src",
+        "enroll-service/ctl/src",
         "device-agent/src",
     ]
     .iter()

@@ -8,9 +8,9 @@ use oxroot_proto::v1::{CrlFormat, ExportArtifactsRequest, GetCrlRequest, Mosquit
 use serde_json::json;
 
 use super::{Ctx, owner};
-use crate::ctl::args::{CrlArgs, ExportArgs};
-use crate::ctl::error::CtlError;
-use crate::ctl::output::{Table, crl_format_name, kind_name, timestamp_json, timestamp_text};
+use crate::args::{CrlArgs, ExportArgs};
+use crate::error::CtlError;
+use crate::output::{Table, crl_format_name, kind_name, timestamp_json, timestamp_text};
 
 pub(super) async fn artifacts(args: ExportArgs, ctx: &mut Ctx<'_>) -> Result<(), CtlError> {
     let broker_csr_pem = match &args.broker_csr {

@@ -238,20 +238,8 @@ fn status_message(status: &tonic::Status) -> String {
     message
 }
 
-/// An error and its causes on one line.
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
+/// An error and its causes on one line (one helper for every client).
+pub(crate) use oxroot_client::channel::error_chain as chain;
 
 #[cfg(test)]
 mod tests {

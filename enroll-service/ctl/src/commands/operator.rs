@@ -14,17 +14,16 @@ use oxroot_proto::v1::{
     ListOperatorCertificatesRequest, RevocationReason, RevokeOperatorCertificateRequest, Role,
     issue_operator_certificate_request::Key,
 };
-use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, PKCS_ECDSA_P256_SHA256};
 use serde_json::json;
-use zeroize::Zeroizing;
 
 use super::{Ctx, PAGE_SIZE, all_pages, owner};
-use crate::ctl::args::OperatorCommand;
-use crate::ctl::connect::{PROFILE_CERT, PROFILE_KEY, PROFILE_ROOT, check_certificates};
-use crate::ctl::duration::to_proto;
-use crate::ctl::error::CtlError;
-use crate::ctl::output::{Fields, reason_name, role_name, timestamp_json, timestamp_text};
-use crate::ctl::view;
+use crate::args::OperatorCommand;
+use crate::connect::{PROFILE_CERT, PROFILE_KEY, PROFILE_ROOT, check_certificates};
+use crate::duration::to_proto;
+use crate::error::CtlError;
+use crate::operator_key::OperatorKey;
+use crate::output::{Fields, reason_name, role_name, timestamp_json, timestamp_text};
+use crate::view;
 
 pub(super) async fn run(command: OperatorCommand, ctx: &mut Ctx<'_>) -> Result<(), CtlError> {
     match command {
@@ -119,11 +118,10 @@ async fn issue(
 ) -> Result<(), CtlError> {
     // Everything local happens before the RPC, so that a name clash or an unwritable
     // directory does not cost an issued (and audited) certificate.
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
-        .map_err(|e| CtlError::KeyGeneration(e.to_string()))?;
-    request.key = Some(Key::CsrPem(csr(&key, &request.name)?));
+    let key = OperatorKey::generate()?;
+    request.key = Some(Key::CsrPem(key.csr_pem(&request.name)?));
     let mut profile = Profile::reserve(out)?;
-    profile.write_key(&Zeroizing::new(key.serialize_pem()))?;
+    profile.write_key(&key.to_pem()?)?;
 
     let issued = ctx
         .client()
@@ -171,27 +169,17 @@ async fn issue(
     })
 }
 
-/// A PKCS#10 request for the key. The service ignores the subject (it uses `name`); it is
-/// set anyway so that the CSR reads sensibly if someone inspects it.
-fn csr(key: &KeyPair, name: &str) -> Result<String, CtlError> {
-    let mut params = CertificateParams::default();
-    let mut subject = DistinguishedName::new();
-    subject.push(DnType::CommonName, name);
-    params.distinguished_name = subject;
-    params
-        .serialize_request(key)
-        .and_then(|csr| csr.pem())
-        .map_err(|e| CtlError::KeyGeneration(format!("building the CSR: {e}")))
-}
-
 /// Checks that the service certified this key: a certificate for any other key would leave a
 /// profile that cannot authenticate, or worse, one bound to a key someone else holds.
-fn check_issued(issued: &IssueOperatorCertificateResponse, key: &KeyPair) -> Result<(), CtlError> {
+fn check_issued(
+    issued: &IssueOperatorCertificateResponse,
+    key: &OperatorKey,
+) -> Result<(), CtlError> {
     let leaf = pem::parse(&issued.certificate_pem)
         .map_err(|e| CtlError::BadAnswer(format!("operator certificate is not PEM: {e}")))?;
     let (_, certificate) = x509_parser::parse_x509_certificate(leaf.contents())
         .map_err(|e| CtlError::BadAnswer(format!("operator certificate does not parse: {e}")))?;
-    if certificate.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+    if certificate.public_key().subject_public_key.data.as_ref() != key.public_key_sec1() {
         return Err(CtlError::BadAnswer(
             "the operator certificate is for a different key than the one sent".into(),
         ));
@@ -321,28 +309,7 @@ fn create_exclusive(path: &Path, mode: u32) -> Result<File, CtlError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_csr_carries_the_key_and_verifies() {
-        use x509_parser::prelude::FromDer;
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key");
-        let pem = csr(&key, "alice").expect("csr");
-        let der = pem::parse(&pem).expect("pem");
-        assert_eq!(der.tag(), "CERTIFICATE REQUEST");
-        let (_, request) =
-            x509_parser::certification_request::X509CertificationRequest::from_der(der.contents())
-                .expect("parses");
-        request.verify_signature().expect("self-signature verifies");
-        assert_eq!(
-            request
-                .certification_request_info
-                .subject_pki
-                .subject_public_key
-                .data
-                .as_ref(),
-            key.public_key_raw()
-        );
-    }
+    use crate::operator_key::tests::self_signed_pem;
 
     #[test]
     fn a_failed_issue_leaves_no_files() {
@@ -387,15 +354,12 @@ mod tests {
 
     #[test]
     fn a_certificate_for_another_key_is_refused() {
-        let ours = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key");
-        let theirs = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key");
-        let cert = CertificateParams::new(vec!["x".to_owned()])
-            .expect("params")
-            .self_signed(&theirs)
-            .expect("signs");
+        let ours = OperatorKey::generate().expect("key");
+        let theirs = OperatorKey::generate().expect("key");
+        let cert = self_signed_pem(&theirs);
         let issued = IssueOperatorCertificateResponse {
-            certificate_pem: cert.pem(),
-            root_pem: cert.pem(),
+            certificate_pem: cert.clone(),
+            root_pem: cert,
             ..IssueOperatorCertificateResponse::default()
         };
         assert!(check_issued(&issued, &theirs).is_ok());

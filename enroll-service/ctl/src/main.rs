@@ -1,5 +1,5 @@
 //! `enrollctl`, the operator and factory-MES command line. All logic is in
-//! [`enroll_service::ctl`]; this file only hands it the process's arguments and streams.
+//! the `enrollctl` library; this file only hands it the process's arguments and streams.
 
 use std::process::ExitCode;
 
@@ -8,7 +8,7 @@ use std::process::ExitCode;
 async fn main() -> ExitCode {
     // Unlocked handles: indicatif draws on stderr from its own code paths, and a lock held
     // here for the whole run would make those writes wait.
-    let exit = enroll_service::ctl::run(
+    let exit = enrollctl::run(
         std::env::args_os(),
         &mut std::io::stdout(),
         &mut std::io::stderr(),

@@ -5,12 +5,12 @@
 //!    whoami · policy · batch (import ⇉, watch ⇇) · device · export · crl · audit · operator
 //! ```
 //!
-//! The binary (`src/bin/enrollctl.rs`) only calls [`run`]. Everything else lives here so that
+//! The binary (`src/main.rs`) only calls [`run`]. Everything else lives here so that
 //! tests drive the CLI in-process with captured output:
 //!
 //! ```no_run
 //! # async fn demo() {
-//! use enroll_service::ctl::{self, Exit};
+//! use enrollctl::{self as ctl, Exit};
 //! let (mut out, mut err) = (Vec::new(), Vec::new());
 //! let exit = ctl::run(
 //!     ["enrollctl", "--profile", "ops", "--service", "https://127.0.0.1:50051", "--json", "whoami"],
@@ -36,6 +36,7 @@ mod connect;
 pub mod duration;
 mod error;
 pub mod import;
+mod operator_key;
 pub mod output;
 mod view;
 

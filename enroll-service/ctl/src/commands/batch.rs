@@ -11,11 +11,11 @@ use serde_json::json;
 use tokio_stream::StreamExt as _;
 
 use super::{Ctx, PAGE_SIZE, all_pages, owner};
-use crate::ctl::args::BatchCommand;
-use crate::ctl::error::CtlError;
-use crate::ctl::import::{ImportFormat, ParsedImport, parse_import};
-use crate::ctl::output::json_line;
-use crate::ctl::view::{self, ImportSummary, merge_rejections};
+use crate::args::BatchCommand;
+use crate::error::CtlError;
+use crate::import::{ImportFormat, ParsedImport, parse_import};
+use crate::output::json_line;
+use crate::view::{self, ImportSummary, merge_rejections};
 
 /// ImportDevices limits from the contract.
 const RECORDS_PER_CHUNK: usize = 1_000;

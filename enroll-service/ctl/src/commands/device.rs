@@ -7,10 +7,10 @@ use oxroot_proto::v1::{
 use serde_json::json;
 
 use super::{Ctx, PAGE_SIZE, all_pages, owner};
-use crate::ctl::args::DeviceCommand;
-use crate::ctl::error::CtlError;
-use crate::ctl::output::{reason_name, state_name};
-use crate::ctl::view;
+use crate::args::DeviceCommand;
+use crate::error::CtlError;
+use crate::output::{reason_name, state_name};
+use crate::view;
 
 pub(super) async fn run(command: DeviceCommand, ctx: &mut Ctx<'_>) -> Result<(), CtlError> {
     match command {

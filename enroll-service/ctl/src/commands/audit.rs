@@ -5,10 +5,10 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use super::{Ctx, PAGE_SIZE, all_pages};
-use crate::ctl::args::{AuditCommand, AuditQueryArgs, TimeArg};
-use crate::ctl::error::CtlError;
-use crate::ctl::output::to_timestamp;
-use crate::ctl::view;
+use crate::args::{AuditCommand, AuditQueryArgs, TimeArg};
+use crate::error::CtlError;
+use crate::output::to_timestamp;
+use crate::view;
 
 pub(super) async fn run(command: AuditCommand, ctx: &mut Ctx<'_>) -> Result<(), CtlError> {
     match command {

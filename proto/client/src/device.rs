@@ -1,5 +1,5 @@
 //! The device side of the enrolment protocol: Register, Onboard and Renew, as one client
-//! exchange shared by the agent and the service's simulated fleet.
+//! exchange shared by the device agent, the service's simulated fleet and the load generator.
 //!
 //! ```text
 //!  Register(EPK, sig_ESK(registration msg))                      ─▶  RegisterResponse

@@ -9,11 +9,11 @@ use oxroot_proto::v1::{
 use serde_json::json;
 
 use super::{Ctx, PAGE_SIZE, all_pages, owner};
-use crate::ctl::args::{PolicyCommand, PolicyCreateArgs};
-use crate::ctl::connect::check_certificates;
-use crate::ctl::duration::to_proto;
-use crate::ctl::error::CtlError;
-use crate::ctl::view;
+use crate::args::{PolicyCommand, PolicyCreateArgs};
+use crate::connect::check_certificates;
+use crate::duration::to_proto;
+use crate::error::CtlError;
+use crate::view;
 
 pub(super) async fn run(command: PolicyCommand, ctx: &mut Ctx<'_>) -> Result<(), CtlError> {
     match command {
@@ -146,7 +146,7 @@ fn read_pem(path: Option<&Path>) -> Result<String, CtlError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ctl::args::{Cli, Command};
+    use crate::args::{Cli, Command};
     use clap::Parser;
     use std::time::Duration;
 

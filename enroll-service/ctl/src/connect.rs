@@ -6,10 +6,10 @@
 //! into a confusing handshake error later.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
+use oxroot_client::channel;
 use oxroot_proto::v1::operator_client::OperatorClient;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Channel, Endpoint, Identity};
 use zeroize::Zeroizing;
 
 use super::args::ConnectionArgs;
@@ -21,9 +21,6 @@ pub(crate) const PROFILE_ROOT: &str = "root.pem";
 pub(crate) const PROFILE_CERT: &str = "operator.pem";
 /// The operator's private key in a profile.
 pub(crate) const PROFILE_KEY: &str = "operator.key";
-
-/// A TCP connect or TLS handshake that takes longer than this is treated as unreachable.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where to connect and with which files, after applying `--profile`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,82 +82,34 @@ pub(crate) async fn connect(args: &ConnectionArgs) -> Result<OperatorClient<Chan
     let key = Zeroizing::new(std::fs::read(&target.key).map_err(CtlError::io(&target.key))?);
     check_private_key(&target.key, &key)?;
 
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(&ca))
-        .identity(Identity::from_pem(&cert, &*key));
-    let channel = endpoint
-        .tls_config(tls)
+    let endpoint = channel::tls_endpoint(endpoint, &ca, Some(Identity::from_pem(&cert, &*key)))
         .map_err(|e| CtlError::Credential {
             path: target.cert.clone(),
             problem: format!("unusable with {}: {}", target.key.display(), chain(&e)),
-        })?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .connect()
+        })?;
+    let channel = channel::connect(&endpoint)
         .await
         .map_err(|e| CtlError::Connect {
             service: target.service.clone(),
-            detail: chain(&e),
+            detail: e.detail().to_owned(),
         })?;
     Ok(OperatorClient::new(channel))
 }
 
 /// The endpoint for a URL, which must be `https://`: the service speaks TLS only.
 pub(crate) fn endpoint(service: &str) -> Result<Endpoint, CtlError> {
-    let endpoint = Endpoint::from_shared(service.to_owned())
-        .map_err(|e| CtlError::Usage(format!("--service {service:?}: {}", chain(&e))))?;
-    match endpoint.uri().scheme_str() {
-        Some("https") => {}
-        Some(other) => {
-            return Err(CtlError::Usage(format!(
-                "--service {service:?}: scheme {other:?} is not supported; the service only \
-                 speaks TLS (https://HOST:PORT)"
-            )));
-        }
-        None => {
-            return Err(CtlError::Usage(format!(
-                "--service {service:?}: give a URL, e.g. https://{service}"
-            )));
-        }
-    }
-    if endpoint.uri().host().is_none_or(str::is_empty) {
-        return Err(CtlError::Usage(format!("--service {service:?}: no host")));
-    }
-    Ok(endpoint)
+    channel::service_endpoint(service).map_err(|e| CtlError::Usage(e.to_string()))
 }
 
 /// Checks that a file holds at least one PEM certificate and that every one parses.
 ///
-/// rustls silently skips trust anchors it cannot parse, which would turn a wrong `--ca` into
-/// an opaque "unknown issuer" during the handshake; checking here names the file instead.
-///
 /// # Errors
 /// [`CtlError::Credential`] naming the file and the problem.
 pub(crate) fn check_certificates(path: &Path, bytes: &[u8]) -> Result<usize, CtlError> {
-    let problem = |problem: String| CtlError::Credential {
+    channel::check_certificates(bytes).map_err(|problem| CtlError::Credential {
         path: path.to_owned(),
         problem,
-    };
-    let blocks = pem::parse_many(bytes).map_err(|e| problem(format!("not PEM: {e}")))?;
-    let mut certificates = 0;
-    for block in &blocks {
-        if block.tag() != "CERTIFICATE" {
-            continue;
-        }
-        x509_parser::parse_x509_certificate(block.contents()).map_err(|e| {
-            problem(format!(
-                "certificate {} does not parse: {e}",
-                certificates + 1
-            ))
-        })?;
-        certificates += 1;
-    }
-    if certificates == 0 {
-        return Err(problem(
-            "no PEM certificate (-----BEGIN CERTIFICATE-----) in the file".to_owned(),
-        ));
-    }
-    Ok(certificates)
+    })
 }
 
 /// Checks that a file holds an unencrypted PEM private key, by its armour lines only: the
@@ -244,10 +193,9 @@ mod tests {
     #[test]
     fn certificate_files_are_checked_before_rustls_sees_them() {
         let path = Path::new("ca.pem");
-        let good = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
-            .expect("generates")
-            .cert
-            .pem();
+        let good = crate::operator_key::tests::self_signed_pem(
+            &crate::operator_key::OperatorKey::generate().expect("key"),
+        );
         assert_eq!(check_certificates(path, good.as_bytes()).expect("valid"), 1);
         let two = format!("{good}{good}");
         assert_eq!(check_certificates(path, two.as_bytes()).expect("valid"), 2);
