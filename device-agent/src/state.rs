@@ -14,10 +14,8 @@
 //! file or the new one. Readers only ever open the final names; a temporary file left by a
 //! crash is never read, and the next write of that file removes it.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use rot_core::helper_data::HelperData;
 use rot_core::keys::{DeviceId, PublicKey};
@@ -37,78 +35,14 @@ pub const PREVIOUS_CREDENTIAL: &str = "credential.previous.json";
 /// Lockout counter file name.
 pub const FAILURES: &str = "reconstruct-failures";
 
-/// Marks temporary files: `.<name>.tmp.<pid>.<n>`.
-const TEMP_MARK: &str = ".tmp.";
-
-/// Writes `bytes` to `path` atomically: temporary file in the same directory, fsync, rename,
-/// fsync of the directory. `mode` is the new file's permission bits (Unix).
+/// Writes `bytes` to `path` atomically and durably (the one writer, [`oxroot_files`]); `mode`
+/// is the new file's permission bits (Unix).
 ///
 /// # Errors
 /// [`AgentError::Io`] naming the file; the temporary file is removed on failure.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), AgentError> {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let dir = parent(path);
-    let name = file_name(path)?;
-    remove_stale_temps(dir, &name);
-    let temp = dir.join(format!(
-        ".{name}{TEMP_MARK}{}.{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let written = (|| {
-        let mut options = OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
-        #[cfg(not(unix))]
-        let _ = mode;
-        let mut file = options.open(&temp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&temp, path)?;
-        // The rename is durable only once the directory entry is.
-        File::open(dir)?.sync_all()
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    written.map_err(AgentError::io(path))
-}
-
-fn parent(path: &Path) -> &Path {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    }
-}
-
-fn file_name(path: &Path) -> Result<String, AgentError> {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .map(str::to_owned)
-        .ok_or_else(|| AgentError::File {
-            path: path.to_owned(),
-            problem: "not a file name".to_owned(),
-        })
-}
-
-/// Removes temporary files a crashed write of `name` left behind. Best effort: a leftover is
-/// harmless (nothing reads it), only untidy.
-fn remove_stale_temps(dir: &Path, name: &str) {
-    let prefix = format!(".{name}{TEMP_MARK}");
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        if entry
-            .file_name()
-            .to_str()
-            .is_some_and(|n| n.starts_with(&prefix))
-        {
-            let _ = fs::remove_file(entry.path());
-        }
-    }
+    oxroot_files::write_atomically(path, bytes, mode, oxroot_files::Existing::Replace)
+        .map_err(AgentError::io(path))
 }
 
 /// The public identity recorded at enrolment, so `status` works without touching the silicon.
@@ -335,7 +269,7 @@ mod tests {
         let good = sample_credential("01");
         state.save_credential(&good).unwrap();
         // A crash between writing the temporary file and the rename leaves this behind.
-        let leftover = dir.path().join(format!(".{CREDENTIAL}{TEMP_MARK}999.0"));
+        let leftover = oxroot_files::temporary_name(&dir.path().join(CREDENTIAL), 999, 0);
         fs::write(&leftover, b"{\"half\": ").unwrap();
         assert_eq!(state.credential().unwrap().unwrap(), good);
         // The next write of the credential cleans it up.

@@ -152,21 +152,11 @@ pub struct ImportedIntermediate {
     pub root: PathBuf,
 }
 
-/// Writes a file readable by the owner only, refusing to overwrite.
-fn write_private(path: &Path, contents: &[u8]) -> Result<(), AppError> {
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options
-        .open(path)
-        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    Ok(())
+/// Writes a file of the first admin's profile, refusing to overwrite one: `mode` is its
+/// permission bits from creation on.
+fn write_profile_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), AppError> {
+    oxroot_files::write_atomically(path, contents, mode, oxroot_files::Existing::Refuse)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()).into())
 }
 
 /// `enroll-service init`: creates (or imports) the CA, the config and the first platform admin
@@ -219,10 +209,14 @@ pub async fn init(
     fs::create_dir_all(&ca_dir)?;
     ca.save(&ca_dir, passphrase)?;
     let config = Config::defaults();
-    fs::write(
-        state_dir.join("config.toml"),
-        toml::to_string_pretty(&config)?,
-    )?;
+    let config_file = state_dir.join("config.toml");
+    oxroot_files::write_atomically(
+        &config_file,
+        toml::to_string_pretty(&config)?.as_bytes(),
+        oxroot_files::PUBLIC,
+        oxroot_files::Existing::Replace,
+    )
+    .map_err(|e| format!("cannot write {}: {e}", config_file.display()))?;
 
     fs::create_dir_all(&admin_dir)?;
     let admin = ca.issue_operator_certificate(
@@ -301,12 +295,21 @@ fn write_profile(
         .as_ref()
         .ok_or("the CA did not return the generated operator key")?;
     let [key_file, chain_file, root_file] = PROFILE_FILES;
-    write_private(&dir.join(key_file), key.to_pem().as_bytes())?;
-    fs::write(
-        dir.join(chain_file),
-        format!("{}{}", operator.certificate.pem, ca.intermediate_pem()),
+    write_profile_file(
+        &dir.join(key_file),
+        key.to_pem().as_bytes(),
+        oxroot_files::PRIVATE,
     )?;
-    fs::write(dir.join(root_file), ca.root_pem())?;
+    write_profile_file(
+        &dir.join(chain_file),
+        format!("{}{}", operator.certificate.pem, ca.intermediate_pem()).as_bytes(),
+        oxroot_files::PUBLIC,
+    )?;
+    write_profile_file(
+        &dir.join(root_file),
+        ca.root_pem().as_bytes(),
+        oxroot_files::PUBLIC,
+    )?;
     Ok(())
 }
 

@@ -14,8 +14,6 @@
 //! swapping the salt is detected like any other modification.
 
 use std::fmt;
-use std::fs;
-use std::io::Write;
 use std::num::NonZeroU32;
 use std::path::Path;
 
@@ -245,44 +243,17 @@ fn derive_key(
     Ok(LessSafeKey::new(unbound))
 }
 
-/// Writes `contents` to `path` so that a crash leaves either the old file or the new one:
-/// a temporary file in the same directory, fsync, rename, then fsync of the directory so the
-/// rename itself is durable. `secret` files are created with mode 0600 from the start, so the
-/// key never exists on disk with wider permissions.
+/// Writes a CA file with the one careful writer ([`oxroot_files`]): atomic, durable, and a
+/// `secret` file is 0600 from its creation on, so a key never exists on disk with wider
+/// permissions.
 pub(crate) fn write_atomically(path: &Path, contents: &[u8], secret: bool) -> Result<(), PkiError> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(if secret { 0o600 } else { 0o644 });
-    }
-    #[cfg(not(unix))]
-    let _ = secret;
-
-    let result = (|| {
-        let mut file = options.open(&tmp)?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&tmp, path)
-    })();
-    if let Err(source) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(PkiError::io(path, source));
-    }
-    #[cfg(unix)]
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| PkiError::io(dir, source))?;
-    Ok(())
+    let mode = if secret {
+        oxroot_files::PRIVATE
+    } else {
+        oxroot_files::PUBLIC
+    };
+    oxroot_files::write_atomically(path, contents, mode, oxroot_files::Existing::Replace)
+        .map_err(|source| PkiError::io(path, source))
 }
 
 pub(crate) fn pem_encode(tag: &str, der: &[u8]) -> String {

@@ -1,8 +1,7 @@
 //! `export` (cloud-side artefacts of a policy) and `crl`.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::path::{Component, Path, PathBuf};
+use std::fs;
+use std::path::{Component, Path};
 
 use oxroot_proto::v1::{CrlFormat, ExportArtifactsRequest, GetCrlRequest, MosquittoExportOptions};
 use serde_json::json;
@@ -109,24 +108,22 @@ pub(crate) fn is_safe_file_name(name: &str) -> bool {
         && !name.chars().any(char::is_control)
 }
 
+/// Writes an exported file with the one writer ([`oxroot_files`]): atomically, and over an
+/// existing file only if `replace` (`--force`); without it an existing file is never touched,
+/// even one that appeared since the check before the first write.
 fn write_file(path: &Path, content: &[u8], replace: bool) -> Result<(), CtlError> {
-    let mut options = OpenOptions::new();
-    options.write(true);
-    if replace {
-        options.create(true).truncate(true);
+    let existing = if replace {
+        oxroot_files::Existing::Replace
     } else {
-        // create_new is O_EXCL: a file that appeared since the check above is not clobbered.
-        options.create_new(true);
-    }
-    let mut file = options.open(path).map_err(|e| {
+        oxroot_files::Existing::Refuse
+    };
+    oxroot_files::write_atomically(path, content, oxroot_files::PUBLIC, existing).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
             CtlError::Exists(path.to_owned())
         } else {
             CtlError::io(path)(e)
         }
-    })?;
-    file.write_all(content).map_err(CtlError::io(path))?;
-    file.sync_all().map_err(CtlError::io(path))
+    })
 }
 
 pub(super) async fn crl(args: CrlArgs, ctx: &mut Ctx<'_>) -> Result<(), CtlError> {
@@ -191,24 +188,10 @@ pub(super) async fn crl(args: CrlArgs, ctx: &mut Ctx<'_>) -> Result<(), CtlError
     Ok(())
 }
 
-/// Writes a file by renaming a finished temporary over it. Mosquitto re-reads its `crlfile`
-/// on SIGHUP and rejects every client if the CRL is broken, so a reader must never see a
-/// half-written one.
+/// Replaces a CRL file atomically. Mosquitto re-reads its `crlfile` on SIGHUP and rejects
+/// every client if the CRL is broken, so a reader must never see a half-written one.
 fn replace_atomically(path: &Path, content: &[u8]) -> Result<(), CtlError> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| CtlError::Usage(format!("--out {}: not a file name", path.display())))?;
-    let mut temporary_name = std::ffi::OsString::from(".");
-    temporary_name.push(name);
-    temporary_name.push(format!(".{}.tmp", std::process::id()));
-    let temporary: PathBuf = path.with_file_name(temporary_name);
-    let result = write_file(&temporary, content, true)
-        .and_then(|()| fs::rename(&temporary, path).map_err(CtlError::io(path)));
-    if result.is_err() {
-        // Best effort: the temporary is ours and useless now.
-        let _ = fs::remove_file(&temporary);
-    }
-    result
+    write_file(path, content, true)
 }
 
 #[cfg(test)]

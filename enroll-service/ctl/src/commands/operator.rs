@@ -5,8 +5,7 @@
 //! to a file that must not exist yet. The three files form a profile directory
 //! (`--profile DIR`).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
 
 use oxroot_proto::v1::{
@@ -120,7 +119,7 @@ async fn issue(
     // directory does not cost an issued (and audited) certificate.
     let key = OperatorKey::generate()?;
     request.key = Some(Key::CsrPem(key.csr_pem(&request.name)?));
-    let mut profile = Profile::reserve(out)?;
+    let profile = Profile::reserve(out)?;
     profile.write_key(&key.to_pem()?)?;
 
     let issued = ctx
@@ -203,7 +202,8 @@ struct ProfilePaths {
 /// the issue completes: no half profile is left behind, and no existing file is touched.
 struct Profile {
     paths: ProfilePaths,
-    files: Vec<(PathBuf, File)>,
+    /// The reserved files and their permission bits.
+    files: Vec<(PathBuf, u32)>,
     committed: bool,
 }
 
@@ -226,24 +226,25 @@ impl Profile {
             (profile.paths.certificate.clone(), 0o644),
             (profile.paths.root.clone(), 0o644),
         ] {
-            let file = create_exclusive(&path, mode)?;
-            profile.files.push((path, file));
+            create_exclusive(&path, mode)?;
+            profile.files.push((path, mode));
         }
         Ok(profile)
     }
 
-    fn write(&mut self, index: usize, content: &[u8]) -> Result<(), CtlError> {
-        let (path, file) = &mut self.files[index];
-        file.write_all(content).map_err(CtlError::io(&*path))?;
-        file.sync_all().map_err(CtlError::io(&*path))
+    /// Fills a reserved file, atomically and durably (the one writer, [`oxroot_files`]).
+    fn write(&self, index: usize, content: &[u8]) -> Result<(), CtlError> {
+        let (path, mode) = &self.files[index];
+        oxroot_files::write_atomically(path, content, *mode, oxroot_files::Existing::Replace)
+            .map_err(CtlError::io(path))
     }
 
-    fn write_key(&mut self, pem: &str) -> Result<(), CtlError> {
+    fn write_key(&self, pem: &str) -> Result<(), CtlError> {
         self.write(0, pem.as_bytes())
     }
 
     fn write_certificates(
-        &mut self,
+        &self,
         issued: &IssueOperatorCertificateResponse,
     ) -> Result<(), CtlError> {
         // Leaf first, then the intermediates the service listed issuer first: the order a TLS
@@ -288,16 +289,16 @@ fn create_private_dir(dir: &Path) -> Result<(), CtlError> {
     builder.create(dir).map_err(CtlError::io(dir))
 }
 
-/// O_EXCL creation with the final mode set at creation, so the key is never readable by
-/// others, not even for a moment.
-fn create_exclusive(path: &Path, mode: u32) -> Result<File, CtlError> {
+/// Reserves a profile file: O_EXCL creation of an empty file with its final mode, so that a
+/// clash is found before the certificate is issued.
+fn create_exclusive(path: &Path, mode: u32) -> Result<(), CtlError> {
     let mut options = OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
     #[cfg(not(unix))]
     let _ = mode;
-    options.open(path).map_err(|e| {
+    options.open(path).map(drop).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
             CtlError::Exists(path.to_owned())
         } else {
@@ -316,7 +317,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let out = dir.path().join("profile");
         {
-            let mut profile = Profile::reserve(&out).expect("reserves");
+            let profile = Profile::reserve(&out).expect("reserves");
             profile
                 .write_key("-----BEGIN PRIVATE KEY-----\n")
                 .expect("writes");
