@@ -89,10 +89,23 @@ fn issue(c: &mut Criterion) {
 
 const BATCH: &str = "bench-batch";
 
+/// A valid P-256 public key for the records (which key does not matter to their cost).
+fn some_key() -> PublicKey {
+    static KEY: std::sync::OnceLock<PublicKey> = std::sync::OnceLock::new();
+    *KEY.get_or_init(|| {
+        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("key");
+        PublicKey::from_sec1(pair.public_key().as_ref()).expect("a P-256 point")
+    })
+}
+
+fn device_id(index: u64) -> DeviceId {
+    format!("{index:064x}").parse().expect("a DeviceId")
+}
+
 fn device(index: u64) -> DeviceRecord {
-    let mut device = DeviceRecord::new(format!("{index:064x}"));
+    let mut device = DeviceRecord::new(device_id(index));
     device.registration = Some(Registration {
-        epk_hex: "04".repeat(65),
+        epk: some_key(),
         registered_at: OffsetDateTime::UNIX_EPOCH,
         proof_context_hex: hex::encode(b"station-1"),
         metadata: RegistrationMetadata::default(),
@@ -105,10 +118,10 @@ fn device(index: u64) -> DeviceRecord {
 fn credential(index: u64) -> CredentialRecord {
     let now = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
     CredentialRecord {
-        serial: format!("{:x}", (1u128 << 120) + u128::from(index)),
-        device_id: format!("{index:064x}"),
+        serial: Serial::new((1u128 << 120) + u128::from(index)).expect("serial"),
+        device_id: device_id(index),
         key_slot: 1,
-        dpk_hex: "04".repeat(65),
+        dpk: some_key(),
         owner: "acme".into(),
         policy_name: "broker".into(),
         batch_id: BATCH.into(),
@@ -132,13 +145,13 @@ fn credential(index: u64) -> CredentialRecord {
 fn onboarding(index: u64) -> Change {
     let credential = credential(index);
     let mut device = device(index);
-    device.slot_keys.insert(1, credential.dpk_hex.clone());
-    device.current_serial = Some(credential.serial.clone());
-    device.serials.push(credential.serial.clone());
+    device.slot_keys.insert(1, credential.dpk);
+    device.current_serial = Some(credential.serial);
+    device.serials.push(credential.serial);
     device.credential_assignment = Some(0);
     let mut change = Change::new();
     change
-        .guard(Guard::SerialAbsent(credential.serial.clone()))
+        .guard(Guard::SerialAbsent(credential.serial))
         .op(Op::AdjustCounts {
             batch_id: BATCH.into(),
             delta: CountsDelta::transition(DeviceState::Ready, DeviceState::Onboarded),
@@ -152,7 +165,7 @@ fn onboarding(index: u64) -> Change {
                 format!("device:{}", device.device_id),
                 "ok",
             )
-            .detail("serial", credential.serial.clone())
+            .detail("serial", credential.serial.to_string())
             .detail("key_slot", "1")
             .detail("policy", "acme/broker")
             .detail("batch", BATCH),
@@ -217,9 +230,9 @@ fn store_commit(c: &mut Criterion) {
 
 fn record_decode(c: &mut Criterion) {
     let mut device = device(7);
-    device.slot_keys.insert(1, "04".repeat(65));
-    device.current_serial = Some("1f".into());
-    device.serials.push("1f".into());
+    device.slot_keys.insert(1, some_key());
+    device.current_serial = Some(Serial::new(0x1f).expect("serial"));
+    device.serials.push(Serial::new(0x1f).expect("serial"));
     let credential = credential(7);
     let mut group = c.benchmark_group("record_decode");
     let stored_device = encode(&device);

@@ -26,7 +26,7 @@ use crate::pki::{
     passphrase_from,
 };
 use crate::server::{ServerTls, serve as serve_grpc};
-use crate::service::{Enrollment, ServiceConfig};
+use crate::service::{ServiceConfig, ServiceCore};
 use crate::store::SledRegistry;
 
 /// Environment variable holding the CA key passphrase.
@@ -332,10 +332,10 @@ pub fn open_state(
     state_dir: &Path,
     passphrase: &Passphrase,
     config: &Config,
-) -> Result<Arc<Enrollment>, AppError> {
+) -> Result<Arc<ServiceCore>, AppError> {
     let ca = CertificateAuthority::load(&state_dir.join("ca"), passphrase)?;
     let registry = SledRegistry::open(&state_dir.join("registry"))?;
-    Ok(Enrollment::new(
+    Ok(ServiceCore::new(
         registry,
         Arc::new(ca),
         config.service_config(),
@@ -348,7 +348,7 @@ pub fn open_state(
 /// # Errors
 /// Start-up failures (bind, TLS, state).
 pub async fn serve(
-    core: Arc<Enrollment>,
+    core: Arc<ServiceCore>,
     config: &Config,
     out: &mut dyn Write,
 ) -> Result<(), AppError> {

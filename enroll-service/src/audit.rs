@@ -229,7 +229,7 @@ impl StoredAuditEntry {
         let record = self.decode()?;
         Ok(v1::AuditEntry {
             seq: record.seq,
-            time: Some(crate::model::timestamp(record.time)),
+            time: Some(crate::wire::timestamp(record.time)),
             actor: record.actor,
             actor_role: role_to_proto(&record.actor_role) as i32,
             owner: record.owner,

@@ -20,6 +20,7 @@
 //! - [`fleet`]: simulated devices (emulated chips) for the demo, tests and load generation.
 //! - [`app`]: the `enroll-service` commands (`init`, `serve`, `demo`).
 //! - [`metrics`]: Prometheus metrics.
+//! - [`wire`]: conversions between the domain types and the `oxroot.v1` messages.
 
 pub mod app;
 pub mod audit;
@@ -32,3 +33,4 @@ pub mod policy;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod wire;

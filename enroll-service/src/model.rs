@@ -9,12 +9,18 @@
 //!  Register (no batch) ─▶ UNASSIGNED ─Import─▶ READY                 ◀─Onboard─┘
 //! ```
 
+mod event;
+mod stored_as_text;
+
+pub use event::{DeviceEvent, DeviceEventKind, RefusalDetail};
+
 use std::collections::BTreeMap;
 
+use rot_core::keys::{DeviceId, PublicKey};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use oxroot_proto::v1;
+use crate::pki::{RevocationReason, Role, Serial};
 
 /// A device's life-cycle state as operators see it (`oxroot.v1.DeviceState`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -33,35 +39,6 @@ pub enum DeviceState {
     Revoked,
 }
 
-impl DeviceState {
-    /// The wire enum.
-    #[must_use]
-    pub fn to_proto(self) -> v1::DeviceState {
-        match self {
-            Self::AwaitingRegistration => v1::DeviceState::AwaitingRegistration,
-            Self::Unassigned => v1::DeviceState::Unassigned,
-            Self::Ready => v1::DeviceState::Ready,
-            Self::Onboarded => v1::DeviceState::Onboarded,
-            Self::ReonboardPending => v1::DeviceState::ReonboardPending,
-            Self::Revoked => v1::DeviceState::Revoked,
-        }
-    }
-
-    /// The state a wire filter names; `None` for UNSPECIFIED (no filter).
-    #[must_use]
-    pub fn from_proto(state: v1::DeviceState) -> Option<Self> {
-        match state {
-            v1::DeviceState::Unspecified => None,
-            v1::DeviceState::AwaitingRegistration => Some(Self::AwaitingRegistration),
-            v1::DeviceState::Unassigned => Some(Self::Unassigned),
-            v1::DeviceState::Ready => Some(Self::Ready),
-            v1::DeviceState::Onboarded => Some(Self::Onboarded),
-            v1::DeviceState::ReonboardPending => Some(Self::ReonboardPending),
-            v1::DeviceState::Revoked => Some(Self::Revoked),
-        }
-    }
-}
-
 /// Metadata a programming station attached to a registration.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegistrationMetadata {
@@ -78,8 +55,9 @@ pub struct RegistrationMetadata {
 /// A device's registration: its EPK and where it was registered.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registration {
-    /// The enrolment public key, SEC1 uncompressed, hex.
-    pub epk_hex: String,
+    /// The enrolment public key.
+    #[serde(rename = "epk_hex", with = "stored_as_text::public_key")]
+    pub epk: PublicKey,
     /// When it was first registered.
     #[serde(with = "time::serde::rfc3339")]
     pub registered_at: OffsetDateTime,
@@ -96,90 +74,19 @@ pub struct RevocationRecord {
     #[serde(with = "time::serde::rfc3339")]
     pub revoked_at: OffsetDateTime,
     /// CRL reason.
-    pub reason: RevocationReasonCode,
+    pub reason: RevocationReason,
     /// Operator's comment.
     pub comment: String,
     /// Operator name.
     pub revoked_by: String,
 }
 
-/// RFC 5280 CRL reasons this service writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum RevocationReasonCode {
-    /// unspecified (0)
-    Unspecified,
-    /// keyCompromise (1)
-    KeyCompromise,
-    /// affiliationChanged (3)
-    AffiliationChanged,
-    /// superseded (4)
-    Superseded,
-    /// cessationOfOperation (5)
-    CessationOfOperation,
-    /// privilegeWithdrawn (9)
-    PrivilegeWithdrawn,
-}
-
-impl RevocationReasonCode {
-    /// The PKI's reason (what goes into the CRL).
-    #[must_use]
-    pub fn to_pki(self) -> crate::pki::RevocationReason {
-        use crate::pki::RevocationReason as R;
-        match self {
-            Self::Unspecified => R::Unspecified,
-            Self::KeyCompromise => R::KeyCompromise,
-            Self::AffiliationChanged => R::AffiliationChanged,
-            Self::Superseded => R::Superseded,
-            Self::CessationOfOperation => R::CessationOfOperation,
-            Self::PrivilegeWithdrawn => R::PrivilegeWithdrawn,
-        }
-    }
-
-    /// The wire enum.
-    #[must_use]
-    pub fn to_proto(self) -> v1::RevocationReason {
-        match self {
-            Self::Unspecified => v1::RevocationReason::Unspecified,
-            Self::KeyCompromise => v1::RevocationReason::KeyCompromise,
-            Self::AffiliationChanged => v1::RevocationReason::AffiliationChanged,
-            Self::Superseded => v1::RevocationReason::Superseded,
-            Self::CessationOfOperation => v1::RevocationReason::CessationOfOperation,
-            Self::PrivilegeWithdrawn => v1::RevocationReason::PrivilegeWithdrawn,
-        }
-    }
-
-    /// From the wire enum.
-    #[must_use]
-    pub fn from_proto(reason: v1::RevocationReason) -> Self {
-        match reason {
-            v1::RevocationReason::Unspecified => Self::Unspecified,
-            v1::RevocationReason::KeyCompromise => Self::KeyCompromise,
-            v1::RevocationReason::AffiliationChanged => Self::AffiliationChanged,
-            v1::RevocationReason::Superseded => Self::Superseded,
-            v1::RevocationReason::CessationOfOperation => Self::CessationOfOperation,
-            v1::RevocationReason::PrivilegeWithdrawn => Self::PrivilegeWithdrawn,
-        }
-    }
-
-    /// Lower-case name for audit details.
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Unspecified => "unspecified",
-            Self::KeyCompromise => "key-compromise",
-            Self::AffiliationChanged => "affiliation-changed",
-            Self::Superseded => "superseded",
-            Self::CessationOfOperation => "cessation-of-operation",
-            Self::PrivilegeWithdrawn => "privilege-withdrawn",
-        }
-    }
-}
-
 /// Everything the registry holds about one DeviceId.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceRecord {
-    /// DeviceId, 64 lowercase hex.
-    pub device_id: String,
+    /// The DeviceId.
+    #[serde(with = "stored_as_text::device_id")]
+    pub device_id: DeviceId,
     /// Set once the EPK is registered.
     pub registration: Option<Registration>,
     /// Owning tenant; `None` for registered devices nobody has claimed yet.
@@ -190,14 +97,15 @@ pub struct DeviceRecord {
     pub assignment: u64,
     /// Key slot the next onboarding must use (1..=7).
     pub key_slot: u8,
-    /// The DPK proved for each slot (hex), so a slot's key can never silently change.
-    pub slot_keys: BTreeMap<u8, String>,
+    /// The DPK proved for each slot, so a slot's key can never silently change.
+    #[serde(with = "stored_as_text::public_keys_by_slot")]
+    pub slot_keys: BTreeMap<u8, PublicKey>,
     /// Slots the service will no longer certify (revoked for key compromise).
     pub retired_slots: Vec<u8>,
     /// Serial of the credential the device should be using.
-    pub current_serial: Option<String>,
+    pub current_serial: Option<Serial>,
     /// Every serial issued to the device, oldest first.
-    pub serials: Vec<String>,
+    pub serials: Vec<Serial>,
     /// Set when revoked (final).
     pub revocation: Option<RevocationRecord>,
     /// When the current credential was first issued.
@@ -215,7 +123,7 @@ pub struct DeviceRecord {
 impl DeviceRecord {
     /// A device nobody knows anything about yet.
     #[must_use]
-    pub fn new(device_id: String) -> Self {
+    pub fn new(device_id: DeviceId) -> Self {
         Self {
             device_id,
             registration: None,
@@ -292,20 +200,6 @@ impl BatchCounts {
     pub fn settled(&self) -> bool {
         self.awaiting_registration == 0 && self.registered == 0 && self.reonboard_pending == 0
     }
-
-    /// The wire message.
-    #[must_use]
-    pub fn to_proto(&self) -> v1::BatchCounts {
-        v1::BatchCounts {
-            total: self.total,
-            awaiting_registration: self.awaiting_registration,
-            registered: self.registered,
-            onboarded: self.onboarded,
-            reonboard_pending: self.reonboard_pending,
-            revoked: self.revoked,
-            refusals: self.refusals,
-        }
-    }
 }
 
 /// A change of a batch's counts, computed from a device's state before and after a change.
@@ -325,6 +219,19 @@ pub struct CountsDelta {
     pub revoked: i64,
     /// Change of `refusals`.
     pub refusals: i64,
+}
+
+impl std::ops::AddAssign for CountsDelta {
+    /// The sum of two deltas, so a chunk of devices adjusts its batch once.
+    fn add_assign(&mut self, other: Self) {
+        self.total += other.total;
+        self.awaiting_registration += other.awaiting_registration;
+        self.registered += other.registered;
+        self.onboarded += other.onboarded;
+        self.reonboard_pending += other.reonboard_pending;
+        self.revoked += other.revoked;
+        self.refusals += other.refusals;
+    }
 }
 
 impl CountsDelta {
@@ -427,14 +334,16 @@ pub enum CredentialStatus {
 /// One issued device certificate, the proof that it was issued.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CredentialRecord {
-    /// Serial, lowercase hex.
-    pub serial: String,
+    /// Serial.
+    pub serial: Serial,
     /// The device.
-    pub device_id: String,
+    #[serde(with = "stored_as_text::device_id")]
+    pub device_id: DeviceId,
     /// Key slot certified.
     pub key_slot: u8,
-    /// The DPK certified, hex.
-    pub dpk_hex: String,
+    /// The DPK certified.
+    #[serde(rename = "dpk_hex", with = "stored_as_text::public_key")]
+    pub dpk: PublicKey,
     /// Owner of the policy.
     pub owner: String,
     /// Policy name.
@@ -469,14 +378,14 @@ pub struct CredentialRecord {
 /// know whose it is, and what authentication checks on every operator call.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OperatorCertificateRecord {
-    /// Serial, lowercase hex.
-    pub serial: String,
+    /// Serial.
+    pub serial: Serial,
     /// Operator name (subject CN).
     pub name: String,
     /// Owner, or `*`.
     pub owner: String,
     /// Role granted.
-    pub role: crate::pki::Role,
+    pub role: Role,
     /// Issue time.
     #[serde(with = "time::serde::rfc3339")]
     pub issued_at: OffsetDateTime,
@@ -496,7 +405,7 @@ pub struct CrlEntryRecord {
     #[serde(with = "time::serde::rfc3339")]
     pub revoked_at: OffsetDateTime,
     /// Why.
-    pub reason: RevocationReasonCode,
+    pub reason: RevocationReason,
 }
 
 /// The latest signed CRL.
@@ -546,27 +455,9 @@ mod rfc3339_option {
     }
 }
 
-/// Proto `Timestamp` from an instant.
-#[must_use]
-pub fn timestamp(at: OffsetDateTime) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.unix_timestamp(),
-        nanos: at.nanosecond() as i32,
-    }
-}
-
-/// Proto `Duration` from a span (negative spans become zero).
-#[must_use]
-pub fn duration(span: time::Duration) -> prost_types::Duration {
-    let span = span.max(time::Duration::ZERO);
-    prost_types::Duration {
-        seconds: span.whole_seconds(),
-        nanos: span.subsec_nanoseconds(),
-    }
-}
-
 #[cfg(test)]
-mod tests {
+#[allow(clippy::unwrap_used, reason = "tests fail loudly")]
+pub(crate) mod tests {
     use super::*;
 
     const ALL: [DeviceState; 6] = [
@@ -601,12 +492,19 @@ mod tests {
         }
     }
 
+    /// The P-256 base point (SEC 2 §2.4.2): a valid public key with a published value.
+    pub(crate) fn base_point() -> PublicKey {
+        const G: &str = "046b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296\
+                         4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5";
+        PublicKey::from_sec1(&hex::decode(G).unwrap()).unwrap()
+    }
+
     #[test]
     fn state_follows_the_record() {
-        let mut device = DeviceRecord::new("ab".repeat(32));
+        let mut device = DeviceRecord::new(DeviceId::from_bytes([0xab; 32]));
         assert_eq!(device.state(), DeviceState::AwaitingRegistration);
         device.registration = Some(Registration {
-            epk_hex: String::new(),
+            epk: base_point(),
             registered_at: OffsetDateTime::UNIX_EPOCH,
             proof_context_hex: String::new(),
             metadata: RegistrationMetadata::default(),
@@ -614,14 +512,14 @@ mod tests {
         assert_eq!(device.state(), DeviceState::Unassigned);
         device.batch_id = Some("b".into());
         assert_eq!(device.state(), DeviceState::Ready);
-        device.current_serial = Some("01".into());
+        device.current_serial = Some(Serial::new(1).unwrap());
         device.credential_assignment = Some(0);
         assert_eq!(device.state(), DeviceState::Onboarded);
         device.assignment = 1;
         assert_eq!(device.state(), DeviceState::ReonboardPending);
         device.revocation = Some(RevocationRecord {
             revoked_at: OffsetDateTime::UNIX_EPOCH,
-            reason: RevocationReasonCode::KeyCompromise,
+            reason: RevocationReason::KeyCompromise,
             comment: String::new(),
             revoked_by: "x".into(),
         });

@@ -18,8 +18,10 @@ mod error;
 mod keystore;
 mod operator;
 
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::num::NonZeroU128;
+use std::str::FromStr;
 
 use time::OffsetDateTime;
 
@@ -154,6 +156,48 @@ impl Serial {
     }
 }
 
+/// Lowercase hex of the magnitude, no padding: how the contract, the registry and the audit
+/// log write a serial.
+impl fmt::Display for Serial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:x}", self.get())
+    }
+}
+
+impl FromStr for Serial {
+    type Err = PkiError;
+
+    /// Parses the [`Display`](fmt::Display) form only: 1 to 32 lowercase hex digits, no
+    /// leading zero, not zero (a serial has one spelling, so it is one registry key).
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let canonical = (1..=32).contains(&text.len())
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            && !(text.len() > 1 && text.starts_with('0'));
+        if !canonical {
+            return Err(PkiError::InvalidSerial(text.chars().take(40).collect()));
+        }
+        Self::new(
+            u128::from_str_radix(text, 16).map_err(|_| PkiError::InvalidSerial(text.to_owned()))?,
+        )
+    }
+}
+
+impl serde::Serialize for Serial {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Serial {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// What a device certificate is issued for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeafRequest {
@@ -230,8 +274,10 @@ pub struct OperatorCredentials {
     pub private_key: Option<PrivateKeyPkcs8>,
 }
 
-/// Why a certificate was revoked (RFC 5280 §5.3.1, the codes that apply to this PKI).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Why a certificate was revoked (RFC 5280 §5.3.1, the codes that apply to this PKI): the one
+/// domain type for the concept. Records store it (by these variant names), the CRL encodes it,
+/// and the wire enum `oxroot.v1.RevocationReason` converts to and from it at the edge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum RevocationReason {
     /// No reason given; encoded by omitting the reason code, as RFC 5280 recommends.
     Unspecified,
@@ -248,6 +294,19 @@ pub enum RevocationReason {
 }
 
 impl RevocationReason {
+    /// The reason's name in audit records and command lines (`key-compromise`).
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Unspecified => "unspecified",
+            Self::KeyCompromise => "key-compromise",
+            Self::AffiliationChanged => "affiliation-changed",
+            Self::Superseded => "superseded",
+            Self::CessationOfOperation => "cessation-of-operation",
+            Self::PrivilegeWithdrawn => "privilege-withdrawn",
+        }
+    }
+
     fn to_rcgen(self) -> Option<rcgen::RevocationReason> {
         use rcgen::RevocationReason as R;
         match self {

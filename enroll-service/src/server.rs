@@ -27,7 +27,7 @@ use oxroot_proto::v1::device_enrollment_server::DeviceEnrollmentServer;
 use oxroot_proto::v1::operator_server::OperatorServer;
 
 use crate::pki::{CertificateAuthority, PkiError, Serial, ServerName, Validity};
-use crate::service::{DeviceService, Enrollment, OperatorService};
+use crate::service::{DeviceService, OperatorService, ServiceCore};
 
 /// How long a server certificate issued at start-up is valid.
 const SERVER_CERT_LIFETIME: time::Duration = time::Duration::days(30);
@@ -90,7 +90,7 @@ impl ServerTls {
 /// The transport failed (TLS configuration, listener).
 pub async fn serve(
     listener: TcpListener,
-    core: Arc<Enrollment>,
+    core: Arc<ServiceCore>,
     tls: &ServerTls,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
@@ -155,7 +155,7 @@ pub async fn serve(
         let mut tick = tokio::time::interval(CRL_CHECK_INTERVAL);
         loop {
             tick.tick().await;
-            if let Err(e) = crl_core.current_crl().await {
+            if let Err(e) = crl_core.crls().current().await {
                 tracing::warn!(error = %e, "could not refresh the CRL");
             }
         }
@@ -194,7 +194,7 @@ impl RunningServer {
     /// # Errors
     /// Binding or certificate issue failed.
     pub async fn start(
-        core: Arc<Enrollment>,
+        core: Arc<ServiceCore>,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;

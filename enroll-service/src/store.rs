@@ -16,15 +16,15 @@ mod sled_backend;
 
 use std::fmt;
 
+use rot_core::keys::DeviceId;
 use tokio::sync::{broadcast, oneshot};
-
-use oxroot_proto::v1;
 
 use crate::audit::{AuditDraft, StoredAuditEntry};
 use crate::model::{
-    BatchRecord, CountsDelta, CredentialRecord, CrlEntryRecord, CrlRecord, DeviceRecord,
-    OperatorCertificateRecord,
+    BatchRecord, CountsDelta, CredentialRecord, CrlEntryRecord, CrlRecord, DeviceEvent,
+    DeviceRecord, OperatorCertificateRecord,
 };
+use crate::pki::Serial;
 use crate::policy::PolicySpec;
 
 pub use sled_backend::SledRegistry;
@@ -43,7 +43,7 @@ pub enum Guard {
     /// No batch with that ID exists.
     BatchAbsent(String),
     /// No credential with that serial was ever stored: a serial is never issued twice.
-    SerialAbsent(String),
+    SerialAbsent(Serial),
     /// The owner has not used this CreateBatch idempotency key.
     RequestIdAbsent {
         /// Owner.
@@ -72,14 +72,14 @@ pub enum Op {
         /// Batch.
         batch_id: String,
         /// Device.
-        device_id: String,
+        device_id: DeviceId,
     },
     /// Remove a device from a batch's membership index.
     RemoveFromBatch {
         /// Batch.
         batch_id: String,
         /// Device.
-        device_id: String,
+        device_id: DeviceId,
     },
     /// Insert or replace an issued certificate record.
     PutCredential(Box<CredentialRecord>),
@@ -88,7 +88,7 @@ pub enum Op {
     /// Put a serial on the revocation list.
     Revoke {
         /// Serial.
-        serial: String,
+        serial: Serial,
         /// CRL entry.
         entry: CrlEntryRecord,
     },
@@ -122,7 +122,7 @@ pub enum RegistryEvent {
         /// The batch.
         batch_id: String,
         /// The event.
-        event: v1::DeviceEvent,
+        event: DeviceEvent,
     },
     /// A batch's counts changed.
     CountsChanged {
@@ -171,6 +171,30 @@ impl Change {
     pub fn event(&mut self, event: RegistryEvent) -> &mut Self {
         self.events.push(event);
         self
+    }
+
+    /// A device of `batch_id` moved its batch's counts by `delta`, and watchers hear of it: the
+    /// device's event (if any) and that the counts changed. Every change of a batch member's
+    /// state says all three together, so a watcher's counts never lag its events.
+    pub fn batch_moved(
+        &mut self,
+        batch_id: &str,
+        delta: CountsDelta,
+        event: Option<DeviceEvent>,
+    ) -> &mut Self {
+        self.op(Op::AdjustCounts {
+            batch_id: batch_id.to_owned(),
+            delta,
+        });
+        if let Some(event) = event {
+            self.event(RegistryEvent::Device {
+                batch_id: batch_id.to_owned(),
+                event,
+            });
+        }
+        self.event(RegistryEvent::CountsChanged {
+            batch_id: batch_id.to_owned(),
+        })
     }
 }
 
@@ -224,7 +248,7 @@ pub trait Registry: Send + Sync + fmt::Debug + 'static {
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] or [`StoreError::Corrupt`].
-    fn device(&self, device_id: &str) -> Result<Option<DeviceRecord>, StoreError>;
+    fn device(&self, device_id: &DeviceId) -> Result<Option<DeviceRecord>, StoreError>;
 
     /// Devices ordered by DeviceId, after `after`, at most `limit` of them matching `filter`.
     ///
@@ -233,7 +257,7 @@ pub trait Registry: Send + Sync + fmt::Debug + 'static {
     fn devices(
         &self,
         filter: &DeviceFilter,
-        after: Option<&str>,
+        after: Option<&DeviceId>,
         limit: usize,
     ) -> Result<Vec<DeviceRecord>, StoreError>;
 
@@ -282,7 +306,7 @@ pub trait Registry: Send + Sync + fmt::Debug + 'static {
     ///
     /// # Errors
     /// As [`Registry::device`].
-    fn credential(&self, serial: &str) -> Result<Option<CredentialRecord>, StoreError>;
+    fn credential(&self, serial: Serial) -> Result<Option<CredentialRecord>, StoreError>;
 
     /// An operator certificate this service issued.
     ///
@@ -290,7 +314,7 @@ pub trait Registry: Send + Sync + fmt::Debug + 'static {
     /// As [`Registry::device`].
     fn operator_certificate(
         &self,
-        serial: &str,
+        serial: Serial,
     ) -> Result<Option<OperatorCertificateRecord>, StoreError>;
 
     /// Operator certificates ordered by serial, after `after`, at most `limit`, of `owner` if
@@ -301,7 +325,7 @@ pub trait Registry: Send + Sync + fmt::Debug + 'static {
     fn operator_certificates(
         &self,
         owner: Option<&str>,
-        after: Option<&str>,
+        after: Option<Serial>,
         limit: usize,
     ) -> Result<Vec<OperatorCertificateRecord>, StoreError>;
 
@@ -315,7 +339,7 @@ pub trait Registry: Send + Sync + fmt::Debug + 'static {
     ///
     /// # Errors
     /// As [`Registry::device`].
-    fn revoked(&self) -> Result<Vec<(String, CrlEntryRecord)>, StoreError>;
+    fn revoked(&self) -> Result<Vec<(Serial, CrlEntryRecord)>, StoreError>;
 
     /// Number of revoked serials (what a complete CRL lists).
     ///

@@ -198,8 +198,15 @@ async fn an_operator_drives_a_batch_from_import_to_revocation() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&text.stdout).to_uppercase();
-    let record = harness.registry().device(&victim).unwrap().unwrap();
-    assert!(text.contains(&record.serials[0].to_uppercase()), "{text}");
+    let record = harness
+        .registry()
+        .device(&victim.parse().unwrap())
+        .unwrap()
+        .unwrap();
+    assert!(
+        text.contains(&record.serials[0].to_string().to_uppercase()),
+        "{text}"
+    );
     assert!(text.contains("KEY COMPROMISE"), "{text}");
 
     let out = work.path().join("artefacts");

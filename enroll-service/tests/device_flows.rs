@@ -250,7 +250,7 @@ async fn unregistered_unassigned_and_mismatched_devices_are_refused() {
     // Someone else's EPK proves nothing about devices[1]: its record is not touched.
     let record = harness
         .registry()
-        .device(&devices[1].device_id().to_string())
+        .device(devices[1].device_id())
         .unwrap()
         .unwrap();
     assert_eq!(
@@ -277,7 +277,7 @@ async fn register_checks_the_claimed_hash_the_signature_and_sizes() {
     assert!(
         harness
             .registry()
-            .device(&devices[0].device_id().to_string())
+            .device(devices[0].device_id())
             .unwrap()
             .is_none()
     );
@@ -398,10 +398,13 @@ async fn tampered_replayed_and_foreign_proofs_are_refused() {
     // Refusals never disturbed the issued credential; they are counted on the batch.
     let record = harness
         .registry()
-        .device(&device.device_id().to_string())
+        .device(device.device_id())
         .unwrap()
         .unwrap();
-    assert_eq!(record.current_serial.as_deref(), Some(serial.as_str()));
+    assert_eq!(
+        record.current_serial.map(|s| s.to_string()).as_deref(),
+        Some(serial.as_str())
+    );
     assert_eq!(record.refusals, 6);
     assert_eq!(
         harness
@@ -475,7 +478,7 @@ async fn renewal_rotates_slots_and_refuses_devices_never_onboarded() {
     // The old certificate is superseded, not revoked.
     let old = harness
         .registry()
-        .credential(&first.serial)
+        .credential(first.serial.parse().unwrap())
         .unwrap()
         .unwrap();
     assert_eq!(
@@ -523,22 +526,23 @@ async fn an_oversized_stream_message_is_out_of_range() {
 
 #[tokio::test]
 async fn a_revocation_missing_from_the_crl_is_signed_in_on_the_next_read() {
-    use enroll_service::model::{CrlEntryRecord, RevocationReasonCode};
+    use enroll_service::model::CrlEntryRecord;
+    use enroll_service::pki::RevocationReason;
     use enroll_service::store::{Change, Op, commit};
     let harness = Harness::start().await;
-    let first = harness.core.current_crl().await.unwrap();
+    let first = harness.core.crls().current().await.unwrap();
     assert_eq!(first.revoked_count, 0);
     // A revocation committed without its re-signing (as after a failure between the two).
     let mut change = Change::new();
     change.op(Op::Revoke {
-        serial: "1234abcd".into(),
+        serial: "1234abcd".parse().unwrap(),
         entry: CrlEntryRecord {
             revoked_at: time::OffsetDateTime::now_utc(),
-            reason: RevocationReasonCode::KeyCompromise,
+            reason: RevocationReason::KeyCompromise,
         },
     });
     commit(harness.registry(), change).await.unwrap();
-    let next = harness.core.current_crl().await.unwrap();
+    let next = harness.core.crls().current().await.unwrap();
     assert_eq!(next.revoked_count, 1);
     assert!(next.number > first.number);
 }

@@ -11,7 +11,7 @@ use enroll_service::fleet::DeviceSigner;
 use enroll_service::metrics::Metrics;
 use enroll_service::pki::{CaNames, CertificateAuthority, OperatorKey, Role, Validity};
 use enroll_service::server::RunningServer;
-use enroll_service::service::{Enrollment, ServiceConfig};
+use enroll_service::service::{ServiceConfig, ServiceCore, issue_operator_certificate};
 use enroll_service::store::{Registry, SledRegistry};
 use oxroot_tests::loadgen::{self, Options, Target};
 
@@ -24,7 +24,7 @@ async fn a_small_fleet_onboards_and_the_report_adds_up() {
             .expect("CA"),
     );
     let registry = SledRegistry::open(&dir.path().join("registry")).expect("registry");
-    let core = Enrollment::new(
+    let core = ServiceCore::new(
         registry,
         ca.clone(),
         ServiceConfig::default(),
@@ -32,20 +32,20 @@ async fn a_small_fleet_onboards_and_the_report_adds_up() {
     );
     let server = RunningServer::start(core.clone()).await.expect("server");
 
-    let admin = core
-        .issue_operator_certificate(
-            &OperatorKey::Generate,
-            (
-                "loadgen-admin",
-                enroll_service::pki::PLATFORM_OWNER,
-                Role::Admin,
-            ),
-            Validity::starting(now - time::Duration::minutes(1), time::Duration::hours(1))
-                .expect("validity"),
-            "system:test",
-        )
-        .await
-        .expect("operator certificate");
+    let admin = issue_operator_certificate(
+        &core,
+        &OperatorKey::Generate,
+        (
+            "loadgen-admin",
+            enroll_service::pki::PLATFORM_OWNER,
+            Role::Admin,
+        ),
+        Validity::starting(now - time::Duration::minutes(1), time::Duration::hours(1))
+            .expect("validity"),
+        "system:test",
+    )
+    .await
+    .expect("operator certificate");
     let profile = dir.path().join("profile");
     std::fs::create_dir_all(&profile).expect("profile directory");
     std::fs::write(profile.join("root.pem"), ca.root_pem()).expect("root");

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use enroll_service::metrics::Metrics;
 use enroll_service::pki::{CaNames, CertificateAuthority, OperatorKey, Role, Validity};
 use enroll_service::server::RunningServer;
-use enroll_service::service::{Enrollment, ServiceConfig};
+use enroll_service::service::{ServiceConfig, ServiceCore};
 use enroll_service::store::SledRegistry;
 use oxroot_proto::v1;
 use oxroot_proto::v1::operator_client::OperatorClient;
@@ -24,7 +24,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 /// The service, its registry and CA, in a temporary directory.
 pub struct Harness {
     pub dir: tempfile::TempDir,
-    pub core: Arc<Enrollment>,
+    pub core: Arc<ServiceCore>,
     pub server: RunningServer,
     /// The root, written to `dir/root.pem` for the agent's `--ca`.
     pub root_file: PathBuf,
@@ -39,7 +39,7 @@ impl Harness {
             time::OffsetDateTime::now_utc() - time::Duration::minutes(1),
         )
         .unwrap();
-        let core = Enrollment::new(
+        let core = ServiceCore::new(
             registry,
             Arc::new(ca),
             ServiceConfig::default(),
@@ -77,17 +77,15 @@ impl Harness {
     /// An Operator client for a fresh admin of `owner`.
     pub async fn operator(&self, owner: &str) -> OperatorClient<Channel> {
         let now = time::OffsetDateTime::now_utc();
-        let issued = self
-            .core
-            .issue_operator_certificate(
-                &OperatorKey::Generate,
-                ("admin", owner, Role::Admin),
-                Validity::starting(now - time::Duration::minutes(1), time::Duration::hours(1))
-                    .unwrap(),
-                "system:test-harness",
-            )
-            .await
-            .unwrap();
+        let issued = enroll_service::service::issue_operator_certificate(
+            &self.core,
+            &OperatorKey::Generate,
+            ("admin", owner, Role::Admin),
+            Validity::starting(now - time::Duration::minutes(1), time::Duration::hours(1)).unwrap(),
+            "system:test-harness",
+        )
+        .await
+        .unwrap();
         let key = issued.private_key.unwrap().to_pem();
         let chain = format!(
             "{}{}",

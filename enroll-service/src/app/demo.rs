@@ -20,7 +20,7 @@ use crate::fleet::{EmulatedDevice, Outcome, percentile, progress_bar};
 use crate::metrics::Metrics;
 use crate::pki::{CaNames, CertificateAuthority, OperatorKey, Role, Validity};
 use crate::server::RunningServer;
-use crate::service::{Enrollment, ServiceConfig};
+use crate::service::{ServiceConfig, ServiceCore, issue_operator_certificate};
 use crate::store::SledRegistry;
 
 /// Devices onboarding at the same time.
@@ -51,7 +51,7 @@ pub async fn run(options: &DemoOptions, out: &mut dyn Write) -> Result<(), AppEr
         now - time::Duration::minutes(1),
     )?);
     let registry = SledRegistry::open(&dir.path().join("registry"))?;
-    let core = Enrollment::new(
+    let core = ServiceCore::new(
         registry,
         ca.clone(),
         ServiceConfig::default(),
@@ -65,14 +65,14 @@ pub async fn run(options: &DemoOptions, out: &mut dyn Write) -> Result<(), AppEr
         dir.path().display()
     )?;
 
-    let admin = core
-        .issue_operator_certificate(
-            &OperatorKey::Generate,
-            ("demo-admin", "demo", Role::Admin),
-            Validity::starting(now - time::Duration::minutes(1), time::Duration::hours(2))?,
-            "system:demo",
-        )
-        .await?;
+    let admin = issue_operator_certificate(
+        &core,
+        &OperatorKey::Generate,
+        ("demo-admin", "demo", Role::Admin),
+        Validity::starting(now - time::Duration::minutes(1), time::Duration::hours(2))?,
+        "system:demo",
+    )
+    .await?;
     let admin_key = admin
         .private_key
         .as_ref()

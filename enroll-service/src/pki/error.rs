@@ -26,6 +26,9 @@ pub enum PkiError {
     /// Serial numbers must be positive (RFC 5280 §4.1.2.2).
     #[error("certificate serial number must be non-zero")]
     ZeroSerial,
+    /// Not a serial as this service writes them: 1 to 32 lowercase hex digits, no leading zero.
+    #[error("{0:?} is not a serial number (1 to 32 lowercase hex digits, no leading zero)")]
+    InvalidSerial(String),
     /// `not_after` is not later than `not_before`.
     #[error(
         "validity period is empty: not_after ({not_after}) is not after not_before ({not_before})"

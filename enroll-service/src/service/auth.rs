@@ -9,7 +9,7 @@ use tonic::Request;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::error::ServiceError;
-use crate::pki::{OperatorIdentity, PLATFORM_OWNER, Role};
+use crate::pki::{OperatorIdentity, PLATFORM_OWNER, Role, Serial};
 
 /// An authenticated operator.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,8 +20,8 @@ pub struct Caller {
     pub owner: String,
     /// Role.
     pub role: Role,
-    /// Serial of the presented certificate (lowercase hex).
-    pub serial: String,
+    /// Serial of the presented certificate.
+    pub serial: Serial,
     /// Its validity end.
     pub not_after: OffsetDateTime,
 }
@@ -55,11 +55,17 @@ impl Caller {
         let (_, cert) = X509Certificate::from_der(der)
             .map_err(|_| ServiceError::Unauthenticated("unreadable client certificate".into()))?;
         let not_after = cert.validity().not_after.to_datetime();
+        // Every certificate this service issues has a positive serial of at most 128 bits.
+        let serial = cert.serial.to_str_radix(16).parse().map_err(|_| {
+            ServiceError::Unauthenticated(
+                "the operator certificate's serial is not one this service issues".into(),
+            )
+        })?;
         Ok(Self {
             name: identity.name,
             owner: identity.owner,
             role: identity.role,
-            serial: cert.serial.to_str_radix(16),
+            serial,
             not_after,
         })
     }

@@ -41,15 +41,15 @@ use tonic::{Request, Response, Status, Streaming};
 use oxroot_proto::v1;
 use oxroot_proto::v1::operator_server::Operator;
 
-use super::{CallSlot, Caller, Enrollment, random_hex};
+use super::limits::CallSlot;
+use super::{Caller, ServiceCore, random_hex};
 use crate::audit::AuditDraft;
 use crate::error::ServiceError;
 use crate::metrics::RpcTimer;
-use crate::model::{CountsDelta, timestamp};
 use crate::pki::Role;
-use crate::store::{Change, Receipt, RegistryEvent, commit};
+use crate::store::{Change, Receipt, commit};
 
-pub use operator_certificates::record_operator_certificate;
+pub use operator_certificates::{issue_operator_certificate, record_operator_certificate};
 pub(crate) use watch::WatchStream;
 
 /// Every role: the read-only RPCs.
@@ -67,13 +67,13 @@ const MAX_COMMENT: usize = 256;
 #[derive(Clone, Debug)]
 pub struct OperatorService {
     /// State shared with the device service.
-    core: Arc<Enrollment>,
+    core: Arc<ServiceCore>,
 }
 
 impl OperatorService {
     /// The service over shared state.
     #[must_use]
-    pub fn new(core: Arc<Enrollment>) -> Self {
+    pub fn new(core: Arc<ServiceCore>) -> Self {
         Self { core }
     }
 
@@ -147,7 +147,7 @@ impl OperatorService {
                 "the operator certificate has expired".into(),
             ));
         }
-        match self.core.registry.operator_certificate(&caller.serial)? {
+        match self.core.registry.operator_certificate(caller.serial)? {
             None => Err(ServiceError::Unauthenticated(
                 "the operator certificate is not on this service's record".into(),
             )),
@@ -182,7 +182,7 @@ impl OperatorService {
     /// until it ends (a stream: until the client closes it).
     fn admit<T>(&self, request: &Request<T>) -> Result<(Caller, CallSlot), ServiceError> {
         let caller = self.authenticate(request)?;
-        let slot = self.core.open_operator_call(&caller)?;
+        let slot = self.core.limits.open_operator_call(&caller)?;
         Ok((caller, slot))
     }
 }
@@ -201,44 +201,6 @@ fn operator_audit(
         .correlation(correlation)
 }
 
-/// A device event of `batch_id`, published once the change is durable.
-fn device_event(
-    batch_id: &str,
-    device_id: &str,
-    kind: v1::DeviceEventKind,
-    at: OffsetDateTime,
-    correlation: &str,
-) -> RegistryEvent {
-    RegistryEvent::Device {
-        batch_id: batch_id.to_owned(),
-        event: v1::DeviceEvent {
-            device_id: device_id.to_owned(),
-            kind: kind as i32,
-            time: Some(timestamp(at)),
-            correlation_id: correlation.to_owned(),
-            ..v1::DeviceEvent::default()
-        },
-    }
-}
-
-/// Tells watchers of `batch_id` that its counts moved.
-fn counts_changed(batch_id: &str) -> RegistryEvent {
-    RegistryEvent::CountsChanged {
-        batch_id: batch_id.to_owned(),
-    }
-}
-
-/// The sum of two count deltas, so a chunk of devices adjusts its batch once.
-fn add_delta(total: &mut CountsDelta, delta: &CountsDelta) {
-    total.total += delta.total;
-    total.awaiting_registration += delta.awaiting_registration;
-    total.registered += delta.registered;
-    total.onboarded += delta.onboarded;
-    total.reonboard_pending += delta.reonboard_pending;
-    total.revoked += delta.revoked;
-    total.refusals += delta.refusals;
-}
-
 /// Refuses a free-text field longer than `max` characters.
 fn check_length(field: &str, value: &str, max: usize) -> Result<(), ServiceError> {
     if value.chars().count() > max {
@@ -248,15 +210,6 @@ fn check_length(field: &str, value: &str, max: usize) -> Result<(), ServiceError
         ));
     }
     Ok(())
-}
-
-/// The wire role.
-fn role_to_proto(role: Role) -> v1::Role {
-    match role {
-        Role::Admin => v1::Role::Admin,
-        Role::Operator => v1::Role::Operator,
-        Role::Auditor => v1::Role::Auditor,
-    }
 }
 
 #[tonic::async_trait]

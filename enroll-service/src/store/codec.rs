@@ -67,14 +67,17 @@ mod tests {
 
     use super::*;
     use crate::audit::{self, AuditDraft, StoredAuditEntry};
+    use crate::model::tests::base_point;
     use crate::model::{
         BatchCounts, BatchRecord, CredentialRecord, CredentialStatus, CrlEntryRecord, CrlRecord,
-        DeviceRecord, Registration, RegistrationMetadata, RevocationReasonCode, RevocationRecord,
+        DeviceRecord, Registration, RegistrationMetadata, RevocationRecord,
     };
+    use crate::pki::{RevocationReason, Serial};
     use crate::policy::aws_iot::AwsIotParams;
     use crate::policy::azure_dps::AzureDpsParams;
     use crate::policy::mosquitto::MosquittoParams;
     use crate::policy::{CloudParams, PolicySpec};
+    use rot_core::keys::DeviceId;
 
     fn at(seconds: i64) -> OffsetDateTime {
         OffsetDateTime::from_unix_timestamp(seconds).unwrap()
@@ -113,9 +116,9 @@ mod tests {
     }
 
     fn device() -> DeviceRecord {
-        let mut device = DeviceRecord::new("ab".repeat(32));
+        let mut device = DeviceRecord::new(DeviceId::from_bytes([0xab; 32]));
         device.registration = Some(Registration {
-            epk_hex: "04".repeat(65),
+            epk: base_point(),
             registered_at: at(1_700_000_001),
             proof_context_hex: "00ff".into(),
             metadata: RegistrationMetadata {
@@ -127,10 +130,10 @@ mod tests {
         });
         device.owner = Some("acme".into());
         device.batch_id = Some("b-1".into());
-        device.slot_keys.insert(1, "04".repeat(65));
+        device.slot_keys.insert(1, base_point());
         device.retired_slots.push(2);
-        device.current_serial = Some("1f".into());
-        device.serials.push("1f".into());
+        device.current_serial = Some(Serial::new(0x1f).unwrap());
+        device.serials.push(Serial::new(0x1f).unwrap());
         device.onboarded_at = Some(at(1_700_000_002));
         device.last_seen = Some(at(1_700_000_003));
         device.credential_assignment = Some(0);
@@ -139,10 +142,10 @@ mod tests {
 
     fn credential() -> CredentialRecord {
         CredentialRecord {
-            serial: "1f".into(),
-            device_id: "ab".repeat(32),
+            serial: Serial::new(0x1f).unwrap(),
+            device_id: DeviceId::from_bytes([0xab; 32]),
             key_slot: 1,
-            dpk_hex: "04".repeat(65),
+            dpk: base_point(),
             owner: "acme".into(),
             policy_name: "broker".into(),
             batch_id: "b-1".into(),
@@ -157,7 +160,7 @@ mod tests {
             status: CredentialStatus::Active,
             revocation: Some(CrlEntryRecord {
                 revoked_at: at(1_700_000_005),
-                reason: RevocationReasonCode::Superseded,
+                reason: RevocationReason::Superseded,
             }),
         }
     }
@@ -176,6 +179,68 @@ mod tests {
         }
     }
 
+    /// A credential as the registry stored it before its identifiers were typed: the same
+    /// field order, every identifier a string.
+    #[derive(Serialize)]
+    struct CredentialBeforeTypedIds {
+        serial: String,
+        device_id: String,
+        key_slot: u8,
+        dpk_hex: String,
+        owner: String,
+        policy_name: String,
+        batch_id: String,
+        assignment: u64,
+        subject_cn: String,
+        #[serde(with = "time::serde::rfc3339")]
+        issued_at: OffsetDateTime,
+        #[serde(with = "time::serde::rfc3339")]
+        not_before: OffsetDateTime,
+        #[serde(with = "time::serde::rfc3339")]
+        not_after: OffsetDateTime,
+        renew_after: Option<String>,
+        certificate_pem: String,
+        status: CredentialStatus,
+        revocation: Option<CrlEntryRecord>,
+    }
+
+    #[test]
+    fn records_written_before_the_ids_were_typed_read_the_same() {
+        let typed = credential();
+        let legacy = CredentialBeforeTypedIds {
+            serial: "1f".into(),
+            device_id: "ab".repeat(32),
+            key_slot: typed.key_slot,
+            dpk_hex: hex::encode(typed.dpk.as_bytes()),
+            owner: typed.owner.clone(),
+            policy_name: typed.policy_name.clone(),
+            batch_id: typed.batch_id.clone(),
+            assignment: typed.assignment,
+            subject_cn: typed.subject_cn.clone(),
+            issued_at: typed.issued_at,
+            not_before: typed.not_before,
+            not_after: typed.not_after,
+            renew_after: typed.renew_after.map(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .unwrap()
+            }),
+            certificate_pem: typed.certificate_pem.clone(),
+            status: typed.status,
+            revocation: typed.revocation,
+        };
+        // Byte for byte the same in both encodings: old registries read unchanged.
+        assert_eq!(encode(&legacy), encode(&typed));
+        assert_eq!(
+            serde_json::to_value(&legacy).unwrap(),
+            serde_json::to_value(&typed).unwrap()
+        );
+        // A stored identifier that is not one is a corrupt record, named by its key.
+        let mut bad = legacy;
+        bad.device_id = "not a device id".into();
+        let error = decode::<CredentialRecord>(b"c/1f", &encode(&bad)).unwrap_err();
+        assert!(matches!(error, StoreError::Corrupt { ref key, .. } if key == "c/1f"));
+    }
+
     #[test]
     fn every_record_round_trips_in_both_encodings() {
         round_trip(&batch());
@@ -184,12 +249,12 @@ mod tests {
         revoked.onboarded_at = None;
         revoked.revocation = Some(RevocationRecord {
             revoked_at: at(1_700_000_006),
-            reason: RevocationReasonCode::KeyCompromise,
+            reason: RevocationReason::KeyCompromise,
             comment: "lost".into(),
             revoked_by: "alice".into(),
         });
         round_trip(&revoked);
-        round_trip(&DeviceRecord::new("cd".repeat(32)));
+        round_trip(&DeviceRecord::new(DeviceId::from_bytes([0xcd; 32])));
         round_trip(&credential());
         round_trip(&CrlRecord {
             number: 7,

@@ -42,7 +42,9 @@ use crate::model::{
     BatchRecord, CountsDelta, CredentialRecord, CrlEntryRecord, CrlRecord, DeviceRecord,
     OperatorCertificateRecord,
 };
+use crate::pki::Serial;
 use crate::policy::PolicySpec;
+use rot_core::keys::DeviceId;
 
 /// Most changes one group commit takes: bounds the latency of the first change in a group.
 const MAX_GROUP: usize = 1024;
@@ -77,7 +79,14 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-fn device_key(id: &str) -> Vec<u8> {
+fn corrupt_key(key: &[u8], reason: &str) -> StoreError {
+    StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+fn device_key(id: &DeviceId) -> Vec<u8> {
     format!("d/{id}").into_bytes()
 }
 fn policy_key(owner: &str, name: &str) -> Vec<u8> {
@@ -86,16 +95,16 @@ fn policy_key(owner: &str, name: &str) -> Vec<u8> {
 fn batch_key(id: &str) -> Vec<u8> {
     format!("b/{id}").into_bytes()
 }
-fn member_key(batch: &str, device: &str) -> Vec<u8> {
+fn member_key(batch: &str, device: &DeviceId) -> Vec<u8> {
     format!("m/{batch}/{device}").into_bytes()
 }
-fn credential_key(serial: &str) -> Vec<u8> {
+fn credential_key(serial: Serial) -> Vec<u8> {
     format!("c/{serial}").into_bytes()
 }
-fn operator_key(serial: &str) -> Vec<u8> {
+fn operator_key(serial: Serial) -> Vec<u8> {
     format!("o/{serial}").into_bytes()
 }
-fn revoked_key(serial: &str) -> Vec<u8> {
+fn revoked_key(serial: Serial) -> Vec<u8> {
     format!("r/{serial}").into_bytes()
 }
 fn request_key(owner: &str, request: &str) -> Vec<u8> {
@@ -229,14 +238,14 @@ impl Registry for SledRegistry {
         self.events.subscribe()
     }
 
-    fn device(&self, device_id: &str) -> Result<Option<DeviceRecord>, StoreError> {
+    fn device(&self, device_id: &DeviceId) -> Result<Option<DeviceRecord>, StoreError> {
         self.get(&device_key(device_id))
     }
 
     fn devices(
         &self,
         filter: &DeviceFilter,
-        after: Option<&str>,
+        after: Option<&DeviceId>,
         limit: usize,
     ) -> Result<Vec<DeviceRecord>, StoreError> {
         self.check()?;
@@ -263,7 +272,10 @@ impl Registry for SledRegistry {
                 let Some(device_id) = key.strip_prefix(prefix.as_bytes()) else {
                     break;
                 };
-                let device_id = String::from_utf8_lossy(device_id);
+                let device_id = std::str::from_utf8(device_id)
+                    .ok()
+                    .and_then(|text| text.parse::<DeviceId>().ok())
+                    .ok_or_else(|| corrupt_key(&key, "not a DeviceId"))?;
                 if let Some(device) = self.device(&device_id)?
                     && keep(&device)
                 {
@@ -352,13 +364,13 @@ impl Registry for SledRegistry {
         self.get(&request_key(owner, request_id))
     }
 
-    fn credential(&self, serial: &str) -> Result<Option<CredentialRecord>, StoreError> {
+    fn credential(&self, serial: Serial) -> Result<Option<CredentialRecord>, StoreError> {
         self.get(&credential_key(serial))
     }
 
     fn operator_certificate(
         &self,
-        serial: &str,
+        serial: Serial,
     ) -> Result<Option<OperatorCertificateRecord>, StoreError> {
         self.get(&operator_key(serial))
     }
@@ -366,7 +378,7 @@ impl Registry for SledRegistry {
     fn operator_certificates(
         &self,
         owner: Option<&str>,
-        after: Option<&str>,
+        after: Option<Serial>,
         limit: usize,
     ) -> Result<Vec<OperatorCertificateRecord>, StoreError> {
         self.check()?;
@@ -393,13 +405,16 @@ impl Registry for SledRegistry {
         Ok(self.get(CREDENTIAL_COUNT_KEY)?.unwrap_or(0))
     }
 
-    fn revoked(&self) -> Result<Vec<(String, CrlEntryRecord)>, StoreError> {
+    fn revoked(&self) -> Result<Vec<(Serial, CrlEntryRecord)>, StoreError> {
         self.check()?;
         self.db
             .scan_prefix(b"r/")
             .map(|item| {
                 let (key, value) = item.map_err(unavailable)?;
-                let serial = String::from_utf8_lossy(&key[2..]).into_owned();
+                let serial = std::str::from_utf8(&key[2..])
+                    .ok()
+                    .and_then(|text| text.parse::<Serial>().ok())
+                    .ok_or_else(|| corrupt_key(&key, "not a serial"))?;
                 Ok((serial, decode(&key, &value)?))
             })
             .collect()
@@ -657,7 +672,7 @@ impl Writer {
                 ),
                 Guard::BatchAbsent(id) => (batch_key(id), format!("batch {id} exists")),
                 Guard::SerialAbsent(serial) => (
-                    credential_key(serial),
+                    credential_key(*serial),
                     format!("serial {serial} was already issued"),
                 ),
                 Guard::RequestIdAbsent { owner, request_id } => (
@@ -702,7 +717,7 @@ impl Writer {
                     staged.insert(member_key(batch_id, device_id), Staged::Removed);
                 }
                 Op::PutCredential(credential) => {
-                    let key = credential_key(&credential.serial);
+                    let key = credential_key(credential.serial);
                     if !self.exists(overlay, staged, &key)? {
                         let count = self.read_count(overlay, staged, CREDENTIAL_COUNT_KEY)?;
                         staged.insert(CREDENTIAL_COUNT_KEY.to_vec(), Staged::Count(count + 1));
@@ -710,10 +725,10 @@ impl Writer {
                     staged.insert(key, Staged::Bytes(encode(credential)));
                 }
                 Op::PutOperatorCertificate(record) => {
-                    staged.insert(operator_key(&record.serial), Staged::Bytes(encode(record)));
+                    staged.insert(operator_key(record.serial), Staged::Bytes(encode(record)));
                 }
                 Op::Revoke { serial, entry } => {
-                    staged.insert(revoked_key(serial), Staged::Bytes(encode(entry)));
+                    staged.insert(revoked_key(*serial), Staged::Bytes(encode(entry)));
                 }
                 Op::AdjustCounts { batch_id, delta } => {
                     self.adjust_counts(overlay, staged, batch_id, delta)?;

@@ -14,7 +14,7 @@ use enroll_service::fleet::{EmulatedDevice, Outcome};
 use enroll_service::metrics::Metrics;
 use enroll_service::pki::{CaNames, CertificateAuthority};
 use enroll_service::server::RunningServer;
-use enroll_service::service::{Enrollment, ServiceConfig};
+use enroll_service::service::{ServiceConfig, ServiceCore};
 use enroll_service::store::{Registry, SledRegistry};
 use oxroot_proto::v1;
 use oxroot_proto::v1::device_enrollment_client::DeviceEnrollmentClient;
@@ -22,7 +22,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 pub struct Harness {
     pub dir: tempfile::TempDir,
-    pub core: Arc<Enrollment>,
+    pub core: Arc<ServiceCore>,
     pub registry: Arc<SledRegistry>,
     pub server: RunningServer,
 }
@@ -40,7 +40,7 @@ impl Harness {
             time::OffsetDateTime::now_utc() - time::Duration::minutes(1),
         )
         .unwrap();
-        let core = Enrollment::new(
+        let core = ServiceCore::new(
             registry.clone(),
             Arc::new(ca),
             config,
@@ -158,12 +158,12 @@ pub async fn seed_batch(
         }));
     commit(harness.registry(), change).await.unwrap();
     for device in devices {
-        let id = device.device_id().to_string();
+        let id = *device.device_id();
         let mut record = harness
             .registry()
             .device(&id)
             .unwrap()
-            .unwrap_or_else(|| DeviceRecord::new(id.clone()));
+            .unwrap_or_else(|| DeviceRecord::new(id));
         record.owner = Some(owner.into());
         record.batch_id = Some(batch_id.into());
         let mut change = Change::new();
@@ -174,7 +174,7 @@ pub async fn seed_batch(
             })
             .op(Op::AddToBatch {
                 batch_id: batch_id.into(),
-                device_id: id.clone(),
+                device_id: id,
             })
             .op(Op::PutDevice(record));
         commit(harness.registry(), change).await.unwrap();
@@ -191,17 +191,15 @@ impl Harness {
     ) -> (String, String) {
         use enroll_service::pki::{OperatorKey, Validity};
         let now = time::OffsetDateTime::now_utc();
-        let issued = self
-            .core
-            .issue_operator_certificate(
-                &OperatorKey::Generate,
-                (name, owner, role),
-                Validity::starting(now - time::Duration::minutes(1), time::Duration::hours(1))
-                    .unwrap(),
-                "system:test-harness",
-            )
-            .await
-            .unwrap();
+        let issued = enroll_service::service::issue_operator_certificate(
+            &self.core,
+            &OperatorKey::Generate,
+            (name, owner, role),
+            Validity::starting(now - time::Duration::minutes(1), time::Duration::hours(1)).unwrap(),
+            "system:test-harness",
+        )
+        .await
+        .unwrap();
         let key = issued.private_key.unwrap().to_pem().to_string();
         let chain = format!(
             "{}{}",

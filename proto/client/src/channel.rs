@@ -38,7 +38,7 @@ pub fn service_endpoint(url: &str) -> Result<Endpoint, InvalidServiceUrl> {
         Some("https") => {}
         Some(other) => {
             return Err(invalid(format!(
-                "scheme {other:?} is not supported; the service only speaks TLS \
+                "scheme {other:?} is not supported; the service speaks TLS only \
                  (https://HOST:PORT)"
             )));
         }

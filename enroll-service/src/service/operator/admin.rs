@@ -6,12 +6,12 @@ use time::OffsetDateTime;
 use oxroot_proto::v1;
 
 use super::policies::check_policy_name;
-use super::{ANY_ROLE, OPERATORS, OperatorService, check_length, operator_audit, role_to_proto};
+use super::{ANY_ROLE, OPERATORS, OperatorService, check_length, operator_audit};
 use crate::error::ServiceError;
-use crate::model::timestamp;
 use crate::policy;
 use crate::service::{Caller, random_hex};
 use crate::store::Change;
+use crate::wire::timestamp;
 
 impl OperatorService {
     /// WhoAmI for an authenticated caller (all roles).
@@ -19,8 +19,8 @@ impl OperatorService {
         v1::WhoAmIResponse {
             name: caller.name.clone(),
             owner: caller.owner.clone(),
-            role: role_to_proto(caller.role) as i32,
-            certificate_serial: caller.serial.clone(),
+            role: v1::Role::from(caller.role) as i32,
+            certificate_serial: caller.serial.to_string(),
             not_after: Some(timestamp(caller.not_after)),
         }
     }
@@ -59,7 +59,7 @@ impl OperatorService {
             .registry
             .policy(&owner, &request.policy_name)?
             .ok_or_else(|| ServiceError::NotFound(format!("policy {:?}", request.policy_name)))?;
-        let crl = self.core.current_crl().await?;
+        let crl = self.core.crls.current().await?;
         let now = OffsetDateTime::now_utc();
         let artifacts = policy::export_artifacts(&spec, &self.core.ca, &crl.pem, request, now)?;
         let files: Vec<&str> = artifacts.iter().map(|a| a.file_name.as_str()).collect();
@@ -92,7 +92,7 @@ impl OperatorService {
         caller.require("GetCrl", ANY_ROLE)?;
         let format = v1::CrlFormat::try_from(request.format)
             .map_err(|_| ServiceError::invalid("format", "is not a CrlFormat"))?;
-        let crl = self.core.current_crl().await?;
+        let crl = self.core.crls.current().await?;
         let (bytes, format) = match format {
             v1::CrlFormat::Der => (
                 hex::decode(&crl.der_hex)

@@ -129,19 +129,7 @@ impl OperatorService {
             ],
             request.page_size,
         );
-        let start =
-            match pager.resume(&request.page_token)?.as_deref() {
-                None => None,
-                Some([seq]) => Some(seq.parse::<u64>().map_err(|_| {
-                    ServiceError::invalid("page_token", "is not a QueryAudit token")
-                })?),
-                Some(_) => {
-                    return Err(ServiceError::invalid(
-                        "page_token",
-                        "is not a QueryAudit token",
-                    ));
-                }
-            };
+        let start: Option<u64> = pager.resume(&request.page_token)?;
         let registry = self.core.registry.as_ref();
         let keep = |d: &Decoded| {
             let r = &d.record;
@@ -187,7 +175,7 @@ impl OperatorService {
             .collect::<Result<_, _>>()?;
         Ok(v1::QueryAuditResponse {
             entries,
-            next_page_token: pager.token(next.map(|seq| vec![seq.to_string()])),
+            next_page_token: pager.token(next.as_ref()),
             head_seq: registry.audit_head(),
         })
     }

@@ -237,16 +237,7 @@ impl OperatorService {
             &[owner.as_deref().unwrap_or_default(), &request.policy_name],
             request.page_size,
         );
-        let start = match pager.resume(&request.page_token)? {
-            Some(mut key) if key.len() == 1 => key.pop(),
-            Some(_) => {
-                return Err(ServiceError::invalid(
-                    "page_token",
-                    "is not a ListBatches token",
-                ));
-            }
-            None => None,
-        };
+        let start: Option<String> = pager.resume(&request.page_token)?;
         let registry = self.core.registry.as_ref();
         let (batches, next) = pager.collect(
             start,
@@ -262,7 +253,7 @@ impl OperatorService {
                 .iter()
                 .map(|b| views.batch(b))
                 .collect::<Result<_, _>>()?,
-            next_page_token: pager.token(next.map(|id| vec![id])),
+            next_page_token: pager.token(next.as_ref()),
         })
     }
 }

@@ -11,9 +11,10 @@ use oxroot_proto::v1;
 
 use crate::error::ServiceError;
 use crate::model::{
-    BatchRecord, CredentialRecord, CredentialStatus, DeviceRecord, RevocationRecord, timestamp,
+    BatchRecord, CredentialRecord, CredentialStatus, DeviceRecord, RevocationRecord,
 };
 use crate::store::Registry;
+use crate::wire::timestamp;
 
 /// Converts records of one request, with a cache of policy kinds.
 pub(super) struct Views<'a> {
@@ -58,7 +59,7 @@ impl<'a> Views<'a> {
             description: batch.description.clone(),
             created_at: Some(timestamp(batch.created_at)),
             created_by: batch.created_by.clone(),
-            counts: Some(batch.counts.to_proto()),
+            counts: Some(v1::BatchCounts::from(&batch.counts)),
         })
     }
 
@@ -75,7 +76,7 @@ impl<'a> Views<'a> {
             CredentialStatus::Superseded => v1::CredentialState::Superseded,
         };
         Ok(v1::CredentialSummary {
-            serial: credential.serial.clone(),
+            serial: credential.serial.to_string(),
             state: state as i32,
             key_slot: u32::from(credential.key_slot),
             policy_name: credential.policy_name.clone(),
@@ -94,7 +95,7 @@ impl<'a> Views<'a> {
         device: &DeviceRecord,
         history: bool,
     ) -> Result<v1::Device, ServiceError> {
-        let current = match &device.current_serial {
+        let current = match device.current_serial {
             Some(serial) => self.registry.credential(serial)?,
             None => None,
         }
@@ -105,7 +106,7 @@ impl<'a> Views<'a> {
         let mut credential_history = Vec::new();
         if history {
             let owner = device.owner.as_deref().unwrap_or_default();
-            for serial in device.serials.iter().rev() {
+            for &serial in device.serials.iter().rev() {
                 if let Some(c) = self.registry.credential(serial)? {
                     // After a move to another owner the new owner sees only its own
                     // certificates: the old owner's policies and names are not theirs to read.
@@ -123,13 +124,13 @@ impl<'a> Views<'a> {
         }
         let registration = device.registration.as_ref();
         Ok(v1::Device {
-            device_id: device.device_id.clone(),
+            device_id: device.device_id.to_string(),
             epk: registration
-                .and_then(|r| hex::decode(&r.epk_hex).ok())
+                .map(|r| r.epk.as_bytes().to_vec())
                 .unwrap_or_default(),
             owner: device.owner.clone().unwrap_or_default(),
             batch_id: device.batch_id.clone().unwrap_or_default(),
-            state: device.state().to_proto() as i32,
+            state: v1::DeviceState::from(device.state()) as i32,
             registration_context: registration.map(|r| v1::RegistrationContext {
                 site: r.metadata.site.clone(),
                 station: r.metadata.station.clone(),
@@ -152,7 +153,7 @@ impl<'a> Views<'a> {
 pub(super) fn revocation(record: &RevocationRecord) -> v1::Revocation {
     v1::Revocation {
         revoked_at: Some(timestamp(record.revoked_at)),
-        reason: record.reason.to_proto() as i32,
+        reason: v1::RevocationReason::from(record.reason) as i32,
         comment: record.comment.clone(),
         revoked_by: record.revoked_by.clone(),
     }

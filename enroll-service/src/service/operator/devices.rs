@@ -18,17 +18,19 @@ use oxroot_proto::v1;
 use super::convert::Views;
 use super::paging::Pager;
 use super::{
-    ADMINS, ANY_ROLE, MAX_COMMENT, OPERATORS, OperatorService, check_length, counts_changed,
-    device_event, operator_audit,
+    ADMINS, ANY_ROLE, MAX_COMMENT, OPERATORS, OperatorService, check_length, operator_audit,
 };
 use crate::error::ServiceError;
 use crate::model::{
-    BatchRecord, CountsDelta, CredentialStatus, CrlEntryRecord, DeviceRecord, DeviceState,
-    RevocationReasonCode, RevocationRecord,
+    BatchRecord, CountsDelta, CredentialStatus, CrlEntryRecord, DeviceEvent, DeviceEventKind,
+    DeviceRecord, DeviceState, RevocationRecord,
 };
-use crate::pki::{PLATFORM_OWNER, is_valid_owner};
+use crate::pki::{PLATFORM_OWNER, RevocationReason, Serial, is_valid_owner};
+use crate::service::locks::commit_locked;
 use crate::service::{Caller, parse_device_id, random_hex};
 use crate::store::{Change, DeviceFilter, Op};
+use crate::wire::device_state_filter;
+use rot_core::keys::DeviceId;
 
 /// The key slot after `slot`: 1..=7, wrapping (slot 0 is the enrolment key, never certified).
 pub(super) fn next_slot(slot: u8) -> u8 {
@@ -57,34 +59,41 @@ fn stage_membership(
     now: OffsetDateTime,
     correlation: &str,
 ) {
-    let device_id = &device.device_id;
-    let event = |batch_id: &str, kind| device_event(batch_id, device_id, kind, now, correlation);
+    let device_id = device.device_id;
+    let event = |kind| Some(DeviceEvent::new(device_id, kind, now, correlation));
     if let Some(old) = old_batch {
         change
             .op(Op::RemoveFromBatch {
                 batch_id: old.to_owned(),
-                device_id: device_id.clone(),
+                device_id,
             })
-            .op(Op::AdjustCounts {
-                batch_id: old.to_owned(),
-                delta: CountsDelta::left(before),
-            })
-            .event(event(old, v1::DeviceEventKind::TransferredOut))
-            .event(counts_changed(old));
+            .batch_moved(
+                old,
+                CountsDelta::left(before),
+                event(DeviceEventKind::TransferredOut),
+            );
     }
     if let Some(new) = &device.batch_id {
         change
             .op(Op::AddToBatch {
                 batch_id: new.clone(),
-                device_id: device_id.clone(),
+                device_id,
             })
-            .op(Op::AdjustCounts {
-                batch_id: new.clone(),
-                delta: CountsDelta::joined(device.state()),
-            })
-            .event(event(new, v1::DeviceEventKind::Added))
-            .event(counts_changed(new));
+            .batch_moved(
+                new,
+                CountsDelta::joined(device.state()),
+                event(DeviceEventKind::Added),
+            );
     }
+}
+
+/// Serials as the audit log lists them: comma-separated.
+fn joined(serials: &[Serial]) -> String {
+    serials
+        .iter()
+        .map(Serial::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// A planned transfer, before it is committed.
@@ -103,7 +112,7 @@ impl OperatorService {
     fn visible_device(
         &self,
         caller: &Caller,
-        device_id: &str,
+        device_id: &DeviceId,
     ) -> Result<DeviceRecord, ServiceError> {
         self.core
             .registry
@@ -118,11 +127,11 @@ impl OperatorService {
         &self,
         device: &DeviceRecord,
         now: OffsetDateTime,
-        reason: RevocationReasonCode,
+        reason: RevocationReason,
         change: &mut Change,
-    ) -> Result<Vec<String>, ServiceError> {
+    ) -> Result<Vec<Serial>, ServiceError> {
         let mut revoked = Vec::new();
-        for serial in &device.serials {
+        for &serial in &device.serials {
             let Some(mut credential) = self.core.registry.credential(serial)? else {
                 continue;
             };
@@ -140,12 +149,9 @@ impl OperatorService {
             credential.status = CredentialStatus::Revoked;
             credential.revocation = Some(entry);
             change
-                .op(Op::Revoke {
-                    serial: serial.clone(),
-                    entry,
-                })
+                .op(Op::Revoke { serial, entry })
                 .op(Op::PutCredential(Box::new(credential)));
-            revoked.push(serial.clone());
+            revoked.push(serial);
         }
         Ok(revoked)
     }
@@ -164,7 +170,7 @@ impl OperatorService {
         let filter = DeviceFilter {
             batch_id: (!request.batch_id.is_empty()).then(|| request.batch_id.clone()),
             owner: owner.clone(),
-            state: DeviceState::from_proto(state),
+            state: device_state_filter(state),
         };
         let pager = Pager::new(
             "ListDevices",
@@ -175,23 +181,12 @@ impl OperatorService {
             ],
             request.page_size,
         );
-        let start = match pager.resume(&request.page_token)? {
-            Some(mut key) if key.len() == 1 => key.pop(),
-            Some(_) => {
-                return Err(ServiceError::invalid(
-                    "page_token",
-                    "is not a ListDevices token",
-                ));
-            }
-            None => None,
-        };
+        let start: Option<DeviceId> = pager.resume(&request.page_token)?;
         let registry = self.core.registry.as_ref();
         let (devices, next) = pager.collect(
             start,
-            |after: Option<&String>, n| {
-                Ok(registry.devices(&filter, after.map(String::as_str), n)?)
-            },
-            |d: &DeviceRecord| d.device_id.clone(),
+            |after: Option<&DeviceId>, n| Ok(registry.devices(&filter, after, n)?),
+            |d: &DeviceRecord| d.device_id,
             |_| true,
         )?;
         let mut views = Views::new(registry);
@@ -200,7 +195,7 @@ impl OperatorService {
                 .iter()
                 .map(|d| views.device(d, false))
                 .collect::<Result<_, _>>()?,
-            next_page_token: pager.token(next.map(|id| vec![id])),
+            next_page_token: pager.token(next.as_ref()),
         })
     }
 
@@ -211,7 +206,7 @@ impl OperatorService {
         request: &v1::GetDeviceRequest,
     ) -> Result<v1::GetDeviceResponse, ServiceError> {
         caller.require("GetDevice", ANY_ROLE)?;
-        let device_id = parse_device_id("device_id", &request.device_id)?.to_string();
+        let device_id = parse_device_id("device_id", &request.device_id)?;
         let device = self.visible_device(caller, &device_id)?;
         Ok(v1::GetDeviceResponse {
             device: Some(Views::new(self.core.registry.as_ref()).device(&device, true)?),
@@ -225,19 +220,19 @@ impl OperatorService {
         request: &v1::RevokeDeviceRequest,
     ) -> Result<v1::RevokeDeviceResponse, ServiceError> {
         caller.require("RevokeDevice", OPERATORS)?;
-        let device_id = parse_device_id("device_id", &request.device_id)?.to_string();
+        let device_id = parse_device_id("device_id", &request.device_id)?;
         check_length("comment", &request.comment, MAX_COMMENT)?;
         let reason = v1::RevocationReason::try_from(request.reason)
             .map_err(|_| ServiceError::invalid("reason", "is not a RevocationReason"))?;
-        let reason = RevocationReasonCode::from_proto(reason);
+        let reason = RevocationReason::from(reason);
         let correlation = random_hex(12)?;
-        let lock = self.core.locks.lock(&device_id).await;
+        let lock = self.core.device_locks.lock(&device_id).await;
         let mut device = self.visible_device(caller, &device_id)?;
         if device.revocation.is_some() {
             // Idempotent: revocation is final, and a retry must not fail. A retry after a
             // failed re-signing still gets the serials onto the CRL.
             drop(lock);
-            self.core.current_crl().await?;
+            self.core.crls.current().await?;
             return Ok(v1::RevokeDeviceResponse {
                 device: Some(Views::new(self.core.registry.as_ref()).device(&device, false)?),
                 revoked_serials: Vec::new(),
@@ -254,19 +249,12 @@ impl OperatorService {
             revoked_by: caller.name.clone(),
         });
         if let Some(batch_id) = &device.batch_id {
-            change
-                .op(Op::AdjustCounts {
-                    batch_id: batch_id.clone(),
-                    delta: CountsDelta::transition(before, device.state()),
-                })
-                .event(device_event(
-                    batch_id,
-                    &device_id,
-                    v1::DeviceEventKind::Revoked,
-                    now,
-                    &correlation,
-                ))
-                .event(counts_changed(batch_id));
+            let event = DeviceEvent::new(device_id, DeviceEventKind::Revoked, now, &correlation);
+            change.batch_moved(
+                batch_id,
+                CountsDelta::transition(before, device.state()),
+                Some(event),
+            );
         }
         change.op(Op::PutDevice(device.clone())).audit(
             operator_audit(
@@ -278,17 +266,19 @@ impl OperatorService {
                 &correlation,
             )
             .detail("reason", reason.as_str())
-            .detail("serials", revoked.join(","))
+            .detail("serials", joined(&revoked))
             .detail("comment", request.comment.clone()),
         );
-        self.core.commit_locked(change, vec![lock]).await.0?;
+        commit_locked(self.core.registry.as_ref(), change, vec![lock])
+            .await
+            .0?;
         tracing::info!(operator = %caller.name, %device_id, serials = revoked.len(), "device revoked");
         if !revoked.is_empty() {
-            self.core.resign_crl(&caller.actor()).await?;
+            self.core.crls.resign(&caller.actor()).await?;
         }
         Ok(v1::RevokeDeviceResponse {
             device: Some(Views::new(self.core.registry.as_ref()).device(&device, false)?),
-            revoked_serials: revoked,
+            revoked_serials: revoked.iter().map(Serial::to_string).collect(),
         })
     }
 
@@ -363,7 +353,7 @@ impl OperatorService {
         request: &v1::TransferDeviceRequest,
     ) -> Result<v1::TransferDeviceResponse, ServiceError> {
         caller.require("TransferDevice", OPERATORS)?;
-        let device_id = parse_device_id("device_id", &request.device_id)?.to_string();
+        let device_id = parse_device_id("device_id", &request.device_id)?;
         check_length("comment", &request.comment, MAX_COMMENT)?;
         if !request.target_owner.is_empty()
             && (request.target_owner == PLATFORM_OWNER || !is_valid_owner(&request.target_owner))
@@ -374,7 +364,7 @@ impl OperatorService {
             ));
         }
         let correlation = random_hex(12)?;
-        let lock = self.core.locks.lock(&device_id).await;
+        let lock = self.core.device_locks.lock(&device_id).await;
         let mut device = self.visible_device(caller, &device_id)?;
         let plan = self.plan_move(caller, &device, request)?;
         let now = OffsetDateTime::now_utc();
@@ -383,7 +373,7 @@ impl OperatorService {
             self.revoke_credentials(
                 &device,
                 now,
-                RevocationReasonCode::AffiliationChanged,
+                RevocationReason::AffiliationChanged,
                 &mut change,
             )?
         } else {
@@ -447,18 +437,20 @@ impl OperatorService {
                 .detail("from_batch", old_batch.clone().unwrap_or_default())
                 .detail("to_batch", device.batch_id.clone().unwrap_or_default())
                 .detail("key_slot", device.key_slot.to_string())
-                .detail("serials", revoked.join(","))
+                .detail("serials", joined(&revoked))
                 .detail("comment", request.comment.clone()),
             );
         }
-        self.core.commit_locked(change, vec![lock]).await.0?;
+        commit_locked(self.core.registry.as_ref(), change, vec![lock])
+            .await
+            .0?;
         tracing::info!(operator = %caller.name, %device_id, to_owner = %plan.target_owner, "device transferred");
         if !revoked.is_empty() {
-            self.core.resign_crl(&caller.actor()).await?;
+            self.core.crls.resign(&caller.actor()).await?;
         }
         Ok(v1::TransferDeviceResponse {
             device: Some(Views::new(self.core.registry.as_ref()).device(&device, false)?),
-            revoked_serials: revoked,
+            revoked_serials: revoked.iter().map(Serial::to_string).collect(),
         })
     }
 }

@@ -25,12 +25,15 @@ use oxroot_proto::v1;
 use oxroot_proto::v1::ImportRejectionReason as Reason;
 use rot_core::keys::{DeviceId, PublicKey};
 
-use super::{OPERATORS, OperatorService, add_delta, counts_changed, device_event, operator_audit};
+use super::{OPERATORS, OperatorService, operator_audit};
 use crate::error::ServiceError;
-use crate::model::{BatchRecord, CountsDelta, DeviceRecord};
-use crate::service::device::{RegistrationProblem, VerifiedRegistration, verify_registration};
+use crate::model::{BatchRecord, CountsDelta, DeviceEvent, DeviceEventKind, DeviceRecord};
+use crate::service::device::{
+    RegistrationProblem, VerifiedRegistration, register, verify_registration,
+};
+use crate::service::locks::commit_locked;
 use crate::service::{Caller, parse_device_id, random_hex};
-use crate::store::{Change, Op};
+use crate::store::{Change, Op, RegistryEvent};
 
 /// Most records one ImportDevices chunk may carry.
 const MAX_CHUNK: usize = 1_000;
@@ -47,8 +50,8 @@ struct Candidate {
     position: u64,
     /// Line number echoed in the report.
     line: u64,
-    /// Normalised (lowercase) DeviceId.
-    device_id: String,
+    /// The DeviceId.
+    device_id: DeviceId,
     /// Set for an offline registration whose proof verified.
     registration: Option<VerifiedRegistration>,
 }
@@ -85,9 +88,9 @@ enum Decision {
 
 /// The rules of the contract's ImportRejectionReason, in an order that discloses nothing about
 /// another owner's devices (not even whether they are revoked).
-fn decide(existing: Option<DeviceRecord>, batch: &BatchRecord, device_id: &str) -> Decision {
+fn decide(existing: Option<DeviceRecord>, batch: &BatchRecord, device_id: DeviceId) -> Decision {
     let Some(device) = existing else {
-        return Decision::Add(Box::new(DeviceRecord::new(device_id.to_owned())));
+        return Decision::Add(Box::new(DeviceRecord::new(device_id)));
     };
     if device.owner.as_ref().is_some_and(|o| *o != batch.owner) {
         return Decision::Reject(
@@ -113,7 +116,7 @@ fn decide(existing: Option<DeviceRecord>, batch: &BatchRecord, device_id: &str) 
 /// Parses one record into a DeviceId (and a verified registration for offline records).
 fn parse(record: Option<v1::import_record::Record>) -> Result<Candidate, Refused> {
     use v1::import_record::Record;
-    let candidate = |device_id: String, registration| Candidate {
+    let candidate = |device_id: DeviceId, registration| Candidate {
         position: 0,
         line: 0,
         device_id,
@@ -131,7 +134,7 @@ fn parse(record: Option<v1::import_record::Record>) -> Result<Candidate, Refused
             "the record's device_id is empty",
         )),
         Some(Record::DeviceId(text)) => match parse_device_id("device_id", &text) {
-            Ok(id) => Ok(candidate(id.to_string(), None)),
+            Ok(id) => Ok(candidate(id, None)),
             Err(_) => Err(Refused::new(
                 "",
                 Reason::InvalidDeviceId,
@@ -156,7 +159,7 @@ fn parse(record: Option<v1::import_record::Record>) -> Result<Candidate, Refused
                 r.context.as_ref(),
                 &r.proof_context,
             ) {
-                Ok(verified) => Ok(candidate(verified.device_id.to_string(), Some(verified))),
+                Ok(verified) => Ok(candidate(verified.device_id, Some(verified))),
                 Err(problem) => {
                     let device_id = PublicKey::from_sec1(&r.epk)
                         .map(|k| DeviceId::from_public_key(&k).to_string())
@@ -190,7 +193,7 @@ pub(super) struct Importer<'a> {
     /// Groups every audit entry and event of this import.
     correlation: String,
     /// DeviceIds met so far in this import, for DUPLICATE.
-    seen: HashSet<String>,
+    seen: HashSet<DeviceId>,
     /// Records met so far, for the call limit and automatic line numbers.
     records: usize,
     /// The current chunk's rejections with their positions: a chunk judges records in two
@@ -263,9 +266,9 @@ impl<'a> Importer<'a> {
             };
             match parse(record.record) {
                 Err(refused) => self.reject(position, line, refused),
-                Ok(candidate) if !self.seen.insert(candidate.device_id.clone()) => {
+                Ok(candidate) if !self.seen.insert(candidate.device_id) => {
                     let refused = Refused::new(
-                        candidate.device_id,
+                        candidate.device_id.to_string(),
                         Reason::Duplicate,
                         "the device appears earlier in this import",
                     );
@@ -297,7 +300,7 @@ impl<'a> Importer<'a> {
             };
             let existing = core.registry.device(&candidate.device_id)?;
             if matches!(
-                decide(existing, &self.batch, &candidate.device_id),
+                decide(existing, &self.batch, candidate.device_id),
                 Decision::Reject(..)
             ) {
                 // A record that will be rejected has no effect, registration included.
@@ -305,7 +308,7 @@ impl<'a> Importer<'a> {
             }
             let (core, registration) = (core.clone(), registration.clone());
             let (actor, correlation) = (actor.clone(), self.correlation.clone());
-            tasks.spawn(async move { core.register(&registration, &actor, &correlation).await });
+            tasks.spawn(async move { register(&core, &registration, &actor, &correlation).await });
         }
         while let Some(outcome) = tasks.join_next().await {
             outcome.map_err(|e| ServiceError::Internal(format!("registration task: {e}")))??;
@@ -317,8 +320,8 @@ impl<'a> Importer<'a> {
     async fn stage_and_commit(&mut self, candidates: Vec<Candidate>) -> Result<(), ServiceError> {
         let core = &self.service.core;
         let guards = core
-            .locks
-            .lock_many(candidates.iter().map(|c| c.device_id.as_str()))
+            .device_locks
+            .lock_many(candidates.iter().map(|c| &c.device_id))
             .await;
         let now = OffsetDateTime::now_utc();
         let batch_id = self.batch.batch_id.clone();
@@ -331,55 +334,55 @@ impl<'a> Importer<'a> {
         );
         for candidate in candidates {
             let existing = core.registry.device(&candidate.device_id)?;
-            match decide(existing, &self.batch, &candidate.device_id) {
+            match decide(existing, &self.batch, candidate.device_id) {
                 Decision::Unchanged => unchanged += 1,
                 Decision::Reject(reason, message) => {
-                    let refused = Refused::new(candidate.device_id, reason, message);
+                    let refused = Refused::new(candidate.device_id.to_string(), reason, message);
                     self.reject(candidate.position, candidate.line, refused);
                 }
                 Decision::Add(mut device) => {
                     device.owner = Some(self.batch.owner.clone());
                     device.batch_id = Some(batch_id.clone());
-                    add_delta(&mut delta, &CountsDelta::joined(device.state()));
+                    delta += CountsDelta::joined(device.state());
+                    let event = DeviceEvent::new(
+                        device.device_id,
+                        DeviceEventKind::Added,
+                        now,
+                        &self.correlation,
+                    );
                     change
                         .op(Op::AddToBatch {
                             batch_id: batch_id.clone(),
-                            device_id: device.device_id.clone(),
+                            device_id: device.device_id,
                         })
-                        .event(device_event(
-                            &batch_id,
-                            &device.device_id,
-                            v1::DeviceEventKind::Added,
-                            now,
-                            &self.correlation,
-                        ))
+                        .event(RegistryEvent::Device {
+                            batch_id: batch_id.clone(),
+                            event,
+                        })
                         .op(Op::PutDevice(*device));
                     accepted += 1;
                 }
             }
         }
         if accepted > 0 {
-            change
-                .op(Op::AdjustCounts {
-                    batch_id: batch_id.clone(),
-                    delta,
-                })
-                .event(counts_changed(&batch_id))
-                .audit(
-                    operator_audit(
-                        self.caller,
-                        now,
-                        &self.batch.owner,
-                        "batch.import",
-                        format!("batch:{batch_id}"),
-                        &self.correlation,
-                    )
-                    .detail("accepted", accepted.to_string())
-                    .detail("unchanged", unchanged.to_string())
-                    .detail("rejected", self.pending.len().to_string())
-                    .detail("lines", format!("{}-{}", lines.0, lines.1)),
-                );
-            core.commit_locked(change, guards).await.0?;
+            // The chunk's devices joined together: one adjustment of the counts for all of them.
+            change.batch_moved(&batch_id, delta, None).audit(
+                operator_audit(
+                    self.caller,
+                    now,
+                    &self.batch.owner,
+                    "batch.import",
+                    format!("batch:{batch_id}"),
+                    &self.correlation,
+                )
+                .detail("accepted", accepted.to_string())
+                .detail("unchanged", unchanged.to_string())
+                .detail("rejected", self.pending.len().to_string())
+                .detail("lines", format!("{}-{}", lines.0, lines.1)),
+            );
+            commit_locked(core.registry.as_ref(), change, guards)
+                .await
+                .0?;
         } else {
             drop(guards);
         }
@@ -477,7 +480,7 @@ impl OperatorService {
         Ok(v1::ImportDevicesResponse {
             batch_id: batch.batch_id,
             report: Some(report),
-            counts: Some(batch.counts.to_proto()),
+            counts: Some(v1::BatchCounts::from(&batch.counts)),
         })
     }
 }

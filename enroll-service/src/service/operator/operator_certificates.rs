@@ -24,17 +24,18 @@ use oxroot_proto::v1::issue_operator_certificate_request::Key;
 use rot_core::keys::PublicKey;
 
 use super::paging::Pager;
-use super::{ADMINS, MAX_COMMENT, OperatorService, check_length, operator_audit, role_to_proto};
+use super::{ADMINS, MAX_COMMENT, OperatorService, check_length, operator_audit};
 use crate::audit::AuditDraft;
 use crate::error::ServiceError;
-use crate::model::{
-    CrlEntryRecord, OperatorCertificateRecord, RevocationReasonCode, RevocationRecord, timestamp,
-};
+use crate::model::{CrlEntryRecord, OperatorCertificateRecord, RevocationRecord};
 use crate::pki::{
-    OperatorKey, P256_PUBLIC_KEY_LEN, PLATFORM_OWNER, Role, Serial, Validity, is_valid_owner,
+    OperatorCredentials, OperatorKey, P256_PUBLIC_KEY_LEN, PLATFORM_OWNER, RevocationReason, Role,
+    Serial, Validity, is_valid_owner,
 };
-use crate::service::{Caller, format_serial, random_hex};
+use crate::service::locks::commit_locked;
+use crate::service::{Caller, ServiceCore, random_hex};
 use crate::store::{Change, Op, Registry, commit};
+use crate::wire::timestamp;
 
 /// Operator certificate validity when the request leaves it unset.
 const DEFAULT_OPERATOR_VALIDITY: time::Duration = time::Duration::days(90);
@@ -220,7 +221,6 @@ impl OperatorService {
             Validity::new(now - BACKDATE, now + validity)?,
             serial,
         )?;
-        let serial = format_serial(serial);
         // Read back what was signed (rcgen keeps whole seconds), which also checks that the
         // certificate names the identity requested.
         let granted = Caller::from_certificate_der(&issued.certificate.der)
@@ -248,7 +248,7 @@ impl OperatorService {
                 format!("operator:{}", request.name),
                 &random_hex(12)?,
             )
-            .detail("serial", serial.clone())
+            .detail("serial", serial.to_string())
             .detail("role", role.as_str())
             .detail("owner", owner.clone())
             .detail("not_after", not_after.unix_timestamp().to_string()),
@@ -260,10 +260,10 @@ impl OperatorService {
             certificate_pem: issued.certificate.pem,
             intermediate_pems: vec![self.core.ca.intermediate_pem()],
             root_pem: self.core.ca.root_pem(),
-            serial,
+            serial: serial.to_string(),
             not_after: Some(timestamp(not_after)),
             name: request.name,
-            role: role_to_proto(role) as i32,
+            role: v1::Role::from(role) as i32,
             owner,
         })
     }
@@ -279,25 +279,26 @@ impl OperatorService {
         check_length("comment", &request.comment, MAX_COMMENT)?;
         let reason = v1::RevocationReason::try_from(request.reason)
             .map_err(|_| ServiceError::invalid("reason", "is not a RevocationReason"))?;
-        let reason = RevocationReasonCode::from_proto(reason);
+        let reason = RevocationReason::from(reason);
         if serial == caller.serial {
             return Err(ServiceError::FailedPrecondition(
                 "this is the caller's own certificate; another admin must revoke it".into(),
             ));
         }
         // Two concurrent calls for the same serial must not both write a record (the second
-        // would overwrite the first's time and reason): the device locks' stripes, keyed apart.
-        let guard = self.core.locks.lock(&format!("operator:{serial}")).await;
+        // would overwrite the first's time and reason). Revocations of operators are rare:
+        // one lock serialises them all.
+        let guard = self.core.operator_revocations.clone().lock_owned().await;
         let mut record = self
             .core
             .registry
-            .operator_certificate(&serial)?
+            .operator_certificate(serial)?
             .filter(|r| caller.can_see(Some(&r.owner)))
             .ok_or_else(|| ServiceError::NotFound(format!("operator certificate {serial}")))?;
         if record.revocation.is_some() {
             // Idempotent; a retry after a failed re-signing still gets the serial on the CRL.
             drop(guard);
-            self.core.current_crl().await?;
+            self.core.crls.current().await?;
             return Ok(v1::RevokeOperatorCertificateResponse {
                 certificate: Some(operator_certificate_to_proto(&record)),
             });
@@ -313,7 +314,7 @@ impl OperatorService {
         change
             .op(Op::PutOperatorCertificate(Box::new(record.clone())))
             .op(Op::Revoke {
-                serial: serial.clone(),
+                serial,
                 entry: CrlEntryRecord {
                     revoked_at: now,
                     reason,
@@ -328,14 +329,16 @@ impl OperatorService {
                     format!("operator:{}", record.name),
                     &random_hex(12)?,
                 )
-                .detail("serial", serial.clone())
+                .detail("serial", serial.to_string())
                 .detail("reason", reason.as_str())
                 .detail("comment", request.comment.clone()),
             );
         // Held until durable even if this call is cancelled (see `commit_locked`).
-        self.core.commit_locked(change, vec![guard]).await.0?;
+        commit_locked(self.core.registry.as_ref(), change, vec![guard])
+            .await
+            .0?;
         tracing::info!(revoker = %caller.name, name = %record.name, %serial, "operator certificate revoked");
-        self.core.resign_crl(&caller.actor()).await?;
+        self.core.crls.resign(&caller.actor()).await?;
         Ok(v1::RevokeOperatorCertificateResponse {
             certificate: Some(operator_certificate_to_proto(&record)),
         })
@@ -359,47 +362,32 @@ impl OperatorService {
             &[owner.as_deref().unwrap_or_default()],
             request.page_size,
         );
-        let start = match pager.resume(&request.page_token)? {
-            Some(key) => match <[String; 1]>::try_from(key) {
-                Ok([serial]) => Some(serial),
-                Err(_) => {
-                    return Err(ServiceError::invalid(
-                        "page_token",
-                        "is not a ListOperatorCertificates token",
-                    ));
-                }
-            },
-            None => None,
-        };
+        let start: Option<Serial> = pager.resume(&request.page_token)?;
         let registry = self.core.registry.as_ref();
         let (records, next) = pager.collect(
             start,
-            |after: Option<&String>, n| {
-                Ok(registry.operator_certificates(
-                    owner.as_deref(),
-                    after.map(String::as_str),
-                    n,
-                )?)
+            |after: Option<&Serial>, n| {
+                Ok(registry.operator_certificates(owner.as_deref(), after.copied(), n)?)
             },
-            |r: &OperatorCertificateRecord| r.serial.clone(),
+            |r: &OperatorCertificateRecord| r.serial,
             |_| true,
         )?;
         Ok(v1::ListOperatorCertificatesResponse {
             certificates: records.iter().map(operator_certificate_to_proto).collect(),
-            next_page_token: pager.token(next.map(|serial| vec![serial])),
+            next_page_token: pager.token(next.as_ref()),
         })
     }
 }
 
 /// A serial as the contract writes it (hex, either case), in the stored form (lowercase, no
 /// leading zeros).
-fn parse_operator_serial(text: &str) -> Result<String, ServiceError> {
+fn parse_operator_serial(text: &str) -> Result<Serial, ServiceError> {
     let invalid = || ServiceError::invalid("serial", "is not a certificate serial (hex)");
     if text.is_empty() || text.len() > 40 {
         return Err(invalid());
     }
     let value = u128::from_str_radix(text, 16).map_err(|_| invalid())?;
-    Ok(format_serial(Serial::new(value).map_err(|_| invalid())?))
+    Serial::new(value).map_err(|_| invalid())
 }
 
 /// The wire form of an operator certificate record.
@@ -407,10 +395,10 @@ pub(super) fn operator_certificate_to_proto(
     record: &OperatorCertificateRecord,
 ) -> v1::OperatorCertificate {
     v1::OperatorCertificate {
-        serial: record.serial.clone(),
+        serial: record.serial.to_string(),
         name: record.name.clone(),
         owner: record.owner.clone(),
-        role: role_to_proto(record.role) as i32,
+        role: v1::Role::from(record.role) as i32,
         issued_at: Some(timestamp(record.issued_at)),
         not_after: Some(timestamp(record.not_after)),
         issued_by: record.issued_by.clone(),
@@ -465,11 +453,31 @@ pub async fn record_operator_certificate(
                 "ok",
             )
             .correlation(&random_hex(12)?)
-            .detail("serial", record.serial.clone())
+            .detail("serial", record.serial.to_string())
             .detail("role", record.role.as_str())
             .detail("owner", record.owner.clone())
             .detail("not_after", record.not_after.unix_timestamp().to_string()),
         );
     commit(registry, change).await?;
     Ok(record)
+}
+
+/// Issues an operator certificate outside the operator API (the demo's admin, test harnesses)
+/// and records it as IssueOperatorCertificate does; `issued_by` is the audit actor.
+///
+/// # Errors
+/// The CA's refusal (invalid name, owner, key or validity) or the registry's.
+pub async fn issue_operator_certificate(
+    core: &ServiceCore,
+    key: &OperatorKey,
+    identity: (&str, &str, Role),
+    validity: Validity,
+    issued_by: &str,
+) -> Result<OperatorCredentials, ServiceError> {
+    let (name, owner, role) = identity;
+    let issued =
+        core.ca
+            .issue_operator_certificate(key, name, owner, role, validity, Serial::random()?)?;
+    record_operator_certificate(core.registry.as_ref(), &issued.certificate.der, issued_by).await?;
+    Ok(issued)
 }

@@ -11,9 +11,11 @@
 //! ```
 
 use aws_lc_rs::digest;
+use rot_core::keys::DeviceId;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ServiceError;
+use crate::pki::Serial;
 
 /// Page size when the request says 0.
 const DEFAULT_PAGE_SIZE: usize = 100;
@@ -40,9 +42,65 @@ struct Token {
     k: Vec<String>,
 }
 
+/// The key of a listing's items, as a page token carries it: a few strings.
+pub(super) trait PageKey: Sized {
+    /// The key's parts.
+    fn to_parts(&self) -> Vec<String>;
+    /// The key from its parts; `None` if they are not a key of this listing.
+    fn from_parts(parts: &[String]) -> Option<Self>;
+}
+
+impl PageKey for String {
+    fn to_parts(&self) -> Vec<String> {
+        vec![self.clone()]
+    }
+
+    fn from_parts(parts: &[String]) -> Option<Self> {
+        match parts {
+            [one] => Some(one.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl PageKey for (String, String) {
+    fn to_parts(&self) -> Vec<String> {
+        vec![self.0.clone(), self.1.clone()]
+    }
+
+    fn from_parts(parts: &[String]) -> Option<Self> {
+        match parts {
+            [a, b] => Some((a.clone(), b.clone())),
+            _ => None,
+        }
+    }
+}
+
+/// Keys with a text form of their own (a DeviceId, a serial, an audit sequence number).
+macro_rules! page_key_by_text {
+    ($($key:ty),*) => {$(
+        impl PageKey for $key {
+            fn to_parts(&self) -> Vec<String> {
+                vec![self.to_string()]
+            }
+
+            fn from_parts(parts: &[String]) -> Option<Self> {
+                match parts {
+                    [one] => one.parse().ok(),
+                    _ => None,
+                }
+            }
+        }
+    )*};
+}
+
+page_key_by_text!(DeviceId, Serial, u64);
+
 /// The paging state of one request: which filters it used and where it resumes.
 #[derive(Debug)]
 pub(super) struct Pager {
+    /// The RPC, for error messages.
+    rpc: String,
     /// Hex of the first 8 bytes of SHA-256 over the RPC name and filter values.
     fingerprint: String,
     /// Items per page.
@@ -59,6 +117,7 @@ impl Pager {
             context.update(part.as_bytes());
         }
         Self {
+            rpc: rpc.to_owned(),
             fingerprint: hex::encode(&context.finish().as_ref()[..8]),
             size: page_size(page_size_field),
         }
@@ -67,8 +126,19 @@ impl Pager {
     /// The key to resume after, from the request's `page_token` (`None` for the first page).
     ///
     /// # Errors
-    /// [`ServiceError::InvalidArgument`] for a malformed token or one issued for other filters.
-    pub(super) fn resume(&self, page_token: &str) -> Result<Option<Vec<String>>, ServiceError> {
+    /// [`ServiceError::InvalidArgument`] for a malformed token, one issued for other filters,
+    /// or one whose key is not a key of this listing.
+    pub(super) fn resume<K: PageKey>(&self, page_token: &str) -> Result<Option<K>, ServiceError> {
+        let Some(parts) = self.resume_parts(page_token)? else {
+            return Ok(None);
+        };
+        K::from_parts(&parts).map(Some).ok_or_else(|| {
+            ServiceError::invalid("page_token", format!("is not a {} token", self.rpc))
+        })
+    }
+
+    /// The token's key parts, after its fingerprint is checked.
+    fn resume_parts(&self, page_token: &str) -> Result<Option<Vec<String>>, ServiceError> {
         if page_token.is_empty() {
             return Ok(None);
         }
@@ -86,11 +156,11 @@ impl Pager {
     }
 
     /// The `next_page_token` for a page that ended after `key` (`None`: last page).
-    pub(super) fn token(&self, key: Option<Vec<String>>) -> String {
+    pub(super) fn token<K: PageKey>(&self, key: Option<&K>) -> String {
         key.map_or_else(String::new, |k| {
             let token = Token {
                 f: self.fingerprint.clone(),
-                k,
+                k: k.to_parts(),
             };
             #[allow(clippy::unwrap_used, reason = "serialising strings cannot fail")]
             hex::encode(serde_json::to_vec(&token).unwrap())
@@ -141,6 +211,7 @@ impl Pager {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests fail loudly")]
 mod tests {
     use super::*;
 
@@ -154,15 +225,34 @@ mod tests {
     #[test]
     fn tokens_round_trip_and_bind_the_filters() {
         let pager = Pager::new("ListDevices", &["b1", ""], 10);
-        let token = pager.token(Some(vec!["abc".into()]));
-        assert_eq!(pager.resume(&token), Ok(Some(vec!["abc".to_owned()])));
+        let token = pager.token(Some(&"abc".to_owned()));
+        assert_eq!(pager.resume::<String>(&token), Ok(Some("abc".to_owned())));
         let other = Pager::new("ListDevices", &["b2", ""], 10);
         assert!(matches!(
-            other.resume(&token),
+            other.resume::<String>(&token),
             Err(ServiceError::InvalidArgument { .. })
         ));
-        assert!(pager.resume("zz").is_err());
-        assert_eq!(pager.token(None), "");
+        assert!(pager.resume::<String>("zz").is_err());
+        assert_eq!(pager.token::<String>(None), "");
+    }
+
+    #[test]
+    fn a_token_of_another_key_shape_is_refused_naming_the_rpc() {
+        let pager = Pager::new("ListPolicies", &[], 10);
+        let pair = pager.token(Some(&("acme".to_owned(), "broker".to_owned())));
+        assert!(pager.resume::<(String, String)>(&pair).is_ok());
+        let error = pager.resume::<u64>(&pair).unwrap_err();
+        assert!(
+            error.to_string().contains("is not a ListPolicies token"),
+            "{error}"
+        );
+        let number = pager.token(Some(&7u64));
+        assert_eq!(pager.resume::<u64>(&number), Ok(Some(7)));
+        assert!(
+            pager
+                .resume::<Serial>(&pager.token(Some(&"0x7".to_owned())))
+                .is_err()
+        );
     }
 
     #[test]

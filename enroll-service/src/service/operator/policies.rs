@@ -132,18 +132,7 @@ impl OperatorService {
             &[owner.as_deref().unwrap_or_default(), kind.as_str_name()],
             request.page_size,
         );
-        let start = match pager.resume(&request.page_token)? {
-            Some(key) => match <[String; 2]>::try_from(key) {
-                Ok([owner, name]) => Some((owner, name)),
-                Err(_) => {
-                    return Err(ServiceError::invalid(
-                        "page_token",
-                        "is not a ListPolicies token",
-                    ));
-                }
-            },
-            None => None,
-        };
+        let start: Option<(String, String)> = pager.resume(&request.page_token)?;
         let registry = self.core.registry.as_ref();
         let (policies, next) = pager.collect(
             start,
@@ -159,7 +148,7 @@ impl OperatorService {
         )?;
         Ok(v1::ListPoliciesResponse {
             policies: policies.iter().map(PolicySpec::to_proto).collect(),
-            next_page_token: pager.token(next.map(|(o, n)| vec![o, n])),
+            next_page_token: pager.token(next.as_ref()),
         })
     }
 }

@@ -27,18 +27,19 @@ use rot_core::keys::{DeviceId, PublicKey};
 use super::OperatorService;
 use crate::error::ServiceError;
 use crate::metrics::Metrics;
-use crate::model::{
-    CountsDelta, CredentialRecord, CredentialStatus, DeviceState, RevocationReasonCode,
+use crate::model::{CountsDelta, CredentialRecord, CredentialStatus, DeviceState};
+use crate::pki::{
+    CaNames, CertificateAuthority, LeafRequest, OperatorKey, RevocationReason, Role, Serial,
+    Validity,
 };
-use crate::pki::{CaNames, CertificateAuthority, LeafRequest, OperatorKey, Role, Serial, Validity};
-use crate::service::{Caller, Enrollment, ServiceConfig, format_serial};
+use crate::service::{Caller, ServiceConfig, ServiceCore};
 use crate::store::{Change, Op, SledRegistry, commit};
 
 mod operator_certificates;
 
 struct Fixture {
     _dir: tempfile::TempDir,
-    core: Arc<Enrollment>,
+    core: Arc<ServiceCore>,
     svc: OperatorService,
 }
 
@@ -47,7 +48,7 @@ fn fixture() -> Fixture {
     let registry = SledRegistry::open(dir.path()).expect("registry");
     let ca = CertificateAuthority::initialise(&CaNames::default(), OffsetDateTime::now_utc())
         .expect("CA");
-    let core = Enrollment::new(
+    let core = ServiceCore::new(
         registry,
         Arc::new(ca),
         ServiceConfig::default(),
@@ -152,12 +153,13 @@ impl Fixture {
     /// Gives a registered device of a batch an active credential, as Onboard would.
     async fn onboard_directly(&self, device_id: &str) -> String {
         let registry = self.core.registry.as_ref();
-        let mut device = registry.device(device_id).expect("read").expect("device");
+        let id: DeviceId = device_id.parse().expect("a DeviceId");
+        let mut device = registry.device(&id).expect("read").expect("device");
         let batch_id = device.batch_id.clone().expect("in a batch");
         let batch = registry.batch(&batch_id).expect("read").expect("batch");
         let before = device.state();
         let serial = Serial::random().expect("serial");
-        let serial_hex = format_serial(serial);
+        let serial_hex = serial.to_string();
         let key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("key");
         let public_key: [u8; 65] = key.public_key().as_ref().try_into().expect("65 bytes");
         let now = OffsetDateTime::now_utc();
@@ -177,10 +179,10 @@ impl Fixture {
             })
             .expect("leaf");
         let credential = CredentialRecord {
-            serial: serial_hex.clone(),
-            device_id: device_id.to_owned(),
+            serial,
+            device_id: id,
             key_slot: device.key_slot,
-            dpk_hex: hex::encode(public_key),
+            dpk: PublicKey::from_sec1(&public_key).expect("a P-256 point"),
             owner: batch.owner.clone(),
             policy_name: batch.policy_name.clone(),
             batch_id: batch_id.clone(),
@@ -194,8 +196,8 @@ impl Fixture {
             status: CredentialStatus::Active,
             revocation: None,
         };
-        device.current_serial = Some(serial_hex.clone());
-        device.serials.push(serial_hex.clone());
+        device.current_serial = Some(serial);
+        device.serials.push(serial);
         device.credential_assignment = Some(device.assignment);
         device.onboarded_at = Some(now);
         let mut change = Change::new();
@@ -317,7 +319,7 @@ async fn who_am_i_reads_the_certificate() {
         (me.name.as_str(), me.owner.as_str(), me.role),
         ("carol", "acme", v1::Role::Auditor as i32)
     );
-    assert_eq!(me.certificate_serial, caller.serial);
+    assert_eq!(me.certificate_serial, caller.serial.to_string());
 }
 
 #[tokio::test]
@@ -989,7 +991,12 @@ async fn a_move_within_the_owner_keeps_the_certificate() {
     assert_eq!(f.counts(&from).total, 0);
     let counts = f.counts(&to);
     assert_eq!((counts.total, counts.reonboard_pending), (1, 1));
-    let record = f.core.registry.device(&id).expect("read").expect("device");
+    let record = f
+        .core
+        .registry
+        .device(&id.parse().expect("a DeviceId"))
+        .expect("read")
+        .expect("device");
     assert_eq!((record.assignment, record.key_slot), (1, 1));
     assert!(f.core.registry.revoked().expect("revoked").is_empty());
 
@@ -1052,15 +1059,17 @@ async fn a_move_to_another_owner_revokes_and_takes_the_next_slot() {
     assert_eq!(device.owner, "globex");
     assert_eq!(device.state, v1::DeviceState::Unassigned as i32);
     assert!(device.current_credential.is_none());
-    let record = f.core.registry.device(&id).expect("read").expect("device");
+    let record = f
+        .core
+        .registry
+        .device(&id.parse().expect("a DeviceId"))
+        .expect("read")
+        .expect("device");
     assert_eq!((record.key_slot, record.assignment), (2, 1));
     let revoked = f.core.registry.revoked().expect("revoked");
     assert_eq!(revoked.len(), 1);
-    assert_eq!(
-        revoked[0].1.reason,
-        RevocationReasonCode::AffiliationChanged
-    );
-    let crl = f.core.current_crl().await.expect("CRL");
+    assert_eq!(revoked[0].1.reason, RevocationReason::AffiliationChanged);
+    let crl = f.core.crls().current().await.expect("CRL");
     assert_eq!(
         crl_serials(&hex::decode(crl.der_hex).expect("hex")),
         vec![(serial, Some(ReasonCode::AffiliationChanged))]
@@ -1100,7 +1109,12 @@ async fn a_move_to_another_owner_revokes_and_takes_the_next_slot() {
     assert!(moved.revoked_serials.is_empty());
     assert_eq!(f.counts(&globex_batch).total, 0);
     assert_eq!(f.counts(&initech_batch).total, 1);
-    let record = f.core.registry.device(&id).expect("read").expect("device");
+    let record = f
+        .core
+        .registry
+        .device(&id.parse().expect("a DeviceId"))
+        .expect("read")
+        .expect("device");
     assert_eq!(record.key_slot, 3);
     let transfers: Vec<String> = f
         .audit_actions()
@@ -1236,7 +1250,7 @@ async fn operator_certificates_round_trip_through_a_csr() {
         ("alice@acme", "acme")
     );
     assert_eq!(alice.role, Role::Operator);
-    assert_eq!(alice.serial, issued.serial);
+    assert_eq!(alice.serial.to_string(), issued.serial);
     let days = (alice.not_after - OffsetDateTime::now_utc()).whole_days();
     assert!((89..=90).contains(&days), "{days}");
     // The new operator can work at once.
@@ -1455,7 +1469,7 @@ async fn ten_thousand_device_import() {
     assert_eq!(listed.devices.len(), 1000);
     assert!(!listed.next_page_token.is_empty());
     assert_eq!(
-        DeviceState::AwaitingRegistration.to_proto() as i32,
+        v1::DeviceState::from(DeviceState::AwaitingRegistration) as i32,
         listed.devices[0].state
     );
 }

@@ -28,9 +28,10 @@ use oxroot_proto::v1;
 
 use super::{ANY_ROLE, OperatorService};
 use crate::error::ServiceError;
-use crate::model::{BatchCounts, timestamp};
-use crate::service::{Caller, Enrollment};
+use crate::model::{BatchCounts, DeviceEvent};
+use crate::service::{Caller, ServiceCore};
 use crate::store::RegistryEvent;
+use crate::wire::timestamp;
 
 /// The stream WatchBatch returns.
 pub(crate) type WatchStream =
@@ -49,7 +50,7 @@ const OUTBOX: usize = 256;
 
 /// One watcher task.
 struct Watcher {
-    core: Arc<Enrollment>,
+    core: Arc<ServiceCore>,
     /// The watched batch.
     batch_id: String,
     /// Whether the client asked for device events.
@@ -78,7 +79,7 @@ fn progress_message(counts: &BatchCounts, dropped: u64) -> v1::WatchBatchRespons
     v1::WatchBatchResponse {
         event: Some(v1::watch_batch_response::Event::Progress(
             v1::BatchProgress {
-                counts: Some(counts.to_proto()),
+                counts: Some(v1::BatchCounts::from(counts)),
                 time: Some(timestamp(OffsetDateTime::now_utc())),
                 dropped_events: dropped,
             },
@@ -119,7 +120,7 @@ impl Watcher {
                 Wake::Event(Ok(RegistryEvent::Device { batch_id, event }))
                     if self.device_events && batch_id == self.batch_id =>
                 {
-                    self.forward(event);
+                    self.forward(&event);
                 }
                 Wake::Event(Ok(_)) => {}
                 Wake::Event(Err(RecvError::Lagged(missed))) => {
@@ -156,15 +157,15 @@ impl Watcher {
             if let RegistryEvent::Device { batch_id, event } = event
                 && batch_id == self.batch_id
             {
-                self.forward(event);
+                self.forward(&event);
             }
         }
     }
 
     /// Sends a device event if the client has room, else counts it as dropped.
-    fn forward(&mut self, event: v1::DeviceEvent) {
+    fn forward(&mut self, event: &DeviceEvent) {
         let message = v1::WatchBatchResponse {
-            event: Some(v1::watch_batch_response::Event::Device(event)),
+            event: Some(v1::watch_batch_response::Event::Device(event.into())),
         };
         if let Err(mpsc::error::TrySendError::Full(_)) = self.outbox.try_send(Ok(message)) {
             self.dropped += 1;

@@ -1,0 +1,50 @@
+//! The service's limits and timings (`[limits]` in `config.toml`).
+
+use std::time::Duration;
+
+/// Tunable limits and timings. Defaults are the ones the gRPC contract documents.
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    /// How long a challenge stays valid.
+    pub challenge_ttl: Duration,
+    /// How long a stream may take to send its first message.
+    pub first_message_timeout: Duration,
+    /// Longest Onboard / Renew stream.
+    pub stream_timeout: Duration,
+    /// Challenges one device may ask for per `rate_window`.
+    pub challenges_per_window: u32,
+    /// Window of the challenge rate limit.
+    pub rate_window: Duration,
+    /// Concurrent Onboard / Renew streams per client IP address.
+    pub max_streams_per_peer: usize,
+    /// Concurrent calls and streams (WatchBatch, ImportDevices) per operator.
+    pub max_calls_per_operator: usize,
+    /// Refusals of unregistered DeviceIds (or IDs that do not match their key) audited per
+    /// client address (IPv6: per /64) per `rate_window`. Anyone can invent such IDs; beyond
+    /// this budget they are still refused, but not written to the audit log.
+    pub audited_unknown_refusals_per_peer: u32,
+    /// Validity of each signed CRL; it is re-signed when half of it has passed.
+    pub crl_validity: Duration,
+    /// Largest device request message.
+    pub max_device_message: usize,
+    /// Largest operator request message.
+    pub max_operator_message: usize,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            challenge_ttl: Duration::from_secs(60),
+            first_message_timeout: Duration::from_secs(10),
+            stream_timeout: Duration::from_secs(120),
+            challenges_per_window: 10,
+            rate_window: Duration::from_secs(60),
+            max_streams_per_peer: 4096,
+            max_calls_per_operator: 64,
+            audited_unknown_refusals_per_peer: 600,
+            crl_validity: Duration::from_secs(7 * 24 * 3600),
+            max_device_message: 16 * 1024,
+            max_operator_message: 4 * 1024 * 1024,
+        }
+    }
+}

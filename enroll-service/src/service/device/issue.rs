@@ -1,0 +1,287 @@
+//! Issuing a credential for a verified proof: under the device lock, re-check, return the
+//! unchanged credential (idempotent) or sign a leaf, and make it durable before it is sent.
+
+use rot_core::keys::{DeviceId, KeySlot, PublicKey};
+use time::OffsetDateTime;
+
+use oxroot_proto::v1;
+
+use super::checks::{Eligible, Exchange, check_eligible};
+use super::read_facts;
+use super::refusal::Refusal;
+use crate::audit::AuditDraft;
+use crate::error::ServiceError;
+use crate::model::{
+    CountsDelta, CredentialRecord, CredentialStatus, CrlEntryRecord, DeviceEvent, DeviceEventKind,
+    DeviceRecord, RefusalDetail,
+};
+use crate::pki::{CertificateAuthority, LeafRequest, RevocationReason, Serial, Validity};
+use crate::policy::PolicySpec;
+use crate::service::ServiceCore;
+use crate::service::locks::commit_locked;
+use crate::store::{Change, Guard, Op, StoreError};
+use crate::wire::timestamp;
+
+/// Certificates start a little in the past so devices with a slightly slow clock accept them.
+const BACKDATE: time::Duration = time::Duration::minutes(5);
+
+/// The credential bundle for an issued certificate: what the device stores and uses.
+#[must_use]
+pub(crate) fn bundle(
+    ca: &CertificateAuthority,
+    credential: &CredentialRecord,
+    policy: &PolicySpec,
+) -> v1::CredentialBundle {
+    v1::CredentialBundle {
+        device_id: credential.device_id.to_string(),
+        serial: credential.serial.to_string(),
+        certificate_pem: credential.certificate_pem.clone(),
+        intermediate_pems: vec![ca.intermediate_pem()],
+        root_pem: ca.root_pem(),
+        policy_kind: policy.kind() as i32,
+        policy_name: policy.name.clone(),
+        not_before: Some(timestamp(credential.not_before)),
+        not_after: Some(timestamp(credential.not_after)),
+        renew_after: credential.renew_after.map(timestamp),
+        key_slot: u32::from(credential.key_slot),
+        endpoint: Some(policy.endpoint(
+            &credential.device_id,
+            &credential.subject_cn,
+            &ca.root_pem(),
+        )),
+    }
+}
+
+/// What happens to the credential being replaced: superseded (still valid until it expires),
+/// or revoked when the device moved within its owner since it was issued. Returns whether it
+/// goes on the CRL.
+fn retire(previous: &mut CredentialRecord, device: &DeviceRecord, now: OffsetDateTime) -> bool {
+    if previous.assignment == device.assignment {
+        previous.status = CredentialStatus::Superseded;
+        false
+    } else {
+        // Moved within the owner: the old certificate stayed valid until now, the device
+        // has re-onboarded under the new batch, so the old one goes on the CRL.
+        previous.status = CredentialStatus::Revoked;
+        previous.revocation = Some(CrlEntryRecord {
+            revoked_at: now,
+            reason: RevocationReason::Superseded,
+        });
+        true
+    }
+}
+
+/// Whether `current` is exactly what this proof would be issued: then it is sent again rather
+/// than a second certificate signed (a device retrying after a lost response).
+fn still_current(
+    exchange: Exchange,
+    current: &CredentialRecord,
+    eligible: &Eligible,
+    dpk: &PublicKey,
+    now: OffsetDateTime,
+) -> bool {
+    let unchanged = current.status == CredentialStatus::Active
+        && current.assignment == eligible.device.assignment
+        && current.key_slot == eligible.slot.get()
+        && current.dpk == *dpk
+        && current.owner == eligible.policy.owner
+        && current.policy_name == eligible.policy.name
+        && current.batch_id == eligible.batch.batch_id
+        && now < current.not_after;
+    let due = current.renew_after.is_some_and(|r| now >= r);
+    match exchange {
+        Exchange::Onboard => unchanged,
+        Exchange::Renew { .. } => unchanged && !due,
+    }
+}
+
+/// Issues (or returns the unchanged) credential for a verified proof, under the device lock,
+/// and makes it durable before returning it.
+pub(super) async fn issue(
+    core: &ServiceCore,
+    exchange: Exchange,
+    device_id: &DeviceId,
+    epk: &PublicKey,
+    earlier: &Eligible,
+    dpk: &PublicKey,
+    correlation: &str,
+) -> Result<Result<v1::CredentialBundle, Refusal>, ServiceError> {
+    let slot = earlier.slot;
+    let mut held = vec![core.device_locks.lock(device_id).await];
+    // The world may have changed while the device was signing: check again (the device
+    // record; its batch and policy, if it is still in the same batch, cannot change).
+    let facts = read_facts(
+        core,
+        device_id,
+        exchange,
+        Some((&earlier.batch, &earlier.policy)),
+    )?;
+    let eligible = match check_eligible(exchange, device_id, epk, || Ok(()), facts) {
+        Ok(e) => e,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    if eligible.slot != slot {
+        return Ok(Err(RefusalDetail::SlotMismatch.into()));
+    }
+    let now = OffsetDateTime::now_utc();
+    // Checked at proof time against the Hello-time record; again under the lock, so two
+    // concurrent streams cannot certify two different keys for one slot.
+    if eligible
+        .device
+        .slot_keys
+        .get(&slot.get())
+        .is_some_and(|known| known != dpk)
+    {
+        return Ok(Err(RefusalDetail::DpkMismatch.into()));
+    }
+    let current = match eligible.device.current_serial {
+        Some(serial) => core.registry.credential(serial)?,
+        None => None,
+    };
+    if let Some(current) = &current
+        && still_current(exchange, current, &eligible, dpk, now)
+    {
+        return Ok(Ok(bundle(&core.ca, current, &eligible.policy)));
+    }
+
+    let subject_cn = eligible.policy.subject_cn(device_id)?;
+    let mut attempts = 0;
+    let credential = loop {
+        attempts += 1;
+        let credential = sign(core, &eligible, slot, dpk, &subject_cn, now)?;
+        let change = onboarding_change(
+            exchange,
+            &eligible,
+            current.clone(),
+            &credential,
+            now,
+            correlation,
+        );
+        let (outcome, guards) = commit_locked(core.registry.as_ref(), change, held).await;
+        held = guards;
+        match outcome {
+            Ok(_) => break credential,
+            // A random 127-bit serial collided with one already issued: draw another.
+            Err(StoreError::Conflict(_)) if attempts < 3 => {}
+            Err(e) => return Err(e.into()),
+        }
+    };
+    drop(held);
+    match exchange {
+        Exchange::Onboard => core.metrics.onboarded(),
+        Exchange::Renew { .. } => core.metrics.renewed(),
+    }
+    Ok(Ok(bundle(&core.ca, &credential, &eligible.policy)))
+}
+
+/// Signs a leaf for `dpk` under a fresh random serial.
+fn sign(
+    core: &ServiceCore,
+    eligible: &Eligible,
+    slot: KeySlot,
+    dpk: &PublicKey,
+    subject_cn: &str,
+    now: OffsetDateTime,
+) -> Result<CredentialRecord, ServiceError> {
+    let policy = &eligible.policy;
+    let serial = Serial::random()?;
+    let validity = Validity::new(now - BACKDATE, now + policy.certificate_lifetime)?;
+    let leaf = core.ca.issue_device_certificate(&LeafRequest {
+        public_key: *dpk.as_bytes(),
+        common_name: subject_cn.to_owned(),
+        validity,
+        serial,
+    })?;
+    Ok(CredentialRecord {
+        serial,
+        device_id: eligible.device.device_id,
+        key_slot: slot.get(),
+        dpk: *dpk,
+        owner: policy.owner.clone(),
+        policy_name: policy.name.clone(),
+        batch_id: eligible.batch.batch_id.clone(),
+        assignment: eligible.device.assignment,
+        subject_cn: subject_cn.to_owned(),
+        issued_at: now,
+        not_before: validity.not_before,
+        not_after: validity.not_after,
+        renew_after: (policy.renew_window > time::Duration::ZERO)
+            .then(|| validity.not_after - policy.renew_window),
+        certificate_pem: leaf.pem,
+        status: CredentialStatus::Active,
+        revocation: None,
+    })
+}
+
+/// The one durable change of an issued credential: the credential (its serial never used
+/// before), the replaced one retired, the device, its batch's counts, the event and the audit
+/// entry.
+fn onboarding_change(
+    exchange: Exchange,
+    eligible: &Eligible,
+    current: Option<CredentialRecord>,
+    credential: &CredentialRecord,
+    now: OffsetDateTime,
+    correlation: &str,
+) -> Change {
+    let device = &eligible.device;
+    let (policy, batch) = (&eligible.policy, &eligible.batch);
+    let slot = credential.key_slot;
+    let mut updated = device.clone();
+    updated.key_slot = slot;
+    updated.slot_keys.insert(slot, credential.dpk);
+    updated.current_serial = Some(credential.serial);
+    updated.serials.push(credential.serial);
+    updated.credential_assignment = Some(device.assignment);
+    updated.onboarded_at = Some(now);
+    updated.last_seen = Some(now);
+
+    let mut change = Change::new();
+    change
+        .guard(Guard::SerialAbsent(credential.serial))
+        .op(Op::PutCredential(Box::new(credential.clone())));
+    if let Some(mut previous) = current
+        && previous.status == CredentialStatus::Active
+    {
+        if retire(&mut previous, device, now)
+            && let Some(entry) = previous.revocation
+        {
+            // Not on the device's response path: the CRL refresher (and any GetCrl)
+            // re-signs as soon as it sees a revoked serial that the CRL does not list yet.
+            change.op(Op::Revoke {
+                serial: previous.serial,
+                entry,
+            });
+        }
+        change.op(Op::PutCredential(Box::new(previous)));
+    }
+    let (serial, key_slot) = (credential.serial, slot);
+    let kind = match exchange {
+        Exchange::Onboard => DeviceEventKind::Onboarded { serial, key_slot },
+        Exchange::Renew { .. } => DeviceEventKind::Renewed { serial, key_slot },
+    };
+    let id = device.device_id;
+    change
+        .batch_moved(
+            &batch.batch_id,
+            CountsDelta::transition(device.state(), updated.state()),
+            Some(DeviceEvent::new(id, kind, now, correlation)),
+        )
+        .op(Op::PutDevice(updated))
+        .audit(
+            AuditDraft::new(
+                now,
+                format!("device:{id}"),
+                policy.owner.clone(),
+                format!("device.{}", exchange.rpc()),
+                format!("device:{id}"),
+                "ok",
+            )
+            .detail("serial", serial.to_string())
+            .detail("key_slot", slot.to_string())
+            .detail("policy", format!("{}/{}", policy.owner, policy.name))
+            .detail("batch", batch.batch_id.clone())
+            .correlation(correlation),
+        );
+    change
+}

@@ -1,0 +1,135 @@
+//! Bounds at the edge: device streams per client address, calls per operator, and the audit
+//! budget for refusals of DeviceIds nobody registered.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use super::Caller;
+use super::config::ServiceConfig;
+use super::rate::{FixedWindow, address_key, lock};
+use crate::error::ServiceError;
+
+/// Counts of open calls per key (a client address, an operator), each under a limit. A call
+/// holds a slot while it runs; dropping the slot frees it, however the call ended.
+#[derive(Debug)]
+struct Concurrency<K> {
+    open: Mutex<HashMap<K, usize>>,
+}
+
+impl<K: Hash + Eq + Clone> Concurrency<K> {
+    fn new() -> Self {
+        Self {
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A slot for `key`, or `None` when `limit` calls of `key` are open.
+    fn try_take(self: &Arc<Self>, key: K, limit: usize) -> Option<Slot<K>> {
+        let mut open = lock(&self.open);
+        let count = open.entry(key.clone()).or_insert(0);
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(Slot {
+            limiter: self.clone(),
+            key,
+        })
+    }
+}
+
+/// One open call of a key; frees its place when dropped.
+#[derive(Debug)]
+struct Slot<K: Hash + Eq + Clone> {
+    limiter: Arc<Concurrency<K>>,
+    key: K,
+}
+
+impl<K: Hash + Eq + Clone> Drop for Slot<K> {
+    fn drop(&mut self) {
+        let mut open = lock(&self.limiter.open);
+        if let Some(count) = open.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// A device stream's place under its address's limit (none when the address is unknown).
+/// Held, never read: dropping it frees the place.
+#[derive(Debug)]
+pub(crate) struct StreamSlot(
+    #[expect(dead_code, reason = "held for its Drop")] Option<Slot<IpAddr>>,
+);
+
+/// An operator call's place under that operator's limit. Held, never read.
+#[derive(Debug)]
+pub(crate) struct CallSlot(#[expect(dead_code, reason = "held for its Drop")] Slot<String>);
+
+/// The limits, with what is open or spent under each.
+#[derive(Debug)]
+pub(crate) struct Limits {
+    max_streams_per_peer: usize,
+    max_calls_per_operator: usize,
+    peer_streams: Arc<Concurrency<IpAddr>>,
+    operator_calls: Arc<Concurrency<String>>,
+    unknown_refusals: FixedWindow<IpAddr>,
+}
+
+impl Limits {
+    pub(crate) fn new(config: &ServiceConfig) -> Self {
+        Self {
+            max_streams_per_peer: config.max_streams_per_peer,
+            max_calls_per_operator: config.max_calls_per_operator,
+            peer_streams: Arc::new(Concurrency::new()),
+            operator_calls: Arc::new(Concurrency::new()),
+            unknown_refusals: FixedWindow::new(
+                config.rate_window,
+                config.audited_unknown_refusals_per_peer,
+            ),
+        }
+    }
+
+    /// Takes a stream slot for `peer`, or refuses when the peer has too many open.
+    pub(crate) fn open_stream(&self, peer: Option<IpAddr>) -> Result<StreamSlot, ServiceError> {
+        let Some(ip) = peer else {
+            return Ok(StreamSlot(None));
+        };
+        let limit = self.max_streams_per_peer;
+        self.peer_streams
+            .try_take(ip, limit)
+            .map(|slot| StreamSlot(Some(slot)))
+            .ok_or_else(|| {
+                ServiceError::ResourceExhausted(format!(
+                    "too many concurrent streams from {ip} (limit {limit})"
+                ))
+            })
+    }
+
+    /// Takes a call slot for an operator (by owner and name, whichever certificate it
+    /// presents), or refuses when it has too many calls and streams open.
+    pub(crate) fn open_operator_call(&self, caller: &Caller) -> Result<CallSlot, ServiceError> {
+        let limit = self.max_calls_per_operator;
+        self.operator_calls
+            .try_take(format!("{}/{}", caller.owner, caller.name), limit)
+            .map(CallSlot)
+            .ok_or_else(|| {
+                ServiceError::ResourceExhausted(format!(
+                    "operator {} has {limit} calls and streams open, the limit; retry with \
+                     backoff",
+                    caller.name
+                ))
+            })
+    }
+
+    /// Whether one more refusal of an unregistered DeviceId from `peer` may be audited: anyone
+    /// can invent such IDs by the million, so each client address (IPv6: each /64) gets a
+    /// budget per window.
+    pub(crate) fn audit_unknown_refusal(&self, peer: IpAddr) -> bool {
+        self.unknown_refusals.admit(&address_key(peer)).is_ok()
+    }
+}
