@@ -257,7 +257,9 @@ pub fn verify(
         ));
     }
     let chain = credential.chain_der()?;
-    let (leaf, intermediates) = chain.split_first().expect("chain_der has a leaf");
+    let Some((leaf, intermediates)) = chain.split_first() else {
+        return fail("the credential holds no certificate".to_owned());
+    };
     let roots = certificates(&credential.root_pem, "root")?;
     let anchors = roots
         .iter()

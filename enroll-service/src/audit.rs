@@ -181,12 +181,22 @@ pub fn chain_hash(prev_hash: &[u8], record: &[u8]) -> [u8; 32] {
     out
 }
 
+/// An audit entry that cannot be written down as canonical JSON: its time has no RFC 3339
+/// form (a year outside 0000..=9999, or an offset with seconds).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the audit entry cannot be recorded: {0}")]
+pub struct UnrecordableEntry(String);
+
 /// Seals a draft as entry `seq` after `prev_hash`.
 ///
-/// # Panics
-/// Never in practice: serialising a struct of strings and a string map cannot fail.
-#[must_use]
-pub fn seal(draft: &AuditDraft, seq: u64, prev_hash: &[u8; 32]) -> StoredAuditEntry {
+/// # Errors
+/// [`UnrecordableEntry`] if the draft's time has no RFC 3339 form; the change that carries it
+/// must then not be applied, since every change is on record.
+pub fn seal(
+    draft: &AuditDraft,
+    seq: u64,
+    prev_hash: &[u8; 32],
+) -> Result<StoredAuditEntry, UnrecordableEntry> {
     let record = AuditRecord {
         seq,
         time: draft.time,
@@ -199,17 +209,13 @@ pub fn seal(draft: &AuditDraft, seq: u64, prev_hash: &[u8; 32]) -> StoredAuditEn
         details: draft.details.clone(),
         correlation_id: draft.correlation_id.clone(),
     };
-    #[allow(
-        clippy::unwrap_used,
-        reason = "serialising plain strings is infallible"
-    )]
-    let record = serde_json::to_vec(&record).unwrap();
+    let record = serde_json::to_vec(&record).map_err(|e| UnrecordableEntry(e.to_string()))?;
     let hash = chain_hash(prev_hash, &record);
-    StoredAuditEntry {
+    Ok(StoredAuditEntry {
         record,
         prev_hash: prev_hash.to_vec(),
         hash: hash.to_vec(),
-    }
+    })
 }
 
 impl StoredAuditEntry {
@@ -245,13 +251,10 @@ impl StoredAuditEntry {
     }
 }
 
+/// The wire role of a recorded role name (empty for entries of devices and the system).
 fn role_to_proto(role: &str) -> v1::Role {
-    match role {
-        "admin" => v1::Role::Admin,
-        "operator" => v1::Role::Operator,
-        "auditor" => v1::Role::Auditor,
-        _ => v1::Role::Unspecified,
-    }
+    role.parse::<crate::pki::Role>()
+        .map_or(v1::Role::Unspecified, v1::Role::from)
 }
 
 /// Outcome of [`verify_chain`].
@@ -339,7 +342,7 @@ mod tests {
                     "ok",
                 )
                 .detail("k", seq.to_string());
-                let entry = seal(&draft, seq, &prev);
+                let entry = seal(&draft, seq, &prev).expect("a recordable time");
                 prev.copy_from_slice(&entry.hash);
                 (seq, entry)
             })

@@ -87,7 +87,9 @@ impl From<StoreError> for ServiceError {
             // A conflict that reaches a caller is one the handler did not expect (it checks
             // the guards it relies on first): report it as a failed precondition, precisely.
             StoreError::Conflict(m) => Self::FailedPrecondition(m),
-            StoreError::Corrupt { .. } => Self::Internal(e.to_string()),
+            StoreError::Corrupt { .. } | StoreError::Unrecordable(_) => {
+                Self::Internal(e.to_string())
+            }
         }
     }
 }

@@ -212,6 +212,10 @@ pub enum StoreError {
     /// A [`Guard`] failed; nothing was written.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The change cannot be recorded as given (an audit entry with no canonical form);
+    /// nothing of it was written.
+    #[error("unrecordable change: {0}")]
+    Unrecordable(String),
     /// The store cannot be read or written (I/O error, or stopped after a failed fsync).
     #[error("registry unavailable: {0}")]
     Unavailable(String),

@@ -31,41 +31,44 @@ pub(super) async fn register(
     }
     let context = registration_context(context_args)?;
     let proof_context = context_args.proof_context.as_bytes();
-    // Checked before any silicon read: a bad service URL or CA file costs nothing.
-    let online = if export.is_none() {
-        Some(service(service_args)?)
-    } else {
-        None
+    // Where the registration goes is settled before any silicon read: a bad service URL or
+    // CA file costs nothing.
+    let destination = match export {
+        Some(path) => Destination::File(path),
+        None => Destination::Service(Box::new(service(service_args)?)),
     };
     let chip = open_chip(state, silicon)?;
     let device_id = chip.device_id().to_string();
 
-    let Some((target, retry)) = online else {
-        let path = export.expect("offline when not online");
-        let request =
-            device::registration_request(&chip, proof_context, context).map_err(|e| match e {
-                ExchangeError::Chip(error) => error,
-                // Only the proof context can be wrong here, and the operator chose it.
-                other => AgentError::Usage(format!("--proof-context: {other}")),
-            })?;
-        let mut line = export_line(&request).to_string();
-        line.push('\n');
-        if path == Path::new("-") {
-            console
-                .out
-                .write_all(line.as_bytes())
-                .map_err(AgentError::io("<stdout>"))?;
-            return Ok(());
+    let (target, retry) = match destination {
+        Destination::Service(online) => *online,
+        Destination::File(path) => {
+            let request = device::registration_request(&chip, proof_context, context).map_err(
+                |e| match e {
+                    ExchangeError::Chip(error) => error,
+                    // Only the proof context can be wrong here, and the operator chose it.
+                    other => AgentError::Usage(format!("--proof-context: {other}")),
+                },
+            )?;
+            let mut line = export_line(&request).to_string();
+            line.push('\n');
+            if path == Path::new("-") {
+                console
+                    .out
+                    .write_all(line.as_bytes())
+                    .map_err(AgentError::io("<stdout>"))?;
+                return Ok(());
+            }
+            state::write_atomic(path, line.as_bytes(), 0o644)?;
+            return Report::new("registration exported")
+                .field("device_id", device_id)
+                .field("file", path.display().to_string())
+                .field(
+                    "import_with",
+                    "enrollctl batch import <batch-id> FILE (JSON lines)",
+                )
+                .print(console);
         }
-        state::write_atomic(path, line.as_bytes(), 0o644)?;
-        return Report::new("registration exported")
-            .field("device_id", device_id)
-            .field("file", path.display().to_string())
-            .field(
-                "import_with",
-                "enrollctl batch import <batch-id> FILE (JSON lines)",
-            )
-            .print(console);
     };
 
     let response = retry
@@ -96,6 +99,12 @@ pub(super) async fn register(
     .field("registered_at", registered_at)
     .field("service", target.url())
     .print(console)
+}
+
+/// Where a registration goes: the service, or a file (`-`: stdout) for an offline import.
+enum Destination<'a> {
+    Service(Box<(crate::service::ServiceTarget, crate::service::Retry)>),
+    File(&'a Path),
 }
 
 /// The `RegistrationContext`, or `None` when no field was given.

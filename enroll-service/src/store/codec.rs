@@ -292,7 +292,8 @@ mod tests {
             &AuditDraft::new(at(1_700_000_000), "system", "*", "test", "x", "ok"),
             1,
             &audit::GENESIS_HASH,
-        );
+        )
+        .unwrap();
         round_trip(&entry);
         // The hashes are stored as raw bytes in the binary encoding, hex in JSON.
         assert!(encode(&entry).len() < entry.record.len() + 80);

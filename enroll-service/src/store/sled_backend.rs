@@ -748,7 +748,8 @@ impl Writer {
                 }
                 Op::Audit(draft) => {
                     let seq = self.audit_seq + 1;
-                    let entry = audit::seal(draft, seq, &self.audit_hash);
+                    let entry = audit::seal(draft, seq, &self.audit_hash)
+                        .map_err(|e| StoreError::Unrecordable(e.to_string()))?;
                     self.audit_hash.copy_from_slice(&entry.hash);
                     self.audit_seq = seq;
                     staged.insert(audit_key(seq), Staged::Bytes(encode(&entry)));
