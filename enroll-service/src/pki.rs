@@ -14,9 +14,12 @@
 //! the device proved possession of. CA keys are stored encrypted ([`EncryptedKey`]).
 
 mod authority;
+mod ca_directory;
 mod error;
+mod issue;
 mod keystore;
 mod operator;
+mod profile;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

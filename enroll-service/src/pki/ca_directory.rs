@@ -1,0 +1,109 @@
+//! The CA directory: the CA certificates and their sealed keys as files, written with the one
+//! careful writer and read back with every cross-check of an import.
+//!
+//! ```text
+//!  <dir>/root.pem  intermediate.pem  intermediate.key.enc  [root.key.enc, until taken offline]
+//! ```
+
+use std::num::NonZeroU32;
+use std::path::Path;
+
+use rcgen::KeyPair;
+
+use super::authority::{cert_pem_to_der, key_from_pkcs8};
+use super::keystore::write_atomically;
+use super::{
+    CertificateAuthority, DEFAULT_PBKDF2_ITERATIONS, EncryptedKey, Passphrase, PkiError,
+    PrivateKeyPkcs8,
+};
+
+const ROOT_CERT_FILE: &str = "root.pem";
+const INTERMEDIATE_CERT_FILE: &str = "intermediate.pem";
+const ROOT_KEY_FILE: &str = "root.key.enc";
+const INTERMEDIATE_KEY_FILE: &str = "intermediate.key.enc";
+
+impl CertificateAuthority {
+    /// Writes `root.pem`, `intermediate.pem`, `intermediate.key.enc` and, if the root key is
+    /// held, `root.key.enc` into `dir` with [`DEFAULT_PBKDF2_ITERATIONS`].
+    ///
+    /// # Errors
+    /// [`PkiError::Io`] naming the file that failed, [`PkiError::EmptyPassphrase`],
+    /// [`PkiError::Random`].
+    pub fn save(&self, dir: &Path, passphrase: &Passphrase) -> Result<(), PkiError> {
+        let iterations =
+            NonZeroU32::new(DEFAULT_PBKDF2_ITERATIONS).ok_or(PkiError::InvalidIterations(0))?;
+        self.save_with_iterations(dir, passphrase, iterations)
+    }
+
+    /// [`CertificateAuthority::save`] with an explicit PBKDF2 iteration count. Production keys
+    /// should use at least [`DEFAULT_PBKDF2_ITERATIONS`]; tests use small counts for speed.
+    ///
+    /// # Errors
+    /// As [`CertificateAuthority::save`], plus [`PkiError::InvalidIterations`].
+    pub fn save_with_iterations(
+        &self,
+        dir: &Path,
+        passphrase: &Passphrase,
+        iterations: NonZeroU32,
+    ) -> Result<(), PkiError> {
+        std::fs::create_dir_all(dir).map_err(|e| PkiError::io(dir, e))?;
+        let seal = |key: &KeyPair| {
+            EncryptedKey::seal(
+                &PrivateKeyPkcs8::new(key.serialize_der()),
+                passphrase,
+                iterations,
+            )
+        };
+        // Keys first: a crash then leaves at worst keys without their new certificates,
+        // which load refuses loudly (key mismatch) rather than silently.
+        write_atomically(
+            &dir.join(INTERMEDIATE_KEY_FILE),
+            seal(self.issuer.key())?.as_bytes(),
+            true,
+        )?;
+        if let Some(root_key) = &self.root_key {
+            write_atomically(&dir.join(ROOT_KEY_FILE), seal(root_key)?.as_bytes(), true)?;
+        }
+        write_atomically(
+            &dir.join(INTERMEDIATE_CERT_FILE),
+            self.intermediate_pem().as_bytes(),
+            false,
+        )?;
+        write_atomically(&dir.join(ROOT_CERT_FILE), self.root_pem().as_bytes(), false)
+    }
+
+    /// Reads a directory written by [`CertificateAuthority::save`]. `root.key.enc` is
+    /// optional: an online service normally runs without it.
+    ///
+    /// # Errors
+    /// [`PkiError::Io`] for a missing or unreadable file, [`PkiError::KeyDecryption`] for a
+    /// wrong passphrase or a modified key file, and the validation errors of
+    /// [`CertificateAuthority::import_intermediate`].
+    pub fn load(dir: &Path, passphrase: &Passphrase) -> Result<Self, PkiError> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read(&path).map_err(|e| PkiError::io(path, e))
+        };
+        let read_text = |name: &'static str| {
+            String::from_utf8(read(name)?).map_err(|e| PkiError::parse(name, e))
+        };
+        let root_der = cert_pem_to_der("root certificate", &read_text(ROOT_CERT_FILE)?)?;
+        let intermediate_der = cert_pem_to_der(
+            "intermediate certificate",
+            &read_text(INTERMEDIATE_CERT_FILE)?,
+        )?;
+        let intermediate_key = EncryptedKey::from_bytes(read(INTERMEDIATE_KEY_FILE)?)
+            .open(passphrase)
+            .and_then(|key| key_from_pkcs8("intermediate private key", &key))?;
+        let root_key = if dir.join(ROOT_KEY_FILE).exists() {
+            Some(
+                EncryptedKey::from_bytes(read(ROOT_KEY_FILE)?)
+                    .open(passphrase)
+                    .and_then(|key| key_from_pkcs8("root private key", &key))?,
+            )
+        } else {
+            None
+        };
+        Self::assemble(root_der, root_key, intermediate_der, intermediate_key)
+    }
+}
