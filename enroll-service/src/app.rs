@@ -68,6 +68,18 @@ pub struct Limits {
     pub max_device_message: usize,
     /// Largest operator message, bytes.
     pub max_operator_message: usize,
+    /// Open connections per client address (IPv6: per /64).
+    pub max_connections_per_peer: usize,
+    /// Longest TLS handshake, seconds.
+    pub tls_handshake_timeout_secs: u64,
+    /// Longest wait for the HTTP/2 preface after the handshake, seconds.
+    pub http2_preface_timeout_secs: u64,
+    /// TCP keepalive idle time, seconds.
+    pub tcp_keepalive_secs: u64,
+    /// HTTP/2 PING interval on idle connections, seconds.
+    pub http2_keepalive_interval_secs: u64,
+    /// How long an HTTP/2 PING may go unanswered before the connection is closed, seconds.
+    pub http2_keepalive_timeout_secs: u64,
 }
 
 impl Default for Limits {
@@ -81,6 +93,12 @@ impl Default for Limits {
             audited_unknown_refusals_per_minute: defaults.audited_unknown_refusals_per_peer,
             max_device_message: defaults.max_device_message,
             max_operator_message: defaults.max_operator_message,
+            max_connections_per_peer: defaults.max_connections_per_peer,
+            tls_handshake_timeout_secs: defaults.tls_handshake_timeout.as_secs(),
+            http2_preface_timeout_secs: defaults.http2_preface_timeout.as_secs(),
+            tcp_keepalive_secs: defaults.tcp_keepalive.as_secs(),
+            http2_keepalive_interval_secs: defaults.http2_keepalive.0.as_secs(),
+            http2_keepalive_timeout_secs: defaults.http2_keepalive.1.as_secs(),
         }
     }
 }
@@ -105,6 +123,18 @@ impl Config {
             audited_unknown_refusals_per_peer: self.limits.audited_unknown_refusals_per_minute,
             max_device_message: self.limits.max_device_message,
             max_operator_message: self.limits.max_operator_message,
+            max_connections_per_peer: self.limits.max_connections_per_peer.max(1),
+            tls_handshake_timeout: Duration::from_secs(
+                self.limits.tls_handshake_timeout_secs.max(1),
+            ),
+            http2_preface_timeout: Duration::from_secs(
+                self.limits.http2_preface_timeout_secs.max(1),
+            ),
+            tcp_keepalive: Duration::from_secs(self.limits.tcp_keepalive_secs.max(1)),
+            http2_keepalive: (
+                Duration::from_secs(self.limits.http2_keepalive_interval_secs.max(1)),
+                Duration::from_secs(self.limits.http2_keepalive_timeout_secs.max(1)),
+            ),
             ..ServiceConfig::default()
         }
     }

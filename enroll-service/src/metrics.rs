@@ -33,6 +33,7 @@ pub struct Metrics {
     registered: Counter,
     refused: Family<ReasonLabel, Counter>,
     unaudited_refusals: Counter,
+    dropped_connections: Family<ReasonLabel, Counter>,
     latency: Family<MethodLabel, Histogram, fn() -> Histogram>,
 }
 
@@ -57,6 +58,7 @@ impl Metrics {
         let registered = Counter::default();
         let refused = Family::<ReasonLabel, Counter>::default();
         let unaudited_refusals = Counter::default();
+        let dropped_connections = Family::<ReasonLabel, Counter>::default();
         let latency = Family::<MethodLabel, Histogram, fn() -> Histogram>::new_with_constructor(
             latency_histogram,
         );
@@ -87,6 +89,12 @@ impl Metrics {
             unaudited_refusals.clone(),
         );
         registry.register(
+            "connections_dropped",
+            "Connections closed before they reached gRPC, by reason (peer_limit, \
+             handshake_timeout, handshake_failed, preface_timeout, not_http2)",
+            dropped_connections.clone(),
+        );
+        registry.register(
             "rpc_duration_seconds",
             "RPC handling time, by method",
             latency.clone(),
@@ -98,6 +106,7 @@ impl Metrics {
             registered,
             refused,
             unaudited_refusals,
+            dropped_connections,
             latency,
         }
     }
@@ -129,6 +138,15 @@ impl Metrics {
     /// One refusal not written to the audit log (its address was over its budget).
     pub fn refusal_unaudited(&self) {
         self.unaudited_refusals.inc();
+    }
+
+    /// One connection closed before it reached gRPC, and why.
+    pub fn connection_dropped(&self, reason: &str) {
+        self.dropped_connections
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     /// Starts timing an RPC; the time is recorded when the guard drops.

@@ -10,23 +10,25 @@
 //! ```
 //!
 //! The server's TLS key is generated at every start and never written: devices pin the root,
-//! so a new server certificate from the same intermediate is as good as the old one.
+//! so a new server certificate from the same intermediate is as good as the old one. Every
+//! connection passes through [`edge`] (limits and timeouts) before it reaches tonic.
+
+mod edge;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
-use zeroize::Zeroizing;
+use tokio_stream::wrappers::ReceiverStream;
 
 use oxroot_proto::v1::device_enrollment_server::DeviceEnrollmentServer;
 use oxroot_proto::v1::operator_server::OperatorServer;
 
-use crate::pki::{CertificateAuthority, PkiError, Serial, ServerName, Validity};
+use crate::pki::{CertificateAuthority, PkiError, PrivateKeyPkcs8, Serial, ServerName, Validity};
 use crate::service::{DeviceService, OperatorService, ServiceCore};
 
 /// How long a server certificate issued at start-up is valid.
@@ -37,15 +39,12 @@ const CRL_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 /// How often health checks whether the registry still accepts writes.
 const HEALTH_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
-/// The service's TLS identity: its certificate chain and key (PEM), and the root for clients.
-#[allow(
-    clippy::struct_field_names,
-    reason = "all three are PEM texts; the suffix says so"
-)]
+/// The service's TLS identity: its certificate chain and key, and the root that operators'
+/// client certificates must chain to.
 pub struct ServerTls {
-    chain_pem: String,
-    key_pem: Zeroizing<String>,
-    root_pem: String,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyPkcs8,
+    root: CertificateDer<'static>,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -69,32 +68,45 @@ impl ServerTls {
             Serial::random()?,
         )?;
         Ok(Self {
-            chain_pem: format!("{}{}", credentials.certificate.pem, ca.intermediate_pem()),
-            key_pem: credentials.private_key.to_pem(),
-            root_pem: ca.root_pem(),
+            chain: credentials
+                .chain_der
+                .into_iter()
+                .map(CertificateDer::from)
+                .collect(),
+            key: credentials.private_key,
+            root: CertificateDer::from(ca.root_der().to_vec()),
         })
     }
 
-    fn config(&self) -> ServerTlsConfig {
-        ServerTlsConfig::new()
-            .identity(Identity::from_pem(&self.chain_pem, self.key_pem.as_bytes()))
-            .client_ca_root(Certificate::from_pem(&self.root_pem))
-            // Devices have no client certificate; the Operator service requires one per call.
-            .client_auth_optional(true)
+    fn rustls_config(&self) -> Result<rustls::ServerConfig, rustls::Error> {
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.der().to_vec()));
+        edge::tls_config(self.chain.clone(), key, self.root.clone())
     }
+}
+
+/// Why serving stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// rustls refused the server's certificate or key.
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The transport failed.
+    #[error(transparent)]
+    Transport(#[from] tonic::transport::Error),
 }
 
 /// Serves until `shutdown` resolves.
 ///
 /// # Errors
-/// The transport failed (TLS configuration, listener).
+/// The TLS configuration or the transport failed.
 pub async fn serve(
     listener: TcpListener,
     core: Arc<ServiceCore>,
     tls: &ServerTls,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), ServeError> {
     let config = core.config().clone();
+    let incoming = edge::accept(listener, Arc::new(tls.rustls_config()?), core.clone());
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<DeviceEnrollmentServer<DeviceService>>()
@@ -161,20 +173,21 @@ pub async fn serve(
         }
     });
 
+    let (ping_interval, ping_timeout) = config.http2_keepalive;
     let result = tonic::transport::Server::builder()
-        .tls_config(tls.config())?
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_interval(Some(ping_interval))
+        .http2_keepalive_timeout(Some(ping_timeout))
         .max_concurrent_streams(Some(1024))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
         .add_service(device)
         .add_service(operator)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown)
         .await;
     crl_task.abort();
     health_task.abort();
-    result
+    Ok(result?)
 }
 
 /// A server running in this process (tests, `demo`).
@@ -185,7 +198,7 @@ pub struct RunningServer {
     /// The root clients must pin.
     pub root_pem: String,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+    task: Option<JoinHandle<Result<(), ServeError>>>,
 }
 
 impl RunningServer {

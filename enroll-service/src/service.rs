@@ -41,6 +41,7 @@ pub use crl::CrlSigner;
 pub use device::{DeviceService, verify_signature};
 pub use operator::{OperatorService, issue_operator_certificate, record_operator_certificate};
 
+pub use limits::ConnectionSlot;
 use limits::Limits;
 use locks::DeviceLocks;
 
@@ -96,6 +97,11 @@ impl ServiceCore {
     #[must_use]
     pub fn ca(&self) -> &CertificateAuthority {
         &self.ca
+    }
+
+    /// The limits at the edge.
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// The CRL.

@@ -7,9 +7,10 @@
 //!
 //! ```text
 //!  EntropySource ──read──▶ noisy 4,096-bit readout           (hazmat)
-//!        │                       │ extractor + public helper data
+//!        │                       │ extractor (construction 2: debias, soft BCH decode;
+//!        │                       │ construction 1 kept for enrolled devices) + helper data
 //!        ▼                       ▼
-//!  emulator / chip file    256-bit master ─HKDF─▶ 8 × 128-bit seeds   (keys)
+//!  emulator / chip file    master (≥ 144 bits) ─HKDF─▶ 8 × 128-bit seeds   (keys)
 //!  / memory region                       seed 0 ─▶ ESK / EPK, DeviceId = SHA-256(EPK)
 //!                                        seed 1..=7 ─▶ DSK / DPK per slot
 //!  attestation: the one message format every device signature uses

@@ -29,6 +29,16 @@ pub struct ServiceConfig {
     pub max_device_message: usize,
     /// Largest operator request message.
     pub max_operator_message: usize,
+    /// Open connections per client address (IPv6: per /64), whatever state they are in.
+    pub max_connections_per_peer: usize,
+    /// Longest TLS handshake; a connection that has not finished it by then is closed.
+    pub tls_handshake_timeout: Duration,
+    /// Longest wait for the HTTP/2 preface after the handshake.
+    pub http2_preface_timeout: Duration,
+    /// TCP keepalive: idle time before the first probe (a vanished peer is noticed).
+    pub tcp_keepalive: Duration,
+    /// HTTP/2 PING interval on an idle connection, and how long the answer may take.
+    pub http2_keepalive: (Duration, Duration),
 }
 
 impl Default for ServiceConfig {
@@ -45,6 +55,11 @@ impl Default for ServiceConfig {
             crl_validity: Duration::from_secs(7 * 24 * 3600),
             max_device_message: 16 * 1024,
             max_operator_message: 4 * 1024 * 1024,
+            max_connections_per_peer: 1024,
+            tls_handshake_timeout: Duration::from_secs(10),
+            http2_preface_timeout: Duration::from_secs(10),
+            tcp_keepalive: Duration::from_secs(60),
+            http2_keepalive: (Duration::from_secs(30), Duration::from_secs(20)),
         }
     }
 }

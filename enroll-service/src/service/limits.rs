@@ -1,5 +1,5 @@
-//! Bounds at the edge: device streams per client address, calls per operator, and the audit
-//! budget for refusals of DeviceIds nobody registered.
+//! Bounds at the edge: connections and device streams per client address, calls per
+//! operator, and the audit budget for refusals of DeviceIds nobody registered.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -66,6 +66,10 @@ pub(crate) struct StreamSlot(
     #[expect(dead_code, reason = "held for its Drop")] Option<Slot<IpAddr>>,
 );
 
+/// A connection's place under its address's limit. Held, never read.
+#[derive(Debug)]
+pub struct ConnectionSlot(#[expect(dead_code, reason = "held for its Drop")] Slot<IpAddr>);
+
 /// An operator call's place under that operator's limit. Held, never read.
 #[derive(Debug)]
 pub(crate) struct CallSlot(#[expect(dead_code, reason = "held for its Drop")] Slot<String>);
@@ -75,6 +79,8 @@ pub(crate) struct CallSlot(#[expect(dead_code, reason = "held for its Drop")] Sl
 pub(crate) struct Limits {
     max_streams_per_peer: usize,
     max_calls_per_operator: usize,
+    max_connections_per_peer: usize,
+    peer_connections: Arc<Concurrency<IpAddr>>,
     peer_streams: Arc<Concurrency<IpAddr>>,
     operator_calls: Arc<Concurrency<String>>,
     unknown_refusals: FixedWindow<IpAddr>,
@@ -85,6 +91,8 @@ impl Limits {
         Self {
             max_streams_per_peer: config.max_streams_per_peer,
             max_calls_per_operator: config.max_calls_per_operator,
+            max_connections_per_peer: config.max_connections_per_peer,
+            peer_connections: Arc::new(Concurrency::new()),
             peer_streams: Arc::new(Concurrency::new()),
             operator_calls: Arc::new(Concurrency::new()),
             unknown_refusals: FixedWindow::new(
@@ -92,6 +100,14 @@ impl Limits {
                 config.audited_unknown_refusals_per_peer,
             ),
         }
+    }
+
+    /// Takes a connection slot for `peer` (IPv6: its /64), or `None` when it has
+    /// `max_connections_per_peer` open, whatever state they are in.
+    pub(crate) fn open_connection(&self, peer: IpAddr) -> Option<ConnectionSlot> {
+        self.peer_connections
+            .try_take(address_key(peer), self.max_connections_per_peer)
+            .map(ConnectionSlot)
     }
 
     /// Takes a stream slot for `peer`, or refuses when the peer has too many open.
