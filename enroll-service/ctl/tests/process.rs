@@ -22,7 +22,9 @@ fn help_lists_the_commands_and_exits_0() {
     let output = enrollctl(&["--help"]);
     assert_eq!(output.status.code(), Some(0));
     let help = String::from_utf8(output.stdout).unwrap();
-    for command in ["whoami", "policy", "batch", "device", "export", "crl", "audit", "operator"] {
+    for command in [
+        "whoami", "policy", "batch", "device", "export", "crl", "audit", "operator",
+    ] {
         assert!(help.contains(command), "{command} missing from:\n{help}");
     }
 }
@@ -43,5 +45,10 @@ fn in_json_mode_an_error_is_one_json_object_on_stderr() {
     assert!(output.stdout.is_empty());
     let error: serde_json::Value = serde_json::from_slice(&output.stderr).unwrap();
     assert_eq!(error["error"]["exit_code"], 2, "{error}");
-    assert!(error["error"]["message"].as_str().unwrap().contains("OXROOT_SERVICE"));
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("OXROOT_SERVICE")
+    );
 }

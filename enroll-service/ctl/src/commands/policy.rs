@@ -4,22 +4,23 @@ use std::path::Path;
 
 use oxroot_proto::v1::{
     AwsIotPolicyParams, AzureDpsPolicyParams, CreatePolicyRequest, GetPolicyRequest,
-    ListPoliciesRequest, MosquittoPolicyParams, Policy, PolicyKind, policy::Params,
+    ListPoliciesRequest, ListPoliciesResponse, MosquittoPolicyParams, Policy, PolicyKind,
+    policy::Params,
 };
-use serde_json::json;
 
 use super::{Ctx, PAGE_SIZE, all_pages, owner};
 use crate::args::{PolicyCommand, PolicyCreateArgs};
 use crate::connect::check_certificates;
 use crate::duration::to_proto;
 use crate::error::CtlError;
+use crate::output::json;
 use crate::view;
 
 pub(super) async fn run(command: PolicyCommand, ctx: &mut Ctx<'_>) -> Result<(), CtlError> {
     match command {
         PolicyCommand::Create(args) => create(*args, ctx).await,
         PolicyCommand::Get { name, owner: o } => {
-            let policy = ctx
+            let response = ctx
                 .client()
                 .await?
                 .get_policy(GetPolicyRequest {
@@ -28,12 +29,15 @@ pub(super) async fn run(command: PolicyCommand, ctx: &mut Ctx<'_>) -> Result<(),
                 })
                 .await
                 .map_err(CtlError::rpc("GetPolicy"))?
-                .into_inner()
+                .into_inner();
+            let policy = response
                 .policy
+                .as_ref()
                 .ok_or_else(|| CtlError::BadAnswer("GetPolicy without a policy".into()))?;
-            ctx.emit(&view::policy_json(&policy), |out| {
-                view::policy_fields(&policy).write(out)
-            })
+            ctx.emit(
+                || json::message(&response),
+                |out| out.fields(&view::policy::fields(policy)),
+            )
         }
         PolicyCommand::List { owner: o, kind } => {
             let mut client = ctx.client().await?;
@@ -54,17 +58,21 @@ pub(super) async fn run(command: PolicyCommand, ctx: &mut Ctx<'_>) -> Result<(),
                 Ok((page.policies, page.next_page_token))
             })
             .await?;
-            let json = json!({
-                "policies": policies.iter().map(view::policy_json).collect::<Vec<_>>()
-            });
-            ctx.emit(&json, |out| view::policy_table(&policies).write(out))
+            let all = ListPoliciesResponse {
+                policies,
+                next_page_token: String::new(),
+            };
+            ctx.emit(
+                || json::message(&all),
+                |out| out.table(&view::policy::table(&all.policies)),
+            )
         }
     }
 }
 
 async fn create(args: PolicyCreateArgs, ctx: &mut Ctx<'_>) -> Result<(), CtlError> {
     let policy = policy_from(args)?;
-    let created = ctx
+    let response = ctx
         .client()
         .await?
         .create_policy(CreatePolicyRequest {
@@ -72,13 +80,15 @@ async fn create(args: PolicyCreateArgs, ctx: &mut Ctx<'_>) -> Result<(), CtlErro
         })
         .await
         .map_err(CtlError::rpc("CreatePolicy"))?
-        .into_inner()
+        .into_inner();
+    let created = response
         .policy
+        .as_ref()
         .ok_or_else(|| CtlError::BadAnswer("CreatePolicy without a policy".into()))?;
-    ctx.emit(&view::policy_json(&created), |out| {
-        writeln!(out, "created policy {}", created.name)?;
-        view::policy_fields(&created).write(out)
-    })
+    ctx.emit(
+        || json::message(&response),
+        |out| view::policy::created(out, created),
+    )
 }
 
 /// The policy a `policy create` command line describes; PEM files are read and checked here
