@@ -96,32 +96,39 @@ async fn create(args: PolicyCreateArgs, ctx: &mut Ctx<'_>) -> Result<(), CtlErro
 /// "unparsable PEM".
 fn policy_from(args: PolicyCreateArgs) -> Result<Policy, CtlError> {
     let port = |port: Option<u16>| port.map_or(0, u32::from);
-    let params = if let Some(host) = args.mosquitto_host {
+    let PolicyCreateArgs {
+        mosquitto,
+        aws,
+        azure,
+        topic_root,
+        ..
+    } = args;
+    let params = if let Some(host) = mosquitto.mosquitto_host {
         Params::Mosquitto(MosquittoPolicyParams {
             host,
-            port: port(args.mosquitto_port),
-            topic_root: args.topic_root.unwrap_or_default(),
-            broker_ca_pem: read_pem(args.broker_ca.as_deref())?,
+            port: port(mosquitto.mosquitto_port),
+            topic_root: topic_root.unwrap_or_default(),
+            broker_ca_pem: read_pem(mosquitto.broker_ca.as_deref())?,
         })
-    } else if let Some(endpoint_host) = args.aws_endpoint {
+    } else if let Some(endpoint_host) = aws.aws_endpoint {
         Params::AwsIot(AwsIotPolicyParams {
             endpoint_host,
-            port: port(args.aws_port),
-            server_root_ca_pem: read_pem(args.aws_root_ca.as_deref())?,
-            thing_name_template: args.thing_name_template.unwrap_or_default(),
-            topic_root: args.topic_root.unwrap_or_default(),
-            aws_region: args.aws_region.unwrap_or_default(),
-            aws_account_id: args.aws_account.unwrap_or_default(),
-            alpn_protocols: args.alpn,
+            port: port(aws.aws_port),
+            server_root_ca_pem: read_pem(aws.aws_root_ca.as_deref())?,
+            thing_name_template: aws.thing_name_template.unwrap_or_default(),
+            topic_root: topic_root.unwrap_or_default(),
+            aws_region: aws.aws_region.unwrap_or_default(),
+            aws_account_id: aws.aws_account.unwrap_or_default(),
+            alpn_protocols: aws.alpn,
         })
-    } else if let Some(id_scope) = args.azure_id_scope {
+    } else if let Some(id_scope) = azure.azure_id_scope {
         Params::AzureDps(AzureDpsPolicyParams {
             id_scope,
-            global_endpoint: args.azure_endpoint.unwrap_or_default(),
-            port: port(args.azure_port),
-            server_root_ca_pem: read_pem(args.azure_root_ca.as_deref())?,
-            enrollment_group_id: args.enrollment_group_id.unwrap_or_default(),
-            iot_hub_host_names: args.iot_hub,
+            global_endpoint: azure.azure_endpoint.unwrap_or_default(),
+            port: port(azure.azure_port),
+            server_root_ca_pem: read_pem(azure.azure_root_ca.as_deref())?,
+            enrollment_group_id: azure.enrollment_group_id.unwrap_or_default(),
+            iot_hub_host_names: azure.iot_hub,
         })
     } else {
         // clap's required group makes this unreachable from the command line.
