@@ -52,8 +52,8 @@
 //! far the log goes). The keys enrollctl adds beside a response's fields are its local facts,
 //! never a field of the contract ([`json::message_with`] refuses a clash):
 //!
-//! - `format` (`batch create`, `batch import`): how the device file was read (`quarklink-json`,
-//!   `json-lines`, `csv`; `""` without a file);
+//! - `format` (`batch create`, `batch import`): how the device file was read (`quarklink`,
+//!   `jsonl` or `csv`, as `--format` names them; `""` for `batch create` without a file);
 //! - `local_rejections`: the file's records enrollctl could not read and did not send, each an
 //!   `ImportRejection` (`line`, `device_id`, `reason`, `message`) in the mapping. The service's
 //!   own rejections are in `report.rejections`; for `batch create --devices` their `line` is the
@@ -74,7 +74,7 @@
 //! what the service applies (`365d (default)`).
 //!
 //! Text from the service (names, descriptions, comments, registration contexts, audit
-//! details) is shown through [`escape`], in every view: views write only through [`Human`],
+//! details) is shown through [`escape()`], in every view: views write only through [`Human`],
 //! whose lines, table cells and field values are escaped where they meet the terminal, so a
 //! control character, bidi override or invisible character prints as a visible escape such as
 //! `\x1b` or `\u{202e}`, and a backslash as `\\`.

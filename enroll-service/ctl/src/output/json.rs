@@ -57,7 +57,8 @@ pub enum JsonError {
     },
 }
 
-/// `message` in the proto3 JSON mapping, with [`OPTIONS`]: always a JSON object.
+/// `message` in the proto3 JSON mapping, with the printer options of [the output
+/// contract](super): always a JSON object.
 ///
 /// # Errors
 /// [`JsonError`]: a message the mapping cannot express (a timestamp out of range), or a build

@@ -509,3 +509,21 @@ fn local_keys_sit_beside_the_fields_and_may_not_hide_one() {
     let error = message_with(&response, [("batchId", json!("forged"))]).expect_err("clash");
     assert!(matches!(error, JsonError::KeyClash { .. }), "{error}");
 }
+
+/// The keys the commands add (documented in the output contract) are no field of the message
+/// they sit beside: a contract that grows such a field fails here, not in an operator's run.
+#[test]
+fn the_documented_local_keys_clash_with_no_field() {
+    fn check<M: prost::Message + prost::Name + Default>(keys: &[&'static str]) {
+        let json = message_with(&M::default(), keys.iter().map(|&key| (key, Value::Null)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        for key in keys {
+            assert_eq!(json.get(*key), Some(&Value::Null), "{}", M::full_name());
+        }
+    }
+    check::<v1::CreateBatchResponse>(&["format", "local_rejections"]);
+    check::<v1::ImportDevicesResponse>(&["format", "local_rejections"]);
+    check::<v1::ExportArtifactsResponse>(&["paths"]);
+    check::<v1::GetCrlResponse>(&["path"]);
+    check::<v1::IssueOperatorCertificateResponse>(&["profile"]);
+}
