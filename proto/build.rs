@@ -39,11 +39,15 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     // prost-build needs the imported well-known types to analyse the message
     // graph; it maps them to prost-types rather than generating them.
+    // Type names (`prost::Name`) let a client find a message's descriptor in
+    // FILE_DESCRIPTOR_SET by its full name, as enrollctl's proto3 JSON output does.
+    let mut config = tonic_prost_build::Config::new();
+    config.enable_type_names();
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
         .build_transport(true)
         .emit_rerun_if_changed(false)
-        .compile_fds(fds)?;
+        .compile_fds_with_config(fds, config)?;
     Ok(())
 }

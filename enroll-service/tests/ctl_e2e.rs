@@ -115,7 +115,6 @@ async fn an_operator_drives_a_batch_from_import_to_revocation() {
     assert_eq!(exit, Exit::Success, "{log}");
     let batch_id = batch["batch"]["batch_id"]
         .as_str()
-        .or_else(|| batch["batch_id"].as_str())
         .unwrap_or_else(|| panic!("no batch id in {batch}"))
         .to_owned();
 
@@ -137,16 +136,10 @@ async fn an_operator_drives_a_batch_from_import_to_revocation() {
     .await;
     assert_eq!(exit, Exit::Refused, "{log}");
     assert!(
-        log.contains("not-a-device-id") || log.contains("\"line\":4"),
+        log.contains("not-a-device-id") || log.contains("\"line\":\"4\""),
         "{log}"
     );
-    assert_eq!(
-        report["report"]["accepted"]
-            .as_u64()
-            .or(report["accepted"].as_u64()),
-        Some(12),
-        "{report}"
-    );
+    assert_eq!(report["report"]["accepted"], "12", "{report}");
 
     // The devices register and onboard; watch follows the batch until it settles.
     let mut client = DeviceEnrollmentClient::new(harness.channel().await);
@@ -164,7 +157,7 @@ async fn an_operator_drives_a_batch_from_import_to_revocation() {
     )
     .await;
     assert_eq!(exit, Exit::Success, "{log}");
-    assert!(log.contains("\"onboarded\":12"), "{progress}");
+    assert!(log.contains("\"onboarded\":\"12\""), "{progress}");
 
     let (exit, listed, log) = ctl(&harness, &acme, &["device", "list", "--batch", &batch_id]).await;
     assert_eq!(exit, Exit::Success, "{log}");
@@ -250,11 +243,7 @@ async fn an_operator_drives_a_batch_from_import_to_revocation() {
     )
     .await;
     assert_eq!(exit, Exit::Success, "{log}");
-    let second_id = second["batch"]["batch_id"]
-        .as_str()
-        .or_else(|| second["batch_id"].as_str())
-        .unwrap()
-        .to_owned();
+    let second_id = second["batch"]["batch_id"].as_str().unwrap().to_owned();
     let mut csv = String::from("device_id,line\n");
     for i in 0..2500u32 {
         let id = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &i.to_be_bytes());
@@ -269,13 +258,7 @@ async fn an_operator_drives_a_batch_from_import_to_revocation() {
     )
     .await;
     assert_eq!(exit, Exit::Success, "{log}");
-    assert_eq!(
-        report["report"]["accepted"]
-            .as_u64()
-            .or(report["accepted"].as_u64()),
-        Some(2500),
-        "{report}"
-    );
+    assert_eq!(report["report"]["accepted"], "2500", "{report}");
     let batch = harness.registry().batch(&second_id).unwrap().unwrap();
     assert_eq!(batch.counts.awaiting_registration, 2500);
 }
@@ -328,7 +311,7 @@ async fn a_revoked_operator_is_refused_from_its_next_call() {
         .clone();
     assert_eq!(entry["name"], "mallory");
     assert_eq!(entry["issued_by"], "root-admin");
-    assert!(entry["revocation"].is_null(), "{entry}");
+    assert!(entry.get("revocation").is_none(), "{entry}");
 
     // The operator cannot revoke anyone (not an admin), and nobody revokes themselves.
     let (exit, _, log) = ctl(&harness, &mallory, &["operator", "revoke", &serial]).await;
@@ -356,7 +339,7 @@ async fn a_revoked_operator_is_refused_from_its_next_call() {
     .await;
     assert_eq!(exit, Exit::Success, "{log}");
     assert_eq!(
-        revoked["certificate"]["revocation"]["reason"], "key-compromise",
+        revoked["certificate"]["revocation"]["reason"], "REVOCATION_REASON_KEY_COMPROMISE",
         "{revoked}"
     );
 

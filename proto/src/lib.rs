@@ -10,8 +10,10 @@
 //! The `.proto` comments are the API reference; they are carried into the
 //! generated items' rustdoc. Use [`v1`] for the messages, and
 //! `v1::device_enrollment_client` / `v1::device_enrollment_server` /
-//! `v1::operator_client` / `v1::operator_server` for the stubs.
-//! [`FILE_DESCRIPTOR_SET`] feeds gRPC server reflection.
+//! `v1::operator_client` / `v1::operator_server` for the stubs. Every message
+//! implements `prost::Name`, so its full name (`oxroot.v1.Device`) finds its
+//! descriptor in [`FILE_DESCRIPTOR_SET`], which feeds gRPC server reflection and
+//! reflection-based tools (enrollctl's proto3 JSON output).
 
 /// Package `oxroot.v1`: messages, enums, and tonic clients and servers.
 #[rustfmt::skip]

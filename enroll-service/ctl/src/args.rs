@@ -111,10 +111,11 @@ pub enum PolicyCommand {
 /// `policy create`: exactly one of `--mosquitto-host`, `--aws-endpoint`, `--azure-id-scope`
 /// chooses the kind; the other options of that kind refine it.
 ///
-/// Kind-specific options say both `requires` and `conflicts_with_all`: clap waives a
-/// `requires` whose target conflicts with a present argument, and the three kind options
-/// conflict with each other through their group, so `requires` alone would let
-/// `--azure-id-scope S --mosquitto-port 1` through.
+/// Each kind's options are one flattened struct and one clap group, and the rules are stated
+/// once per group: a group needs its kind's choosing option, and conflicts with the other
+/// kinds' groups. The conflict matters: clap waives a `requires` whose target conflicts with a
+/// present argument, so `requires` alone would let `--azure-id-scope S --mosquitto-port 1`
+/// through.
 #[derive(Debug, Args)]
 #[command(group(
     ArgGroup::new("kind")
@@ -141,64 +142,117 @@ pub struct PolicyCreateArgs {
     #[arg(long, value_name = "TEMPLATE")]
     pub cn_template: Option<String>,
     /// First topic level of device topics (Mosquitto and AWS; default "devices").
-    #[arg(long, conflicts_with = "azure_id_scope")]
+    #[arg(long, conflicts_with = AzureDpsArgs::GROUP)]
     pub topic_root: Option<String>,
 
+    /// Mosquitto options.
+    #[command(flatten)]
+    pub mosquitto: MosquittoArgs,
+    /// AWS IoT options.
+    #[command(flatten)]
+    pub aws: AwsIotArgs,
+    /// Azure DPS options.
+    #[command(flatten)]
+    pub azure: AzureDpsArgs,
+}
+
+/// `policy create` for a Mosquitto broker.
+#[derive(Debug, Args)]
+#[group(
+    id = MosquittoArgs::GROUP,
+    multiple = true,
+    requires = "mosquitto_host",
+    conflicts_with_all = [AwsIotArgs::GROUP, AzureDpsArgs::GROUP],
+)]
+#[command(next_help_heading = "Mosquitto")]
+pub struct MosquittoArgs {
     /// Mosquitto: broker host devices connect to.
-    #[arg(long, help_heading = "Mosquitto", value_name = "HOST")]
+    #[arg(long, value_name = "HOST")]
     pub mosquitto_host: Option<String>,
     /// Mosquitto: broker port (default 8883).
-    #[arg(long, help_heading = "Mosquitto", requires = "mosquitto_host", conflicts_with_all = ["aws_endpoint", "azure_id_scope"], value_name = "PORT")]
+    #[arg(long, value_name = "PORT")]
     pub mosquitto_port: Option<u16>,
     /// Mosquitto: PEM CA of the broker's server certificate (default: the oxroot root).
-    #[arg(long, help_heading = "Mosquitto", requires = "mosquitto_host", conflicts_with_all = ["aws_endpoint", "azure_id_scope"], value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     pub broker_ca: Option<PathBuf>,
+}
 
+impl MosquittoArgs {
+    /// The clap group of these options.
+    pub const GROUP: &str = "mosquitto";
+}
+
+/// `policy create` for AWS IoT Core.
+#[derive(Debug, Args)]
+#[group(
+    id = AwsIotArgs::GROUP,
+    multiple = true,
+    requires = "aws_endpoint",
+    conflicts_with_all = [MosquittoArgs::GROUP, AzureDpsArgs::GROUP],
+)]
+#[command(next_help_heading = "AWS IoT")]
+pub struct AwsIotArgs {
     /// AWS IoT: device data endpoint, PREFIX-ats.iot.REGION.amazonaws.com.
-    #[arg(
-        long,
-        help_heading = "AWS IoT",
-        requires = "aws_root_ca",
-        value_name = "HOST"
-    )]
+    #[arg(long, requires = "aws_root_ca", value_name = "HOST")]
     pub aws_endpoint: Option<String>,
     /// AWS IoT: port (default 8883; 443 needs --alpn x-amzn-mqtt-ca).
-    #[arg(long, help_heading = "AWS IoT", requires = "aws_endpoint", conflicts_with_all = ["mosquitto_host", "azure_id_scope"], value_name = "PORT")]
+    #[arg(long, value_name = "PORT")]
     pub aws_port: Option<u16>,
     /// AWS IoT: PEM trust anchor for AWS's server certificate (normally Amazon Root CA 1).
-    #[arg(long, help_heading = "AWS IoT", requires = "aws_endpoint", conflicts_with_all = ["mosquitto_host", "azure_id_scope"], value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     pub aws_root_ca: Option<PathBuf>,
     /// AWS IoT: thing name template (default "{device_id}").
-    #[arg(long, help_heading = "AWS IoT", requires = "aws_endpoint", conflicts_with_all = ["mosquitto_host", "azure_id_scope"], value_name = "TEMPLATE")]
+    #[arg(long, value_name = "TEMPLATE")]
     pub thing_name_template: Option<String>,
     /// AWS IoT: region for the exported policy's ARNs (default "*").
-    #[arg(long, help_heading = "AWS IoT", requires = "aws_endpoint", conflicts_with_all = ["mosquitto_host", "azure_id_scope"], value_name = "REGION")]
+    #[arg(long, value_name = "REGION")]
     pub aws_region: Option<String>,
     /// AWS IoT: 12-digit account ID for the exported policy's ARNs (default "*").
-    #[arg(long, help_heading = "AWS IoT", requires = "aws_endpoint", conflicts_with_all = ["mosquitto_host", "azure_id_scope"], value_name = "ACCOUNT")]
+    #[arg(long, value_name = "ACCOUNT")]
     pub aws_account: Option<String>,
     /// AWS IoT: ALPN protocol handed to devices (repeatable).
-    #[arg(long, help_heading = "AWS IoT", requires = "aws_endpoint", conflicts_with_all = ["mosquitto_host", "azure_id_scope"], value_name = "PROTOCOL")]
+    #[arg(long, value_name = "PROTOCOL")]
     pub alpn: Vec<String>,
+}
 
+impl AwsIotArgs {
+    /// The clap group of these options.
+    pub const GROUP: &str = "aws_iot";
+}
+
+/// `policy create` for Azure IoT Hub through DPS.
+#[derive(Debug, Args)]
+#[group(
+    id = AzureDpsArgs::GROUP,
+    multiple = true,
+    requires = "azure_id_scope",
+    conflicts_with_all = [MosquittoArgs::GROUP, AwsIotArgs::GROUP],
+)]
+#[command(next_help_heading = "Azure DPS")]
+pub struct AzureDpsArgs {
     /// Azure DPS: the instance's ID scope.
-    #[arg(long, help_heading = "Azure DPS", value_name = "SCOPE")]
+    #[arg(long, value_name = "SCOPE")]
     pub azure_id_scope: Option<String>,
     /// Azure DPS: global endpoint (default global.azure-devices-provisioning.net).
-    #[arg(long, help_heading = "Azure DPS", requires = "azure_id_scope", conflicts_with_all = ["mosquitto_host", "aws_endpoint"], value_name = "HOST")]
+    #[arg(long, value_name = "HOST")]
     pub azure_endpoint: Option<String>,
     /// Azure DPS: port (default 8883).
-    #[arg(long, help_heading = "Azure DPS", requires = "azure_id_scope", conflicts_with_all = ["mosquitto_host", "aws_endpoint"], value_name = "PORT")]
+    #[arg(long, value_name = "PORT")]
     pub azure_port: Option<u16>,
     /// Azure DPS: PEM trust anchor(s) for the DPS and IoT Hub servers.
-    #[arg(long, help_heading = "Azure DPS", requires = "azure_id_scope", conflicts_with_all = ["mosquitto_host", "aws_endpoint"], value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     pub azure_root_ca: Option<PathBuf>,
     /// Azure DPS: enrollment group ID (default: the policy name).
-    #[arg(long, help_heading = "Azure DPS", requires = "azure_id_scope", conflicts_with_all = ["mosquitto_host", "aws_endpoint"], value_name = "ID")]
+    #[arg(long, value_name = "ID")]
     pub enrollment_group_id: Option<String>,
     /// Azure DPS: IoT hub host the enrollment group may allocate to (repeatable).
-    #[arg(long, help_heading = "Azure DPS", requires = "azure_id_scope", conflicts_with_all = ["mosquitto_host", "aws_endpoint"], value_name = "HOST")]
+    #[arg(long, value_name = "HOST")]
     pub iot_hub: Vec<String>,
+}
+
+impl AzureDpsArgs {
+    /// The clap group of these options.
+    pub const GROUP: &str = "azure_dps";
 }
 
 /// `batch …`
@@ -631,6 +685,60 @@ mod tests {
             ])
             .is_err()
         );
+    }
+
+    /// Every option of a kind, with a value clap accepts.
+    const KINDS: [(&str, &[&str]); 3] = [
+        ("--mosquitto-host", &["--mosquitto-port", "--broker-ca"]),
+        (
+            "--aws-endpoint",
+            &[
+                "--aws-port",
+                "--aws-root-ca",
+                "--thing-name-template",
+                "--aws-region",
+                "--aws-account",
+                "--alpn",
+            ],
+        ),
+        (
+            "--azure-id-scope",
+            &[
+                "--azure-endpoint",
+                "--azure-port",
+                "--azure-root-ca",
+                "--enrollment-group-id",
+                "--iot-hub",
+            ],
+        ),
+    ];
+
+    /// `policy create --name p` choosing `kind` (AWS with the root CA it requires).
+    fn create_with(kind: &str, extra: &[&str]) -> Result<Cli, clap::Error> {
+        let mut args = vec!["policy", "create", "--name", "p", kind, "1"];
+        if kind == "--aws-endpoint" && !extra.contains(&"--aws-root-ca") {
+            args.extend(["--aws-root-ca", "1"]);
+        }
+        args.extend(extra);
+        parse(&args)
+    }
+
+    #[test]
+    fn every_kind_specific_option_needs_its_kind_and_no_other() {
+        for (kind, options) in KINDS {
+            for &option in options {
+                let own = create_with(kind, &[option, "1"]);
+                assert!(own.is_ok(), "{kind} {option}: {:?}", own.err());
+                let alone = parse(&["policy", "create", "--name", "p", option, "1"])
+                    .expect_err("an option without its kind");
+                assert_eq!(alone.exit_code(), 2, "{option}: {alone}");
+                for (other, _) in KINDS.iter().filter(|(other, _)| *other != kind) {
+                    let error =
+                        create_with(other, &[option, "1"]).expect_err("an option of another kind");
+                    assert_eq!(error.exit_code(), 2, "{other} {option}: {error}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -18,7 +18,8 @@ use tonic::transport::Channel;
 use super::args::{Command, ConnectionArgs};
 use super::connect::connect;
 use super::error::CtlError;
-use super::output::json_line;
+use super::output::Human;
+use super::output::json::{self, JsonError, json_line};
 use super::view;
 
 /// Page size asked for in list RPCs: the contract's maximum, to keep round trips few.
@@ -60,19 +61,26 @@ impl<'a> Ctx<'a> {
         Ok(client)
     }
 
-    /// Prints one result: the JSON document in `--json` mode, the human rendering otherwise.
+    /// Prints one result: in `--json` mode the JSON document (made only then, see
+    /// [`crate::output::json`]), otherwise the human view, which can write only escaped text.
     pub(crate) fn emit(
         &mut self,
-        json: &Value,
-        human: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+        json: impl FnOnce() -> Result<Value, JsonError>,
+        human: impl FnOnce(&mut Human<'_>) -> io::Result<()>,
     ) -> Result<(), CtlError> {
         if self.json {
-            json_line(self.out, json)?;
+            json_line(self.out, &json()?)?;
         } else {
-            human(self.out)?;
-            self.out.flush()?;
+            let mut out = Human::new(self.out);
+            human(&mut out)?;
+            out.flush()?;
         }
         Ok(())
+    }
+
+    /// The human side of stdout, for commands that print as they go (`batch watch`).
+    pub(crate) fn human(&mut self) -> Human<'_> {
+        Human::new(self.out)
     }
 
     /// A progress bar on the terminal's stderr, or a hidden one when stdout must stay clean
@@ -110,9 +118,10 @@ async fn whoami(ctx: &mut Ctx<'_>) -> Result<(), CtlError> {
         .await
         .map_err(CtlError::rpc("WhoAmI"))?
         .into_inner();
-    ctx.emit(&view::whoami_json(&me), |out| {
-        view::whoami_fields(&me).write(out)
-    })
+    ctx.emit(
+        || json::message(&me),
+        |out| out.fields(&view::whoami::fields(&me)),
+    )
 }
 
 /// Follows page tokens to the last page (or until `limit` items).

@@ -4,6 +4,7 @@ use std::io;
 use std::path::PathBuf;
 
 use super::import::ImportFileError;
+use super::output::JsonError;
 
 /// How `enrollctl` ends. Scripts branch on these, so they are part of the interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -161,6 +162,9 @@ pub enum CtlError {
     /// in the batch.
     #[error("{0} record(s) rejected; the report lists each with its line")]
     Rejected(u64),
+    /// A result could not be written in the proto3 JSON mapping (`--json`).
+    #[error("printing JSON: {0}")]
+    Json(#[from] JsonError),
     /// Writing to stdout failed.
     #[error("writing output: {0}")]
     Output(#[from] io::Error),
@@ -179,6 +183,7 @@ impl CtlError {
             | Self::Exists(_)
             | Self::KeyGeneration(_)
             | Self::BadAnswer(_)
+            | Self::Json(_)
             | Self::Output(_) => Exit::Failure,
         }
     }

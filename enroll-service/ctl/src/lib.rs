@@ -22,13 +22,20 @@
 //! # }
 //! ```
 //!
-//! Output contract: results go to stdout, diagnostics to stderr. With `--json`, stdout carries
-//! exactly one JSON document (one JSON object per line for `batch watch`) and errors are one
-//! JSON object on stderr; see [`output`] for the field conventions. Exit codes are [`Exit`].
+//! Output contract ([`output`] has it in full): results go to stdout, diagnostics to stderr,
+//! exit codes are [`Exit`]. With `--json`, stdout carries exactly one JSON document (one per
+//! line for `batch watch`): the RPC's response message in the proto3 JSON mapping, made from
+//! the contract's descriptors, with the few local facts of a command (files written, records
+//! that could not be read) as documented keys beside its fields; errors are one JSON object on
+//! stderr. Human output escapes every text that comes from the service, so nothing a device or
+//! another tenant wrote can drive the operator's terminal.
 //!
 //! Modules: [`args`] (the command line), [`import`] (device list parsers), [`duration`]
-//! (`90d`-style spans), [`output`] (tables and JSON helpers); the commands, connection and
-//! message views are private.
+//! (`90d`-style spans), [`output`] (the output contract: the JSON mapping, terminal escaping,
+//! tables); the commands, the connection and the human views (one module per resource) are
+//! private.
+
+#![forbid(unsafe_code)]
 
 pub mod args;
 mod commands;
@@ -48,6 +55,7 @@ use clap::error::ErrorKind;
 
 pub use args::Cli;
 pub use error::{CtlError, Exit, code_name};
+pub use output::JsonError;
 
 /// How the CLI may use the terminal.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -116,7 +124,9 @@ fn report(error: &CtlError, json: bool, stderr: &mut impl Write) -> Exit {
     let _ = if json {
         writeln!(stderr, "{}", error.to_json())
     } else {
-        writeln!(stderr, "enrollctl: {error}")
+        // The message may quote the service (a status message, a name): escaped like every
+        // human view.
+        writeln!(stderr, "enrollctl: {}", output::escape(&error.to_string()))
     };
     let _ = stderr.flush();
     exit
@@ -226,6 +236,25 @@ mod tests {
             err.starts_with("enrollctl: /nonexistent/root.pem: "),
             "{err}"
         );
+    }
+
+    #[test]
+    fn errors_escape_what_the_service_said_for_humans_only() {
+        let hostile = "gone\x1b[2J\r\u{202e}";
+        let error = CtlError::Rpc {
+            rpc: "GetDevice",
+            status: tonic::Status::not_found(hostile),
+        };
+        let mut err = Vec::new();
+        assert_eq!(report(&error, false, &mut err), Exit::Refused);
+        assert_eq!(
+            String::from_utf8(err).expect("utf-8"),
+            "enrollctl: GetDevice: NOT_FOUND: gone\\x1b[2J\\r\\u{202e}\n"
+        );
+        let mut err = Vec::new();
+        assert_eq!(report(&error, true, &mut err), Exit::Refused);
+        let value: serde_json::Value = serde_json::from_slice(&err).expect("one JSON object");
+        assert_eq!(value["error"]["grpc_message"], hostile);
     }
 
     #[tokio::test]

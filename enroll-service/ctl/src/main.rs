@@ -1,5 +1,6 @@
 //! `enrollctl`, the operator and factory-MES command line. All logic is in
 //! the `enrollctl` library; this file only hands it the process's arguments and streams.
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 

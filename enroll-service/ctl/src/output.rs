@@ -1,140 +1,98 @@
-//! Human tables and JSON, one style for every command.
+//! How `enrollctl` prints: the output contract, for people and for scripts.
 //!
-//! JSON conventions (documented for scripts): field names are the contract's snake_case names;
-//! enum values are the short lowercase names the command line accepts (`aws-iot`,
-//! `awaiting-registration`, `key-compromise`); bytes are lowercase hex; timestamps are RFC 3339
-//! UTC; durations are whole seconds. An unset timestamp is `null`.
+//! Results go to stdout, diagnostics to stderr. Exit codes are [`Exit`](crate::Exit).
 //!
-//! Human output: key/value blocks for single objects, aligned tables for lists. It is for
-//! reading, not parsing; use `--json` in scripts.
+//! # `--json`: the proto3 JSON mapping
+//!
+//! With `--json`, stdout carries exactly one JSON document (one per line for `batch watch`),
+//! and that document is the RPC's response message in the
+//! [proto3 JSON mapping](https://protobuf.dev/programming-guides/json/), produced by
+//! [`json::message`] from the contract's descriptors: no message is written field by field, so
+//! every field of the contract is printed, including fields newer than this documentation.
+//! The printer uses these options, all of which the mapping allows (any proto3 JSON parser
+//! reads the output back into the message):
+//!
+//! - **field names as in the `.proto`** (`batch_id`, not `batchId`), so that `jq .batch.batch_id`
+//!   reads like the contract;
+//! - **fields printed with their default values**: every field without presence is always
+//!   there (`""`, `0`, `"0"`, `false`, the enum's `*_UNSPECIFIED` name, `[]`, `{}`), so a script
+//!   can rely on the key. Fields with presence follow the mapping's rule: a message-typed field
+//!   (timestamps, durations, nested messages such as `revocation`) and a `oneof` member are
+//!   present only when set; absent means unset;
+//! - **enums as value names** from the `.proto` (`ROLE_ADMIN`, `DEVICE_STATE_ONBOARDED`); a
+//!   value newer than this client prints as its number;
+//! - **64-bit integers as decimal strings** (`"12"`: counts, sequence numbers, lines), 32-bit
+//!   ones as numbers;
+//! - the canonical forms of the rest: **bytes in base64** (standard alphabet, padded),
+//!   **`Timestamp` as RFC 3339** in UTC with 0, 3, 6 or 9 fractional digits,
+//!   **`Duration` as seconds with an `s`** (`"7776000s"`, `"1.500s"`), map keys as strings.
+//!
+//! Object keys are printed in sorted order, maps (labels, audit details) included, so the same
+//! answer prints the same bytes every time. Strings are exact: control characters in text from
+//! the service are escaped by JSON's own rules (`\u001b`) and by nothing else.
+//!
+//! | command | stdout with `--json` |
+//! |---|---|
+//! | `whoami` | `WhoAmIResponse` |
+//! | `policy create`, `policy get` | `CreatePolicyResponse`, `GetPolicyResponse` (`{"policy": …}`) |
+//! | `policy list` | `ListPoliciesResponse` |
+//! | `batch create` | `CreateBatchResponse`, plus `format` and `local_rejections` (below) |
+//! | `batch import` | `ImportDevicesResponse`, plus `format` and `local_rejections` (below) |
+//! | `batch get`, `batch list` | `GetBatchResponse`, `ListBatchesResponse` |
+//! | `batch watch` | one `WatchBatchResponse` per line (`{"progress": …}` or `{"device": …}`) |
+//! | `device list`, `get`, `revoke`, `transfer` | `ListDevicesResponse`, `GetDeviceResponse`, `RevokeDeviceResponse`, `TransferDeviceResponse` |
+//! | `export`, `batch export` | `ExportArtifactsResponse`, plus `paths` |
+//! | `crl` | `GetCrlResponse` (the CRL in `crl`, base64), plus `path` with `--out` |
+//! | `audit query`, `audit verify` | `QueryAuditResponse`, `VerifyAuditResponse` |
+//! | `operator issue` | `IssueOperatorCertificateResponse`, plus `profile` |
+//! | `operator revoke`, `operator list` | `RevokeOperatorCertificateResponse`, `ListOperatorCertificatesResponse` |
+//!
+//! List commands follow every page and print one `List…Response` holding all of them, with an
+//! empty `next_page_token`; `audit query --limit N` stops after N entries (`head_seq` says how
+//! far the log goes). The keys enrollctl adds beside a response's fields are its local facts,
+//! never a field of the contract ([`json::message_with`] refuses a clash):
+//!
+//! - `format` (`batch create`, `batch import`): how the device file was read (`quarklink`,
+//!   `jsonl` or `csv`, as `--format` names them; `""` for `batch create` without a file);
+//! - `local_rejections`: the file's records enrollctl could not read and did not send, each an
+//!   `ImportRejection` (`line`, `device_id`, `reason`, `message`) in the mapping. The service's
+//!   own rejections are in `report.rejections`; for `batch create --devices` their `line` is the
+//!   line of the file, not the position in the request. `batch import` sums the reports of its
+//!   calls (100,000 records each) and shows the counts after the last;
+//! - `paths` (`export`): where each of `artifacts` was written, in the same order;
+//! - `path` (`crl --out`): the file written;
+//! - `profile` (`operator issue`): `{"dir", "key", "certificate", "root"}`, the files written.
+//!
+//! Errors go to stderr as one object, `{"error": {"message", "exit_code"}}`, with `rpc`,
+//! `grpc_code` and `grpc_message` when the service refused a call.
+//!
+//! # Human output
+//!
+//! Key/value blocks for single objects, aligned tables for lists, one line per event. It is for
+//! reading, not parsing; use `--json` in scripts. Enum values are shown by the short names the
+//! command line accepts (`aws-iot`, `key-compromise`), durations as `90d`, unset defaults as
+//! what the service applies (`365d (default)`).
+//!
+//! Text from the service (names, descriptions, comments, registration contexts, audit
+//! details) is shown through [`escape()`], in every view: views write only through [`Human`],
+//! whose lines, table cells and field values are escaped where they meet the terminal, so a
+//! control character, bidi override or invisible character prints as a visible escape such as
+//! `\x1b` or `\u{202e}`, and a backslash as `\\`.
 
-use std::io::{self, Write};
+pub mod escape;
+pub mod human;
+pub mod json;
+
+pub use escape::escape;
+pub use human::{Fields, Human, Table};
+pub use json::{JsonError, json_line};
+
 use std::time::Duration;
 
-use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::duration::{DisplayDuration, from_proto};
-
-/// Writes one compact JSON document and a newline.
-///
-/// # Errors
-/// The writer's error.
-pub fn json_line(out: &mut dyn Write, value: &Value) -> io::Result<()> {
-    serde_json::to_writer(&mut *out, value)?;
-    out.write_all(b"\n")?;
-    out.flush()
-}
-
-/// An aligned text table: left-aligned columns two spaces apart, no trailing spaces.
-#[derive(Clone, Debug, Default)]
-pub struct Table {
-    rows: Vec<Vec<String>>,
-}
-
-impl Table {
-    /// A table with these column headers.
-    #[must_use]
-    pub fn new(headers: &[&str]) -> Self {
-        Self {
-            rows: vec![headers.iter().map(|&h| h.to_owned()).collect()],
-        }
-    }
-
-    /// Adds a row; missing cells print empty, extra cells are kept.
-    pub fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
-    }
-
-    /// Number of data rows.
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.rows.len() - 1
-    }
-
-    /// True without data rows.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Writes the table, header first.
-    ///
-    /// # Errors
-    /// The writer's error.
-    pub fn write(&self, out: &mut dyn Write) -> io::Result<()> {
-        let columns = self.rows.iter().map(Vec::len).max().unwrap_or(0);
-        let mut widths = vec![0; columns];
-        for row in &self.rows {
-            for (width, cell) in widths.iter_mut().zip(row) {
-                *width = (*width).max(cell.chars().count());
-            }
-        }
-        for row in &self.rows {
-            let mut line = String::new();
-            for (i, width) in widths.iter().enumerate() {
-                let cell = row.get(i).map_or("", String::as_str);
-                line.push_str(cell);
-                line.extend(std::iter::repeat_n(' ', width - cell.chars().count() + 2));
-            }
-            writeln!(out, "{}", line.trim_end())?;
-        }
-        Ok(())
-    }
-}
-
-/// A `key: value` block with the values aligned; empty values are left out so that unset
-/// optional fields do not clutter the output.
-#[derive(Clone, Debug, Default)]
-pub struct Fields {
-    pairs: Vec<(String, String)>,
-}
-
-impl Fields {
-    /// An empty block.
-    #[must_use]
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Adds a field (skipped if `value` is empty).
-    #[must_use]
-    pub fn field(mut self, key: &str, value: impl Into<String>) -> Self {
-        let value = value.into();
-        if !value.is_empty() {
-            self.pairs.push((key.to_owned(), value));
-        }
-        self
-    }
-
-    /// Writes the block. Multi-line values continue under the value column.
-    ///
-    /// # Errors
-    /// The writer's error.
-    pub fn write(&self, out: &mut dyn Write) -> io::Result<()> {
-        let width = self
-            .pairs
-            .iter()
-            .map(|(k, _)| k.chars().count())
-            .max()
-            .unwrap_or(0);
-        for (key, value) in &self.pairs {
-            let mut lines = value.lines();
-            let first = lines.next().unwrap_or("");
-            writeln!(
-                out,
-                "{:<width$}  {first}",
-                format!("{key}:"),
-                width = width + 1
-            )?;
-            for line in lines {
-                writeln!(out, "{:<width$}  {line}", "", width = width + 1)?;
-            }
-        }
-        Ok(())
-    }
-}
 
 /// RFC 3339 text of a protobuf timestamp; `None` if unset or out of range.
 #[must_use]
@@ -153,12 +111,6 @@ pub fn timestamp_text(ts: Option<&prost_types::Timestamp>) -> String {
     timestamp(ts).unwrap_or_default()
 }
 
-/// [`timestamp`] for JSON output: `null` when unset.
-#[must_use]
-pub fn timestamp_json(ts: Option<&prost_types::Timestamp>) -> Value {
-    timestamp(ts).map_or(Value::Null, Value::String)
-}
-
 /// A protobuf timestamp for an instant.
 #[must_use]
 pub fn to_timestamp(at: OffsetDateTime) -> prost_types::Timestamp {
@@ -167,14 +119,6 @@ pub fn to_timestamp(at: OffsetDateTime) -> prost_types::Timestamp {
         seconds: i64::try_from(nanos.div_euclid(1_000_000_000)).unwrap_or(i64::MAX),
         nanos: i32::try_from(nanos.rem_euclid(1_000_000_000)).unwrap_or(0),
     }
-}
-
-/// A duration in seconds for JSON (`null` if unset or negative).
-#[must_use]
-pub fn duration_json(duration: Option<&prost_types::Duration>) -> Value {
-    duration
-        .and_then(from_proto)
-        .map_or(Value::Null, |d| d.as_secs().into())
 }
 
 /// A duration for humans (`365d`), or `default` if unset.
@@ -233,51 +177,6 @@ mod tests {
     use super::*;
     use oxroot_proto::v1::{DeviceState, PolicyKind, RevocationReason};
 
-    fn text(write: impl FnOnce(&mut Vec<u8>) -> io::Result<()>) -> String {
-        let mut out = Vec::new();
-        write(&mut out).expect("writes");
-        String::from_utf8(out).expect("utf-8")
-    }
-
-    #[test]
-    fn tables_align_and_have_no_trailing_spaces() {
-        let mut table = Table::new(&["ID", "STATE", "BATCH"]);
-        table.row(vec!["abc".into(), "onboarded".into(), String::new()]);
-        table.row(vec!["d".into(), "ready".into(), "b-1".into()]);
-        assert_eq!(table.len(), 2);
-        assert_eq!(
-            text(|out| table.write(out)),
-            "ID   STATE      BATCH\nabc  onboarded\nd    ready      b-1\n"
-        );
-    }
-
-    #[test]
-    fn tables_count_characters_not_bytes() {
-        let mut table = Table::new(&["SITE", "X"]);
-        table.row(vec!["Zürich".into(), "1".into()]);
-        assert_eq!(text(|out| table.write(out)), "SITE    X\nZürich  1\n");
-    }
-
-    #[test]
-    fn an_empty_table_prints_its_header() {
-        let table = Table::new(&["A", "B"]);
-        assert!(table.is_empty());
-        assert_eq!(text(|out| table.write(out)), "A  B\n");
-    }
-
-    #[test]
-    fn fields_align_skip_empty_values_and_indent_continuations() {
-        let fields = Fields::new()
-            .field("name", "p1")
-            .field("description", "")
-            .field("renew window", "30d")
-            .field("pem", "line1\nline2");
-        assert_eq!(
-            text(|out| fields.write(out)),
-            "name:          p1\nrenew window:  30d\npem:           line1\n               line2\n"
-        );
-    }
-
     #[test]
     fn timestamps_are_rfc3339_utc() {
         let ts = prost_types::Timestamp {
@@ -297,7 +196,7 @@ mod tests {
             Some("1970-01-01T00:00:00.5Z")
         );
         assert_eq!(timestamp(None), None);
-        assert_eq!(timestamp_json(None), Value::Null);
+        assert_eq!(timestamp_text(None), "");
         let absurd = prost_types::Timestamp {
             seconds: i64::MAX,
             nanos: 0,
@@ -314,15 +213,14 @@ mod tests {
     }
 
     #[test]
-    fn durations_print_as_seconds_or_units() {
+    fn durations_print_in_units_or_the_default() {
         let d = prost_types::Duration {
             seconds: 30 * 86_400,
             nanos: 0,
         };
-        assert_eq!(duration_json(Some(&d)), Value::from(2_592_000_u64));
         assert_eq!(duration_text(Some(&d), "default"), "30d");
         assert_eq!(duration_text(None, "365d (default)"), "365d (default)");
-        assert_eq!(duration_json(None), Value::Null);
+        assert_eq!(span(Duration::from_secs(90)), "1m30s");
     }
 
     #[test]

@@ -1,13 +1,12 @@
 //! `audit query | verify`.
 
-use oxroot_proto::v1::{QueryAuditRequest, VerifyAuditRequest};
-use serde_json::json;
+use oxroot_proto::v1::{QueryAuditRequest, QueryAuditResponse, VerifyAuditRequest};
 use time::OffsetDateTime;
 
 use super::{Ctx, PAGE_SIZE, all_pages};
 use crate::args::{AuditCommand, AuditQueryArgs, TimeArg};
 use crate::error::CtlError;
-use crate::output::to_timestamp;
+use crate::output::{json, to_timestamp};
 use crate::view;
 
 pub(super) async fn run(command: AuditCommand, ctx: &mut Ctx<'_>) -> Result<(), CtlError> {
@@ -24,9 +23,10 @@ pub(super) async fn run(command: AuditCommand, ctx: &mut Ctx<'_>) -> Result<(), 
                 .await
                 .map_err(CtlError::rpc("VerifyAudit"))?
                 .into_inner();
-            ctx.emit(&view::verify_json(&result), |out| {
-                view::verify_fields(&result).write(out)
-            })?;
+            ctx.emit(
+                || json::message(&result),
+                |out| out.fields(&view::audit::verify_fields(&result)),
+            )?;
             if result.ok {
                 Ok(())
             } else {
@@ -68,18 +68,16 @@ async fn query(args: AuditQueryArgs, ctx: &mut Ctx<'_>) -> Result<(), CtlError> 
         Ok((page.entries, page.next_page_token))
     })
     .await?;
-    let json = json!({
-        "head_seq": head_seq,
-        "entries": entries.iter().map(view::audit_json).collect::<Vec<_>>(),
-    });
-    ctx.emit(&json, |out| {
-        view::audit_table(&entries).write(out)?;
-        writeln!(
-            out,
-            "({} entries; newest in the log: seq {head_seq})",
-            entries.len()
-        )
-    })
+    // Every page (or --limit entries) as one response; head_seq says how far the log goes.
+    let all = QueryAuditResponse {
+        entries,
+        next_page_token: String::new(),
+        head_seq,
+    };
+    ctx.emit(
+        || json::message(&all),
+        |out| view::audit::query(out, &all.entries, all.head_seq),
+    )
 }
 
 fn resolve(

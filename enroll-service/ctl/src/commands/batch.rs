@@ -3,19 +3,21 @@
 use std::path::Path;
 
 use oxroot_proto::v1::{
-    CreateBatchRequest, GetBatchRequest, ImportChunk, ImportDevicesRequest, ImportHeader,
-    ImportRejection, ImportReport, ListBatchesRequest, WatchBatchRequest,
+    CreateBatchRequest, GetBatchRequest, ImportChunk, ImportDevicesRequest, ImportDevicesResponse,
+    ImportHeader, ListBatchesRequest, ListBatchesResponse, WatchBatchRequest,
     import_devices_request::Msg, import_record::Record, watch_batch_response::Event,
 };
-use serde_json::json;
 use tokio_stream::StreamExt as _;
 
 use super::{Ctx, PAGE_SIZE, all_pages, owner};
 use crate::args::BatchCommand;
 use crate::error::CtlError;
 use crate::import::{ImportFormat, ParsedImport, parse_import};
-use crate::output::json_line;
-use crate::view::{self, ImportSummary, merge_rejections};
+use crate::output::json::{self, json_line};
+use crate::view::{
+    self,
+    import::{ImportSummary, local_rejection},
+};
 
 /// ImportDevices limits from the contract.
 const RECORDS_PER_CHUNK: usize = 1_000;
@@ -50,18 +52,21 @@ pub(super) async fn run(command: BatchCommand, ctx: &mut Ctx<'_>) -> Result<(), 
             format,
         } => import(batch_id, &file, format, ctx).await,
         BatchCommand::Get { batch_id } => {
-            let batch = ctx
+            let response = ctx
                 .client()
                 .await?
                 .get_batch(GetBatchRequest { batch_id })
                 .await
                 .map_err(CtlError::rpc("GetBatch"))?
-                .into_inner()
+                .into_inner();
+            let batch = response
                 .batch
+                .as_ref()
                 .ok_or_else(|| CtlError::BadAnswer("GetBatch without a batch".into()))?;
-            ctx.emit(&view::batch_json(&batch), |out| {
-                view::batch_fields(&batch).write(out)
-            })
+            ctx.emit(
+                || json::message(&response),
+                |out| out.fields(&view::batch::fields(batch)),
+            )
         }
         BatchCommand::List { owner: o, policy } => {
             let mut client = ctx.client().await?;
@@ -82,9 +87,14 @@ pub(super) async fn run(command: BatchCommand, ctx: &mut Ctx<'_>) -> Result<(), 
                 Ok((page.batches, page.next_page_token))
             })
             .await?;
-            let json =
-                json!({ "batches": batches.iter().map(view::batch_json).collect::<Vec<_>>() });
-            ctx.emit(&json, |out| view::batch_table(&batches).write(out))
+            let all = ListBatchesResponse {
+                batches,
+                next_page_token: String::new(),
+            };
+            ctx.emit(
+                || json::message(&all),
+                |out| out.table(&view::batch::table(&all.batches)),
+            )
         }
         BatchCommand::Watch {
             batch_id,
@@ -111,7 +121,6 @@ async fn create(
 ) -> Result<(), CtlError> {
     let mut summary = ImportSummary::default();
     let mut source_lines = Vec::new();
-    let mut local = Vec::new();
     if let Some(path) = devices {
         let parsed = read_import(path, format)?;
         // CreateBatch carries bare ids only; refusing here keeps a batch from being created
@@ -143,42 +152,44 @@ async fn create(
                 request.device_ids.push(id);
             }
         }
-        local = parsed.rejections;
+        summary.local = parsed.rejections.iter().map(local_rejection).collect();
     }
-    let response = ctx
+    let mut response = ctx
         .client()
         .await?
         .create_batch(request)
         .await
         .map_err(CtlError::rpc("CreateBatch"))?
         .into_inner();
-    let batch = response
-        .batch
-        .ok_or_else(|| CtlError::BadAnswer("CreateBatch without a batch".into()))?;
-    let mut report = response.report.unwrap_or_default();
     // The service numbers rejections by position in device_ids; the operator needs the line
-    // of the file.
-    for rejection in &mut report.rejections {
-        let position = usize::try_from(rejection.line).unwrap_or(usize::MAX);
-        if let Some(&line) = position.checked_sub(1).and_then(|i| source_lines.get(i)) {
-            rejection.line = line;
+    // of the file (in the JSON too, as documented).
+    if let Some(report) = &mut response.report {
+        for rejection in &mut report.rejections {
+            let position = usize::try_from(rejection.line).unwrap_or(usize::MAX);
+            if let Some(&line) = position.checked_sub(1).and_then(|i| source_lines.get(i)) {
+                rejection.line = line;
+            }
         }
     }
+    let batch = response
+        .batch
+        .as_ref()
+        .ok_or_else(|| CtlError::BadAnswer("CreateBatch without a batch".into()))?;
     summary.batch_id.clone_from(&batch.batch_id);
     summary.counts.clone_from(&batch.counts);
-    summary.rejected_locally = count(local.len());
-    let service = add_report(&mut summary, report);
-    summary.rejections = merge_rejections(&local, &service);
-    let json = json!({ "batch": view::batch_json(&batch), "report": summary.to_json() });
-    let has_devices = devices.is_some();
-    ctx.emit(&json, |out| {
-        writeln!(out, "created batch {}", batch.batch_id)?;
-        view::batch_fields(&batch).write(out)?;
-        if has_devices {
-            summary.write(out)?;
-        }
-        Ok(())
-    })?;
+    summary.add(response.report.clone().unwrap_or_default());
+    ctx.emit(
+        || {
+            json::message_with(
+                &response,
+                [
+                    ("format", summary.format.into()),
+                    ("local_rejections", json::messages(&summary.local)?),
+                ],
+            )
+        },
+        |out| view::batch::created(out, batch, devices.is_some().then_some(&summary)),
+    )?;
     rejected(&summary)
 }
 
@@ -192,10 +203,9 @@ async fn import(
     let mut summary = ImportSummary {
         batch_id: batch_id.clone(),
         format: parsed.format.as_str(),
-        rejected_locally: count(parsed.rejections.len()),
+        local: parsed.rejections.iter().map(local_rejection).collect(),
         ..ImportSummary::default()
     };
-    let mut service = Vec::new();
     if !parsed.records.is_empty() {
         let mut client = ctx.client().await?;
         let bar = ctx.progress_bar(
@@ -230,26 +240,29 @@ async fn import(
             })?;
             let response = response.into_inner();
             summary.counts = response.counts;
-            service.extend(add_report(
-                &mut summary,
-                response.report.unwrap_or_default(),
-            ));
+            summary.add(response.report.unwrap_or_default());
         }
         bar.finish_and_clear();
     }
-    summary.rejections = merge_rejections(&parsed.rejections, &service);
-    ctx.emit(&summary.to_json(), |out| summary.write(out))?;
+    // The calls' responses as one: the reports summed, the counts after the last.
+    let all = ImportDevicesResponse {
+        batch_id,
+        report: Some(summary.report.clone()),
+        counts: summary.counts,
+    };
+    ctx.emit(
+        || {
+            json::message_with(
+                &all,
+                [
+                    ("format", summary.format.into()),
+                    ("local_rejections", json::messages(&summary.local)?),
+                ],
+            )
+        },
+        |out| summary.write(out),
+    )?;
     rejected(&summary)
-}
-
-/// Adds one service report's counts to the summary and hands back its rejections, which are
-/// merged with the local ones once every call is done.
-fn add_report(summary: &mut ImportSummary, report: ImportReport) -> Vec<ImportRejection> {
-    summary.accepted += report.accepted;
-    summary.unchanged += report.unchanged;
-    summary.rejected_by_service += report.rejected;
-    summary.truncated |= report.rejections_truncated;
-    report.rejections
 }
 
 /// Rejected records make the command fail (exit 3) after the report is printed: a factory
@@ -297,13 +310,20 @@ async fn watch(
                 return Err(CtlError::rpc("WatchBatch")(status));
             }
         };
-        match message.event {
-            Some(Event::Progress(progress)) => {
-                if ctx.json {
-                    json_line(ctx.out, &view::progress_json(&progress))?;
-                } else if bar.is_hidden() {
-                    writeln!(ctx.out, "{}", view::progress_line(&progress))?;
-                    ctx.out.flush()?;
+        // A message kind newer than this client: skipped, as the contract asks.
+        let Some(event) = &message.event else {
+            continue;
+        };
+        if ctx.json {
+            json_line(ctx.out, &json::message(&message)?)?;
+            continue;
+        }
+        match event {
+            Event::Progress(progress) => {
+                if bar.is_hidden() {
+                    let mut out = ctx.human();
+                    out.line(&view::batch::progress_line(progress))?;
+                    out.flush()?;
                 } else {
                     let counts = progress.counts.unwrap_or_default();
                     bar.set_length(counts.total);
@@ -317,19 +337,13 @@ async fn watch(
                         counts.refusals
                     ));
                 }
-                last = Some(progress);
+                last = Some(*progress);
             }
-            Some(Event::Device(event)) => {
-                if ctx.json {
-                    json_line(ctx.out, &view::event_json(&event))?;
-                } else {
-                    let line = view::event_line(&event);
-                    let out = &mut *ctx.out;
-                    bar.suspend(|| writeln!(out, "{line}").and_then(|()| out.flush()))?;
-                }
+            Event::Device(device) => {
+                let line = view::batch::event_line(device);
+                let mut out = ctx.human();
+                bar.suspend(|| out.line(&line).and_then(|()| out.flush()))?;
             }
-            // A message kind newer than this client: skipped, as the contract asks.
-            None => {}
         }
     };
     bar.finish_and_clear();
@@ -342,12 +356,9 @@ async fn watch(
             "stream ended"
         };
         let counts = last.as_ref().and_then(|p| p.counts.as_ref());
-        writeln!(
-            ctx.out,
-            "batch {batch_id} {state}: {}",
-            view::counts_text(counts)
-        )?;
-        ctx.out.flush()?;
+        let mut out = ctx.human();
+        view::batch::watch_ended(&mut out, &batch_id, state, counts)?;
+        out.flush()?;
     }
     Ok(())
 }

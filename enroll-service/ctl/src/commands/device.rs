@@ -1,15 +1,14 @@
 //! `device list | get | revoke | transfer`.
 
 use oxroot_proto::v1::{
-    Device, DeviceState, GetDeviceRequest, ListDevicesRequest, RevocationReason,
+    DeviceState, GetDeviceRequest, ListDevicesRequest, ListDevicesResponse, RevocationReason,
     RevokeDeviceRequest, TransferDeviceRequest,
 };
-use serde_json::json;
 
 use super::{Ctx, PAGE_SIZE, all_pages, owner};
 use crate::args::DeviceCommand;
 use crate::error::CtlError;
-use crate::output::{reason_name, state_name};
+use crate::output::json;
 use crate::view;
 
 pub(super) async fn run(command: DeviceCommand, ctx: &mut Ctx<'_>) -> Result<(), CtlError> {
@@ -71,31 +70,36 @@ async fn list(request: ListDevicesRequest, ctx: &mut Ctx<'_>) -> Result<(), CtlE
         Ok((page.devices, page.next_page_token))
     })
     .await?;
-    let json = json!({ "devices": devices.iter().map(view::device_json).collect::<Vec<_>>() });
-    ctx.emit(&json, |out| view::device_table(&devices).write(out))
+    let all = ListDevicesResponse {
+        devices,
+        next_page_token: String::new(),
+    };
+    ctx.emit(
+        || json::message(&all),
+        |out| out.table(&view::device::table(&all.devices)),
+    )
 }
 
 async fn get(device_id: String, ctx: &mut Ctx<'_>) -> Result<(), CtlError> {
-    let device = ctx
+    let response = ctx
         .client()
         .await?
         .get_device(GetDeviceRequest { device_id })
         .await
         .map_err(CtlError::rpc("GetDevice"))?
-        .into_inner()
+        .into_inner();
+    let device = response
         .device
+        .as_ref()
         .ok_or_else(|| CtlError::BadAnswer("GetDevice without a device".into()))?;
-    ctx.emit(&view::device_json(&device), |out| {
-        let (fields, history) = view::device_fields(&device);
-        fields.write(out)?;
-        if let Some(history) = history {
-            writeln!(out)?;
-            history.write(out)?;
-        }
-        Ok(())
-    })
+    ctx.emit(
+        || json::message(&response),
+        |out| view::device::get(out, device),
+    )
 }
 
+/// `device revoke`: the revoked serials are what an operator must also remove from AWS or
+/// Azure, which the service does not call.
 async fn revoke(request: RevokeDeviceRequest, ctx: &mut Ctx<'_>) -> Result<(), CtlError> {
     let response = ctx
         .client()
@@ -106,14 +110,12 @@ async fn revoke(request: RevokeDeviceRequest, ctx: &mut Ctx<'_>) -> Result<(), C
         .into_inner();
     let device = response
         .device
+        .as_ref()
         .ok_or_else(|| CtlError::BadAnswer("RevokeDevice without a device".into()))?;
-    changed(ctx, &device, &response.revoked_serials, |device| {
-        let reason = device
-            .revocation
-            .as_ref()
-            .map_or_else(String::new, |r| format!(" ({})", reason_name(r.reason)));
-        format!("revoked {}{reason}", device.device_id)
-    })
+    ctx.emit(
+        || json::message(&response),
+        |out| view::device::revoked(out, device, &response.revoked_serials),
+    )
 }
 
 async fn transfer(request: TransferDeviceRequest, ctx: &mut Ctx<'_>) -> Result<(), CtlError> {
@@ -126,45 +128,10 @@ async fn transfer(request: TransferDeviceRequest, ctx: &mut Ctx<'_>) -> Result<(
         .into_inner();
     let device = response
         .device
+        .as_ref()
         .ok_or_else(|| CtlError::BadAnswer("TransferDevice without a device".into()))?;
-    changed(ctx, &device, &response.revoked_serials, |device| {
-        let batch = if device.batch_id.is_empty() {
-            "no batch (unassigned)".to_owned()
-        } else {
-            format!("batch {}", device.batch_id)
-        };
-        format!(
-            "moved {} to owner {}, {batch}; now {}",
-            device.device_id,
-            device.owner,
-            state_name(device.state)
-        )
-    })
-}
-
-/// Prints a device after a state change, with the serials the change put on the CRL: those
-/// are what an operator must also remove from AWS or Azure, which the service does not call.
-fn changed(
-    ctx: &mut Ctx<'_>,
-    device: &Device,
-    revoked_serials: &[String],
-    headline: impl FnOnce(&Device) -> String,
-) -> Result<(), CtlError> {
-    let json = json!({
-        "device": view::device_json(device),
-        "revoked_serials": revoked_serials,
-    });
-    ctx.emit(&json, |out| {
-        writeln!(out, "{}", headline(device))?;
-        if revoked_serials.is_empty() {
-            writeln!(out, "no certificate revoked by this call")?;
-        } else {
-            writeln!(
-                out,
-                "revoked serials (now on the CRL; remove them from the cloud too): {}",
-                revoked_serials.join(", ")
-            )?;
-        }
-        Ok(())
-    })
+    ctx.emit(
+        || json::message(&response),
+        |out| view::device::transferred(out, device, &response.revoked_serials),
+    )
 }

@@ -4,12 +4,13 @@ use std::fs;
 use std::path::{Component, Path};
 
 use oxroot_proto::v1::{CrlFormat, ExportArtifactsRequest, GetCrlRequest, MosquittoExportOptions};
-use serde_json::json;
+use serde_json::Value;
 
 use super::{Ctx, owner};
 use crate::args::{CrlArgs, ExportArgs};
 use crate::error::CtlError;
-use crate::output::{Table, crl_format_name, kind_name, timestamp_json, timestamp_text};
+use crate::output::{crl_format_name, json};
+use crate::view;
 
 pub(super) async fn artifacts(args: ExportArgs, ctx: &mut Ctx<'_>) -> Result<(), CtlError> {
     let broker_csr_pem = match &args.broker_csr {
@@ -64,35 +65,16 @@ pub(super) async fn artifacts(args: ExportArgs, ctx: &mut Ctx<'_>) -> Result<(),
         write_file(path, &artifact.content, args.force)?;
     }
 
-    let json = json!({
-        "policy": args.policy,
-        "kind": kind_name(response.kind),
-        "artifacts": response.artifacts.iter().zip(&targets).map(|(a, path)| json!({
-            "file_name": a.file_name,
-            "path": path.to_string_lossy(),
-            "media_type": a.media_type,
-            "size": a.content.len(),
-            "description": a.description,
-        })).collect::<Vec<_>>(),
-    });
-    ctx.emit(&json, |out| {
-        writeln!(
-            out,
-            "wrote {} file(s) for {} policy {}",
-            targets.len(),
-            kind_name(response.kind),
-            args.policy
-        )?;
-        let mut table = Table::new(&["FILE", "BYTES", "WHAT"]);
-        for (artifact, path) in response.artifacts.iter().zip(&targets) {
-            table.row(vec![
-                path.display().to_string(),
-                artifact.content.len().to_string(),
-                artifact.description.clone(),
-            ]);
-        }
-        table.write(out)
-    })
+    ctx.emit(
+        || {
+            let paths = targets
+                .iter()
+                .map(|path| Value::from(path.to_string_lossy()))
+                .collect();
+            json::message_with(&response, [("paths", Value::Array(paths))])
+        },
+        |out| view::export::artifacts(out, &args.policy, &response, &targets),
+    )
 }
 
 /// A plain file name the service may ask for: one normal path component, no `..`, no
@@ -154,38 +136,32 @@ pub(super) async fn crl(args: CrlArgs, ctx: &mut Ctx<'_>) -> Result<(), CtlError
             crl_format_name(response.format)
         )));
     }
-    let mut json = json!({
-        "format": crl_format_name(answered as i32),
-        "crl_number": response.crl_number,
-        "this_update": timestamp_json(response.this_update.as_ref()),
-        "next_update": timestamp_json(response.next_update.as_ref()),
-        "revoked_count": response.revoked_count,
-    });
     if let Some(path) = &args.out {
         replace_atomically(path, &response.crl)?;
-        json["path"] = path.to_string_lossy().into();
-        return ctx.emit(&json, |out| {
-            writeln!(
-                out,
-                "wrote CRL #{} ({} revoked, next update {}) to {}",
-                response.crl_number,
-                response.revoked_count,
-                timestamp_text(response.next_update.as_ref()),
-                path.display()
-            )
-        });
+        return ctx.emit(
+            || json::message_with(&response, [("path", path.to_string_lossy().into())]),
+            |out| view::export::crl_written(out, &response, path),
+        );
     }
     if ctx.json {
-        match answered {
-            CrlFormat::Der => json["crl_der"] = hex::encode(&response.crl).into(),
-            _ => json["crl_pem"] = String::from_utf8_lossy(&response.crl).into(),
-        }
-        return ctx.emit(&json, |_| Ok(()));
+        return ctx.emit(|| json::message(&response), |_| Ok(()));
     }
-    // Without --out the CRL itself is the output, so that `enrollctl crl > crl.pem` works.
+    // Without --out the CRL itself is the output, so that `enrollctl crl > crl.pem` works. A
+    // PEM CRL is text that may reach a terminal: it must be PEM and nothing else.
+    if answered == CrlFormat::Pem && !is_pem_text(&response.crl) {
+        return Err(CtlError::BadAnswer(
+            "the PEM CRL holds characters that PEM does not use".into(),
+        ));
+    }
     ctx.out.write_all(&response.crl)?;
     ctx.out.flush()?;
     Ok(())
+}
+
+/// Printable ASCII and line breaks only: what PEM is made of, and nothing a terminal acts on.
+fn is_pem_text(pem: &[u8]) -> bool {
+    pem.iter()
+        .all(|&b| b == b'\n' || b == b'\r' || b == b'\t' || (b' '..=b'~').contains(&b))
 }
 
 /// Replaces a CRL file atomically. Mosquitto re-reads its `crlfile` on SIGHUP and rejects
@@ -241,6 +217,16 @@ mod tests {
         assert_eq!(fs::read(&path).expect("reads"), b"one");
         write_file(&path, b"three", true).expect("replaces");
         assert_eq!(fs::read(&path).expect("reads"), b"three");
+    }
+
+    #[test]
+    fn only_pem_text_goes_to_stdout() {
+        assert!(is_pem_text(
+            b"-----BEGIN X509 CRL-----\r\nMIIB\n-----END X509 CRL-----\n"
+        ));
+        assert!(!is_pem_text(b"-----BEGIN X509 CRL-----\n\x1b[2J\n"));
+        assert!(!is_pem_text("\u{202e}".as_bytes()));
+        assert!(!is_pem_text(b"\x07"));
     }
 
     #[test]

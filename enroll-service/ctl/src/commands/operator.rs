@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use oxroot_proto::v1::{
     IssueOperatorCertificateRequest, IssueOperatorCertificateResponse,
-    ListOperatorCertificatesRequest, RevocationReason, RevokeOperatorCertificateRequest, Role,
-    issue_operator_certificate_request::Key,
+    ListOperatorCertificatesRequest, ListOperatorCertificatesResponse, RevocationReason,
+    RevokeOperatorCertificateRequest, Role, issue_operator_certificate_request::Key,
 };
 use serde_json::json;
 
@@ -21,7 +21,7 @@ use crate::connect::{PROFILE_CERT, PROFILE_KEY, PROFILE_ROOT, check_certificates
 use crate::duration::to_proto;
 use crate::error::CtlError;
 use crate::operator_key::OperatorKey;
-use crate::output::{Fields, reason_name, role_name, timestamp_json, timestamp_text};
+use crate::output::json;
 use crate::view;
 
 pub(super) async fn run(command: OperatorCommand, ctx: &mut Ctx<'_>) -> Result<(), CtlError> {
@@ -62,30 +62,20 @@ async fn revoke(
     request: RevokeOperatorCertificateRequest,
     ctx: &mut Ctx<'_>,
 ) -> Result<(), CtlError> {
-    let certificate = ctx
+    let response = ctx
         .client()
         .await?
         .revoke_operator_certificate(request)
         .await
         .map_err(CtlError::rpc("RevokeOperatorCertificate"))?
-        .into_inner()
-        .certificate
-        .ok_or_else(|| {
-            CtlError::BadAnswer("RevokeOperatorCertificate without a certificate".into())
-        })?;
-    let json = json!({ "certificate": view::operator_certificate_json(&certificate) });
-    ctx.emit(&json, |w| {
-        let reason = certificate
-            .revocation
-            .as_ref()
-            .map_or_else(String::new, |r| format!(" ({})", reason_name(r.reason)));
-        writeln!(
-            w,
-            "revoked the operator certificate {} of {}{reason}; its calls are refused and its \
-             serial is on the CRL",
-            certificate.serial, certificate.name
-        )
-    })
+        .into_inner();
+    let certificate = response.certificate.as_ref().ok_or_else(|| {
+        CtlError::BadAnswer("RevokeOperatorCertificate without a certificate".into())
+    })?;
+    ctx.emit(
+        || json::message(&response),
+        |out| view::operator::revoked(out, certificate),
+    )
 }
 
 async fn list(owner: String, ctx: &mut Ctx<'_>) -> Result<(), CtlError> {
@@ -102,12 +92,14 @@ async fn list(owner: String, ctx: &mut Ctx<'_>) -> Result<(), CtlError> {
         Ok((page.certificates, page.next_page_token))
     })
     .await?;
-    let json = json!({
-        "certificates": certificates.iter().map(view::operator_certificate_json).collect::<Vec<_>>(),
-    });
-    ctx.emit(&json, |w| {
-        view::operator_certificate_table(&certificates).write(w)
-    })
+    let all = ListOperatorCertificatesResponse {
+        certificates,
+        next_page_token: String::new(),
+    };
+    ctx.emit(
+        || json::message(&all),
+        |out| out.table(&view::operator::table(&all.certificates)),
+    )
 }
 
 async fn issue(
@@ -133,39 +125,24 @@ async fn issue(
     profile.write_certificates(&issued)?;
     let paths = profile.commit();
 
-    let json = json!({
-        "name": issued.name,
-        "role": role_name(issued.role),
-        "owner": issued.owner,
-        "serial": issued.serial,
-        "not_after": timestamp_json(issued.not_after.as_ref()),
-        "profile": out.to_string_lossy(),
-        "files": {
-            "key": paths.key.to_string_lossy(),
-            "certificate": paths.certificate.to_string_lossy(),
-            "root": paths.root.to_string_lossy(),
+    let files = view::operator::ProfileFiles {
+        dir: out,
+        key: &paths.key,
+        certificate: &paths.certificate,
+        root: &paths.root,
+    };
+    ctx.emit(
+        || {
+            let profile = json!({
+                "dir": out.to_string_lossy(),
+                "key": paths.key.to_string_lossy(),
+                "certificate": paths.certificate.to_string_lossy(),
+                "root": paths.root.to_string_lossy(),
+            });
+            json::message_with(&issued, [("profile", profile)])
         },
-    });
-    ctx.emit(&json, |w| {
-        writeln!(
-            w,
-            "issued an operator certificate for {} ({} of {})",
-            issued.name,
-            role_name(issued.role),
-            issued.owner
-        )?;
-        Fields::new()
-            .field("serial", &issued.serial)
-            .field("not after", timestamp_text(issued.not_after.as_ref()))
-            .field(
-                "private key",
-                format!("{} (mode 0600, never sent)", paths.key.display()),
-            )
-            .field("certificate", paths.certificate.display().to_string())
-            .field("root", paths.root.display().to_string())
-            .write(w)?;
-        writeln!(w, "use it with: enrollctl --profile {} …", out.display())
-    })
+        |w| view::operator::issued(w, &issued, files),
+    )
 }
 
 /// Checks that the service certified this key: a certificate for any other key would leave a

@@ -4,22 +4,23 @@ use std::path::Path;
 
 use oxroot_proto::v1::{
     AwsIotPolicyParams, AzureDpsPolicyParams, CreatePolicyRequest, GetPolicyRequest,
-    ListPoliciesRequest, MosquittoPolicyParams, Policy, PolicyKind, policy::Params,
+    ListPoliciesRequest, ListPoliciesResponse, MosquittoPolicyParams, Policy, PolicyKind,
+    policy::Params,
 };
-use serde_json::json;
 
 use super::{Ctx, PAGE_SIZE, all_pages, owner};
 use crate::args::{PolicyCommand, PolicyCreateArgs};
 use crate::connect::check_certificates;
 use crate::duration::to_proto;
 use crate::error::CtlError;
+use crate::output::json;
 use crate::view;
 
 pub(super) async fn run(command: PolicyCommand, ctx: &mut Ctx<'_>) -> Result<(), CtlError> {
     match command {
         PolicyCommand::Create(args) => create(*args, ctx).await,
         PolicyCommand::Get { name, owner: o } => {
-            let policy = ctx
+            let response = ctx
                 .client()
                 .await?
                 .get_policy(GetPolicyRequest {
@@ -28,12 +29,15 @@ pub(super) async fn run(command: PolicyCommand, ctx: &mut Ctx<'_>) -> Result<(),
                 })
                 .await
                 .map_err(CtlError::rpc("GetPolicy"))?
-                .into_inner()
+                .into_inner();
+            let policy = response
                 .policy
+                .as_ref()
                 .ok_or_else(|| CtlError::BadAnswer("GetPolicy without a policy".into()))?;
-            ctx.emit(&view::policy_json(&policy), |out| {
-                view::policy_fields(&policy).write(out)
-            })
+            ctx.emit(
+                || json::message(&response),
+                |out| out.fields(&view::policy::fields(policy)),
+            )
         }
         PolicyCommand::List { owner: o, kind } => {
             let mut client = ctx.client().await?;
@@ -54,17 +58,21 @@ pub(super) async fn run(command: PolicyCommand, ctx: &mut Ctx<'_>) -> Result<(),
                 Ok((page.policies, page.next_page_token))
             })
             .await?;
-            let json = json!({
-                "policies": policies.iter().map(view::policy_json).collect::<Vec<_>>()
-            });
-            ctx.emit(&json, |out| view::policy_table(&policies).write(out))
+            let all = ListPoliciesResponse {
+                policies,
+                next_page_token: String::new(),
+            };
+            ctx.emit(
+                || json::message(&all),
+                |out| out.table(&view::policy::table(&all.policies)),
+            )
         }
     }
 }
 
 async fn create(args: PolicyCreateArgs, ctx: &mut Ctx<'_>) -> Result<(), CtlError> {
     let policy = policy_from(args)?;
-    let created = ctx
+    let response = ctx
         .client()
         .await?
         .create_policy(CreatePolicyRequest {
@@ -72,13 +80,15 @@ async fn create(args: PolicyCreateArgs, ctx: &mut Ctx<'_>) -> Result<(), CtlErro
         })
         .await
         .map_err(CtlError::rpc("CreatePolicy"))?
-        .into_inner()
+        .into_inner();
+    let created = response
         .policy
+        .as_ref()
         .ok_or_else(|| CtlError::BadAnswer("CreatePolicy without a policy".into()))?;
-    ctx.emit(&view::policy_json(&created), |out| {
-        writeln!(out, "created policy {}", created.name)?;
-        view::policy_fields(&created).write(out)
-    })
+    ctx.emit(
+        || json::message(&response),
+        |out| view::policy::created(out, created),
+    )
 }
 
 /// The policy a `policy create` command line describes; PEM files are read and checked here
@@ -86,32 +96,39 @@ async fn create(args: PolicyCreateArgs, ctx: &mut Ctx<'_>) -> Result<(), CtlErro
 /// "unparsable PEM".
 fn policy_from(args: PolicyCreateArgs) -> Result<Policy, CtlError> {
     let port = |port: Option<u16>| port.map_or(0, u32::from);
-    let params = if let Some(host) = args.mosquitto_host {
+    let PolicyCreateArgs {
+        mosquitto,
+        aws,
+        azure,
+        topic_root,
+        ..
+    } = args;
+    let params = if let Some(host) = mosquitto.mosquitto_host {
         Params::Mosquitto(MosquittoPolicyParams {
             host,
-            port: port(args.mosquitto_port),
-            topic_root: args.topic_root.unwrap_or_default(),
-            broker_ca_pem: read_pem(args.broker_ca.as_deref())?,
+            port: port(mosquitto.mosquitto_port),
+            topic_root: topic_root.unwrap_or_default(),
+            broker_ca_pem: read_pem(mosquitto.broker_ca.as_deref())?,
         })
-    } else if let Some(endpoint_host) = args.aws_endpoint {
+    } else if let Some(endpoint_host) = aws.aws_endpoint {
         Params::AwsIot(AwsIotPolicyParams {
             endpoint_host,
-            port: port(args.aws_port),
-            server_root_ca_pem: read_pem(args.aws_root_ca.as_deref())?,
-            thing_name_template: args.thing_name_template.unwrap_or_default(),
-            topic_root: args.topic_root.unwrap_or_default(),
-            aws_region: args.aws_region.unwrap_or_default(),
-            aws_account_id: args.aws_account.unwrap_or_default(),
-            alpn_protocols: args.alpn,
+            port: port(aws.aws_port),
+            server_root_ca_pem: read_pem(aws.aws_root_ca.as_deref())?,
+            thing_name_template: aws.thing_name_template.unwrap_or_default(),
+            topic_root: topic_root.unwrap_or_default(),
+            aws_region: aws.aws_region.unwrap_or_default(),
+            aws_account_id: aws.aws_account.unwrap_or_default(),
+            alpn_protocols: aws.alpn,
         })
-    } else if let Some(id_scope) = args.azure_id_scope {
+    } else if let Some(id_scope) = azure.azure_id_scope {
         Params::AzureDps(AzureDpsPolicyParams {
             id_scope,
-            global_endpoint: args.azure_endpoint.unwrap_or_default(),
-            port: port(args.azure_port),
-            server_root_ca_pem: read_pem(args.azure_root_ca.as_deref())?,
-            enrollment_group_id: args.enrollment_group_id.unwrap_or_default(),
-            iot_hub_host_names: args.iot_hub,
+            global_endpoint: azure.azure_endpoint.unwrap_or_default(),
+            port: port(azure.azure_port),
+            server_root_ca_pem: read_pem(azure.azure_root_ca.as_deref())?,
+            enrollment_group_id: azure.enrollment_group_id.unwrap_or_default(),
+            iot_hub_host_names: azure.iot_hub,
         })
     } else {
         // clap's required group makes this unreachable from the command line.
