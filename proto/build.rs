@@ -47,6 +47,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         .build_client(true)
         .build_server(true)
         .build_transport(true)
+        // Undecodable requests are INVALID_ARGUMENT (src/codec.rs).
+        .codec_path("crate::codec::ContractCodec")
         .emit_rerun_if_changed(false)
         .compile_fds_with_config(fds, config)?;
     Ok(())

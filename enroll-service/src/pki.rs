@@ -33,7 +33,10 @@ pub use error::PkiError;
 pub use keystore::{
     DEFAULT_PBKDF2_ITERATIONS, EncryptedKey, MAX_PBKDF2_ITERATIONS, Passphrase, PrivateKeyPkcs8,
 };
-pub use operator::{OPERATOR_URN_PREFIX, OperatorIdentity, PLATFORM_OWNER, Role, is_valid_owner};
+pub use operator::{
+    OPERATOR_URN_PREFIX, OperatorIdentity, PLATFORM_OWNER, Role, is_valid_owner,
+    validate_operator_name,
+};
 
 /// Length of an uncompressed SEC1 P-256 public key (`04 ‖ x ‖ y`).
 pub const P256_PUBLIC_KEY_LEN: usize = 65;

@@ -310,7 +310,7 @@ async fn a_revoked_operator_is_refused_from_its_next_call() {
         .unwrap_or_else(|| panic!("mallory is not listed: {listed}"))
         .clone();
     assert_eq!(entry["name"], "mallory");
-    assert_eq!(entry["issued_by"], "root-admin");
+    assert_eq!(entry["issued_by"], "*/root-admin");
     assert!(entry.get("revocation").is_none(), "{entry}");
 
     // The operator cannot revoke anyone (not an admin), and nobody revokes themselves.
@@ -363,7 +363,7 @@ async fn a_revoked_operator_is_refused_from_its_next_call() {
     )
     .await;
     assert_eq!(exit, Exit::Success, "{log}");
-    assert!(log.contains("operator:mallory"), "{audit} {log}");
+    assert!(log.contains("operator:acme/mallory"), "{audit} {log}");
 
     // OpenSSL, given the service's CRL, refuses the certificate.
     let crl = work.path().join("crl.pem");

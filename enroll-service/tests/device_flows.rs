@@ -634,3 +634,89 @@ async fn refusals_of_invented_device_ids_are_audited_within_a_budget_per_address
     let outcome = known[0].onboard(&mut client).await.unwrap();
     assert_eq!(audited_detail(&harness, refusal(&outcome)), "not_in_batch");
 }
+
+/// A codec that sends bytes as they are: a body no protobuf decoder accepts.
+#[derive(Clone, Copy, Default)]
+struct RawBytes;
+
+impl tonic::codec::Codec for RawBytes {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawBytes;
+    type Decoder = RawBytes;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawBytes
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawBytes
+    }
+}
+
+impl tonic::codec::Encoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let n = bytes::Buf::remaining(src);
+        Ok(Some(bytes::Buf::copy_to_bytes(src, n).to_vec()))
+    }
+}
+
+#[tokio::test]
+async fn a_request_that_does_not_decode_is_invalid_argument() {
+    let harness = Harness::start().await;
+    let mut grpc = tonic::client::Grpc::new(harness.channel().await);
+    // Field 1, length-delimited, claiming 127 bytes that never come.
+    let garbage = vec![0x0a, 0x7f, 0x01];
+    grpc.ready().await.unwrap();
+    let status = grpc
+        .unary(
+            tonic::Request::new(garbage.clone()),
+            tonic::codegen::http::uri::PathAndQuery::from_static(
+                "/oxroot.v1.DeviceEnrollment/Register",
+            ),
+            RawBytes,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("oxroot.v1.RegisterRequest"),
+        "{status:?}"
+    );
+    // In a stream too: the Onboard stream ends with INVALID_ARGUMENT, not INTERNAL.
+    grpc.ready().await.unwrap();
+    let outcome = grpc
+        .streaming(
+            tonic::Request::new(tokio_stream::iter(vec![garbage])),
+            tonic::codegen::http::uri::PathAndQuery::from_static(
+                "/oxroot.v1.DeviceEnrollment/Onboard",
+            ),
+            RawBytes,
+        )
+        .await;
+    let status = match outcome {
+        Err(status) => status,
+        Ok(response) => response.into_inner().message().await.unwrap_err(),
+    };
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+}

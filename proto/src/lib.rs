@@ -15,6 +15,8 @@
 //! descriptor in [`FILE_DESCRIPTOR_SET`], which feeds gRPC server reflection and
 //! reflection-based tools (enrollctl's proto3 JSON output).
 
+pub mod codec;
+
 /// Package `oxroot.v1`: messages, enums, and tonic clients and servers.
 #[rustfmt::skip]
 #[allow(

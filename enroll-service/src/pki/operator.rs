@@ -200,7 +200,11 @@ pub fn is_valid_owner(owner: &str) -> bool {
 /// as CN, and brokers (Mosquitto `use_identity_as_username`) and Azure DPS (registration ID)
 /// identify clients by CN, so an operator certificate named like a DeviceId could act as that
 /// device.
-pub(crate) fn validate_operator_name(name: &str) -> Result<(), PkiError> {
+/// Checks an operator name: 1..=64 characters of `[A-Za-z0-9._@-]`, not DeviceId-shaped.
+///
+/// # Errors
+/// [`PkiError::InvalidOperatorName`].
+pub fn validate_operator_name(name: &str) -> Result<(), PkiError> {
     let device_shaped = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
     let ok = (1..=64).contains(&name.len())
         && !device_shaped

@@ -70,10 +70,18 @@ impl Caller {
         })
     }
 
-    /// `operator:<name>`, the audit actor.
+    /// `<owner>/<name>` (`*/<name>` for a platform operator): the operator, unambiguously.
+    /// Names are unique only within an owner, so an owner's admin may call an operator `admin`
+    /// like the platform's first admin; the owner tells them apart in every record.
+    #[must_use]
+    pub fn qualified_name(&self) -> String {
+        format!("{}/{}", self.owner, self.name)
+    }
+
+    /// `operator:<owner>/<name>`, the audit actor.
     #[must_use]
     pub fn actor(&self) -> String {
-        format!("operator:{}", self.name)
+        format!("operator:{}", self.qualified_name())
     }
 
     /// A platform operator (owner `*`), who acts for every owner.

@@ -163,7 +163,7 @@ impl OperatorService {
             policy_name: request.policy_name.clone(),
             description: request.description.clone(),
             created_at: now,
-            created_by: caller.name.clone(),
+            created_by: caller.qualified_name(),
             counts: BatchCounts::default(),
         };
         let mut change = Change::new();

@@ -246,7 +246,7 @@ impl OperatorService {
             revoked_at: now,
             reason,
             comment: request.comment.clone(),
-            revoked_by: caller.name.clone(),
+            revoked_by: caller.qualified_name(),
         });
         if let Some(batch_id) = &device.batch_id {
             let event = DeviceEvent::new(device_id, DeviceEventKind::Revoked, now, &correlation);

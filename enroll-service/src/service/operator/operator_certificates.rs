@@ -28,6 +28,7 @@ use super::{ADMINS, MAX_COMMENT, OperatorService, check_length, operator_audit};
 use crate::audit::AuditDraft;
 use crate::error::ServiceError;
 use crate::model::{CrlEntryRecord, OperatorCertificateRecord, RevocationRecord};
+use crate::pki::validate_operator_name;
 use crate::pki::{
     OperatorCredentials, OperatorKey, P256_PUBLIC_KEY_LEN, PLATFORM_OWNER, RevocationReason, Role,
     Serial, Validity, is_valid_owner,
@@ -44,20 +45,16 @@ const MAX_OPERATOR_VALIDITY: time::Duration = time::Duration::days(397);
 /// Certificates start a little in the past so clients with a slightly slow clock accept them.
 const BACKDATE: time::Duration = time::Duration::minutes(5);
 
-/// Operator names are the audit log's actors: 1..=64 characters of `[A-Za-z0-9._@-]`.
+/// Operator names are the audit log's actors: the CA's one rule (1..=64 characters of
+/// `[A-Za-z0-9._@-]`, and not 64 hex digits, which is a DeviceId's shape).
 fn check_operator_name(name: &str) -> Result<(), ServiceError> {
-    let ok = (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(ServiceError::invalid(
+    validate_operator_name(name).map_err(|_| {
+        ServiceError::invalid(
             "name",
-            "an operator name is 1 to 64 characters of [A-Za-z0-9._@-]",
-        ))
-    }
+            "an operator name is 1 to 64 characters of [A-Za-z0-9._@-], and not 64 hex \
+             digits (the shape of a DeviceId)",
+        )
+    })
 }
 
 /// The SEC1 point of a P-256 SubjectPublicKeyInfo; other curves and algorithms are refused.
@@ -237,7 +234,7 @@ impl OperatorService {
         change.op(Op::PutOperatorCertificate(Box::new(record_of(
             granted,
             now,
-            &caller.name,
+            &caller.qualified_name(),
         ))));
         change.audit(
             operator_audit(
@@ -245,7 +242,7 @@ impl OperatorService {
                 now,
                 &owner,
                 "operator.issue",
-                format!("operator:{}", request.name),
+                format!("operator:{owner}/{}", request.name),
                 &random_hex(12)?,
             )
             .detail("serial", serial.to_string())
@@ -308,7 +305,7 @@ impl OperatorService {
             revoked_at: now,
             reason,
             comment: request.comment.clone(),
-            revoked_by: caller.name.clone(),
+            revoked_by: caller.qualified_name(),
         });
         let mut change = Change::new();
         change
@@ -326,7 +323,7 @@ impl OperatorService {
                     now,
                     &record.owner,
                     "operator.revoke",
-                    format!("operator:{}", record.name),
+                    format!("operator:{}/{}", record.owner, record.name),
                     &random_hex(12)?,
                 )
                 .detail("serial", serial.to_string())
@@ -449,7 +446,7 @@ pub async fn record_operator_certificate(
                 issued_by,
                 &record.owner,
                 "operator.issue",
-                format!("operator:{}", record.name),
+                format!("operator:{}/{}", record.owner, record.name),
                 "ok",
             )
             .correlation(&random_hex(12)?)

@@ -61,8 +61,13 @@ impl OperatorService {
         let owner = caller.owner_for("policy.owner", &policy.owner)?;
         check_policy_name("policy.name", &policy.name)?;
         let now = OffsetDateTime::now_utc();
-        let spec =
-            PolicySpec::from_proto(&policy, &owner, &caller.name, now, self.ca_remaining(now)?)?;
+        let spec = PolicySpec::from_proto(
+            &policy,
+            &owner,
+            &caller.qualified_name(),
+            now,
+            self.ca_remaining(now)?,
+        )?;
         let subject = format!("policy:{owner}/{}", spec.name);
         let mut change = Change::new();
         change

@@ -423,10 +423,10 @@ async fn roles_are_enforced_and_every_denial_is_audited() {
             .iter()
             .all(|r| r.outcome == "denied" && r.owner == "acme")
     );
-    assert_eq!(denials[0].actor, "operator:otto");
+    assert_eq!(denials[0].actor, "operator:acme/otto");
     assert_eq!(denials[0].details["rpc"], "CreatePolicy");
     assert!(denials[0].details["reason"].contains("admin"));
-    assert_eq!(denials[1].actor, "operator:aud");
+    assert_eq!(denials[1].actor, "operator:acme/aud");
     let actions = f.audit_actions();
     for action in [
         "policy.create",
@@ -902,7 +902,7 @@ async fn revocation_is_idempotent_and_puts_the_serial_on_the_crl() {
     assert_eq!(first.revoked_serials, vec![serial.clone()]);
     let device = first.device.expect("device");
     assert_eq!(device.state, v1::DeviceState::Revoked as i32);
-    assert_eq!(device.revocation.expect("revocation").revoked_by, "otto");
+    assert_eq!(device.revocation.expect("revocation").revoked_by, "acme/otto");
     let counts = f.counts(&batch_id);
     assert_eq!((counts.onboarded, counts.revoked, counts.total), (0, 1, 1));
 

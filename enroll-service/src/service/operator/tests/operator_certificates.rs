@@ -109,7 +109,7 @@ async fn a_revoked_operator_certificate_stops_authenticating_and_is_on_the_crl()
         .expect("certificate");
     assert_eq!(revoked.serial, otto.serial.to_string());
     let revocation = revoked.revocation.clone().expect("revocation");
-    assert_eq!(revocation.revoked_by, "ada");
+    assert_eq!(revocation.revoked_by, "acme/ada");
     assert_eq!(revocation.comment, "laptop stolen");
 
     match f.svc.check_still_valid(otto.clone()) {
@@ -286,4 +286,57 @@ async fn listing_shows_each_owner_its_own_operators() {
     unique.sort();
     unique.dedup();
     assert_eq!((seen.len(), unique.len()), (5, 5));
+}
+
+#[tokio::test]
+async fn operator_names_are_checked_once_and_qualified_by_owner_in_every_record() {
+    let f = fixture();
+    let platform = f.recorded_caller("admin", "*", Role::Admin).await;
+    // A DeviceId-shaped name is a bad argument, not an internal error.
+    let key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("key");
+    let request = |name: &str| v1::IssueOperatorCertificateRequest {
+        key: Some(Key::PublicKey(key.public_key().as_ref().to_vec())),
+        name: name.into(),
+        role: v1::Role::Operator as i32,
+        owner: "acme".into(),
+        validity: None,
+    };
+    let error = f
+        .svc
+        .issue_operator_certificate_as(&platform, request(&"ab".repeat(32)))
+        .await
+        .expect_err("DeviceId-shaped");
+    assert!(
+        matches!(error, ServiceError::InvalidArgument { ref field, .. } if field == "name"),
+        "{error:?}"
+    );
+    // An owner's operator may be called `admin` like the platform's; the records say which.
+    f.svc
+        .issue_operator_certificate_as(&platform, request("admin"))
+        .await
+        .expect("an owner's operator named admin");
+    let records = f
+        .core
+        .registry
+        .operator_certificates(None, None, 100)
+        .expect("list");
+    let acme_named_admin = records
+        .iter()
+        .find(|r| r.owner == "acme" && r.name == "admin")
+        .expect("recorded");
+    assert_eq!(acme_named_admin.issued_by, "*/admin");
+    let actors: Vec<String> = f
+        .core
+        .registry
+        .audit(1, 1000)
+        .expect("audit")
+        .into_iter()
+        .map(|(_, e)| e.decode().expect("record"))
+        .filter(|r| r.action == "operator.issue")
+        .map(|r| r.actor)
+        .collect();
+    assert!(
+        actors.contains(&"operator:*/admin".to_owned()),
+        "{actors:?}"
+    );
 }
