@@ -20,6 +20,7 @@
 //! - [`fleet`]: simulated devices (emulated chips) for the demo, tests and load generation.
 //! - [`app`]: the `enroll-service` commands (`init`, `serve`, `demo`).
 //! - [`metrics`]: Prometheus metrics.
+//! - [`text`]: the one check on free text from clients (no control or invisible characters).
 //! - [`wire`]: conversions between the domain types and the `oxroot.v1` messages.
 
 pub mod app;
@@ -33,4 +34,5 @@ pub mod policy;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod text;
 pub mod wire;

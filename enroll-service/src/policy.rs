@@ -143,11 +143,8 @@ impl PolicySpec {
         if owner.is_empty() {
             return Err(PolicyError::new("policy.owner", "must not be empty"));
         }
-        if policy.description.chars().count() > MAX_DESCRIPTION_CHARS {
-            return Err(PolicyError::new(
-                "policy.description",
-                format!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
-            ));
+        if let Some(problem) = crate::text::problem(&policy.description, MAX_DESCRIPTION_CHARS) {
+            return Err(PolicyError::new("policy.description", problem));
         }
         let certificate_lifetime = match &policy.certificate_lifetime {
             None => DEFAULT_CERTIFICATE_LIFETIME,

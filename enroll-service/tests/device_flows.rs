@@ -720,3 +720,29 @@ async fn a_request_that_does_not_decode_is_invalid_argument() {
     };
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
 }
+
+#[tokio::test]
+async fn registration_metadata_with_control_characters_is_refused() {
+    let harness = Harness::start().await;
+    let mut client = harness.device_client().await;
+    let device = &fleet(1, 44)[0];
+    for (site, label) in [("hall\u{1b}]0;pwned\u{7}", "x"), ("hall", "\u{202E}gnp")] {
+        let mut request = device.registration(b"station-1").unwrap();
+        request.context = Some(v1::RegistrationContext {
+            site: site.into(),
+            labels: [("line".to_owned(), label.to_owned())].into(),
+            ..Default::default()
+        });
+        let status = client.register(request).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains("context."), "{status:?}");
+    }
+    // The device was not registered by either attempt.
+    assert!(
+        harness
+            .registry()
+            .device(device.device_id())
+            .unwrap()
+            .is_none()
+    );
+}

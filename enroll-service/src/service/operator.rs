@@ -201,15 +201,13 @@ fn operator_audit(
         .correlation(correlation)
 }
 
-/// Refuses a free-text field longer than `max` characters.
-fn check_length(field: &str, value: &str, max: usize) -> Result<(), ServiceError> {
-    if value.chars().count() > max {
-        return Err(ServiceError::invalid(
-            field,
-            format!("must be at most {max} characters"),
-        ));
+/// Refuses a client's text field that is longer than `max` characters or is not one line of
+/// visible characters ([`crate::text`]).
+fn check_text(field: &str, value: &str, max: usize) -> Result<(), ServiceError> {
+    match crate::text::problem(value, max) {
+        Some(problem) => Err(ServiceError::invalid(field, problem)),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 #[tonic::async_trait]

@@ -102,8 +102,8 @@ fn validate_metadata(
         ("context.station", &context.station),
         ("context.firmware_version", &context.firmware_version),
     ] {
-        if value.chars().count() > MAX_CONTEXT_STRING {
-            return Err((name.into(), "must be at most 128 characters".into()));
+        if let Some(problem) = crate::text::problem(value, MAX_CONTEXT_STRING) {
+            return Err((name.into(), problem));
         }
     }
     if context.labels.len() > MAX_LABELS {
@@ -120,10 +120,10 @@ fn validate_metadata(
                 format!("label key {key:?} must be 1 to 63 characters of [a-z0-9_.-]"),
             ));
         }
-        if value.chars().count() > MAX_LABEL_VALUE {
+        if let Some(problem) = crate::text::problem(value, MAX_LABEL_VALUE) {
             return Err((
                 "context.labels".into(),
-                format!("label {key:?}: value must be at most 256 characters"),
+                format!("label {key:?}: value {problem}"),
             ));
         }
     }

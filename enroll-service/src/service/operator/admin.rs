@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 use oxroot_proto::v1;
 
 use super::policies::check_policy_name;
-use super::{ANY_ROLE, OPERATORS, OperatorService, check_length, operator_audit};
+use super::{ANY_ROLE, OPERATORS, OperatorService, check_text, operator_audit};
 use crate::error::ServiceError;
 use crate::policy;
 use crate::service::{Caller, random_hex};
@@ -48,8 +48,8 @@ impl OperatorService {
             ));
         }
         check_policy_name("policy_name", &request.policy_name)?;
-        check_length("aws_registration_code", &request.aws_registration_code, 64)?;
-        check_length(
+        check_text("aws_registration_code", &request.aws_registration_code, 64)?;
+        check_text(
             "azure_verification_code",
             &request.azure_verification_code,
             64,

@@ -12,7 +12,7 @@ use super::convert::Views;
 use super::import::Importer;
 use super::paging::Pager;
 use super::policies::check_policy_name;
-use super::{ANY_ROLE, OPERATORS, OperatorService, check_length, operator_audit};
+use super::{ANY_ROLE, OPERATORS, OperatorService, check_text, operator_audit};
 use crate::error::ServiceError;
 use crate::model::{BatchCounts, BatchRecord};
 use crate::service::{Caller, random_hex};
@@ -63,9 +63,9 @@ impl OperatorService {
     ) -> Result<v1::CreateBatchResponse, ServiceError> {
         caller.require("CreateBatch", OPERATORS)?;
         let owner = caller.owner_for("owner", &request.owner)?;
-        check_length("name", &request.name, 128)?;
-        check_length("description", &request.description, 1024)?;
-        check_length("request_id", &request.request_id, 64)?;
+        check_text("name", &request.name, 128)?;
+        check_text("description", &request.description, 1024)?;
+        check_text("request_id", &request.request_id, 64)?;
         if request.device_ids.len() > MAX_CREATE_DEVICE_IDS {
             return Err(ServiceError::invalid(
                 "device_ids",

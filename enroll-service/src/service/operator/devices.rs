@@ -18,7 +18,7 @@ use oxroot_proto::v1;
 use super::convert::Views;
 use super::paging::Pager;
 use super::{
-    ADMINS, ANY_ROLE, MAX_COMMENT, OPERATORS, OperatorService, check_length, operator_audit,
+    ADMINS, ANY_ROLE, MAX_COMMENT, OPERATORS, OperatorService, check_text, operator_audit,
 };
 use crate::error::ServiceError;
 use crate::model::{
@@ -166,7 +166,7 @@ impl OperatorService {
         let owner = caller.owner_filter("owner", &request.owner)?;
         let state = v1::DeviceState::try_from(request.state)
             .map_err(|_| ServiceError::invalid("state", "is not a DeviceState"))?;
-        check_length("batch_id", &request.batch_id, 64)?;
+        check_text("batch_id", &request.batch_id, 64)?;
         let filter = DeviceFilter {
             batch_id: (!request.batch_id.is_empty()).then(|| request.batch_id.clone()),
             owner: owner.clone(),
@@ -221,7 +221,7 @@ impl OperatorService {
     ) -> Result<v1::RevokeDeviceResponse, ServiceError> {
         caller.require("RevokeDevice", OPERATORS)?;
         let device_id = parse_device_id("device_id", &request.device_id)?;
-        check_length("comment", &request.comment, MAX_COMMENT)?;
+        check_text("comment", &request.comment, MAX_COMMENT)?;
         let reason = v1::RevocationReason::try_from(request.reason)
             .map_err(|_| ServiceError::invalid("reason", "is not a RevocationReason"))?;
         let reason = RevocationReason::from(reason);
@@ -323,7 +323,7 @@ impl OperatorService {
         let target_batch = if request.target_batch_id.is_empty() {
             None
         } else {
-            check_length("target_batch_id", &request.target_batch_id, 64)?;
+            check_text("target_batch_id", &request.target_batch_id, 64)?;
             let batch = self
                 .core
                 .registry
@@ -354,7 +354,7 @@ impl OperatorService {
     ) -> Result<v1::TransferDeviceResponse, ServiceError> {
         caller.require("TransferDevice", OPERATORS)?;
         let device_id = parse_device_id("device_id", &request.device_id)?;
-        check_length("comment", &request.comment, MAX_COMMENT)?;
+        check_text("comment", &request.comment, MAX_COMMENT)?;
         if !request.target_owner.is_empty()
             && (request.target_owner == PLATFORM_OWNER || !is_valid_owner(&request.target_owner))
         {

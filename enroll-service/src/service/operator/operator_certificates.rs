@@ -24,7 +24,7 @@ use oxroot_proto::v1::issue_operator_certificate_request::Key;
 use rot_core::keys::PublicKey;
 
 use super::paging::Pager;
-use super::{ADMINS, MAX_COMMENT, OperatorService, check_length, operator_audit};
+use super::{ADMINS, MAX_COMMENT, OperatorService, check_text, operator_audit};
 use crate::audit::AuditDraft;
 use crate::error::ServiceError;
 use crate::model::{CrlEntryRecord, OperatorCertificateRecord, RevocationRecord};
@@ -273,7 +273,7 @@ impl OperatorService {
     ) -> Result<v1::RevokeOperatorCertificateResponse, ServiceError> {
         caller.require("RevokeOperatorCertificate", ADMINS)?;
         let serial = parse_operator_serial(&request.serial)?;
-        check_length("comment", &request.comment, MAX_COMMENT)?;
+        check_text("comment", &request.comment, MAX_COMMENT)?;
         let reason = v1::RevocationReason::try_from(request.reason)
             .map_err(|_| ServiceError::invalid("reason", "is not a RevocationReason"))?;
         let reason = RevocationReason::from(reason);

@@ -902,7 +902,10 @@ async fn revocation_is_idempotent_and_puts_the_serial_on_the_crl() {
     assert_eq!(first.revoked_serials, vec![serial.clone()]);
     let device = first.device.expect("device");
     assert_eq!(device.state, v1::DeviceState::Revoked as i32);
-    assert_eq!(device.revocation.expect("revocation").revoked_by, "acme/otto");
+    assert_eq!(
+        device.revocation.expect("revocation").revoked_by,
+        "acme/otto"
+    );
     let counts = f.counts(&batch_id);
     assert_eq!((counts.onboarded, counts.revoked, counts.total), (0, 1, 1));
 
@@ -1472,4 +1475,43 @@ async fn ten_thousand_device_import() {
         v1::DeviceState::from(DeviceState::AwaitingRegistration) as i32,
         listed.devices[0].state
     );
+}
+
+#[tokio::test]
+async fn control_and_invisible_characters_are_refused_where_text_enters() {
+    let f = fixture();
+    let admin = f.caller("ada", "acme", Role::Admin);
+    f.policy(&admin, "", "p1").await;
+    let field_of = |error: ServiceError| match error {
+        ServiceError::InvalidArgument { field, .. } => field,
+        other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+    };
+    for (name, description) in [
+        ("line\u{1b}[2J", ""),
+        ("gnp.\u{202E}exe", ""),
+        ("ok", "beep\u{7}"),
+        ("ok", "over\rwrite"),
+    ] {
+        let request = v1::CreateBatchRequest {
+            policy_name: "p1".into(),
+            name: name.into(),
+            description: description.into(),
+            ..v1::CreateBatchRequest::default()
+        };
+        let error = f.svc.create_batch_as(&admin, request).await.unwrap_err();
+        let field = field_of(error);
+        assert!(field == "name" || field == "description", "{field}");
+    }
+    let mut policy = policy_request("", "p2");
+    if let Some(p) = &mut policy.policy {
+        p.description = "nul\0inside".into();
+    }
+    let error = f.svc.create_policy_as(&admin, policy).await.unwrap_err();
+    assert_eq!(field_of(error), "policy.description");
+    // Nothing of the refused requests was stored.
+    let batches = f
+        .svc
+        .list_batches_as(&admin, &v1::ListBatchesRequest::default())
+        .expect("list");
+    assert!(batches.batches.is_empty());
 }
