@@ -56,8 +56,10 @@ pub struct Config {
 pub struct Limits {
     /// Challenge lifetime, seconds.
     pub challenge_ttl_secs: u64,
-    /// Challenges per device per minute.
+    /// Challenges per device and client address (IPv6: per /64) per minute.
     pub challenges_per_minute: u32,
+    /// Challenges per device per minute, from all addresses together.
+    pub challenges_per_device_per_minute: u32,
     /// Concurrent device streams per client address.
     pub max_streams_per_peer: usize,
     /// Concurrent calls and streams per operator.
@@ -88,6 +90,7 @@ impl Default for Limits {
         Self {
             challenge_ttl_secs: defaults.challenge_ttl.as_secs(),
             challenges_per_minute: defaults.challenges_per_window,
+            challenges_per_device_per_minute: defaults.challenges_per_device_window,
             max_streams_per_peer: defaults.max_streams_per_peer,
             max_calls_per_operator: defaults.max_calls_per_operator,
             audited_unknown_refusals_per_minute: defaults.audited_unknown_refusals_per_peer,
@@ -117,6 +120,7 @@ impl Config {
         ServiceConfig {
             challenge_ttl: Duration::from_secs(self.limits.challenge_ttl_secs.max(1)),
             challenges_per_window: self.limits.challenges_per_minute.max(1),
+            challenges_per_device_window: self.limits.challenges_per_device_per_minute.max(1),
             rate_window: Duration::from_secs(60),
             max_streams_per_peer: self.limits.max_streams_per_peer.max(1),
             max_calls_per_operator: self.limits.max_calls_per_operator.max(1),

@@ -73,6 +73,7 @@ impl ServiceCore {
             config.challenge_ttl * 3,
             config.rate_window,
             config.challenges_per_window,
+            config.challenges_per_device_window,
         );
         Arc::new(Self {
             crls: CrlSigner::new(registry.clone(), ca.clone(), config.crl_validity),

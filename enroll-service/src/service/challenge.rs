@@ -12,7 +12,11 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::rate::{FixedWindow, lock};
+use std::net::IpAddr;
+
+use rot_core::keys::DeviceId;
+
+use super::rate::{FixedWindow, address_key, lock};
 
 /// A 16-byte challenge identifier.
 pub type ChallengeId = [u8; 16];
@@ -32,36 +36,50 @@ struct Entry {
     forget_at: Instant,
 }
 
-/// The challenge book and the rate limiter.
+/// The challenge book and the rate limits.
+///
+/// Two budgets per window: one per (device, client address) and a larger one per device.
+/// Anyone who knows a device's EPK can ask for its challenges; with only a per-device budget a
+/// stranger spent it from anywhere and the real device was then refused RATE_LIMITED. Now a
+/// stranger spends only its own address's share, and the device, from its own address, still
+/// gets through. The per-device budget still bounds the work one device can cause: a stranger
+/// with more addresses than the per-device budget holds shares (IPv6: /64 prefixes, since one
+/// host has billions of addresses) can still exhaust it. That is the trade-off: a device cannot
+/// be locked out by one address, and no device can make the service work without bound.
 #[derive(Debug)]
 pub struct ChallengeBook {
     entries: Mutex<HashMap<ChallengeId, Entry>>,
-    rates: FixedWindow<String>,
+    per_address: FixedWindow<(DeviceId, Option<IpAddr>)>,
+    per_device: FixedWindow<DeviceId>,
     /// How long a spent ID is remembered.
     memory: Duration,
     last_sweep: Mutex<Instant>,
 }
 
 impl ChallengeBook {
-    /// A book remembering IDs for `memory`, allowing `rate_limit` challenges per device per
-    /// `rate_window`.
+    /// A book remembering IDs for `memory`, allowing `per_address` challenges per device and
+    /// client address, and `per_device` per device, each per `rate_window`.
     #[must_use]
-    pub fn new(memory: Duration, rate_window: Duration, rate_limit: u32) -> Self {
+    pub fn new(memory: Duration, rate_window: Duration, per_address: u32, per_device: u32) -> Self {
         Self {
             entries: Mutex::new(HashMap::new()),
-            rates: FixedWindow::new(rate_window, rate_limit),
+            per_address: FixedWindow::new(rate_window, per_address),
+            per_device: FixedWindow::new(rate_window, per_device.max(per_address)),
             memory,
             last_sweep: Mutex::new(Instant::now()),
         }
     }
 
-    /// Counts a challenge for `device_id`; `Err(retry_after)` when over the limit.
+    /// Counts a challenge for `device_id` asked from `peer` (IPv6: its /64); `Err(retry_after)`
+    /// when either budget is spent.
     ///
     /// # Errors
-    /// The time to wait before the device may ask again.
-    pub fn admit(&self, device_id: &str) -> Result<(), Duration> {
+    /// The time to wait before asking again.
+    pub fn admit(&self, device_id: &DeviceId, peer: Option<IpAddr>) -> Result<(), Duration> {
         self.sweep(Instant::now());
-        self.rates.admit(&device_id.to_owned())
+        self.per_address
+            .admit(&(*device_id, peer.map(address_key)))?;
+        self.per_device.admit(device_id)
     }
 
     /// Records a newly issued challenge as live.
@@ -130,7 +148,7 @@ mod tests {
 
     #[test]
     fn a_challenge_is_consumed_once() {
-        let book = ChallengeBook::new(Duration::from_secs(60), Duration::from_secs(60), 10);
+        let book = ChallengeBook::new(MINUTE, MINUTE, 10, 100);
         let id = [7u8; 16];
         book.issue(id);
         assert_eq!(book.classify_foreign(&id), ForeignChallenge::Foreign);
@@ -141,13 +159,62 @@ mod tests {
         assert_eq!(book.classify_foreign(&[1u8; 3]), ForeignChallenge::Foreign);
     }
 
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    fn device(n: u8) -> DeviceId {
+        DeviceId::from_bytes([n; 32])
+    }
+
+    fn address(text: &str) -> Option<IpAddr> {
+        Some(text.parse().unwrap())
+    }
+
     #[test]
-    fn rate_limit_counts_per_device() {
-        let book = ChallengeBook::new(Duration::from_secs(60), Duration::from_secs(60), 2);
-        assert!(book.admit("a").is_ok());
-        assert!(book.admit("a").is_ok());
-        let wait = book.admit("a").unwrap_err();
+    fn rate_limit_counts_per_device_and_address() {
+        let book = ChallengeBook::new(MINUTE, MINUTE, 2, 20);
+        let (a, here) = (device(1), address("192.0.2.1"));
+        assert!(book.admit(&a, here).is_ok());
+        assert!(book.admit(&a, here).is_ok());
+        let wait = book.admit(&a, here).unwrap_err();
         assert!(wait > Duration::from_secs(50));
-        assert!(book.admit("b").is_ok());
+        assert!(book.admit(&device(2), here).is_ok());
+    }
+
+    #[test]
+    fn a_stranger_spending_a_devices_budget_does_not_lock_the_device_out() {
+        let book = ChallengeBook::new(MINUTE, MINUTE, 2, 20);
+        let victim = device(1);
+        let stranger = address("198.51.100.7");
+        for _ in 0..2 {
+            assert!(book.admit(&victim, stranger).is_ok());
+        }
+        for _ in 0..50 {
+            assert!(book.admit(&victim, stranger).is_err());
+        }
+        // The device, from its own address, still gets its challenges.
+        assert!(book.admit(&victim, address("192.0.2.1")).is_ok());
+        assert!(book.admit(&victim, address("192.0.2.1")).is_ok());
+    }
+
+    #[test]
+    fn the_per_device_budget_bounds_many_addresses_and_ipv6_counts_per_prefix() {
+        let book = ChallengeBook::new(MINUTE, MINUTE, 2, 6);
+        let victim = device(1);
+        let mut admitted = 0;
+        for host in 1..=10 {
+            for _ in 0..2 {
+                admitted += usize::from(
+                    book.admit(&victim, address(&format!("203.0.113.{host}")))
+                        .is_ok(),
+                );
+            }
+        }
+        assert_eq!(admitted, 6);
+        // Addresses of one /64 share one share of the budget.
+        let book = ChallengeBook::new(MINUTE, MINUTE, 2, 100);
+        assert!(book.admit(&victim, address("2001:db8::1")).is_ok());
+        assert!(book.admit(&victim, address("2001:db8::2")).is_ok());
+        assert!(book.admit(&victim, address("2001:db8::ffff")).is_err());
+        assert!(book.admit(&victim, address("2001:db8:0:1::1")).is_ok());
     }
 }

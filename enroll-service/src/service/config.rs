@@ -11,8 +11,11 @@ pub struct ServiceConfig {
     pub first_message_timeout: Duration,
     /// Longest Onboard / Renew stream.
     pub stream_timeout: Duration,
-    /// Challenges one device may ask for per `rate_window`.
+    /// Challenges one device may ask for from one client address (IPv6: one /64) per
+    /// `rate_window`.
     pub challenges_per_window: u32,
+    /// Challenges one device may ask for per `rate_window`, from all addresses together.
+    pub challenges_per_device_window: u32,
     /// Window of the challenge rate limit.
     pub rate_window: Duration,
     /// Concurrent Onboard / Renew streams per client IP address.
@@ -48,6 +51,7 @@ impl Default for ServiceConfig {
             first_message_timeout: Duration::from_secs(10),
             stream_timeout: Duration::from_secs(120),
             challenges_per_window: 10,
+            challenges_per_device_window: 100,
             rate_window: Duration::from_secs(60),
             max_streams_per_peer: 4096,
             max_calls_per_operator: 64,
