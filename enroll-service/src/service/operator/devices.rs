@@ -20,6 +20,7 @@ use super::paging::Pager;
 use super::{
     ADMINS, ANY_ROLE, MAX_COMMENT, OPERATORS, OperatorService, check_text, operator_audit,
 };
+use crate::audit::AuditDraft;
 use crate::error::ServiceError;
 use crate::model::{
     BatchRecord, CountsDelta, CredentialStatus, CrlEntryRecord, DeviceEvent, DeviceEventKind,
@@ -413,33 +414,38 @@ impl OperatorService {
             &correlation,
         );
         change.op(Op::PutDevice(device.clone()));
-        // Both owners' auditors see a move between them.
-        let mut owners = vec![
-            old_owner
-                .clone()
-                .unwrap_or_else(|| PLATFORM_OWNER.to_owned()),
-        ];
-        if plan.across_owners {
-            owners.push(plan.target_owner.clone());
-        }
-        for owner in owners {
-            change.audit(
-                operator_audit(
-                    caller,
-                    now,
-                    &owner,
-                    "device.transfer",
-                    format!("device:{device_id}"),
-                    &correlation,
-                )
+        // Both owners' auditors see a move between them, each only their own side: the old
+        // owner its batch, the certificates it lost and the comment; the new owner where the
+        // device landed. Neither reads the other's batch IDs or words.
+        let entry = |owner: &str| {
+            operator_audit(
+                caller,
+                now,
+                owner,
+                "device.transfer",
+                format!("device:{device_id}"),
+                &correlation,
+            )
+            .detail("to_owner", plan.target_owner.clone())
+        };
+        let old_side = |draft: AuditDraft| {
+            draft
                 .detail("from_owner", old_owner.clone().unwrap_or_default())
-                .detail("to_owner", plan.target_owner.clone())
                 .detail("from_batch", old_batch.clone().unwrap_or_default())
+                .detail("serials", joined(&revoked))
+                .detail("comment", request.comment.clone())
+        };
+        let new_side = |draft: AuditDraft| {
+            draft
                 .detail("to_batch", device.batch_id.clone().unwrap_or_default())
                 .detail("key_slot", device.key_slot.to_string())
-                .detail("serials", joined(&revoked))
-                .detail("comment", request.comment.clone()),
-            );
+        };
+        let old_owner_name = old_owner.as_deref().unwrap_or(PLATFORM_OWNER);
+        if plan.across_owners {
+            change.audit(old_side(entry(old_owner_name)));
+            change.audit(new_side(entry(&plan.target_owner)));
+        } else {
+            change.audit(new_side(old_side(entry(old_owner_name))));
         }
         commit_locked(self.core.registry.as_ref(), change, vec![lock])
             .await

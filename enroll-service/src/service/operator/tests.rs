@@ -1075,9 +1075,39 @@ async fn a_move_to_another_owner_revokes_and_takes_the_next_slot() {
     let crl = f.core.crls().current().await.expect("CRL");
     assert_eq!(
         crl_serials(&hex::decode(crl.der_hex).expect("hex")),
-        vec![(serial, Some(ReasonCode::AffiliationChanged))]
+        vec![(serial.clone(), Some(ReasonCode::AffiliationChanged))]
     );
     assert_eq!(f.counts(&from).total, 0);
+    // Each owner's copy of the transfer holds only its own side.
+    let sides: Vec<_> = f
+        .core
+        .registry
+        .audit(1, 10_000)
+        .expect("audit")
+        .into_iter()
+        .map(|(_, e)| e.decode().expect("record"))
+        .filter(|r| r.action == "device.transfer")
+        .collect();
+    let side = |owner: &str| {
+        sides
+            .iter()
+            .find(|r| r.owner == owner)
+            .unwrap_or_else(|| panic!("no transfer entry for {owner}"))
+            .details
+            .clone()
+    };
+    let (old, new) = (side("acme"), side("globex"));
+    assert_eq!(old["from_batch"], from);
+    assert_eq!(old["comment"], "sold");
+    assert!(old["serials"].contains(&serial));
+    for acme_only in ["from_batch", "comment", "serials", "from_owner"] {
+        assert!(
+            !new.contains_key(acme_only),
+            "globex reads {acme_only}: {new:?}"
+        );
+    }
+    assert_eq!(new["to_owner"], "globex");
+    assert_eq!(new["key_slot"], "2");
 
     // Acme no longer sees it; globex does, and can claim it into a batch.
     let get = v1::GetDeviceRequest {
