@@ -165,6 +165,8 @@ mod tests {
         DeviceId::from_bytes([n; 32])
     }
 
+    /// A known client address, as the stream hands it to the book.
+    #[allow(clippy::unnecessary_wraps, reason = "admit takes the stream's Option")]
     fn address(text: &str) -> Option<IpAddr> {
         Some(text.parse().unwrap())
     }
