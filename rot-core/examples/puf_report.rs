@@ -108,7 +108,12 @@ fn main() {
     let intra = intra_chip_ber(&chips, &references);
     let key_failure: Map<String, Value> = [0.10, 0.15, 0.18, 0.20]
         .iter()
-        .map(|&ber| (format!("{ber:.2}"), json!(key_failure_rate(ber))))
+        .map(|&ber| {
+            (
+                format!("{ber:.2}"),
+                json!(key_failure_rate(rot_core::extractor::Construction::V1, ber)),
+            )
+        })
         .collect();
     let mc = monte_carlo(&references, options.mc_ber, options.mc_trials);
     let reconstruct_us_median = reconstruct_timing(&chips[0], options.timing_runs);
@@ -257,7 +262,7 @@ fn monte_carlo(references: &[Readout], ber: f64, trials: u32) -> MonteCarlo {
             failures += 1;
         }
     }
-    let predicted_rate = key_failure_rate(ber);
+    let predicted_rate = key_failure_rate(rot_core::extractor::Construction::V1, ber);
     let predicted = predicted_rate * f64::from(trials);
     let sd = (predicted * (1.0 - predicted_rate))
         .sqrt()

@@ -376,7 +376,11 @@ impl Layout {
         let mut large = tuples.octets[..tuples.octet_count]
             .iter()
             .map(|octet| Tuple::of(octet))
-            .chain(tuples.quads[..tuples.quad_count].iter().map(|quad| Tuple::of(quad)))
+            .chain(
+                tuples.quads[..tuples.quad_count]
+                    .iter()
+                    .map(|quad| Tuple::of(quad)),
+            )
             .peekable();
         for group in 0..GROUPS {
             let mut members = [Tuple::default(); MAX_TUPLES_PER_GROUP];

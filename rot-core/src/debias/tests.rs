@@ -43,7 +43,11 @@ fn every_group_reads_its_secret_ten_times_from_distinct_cells() {
         for (cell_index, invert) in layout.observations(group) {
             assert!(!used[cell_index], "cell {cell_index} used twice");
             used[cell_index] = true;
-            assert_eq!(cell(&reference, cell_index) ^ invert, secret, "group {group}");
+            assert_eq!(
+                cell(&reference, cell_index) ^ invert,
+                secret,
+                "group {group}"
+            );
             count += 1;
         }
         assert_eq!(count, OBSERVATIONS_PER_GROUP);
