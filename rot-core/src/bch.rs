@@ -278,7 +278,10 @@ impl Code {
                 *limb = (*limb << 1) | carry;
                 carry = next;
             }
-            let top = mask64(r[top_limb] >> top_bit);
+            // The mask is loop-invariant over the limbs, and LLVM unswitches a loop on
+            // a value it knows is 0 or all-ones: a branch on a secret bit, measured
+            // by the constant_time bench. `black_box` hides that knowledge.
+            let top = core::hint::black_box(mask64(r[top_limb] >> top_bit));
             for (limb, g) in r[..limbs].iter_mut().zip(self.generator) {
                 *limb ^= g & top;
             }
