@@ -19,10 +19,16 @@
 //!    regional bias affects both alike). The helper stores one flag per pair:
 //!    the two cells differ. A differing pair `(b, ¬b)` is a 2-cell tuple with
 //!    bit b, observed twice (the second cell inverted).
-//! 2. **Pass 2.** Equal pairs (`bb`), in array order, are taken two at a time;
-//!    one flag each says their values differ. `(bb, ¬b¬b)` is a 4-cell tuple.
-//! 3. **Pass 3.** Equal pass-2 candidates (`bbbb`), in order, two at a time;
-//!    one flag each. `(bbbb, ¬b¬b¬b¬b)` is an 8-cell tuple.
+//! 2. **Pass 2.** Within each 8 × 8-cell tile, equal pairs (`bb`), in array
+//!    order, are taken two at a time; one flag each says their values differ.
+//!    `(bb, ¬b¬b)` is a 4-cell tuple.
+//! 3. **Pass 3.** Within each tile, equal pass-2 candidates (`bbbb`), in order,
+//!    two at a time; one flag each. `(bbbb, ¬b¬b¬b¬b)` is an 8-cell tuple.
+//!
+//! Keeping passes 2 and 3 inside a tile matters under a *regional* bias: a
+//! tuple is balanced in probability only if its cells share one P(1), and
+//! cells of one tile (at most seven columns and rows apart) nearly do, while
+//! pairs from opposite ends of a gradient do not.
 //!
 //! Every flag is a function of equalities only, and complementing all the
 //! cells of one selected tuple changes no flag and no cell weight. For
@@ -65,6 +71,20 @@ pub const PAIRS: usize = CELL_COUNT / 2;
 /// passes, then the tuple offsets, then zero padding.
 pub const STREAM_BYTES: usize = 462;
 const STREAM_BITS: usize = STREAM_BYTES * 8;
+
+/// Tiles of 8 × 8 cells (4 pairs wide, 8 rows high) within which passes 2 and
+/// 3 pair their candidates.
+const TILE_CELLS: usize = 8;
+const TILES: usize = CELL_COUNT / (TILE_CELLS * TILE_CELLS);
+const PAIRS_PER_TILE: usize = TILE_CELLS * TILE_CELLS / 2;
+const ARRAY_COLUMNS: usize = 64;
+
+/// The tile of pair `pair` (cells `2·pair`, `2·pair + 1`; row-major, 64 columns).
+const fn tile_of(pair: u16) -> usize {
+    let cell = 2 * pair as usize;
+    let (row, column) = (cell / ARRAY_COLUMNS, cell % ARRAY_COLUMNS);
+    (row / TILE_CELLS) * (ARRAY_COLUMNS / TILE_CELLS) + column / TILE_CELLS
+}
 
 /// The most tuples a group holds (five pairs).
 const MAX_TUPLES_PER_GROUP: usize = 5;
@@ -229,39 +249,48 @@ fn run_passes(mut flag: impl FnMut(usize, Candidate) -> u8) -> (Tuples, usize) {
         octet_count: 0,
     };
     let mut bit = 0;
-    let mut equal_pairs = [0u16; PAIRS];
-    let mut equal_pair_count = 0;
+    // Passes 2 and 3 only pair candidates within one tile: under a regional bias
+    // two distant pairs have different P(1), and a 4-tuple of them is no longer
+    // balanced in probability (a 0.45..0.55 gradient left 104 bits when the
+    // passes paired across the array).
+    let mut equal_pairs = [[0u16; PAIRS_PER_TILE]; TILES];
+    let mut equal_pair_count = [0usize; TILES];
     for pair in 0..PAIRS as u16 {
         if flag(bit, Candidate::Cells(pair)) == 1 {
             tuples.pairs[tuples.pair_count] = pair;
             tuples.pair_count += 1;
         } else {
-            equal_pairs[equal_pair_count] = pair;
-            equal_pair_count += 1;
+            let tile = tile_of(pair);
+            equal_pairs[tile][equal_pair_count[tile]] = pair;
+            equal_pair_count[tile] += 1;
         }
         bit += 1;
     }
-    let mut equal_quads = [[0u16; 2]; PAIRS / 2];
-    let mut equal_quad_count = 0;
-    for candidate in equal_pairs[..equal_pair_count].chunks_exact(2) {
-        let quad = [candidate[0], candidate[1]];
-        if flag(bit, Candidate::Pairs(quad[0], quad[1])) == 1 {
-            tuples.quads[tuples.quad_count] = quad;
-            tuples.quad_count += 1;
-        } else {
-            equal_quads[equal_quad_count] = quad;
-            equal_quad_count += 1;
+    let mut equal_quads = [[[0u16; 2]; PAIRS_PER_TILE / 2]; TILES];
+    let mut equal_quad_count = [0usize; TILES];
+    for tile in 0..TILES {
+        for candidate in equal_pairs[tile][..equal_pair_count[tile]].chunks_exact(2) {
+            let quad = [candidate[0], candidate[1]];
+            if flag(bit, Candidate::Pairs(quad[0], quad[1])) == 1 {
+                tuples.quads[tuples.quad_count] = quad;
+                tuples.quad_count += 1;
+            } else {
+                equal_quads[tile][equal_quad_count[tile]] = quad;
+                equal_quad_count[tile] += 1;
+            }
+            bit += 1;
         }
-        bit += 1;
     }
-    for candidate in equal_quads[..equal_quad_count].chunks_exact(2) {
-        if flag(bit, Candidate::Quads(candidate[0], candidate[1])) == 1 {
-            let [a, b] = candidate[0];
-            let [c, d] = candidate[1];
-            tuples.octets[tuples.octet_count] = [a, b, c, d];
-            tuples.octet_count += 1;
+    for tile in 0..TILES {
+        for candidate in equal_quads[tile][..equal_quad_count[tile]].chunks_exact(2) {
+            if flag(bit, Candidate::Quads(candidate[0], candidate[1])) == 1 {
+                let [a, b] = candidate[0];
+                let [c, d] = candidate[1];
+                tuples.octets[tuples.octet_count] = [a, b, c, d];
+                tuples.octet_count += 1;
+            }
+            bit += 1;
         }
-        bit += 1;
     }
     (tuples, bit)
 }

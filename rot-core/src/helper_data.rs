@@ -328,6 +328,16 @@ impl HelperData {
         self.construction
     }
 
+    /// Version 2: where each group's cells are, as the (public) flags and
+    /// offsets say. `None` for version 1, whose layout is fixed.
+    #[must_use]
+    pub fn debias_layout(&self) -> Option<Layout> {
+        match self.construction {
+            Construction::V1 => None,
+            Construction::V2 => Layout::parse(self.debias_stream()).ok(),
+        }
+    }
+
     pub(crate) fn repetition_offset(&self, group: usize) -> u8 {
         self.bytes[REPETITION_OFFSET + group]
     }
