@@ -30,7 +30,8 @@
 //! key check matches is the word (the key check is a 128-bit hash, so a wrong
 //! candidate is never taken). This is Forney's generalised-minimum-distance
 //! idea with the erasure set fixed by the vote margin, evaluated exactly in
-//! [`super::analysis::v2_key_failure_rate`] (15 % → 2e-23, 20 % → 1.5e-10).
+//! [`super::analysis::v2_key_failure_rate`] (15 % → 1.1e-24, 20 % → 1.5e-10,
+//! 25 % → 6.9e-3).
 //!
 //! # Constant time
 //!
