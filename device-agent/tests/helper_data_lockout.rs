@@ -77,7 +77,7 @@ fn editing_helper_data_teaches_nothing_and_is_locked_out() {
         // flags and tuple offsets, the BCH syndrome, and the key check itself.
         let targets: &[(usize, u8)] = match construction {
             Construction::V1 => &[(4, 0), (100, 3), (300, 7), (460, 1), (483, 2), (490, 5)],
-            _ => &[(5, 0), (20, 4), (30, 1), (300, 6), (450, 2), (495, 3)],
+            Construction::V2 => &[(5, 0), (20, 4), (30, 1), (300, 6), (450, 2), (495, 3)],
         };
         let helper_path = state.path(state::HELPER_DATA);
         let lockout = Lockout::new(&state);
