@@ -6,7 +6,7 @@
 //! difference; below it, none was found at this sample size.
 //!
 //! ```text
-//! cargo bench -p rot-core --bench constant_time                       # 1.5e6 measurements, ~20 min
+//! cargo bench -p rot-core --bench constant_time                       # 1.5e6 measurements, ~30 min
 //! cargo bench -p rot-core --bench constant_time -- --measurements 30000 --construction 1
 //! ```
 //!
