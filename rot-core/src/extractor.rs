@@ -120,7 +120,7 @@ pub enum EnrolError {
     /// The silicon could not be read.
     Silicon(ReadFailed),
     /// Construction 2 found too few balanced cells: the array is too biased
-    /// (beyond about P(1) = 0.6). The refusal depends only on counts, never on
+    /// (from about P(1) = 0.58 on). The refusal depends only on counts, never on
     /// the secret.
     TooBiased(LayoutError),
 }
