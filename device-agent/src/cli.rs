@@ -44,6 +44,11 @@ pub enum Command {
         /// Re-enrol even though helper data exists (the device gets a new identity).
         #[arg(long)]
         force: bool,
+        /// Fuzzy-extractor construction: 2 (debiased, soft-decision; the default) or 1 (the
+        /// original repetition code, full strength only on unbiased cells). The helper data
+        /// records it, so later commands need no option.
+        #[arg(long, default_value = "2", value_name = "1|2")]
+        construction: rot_core::extractor::Construction,
     },
     /// Reconstruct the seeds and print the DeviceId (--json: EPK, silicon, helper data).
     Id {

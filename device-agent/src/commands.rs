@@ -29,7 +29,11 @@ use oxroot_client::device::ExchangeError;
 pub async fn execute(cli: Cli, console: &mut Console<'_>) -> Result<(), AgentError> {
     let state = StateDir::new(&cli.state);
     match cli.command {
-        Command::Enroll { silicon, force } => enroll::enroll(&state, &silicon, force, console),
+        Command::Enroll {
+            silicon,
+            force,
+            construction,
+        } => enroll::enroll(&state, &silicon, force, construction, console),
         Command::Id { silicon } => enroll::id(&state, &silicon, console),
         Command::Register {
             silicon,

@@ -60,7 +60,7 @@ async fn enrol_register_onboard_renew_revoke_and_no_secret_leaks() {
     let identity = agent.json(&["id"], None).await;
     assert_eq!(identity["device_id"], id.as_str());
     assert_eq!(identity["silicon"], format!("file:{}", chip_file.display()));
-    assert_eq!(identity["helper_data_version"], 1);
+    assert_eq!(identity["helper_data_version"], 2);
     assert!(
         identity["epk_pem"]
             .as_str()

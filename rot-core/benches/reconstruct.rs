@@ -1,10 +1,13 @@
 //! Device-side cost of using the root of trust: one power-up read, the fuzzy
 //! extractor's decode, and the P-256 key derivation, separately and together.
-//! Needs no network and no service: `cargo bench -p rot-core`.
+//! Needs no network and no service: `cargo bench -p rot-core --bench reconstruct`
+//! (`-- v2` for construction 2 only).
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use rot_core::emulator::{ChipSeed, EmulatedChip, OperatingConditions};
-use rot_core::extractor::{EnrolMode, enrol, reconstruct, reconstruct_from_readout};
+use rot_core::extractor::{
+    Construction, EnrolMode, enrol_with, reconstruct, reconstruct_from_readout,
+};
 use rot_core::hazmat::READOUT_BYTES;
 use rot_core::{EntropySource, KeySlot, bch};
 use std::hint::black_box;
@@ -12,8 +15,22 @@ use std::hint::black_box;
 fn benches(c: &mut Criterion) {
     let chip = ChipSeed::from_bytes([0x5e; 32]);
     let mut source = EmulatedChip::new(&chip, OperatingConditions::NOMINAL, [1; 32]);
-    let enrolment = enrol(&mut source, None, EnrolMode::FirstEnrolment).expect("enrols");
+    let enrolment = enrol_with(
+        &mut source,
+        None,
+        EnrolMode::FirstEnrolment,
+        Construction::V1,
+    )
+    .expect("enrols");
     let helper = enrolment.helper_data;
+    let helper_v2 = enrol_with(
+        &mut source,
+        None,
+        EnrolMode::FirstEnrolment,
+        Construction::V2,
+    )
+    .expect("enrols")
+    .helper_data;
     let mut readout = [0u8; READOUT_BYTES];
     source.read(&mut readout).expect("emulator reads");
 
@@ -46,8 +63,30 @@ fn benches(c: &mut Criterion) {
             });
         });
     }
+    // Construction 2's outer code: 16 of these run per reconstruction.
+    let code = bch::V2;
+    let mut word_v2 = [0u8; 40];
+    word_v2.copy_from_slice(&word[..40]);
+    word_v2[39] &= 0x07;
+    let mut parity_v2 = [0u8; 22];
+    code.helper_into(&word_v2, &mut parity_v2);
+    for errors in [0, code.t()] {
+        let mut noisy = word_v2;
+        for position in (0..errors).map(|i| i * 13 + 3) {
+            noisy[position / 8] ^= 1 << (position % 8);
+        }
+        c.bench_function(&format!("bch_correct_315_{errors}_errors"), |b| {
+            b.iter(|| {
+                let mut received = black_box(noisy);
+                black_box(code.correct(&mut received, &parity_v2))
+            });
+        });
+    }
     c.bench_function("decode_readout_to_seeds", |b| {
         b.iter(|| black_box(reconstruct_from_readout(&readout, &helper).expect("reconstructs")));
+    });
+    c.bench_function("decode_readout_to_seeds_v2", |b| {
+        b.iter(|| black_box(reconstruct_from_readout(&readout, &helper_v2).expect("reconstructs")));
     });
     let seeds = reconstruct_from_readout(&readout, &helper).expect("reconstructs");
     c.bench_function("derive_esk_p256", |b| {
@@ -68,6 +107,13 @@ fn benches(c: &mut Criterion) {
     c.bench_function("reconstruct_and_derive_esk", |b| {
         b.iter(|| {
             let seeds = reconstruct(&mut source, &helper).expect("reconstructs");
+            black_box(seeds.enrolment_key().public_key())
+        });
+    });
+    // The goal: read + decode (soft, 16 BCH runs) + derive ESK within 2 ms.
+    c.bench_function("reconstruct_and_derive_esk_v2", |b| {
+        b.iter(|| {
+            let seeds = reconstruct(&mut source, &helper_v2).expect("reconstructs");
             black_box(seeds.enrolment_key().public_key())
         });
     });

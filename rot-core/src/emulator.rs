@@ -113,6 +113,20 @@
 //! `worst_cold` (−40 °C, 0.9 V, 10 y) ≈ 9.0 %. Δ0 is symmetric, so uniformity
 //! and inter-chip distance are 0.50 by construction.
 //!
+//! # Bias
+//!
+//! Real arrays are not always balanced: a systematic mismatch (layout,
+//! sense-amplifier offset, a process gradient across the die) makes cells
+//! prefer one value. [`Bias`] models that as a fixed shift of `Δ0_i`:
+//! `Δ0_i = (z_B − z_A)/√2 + b(column)` with `b = Φ⁻¹(P(1))`, so every cell of a
+//! column powers up as 1 with probability P(1) across chips. [`Bias::uniform`]
+//! gives every cell the same P(1) (per-cell bias); [`Bias::gradient`] varies it
+//! linearly from the left column to the right one (regional bias). Cell *i*
+//! sits at row `i / 64`, column `i % 64`. The shift is a manufacturing
+//! parameter, so a biased chip is as deterministic as any other; with
+//! [`Bias::NONE`] (what [`EmulatedChip::new`] uses) no shift is applied and
+//! every chip, silicon file and vector is the one it always was.
+//!
 //! # Determinism and randomness
 //!
 //! All randomness is `ChaCha20` (`rand_chacha::ChaCha20Rng`), domain-separated by
@@ -387,6 +401,94 @@ pub const CORNERS: [(&str, OperatingConditions); 11] = [
     ),
 ];
 
+/// P(1) outside 0.01..=0.99 (or not a number).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BiasError;
+
+impl fmt::Display for BiasError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("P(1) must be within 0.01..=0.99")
+    }
+}
+
+impl core::error::Error for BiasError {}
+
+/// How likely cells are to power up as 1 across chips: per cell, by column.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Bias {
+    p_one_left: f64,
+    p_one_right: f64,
+}
+
+/// Array columns (and rows).
+const COLUMNS: usize = 64;
+
+impl Bias {
+    /// Unbiased: P(1) = ½ everywhere, and no shift is applied at all.
+    pub const NONE: Self = Self {
+        p_one_left: 0.5,
+        p_one_right: 0.5,
+    };
+
+    /// Every cell has the same P(1).
+    ///
+    /// # Errors
+    /// [`BiasError`] outside 0.01..=0.99.
+    pub fn uniform(p_one: f64) -> Result<Self, BiasError> {
+        Self::gradient(p_one, p_one)
+    }
+
+    /// P(1) varies linearly across the array, from `left` in column 0 to
+    /// `right` in column 63: a regional bias.
+    ///
+    /// # Errors
+    /// [`BiasError`] when either end is outside 0.01..=0.99.
+    pub fn gradient(left: f64, right: f64) -> Result<Self, BiasError> {
+        let valid = |p: f64| (0.01..=0.99).contains(&p);
+        if valid(left) && valid(right) {
+            Ok(Self {
+                p_one_left: left,
+                p_one_right: right,
+            })
+        } else {
+            Err(BiasError)
+        }
+    }
+
+    /// P(1) of cell `cell` (row-major, 64 columns).
+    #[must_use]
+    pub fn p_one(&self, cell: usize) -> f64 {
+        let column = (cell % COLUMNS) as f64 / (COLUMNS - 1) as f64;
+        self.p_one_left + (self.p_one_right - self.p_one_left) * column
+    }
+
+    /// The shift of `Δ0` that gives each column its P(1): Φ⁻¹(P(1)).
+    fn column_shifts(&self) -> [f32; COLUMNS] {
+        core::array::from_fn(|column| probit(self.p_one(column)) as f32)
+    }
+}
+
+impl Default for Bias {
+    fn default() -> Self {
+        Self::NONE
+    }
+}
+
+/// Φ⁻¹(p) by bisection on Φ(x) = erfc(−x/√2)/2: deterministic, `no_std`, and
+/// exact to `f64` resolution for the 0.01..=0.99 range [`Bias`] accepts.
+fn probit(p: f64) -> f64 {
+    let (mut low, mut high) = (-8.0f64, 8.0f64);
+    for _ in 0..64 {
+        let middle = 0.5 * (low + high);
+        if 0.5 * libm::erfc(-middle * core::f64::consts::FRAC_1_SQRT_2) < p {
+            low = middle;
+        } else {
+            high = middle;
+        }
+    }
+    0.5 * (low + high)
+}
+
 /// Two independent standard normals from one 64-bit `ChaCha` output (Box–Muller).
 fn gaussian_pair(rng: &mut ChaCha20Rng) -> (f32, f32) {
     const SCALE: f32 = 1.0 / 16_777_216.0; // 2^-24
@@ -432,9 +534,23 @@ pub struct EmulatedChip {
 
 impl EmulatedChip {
     /// Manufactures the chip `seed` and places it at `conditions`; `noise_seed`
-    /// seeds the thermal noise of its successive readouts.
+    /// seeds the thermal noise of its successive readouts. Unbiased.
     #[must_use]
     pub fn new(seed: &ChipSeed, conditions: OperatingConditions, noise_seed: [u8; 32]) -> Self {
+        Self::with_bias(seed, conditions, noise_seed, Bias::NONE)
+    }
+
+    /// [`EmulatedChip::new`] for an array manufactured with `bias`.
+    #[must_use]
+    pub fn with_bias(
+        seed: &ChipSeed,
+        conditions: OperatingConditions,
+        noise_seed: [u8; 32],
+        bias: Bias,
+    ) -> Self {
+        // Unbiased chips skip the shift altogether, so they stay bit-identical to
+        // the chips made before bias existed.
+        let shifts = (bias != Bias::NONE).then(|| bias.column_shifts());
         let mut parameters = ChaCha20Rng::from_seed(*seed.as_bytes());
         parameters.set_stream(PARAMETER_STREAM);
         let mut normals = Normals {
@@ -451,7 +567,10 @@ impl EmulatedChip {
         for (i, offset) in offsets.iter_mut().enumerate() {
             let z_a = normals.next();
             let z_b = normals.next();
-            let delta0 = (z_b - z_a) * FRAC_1_SQRT_2;
+            let mut delta0 = (z_b - z_a) * FRAC_1_SQRT_2;
+            if let Some(shifts) = &shifts {
+                delta0 += shifts[i % COLUMNS];
+            }
             let gamma = TEMPERATURE_COEFF_SIGMA * normals.next();
             let nu = SUPPLY_COEFF_SIGMA * normals.next();
             let ageing = normals.next();

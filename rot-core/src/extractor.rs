@@ -1,60 +1,80 @@
 //! The fuzzy extractor: noisy 64 × 64 readout in, eight stable 128-bit seeds out.
 //!
-//! # Construction (helper data version 1)
+//! Two constructions share one API; the helper data says which one wrote it
+//! ([`Construction`]), so a device keeps reconstructing with whatever it was
+//! enrolled with, and [`enrol`] writes the [default](Construction::default),
+//! construction 2.
 //!
-//! Code-offset with a concatenated code, in the syndrome form (no random codeword
-//! is needed, so enrolment needs no RNG):
+//! | | construction 1 ([`v1`]) | construction 2 ([`v2`]) |
+//! |---|---|---|
+//! | cells | 4,095: 455 groups × repetition(9) | 3,150 balanced cells (3 von Neumann passes): 315 groups × 10 |
+//! | outer code | BCH(455, 257, t = 23) | BCH(315, 144, t = 20) |
+//! | decoding | hard majority, 1 BCH decode | ties as erasures, 16 fillings, 16 BCH decodes |
+//! | key failure at 15 / 20 / 25 % BER | 5.4e-16 / 1.6e-5 / 0.38 | 1.1e-24 / 1.5e-10 / 6.9e-3 |
+//! | min-entropy of the master given the helper data, P(1) = 0.50 / 0.55 / 0.60 | 257 / 114 / 5.5 bits | 144 / 144 / 144 bits (a chip that enrols; at 0.60 about 40 % do) |
+//! | helper data | 508 bytes | 512 bytes |
 //!
-//! 1. **Inner: repetition(9), 455 groups, 4,095 of the 4,096 cells.** Group *g*
-//!    takes cells `g + 455·j`, *j* = 0..8, spread across the array so a local
-//!    defect or hot spot touches many groups a little rather than one group a
-//!    lot. The group's secret bit is its first cell `x[g,0]`; the helper data
-//!    stores the offsets `x[g,j] ⊕ x[g,0]`. At reconstruction each group votes:
-//!    the majority of `y[g,j] ⊕ offset[g,j]` recovers `x[g,0]` unless 5 or more
-//!    of its 9 cells flipped.
-//! 2. **Outer: binary BCH(455, 257, t = 23)** over GF(2^9) ([`crate::bch`]). The
-//!    helper data stores the 455-bit word's remainder modulo the generator
-//!    (198 bits); the decoder corrects up to 23 wrong group votes.
-//! 3. **Extraction.** `master = HKDF-Extract(salt, word)` with
-//!    `salt = SHA-256(helper data ‖ parameters)`, so helper data is bound into
-//!    every key; seeds are HKDF-Expanded from the master ([`crate::keys`]).
+//! (`puf_report` prints every figure, analytic and Monte Carlo; see the README.)
 //!
-//! A reconstruction fails, with one opaque error, when the decoder cannot
-//! correct the word or when the key check stored at enrolment does not match,
-//! which also catches decoder miscorrections and manipulated helper data.
-//! Decoding always runs to the end: no early exit depends on the noise.
-//!
-//! # Reliability
-//!
-//! With raw bit error rate *p* per cell, a group votes wrong with probability
-//! `q = P[Binomial(9, p) ≥ 5]` and the key fails with probability
-//! `P[Binomial(455, q) > 23]` (bounded-distance decoding, exact binomial; see
-//! [`analysis`]). At *p* = 0.15 this is 5e-16, at *p* = 0.20 it is 1.6e-5:
-//! better than the 463 × repetition(7) + BCH(463, 256, 25) reference design
-//! (2e-10 and 8e-3) because it spends the 854 cells that design leaves idle.
+//! Both are code-offset constructions in syndrome form, so enrolment needs no
+//! RNG: the helper data stores how each group's cells relate to its secret bit
+//! and the outer code's syndrome of the word of group secrets. The master is
+//! `HKDF-Extract(salt, word)` with `salt = SHA-256(helper data ‖ parameters)`,
+//! so helper data is bound into every key; seeds are HKDF-Expanded from the
+//! master ([`crate::keys`]).
 //!
 //! # Min-entropy
 //!
-//! The secret is the 455-bit word of first cells. The repetition offsets reveal
-//! each group only up to complement, and the BCH helper reveals at most 198
-//! bits, so with unbiased, independent cells at least 455 − 198 = 257 bits of
-//! min-entropy remain for the 256-bit master. That full-strength bound has one
-//! bit of margin: it needs ≥ (256 + 198) / 455 ≈ 0.998 bits per first cell
-//! (bias within ~0.1 %). The keys' security target (P-256, 128-bit) needs
-//! ≥ 128 bits, i.e. ≥ (128 + 198) / 455 ≈ 0.72 bits per first cell, but that
-//! simple count ignores the extra leakage of the repetition offsets when cells
-//! are biased (a group whose nine offsets are all equal is then more likely
-//! all-ones or all-zeros), which this crate does not bound. `puf_report`
-//! measures per-cell bias over many chips and the emulator's cells are
-//! unbiased by construction; silicon with measurable bias should add a
-//! debiasing step (von Neumann pairing or index-based masking, Maes et al.,
-//! CHES 2015) as helper-data version 2 before relying on these figures.
+//! The security target is P-256's 128 bits, so the master needs at least 128
+//! bits of conditional min-entropy given the helper data. Construction 2 has
+//! 144: a 16-bit margin for what the model leaves out (the bound assumes
+//! independent cells with one common P(1)). Given the von Neumann flags every
+//! group secret is exactly uniform ([`crate::debias`]), the tuple offsets are
+//! a repetition syndrome over uniform bits and reveal nothing, so the 315-bit
+//! word is uniform and the 171-bit BCH syndrome leaves exactly 144 bits: the
+//! same for every P(1). Construction 1 keeps 455 − 198 = 257 bits on unbiased
+//! cells, but its repetition offsets leak under bias: the exact group-wise
+//! bound ([`analysis::v1_min_entropy`]) falls to 114 bits at P(1) = 0.55 and 5
+//! at 0.60. Under a bias that differs from cell to cell (a gradient across the
+//! array) [`analysis::v2_min_entropy_for_layout`] computes the exact bound of
+//! one enrolled layout. The key check (below) is a 128-bit hash of the word:
+//! like the public key it only lets an attacker test guesses, so these bounds
+//! measure the guessing work, not information.
 //!
-//! # Attacks designed against
-//! - helper-data manipulation: bound into the salt, integrity- and key-checked;
-//!   the caller should lock out after repeated failures (each failure is an
-//!   oracle query);
-//! - decoder timing: fixed work per reconstruction, no error counts exposed;
+//! # Helper-data manipulation
+//!
+//! An attacker who can rewrite helper data and watch whether reconstruction
+//! succeeds gets an oracle (Delvaux, Gu, Schellekens, Verbauwhede, "Helper Data
+//! Algorithms for PUF-Based Key Generation: Overview and Analysis", IEEE TCAD
+//! 2015; Becker, "Robust Fuzzy Extractors and Helper Data Manipulation Attacks
+//! Revisited: Theory versus Practice", IEEE TDSC 2017). The classic attacks
+//! flip offset bits (or edit the syndrome) so that the failure rate depends
+//! on an unknown cell value, then count failures. Here:
+//!
+//! - **Detected before any secret is touched** ([`HelperData::from_bytes`]):
+//!   wrong length, magic, version or construction; a version-2 stream that
+//!   does not parse as a layout; and any accidental corruption (the integrity
+//!   tag). The tag is an unkeyed hash: an attacker can recompute it.
+//! - **Everything else fails with certainty.** The key check is
+//!   SHA-256(label ‖ every field the decoder reads ‖ word), truncated to 128
+//!   bits and stored at enrolment; reconstruction succeeds only if the decoded
+//!   word reproduces it *together with the helper bytes as they are now*. An
+//!   edited offset, flag, syndrome or key-check byte changes the hashed input,
+//!   so a match needs a SHA-256 collision: the edit fails with probability
+//!   1 − 2⁻¹²⁸ whatever the cells are. A success/failure bit that does not
+//!   depend on the cells carries no information about them, and decoding takes
+//!   the same time and memory accesses on edited data as on genuine data. Even
+//!   a forged record that did match would only feed a different salt into
+//!   HKDF and give unrelated keys.
+//!
+//! What remains is the failure count itself: each failure spends one oracle
+//! query that reveals nothing, and the device agent locks out after five
+//! (`device-agent/src/lockout.rs`). `tests/helper_data_attacks.rs` runs the
+//! published attacks against both constructions.
+//!
+//! # Other attacks designed against
+//! - decoder timing: fixed work per reconstruction, no error counts exposed
+//!   (measured by `cargo bench -p rot-core --bench constant_time`);
 //! - re-enrolment with fresh helper data: refused unless explicitly forced.
 
 use core::fmt;
@@ -62,22 +82,24 @@ use core::num::NonZeroU8;
 
 use hkdf::Hkdf;
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::bch;
+use crate::debias::LayoutError;
 use crate::entropy::{EntropySource, ReadFailed};
 use crate::hazmat::{self, Readout};
-use crate::helper_data::{GROUPS, HelperData, KEY_CHECK_BYTES, REPETITION};
+pub use crate::helper_data::Construction;
+use crate::helper_data::{HelperData, KEY_CHECK_BYTES};
 use crate::keys::Seeds;
+
+#[cfg(feature = "std")]
+pub mod analysis;
+pub mod v1;
+pub mod v2;
 
 /// Readouts combined, cell by cell, into the enrolment reference.
 pub const ENROLMENT_READS: NonZeroU8 = NonZeroU8::new(5).expect("5 is not zero");
-/// The parameters bound into the HKDF salt together with the helper data.
-pub const PARAMETERS: &[u8] = b"oxroot-fe-v1/rep9x455/bch-455-257-23/hkdf-sha256";
-const KEY_CHECK_LABEL: &[u8] = b"oxroot/fe-check/v1";
-
-type Word = [u8; bch::WORD_BYTES];
+/// Construction 1's parameters, bound into its HKDF salt (see [`v1::PARAMETERS`]).
+pub const PARAMETERS: &[u8] = v1::PARAMETERS;
 
 /// Whether enrolment may replace helper data that already exists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,6 +119,10 @@ pub enum EnrolError {
     AlreadyEnrolled,
     /// The silicon could not be read.
     Silicon(ReadFailed),
+    /// Construction 2 found too few balanced cells: the array is too biased
+    /// (from about P(1) = 0.58 on). The refusal depends only on counts, never on
+    /// the secret.
+    TooBiased(LayoutError),
 }
 
 impl fmt::Display for EnrolError {
@@ -106,6 +132,7 @@ impl fmt::Display for EnrolError {
                 "this chip already has helper data; enrolling again changes its identity and is refused unless forced",
             ),
             Self::Silicon(error) => write!(f, "enrolment failed: {error}"),
+            Self::TooBiased(error) => write!(f, "enrolment failed: {error}"),
         }
     }
 }
@@ -154,18 +181,33 @@ pub struct Enrolment {
     pub seeds: Seeds,
 }
 
-/// First power-up: reads the silicon [`ENROLMENT_READS`] times, builds helper
-/// data from the per-cell majority, and derives the seeds.
+/// First power-up with the default construction (2): reads the silicon
+/// [`ENROLMENT_READS`] times, builds helper data from the per-cell majority,
+/// and derives the seeds.
 ///
 /// `existing` is whatever helper data the caller already has stored for this
 /// chip, valid or not: its presence alone refuses a [`EnrolMode::FirstEnrolment`].
 ///
 /// # Errors
-/// [`EnrolError::AlreadyEnrolled`] or [`EnrolError::Silicon`].
+/// [`EnrolError::AlreadyEnrolled`], [`EnrolError::Silicon`] or
+/// [`EnrolError::TooBiased`].
 pub fn enrol<S: EntropySource + ?Sized>(
     source: &mut S,
     existing: Option<&[u8]>,
     mode: EnrolMode,
+) -> Result<Enrolment, EnrolError> {
+    enrol_with(source, existing, mode, Construction::default())
+}
+
+/// [`enrol`] with a chosen construction.
+///
+/// # Errors
+/// As [`enrol`]; [`EnrolError::TooBiased`] only for construction 2.
+pub fn enrol_with<S: EntropySource + ?Sized>(
+    source: &mut S,
+    existing: Option<&[u8]>,
+    mode: EnrolMode,
+    construction: Construction,
 ) -> Result<Enrolment, EnrolError> {
     if existing.is_some() && mode == EnrolMode::FirstEnrolment {
         return Err(EnrolError::AlreadyEnrolled);
@@ -173,31 +215,36 @@ pub fn enrol<S: EntropySource + ?Sized>(
     let reference = Zeroizing::new(
         hazmat::read_majority(source, ENROLMENT_READS).map_err(EnrolError::Silicon)?,
     );
-    Ok(enrol_from_reference(&reference))
+    enrol_from_reference_with(&reference, construction)
 }
 
-/// Builds helper data and seeds from an enrolment reference readout.
+/// Builds construction-1 helper data and seeds from an enrolment reference readout.
 ///
 /// **Hazmat**: for reports and tests that control the reference directly.
 #[must_use]
 pub fn enrol_from_reference(reference: &Readout) -> Enrolment {
-    let mut word: Zeroizing<Word> = Zeroizing::new([0; bch::WORD_BYTES]);
-    let mut offsets = [0u8; GROUPS];
-    for (group, offset) in offsets.iter_mut().enumerate() {
-        let first = hazmat::cell(reference, cell_index(group, 0));
-        word[group / 8] |= first << (group % 8);
-        for member in 1..REPETITION {
-            *offset |= (hazmat::cell(reference, cell_index(group, member)) ^ first) << (member - 1);
-        }
-    }
-    let helper_data = HelperData::assemble(&offsets, &bch::helper(&word), |prefix| {
-        key_check(prefix, &word)
-    });
-    let seeds = derive_seeds(&word, &helper_data);
-    Enrolment { helper_data, seeds }
+    v1::enrol_from_reference(reference)
 }
 
-/// Reads the silicon once and reconstructs the seeds.
+/// Builds helper data and seeds of the given construction from an enrolment
+/// reference readout.
+///
+/// **Hazmat**: for reports and tests that control the reference directly.
+///
+/// # Errors
+/// [`EnrolError::TooBiased`] (construction 2 only).
+pub fn enrol_from_reference_with(
+    reference: &Readout,
+    construction: Construction,
+) -> Result<Enrolment, EnrolError> {
+    match construction {
+        Construction::V1 => Ok(v1::enrol_from_reference(reference)),
+        Construction::V2 => v2::enrol_from_reference(reference).map_err(EnrolError::TooBiased),
+    }
+}
+
+/// Reads the silicon once and reconstructs the seeds, with the construction
+/// the helper data names.
 ///
 /// # Errors
 /// [`ReconstructError::Silicon`] if the read fails; otherwise the opaque
@@ -223,39 +270,22 @@ pub fn reconstruct_from_readout(
     readout: &Readout,
     helper_data: &HelperData,
 ) -> Result<Seeds, ReconstructionFailed> {
-    let mut word: Zeroizing<Word> = Zeroizing::new([0; bch::WORD_BYTES]);
-    for group in 0..GROUPS {
-        let offsets = helper_data.repetition_offset(group);
-        // Each member votes for x[g,0] = y[g,j] ⊕ offset[g,j]; the first member has offset 0.
-        let mut votes = u32::from(hazmat::cell(readout, cell_index(group, 0)));
-        for member in 1..REPETITION {
-            let offset = (offsets >> (member - 1)) & 1;
-            votes += u32::from(hazmat::cell(readout, cell_index(group, member)) ^ offset);
-        }
-        // votes ≥ 5 of 9, computed without a branch: (votes + 3) has bit 3 set iff votes ≥ 5.
-        let bit = (((votes + 3) >> 3) & 1) as u8;
-        word[group / 8] |= bit << (group % 8);
-    }
-    let decoded = bch::correct(&mut word, helper_data.bch_helper());
-    let check = key_check(helper_data.checked_prefix(), &word);
-    let check_matches = check.ct_eq(helper_data.key_check());
-    // Derive regardless of the outcome so success and failure cost the same.
-    let seeds = derive_seeds(&word, helper_data);
-    if bool::from(decoded & check_matches) {
-        Ok(seeds)
-    } else {
-        Err(ReconstructionFailed)
+    // The construction is public (it is in the helper data), so this branch leaks nothing.
+    match helper_data.construction() {
+        Construction::V1 => v1::reconstruct(readout, helper_data),
+        Construction::V2 => v2::reconstruct(readout, helper_data),
     }
 }
 
-/// Cell index of member `member` of group `group`.
-const fn cell_index(group: usize, member: usize) -> usize {
-    group + GROUPS * member
-}
-
-fn key_check(prefix: &[u8], word: &Word) -> [u8; KEY_CHECK_BYTES] {
-    let mut digest = Sha256::new_with_prefix(KEY_CHECK_LABEL);
+/// `SHA-256(label ‖ prefix ‖ word)[..16]`.
+fn key_check(label: &[u8], prefix: &[u8], word: &[u8]) -> [u8; KEY_CHECK_BYTES] {
+    let mut digest = Sha256::new_with_prefix(label);
     digest.update(prefix);
+    key_check_from(digest, word)
+}
+
+/// Finishes a key check whose label and prefix are already hashed.
+fn key_check_from(mut digest: Sha256, word: &[u8]) -> [u8; KEY_CHECK_BYTES] {
     digest.update(word);
     let mut full = digest.finalize();
     let check = full[..KEY_CHECK_BYTES]
@@ -265,56 +295,9 @@ fn key_check(prefix: &[u8], word: &Word) -> [u8; KEY_CHECK_BYTES] {
     check
 }
 
-fn derive_seeds(word: &Word, helper_data: &HelperData) -> Seeds {
+fn derive_seeds(word: &[u8], helper_data: &HelperData, parameters: &[u8]) -> Seeds {
     let mut salt = Sha256::new_with_prefix(helper_data.as_bytes());
-    salt.update(PARAMETERS);
+    salt.update(parameters);
     let salt = salt.finalize();
     Seeds::expand(&Hkdf::<Sha256>::new(Some(&salt), word))
-}
-
-/// Analytic reliability of the construction under independent bit errors.
-#[cfg(feature = "std")]
-pub mod analysis {
-    use super::{GROUPS, REPETITION};
-    use crate::bch;
-
-    /// `P[Binomial(n, p) = k]` for `k = 0..=n`, each term computed in log space
-    /// so probabilities down to 1e-300 are exact.
-    pub fn binomial_pmf(n: usize, p: f64) -> impl Iterator<Item = f64> {
-        let (ln_p, ln_q) = (p.ln(), (1.0 - p).ln());
-        // `count · ln` with 0 · ln 0 = 0, so p = 0 and p = 1 need no special case.
-        let weighted = |count: usize, ln: f64| if count == 0 { 0.0 } else { count as f64 * ln };
-        let mut ln_choose = 0.0; // ln C(n, k), built up as k grows
-        (0..=n).map(move |k| {
-            if k > 0 {
-                ln_choose += ((n - k + 1) as f64).ln() - (k as f64).ln();
-            }
-            (ln_choose + weighted(k, ln_p) + weighted(n - k, ln_q)).exp()
-        })
-    }
-
-    /// `P[Binomial(n, p) > t]`.
-    #[must_use]
-    pub fn binomial_tail(n: usize, p: f64, t: usize) -> f64 {
-        binomial_pmf(n, p).skip(t + 1).sum::<f64>().min(1.0)
-    }
-
-    /// Probability that a majority vote over `repetition` cells (odd) is wrong.
-    #[must_use]
-    pub fn majority_error(repetition: usize, p: f64) -> f64 {
-        binomial_tail(repetition, p, repetition / 2)
-    }
-
-    /// Key failure probability at raw bit error rate `ber` for this build's construction.
-    #[must_use]
-    pub fn key_failure_rate(ber: f64) -> f64 {
-        concatenated_failure_rate(ber, REPETITION, GROUPS, bch::T)
-    }
-
-    /// Key failure probability of repetition(`repetition`) × `groups` + a
-    /// bounded-distance outer code correcting `t` errors.
-    #[must_use]
-    pub fn concatenated_failure_rate(ber: f64, repetition: usize, groups: usize, t: usize) -> f64 {
-        binomial_tail(groups, majority_error(repetition, ber), t)
-    }
 }

@@ -52,6 +52,7 @@ extern crate std;
 
 pub mod attestation;
 pub mod bch;
+pub mod debias;
 #[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod entropy;

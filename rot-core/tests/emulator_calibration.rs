@@ -400,3 +400,79 @@ fn debug_output_does_not_reveal_the_seed() {
     let chip_debug = format!("{chip:?}");
     assert!(!chip_debug.contains("offsets") && !chip_debug.contains(&hex::encode(bytes)));
 }
+
+/// Fraction of chips whose cell reads 1 in its noise-free response, per column.
+fn ones_by_column(bias: rot_core::emulator::Bias, chips: u32) -> [f64; 64] {
+    let mut ones = [0u32; 64];
+    for index in 0..chips {
+        let chip = EmulatedChip::with_bias(
+            &chip_seed(1000 + index),
+            OperatingConditions::NOMINAL,
+            noise_seed(index, 99),
+            bias,
+        );
+        let truth = chip.ground_truth_response();
+        for cell_index in 0..CELL_COUNT {
+            ones[cell_index % 64] += u32::from(cell(&truth, cell_index));
+        }
+    }
+    ones.map(|count| f64::from(count) / f64::from(chips * 64))
+}
+
+#[test]
+fn a_uniform_bias_sets_every_cells_probability_of_one() {
+    use rot_core::emulator::Bias;
+    // 32 chips × 4,096 cells: standard error 0.0019; 5 standard errors of margin.
+    let by_column = ones_by_column(Bias::uniform(0.6).expect("valid"), 32);
+    let mean = by_column.iter().sum::<f64>() / 64.0;
+    assert!((mean - 0.6).abs() < 0.01, "P(1) {mean}");
+    assert!((Bias::uniform(0.6).expect("valid").p_one(17) - 0.6).abs() < 1e-12);
+    assert!(Bias::uniform(1.0).is_err() && Bias::gradient(0.5, f64::NAN).is_err());
+}
+
+#[test]
+fn a_gradient_runs_from_the_left_column_to_the_right() {
+    use rot_core::emulator::Bias;
+    let bias = Bias::gradient(0.4, 0.6).expect("valid");
+    let by_column = ones_by_column(bias, 32);
+    // 8 columns × 64 rows × 32 chips per side: standard error 0.008.
+    let left = by_column[..8].iter().sum::<f64>() / 8.0;
+    let right = by_column[56..].iter().sum::<f64>() / 8.0;
+    let (want_left, want_right) = (
+        (0..8).map(|c| bias.p_one(c)).sum::<f64>() / 8.0,
+        (56..64).map(|c| bias.p_one(c)).sum::<f64>() / 8.0,
+    );
+    assert!(
+        (left - want_left).abs() < 0.04,
+        "left {left} vs {want_left}"
+    );
+    assert!(
+        (right - want_right).abs() < 0.04,
+        "right {right} vs {want_right}"
+    );
+}
+
+#[test]
+fn no_bias_is_the_unbiased_chip_bit_for_bit() {
+    use rot_core::emulator::Bias;
+    let seed = chip_seed(5);
+    let mut plain = EmulatedChip::new(&seed, OperatingConditions::NOMINAL, noise_seed(5, 1));
+    let mut none = EmulatedChip::with_bias(
+        &seed,
+        OperatingConditions::NOMINAL,
+        noise_seed(5, 1),
+        Bias::NONE,
+    );
+    assert_eq!(plain.ground_truth_response(), none.ground_truth_response());
+    assert_eq!(read(&mut plain), read(&mut none));
+    let biased = EmulatedChip::with_bias(
+        &seed,
+        OperatingConditions::NOMINAL,
+        noise_seed(5, 1),
+        Bias::uniform(0.55).expect("valid"),
+    );
+    assert_ne!(
+        plain.ground_truth_response(),
+        biased.ground_truth_response()
+    );
+}

@@ -5,11 +5,11 @@
 use proptest::prelude::*;
 use rot_core::entropy::FixedTestSource;
 use rot_core::extractor::{
-    EnrolError, EnrolMode, ReconstructError, enrol, enrol_from_reference, reconstruct,
-    reconstruct_from_readout,
+    Construction, EnrolError, EnrolMode, ReconstructError, enrol, enrol_from_reference,
+    enrol_from_reference_with, enrol_with, reconstruct, reconstruct_from_readout,
 };
 use rot_core::hazmat::Readout;
-use rot_core::helper_data::{GROUPS, HELPER_DATA_BYTES, HelperData, HelperDataError};
+use rot_core::helper_data::{GROUPS, HelperData, HelperDataError};
 use rot_core::{DeviceId, KeySlot};
 use rot_core::{
     emulator::{ChipSeed, EmulatedChip, OperatingConditions},
@@ -28,10 +28,23 @@ fn power_up(chip: &ChipSeed, noise: u64) -> EmulatedChip {
 }
 
 fn enrolled(chip: &ChipSeed) -> (HelperData, DeviceId) {
-    let enrolment = enrol(&mut power_up(chip, 0), None, EnrolMode::FirstEnrolment).expect("enrols");
+    enrolled_with(chip, Construction::default())
+}
+
+fn enrolled_with(chip: &ChipSeed, construction: Construction) -> (HelperData, DeviceId) {
+    let enrolment = enrol_with(
+        &mut power_up(chip, 0),
+        None,
+        EnrolMode::FirstEnrolment,
+        construction,
+    )
+    .expect("enrols");
+    assert_eq!(enrolment.helper_data.construction(), construction);
     let id = enrolment.seeds.enrolment_key().device_id();
     (enrolment.helper_data, id)
 }
+
+const BOTH: [Construction; 2] = [Construction::V1, Construction::V2];
 
 fn flip(readout: &mut Readout, cell: usize) {
     readout[cell / 8] ^= 1 << (cell % 8);
@@ -179,88 +192,182 @@ fn unreadable_silicon_is_reported_as_such() {
 
 #[test]
 fn helper_data_round_trips_and_fits_512_bytes() {
-    let helper = enrolled(&chip(4)).0;
-    assert_eq!(helper.as_bytes().len(), HELPER_DATA_BYTES);
-    assert_eq!(
-        HelperData::from_bytes(helper.as_bytes()),
-        Ok(helper.clone())
+    for construction in BOTH {
+        let helper = enrolled_with(&chip(4), construction).0;
+        assert_eq!(helper.as_bytes().len(), construction.helper_data_bytes());
+        assert!(helper.as_bytes().len() <= 512);
+        assert_eq!(
+            HelperData::from_bytes(helper.as_bytes()),
+            Ok(helper.clone())
+        );
+        assert_eq!(helper.version(), construction.number());
+        assert_eq!(helper.construction(), construction);
+    }
+    assert_eq!(Construction::default(), Construction::V2);
+}
+
+#[test]
+fn either_construction_reconstructs_what_it_enrolled() {
+    for construction in BOTH {
+        let chip = chip(12);
+        let (helper, id) = enrolled_with(&chip, construction);
+        let seeds = reconstruct(&mut power_up(&chip, 77), &helper).expect("reconstructs");
+        assert_eq!(seeds.enrolment_key().device_id(), id, "{construction}");
+    }
+    // The two constructions give the same chip two unrelated identities.
+    assert_ne!(
+        enrolled_with(&chip(12), Construction::V1).1,
+        enrolled_with(&chip(12), Construction::V2).1
     );
-    assert_eq!(helper.version(), 1);
+}
+
+#[test]
+fn construction_two_corrects_ties_and_errors_up_to_its_limit() {
+    // A reference whose pairs all differ: group g is five pairs (2·(5g + i), +1).
+    let reference: Readout = [0x55; 512];
+    let enrolment = enrol_from_reference_with(&reference, Construction::V2).expect("enrols");
+    let id = enrolment.seeds.enrolment_key().device_id();
+    let pair_cells =
+        |group: usize| (0..5).flat_map(move |i| [2 * (5 * group + i), 2 * (5 * group + i) + 1]);
+    // Four wrong cells in every group: every vote still decides right.
+    let mut noisy = reference;
+    for group in 0..315 {
+        for cell in pair_cells(group).take(4) {
+            flip(&mut noisy, cell);
+        }
+    }
+    let seeds = reconstruct_from_readout(&noisy, &enrolment.helper_data).expect("votes hold");
+    assert_eq!(seeds.enrolment_key().device_id(), id);
+    // 20 groups decided wrong (6 of 10 flipped) plus 8 ties: the fillings cover the ties.
+    let mut noisy = reference;
+    for group in (0..315).step_by(11).take(20) {
+        for cell in pair_cells(group).take(6) {
+            flip(&mut noisy, cell);
+        }
+    }
+    for group in (5..315).step_by(37).take(8) {
+        for cell in pair_cells(group).take(5) {
+            flip(&mut noisy, cell);
+        }
+    }
+    let seeds = reconstruct_from_readout(&noisy, &enrolment.helper_data).expect("within reach");
+    assert_eq!(seeds.enrolment_key().device_id(), id);
+    // 21 wrong decisions and no ties: one more than t, refused.
+    let mut noisy = reference;
+    for group in (0..315).step_by(11).take(21) {
+        for cell in pair_cells(group).take(6) {
+            flip(&mut noisy, cell);
+        }
+    }
+    assert!(reconstruct_from_readout(&noisy, &enrolment.helper_data).is_err());
 }
 
 #[test]
 fn corrupt_helper_data_gets_a_clear_error() {
-    let bytes = *enrolled(&chip(5)).0.as_bytes();
-    for cut in [0, 1, 2, 3, 100, HELPER_DATA_BYTES - 1] {
-        let error = HelperData::from_bytes(&bytes[..cut]).expect_err("truncated");
-        if cut >= 3 {
+    for construction in BOTH {
+        let bytes = enrolled_with(&chip(5), construction).0.as_bytes().to_vec();
+        let len = bytes.len();
+        for cut in [0, 1, 2, 3, 100, len - 1] {
+            let error = HelperData::from_bytes(&bytes[..cut]).expect_err("truncated");
+            if cut >= 3 {
+                assert_eq!(
+                    error,
+                    HelperDataError::WrongLength {
+                        found: cut,
+                        expected: len
+                    }
+                );
+                assert!(error.to_string().contains("truncated"), "{error}");
+            }
+        }
+        let mut padded = bytes.clone();
+        padded.push(0);
+        assert!(matches!(
+            HelperData::from_bytes(&padded),
+            Err(HelperDataError::WrongLength { .. })
+        ));
+
+        let mut wrong_magic = bytes.clone();
+        wrong_magic[0] = b'X';
+        assert_eq!(
+            HelperData::from_bytes(&wrong_magic),
+            Err(HelperDataError::BadMagic)
+        );
+        let mut future = bytes.clone();
+        future[2] = 3;
+        assert_eq!(
+            HelperData::from_bytes(&future),
+            Err(HelperDataError::UnsupportedVersion(3))
+        );
+        let mut other = bytes.clone();
+        other[3] = 9;
+        assert_eq!(
+            HelperData::from_bytes(&other),
+            Err(HelperDataError::UnsupportedConstruction(9))
+        );
+
+        // Any single-bit flip past the header is caught by the integrity check.
+        for position in (4..len).step_by(7) {
+            let mut corrupt = bytes.clone();
+            corrupt[position] ^= 0x10;
+            let error = HelperData::from_bytes(&corrupt).expect_err("corrupted");
             assert_eq!(
                 error,
-                HelperDataError::WrongLength {
-                    found: cut,
-                    expected: HELPER_DATA_BYTES
-                }
+                HelperDataError::IntegrityCheckFailed,
+                "flip at {position}"
             );
-            assert!(error.to_string().contains("truncated"), "{error}");
+            assert!(error.to_string().contains("corrupted"));
         }
-    }
-    let mut padded = bytes.to_vec();
-    padded.push(0);
-    assert!(matches!(
-        HelperData::from_bytes(&padded),
-        Err(HelperDataError::WrongLength { .. })
-    ));
-
-    let mut wrong_magic = bytes;
-    wrong_magic[0] = b'X';
-    assert_eq!(
-        HelperData::from_bytes(&wrong_magic),
-        Err(HelperDataError::BadMagic)
-    );
-    let mut future = bytes;
-    future[2] = 2;
-    assert_eq!(
-        HelperData::from_bytes(&future),
-        Err(HelperDataError::UnsupportedVersion(2))
-    );
-    let mut construction = bytes;
-    construction[3] = 9;
-    assert_eq!(
-        HelperData::from_bytes(&construction),
-        Err(HelperDataError::UnsupportedConstruction(9))
-    );
-
-    // Any single-bit flip past the header is caught by the integrity check.
-    for position in (4..HELPER_DATA_BYTES).step_by(7) {
-        let mut corrupt = bytes;
-        corrupt[position] ^= 0x10;
-        let error = HelperData::from_bytes(&corrupt).expect_err("corrupted");
-        assert_eq!(
-            error,
-            HelperDataError::IntegrityCheckFailed,
-            "flip at {position}"
-        );
-        assert!(error.to_string().contains("corrupted"));
     }
 }
 
+/// Recomputes the integrity tag as an attacker would (it is an unkeyed hash).
+fn with_integrity(mut forged: Vec<u8>) -> Vec<u8> {
+    let len = forged.len();
+    let tag = Sha256::digest(&forged[..len - 8]);
+    forged[len - 8..].copy_from_slice(&tag[..8]);
+    forged
+}
+
 /// An attacker rewrites helper data and fixes up the integrity check: the
-/// result must be an opaque failure, never a silently different key.
+/// result must be a refusal or an opaque failure, never a silently different key.
 #[test]
 fn manipulated_helper_data_with_valid_integrity_fails_opaquely() {
     let chip = chip(6);
-    let (helper, _) = enrolled(&chip);
-    for position in [4, 200, 458, 459, 470, 483, 484, 499] {
-        let mut forged = *helper.as_bytes();
-        forged[position] ^= 0x01;
-        let tag = Sha256::digest(&forged[..500]);
-        forged[500..].copy_from_slice(&tag[..8]);
-        let forged = HelperData::from_bytes(&forged).expect("integrity recomputed by the attacker");
-        let result = reconstruct(&mut power_up(&chip, 9), &forged);
-        assert!(
-            matches!(result, Err(ReconstructError::Failed(_))),
-            "forgery at {position} accepted"
-        );
+    for construction in BOTH {
+        let (helper, _) = enrolled_with(&chip, construction);
+        let len = helper.as_bytes().len();
+        for position in [
+            4,
+            20,
+            25,
+            26,
+            200,
+            300,
+            458,
+            459,
+            470,
+            483,
+            484,
+            487,
+            488,
+            len - 9,
+        ] {
+            let mut forged = helper.as_bytes().to_vec();
+            forged[position] ^= 0x01;
+            match HelperData::from_bytes(&with_integrity(forged)) {
+                // A version-2 stream that no longer parses is refused up front.
+                Err(HelperDataError::BadLayout(_)) => assert_eq!(construction, Construction::V2),
+                Err(other) => panic!("{other:?}"),
+                Ok(forged) => {
+                    let result = reconstruct(&mut power_up(&chip, 9), &forged);
+                    assert!(
+                        matches!(result, Err(ReconstructError::Failed(_))),
+                        "construction {construction}: forgery at {position} accepted"
+                    );
+                }
+            }
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use rot_core::extractor::{self, ENROLMENT_READS, EnrolError, EnrolMode};
+use rot_core::extractor::{self, Construction, ENROLMENT_READS, EnrolError, EnrolMode};
 
 use super::{now_rfc3339, open_chip, open_silicon};
 use crate::cli::SiliconArgs;
@@ -15,11 +15,13 @@ use crate::state::{self, Identity, StateDir};
 use crate::tls_signer::spki_der;
 use oxroot_client::device::Chip;
 
-/// First power-up: majority of several readouts → helper data, stored with the identity.
+/// First power-up: majority of several readouts → helper data of `construction`, stored with
+/// the identity.
 pub(super) fn enroll(
     state: &StateDir,
     args: &SiliconArgs,
     force: bool,
+    construction: Construction,
     console: &mut Console<'_>,
 ) -> Result<(), AgentError> {
     let existing = state.raw_helper_data()?;
@@ -34,17 +36,21 @@ pub(super) fn enroll(
     } else {
         EnrolMode::FirstEnrolment
     };
-    let enrolment = extractor::enrol(&mut silicon.power_up()?, existing.as_deref(), mode).map_err(
-        |e| match e {
-            EnrolError::AlreadyEnrolled => AgentError::AlreadyEnrolled {
-                path: helper_path.clone(),
-            },
-            other => AgentError::Silicon {
-                source_name: silicon.name().to_owned(),
-                problem: other.to_string(),
-            },
+    let enrolment = extractor::enrol_with(
+        &mut silicon.power_up()?,
+        existing.as_deref(),
+        mode,
+        construction,
+    )
+    .map_err(|e| match e {
+        EnrolError::AlreadyEnrolled => AgentError::AlreadyEnrolled {
+            path: helper_path.clone(),
         },
-    )?;
+        other => AgentError::Silicon {
+            source_name: silicon.name().to_owned(),
+            problem: other.to_string(),
+        },
+    })?;
     let epk = enrolment.seeds.enrolment_key().public_key();
     let identity = Identity::new(&epk, enrolment.helper_data.version(), now_rfc3339());
     if existing.is_some() {
@@ -64,6 +70,7 @@ pub(super) fn enroll(
         .field("readouts", ENROLMENT_READS.get())
         .field("helper_data", helper_path.display().to_string())
         .field("helper_data_version", enrolment.helper_data.version())
+        .field("construction", construction.number())
         .print(console)
 }
 
