@@ -3,6 +3,7 @@
 //! commit shares one fdatasync), and decoding stored records.
 //! Needs no network and no running service: `cargo bench -p enroll-service`.
 //! The commit benches write to a temporary directory on the disk under `$TMPDIR`.
+#![allow(clippy::expect_used, reason = "a bench fails loudly")]
 
 use std::hint::black_box;
 use std::sync::Arc;

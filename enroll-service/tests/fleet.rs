@@ -2,6 +2,7 @@
 //! Azure DPS and Mosquitto policies; revocation checked with `openssl verify -crl_check`;
 //! operator authentication and authorisation.
 #![allow(
+    clippy::expect_used,
     clippy::unwrap_used,
     clippy::missing_panics_doc,
     clippy::too_many_lines,

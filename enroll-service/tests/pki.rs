@@ -1,7 +1,7 @@
 //! The PKI checked against independent verifiers: the `openssl` CLI, rustls-webpki, x509-parser
 //! and rot-core's device keys.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::fs;
 use std::num::NonZeroU32;

@@ -2,7 +2,7 @@
 //! artefacts checked against independent tools (serde_json, the `openssl` CLI and, when it is
 //! installed, a real Mosquitto broker).
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::fs;
 use std::path::Path;

@@ -1,6 +1,7 @@
 //! The compiled contract is what the `.proto` files say: the descriptor set
 //! decodes, both services carry the expected methods with the right
 //! streaming shapes, and stream envelopes survive an encode/decode round trip.
+#![allow(clippy::expect_used, reason = "a failed expect is a failed test")]
 
 use oxroot_proto::FILE_DESCRIPTOR_SET;
 use oxroot_proto::v1::{self, onboard_request, onboard_response};

@@ -19,6 +19,7 @@
 //! measurements and over those below the 50th, 90th and 99th percentile (as
 //! dudect does, to drop interrupts and scheduling noise), and the largest |t|.
 //! The last line is one JSON object with the figures.
+#![allow(clippy::expect_used, reason = "a bench fails loudly")]
 
 use std::time::Instant;
 

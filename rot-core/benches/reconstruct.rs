@@ -2,6 +2,7 @@
 //! extractor's decode, and the P-256 key derivation, separately and together.
 //! Needs no network and no service: `cargo bench -p rot-core --bench reconstruct`
 //! (`-- v2` for construction 2 only).
+#![allow(clippy::expect_used, reason = "a bench fails loudly")]
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use rot_core::emulator::{ChipSeed, EmulatedChip, OperatingConditions};

@@ -3,6 +3,7 @@
 //! targets in `rot-core/fuzz`.
 //!
 //! `cargo run -p rot-core --example fuzz_seeds -- <dir>`
+#![allow(clippy::expect_used, reason = "a report fails loudly")]
 
 use rot_core::emulator::{ChipSeed, EmulatedChip, OperatingConditions};
 use rot_core::extractor::{Construction, EnrolMode, enrol_with};

@@ -34,6 +34,7 @@
 //!    it agrees with the rule (it must be every time). With the rule exact,
 //!    the failure probability at any BER is the exact sum over the binomial
 //!    probabilities of those counts: the 20 % figure needs no sampling.
+#![allow(clippy::expect_used, reason = "a report fails loudly")]
 
 use std::time::Instant;
 

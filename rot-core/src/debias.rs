@@ -340,6 +340,10 @@ impl Layout {
             let secret = cell(reference, observations[0].cell());
             word[group / 8] |= secret << (group % 8);
             for slot in 1..usize::from(layout.tuples[group]) {
+                #[expect(
+                    clippy::expect_used,
+                    reason = "assemble gives every slot below the group's tuple count its observations"
+                )]
                 let first = observations
                     .iter()
                     .find(|o| o.slot() == slot)

@@ -285,6 +285,10 @@ fn key_check(label: &[u8], prefix: &[u8], word: &[u8]) -> [u8; KEY_CHECK_BYTES] 
 }
 
 /// Finishes a key check whose label and prefix are already hashed.
+#[expect(
+    clippy::expect_used,
+    reason = "a SHA-256 digest is longer than the key check"
+)]
 fn key_check_from(mut digest: Sha256, word: &[u8]) -> [u8; KEY_CHECK_BYTES] {
     digest.update(word);
     let mut full = digest.finalize();

@@ -342,12 +342,20 @@ impl HelperData {
         self.bytes[REPETITION_OFFSET + group]
     }
 
+    #[expect(
+        clippy::expect_used,
+        reason = "the slice bounds are the constants of the fixed layout"
+    )]
     pub(crate) fn bch_helper(&self) -> &[u8; bch::HELPER_BYTES] {
         self.bytes[BCH_OFFSET..KEY_CHECK_OFFSET]
             .try_into()
             .expect("fixed layout")
     }
 
+    #[expect(
+        clippy::expect_used,
+        reason = "the slice bounds are the constants of the fixed layout"
+    )]
     pub(crate) fn v2_bch_helper(&self) -> &[u8; V2_BCH_BYTES] {
         self.bytes[V2_BCH_OFFSET..V2_STREAM_OFFSET]
             .try_into()
@@ -355,6 +363,10 @@ impl HelperData {
     }
 
     /// The version-2 debiasing stream (flags and offsets).
+    #[expect(
+        clippy::expect_used,
+        reason = "the slice bounds are the constants of the fixed layout"
+    )]
     pub(crate) fn debias_stream(&self) -> &[u8; debias::STREAM_BYTES] {
         self.bytes[V2_STREAM_OFFSET..V2_KEY_CHECK_OFFSET]
             .try_into()
@@ -375,6 +387,10 @@ impl HelperData {
     }
 }
 
+#[expect(
+    clippy::expect_used,
+    reason = "a SHA-256 digest is longer than the tag"
+)]
 fn integrity(bytes: &[u8]) -> [u8; INTEGRITY_BYTES] {
     let digest = Sha256::digest(bytes);
     digest[..INTEGRITY_BYTES]

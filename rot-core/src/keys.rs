@@ -70,6 +70,10 @@ impl fmt::Debug for Seeds {
 
 impl Seeds {
     /// Expands the 256-bit master secret into the eight seeds.
+    #[expect(
+        clippy::expect_used,
+        reason = "HKDF-SHA256 expands up to 8,160 bytes; a seed is 16"
+    )]
     pub(crate) fn expand(master: &Hkdf<Sha256>) -> Self {
         let mut seeds = [[0u8; SEED_BYTES]; SEED_COUNT];
         for (index, seed) in (0u8..).zip(seeds.iter_mut()) {
@@ -161,6 +165,10 @@ pub trait ImportKey: Sized {
 /// FIPS 186-5 A.2.1 ("key pair generation using extra random bits"): take 128 bits
 /// more than the order's length (48 bytes), so the reduction bias is below 2^-128, and map
 /// into [1, n − 1] with `(c mod (n − 1)) + 1`. The reduction is constant-time.
+#[expect(
+    clippy::expect_used,
+    reason = "48 bytes is a valid HKDF-SHA256 output length"
+)]
 fn derive_scalar(seed: &[u8; SEED_BYTES], purpose: &[u8]) -> Zeroizing<[u8; 32]> {
     let mut extra_bits = Zeroizing::new([0u8; 48]);
     Hkdf::<Sha256>::new(Some(SCALAR_SALT), seed)
@@ -169,6 +177,10 @@ fn derive_scalar(seed: &[u8; SEED_BYTES], purpose: &[u8]) -> Zeroizing<[u8; 32]>
     scalar_from_extra_bits(&extra_bits)
 }
 
+#[expect(
+    clippy::expect_used,
+    reason = "scalar_from_extra_bits maps into [1, n-1], which p256 always accepts"
+)]
 fn derive_signing_key(seed: &[u8; SEED_BYTES], purpose: &[u8]) -> SigningKey {
     let scalar = derive_scalar(seed, purpose);
     SigningKey::from_bytes(&(*scalar).into()).expect("scalar is in [1, n-1] by construction")
@@ -370,6 +382,10 @@ impl PublicKey {
         &self.0
     }
 
+    #[expect(
+        clippy::expect_used,
+        reason = "a PublicKey is only ever built from a point p256 accepted"
+    )]
     pub(crate) fn verifying_key(&self) -> VerifyingKey {
         VerifyingKey::from_sec1_bytes(&self.0).expect("validated at construction")
     }

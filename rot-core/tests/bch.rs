@@ -1,4 +1,5 @@
 //! Integration tests for the BCH outer code of the fuzzy extractor.
+#![allow(clippy::expect_used, reason = "a failed expect is a failed test")]
 
 use proptest::prelude::*;
 use proptest::sample::subsequence;

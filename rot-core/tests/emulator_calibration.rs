@@ -4,6 +4,7 @@
 //! Every chip and every noise stream is seeded deterministically, so these tests
 //! are reproducible; the bounds are nevertheless chosen with at least 5 standard
 //! errors of margin, so they would also hold for other seeds.
+#![allow(clippy::expect_used, reason = "a failed expect is a failed test")]
 #![cfg(feature = "emulator")]
 
 use std::sync::OnceLock;

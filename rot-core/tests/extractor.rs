@@ -1,5 +1,6 @@
 //! The fuzzy extractor end to end: enrolment, reconstruction, identity, and the
 //! refusals of corrupt or manipulated inputs.
+#![allow(clippy::expect_used, reason = "a failed expect is a failed test")]
 #![cfg(feature = "emulator")]
 
 use proptest::prelude::*;

@@ -15,6 +15,7 @@
 //! reconstructs every time under the same noise: the failures come from the edit alone and say
 //! nothing about the cells. (The device agent's lockout then ends the queries after five:
 //! `device-agent/tests/helper_data_lockout.rs`.)
+#![allow(clippy::expect_used, reason = "a failed expect is a failed test")]
 #![cfg(feature = "emulator")]
 
 use rot_core::bch;

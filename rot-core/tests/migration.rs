@@ -3,6 +3,7 @@
 //! commit 3c93cfe (the last one before helper data version 2), from a fixed
 //! reference readout and from a fixed emulated chip; this build must reproduce
 //! the helper data byte for byte and reconstruct the same DeviceId from it.
+#![allow(clippy::expect_used, reason = "a failed expect is a failed test")]
 #![cfg(feature = "emulator")]
 
 use rot_core::emulator::{ChipSeed, EmulatedChip, OperatingConditions};

@@ -1,5 +1,6 @@
 //! The primitives rot-core is built on, pinned to published test vectors, with
 //! the exact crate configuration rot-core uses (no_std, default features off).
+#![allow(clippy::expect_used, reason = "a failed expect is a failed test")]
 
 use hkdf::Hkdf;
 use p256::ecdsa::signature::{Signer, Verifier};

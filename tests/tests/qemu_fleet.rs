@@ -11,6 +11,7 @@
 //!
 //! `tests/run` builds the guest image (`qemu/build-image`) before the test suites, so this
 //! test only boots. `.config/nextest.toml` gives it the machine to itself.
+#![allow(clippy::expect_used, reason = "a failed expect is a failed test")]
 
 use std::path::Path;
 use std::process::Command;

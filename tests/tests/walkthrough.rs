@@ -26,6 +26,7 @@
 //!
 //! The shell runs in its own process group, which is killed when the test ends, however it
 //! ends: nothing the walkthrough started outlives it.
+#![allow(clippy::expect_used, reason = "a failed expect is a failed test")]
 
 mod built;
 

@@ -1,5 +1,6 @@
 //! `enroll-service` as a real child process (init, serve), for the tests that need one: a
 //! restart, a SIGKILL, a full disk, the command line.
+#![allow(clippy::expect_used, reason = "a failed expect is a failed test")]
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -157,6 +157,7 @@ fn erasure_cost(ties: usize, classes: usize) -> Vec<f64> {
 /// offsets have weight w is (secret 0) weight w or (secret 1) weight 9 − w, so
 /// the attacker's best guess is right with Σ_w C(8, w)·max(p^w q^{9−w}, p^{9−w} q^w).
 #[must_use]
+#[expect(clippy::expect_used, reason = "group sizes are single digits")]
 pub fn v1_min_entropy(p_one: f64) -> f64 {
     let q = 1.0 - p_one;
     let guess: f64 = (0..REPETITION)
@@ -199,6 +200,10 @@ pub fn v2_min_entropy(p_one: f64) -> f64 {
 /// max_s Π_j P(b_j = s ⊕ o_j); the group keeps −log2 of that, and the syndrome
 /// costs its 171 bits.
 #[must_use]
+#[expect(
+    clippy::expect_used,
+    reason = "a layout's tuples hold at least one cell each"
+)]
 pub fn v2_min_entropy_for_layout(layout: &Layout, p_one: impl Fn(usize) -> f64) -> f64 {
     let mut total = 0.0;
     for group in 0..V2_GROUPS {

@@ -3,6 +3,7 @@
 //! `cargo nextest run --workspace` (and `cargo test --workspace`) builds the `enroll-service`,
 //! `enrollctl` and `device-agent` binaries next to the test executables, because those crates
 //! have integration tests of their own. `OXROOT_BIN_DIR` points elsewhere.
+#![allow(clippy::expect_used, reason = "a failed expect is a failed test")]
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
