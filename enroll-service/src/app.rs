@@ -336,7 +336,7 @@ fn write_profile(
     )?;
     write_profile_file(
         &dir.join(chain_file),
-        format!("{}{}", operator.certificate.pem, ca.intermediate_pem()).as_bytes(),
+        format!("{}{}", operator.certificate.pem, ca.chain_pems().concat()).as_bytes(),
         oxroot_files::PUBLIC,
     )?;
     write_profile_file(

@@ -20,6 +20,7 @@ mod issue;
 mod keystore;
 mod operator;
 mod profile;
+mod signer;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -28,7 +29,9 @@ use std::str::FromStr;
 
 use time::OffsetDateTime;
 
-pub use authority::CertificateAuthority;
+pub use authority::{
+    CertificateAuthority, ISSUING_LIFETIME, ROOT_LIFETIME, cert_pem_to_der, certs_pem_to_der,
+};
 pub use error::PkiError;
 pub use keystore::{
     DEFAULT_PBKDF2_ITERATIONS, EncryptedKey, MAX_PBKDF2_ITERATIONS, Passphrase, PrivateKeyPkcs8,
@@ -37,6 +40,7 @@ pub use operator::{
     OPERATOR_URN_PREFIX, OperatorIdentity, PLATFORM_OWNER, Role, is_valid_owner,
     validate_operator_name,
 };
+pub use signer::{CaKey, SealedKey, SignerError};
 
 /// Length of an uncompressed SEC1 P-256 public key (`04 ‖ x ‖ y`).
 pub const P256_PUBLIC_KEY_LEN: usize = 65;

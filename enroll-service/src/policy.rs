@@ -405,7 +405,7 @@ fn ca_certificate_artifact(ca: &CertificateAuthority, description: &str) -> v1::
     artifact(
         "ca-certificate.pem",
         MEDIA_PEM,
-        ca.intermediate_pem(),
+        ca.certificate_pem(),
         description,
     )
 }
@@ -440,7 +440,7 @@ fn artefact_validity(
     lifetime: Duration,
     field: &str,
 ) -> Result<Validity, PolicyError> {
-    let ca_end = ca.intermediate_not_after().map_err(pki_error(field))?;
+    let ca_end = ca.not_after();
     let not_before = now - CLOCK_SKEW_ALLOWANCE;
     Validity::new(not_before, (now + lifetime).min(ca_end)).map_err(pki_error(field))
 }

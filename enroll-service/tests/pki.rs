@@ -69,7 +69,7 @@ fn openssl(dir: &Path, args: &[&str]) -> (bool, String) {
 
 fn write_chain(dir: &Path, ca: &CertificateAuthority, leaf_pem: &str) {
     fs::write(dir.join("root.pem"), ca.root_pem()).unwrap();
-    fs::write(dir.join("intermediate.pem"), ca.intermediate_pem()).unwrap();
+    fs::write(dir.join("intermediate.pem"), ca.certificate_pem()).unwrap();
     fs::write(dir.join("leaf.pem"), leaf_pem).unwrap();
 }
 
@@ -99,7 +99,7 @@ fn openssl_verifies_device_leaf_chain() {
     // The chain PEM is leaf, intermediate, root.
     assert_eq!(
         leaf.chain_pem,
-        format!("{}{}{}", leaf.pem, ca.intermediate_pem(), ca.root_pem())
+        format!("{}{}{}", leaf.pem, ca.certificate_pem(), ca.root_pem())
     );
 }
 
@@ -157,7 +157,7 @@ fn webpki_verify(
 ) -> Result<(), webpki::Error> {
     let root = CertificateDer::from(ca.root_der().to_vec());
     let anchors = [webpki::anchor_from_trusted_cert(&root).unwrap()];
-    let intermediates = [CertificateDer::from(ca.intermediate_der().to_vec())];
+    let intermediates = [CertificateDer::from(ca.certificate_der().to_vec())];
     let leaf = CertificateDer::from(leaf.to_vec());
     EndEntityCert::try_from(&leaf)
         .unwrap()
@@ -360,7 +360,7 @@ fn encrypted_ca_round_trips_and_refuses_wrong_passphrase_or_tampering() {
 
     let loaded = CertificateAuthority::load(dir.path(), &passphrase).unwrap();
     assert_eq!(loaded.root_der(), ca.root_der());
-    assert_eq!(loaded.intermediate_der(), ca.intermediate_der());
+    assert_eq!(loaded.certificate_der(), ca.certificate_der());
     assert!(loaded.has_root_key());
     // The loaded CA still issues certificates that chain.
     let leaf = loaded
@@ -555,7 +555,7 @@ fn import_intermediate_checks_key_and_root() {
         .unwrap();
 
     let imported = CertificateAuthority::import_intermediate(
-        &ca.intermediate_pem(),
+        &ca.certificate_pem(),
         &key.to_pem(),
         &ca.root_pem(),
     )
@@ -580,7 +580,7 @@ fn import_intermediate_checks_key_and_root() {
             .unwrap();
     assert!(matches!(
         CertificateAuthority::import_intermediate(
-            &ca.intermediate_pem(),
+            &ca.certificate_pem(),
             &other_key.to_pem(),
             &ca.root_pem()
         ),
@@ -589,7 +589,7 @@ fn import_intermediate_checks_key_and_root() {
     // Nor does this intermediate chain to another root.
     assert!(matches!(
         CertificateAuthority::import_intermediate(
-            &ca.intermediate_pem(),
+            &ca.certificate_pem(),
             &key.to_pem(),
             &other.root_pem()
         ),
@@ -600,8 +600,7 @@ fn import_intermediate_checks_key_and_root() {
 #[test]
 fn ca_certificates_have_expected_constraints() {
     let ca = ca();
-    for (der, path_len, self_signed) in
-        [(ca.root_der(), 1, true), (ca.intermediate_der(), 0, false)]
+    for (der, path_len, self_signed) in [(ca.root_der(), 1, true), (ca.certificate_der(), 0, false)]
     {
         let cert = parse(der);
         let bc = cert.basic_constraints().unwrap().unwrap();

@@ -793,7 +793,7 @@ fn openssl(dir: &Path, args: &[&str]) -> (bool, String) {
 fn openssl_verify(ca: &CertificateAuthority, cert_pem: &str, args: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("root.pem"), ca.root_pem()).unwrap();
-    fs::write(dir.path().join("intermediate.pem"), ca.intermediate_pem()).unwrap();
+    fs::write(dir.path().join("intermediate.pem"), ca.certificate_pem()).unwrap();
     fs::write(dir.path().join("cert.pem"), cert_pem).unwrap();
     let verify = [
         &[
@@ -871,10 +871,7 @@ fn aws_iot_policy_document_is_least_privilege() {
         );
     }
 
-    assert_eq!(
-        file(&artifacts, "ca-certificate.pem"),
-        ca.intermediate_pem()
-    );
+    assert_eq!(file(&artifacts, "ca-certificate.pem"), ca.certificate_pem());
 
     // JITP: a thing named after the certificate CN, with the exported policy attached.
     let jitp: Value = serde_json::from_str(file(&artifacts, "jitp-template.json")).unwrap();
@@ -947,7 +944,7 @@ fn aws_verification_certificate_validates_with_openssl() {
 fn artefact_certificates_never_outlive_the_issuing_ca() {
     use x509_parser::prelude::{FromDer, X509Certificate};
     let ca = ca();
-    let ca_end = ca.intermediate_not_after().unwrap();
+    let ca_end = ca.not_after();
     let spec = create(&aws_policy()).unwrap();
     let request = v1::ExportArtifactsRequest {
         aws_registration_code: "ABC123".into(),
@@ -995,7 +992,7 @@ fn azure_enrollment_group_and_proof_of_possession() {
     assert_eq!(group["attestation"]["type"], "x509");
     assert_eq!(
         group["attestation"]["x509"]["signingCertificates"]["primary"]["certificate"],
-        ca.intermediate_pem()
+        ca.certificate_pem()
     );
     assert_eq!(group["provisioningStatus"], "enabled");
     assert_eq!(group["allocationPolicy"], "hashed");
@@ -1004,10 +1001,7 @@ fn azure_enrollment_group_and_proof_of_possession() {
         group["iotHubs"],
         serde_json::json!(["hub1.azure-devices.net", "hub2.azure-devices.net"])
     );
-    assert_eq!(
-        file(&artifacts, "ca-certificate.pem"),
-        ca.intermediate_pem()
-    );
+    assert_eq!(file(&artifacts, "ca-certificate.pem"), ca.certificate_pem());
     let subject = openssl_verify(&ca, file(&artifacts, "verification-certificate.pem"), &[]);
     assert!(subject.contains(&format!("CN = {code}")), "{subject}");
 
@@ -1112,7 +1106,7 @@ fn mosquitto_config_acl_and_chain() {
 
     assert_eq!(
         file(&artifacts, "ca.pem"),
-        format!("{}{}", ca.intermediate_pem(), ca.root_pem())
+        format!("{}{}", ca.certificate_pem(), ca.root_pem())
     );
     // The CRL is shipped as given.
     let crl = crl_pem(&ca, &[]);
@@ -1219,7 +1213,7 @@ fn broker_certificate_for_csr_validates_with_openssl() {
     let chain = file(&artifacts, "broker-certificate.pem");
     // Leaf then intermediate, so devices that trust only the root can build the chain.
     assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 2);
-    assert!(chain.ends_with(&ca.intermediate_pem()));
+    assert!(chain.ends_with(&ca.certificate_pem()));
     let subject = openssl_verify(
         &ca,
         chain,
@@ -1405,7 +1399,7 @@ fn device_credentials(
         })
         .unwrap();
     let chain = format!("{name}-chain.pem");
-    let chain_pem = format!("{}{}", leaf.pem, ca.intermediate_pem());
+    let chain_pem = format!("{}{}", leaf.pem, ca.certificate_pem());
     fs::write(dir.join(&chain), chain_pem).unwrap();
     (chain, key)
 }

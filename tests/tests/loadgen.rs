@@ -51,7 +51,7 @@ async fn a_small_fleet_onboards_and_the_report_adds_up() {
     std::fs::write(profile.join("root.pem"), ca.root_pem()).expect("root");
     std::fs::write(
         profile.join("operator.pem"),
-        format!("{}{}", admin.certificate.pem, ca.intermediate_pem()),
+        format!("{}{}", admin.certificate.pem, ca.certificate_pem()),
     )
     .expect("certificate");
     let key = admin.private_key.as_ref().expect("generated key").to_pem();

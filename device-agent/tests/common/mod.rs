@@ -90,7 +90,7 @@ impl Harness {
         let chain = format!(
             "{}{}",
             issued.certificate.pem,
-            self.core.ca().intermediate_pem()
+            self.core.ca().certificate_pem()
         );
         let tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(&self.server.root_pem))

@@ -87,7 +87,7 @@ pub async fn run(options: &DemoOptions, out: &mut dyn Write) -> Result<(), AppEr
         .await?;
     let operator_channel = Channel::from_shared(server.url())?
         .tls_config(tls.identity(Identity::from_pem(
-            format!("{}{}", admin.certificate.pem, ca.intermediate_pem()),
+            format!("{}{}", admin.certificate.pem, ca.chain_pems().concat()),
             admin_key.as_bytes(),
         )))?
         .connect()

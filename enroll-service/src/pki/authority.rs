@@ -1,43 +1,55 @@
-//! The certificate authority: the root and the online issuing intermediate, how they come to be
-//! (created, imported, loaded) and checked against each other. What they sign is in
-//! [`super::issue`]; the certificates' contents in [`super::profile`]; the files on disk in
-//! [`super::ca_directory`].
+//! A certificate authority: one CA certificate, the certificates above it up to its root, and
+//! the key that signs for it ([`CaKey`]). The platform's issuing CA (operators, the service's
+//! TLS) is one; each owner's issuing CA is another, and a managed owner's root a third kind.
+//! What a CA signs is in [`super::issue`]; the certificates' contents in [`super::profile`];
+//! the platform's files on disk in [`super::ca_directory`].
+//!
+//! ```text
+//!  root (self-signed) ─ [intermediates…] ─ this CA ──signs──▶ leaves, CRLs, CA certificates
+//! ```
 
 use std::fmt;
+use std::sync::Arc;
 
-use rcgen::{Issuer, KeyPair, PKCS_ECDSA_P256_SHA256};
+use rcgen::{CertificateParams, DistinguishedName, DnType, Issuer};
 use time::{Duration, OffsetDateTime};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::keystore::pem_encode;
-use super::profile::{ca_params, generate_key};
-use super::{CaNames, PkiError, PrivateKeyPkcs8, Validity};
+use super::profile::ca_params;
+use super::signer::{CaKey, SealedKey, SigningKeyOf};
+use super::{CaNames, IssuedCertificate, PkiError, PrivateKeyPkcs8, Validity};
 
-const ROOT_LIFETIME: Duration = Duration::days(20 * 365);
-const INTERMEDIATE_LIFETIME: Duration = Duration::days(10 * 365);
+/// A root's lifetime.
+pub const ROOT_LIFETIME: Duration = Duration::days(20 * 365);
+/// An issuing CA's lifetime.
+pub const ISSUING_LIFETIME: Duration = Duration::days(10 * 365);
 
-/// The root and the online issuing intermediate.
-///
-/// The root key is present after [`CertificateAuthority::initialise`] (so that it can be saved
-/// and then taken offline) and absent after [`CertificateAuthority::import_intermediate`] or a
-/// [`CertificateAuthority::load`] from a directory without `root.key.enc`. Day-to-day issuing
-/// only ever uses the intermediate.
+/// One CA with its key, ready to sign.
 pub struct CertificateAuthority {
+    /// This CA's certificate, DER and PEM.
+    pub(super) der: Vec<u8>,
+    pub(super) pem: String,
+    /// The certificates between this CA and its root, issuer order (empty when the root signed
+    /// it directly, or when this is the root).
+    pub(super) intermediates_pem: Vec<String>,
+    /// The trust anchor: the root's certificate (this one's, for a root).
     pub(super) root_der: Vec<u8>,
-    pub(super) root_key: Option<KeyPair>,
-    pub(super) intermediate_der: Vec<u8>,
-    pub(super) intermediate_ski: Vec<u8>,
-    pub(super) issuer: Issuer<'static, KeyPair>,
-    /// PEM of both CA certificates, encoded once: every credential bundle carries them.
     pub(super) root_pem: String,
-    pub(super) intermediate_pem: String,
+    pub(super) ski: Vec<u8>,
+    pub(super) not_before: OffsetDateTime,
+    pub(super) not_after: OffsetDateTime,
+    pub(super) issuer: Issuer<'static, SigningKeyOf>,
+    pub(super) key: Arc<dyn CaKey>,
+    /// The platform root's key while `init` holds it (to be sealed and taken offline).
+    pub(super) root_key: Option<Arc<dyn CaKey>>,
 }
 
 impl fmt::Debug for CertificateAuthority {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CertificateAuthority")
-            .field("root_key", &self.root_key.as_ref().map(|_| "[REDACTED]"))
-            .field("intermediate_key", &"[REDACTED]")
+            .field("key", &format_args!("{} [REDACTED]", self.key.location()))
+            .field("not_after", &self.not_after)
             .finish_non_exhaustive()
     }
 }
@@ -56,7 +68,11 @@ pub(super) fn parse_cert<'a>(
     Ok(cert)
 }
 
-pub(super) fn cert_pem_to_der(what: &'static str, pem_text: &str) -> Result<Vec<u8>, PkiError> {
+/// The DER of a single PEM certificate.
+///
+/// # Errors
+/// [`PkiError::Parse`] naming `what`.
+pub fn cert_pem_to_der(what: &'static str, pem_text: &str) -> Result<Vec<u8>, PkiError> {
     let block = pem::parse(pem_text).map_err(|e| PkiError::parse(what, e))?;
     if block.tag() != "CERTIFICATE" {
         return Err(PkiError::parse(
@@ -67,16 +83,31 @@ pub(super) fn cert_pem_to_der(what: &'static str, pem_text: &str) -> Result<Vec<
     Ok(block.into_contents())
 }
 
-fn require_ca(what: &'static str, cert: &X509Certificate<'_>) -> Result<(), PkiError> {
-    let is_ca = cert
+/// Every certificate of a PEM text (a chain file), in order.
+///
+/// # Errors
+/// [`PkiError::Parse`] naming `what`, also for a text with no certificate.
+pub fn certs_pem_to_der(what: &'static str, pem_text: &str) -> Result<Vec<Vec<u8>>, PkiError> {
+    let blocks = pem::parse_many(pem_text).map_err(|e| PkiError::parse(what, e))?;
+    let ders: Vec<Vec<u8>> = blocks
+        .into_iter()
+        .filter(|b| b.tag() == "CERTIFICATE")
+        .map(pem::Pem::into_contents)
+        .collect();
+    if ders.is_empty() {
+        return Err(PkiError::parse(what, "no CERTIFICATE PEM block"));
+    }
+    Ok(ders)
+}
+
+/// The path length a CA certificate allows below it, if constrained.
+fn path_len(what: &'static str, cert: &X509Certificate<'_>) -> Result<Option<u32>, PkiError> {
+    let constraints = cert
         .basic_constraints()
         .map_err(|e| PkiError::parse(what, e))?
-        .is_some_and(|bc| bc.value.ca);
-    if is_ca {
-        Ok(())
-    } else {
-        Err(PkiError::NotCa(what))
-    }
+        .filter(|bc| bc.value.ca)
+        .ok_or(PkiError::NotCa(what))?;
+    Ok(constraints.value.path_len_constraint)
 }
 
 fn subject_key_id(what: &'static str, cert: &X509Certificate<'_>) -> Result<Vec<u8>, PkiError> {
@@ -89,137 +120,301 @@ fn subject_key_id(what: &'static str, cert: &X509Certificate<'_>) -> Result<Vec<
         .ok_or_else(|| PkiError::parse(what, "no subject key identifier"))
 }
 
-/// Checks that `key` is the private half of `cert`'s public key.
+/// Checks that `key` holds the private half of `cert`'s public key.
 fn check_key_matches(
     what: &'static str,
     cert: &X509Certificate<'_>,
-    key: &KeyPair,
+    key: &dyn CaKey,
 ) -> Result<(), PkiError> {
-    if cert.public_key().subject_public_key.data.as_ref() == key.public_key_raw() {
+    if cert.public_key().subject_public_key.data.as_ref() == key.public_key() {
         Ok(())
     } else {
         Err(PkiError::KeyMismatch(what))
     }
 }
 
-pub(super) fn key_from_pkcs8(
-    what: &'static str,
-    key: &PrivateKeyPkcs8,
-) -> Result<KeyPair, PkiError> {
-    KeyPair::from_pkcs8_der_and_sign_algo(&key.der().to_vec().into(), &PKCS_ECDSA_P256_SHA256)
-        .map_err(|e| PkiError::parse(what, e))
+/// Checks a chain from a CA certificate up to a self-signed root: every certificate a CA,
+/// each signed by the next, the root by itself, and no path length exceeded.
+fn check_chain(ca_der: &[u8], above: &[Vec<u8>]) -> Result<(), PkiError> {
+    const WHAT: &str = "CA certificate chain";
+    let mut chain = vec![parse_cert("CA certificate", ca_der)?];
+    for der in above {
+        chain.push(parse_cert(WHAT, der)?);
+    }
+    for (depth, cert) in chain.iter().enumerate() {
+        // Below the certificate at `depth` the path holds `depth` CA certificates (this CA's
+        // included) before the leaf: its path length (RFC 5280 §4.2.1.9) must allow them.
+        if let Some(limit) = path_len(WHAT, cert)?
+            && (depth as u64) > u64::from(limit)
+        {
+            return Err(PkiError::NotIssuedByRoot(format!(
+                "\"{}\" allows {limit} CA certificate(s) below it, the chain puts {depth} there",
+                cert.subject()
+            )));
+        }
+        let issuer = chain.get(depth + 1).unwrap_or(cert);
+        if cert.issuer() != issuer.subject() {
+            return Err(PkiError::NotIssuedByRoot(format!(
+                "issuer \"{}\" of \"{}\" is not the next certificate's subject \"{}\"",
+                cert.issuer(),
+                cert.subject(),
+                issuer.subject()
+            )));
+        }
+        cert.verify_signature(Some(issuer.public_key()))
+            .map_err(|e| {
+                PkiError::NotIssuedByRoot(format!(
+                    "the signature on \"{}\" does not verify: {e}",
+                    cert.subject()
+                ))
+            })?;
+    }
+    Ok(())
 }
 
 impl CertificateAuthority {
-    /// Creates a new root (self-signed, CA pathlen 1, 20 years) and issuing intermediate
-    /// (CA pathlen 0, 10 years), both valid from `now`.
+    /// [`CertificateAuthority::initialise_with`] fresh software keys (the `sealed` backend).
     ///
     /// # Errors
-    /// [`PkiError::Certificate`] if rcgen refuses the parameters (e.g. an unencodable name),
-    /// [`PkiError::Random`] if the RNG fails.
+    /// As [`CertificateAuthority::initialise_with`], and [`PkiError::Random`].
     pub fn initialise(names: &CaNames, now: OffsetDateTime) -> Result<Self, PkiError> {
-        let root_key = generate_key()?;
-        let root_params = ca_params(
-            &names.organisation,
-            &names.root_common_name,
-            Validity::starting(now, ROOT_LIFETIME)?,
-            1,
-        )?;
-        let root_cert = root_params.self_signed(&root_key)?;
-        let root_issuer = Issuer::new(root_params, root_key);
-
-        let intermediate_key = generate_key()?;
-        let intermediate_params = ca_params(
-            &names.organisation,
-            &names.intermediate_common_name,
-            Validity::starting(now, INTERMEDIATE_LIFETIME)?,
-            0,
-        )?;
-        let intermediate_cert = intermediate_params.signed_by(&intermediate_key, &root_issuer)?;
-
-        let root_key = key_from_pkcs8(
-            "root private key",
-            &PrivateKeyPkcs8::new(root_issuer.key().serialize_der()),
-        )?;
-        Self::assemble(
-            root_cert.der().to_vec(),
-            Some(root_key),
-            intermediate_cert.der().to_vec(),
-            intermediate_key,
+        Self::initialise_with(
+            names,
+            now,
+            Arc::new(SealedKey::generate("root.key.enc")?),
+            Arc::new(SealedKey::generate("intermediate.key.enc")?),
         )
     }
 
-    /// Uses an existing intermediate (e.g. one signed by an organisation's own offline root).
-    /// The root's private key is not needed and not held.
+    /// Creates the platform's root (self-signed, CA pathlen 1, 20 years) and issuing CA (CA
+    /// pathlen 0, 10 years), both valid from `now`, with the given keys.
     ///
     /// # Errors
-    /// [`PkiError::Parse`] for unreadable PEM; [`PkiError::NotCa`] if either certificate is not
-    /// a CA; [`PkiError::NotIssuedByRoot`] if the intermediate's issuer or signature does not
-    /// match the root; [`PkiError::KeyMismatch`] if the key is not the intermediate's.
+    /// [`PkiError::Certificate`] if rcgen refuses the parameters (e.g. an unencodable name)
+    /// or a key fails to sign.
+    pub fn initialise_with(
+        names: &CaNames,
+        now: OffsetDateTime,
+        root_key: Arc<dyn CaKey>,
+        issuing_key: Arc<dyn CaKey>,
+    ) -> Result<Self, PkiError> {
+        let root = Self::new_root(&names.organisation, &names.root_common_name, now, root_key)?;
+        let issued = root.issue_ca_certificate(
+            &names.organisation,
+            &names.intermediate_common_name,
+            Validity::starting(now, ISSUING_LIFETIME)?,
+            issuing_key.public_key(),
+        )?;
+        let mut issuing = Self::assemble(&issued.der, &[], &root.der, issuing_key)?;
+        issuing.root_key = Some(root.key.clone());
+        Ok(issuing)
+    }
+
+    /// A new self-signed root for `key` (CA pathlen 1, 20 years from `now`): a managed owner's
+    /// root, or the platform's.
+    ///
+    /// # Errors
+    /// As [`CertificateAuthority::initialise`].
+    pub fn new_root(
+        organisation: &str,
+        common_name: &str,
+        now: OffsetDateTime,
+        key: Arc<dyn CaKey>,
+    ) -> Result<Self, PkiError> {
+        let params = ca_params(
+            organisation,
+            common_name,
+            Validity::starting(now, ROOT_LIFETIME)?,
+            1,
+        )?;
+        let signer = SigningKeyOf(key.clone());
+        let certificate = params
+            .self_signed(&signer)
+            .map_err(|e| Self::signing_error(&signer, e))?;
+        Self::assemble(certificate.der(), &[], certificate.der(), key)
+    }
+
+    /// Uses an existing issuing CA whose key is a PKCS#8 PEM (e.g. one signed by an
+    /// organisation's own offline root, at `init --import-intermediate`). The root's key is
+    /// not needed and not held.
+    ///
+    /// # Errors
+    /// [`PkiError::Parse`] for unreadable PEM or a key that is not PKCS#8 P-256, and the
+    /// checks of [`CertificateAuthority::import`].
     pub fn import_intermediate(
         cert_pem: &str,
         key_pkcs8_pem: &str,
         root_pem: &str,
     ) -> Result<Self, PkiError> {
-        let key_pem = pem::parse(key_pkcs8_pem)
-            .map_err(|e| PkiError::parse("intermediate private key", e))?;
+        const WHAT: &str = "intermediate private key";
+        let key_pem = pem::parse(key_pkcs8_pem).map_err(|e| PkiError::parse(WHAT, e))?;
         let is_pkcs8 = key_pem.tag() == "PRIVATE KEY";
         // Moved into a zeroizing wrapper before anything can return early.
         let key_der = PrivateKeyPkcs8::new(key_pem.into_contents());
         if !is_pkcs8 {
             return Err(PkiError::parse(
-                "intermediate private key",
+                WHAT,
                 "expected a PKCS#8 \"PRIVATE KEY\" PEM block",
             ));
         }
-        let key = key_from_pkcs8("intermediate private key", &key_der)?;
-        Self::assemble(
-            cert_pem_to_der("root certificate", root_pem)?,
-            None,
-            cert_pem_to_der("intermediate certificate", cert_pem)?,
-            key,
-        )
+        let key = SealedKey::from_pkcs8(key_der, "intermediate.key.enc")?;
+        Self::import(cert_pem, root_pem, Arc::new(key))
+    }
+
+    /// Uses an existing CA certificate for `key`: an issuing CA signed by an organisation's own
+    /// root (with `above`, its chain up to and including that root, in issuer order). Checks
+    /// that every certificate is a CA, that each is signed by the next up to a self-signed
+    /// root, that no path length is exceeded and that `key` is this CA's.
+    ///
+    /// # Errors
+    /// [`PkiError::Parse`], [`PkiError::NotCa`], [`PkiError::NotIssuedByRoot`],
+    /// [`PkiError::KeyMismatch`].
+    pub fn import(
+        certificate_pem: &str,
+        chain_pem: &str,
+        key: Arc<dyn CaKey>,
+    ) -> Result<Self, PkiError> {
+        let der = cert_pem_to_der("CA certificate", certificate_pem)?;
+        let mut above = certs_pem_to_der("CA certificate chain", chain_pem)?;
+        // Accept a chain file that repeats the CA certificate itself first.
+        if above.first() == Some(&der) {
+            above.remove(0);
+        }
+        let root = above
+            .pop()
+            .ok_or_else(|| PkiError::parse("CA certificate chain", "no root certificate"))?;
+        Self::assemble(&der, &above, &root, key)
     }
 
     /// Validates the pieces against each other and builds the issuer.
     pub(super) fn assemble(
-        root_der: Vec<u8>,
-        root_key: Option<KeyPair>,
-        intermediate_der: Vec<u8>,
-        intermediate_key: KeyPair,
+        der: &[u8],
+        intermediates: &[Vec<u8>],
+        root_der: &[u8],
+        key: Arc<dyn CaKey>,
     ) -> Result<Self, PkiError> {
-        let root = parse_cert("root certificate", &root_der)?;
-        let intermediate = parse_cert("intermediate certificate", &intermediate_der)?;
-        require_ca("root certificate", &root)?;
-        require_ca("intermediate certificate", &intermediate)?;
-        if intermediate.issuer() != root.subject() {
-            return Err(PkiError::NotIssuedByRoot(format!(
-                "issuer \"{}\" is not the root's subject \"{}\"",
-                intermediate.issuer(),
-                root.subject()
-            )));
+        let is_root = der == root_der;
+        let mut above = intermediates.to_vec();
+        if !is_root {
+            above.push(root_der.to_vec());
         }
-        intermediate
-            .verify_signature(Some(root.public_key()))
-            .map_err(|e| PkiError::NotIssuedByRoot(format!("signature check failed: {e}")))?;
-        check_key_matches("intermediate", &intermediate, &intermediate_key)?;
-        if let Some(root_key) = &root_key {
-            check_key_matches("root", &root, root_key)?;
-        }
-        let intermediate_ski = subject_key_id("intermediate certificate", &intermediate)?;
-        let issuer = Issuer::from_ca_cert_der(&intermediate_der.clone().into(), intermediate_key)?;
+        check_chain(der, &above)?;
+        let cert = parse_cert("CA certificate", der)?;
+        check_key_matches(
+            if is_root { "root" } else { "intermediate" },
+            &cert,
+            key.as_ref(),
+        )?;
+        let ski = subject_key_id("CA certificate", &cert)?;
+        let (not_before, not_after) = (
+            cert.validity().not_before.to_datetime(),
+            cert.validity().not_after.to_datetime(),
+        );
+        let issuer = Issuer::from_ca_cert_der(&der.to_vec().into(), SigningKeyOf(key.clone()))?;
         Ok(Self {
-            root_pem: pem_encode("CERTIFICATE", &root_der),
-            intermediate_pem: pem_encode("CERTIFICATE", &intermediate_der),
-            root_der,
-            root_key,
-            intermediate_der,
-            intermediate_ski,
+            der: der.to_vec(),
+            pem: pem_encode("CERTIFICATE", der),
+            intermediates_pem: intermediates
+                .iter()
+                .map(|d| pem_encode("CERTIFICATE", d))
+                .collect(),
+            root_der: root_der.to_vec(),
+            root_pem: pem_encode("CERTIFICATE", root_der),
+            ski,
+            not_before,
+            not_after,
             issuer,
+            key,
+            root_key: None,
         })
     }
 
-    /// The root certificate, DER. Devices pin this.
+    /// A CA certificate (pathlen 0: it signs only end entities) for `public_key`, signed by
+    /// this CA: an owner's issuing CA under its managed root.
+    ///
+    /// # Errors
+    /// [`PkiError::InvalidPublicKey`], [`PkiError::InvalidValidity`], the key's failure.
+    pub fn issue_ca_certificate(
+        &self,
+        organisation: &str,
+        common_name: &str,
+        validity: Validity,
+        public_key: &[u8; super::P256_PUBLIC_KEY_LEN],
+    ) -> Result<IssuedCertificate, PkiError> {
+        let validity = self.clamp(validity)?;
+        let params = ca_params(organisation, common_name, validity, 0)?;
+        let subject = super::profile::validated(public_key)?;
+        let certificate = params
+            .signed_by(&subject, &self.issuer)
+            .map_err(|e| self.sign_error(e))?;
+        Ok(self.finish(certificate.der().to_vec()))
+    }
+
+    /// A PKCS#10 request for `key`, signed by it: how an owner's own root is asked to certify
+    /// an issuing CA whose key was generated here (bring your own CA).
+    ///
+    /// # Errors
+    /// rcgen's refusal or the key's failure.
+    pub fn certificate_request(
+        organisation: &str,
+        common_name: &str,
+        key: Arc<dyn CaKey>,
+    ) -> Result<String, PkiError> {
+        let mut params = CertificateParams::default();
+        let mut subject = DistinguishedName::new();
+        subject.push(DnType::OrganizationName, organisation);
+        subject.push(DnType::CommonName, common_name);
+        params.distinguished_name = subject;
+        let signer = SigningKeyOf(key);
+        params
+            .serialize_request(&signer)
+            .and_then(|request| request.pem())
+            .map_err(|e| Self::signing_error(&signer, e))
+    }
+
+    /// A validity within this CA's own: a certificate this CA signs never starts before it nor
+    /// outlives it.
+    pub(super) fn clamp(&self, validity: Validity) -> Result<Validity, PkiError> {
+        Validity::new(
+            validity.not_before.max(self.not_before),
+            validity.not_after.min(self.not_after),
+        )
+    }
+
+    /// rcgen's error for a failed signature, with the key store's own account of it.
+    pub(super) fn sign_error(&self, error: rcgen::Error) -> PkiError {
+        Self::signing_error(self.issuer.key(), error)
+    }
+
+    fn signing_error(signer: &SigningKeyOf, error: rcgen::Error) -> PkiError {
+        match error {
+            rcgen::Error::RemoteKeyError => PkiError::Signer(signer.classify()),
+            other => PkiError::Certificate(other),
+        }
+    }
+
+    /// This CA's certificate, DER.
+    #[must_use]
+    pub fn certificate_der(&self) -> &[u8] {
+        &self.der
+    }
+
+    /// This CA's certificate, PEM.
+    #[must_use]
+    pub fn certificate_pem(&self) -> String {
+        self.pem.clone()
+    }
+
+    /// This CA's certificate and those above it up to (not including) the root, PEM, in issuer
+    /// order: what a device or a TLS server sends after its own certificate.
+    #[must_use]
+    pub fn chain_pems(&self) -> Vec<String> {
+        std::iter::once(self.pem.clone())
+            .chain(self.intermediates_pem.iter().cloned())
+            .collect()
+    }
+
+    /// The root certificate, DER: the trust anchor.
     #[must_use]
     pub fn root_der(&self) -> &[u8] {
         &self.root_der
@@ -231,34 +426,27 @@ impl CertificateAuthority {
         self.root_pem.clone()
     }
 
-    /// The issuing intermediate, DER.
-    #[must_use]
-    pub fn intermediate_der(&self) -> &[u8] {
-        &self.intermediate_der
-    }
-
-    /// The issuing intermediate, PEM.
-    #[must_use]
-    pub fn intermediate_pem(&self) -> String {
-        self.intermediate_pem.clone()
-    }
-
-    /// Whether the root private key is held (it is after `initialise`, until saved and dropped).
+    /// Whether the root's key is held (the platform's, after `initialise`, until saved).
     #[must_use]
     pub fn has_root_key(&self) -> bool {
         self.root_key.is_some()
     }
 
-    /// The issuing intermediate's last valid instant. Nothing it signs may outlive it.
-    ///
-    /// # Errors
-    /// [`PkiError::Parse`] only if the stored intermediate no longer parses, which
-    /// construction rules out.
-    pub fn intermediate_not_after(&self) -> Result<OffsetDateTime, PkiError> {
-        const WHAT: &str = "intermediate certificate";
-        Ok(parse_cert(WHAT, &self.intermediate_der)?
-            .validity()
-            .not_after
-            .to_datetime())
+    /// The key that signs for this CA.
+    #[must_use]
+    pub fn key(&self) -> &Arc<dyn CaKey> {
+        &self.key
+    }
+
+    /// This CA's first valid instant.
+    #[must_use]
+    pub fn not_before(&self) -> OffsetDateTime {
+        self.not_before
+    }
+
+    /// This CA's last valid instant. Nothing it signs may outlive it.
+    #[must_use]
+    pub fn not_after(&self) -> OffsetDateTime {
+        self.not_after
     }
 }

@@ -8,13 +8,13 @@
 use std::num::NonZeroU32;
 use std::path::Path;
 
-use rcgen::KeyPair;
+use std::sync::Arc;
 
-use super::authority::{cert_pem_to_der, key_from_pkcs8};
+use super::authority::cert_pem_to_der;
 use super::keystore::write_atomically;
 use super::{
-    CertificateAuthority, DEFAULT_PBKDF2_ITERATIONS, EncryptedKey, Passphrase, PkiError,
-    PrivateKeyPkcs8,
+    CaKey, CertificateAuthority, DEFAULT_PBKDF2_ITERATIONS, EncryptedKey, Passphrase, PkiError,
+    SealedKey,
 };
 
 const ROOT_CERT_FILE: &str = "root.pem";
@@ -47,26 +47,23 @@ impl CertificateAuthority {
         iterations: NonZeroU32,
     ) -> Result<(), PkiError> {
         std::fs::create_dir_all(dir).map_err(|e| PkiError::io(dir, e))?;
-        let seal = |key: &KeyPair| {
-            EncryptedKey::seal(
-                &PrivateKeyPkcs8::new(key.serialize_der()),
-                passphrase,
-                iterations,
-            )
+        let seal = |key: &Arc<dyn CaKey>, name: &str| -> Result<(), PkiError> {
+            // A key held by a token stays there: nothing of it is written.
+            let Some(sealed) = key.as_sealed() else {
+                return Ok(());
+            };
+            let sealed = EncryptedKey::seal(sealed.pkcs8(), passphrase, iterations)?;
+            write_atomically(&dir.join(name), sealed.as_bytes(), true)
         };
         // Keys first: a crash then leaves at worst keys without their new certificates,
         // which load refuses loudly (key mismatch) rather than silently.
-        write_atomically(
-            &dir.join(INTERMEDIATE_KEY_FILE),
-            seal(self.issuer.key())?.as_bytes(),
-            true,
-        )?;
+        seal(&self.key, INTERMEDIATE_KEY_FILE)?;
         if let Some(root_key) = &self.root_key {
-            write_atomically(&dir.join(ROOT_KEY_FILE), seal(root_key)?.as_bytes(), true)?;
+            seal(root_key, ROOT_KEY_FILE)?;
         }
         write_atomically(
             &dir.join(INTERMEDIATE_CERT_FILE),
-            self.intermediate_pem().as_bytes(),
+            self.certificate_pem().as_bytes(),
             false,
         )?;
         write_atomically(&dir.join(ROOT_CERT_FILE), self.root_pem().as_bytes(), false)
@@ -92,18 +89,24 @@ impl CertificateAuthority {
             "intermediate certificate",
             &read_text(INTERMEDIATE_CERT_FILE)?,
         )?;
-        let intermediate_key = EncryptedKey::from_bytes(read(INTERMEDIATE_KEY_FILE)?)
-            .open(passphrase)
-            .and_then(|key| key_from_pkcs8("intermediate private key", &key))?;
-        let root_key = if dir.join(ROOT_KEY_FILE).exists() {
-            Some(
-                EncryptedKey::from_bytes(read(ROOT_KEY_FILE)?)
-                    .open(passphrase)
-                    .and_then(|key| key_from_pkcs8("root private key", &key))?,
-            )
-        } else {
-            None
+        let open = |name: &'static str| -> Result<Arc<dyn CaKey>, PkiError> {
+            let pkcs8 = EncryptedKey::from_bytes(read(name)?).open(passphrase)?;
+            Ok(Arc::new(SealedKey::from_pkcs8(pkcs8, name)?))
         };
-        Self::assemble(root_der, root_key, intermediate_der, intermediate_key)
+        let mut authority = Self::assemble(
+            &intermediate_der,
+            &[],
+            &root_der,
+            open(INTERMEDIATE_KEY_FILE)?,
+        )?;
+        if dir.join(ROOT_KEY_FILE).exists() {
+            let root_key = open(ROOT_KEY_FILE)?;
+            let root = super::authority::parse_cert("root certificate", &root_der)?;
+            if root.public_key().subject_public_key.data.as_ref() != root_key.public_key() {
+                return Err(PkiError::KeyMismatch("root"));
+            }
+            authority.root_key = Some(root_key);
+        }
+        Ok(authority)
     }
 }

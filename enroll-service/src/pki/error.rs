@@ -86,6 +86,9 @@ pub enum PkiError {
     /// A certificate does not carry a well-formed oxroot operator identity.
     #[error("not an oxroot operator certificate: {0}")]
     NotOperatorCertificate(String),
+    /// The CA key's store did not sign (a token that went away: [`super::SignerError::Unavailable`]).
+    #[error(transparent)]
+    Signer(#[from] super::SignerError),
     /// rcgen refused to build or sign a certificate or CRL.
     #[error("certificate generation failed: {0}")]
     Certificate(#[from] rcgen::Error),

@@ -1,5 +1,6 @@
-//! What the issuing intermediate signs: device leaves, TLS server certificates (the service's
-//! own, brokers' from a CSR), operator certificates, verification certificates and CRLs.
+//! What a CA signs: device leaves, TLS server certificates (the service's own, brokers' from a
+//! CSR), operator certificates, verification certificates and CRLs. Every validity is clamped
+//! into the CA's own, and every signature goes through its [`super::CaKey`].
 
 use rcgen::{
     CertificateRevocationListParams, DnType, ExtendedKeyUsagePurpose, KeyIdMethod,
@@ -19,9 +20,12 @@ use super::{
 };
 
 impl CertificateAuthority {
-    fn finish(&self, der: Vec<u8>) -> IssuedCertificate {
+    pub(super) fn finish(&self, der: Vec<u8>) -> IssuedCertificate {
         let pem = pem_encode("CERTIFICATE", &der);
-        let chain_pem = format!("{pem}{}{}", self.intermediate_pem, self.root_pem);
+        let chain_pem = std::iter::once(pem.clone())
+            .chain(self.chain_pems())
+            .chain(std::iter::once(self.root_pem.clone()))
+            .collect();
         IssuedCertificate {
             der,
             pem,
@@ -42,14 +46,16 @@ impl CertificateAuthority {
         let public_key = validated(&request.public_key)?;
         check_common_name(&request.common_name)?;
         let mut params = end_entity_params(
-            request.validity,
+            self.clamp(request.validity)?,
             request.serial,
-            ExtendedKeyUsagePurpose::ClientAuth,
+            &[ExtendedKeyUsagePurpose::ClientAuth],
         )?;
         params
             .distinguished_name
             .push(DnType::CommonName, request.common_name.as_str());
-        let cert = params.signed_by(&public_key, &self.issuer)?;
+        let cert = params
+            .signed_by(&public_key, &self.issuer)
+            .map_err(|e| self.sign_error(e))?;
         Ok(self.finish(cert.der().to_vec()))
     }
 
@@ -66,11 +72,19 @@ impl CertificateAuthority {
         validity: Validity,
         serial: Serial,
     ) -> Result<ServerCredentials, PkiError> {
-        let params = server_params(names, validity, serial)?;
+        let params = server_params(names, self.clamp(validity)?, serial)?;
         let key = generate_key()?;
-        let cert = params.signed_by(&key, &self.issuer)?;
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(|e| self.sign_error(e))?;
         let certificate = self.finish(cert.der().to_vec());
-        let chain_der = vec![certificate.der.clone(), self.intermediate_der.clone()];
+        let mut chain_der = vec![certificate.der.clone(), self.der.clone()];
+        for intermediate in &self.intermediates_pem {
+            chain_der.push(super::cert_pem_to_der(
+                "CA certificate chain",
+                intermediate,
+            )?);
+        }
         Ok(ServerCredentials {
             certificate,
             chain_der,
@@ -97,8 +111,10 @@ impl CertificateAuthority {
         serial: Serial,
     ) -> Result<IssuedCertificate, PkiError> {
         let public_key = csr_public_key(csr_pem)?;
-        let params = server_params(names, validity, serial)?;
-        let cert = params.signed_by(&validated(&public_key)?, &self.issuer)?;
+        let params = server_params(names, self.clamp(validity)?, serial)?;
+        let cert = params
+            .signed_by(&validated(&public_key)?, &self.issuer)
+            .map_err(|e| self.sign_error(e))?;
         Ok(self.finish(cert.der().to_vec()))
     }
 
@@ -106,7 +122,8 @@ impl CertificateAuthority {
     /// out, proving that whoever registers the issuing CA holds its key. AWS IoT's
     /// `RegisterCACertificate` wants the registration code, Azure DPS's proof of possession
     /// the verification code. Its key pair is generated here and dropped unreturned: the
-    /// certificate is only ever inspected, never used to authenticate.
+    /// certificate is only ever inspected, never used to authenticate, so it has no extended
+    /// key usage at all (not clientAuth: nothing should accept it from a client).
     ///
     /// # Errors
     /// [`PkiError::InvalidCommonName`], [`PkiError::InvalidValidity`], [`PkiError::Random`],
@@ -118,10 +135,12 @@ impl CertificateAuthority {
         serial: Serial,
     ) -> Result<IssuedCertificate, PkiError> {
         check_common_name(code)?;
-        let mut params = end_entity_params(validity, serial, ExtendedKeyUsagePurpose::ClientAuth)?;
+        let mut params = end_entity_params(self.clamp(validity)?, serial, &[])?;
         params.distinguished_name.push(DnType::CommonName, code);
         let throwaway = generate_key()?;
-        let cert = params.signed_by(&throwaway, &self.issuer)?;
+        let cert = params
+            .signed_by(&throwaway, &self.issuer)
+            .map_err(|e| self.sign_error(e))?;
         Ok(self.finish(cert.der().to_vec()))
     }
 
@@ -150,7 +169,11 @@ impl CertificateAuthority {
             owner: owner.to_owned(),
             role,
         };
-        let mut params = end_entity_params(validity, serial, ExtendedKeyUsagePurpose::ClientAuth)?;
+        let mut params = end_entity_params(
+            self.clamp(validity)?,
+            serial,
+            &[ExtendedKeyUsagePurpose::ClientAuth],
+        )?;
         let dn = &mut params.distinguished_name;
         dn.push(DnType::OrganizationName, owner);
         dn.push(DnType::OrganizationalUnitName, role.as_str());
@@ -159,12 +182,16 @@ impl CertificateAuthority {
 
         let (cert, private_key) = match key {
             OperatorKey::PublicKey(public_key) => (
-                params.signed_by(&validated(public_key)?, &self.issuer)?,
+                params
+                    .signed_by(&validated(public_key)?, &self.issuer)
+                    .map_err(|e| self.sign_error(e))?,
                 None,
             ),
             OperatorKey::Generate => {
                 let key = generate_key()?;
-                let cert = params.signed_by(&key, &self.issuer)?;
+                let cert = params
+                    .signed_by(&key, &self.issuer)
+                    .map_err(|e| self.sign_error(e))?;
                 (cert, Some(PrivateKeyPkcs8::new(key.serialize_der())))
             }
         };
@@ -175,7 +202,7 @@ impl CertificateAuthority {
         })
     }
 
-    /// Signs a CRL with the issuing intermediate.
+    /// Signs a CRL of this CA.
     ///
     /// # Errors
     /// [`PkiError::InvalidCrlPeriod`] unless `next_update` is after `this_update`;
@@ -209,11 +236,13 @@ impl CertificateAuthority {
                     invalidity_date: None,
                 })
                 .collect(),
-            // Must equal the intermediate's SKI, whatever method made it, so verifiers that
-            // match the CRL by AKI find the right issuer.
-            key_identifier_method: KeyIdMethod::PreSpecified(self.intermediate_ski.clone()),
+            // Must equal the CA's SKI, whatever method made it, so verifiers that match the CRL
+            // by AKI find the right issuer.
+            key_identifier_method: KeyIdMethod::PreSpecified(self.ski.clone()),
         };
-        let crl = params.signed_by(&self.issuer)?;
+        let crl = params
+            .signed_by(&self.issuer)
+            .map_err(|e| self.sign_error(e))?;
         Ok(Crl {
             der: crl.der().to_vec(),
             pem: crl.pem()?,

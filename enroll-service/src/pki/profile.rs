@@ -62,10 +62,12 @@ pub(super) fn ca_params(
     Ok(params)
 }
 
+/// An end entity: CA:FALSE, keyUsage digitalSignature, SKI and AKI, and `eku` as its extended
+/// key usages (none for a certificate that is only ever inspected).
 pub(super) fn end_entity_params(
     validity: Validity,
     serial: Serial,
-    eku: ExtendedKeyUsagePurpose,
+    eku: &[ExtendedKeyUsagePurpose],
 ) -> Result<CertificateParams, PkiError> {
     let validity = validity.check()?;
     let mut params = CertificateParams::default();
@@ -73,7 +75,7 @@ pub(super) fn end_entity_params(
     // ExplicitNoCa writes basicConstraints CA:FALSE and a subject key identifier.
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![eku];
+    params.extended_key_usages = eku.to_vec();
     params.not_before = validity.not_before;
     params.not_after = validity.not_after;
     params.serial_number = Some(serial.to_rcgen());
@@ -88,7 +90,7 @@ pub(super) fn server_params(
     serial: Serial,
 ) -> Result<CertificateParams, PkiError> {
     let first = names.first().ok_or(PkiError::NoServerNames)?;
-    let mut params = end_entity_params(validity, serial, ExtendedKeyUsagePurpose::ServerAuth)?;
+    let mut params = end_entity_params(validity, serial, &[ExtendedKeyUsagePurpose::ServerAuth])?;
     params.distinguished_name.push(
         DnType::CommonName,
         match first {

@@ -167,7 +167,7 @@ impl AzureDpsParams {
         let mut artifacts = vec![
             super::json_artifact(
                 "enrollment-group.json",
-                &self.enrollment_group(&ca.intermediate_pem()),
+                &self.enrollment_group(&ca.certificate_pem()),
                 format!(
                     "DPS enrollment group \"{}\" (X.509, signed by the issuing CA): PUT it to \
                      /enrollmentGroups/{}",

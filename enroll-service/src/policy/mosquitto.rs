@@ -173,7 +173,7 @@ impl MosquittoParams {
             super::artifact(
                 "ca.pem",
                 MEDIA_PEM,
-                format!("{}{}", ca.intermediate_pem(), ca.root_pem()),
+                format!("{}{}", ca.chain_pems().concat(), ca.root_pem()),
                 "The CA chain that signs device certificates (issuing CA, then root)",
             ),
             super::artifact(
@@ -207,7 +207,7 @@ impl MosquittoParams {
         Ok(super::artifact(
             "broker-certificate.pem",
             MEDIA_PEM,
-            format!("{}{}", certificate.pem, ca.intermediate_pem()),
+            format!("{}{}", certificate.pem, ca.chain_pems().concat()),
             format!(
                 "Broker certificate for {} and the issuing CA (serial {:x})",
                 self.host,

@@ -204,7 +204,7 @@ impl Harness {
         let chain = format!(
             "{}{}",
             issued.certificate.pem,
-            self.core.ca().intermediate_pem()
+            self.core.ca().certificate_pem()
         );
         (chain, key)
     }

@@ -36,7 +36,7 @@ pub(crate) fn bundle(
         device_id: credential.device_id.to_string(),
         serial: credential.serial.to_string(),
         certificate_pem: credential.certificate_pem.clone(),
-        intermediate_pems: vec![ca.intermediate_pem()],
+        intermediate_pems: ca.chain_pems(),
         root_pem: ca.root_pem(),
         policy_kind: policy.kind() as i32,
         policy_name: policy.name.clone(),

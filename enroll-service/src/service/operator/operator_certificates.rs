@@ -255,7 +255,7 @@ impl OperatorService {
         tracing::info!(issuer = %caller.name, name = %request.name, %owner, %role, "operator certificate issued");
         Ok(v1::IssueOperatorCertificateResponse {
             certificate_pem: issued.certificate.pem,
-            intermediate_pems: vec![self.core.ca.intermediate_pem()],
+            intermediate_pems: self.core.ca.chain_pems(),
             root_pem: self.core.ca.root_pem(),
             serial: serial.to_string(),
             not_after: Some(timestamp(not_after)),

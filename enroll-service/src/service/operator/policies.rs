@@ -37,7 +37,7 @@ pub(super) fn check_policy_name(field: &str, name: &str) -> Result<(), ServiceEr
 impl OperatorService {
     /// What is left of the issuing CA's validity: no device certificate may outlive its issuer.
     pub(super) fn ca_remaining(&self, now: OffsetDateTime) -> Result<time::Duration, ServiceError> {
-        let (_, cert) = X509Certificate::from_der(self.core.ca.intermediate_der())
+        let (_, cert) = X509Certificate::from_der(self.core.ca.certificate_der())
             .map_err(|e| ServiceError::Internal(format!("issuing CA certificate: {e}")))?;
         let remaining = cert.validity().not_after.to_datetime() - now;
         if remaining <= time::Duration::ZERO {
