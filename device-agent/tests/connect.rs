@@ -87,6 +87,7 @@ async fn mqtt_over_mutual_tls_with_a_silicon_derived_key() {
     let crl = operator
         .get_crl(v1::GetCrlRequest {
             format: v1::CrlFormat::Pem.into(),
+            ..v1::GetCrlRequest::default()
         })
         .await
         .unwrap()

@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::metrics::Metrics;
 use crate::pki::{
-    CaNames, CertificateAuthority, OperatorKey, Passphrase, Role, Serial, ServerName, Validity,
-    passphrase_from,
+    CaNames, CertificateAuthority, DEFAULT_PBKDF2_ITERATIONS, KeyBackend, OperatorKey, Passphrase,
+    Role, Serial, ServerName, Validity, passphrase_from,
 };
 use crate::server::{ServerTls, serve as serve_grpc};
 use crate::service::{ServiceConfig, ServiceCore};
@@ -369,9 +369,15 @@ pub fn open_state(
 ) -> Result<Arc<ServiceCore>, AppError> {
     let ca = CertificateAuthority::load(&state_dir.join("ca"), passphrase)?;
     let registry = SledRegistry::open(&state_dir.join("registry"))?;
-    Ok(ServiceCore::new(
+    // Owners' CA keys are sealed under the same passphrase as the platform's.
+    let keys = KeyBackend::Sealed {
+        passphrase: passphrase.clone(),
+        iterations: DEFAULT_PBKDF2_ITERATIONS,
+    };
+    Ok(ServiceCore::with_keys(
         registry,
         Arc::new(ca),
+        keys,
         config.service_config(),
         Arc::new(Metrics::new()),
     ))
@@ -386,6 +392,15 @@ pub async fn serve(
     config: &Config,
     out: &mut dyn Write,
 ) -> Result<(), AppError> {
+    let adopted = core.authorities().adopt_legacy_owners().await?;
+    if !adopted.is_empty() {
+        writeln!(
+            out,
+            "owners from before per-owner CAs keep the platform's CA until their first \
+             rotation: {}",
+            adopted.join(", ")
+        )?;
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;

@@ -105,7 +105,13 @@ impl From<PolicyError> for ServiceError {
 
 impl From<crate::pki::PkiError> for ServiceError {
     fn from(e: crate::pki::PkiError) -> Self {
-        Self::Internal(format!("certificate authority: {e}"))
+        match e {
+            // A CA key store that went away: retry later, as with a registry that cannot write.
+            crate::pki::PkiError::Signer(crate::pki::SignerError::Unavailable(detail)) => {
+                Self::Unavailable(format!("CA key store: {detail}"))
+            }
+            other => Self::Internal(format!("certificate authority: {other}")),
+        }
     }
 }
 

@@ -10,9 +10,11 @@
 //! ```
 
 mod event;
+mod owner;
 mod stored_as_text;
 
 pub use event::{DeviceEvent, DeviceEventKind, RefusalDetail};
+pub use owner::{AuthorityRecord, AuthorityState, CaMode, OwnerRecord};
 
 use std::collections::BTreeMap;
 

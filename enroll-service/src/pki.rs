@@ -1,19 +1,21 @@
-//! The service's own PKI: an offline-style root, an online issuing intermediate, and everything
-//! the intermediate signs (device leaves, the service's TLS certificate, operator certificates,
-//! CRLs). ECDSA P-256 with SHA-256 throughout; rcgen builds the certificates and aws-lc-rs does
-//! the cryptography.
+//! The service's PKI: roots, issuing CAs, and everything an issuing CA signs (device leaves, the
+//! service's TLS certificate, operator certificates, broker certificates, CRLs). ECDSA P-256
+//! with SHA-256 throughout; rcgen builds the certificates and every CA signature goes through
+//! a [`CaKey`] (a sealed software key or a PKCS#11 token).
 //!
 //! ```text
-//!  root (CA, pathlen 1, 20 y) ── intermediate (CA, pathlen 0, 10 y) ─┬─ device leaf  (clientAuth, CN = DeviceId)
-//!                                                                   ├─ server       (serverAuth, SAN IP/DNS)
-//!                                                                   ├─ operator     (clientAuth, O/OU + URN)
-//!                                                                   └─ CRL
+//!  root (CA, pathlen 1, 20 y) ── issuing CA (CA, pathlen 0, 10 y) ─┬─ device leaf  (clientAuth, CN = DeviceId)
+//!                                                                 ├─ server       (serverAuth, SAN IP/DNS)
+//!                                                                 ├─ operator     (clientAuth, O/OU + URN)
+//!                                                                 └─ CRL
 //! ```
 //!
-//! The CA never sees a device private key: a device certificate is made from the 65-byte DPK
-//! the device proved possession of. CA keys are stored encrypted ([`EncryptedKey`]).
+//! The platform has one such pair (operators, the service's TLS); each owner has its own
+//! (its devices and brokers), see `service::Authorities`. A CA never sees a device private key:
+//! a device certificate is made from the 65-byte DPK the device proved possession of.
 
 mod authority;
+mod backend;
 mod ca_directory;
 mod error;
 mod issue;
@@ -32,6 +34,7 @@ use time::OffsetDateTime;
 pub use authority::{
     CertificateAuthority, ISSUING_LIFETIME, ROOT_LIFETIME, cert_pem_to_der, certs_pem_to_der,
 };
+pub use backend::{KeyBackend, KeyReference};
 pub use error::PkiError;
 pub use keystore::{
     DEFAULT_PBKDF2_ITERATIONS, EncryptedKey, MAX_PBKDF2_ITERATIONS, Passphrase, PrivateKeyPkcs8,
@@ -41,6 +44,12 @@ pub use operator::{
     validate_operator_name,
 };
 pub use signer::{CaKey, SealedKey, SignerError};
+
+/// A DER certificate as PEM (LF line endings).
+#[must_use]
+pub fn certificate_pem(der: &[u8]) -> String {
+    keystore::pem_encode("CERTIFICATE", der)
+}
 
 /// Length of an uncompressed SEC1 P-256 public key (`04 ‖ x ‖ y`).
 pub const P256_PUBLIC_KEY_LEN: usize = 65;
@@ -102,6 +111,20 @@ impl Validity {
         lifetime: time::Duration,
     ) -> Result<Self, PkiError> {
         Self::new(not_before, not_before + lifetime)
+    }
+
+    /// The validity of a PEM certificate; `None` for anything that is not one.
+    #[must_use]
+    pub fn of_certificate_pem(pem: &str) -> Option<Self> {
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let der = pem::parse(pem).ok()?.into_contents();
+        let (_, cert) = X509Certificate::from_der(&der).ok()?;
+        let validity = cert.validity();
+        Self::new(
+            validity.not_before.to_datetime(),
+            validity.not_after.to_datetime(),
+        )
+        .ok()
     }
 
     fn check(self) -> Result<Self, PkiError> {

@@ -317,11 +317,12 @@ impl PolicySpec {
 /// is reported on the field whose certificate could not be made.
 pub fn export_artifacts(
     spec: &PolicySpec,
-    ca: &CertificateAuthority,
+    trust: &OwnerTrust<'_>,
     crl_pem: &str,
     request: &v1::ExportArtifactsRequest,
     now: OffsetDateTime,
 ) -> Result<Vec<v1::Artifact>, PolicyError> {
+    let ca = trust.issuing;
     // Options for another kind are refused, not ignored: an operator who sends a registration
     // code expects a verification certificate back, and silence would hide the mistake.
     let kind = spec.kind();
@@ -337,7 +338,7 @@ pub fn export_artifacts(
     {
         return Err(not_for_kind("mosquitto", "Mosquitto"));
     }
-    match &spec.cloud {
+    let mut artifacts = match &spec.cloud {
         CloudParams::AwsIot(params) => {
             params.artifacts(spec, ca, &request.aws_registration_code, now)
         }
@@ -347,6 +348,71 @@ pub fn export_artifacts(
         CloudParams::Mosquitto(params) => {
             params.artifacts(spec, ca, crl_pem, &mosquitto_options, now)
         }
+    }?;
+    // During a rotation's overlap the retired CA's certificates are still out: the broker
+    // trusts both chains, and the cloud keeps the retired CA registered until they expire.
+    for artifact in &mut artifacts {
+        if artifact.file_name == "ca.pem" {
+            artifact.content = trust.trust_pem().into_bytes();
+        }
+    }
+    for (index, retired) in trust.retired.iter().enumerate() {
+        artifacts.push(artifact(
+            &format!("ca-certificate-previous-{}.pem", index + 1),
+            MEDIA_PEM,
+            retired.certificate_pem(),
+            format!(
+                "A retired issuing CA whose certificates are still valid: keep it registered \
+                 until {}",
+                retired
+                    .not_after()
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default()
+            ),
+        ));
+    }
+    Ok(artifacts)
+}
+
+/// What an owner's devices chain to: the issuing CA that issues now, and the retired ones whose
+/// certificates are still valid (a rotation's overlap).
+#[derive(Debug)]
+pub struct OwnerTrust<'a> {
+    /// The CA that issues now.
+    pub issuing: &'a CertificateAuthority,
+    /// Retired CAs not yet expired, newest first.
+    pub retired: Vec<&'a CertificateAuthority>,
+}
+
+impl<'a> From<&'a CertificateAuthority> for OwnerTrust<'a> {
+    /// The trust of an owner with one issuing CA.
+    fn from(issuing: &'a CertificateAuthority) -> Self {
+        Self {
+            issuing,
+            retired: Vec::new(),
+        }
+    }
+}
+
+impl OwnerTrust<'_> {
+    /// Every live issuing CA's chain, then each distinct root once: a trust file (Mosquitto's
+    /// `cafile`) that accepts exactly the owner's devices.
+    #[must_use]
+    pub fn trust_pem(&self) -> String {
+        let mut pem = String::new();
+        let mut roots: Vec<String> = Vec::new();
+        for ca in std::iter::once(self.issuing).chain(self.retired.iter().copied()) {
+            for certificate in ca.chain_pems() {
+                if !pem.contains(&certificate) {
+                    pem.push_str(&certificate);
+                }
+            }
+            if !roots.contains(&ca.root_pem()) {
+                roots.push(ca.root_pem());
+            }
+        }
+        pem.extend(roots);
+        pem
     }
 }
 

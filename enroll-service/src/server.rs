@@ -167,8 +167,13 @@ pub async fn serve(
         let mut tick = tokio::time::interval(CRL_CHECK_INTERVAL);
         loop {
             tick.tick().await;
-            if let Err(e) = crl_core.crls().current().await {
-                tracing::warn!(error = %e, "could not refresh the CRL");
+            match crl_core.crls().refresh_all().await {
+                Ok(failures) => {
+                    for (issuer, e) in failures {
+                        tracing::warn!(%issuer, error = %e, "could not refresh a CRL");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not list the CAs to refresh CRLs"),
             }
         }
     });

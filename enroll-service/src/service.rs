@@ -16,6 +16,7 @@
 //! same device cannot both issue a credential.
 
 mod auth;
+mod authorities;
 mod challenge;
 mod config;
 mod crl;
@@ -31,10 +32,11 @@ use rot_core::keys::DeviceId;
 
 use crate::error::ServiceError;
 use crate::metrics::Metrics;
-use crate::pki::CertificateAuthority;
+use crate::pki::{CertificateAuthority, KeyBackend, Passphrase};
 use crate::store::Registry;
 
 pub use auth::Caller;
+pub use authorities::{Authorities, Issuer, PLATFORM_ISSUER};
 pub use challenge::{ChallengeBook, ChallengeId, ForeignChallenge};
 pub use config::ServiceConfig;
 pub use crl::CrlSigner;
@@ -49,7 +51,7 @@ use locks::DeviceLocks;
 #[derive(Debug)]
 pub struct ServiceCore {
     registry: Arc<dyn Registry>,
-    ca: Arc<CertificateAuthority>,
+    authorities: Arc<Authorities>,
     config: ServiceConfig,
     challenges: ChallengeBook,
     device_locks: DeviceLocks,
@@ -61,11 +63,40 @@ pub struct ServiceCore {
 }
 
 impl ServiceCore {
-    /// The parts over a registry and a CA.
+    /// The parts over a registry and the platform's CA, with owners' CA keys sealed under a
+    /// passphrase that lives only as long as this process: for the demo and in-process tests,
+    /// whose registries do not outlive them either. A real service uses
+    /// [`ServiceCore::with_keys`].
+    ///
+    /// # Panics
+    /// If the system RNG fails.
     #[must_use]
     pub fn new(
         registry: Arc<dyn Registry>,
         ca: Arc<CertificateAuthority>,
+        config: ServiceConfig,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        #[expect(
+            clippy::expect_used,
+            reason = "an in-process service cannot start without an RNG"
+        )]
+        let passphrase = Passphrase::new(random_hex(32).expect("system RNG"))
+            .expect("a random passphrase is not empty");
+        let keys = KeyBackend::Sealed {
+            passphrase,
+            // The passphrase is random and never written: its work factor buys nothing.
+            iterations: std::num::NonZeroU32::MIN,
+        };
+        Self::with_keys(registry, ca, keys, config, metrics)
+    }
+
+    /// The parts over a registry, the platform's CA and the backend owners' CA keys live in.
+    #[must_use]
+    pub fn with_keys(
+        registry: Arc<dyn Registry>,
+        ca: Arc<CertificateAuthority>,
+        keys: KeyBackend,
         config: ServiceConfig,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
@@ -75,11 +106,12 @@ impl ServiceCore {
             config.challenges_per_window,
             config.challenges_per_device_window,
         );
+        let authorities = Arc::new(Authorities::new(registry.clone(), ca, keys));
         Arc::new(Self {
-            crls: CrlSigner::new(registry.clone(), ca.clone(), config.crl_validity),
+            crls: CrlSigner::new(registry.clone(), authorities.clone(), config.crl_validity),
             limits: Limits::new(&config),
             registry,
-            ca,
+            authorities,
             challenges,
             device_locks: DeviceLocks::new(4096),
             operator_revocations: Arc::new(tokio::sync::Mutex::new(())),
@@ -94,10 +126,16 @@ impl ServiceCore {
         self.registry.as_ref()
     }
 
-    /// The CA.
+    /// The platform's issuing CA (operator certificates, the service's TLS).
     #[must_use]
     pub fn ca(&self) -> &CertificateAuthority {
-        &self.ca
+        self.authorities.platform()
+    }
+
+    /// The platform's and every owner's CAs.
+    #[must_use]
+    pub fn authorities(&self) -> &Arc<Authorities> {
+        &self.authorities
     }
 
     /// The limits at the edge.

@@ -22,7 +22,7 @@ use tokio::sync::{broadcast, oneshot};
 use crate::audit::{AuditDraft, StoredAuditEntry};
 use crate::model::{
     BatchRecord, CountsDelta, CredentialRecord, CrlEntryRecord, CrlRecord, DeviceEvent,
-    DeviceRecord, OperatorCertificateRecord,
+    DeviceRecord, OperatorCertificateRecord, OwnerRecord,
 };
 use crate::pki::Serial;
 use crate::policy::PolicySpec;
@@ -42,6 +42,8 @@ pub enum Guard {
     },
     /// No batch with that ID exists.
     BatchAbsent(String),
+    /// No owner of that name exists.
+    OwnerAbsent(String),
     /// No credential with that serial was ever stored: a serial is never issued twice.
     SerialAbsent(Serial),
     /// The owner has not used this CreateBatch idempotency key.
@@ -85,13 +87,17 @@ pub enum Op {
     PutCredential(Box<CredentialRecord>),
     /// Insert or replace an operator certificate record.
     PutOperatorCertificate(Box<OperatorCertificateRecord>),
-    /// Put a serial on the revocation list.
+    /// Put a serial on the revocation list of the CA that issued it.
     Revoke {
+        /// The issuing CA's id (`platform`, `<owner>/<n>`).
+        issuer: String,
         /// Serial.
         serial: Serial,
         /// CRL entry.
         entry: CrlEntryRecord,
     },
+    /// Insert or replace an owner and its CAs (guard a new one with [`Guard::OwnerAbsent`]).
+    PutOwner(Box<OwnerRecord>),
     /// Add to a batch's counts (applied in commit order, so concurrent changes compose).
     AdjustCounts {
         /// Batch.
@@ -99,8 +105,13 @@ pub enum Op {
         /// Delta.
         delta: CountsDelta,
     },
-    /// Store the latest signed CRL.
-    PutCrl(CrlRecord),
+    /// Store the latest signed CRL of an issuing CA.
+    PutCrl {
+        /// The issuing CA's id.
+        issuer: String,
+        /// The CRL.
+        record: CrlRecord,
+    },
     /// Remember a CreateBatch idempotency key.
     PutRequestId {
         /// Owner.
@@ -339,23 +350,35 @@ pub trait Registry: Send + Sync + fmt::Debug + 'static {
     /// As [`Registry::device`].
     fn credential_count(&self) -> Result<u64, StoreError>;
 
-    /// Every revoked serial with its CRL entry.
+    /// Every serial an issuing CA revoked, with its CRL entry.
     ///
     /// # Errors
     /// As [`Registry::device`].
-    fn revoked(&self) -> Result<Vec<(Serial, CrlEntryRecord)>, StoreError>;
+    fn revoked(&self, issuer: &str) -> Result<Vec<(Serial, CrlEntryRecord)>, StoreError>;
 
-    /// Number of revoked serials (what a complete CRL lists).
+    /// Number of serials an issuing CA revoked (what its complete CRL lists).
     ///
     /// # Errors
     /// As [`Registry::device`].
-    fn revoked_count(&self) -> Result<u64, StoreError>;
+    fn revoked_count(&self, issuer: &str) -> Result<u64, StoreError>;
 
-    /// The latest signed CRL.
+    /// The latest signed CRL of an issuing CA.
     ///
     /// # Errors
     /// As [`Registry::device`].
-    fn crl(&self) -> Result<Option<CrlRecord>, StoreError>;
+    fn crl(&self, issuer: &str) -> Result<Option<CrlRecord>, StoreError>;
+
+    /// An owner and its CAs.
+    ///
+    /// # Errors
+    /// As [`Registry::device`].
+    fn owner(&self, name: &str) -> Result<Option<OwnerRecord>, StoreError>;
+
+    /// Owners ordered by name, after `after`, at most `limit`.
+    ///
+    /// # Errors
+    /// As [`Registry::device`].
+    fn owners(&self, after: Option<&str>, limit: usize) -> Result<Vec<OwnerRecord>, StoreError>;
 
     /// Audit entries with `seq >= start`, ascending, at most `limit`.
     ///

@@ -485,7 +485,13 @@ async fn renewal_rotates_slots_and_refuses_devices_never_onboarded() {
         old.status,
         enroll_service::model::CredentialStatus::Superseded
     );
-    assert!(harness.registry().revoked().unwrap().is_empty());
+    assert!(
+        harness
+            .registry()
+            .revoked(&harness.issuer("acme"))
+            .unwrap()
+            .is_empty()
+    );
     // Slot 8 does not exist.
     let outcome = devices[0].renew(&mut client, 8).await.unwrap();
     assert_eq!(
@@ -530,11 +536,13 @@ async fn a_revocation_missing_from_the_crl_is_signed_in_on_the_next_read() {
     use enroll_service::pki::RevocationReason;
     use enroll_service::store::{Change, Op, commit};
     let harness = Harness::start().await;
-    let first = harness.core.crls().current().await.unwrap();
+    let issuer = enroll_service::service::PLATFORM_ISSUER;
+    let first = harness.core.crls().current(issuer).await.unwrap();
     assert_eq!(first.revoked_count, 0);
     // A revocation committed without its re-signing (as after a failure between the two).
     let mut change = Change::new();
     change.op(Op::Revoke {
+        issuer: issuer.into(),
         serial: "1234abcd".parse().unwrap(),
         entry: CrlEntryRecord {
             revoked_at: time::OffsetDateTime::now_utc(),
@@ -542,7 +550,7 @@ async fn a_revocation_missing_from_the_crl_is_signed_in_on_the_next_read() {
         },
     });
     commit(harness.registry(), change).await.unwrap();
-    let next = harness.core.crls().current().await.unwrap();
+    let next = harness.core.crls().current(issuer).await.unwrap();
     assert_eq!(next.revoked_count, 1);
     assert!(next.number > first.number);
 }

@@ -296,6 +296,7 @@ async fn a_revoked_device_is_refused_and_its_certificate_fails_crl_checks() {
     let crl = admin
         .get_crl(v1::GetCrlRequest {
             format: v1::CrlFormat::Pem as i32,
+            ..v1::GetCrlRequest::default()
         })
         .await
         .unwrap()

@@ -10,7 +10,8 @@ use std::process::Command;
 
 use enroll_service::pki::{CaNames, CertificateAuthority, RevocationReason, RevokedEntry, Serial};
 use enroll_service::policy::{
-    CloudParams, PolicyError, PolicySpec, aws_iot, azure_dps, export_artifacts, mosquitto,
+    CloudParams, OwnerTrust, PolicyError, PolicySpec, aws_iot, azure_dps, export_artifacts,
+    mosquitto,
 };
 use oxroot_proto::v1;
 use rot_core::keys::DeviceId;
@@ -745,7 +746,7 @@ fn export(
 ) -> Result<Vec<v1::Artifact>, PolicyError> {
     let artifacts = export_artifacts(
         spec,
-        ca,
+        &OwnerTrust::from(ca),
         &crl_pem(ca, &[]),
         request,
         now() + Duration::hours(1),
@@ -951,7 +952,7 @@ fn artefact_certificates_never_outlive_the_issuing_ca() {
         ..request()
     };
     let late = ca_end - Duration::days(10);
-    let artifacts = export_artifacts(&spec, &ca, "", &request, late).unwrap();
+    let artifacts = export_artifacts(&spec, &OwnerTrust::from(&ca), "", &request, late).unwrap();
     let pem = pem::parse(file(&artifacts, "verification-certificate.pem")).unwrap();
     let (_, certificate) = X509Certificate::from_der(pem.contents()).unwrap();
     assert_eq!(
@@ -959,7 +960,14 @@ fn artefact_certificates_never_outlive_the_issuing_ca() {
         ca_end.unix_timestamp()
     );
     // Once the CA has expired there is nothing valid left to issue.
-    let error = export_artifacts(&spec, &ca, "", &request, ca_end + Duration::days(1)).unwrap_err();
+    let error = export_artifacts(
+        &spec,
+        &OwnerTrust::from(&ca),
+        "",
+        &request,
+        ca_end + Duration::days(1),
+    )
+    .unwrap_err();
     assert_eq!(error.field, "aws_registration_code");
 }
 
@@ -1110,7 +1118,8 @@ fn mosquitto_config_acl_and_chain() {
     );
     // The CRL is shipped as given.
     let crl = crl_pem(&ca, &[]);
-    let artifacts = export_artifacts(&spec, &ca, &crl, &request(), now()).unwrap();
+    let artifacts =
+        export_artifacts(&spec, &OwnerTrust::from(&ca), &crl, &request(), now()).unwrap();
     assert_eq!(file(&artifacts, "crl.pem"), crl);
 
     // A custom directory, with its trailing slash dropped.
@@ -1471,7 +1480,7 @@ fn mosquitto_accepts_the_rendered_configuration() {
         ..request()
     };
     let crl = crl_pem(&ca, &[revoked_serial]);
-    let artifacts = export_artifacts(&spec, &ca, &crl, &request, now()).unwrap();
+    let artifacts = export_artifacts(&spec, &OwnerTrust::from(&ca), &crl, &request, now()).unwrap();
     for artifact in &artifacts {
         fs::write(path.join(&artifact.file_name), &artifact.content).unwrap();
     }

@@ -39,6 +39,11 @@ const OPERATOR_METHODS: &[Shape] = &[
     ("IssueOperatorCertificate", false, false),
     ("RevokeOperatorCertificate", false, false),
     ("ListOperatorCertificates", false, false),
+    ("CreateOwner", false, false),
+    ("GetOwner", false, false),
+    ("ListOwners", false, false),
+    ("ImportOwnerCa", false, false),
+    ("RotateOwnerCa", false, false),
 ];
 
 fn descriptor_set() -> FileDescriptorSet {

@@ -82,6 +82,9 @@ pub enum Command {
     /// Operator certificates.
     #[command(subcommand)]
     Operator(OperatorCommand),
+    /// Owners (tenants) and their certificate authorities.
+    #[command(subcommand)]
+    Owner(OwnerCommand),
 }
 
 /// `policy …`
@@ -401,7 +404,14 @@ pub struct ExportArgs {
 /// `crl`
 #[derive(Debug, Args)]
 pub struct CrlArgs {
-    /// DER instead of PEM.
+    /// Whose CRL: an owner (default: the caller's), or "*" for the platform's (operator
+    /// certificates; the default for platform operators).
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// One issuing CA of the owner (as `owner get` lists them); default: all live ones.
+    #[arg(long, value_name = "ID")]
+    pub issuer: Option<String>,
+    /// DER instead of PEM (one issuing CA's: needs --issuer during a rotation's overlap).
     #[arg(long)]
     pub der: bool,
     /// Write the CRL to this file (atomically replaced) instead of stdout.
@@ -819,4 +829,56 @@ mod tests {
         ));
         assert!(parse_time("yesterday").is_err());
     }
+}
+
+/// `owner …`
+#[derive(Debug, Subcommand)]
+pub enum OwnerCommand {
+    /// Create an owner with its own root and issuing CA (platform admins).
+    Create {
+        /// Owner name: [a-z0-9-], starting with a letter or digit.
+        name: String,
+        /// Bring your own CA: the service makes the issuing CA's key and a CSR, written to
+        /// --csr-out, for the owner's root to sign; `owner import-ca` brings the certificate
+        /// back.
+        #[arg(long, requires = "csr_out")]
+        own_ca: bool,
+        /// The subject O of the owner's CAs (default: the owner's name).
+        #[arg(long)]
+        organisation: Option<String>,
+        /// Where to write the CSR (with --own-ca).
+        #[arg(long, value_name = "FILE")]
+        csr_out: Option<PathBuf>,
+    },
+    /// Show an owner and its CAs.
+    Get {
+        /// Owner (default: the caller's).
+        name: Option<String>,
+        /// Write the owner's root certificate (its devices' trust anchor) to this file.
+        #[arg(long, value_name = "FILE")]
+        root_out: Option<PathBuf>,
+    },
+    /// List owners (platform operators: all; others: their own).
+    List,
+    /// Bring back the certificate the owner's root issued for its pending issuing CA.
+    ImportCa {
+        /// Owner (default: the caller's).
+        #[arg(long)]
+        owner: Option<String>,
+        /// The issuing CA's certificate (PEM).
+        #[arg(long, value_name = "FILE")]
+        certificate: PathBuf,
+        /// The certificates above it up to the owner's root (PEM, issuer order).
+        #[arg(long, value_name = "FILE")]
+        chain: PathBuf,
+    },
+    /// Rotate the owner's issuing CA (the old one stays trusted until it expires).
+    Rotate {
+        /// Owner (default: the caller's).
+        #[arg(long)]
+        owner: Option<String>,
+        /// Where to write the new CSR, for an owner with its own CA.
+        #[arg(long, value_name = "FILE")]
+        csr_out: Option<PathBuf>,
+    },
 }

@@ -5,6 +5,7 @@ mod batch;
 mod device;
 mod export;
 mod operator;
+mod owner;
 mod policy;
 
 use std::io::{self, Write};
@@ -107,6 +108,7 @@ pub(crate) async fn execute(command: Command, ctx: &mut Ctx<'_>) -> Result<(), C
         Command::Crl(args) => export::crl(args, ctx).await,
         Command::Audit(command) => audit::run(command, ctx).await,
         Command::Operator(command) => operator::run(command, ctx).await,
+        Command::Owner(command) => owner::run(command, ctx).await,
     }
 }
 

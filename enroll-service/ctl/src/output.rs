@@ -170,6 +170,8 @@ short_names! {
     event_name: DeviceEventKind = "DEVICE_EVENT_KIND_";
     refusal_detail_name: RefusalDetail = "REFUSAL_DETAIL_";
     crl_format_name: CrlFormat = "CRL_FORMAT_";
+    ca_mode_name: CaMode = "CA_MODE_";
+    issuing_ca_state_name: IssuingCaState = "ISSUING_CA_STATE_";
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub(crate) mod device;
 pub(crate) mod export;
 pub(crate) mod import;
 pub(crate) mod operator;
+pub(crate) mod owner;
 pub(crate) mod policy;
 pub(crate) mod whoami;
 

@@ -280,9 +280,8 @@ impl CertificateAuthority {
         if above.first() == Some(&der) {
             above.remove(0);
         }
-        let root = above
-            .pop()
-            .ok_or_else(|| PkiError::parse("CA certificate chain", "no root certificate"))?;
+        // An empty chain: the certificate is its own root (a managed owner's root).
+        let root = above.pop().unwrap_or_else(|| der.clone());
         Self::assemble(&der, &above, &root, key)
     }
 
@@ -391,6 +390,13 @@ impl CertificateAuthority {
             rcgen::Error::RemoteKeyError => PkiError::Signer(signer.classify()),
             other => PkiError::Certificate(other),
         }
+    }
+
+    /// This CA's subject key identifier: what the certificates it signs name as their
+    /// authority key identifier.
+    #[must_use]
+    pub fn key_id(&self) -> &[u8] {
+        &self.ski
     }
 
     /// This CA's certificate, DER.

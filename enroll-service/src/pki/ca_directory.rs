@@ -30,9 +30,7 @@ impl CertificateAuthority {
     /// [`PkiError::Io`] naming the file that failed, [`PkiError::EmptyPassphrase`],
     /// [`PkiError::Random`].
     pub fn save(&self, dir: &Path, passphrase: &Passphrase) -> Result<(), PkiError> {
-        let iterations =
-            NonZeroU32::new(DEFAULT_PBKDF2_ITERATIONS).ok_or(PkiError::InvalidIterations(0))?;
-        self.save_with_iterations(dir, passphrase, iterations)
+        self.save_with_iterations(dir, passphrase, DEFAULT_PBKDF2_ITERATIONS)
     }
 
     /// [`CertificateAuthority::save`] with an explicit PBKDF2 iteration count. Production keys

@@ -31,7 +31,7 @@ const TAG_LEN: usize = 16;
 /// The PBKDF2 iteration count used by [`EncryptedKey::seal`] callers that do not choose one:
 /// OWASP's 2023 recommendation for PBKDF2-HMAC-SHA256. Tests pass a small count instead,
 /// because 600,000 iterations take around a second in a debug build.
-pub const DEFAULT_PBKDF2_ITERATIONS: u32 = 600_000;
+pub const DEFAULT_PBKDF2_ITERATIONS: NonZeroU32 = NonZeroU32::new(600_000).expect("not zero");
 
 /// The largest iteration count accepted when reading a key file, so that a crafted header
 /// cannot make the service spin for hours before refusing it.

@@ -1,5 +1,5 @@
-//! The CRL: re-signed when a revocation is not on it yet or half its validity has passed, and
-//! stored with the next CRL number.
+//! CRLs, one per issuing CA: re-signed when a revocation is not on one yet or half its validity
+//! has passed, and stored with the issuer's next CRL number.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,17 +7,18 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
 
+use super::authorities::Authorities;
 use crate::audit::AuditDraft;
 use crate::error::ServiceError;
 use crate::model::CrlRecord;
-use crate::pki::{CertificateAuthority, RevokedEntry};
+use crate::pki::RevokedEntry;
 use crate::store::{Change, Op, Registry, commit};
 
-/// Signs and keeps the CRL.
+/// Signs and keeps every issuing CA's CRL.
 #[derive(Debug)]
 pub struct CrlSigner {
     registry: Arc<dyn Registry>,
-    ca: Arc<CertificateAuthority>,
+    authorities: Arc<Authorities>,
     validity: Duration,
     /// Serialises re-signing: two concurrent signers would both take the same next number.
     signing: Mutex<()>,
@@ -26,28 +27,29 @@ pub struct CrlSigner {
 impl CrlSigner {
     pub(crate) fn new(
         registry: Arc<dyn Registry>,
-        ca: Arc<CertificateAuthority>,
+        authorities: Arc<Authorities>,
         validity: Duration,
     ) -> Self {
         Self {
             registry,
-            ca,
+            authorities,
             validity,
             signing: Mutex::new(()),
         }
     }
 
-    /// Re-signs the CRL from every revoked serial and stores it with the next CRL number.
-    /// Callers hold no device lock.
+    /// Re-signs the CRL of `issuer` (a CA id) from every serial it revoked and stores it with
+    /// its next CRL number. Callers hold no device lock.
     ///
     /// # Errors
-    /// Registry or CA failures.
-    pub async fn resign(&self, actor: &str) -> Result<CrlRecord, ServiceError> {
+    /// Registry or CA failures ([`ServiceError::Unavailable`] when its key store is).
+    pub async fn resign(&self, issuer: &str, actor: &str) -> Result<CrlRecord, ServiceError> {
         let _signing = self.signing.lock().await;
+        let ca = self.authorities.by_id(issuer)?;
         let now = OffsetDateTime::now_utc();
         let entries: Vec<RevokedEntry> = self
             .registry
-            .revoked()?
+            .revoked(issuer)?
             .into_iter()
             .map(|(serial, entry)| RevokedEntry {
                 serial,
@@ -55,9 +57,10 @@ impl CrlSigner {
                 reason: entry.reason,
             })
             .collect();
-        let number = self.registry.crl()?.map_or(1, |c| c.number + 1);
-        let next_update = now + self.validity;
-        let crl = self.ca.sign_crl(&entries, now, next_update, number)?;
+        let number = self.registry.crl(issuer)?.map_or(1, |c| c.number + 1);
+        // A retired CA's last CRL may not promise more than the CA itself lives.
+        let next_update = (now + self.validity).min(ca.not_after());
+        let crl = ca.sign_crl(&entries, now, next_update, number)?;
         let record = CrlRecord {
             number,
             this_update: now,
@@ -67,31 +70,69 @@ impl CrlSigner {
             revoked_count: entries.len() as u64,
         };
         let mut change = Change::new();
-        change.op(Op::PutCrl(record.clone())).audit(
-            AuditDraft::new(now, actor, "*", "crl.sign", "crl", "ok")
-                .detail("crl_number", number.to_string())
-                .detail("revoked_count", entries.len().to_string()),
-        );
+        change
+            .op(Op::PutCrl {
+                issuer: issuer.to_owned(),
+                record: record.clone(),
+            })
+            .audit(
+                AuditDraft::new(now, actor, owner_of(issuer), "crl.sign", "crl", "ok")
+                    .detail("issuer", issuer)
+                    .detail("crl_number", number.to_string())
+                    .detail("revoked_count", entries.len().to_string()),
+            );
         commit(self.registry.as_ref(), change).await?;
         Ok(record)
     }
 
-    /// The current CRL. A new one is signed when there is none, when a revocation is not on
-    /// it yet (a revocation commit and its re-signing are two steps: a failure or a cancelled
-    /// call between them must not leave a revoked serial off the CRL), or when half its
-    /// validity has passed (a CRL past nextUpdate makes Mosquitto reject every client).
+    /// The current CRL of `issuer`. A new one is signed when there is none, when a revocation
+    /// is not on it yet (a revocation commit and its re-signing are two steps: a failure or a
+    /// cancelled call between them must not leave a revoked serial off the CRL), or when half
+    /// its validity has passed (a CRL past nextUpdate makes Mosquitto reject every client).
     ///
     /// # Errors
-    /// Registry or CA failures.
-    pub async fn current(&self) -> Result<CrlRecord, ServiceError> {
+    /// As [`CrlSigner::resign`].
+    pub async fn current(&self, issuer: &str) -> Result<CrlRecord, ServiceError> {
         let now = OffsetDateTime::now_utc();
-        if let Some(crl) = self.registry.crl()? {
+        if let Some(crl) = self.registry.crl(issuer)? {
             let half = (crl.next_update - crl.this_update) / 2;
-            let complete = crl.revoked_count == self.registry.revoked_count()?;
+            let complete = crl.revoked_count == self.registry.revoked_count(issuer)?;
             if complete && now < crl.this_update + half {
                 return Ok(crl);
             }
         }
-        self.resign("system").await
+        self.resign(issuer, "system").await
     }
+}
+
+impl CrlSigner {
+    /// Brings every issuing CA's CRL up to date (see [`CrlSigner::current`]). One CA's failure
+    /// (its key store away) does not hold up the others'.
+    ///
+    /// # Errors
+    /// The registry's, when the CAs cannot be listed; each CA's failures are returned with its
+    /// id.
+    pub async fn refresh_all(&self) -> Result<Vec<(String, ServiceError)>, ServiceError> {
+        let mut failures = Vec::new();
+        let now = OffsetDateTime::now_utc();
+        for issuer in self.authorities.crl_issuers()? {
+            // An expired CA's certificates have all expired too: its last CRL is final.
+            let expired = self
+                .authorities
+                .by_id(&issuer)
+                .is_ok_and(|ca| ca.not_after() <= now);
+            if expired {
+                continue;
+            }
+            if let Err(e) = self.current(&issuer).await {
+                failures.push((issuer, e));
+            }
+        }
+        Ok(failures)
+    }
+}
+
+/// The owner whose audit log a CRL of `issuer` belongs to (`*` for the platform's).
+fn owner_of(issuer: &str) -> &str {
+    issuer.split_once('/').map_or("*", |(owner, _)| owner)
 }

@@ -26,6 +26,7 @@ mod convert;
 mod devices;
 mod import;
 mod operator_certificates;
+mod owners;
 mod paging;
 mod policies;
 #[cfg(test)]
@@ -447,6 +448,61 @@ impl Operator for OperatorService {
             "ListOperatorCertificates",
             |caller, req| async move { self.list_operator_certificates_as(&caller, &req) },
         )
+        .await
+    }
+
+    async fn create_owner(
+        &self,
+        request: Request<v1::CreateOwnerRequest>,
+    ) -> Result<Response<v1::CreateOwnerResponse>, Status> {
+        let _timer = self.timer("create_owner");
+        self.unary(request, "CreateOwner", |caller, req| async move {
+            self.create_owner_as(&caller, &req).await
+        })
+        .await
+    }
+
+    async fn get_owner(
+        &self,
+        request: Request<v1::GetOwnerRequest>,
+    ) -> Result<Response<v1::GetOwnerResponse>, Status> {
+        let _timer = self.timer("get_owner");
+        self.unary(request, "GetOwner", |caller, req| async move {
+            self.get_owner_as(&caller, &req)
+        })
+        .await
+    }
+
+    async fn list_owners(
+        &self,
+        request: Request<v1::ListOwnersRequest>,
+    ) -> Result<Response<v1::ListOwnersResponse>, Status> {
+        let _timer = self.timer("list_owners");
+        self.unary(request, "ListOwners", |caller, req| async move {
+            self.list_owners_as(&caller, &req)
+        })
+        .await
+    }
+
+    async fn import_owner_ca(
+        &self,
+        request: Request<v1::ImportOwnerCaRequest>,
+    ) -> Result<Response<v1::ImportOwnerCaResponse>, Status> {
+        let _timer = self.timer("import_owner_ca");
+        self.unary(request, "ImportOwnerCa", |caller, req| async move {
+            self.import_owner_ca_as(&caller, &req).await
+        })
+        .await
+    }
+
+    async fn rotate_owner_ca(
+        &self,
+        request: Request<v1::RotateOwnerCaRequest>,
+    ) -> Result<Response<v1::RotateOwnerCaResponse>, Status> {
+        let _timer = self.timer("rotate_owner_ca");
+        self.unary(request, "RotateOwnerCa", |caller, req| async move {
+            self.rotate_owner_ca_as(&caller, &req).await
+        })
         .await
     }
 }

@@ -18,8 +18,12 @@
 //!
 //! Key layout (all in the default tree):
 //! `d/<device>` device · `p/<owner>/<name>` policy · `b/<batch>` batch · `m/<batch>/<device>`
-//! membership · `c/<serial>` credential · `r/<serial>` CRL entry · `q/<owner>/<request>` batch
-//! idempotency key · `a/<seq: u64 BE>` audit entry · `x/crl`, `x/credentials` singletons.
+//! membership · `c/<serial>` credential · `r/<issuer>/<serial>` CRL entry · `q/<owner>/<request>`
+//! batch idempotency key · `w/<owner>` owner and its CAs · `a/<seq: u64 BE>` audit entry ·
+//! `x/crl/<issuer>` latest CRL · `x/credentials` count · `x/layout` layout version.
+//!
+//! Layout 2 keys CRL entries and CRLs by issuing CA; a registry of layout 1 (one CA, `r/<serial>`,
+//! `x/crl`) is moved to it once, at open, as the platform CA's, in one atomic batch.
 //! Values are records in the [`super::codec`] encoding (postcard; older JSON values are read).
 //!
 //! Within a group the batch counts and the credential count stay decoded while the group's
@@ -40,7 +44,7 @@ use super::{Change, DeviceFilter, Guard, Op, Receipt, Registry, RegistryEvent, S
 use crate::audit::{self, GENESIS_HASH, StoredAuditEntry};
 use crate::model::{
     BatchRecord, CountsDelta, CredentialRecord, CrlEntryRecord, CrlRecord, DeviceRecord,
-    OperatorCertificateRecord,
+    OperatorCertificateRecord, OwnerRecord,
 };
 use crate::pki::Serial;
 use crate::policy::PolicySpec;
@@ -104,8 +108,17 @@ fn credential_key(serial: Serial) -> Vec<u8> {
 fn operator_key(serial: Serial) -> Vec<u8> {
     format!("o/{serial}").into_bytes()
 }
-fn revoked_key(serial: Serial) -> Vec<u8> {
-    format!("r/{serial}").into_bytes()
+fn revoked_key(issuer: &str, serial: Serial) -> Vec<u8> {
+    format!("r/{issuer}/{serial}").into_bytes()
+}
+fn revoked_prefix(issuer: &str) -> Vec<u8> {
+    format!("r/{issuer}/").into_bytes()
+}
+fn crl_key(issuer: &str) -> Vec<u8> {
+    format!("x/crl/{issuer}").into_bytes()
+}
+fn owner_key(name: &str) -> Vec<u8> {
+    format!("w/{name}").into_bytes()
 }
 fn request_key(owner: &str, request: &str) -> Vec<u8> {
     format!("q/{owner}/{request}").into_bytes()
@@ -115,8 +128,48 @@ fn audit_key(seq: u64) -> Vec<u8> {
     key.extend_from_slice(&seq.to_be_bytes());
     key
 }
-const CRL_KEY: &[u8] = b"x/crl";
+/// Layout 1's one CRL, and the issuer its entries belong to in layout 2.
+const LAYOUT_1_CRL_KEY: &[u8] = b"x/crl";
+const PLATFORM_ISSUER: &str = "platform";
+const LAYOUT_KEY: &[u8] = b"x/layout";
+const LAYOUT: u64 = 2;
 const CREDENTIAL_COUNT_KEY: &[u8] = b"x/credentials";
+
+/// Moves a layout-1 registry to layout 2 in one atomic, synced batch: every CRL entry
+/// `r/<serial>` to `r/platform/<serial>` and the CRL `x/crl` to `x/crl/platform`. Before
+/// per-owner CAs, the platform's one issuing CA issued everything.
+fn migrate_layout(db: &sled::Db, data_file: &File) -> Result<(), StoreError> {
+    let layout: u64 = match db.get(LAYOUT_KEY).map_err(unavailable)? {
+        Some(value) => decode(LAYOUT_KEY, &value)?,
+        None => 1,
+    };
+    if layout >= LAYOUT {
+        return Ok(());
+    }
+    let mut batch = sled::Batch::default();
+    for item in db.scan_prefix(b"r/") {
+        let (key, value) = item.map_err(unavailable)?;
+        let Ok(serial) = std::str::from_utf8(&key[2..]).map(str::parse::<Serial>) else {
+            continue;
+        };
+        let Ok(serial) = serial else {
+            // Not a layout-1 key (already `r/<issuer>/…`).
+            continue;
+        };
+        batch.remove(key);
+        batch.insert(revoked_key(PLATFORM_ISSUER, serial), value);
+    }
+    if let Some(crl) = db.get(LAYOUT_1_CRL_KEY).map_err(unavailable)? {
+        batch.remove(LAYOUT_1_CRL_KEY);
+        batch.insert(crl_key(PLATFORM_ISSUER), crl);
+    }
+    batch.insert(LAYOUT_KEY, encode(&LAYOUT));
+    db.apply_batch(batch).map_err(unavailable)?;
+    db.flush().map_err(unavailable)?;
+    data_file.sync_data().map_err(unavailable)?;
+    tracing::info!("registry moved to layout {LAYOUT}: CRL entries and CRLs per issuing CA");
+    Ok(())
+}
 
 impl SledRegistry {
     /// Opens (or creates) the registry in `dir` and starts its writer thread.
@@ -137,6 +190,7 @@ impl SledRegistry {
         // The file sled writes its log to; fdatasync on any descriptor of it makes the data
         // written by `flush` durable.
         let data_file = File::open(dir.join("db")).map_err(unavailable)?;
+        migrate_layout(&db, &data_file)?;
         let (seq, hash) = match db.scan_prefix(b"a/").next_back() {
             None => (0, GENESIS_HASH),
             Some(item) => {
@@ -405,13 +459,14 @@ impl Registry for SledRegistry {
         Ok(self.get(CREDENTIAL_COUNT_KEY)?.unwrap_or(0))
     }
 
-    fn revoked(&self) -> Result<Vec<(Serial, CrlEntryRecord)>, StoreError> {
+    fn revoked(&self, issuer: &str) -> Result<Vec<(Serial, CrlEntryRecord)>, StoreError> {
         self.check()?;
+        let prefix = revoked_prefix(issuer);
         self.db
-            .scan_prefix(b"r/")
+            .scan_prefix(&prefix)
             .map(|item| {
                 let (key, value) = item.map_err(unavailable)?;
-                let serial = std::str::from_utf8(&key[2..])
+                let serial = std::str::from_utf8(&key[prefix.len()..])
                     .ok()
                     .and_then(|text| text.parse::<Serial>().ok())
                     .ok_or_else(|| corrupt_key(&key, "not a serial"))?;
@@ -420,13 +475,34 @@ impl Registry for SledRegistry {
             .collect()
     }
 
-    fn revoked_count(&self) -> Result<u64, StoreError> {
+    fn revoked_count(&self, issuer: &str) -> Result<u64, StoreError> {
         self.check()?;
-        Ok(self.db.scan_prefix(b"r/").keys().count() as u64)
+        Ok(self.db.scan_prefix(revoked_prefix(issuer)).keys().count() as u64)
     }
 
-    fn crl(&self) -> Result<Option<CrlRecord>, StoreError> {
-        self.get(CRL_KEY)
+    fn crl(&self, issuer: &str) -> Result<Option<CrlRecord>, StoreError> {
+        self.get(&crl_key(issuer))
+    }
+
+    fn owner(&self, name: &str) -> Result<Option<OwnerRecord>, StoreError> {
+        self.get(&owner_key(name))
+    }
+
+    fn owners(&self, after: Option<&str>, limit: usize) -> Result<Vec<OwnerRecord>, StoreError> {
+        self.check()?;
+        let start = after.map_or_else(
+            || b"w/".to_vec(),
+            |a| owner_key(a).into_iter().chain([0]).collect(),
+        );
+        let mut out = Vec::new();
+        for item in self.db.range(start..) {
+            let (key, value) = item.map_err(unavailable)?;
+            if !key.starts_with(b"w/") || out.len() >= limit {
+                break;
+            }
+            out.push(decode(&key, &value)?);
+        }
+        Ok(out)
     }
 
     fn audit(&self, start: u64, limit: usize) -> Result<Vec<(u64, StoredAuditEntry)>, StoreError> {
@@ -658,19 +734,21 @@ impl Writer {
         Ok(())
     }
 
-    fn stage(
-        &mut self,
+    /// Refuses a change one of whose guards fails.
+    fn check_guards(
+        &self,
         overlay: &Overlay,
-        staged: &mut Overlay,
-        change: &Change,
-    ) -> Result<Receipt, StoreError> {
-        for guard in &change.guards {
+        staged: &Overlay,
+        guards: &[Guard],
+    ) -> Result<(), StoreError> {
+        for guard in guards {
             let (key, what) = match guard {
                 Guard::PolicyAbsent { owner, name } => (
                     policy_key(owner, name),
                     format!("policy {owner}/{name} exists"),
                 ),
                 Guard::BatchAbsent(id) => (batch_key(id), format!("batch {id} exists")),
+                Guard::OwnerAbsent(name) => (owner_key(name), format!("owner {name} exists")),
                 Guard::SerialAbsent(serial) => (
                     credential_key(*serial),
                     format!("serial {serial} was already issued"),
@@ -684,6 +762,16 @@ impl Writer {
                 return Err(StoreError::Conflict(what));
             }
         }
+        Ok(())
+    }
+
+    fn stage(
+        &mut self,
+        overlay: &Overlay,
+        staged: &mut Overlay,
+        change: &Change,
+    ) -> Result<Receipt, StoreError> {
+        self.check_guards(overlay, staged, &change.guards)?;
         let mut receipt = Receipt::default();
         for op in &change.ops {
             match op {
@@ -727,14 +815,21 @@ impl Writer {
                 Op::PutOperatorCertificate(record) => {
                     staged.insert(operator_key(record.serial), Staged::Bytes(encode(record)));
                 }
-                Op::Revoke { serial, entry } => {
-                    staged.insert(revoked_key(*serial), Staged::Bytes(encode(entry)));
+                Op::Revoke {
+                    issuer,
+                    serial,
+                    entry,
+                } => {
+                    staged.insert(revoked_key(issuer, *serial), Staged::Bytes(encode(entry)));
+                }
+                Op::PutOwner(owner) => {
+                    staged.insert(owner_key(&owner.name), Staged::Bytes(encode(owner)));
                 }
                 Op::AdjustCounts { batch_id, delta } => {
                     self.adjust_counts(overlay, staged, batch_id, delta)?;
                 }
-                Op::PutCrl(crl) => {
-                    staged.insert(CRL_KEY.to_vec(), Staged::Bytes(encode(crl)));
+                Op::PutCrl { issuer, record } => {
+                    staged.insert(crl_key(issuer), Staged::Bytes(encode(record)));
                 }
                 Op::PutRequestId {
                     owner,

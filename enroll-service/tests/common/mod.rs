@@ -128,6 +128,12 @@ pub async fn seed_batch(
     use enroll_service::policy::PolicySpec;
     use enroll_service::store::{Change, Op, commit};
     let now = time::OffsetDateTime::now_utc();
+    harness
+        .core
+        .authorities()
+        .ensure_owner(owner, "system:test-harness")
+        .await
+        .unwrap();
     let policy = PolicySpec::from_proto(
         &v1::Policy {
             name: format!("{batch_id}-policy"),
@@ -182,6 +188,11 @@ pub async fn seed_batch(
 }
 
 impl Harness {
+    /// The id of the owner's active issuing CA (whose CRL lists its devices' revocations).
+    pub fn issuer(&self, owner: &str) -> String {
+        self.core.authorities().issuing(owner).unwrap().id
+    }
+
     /// A fresh operator certificate for (name, owner, role): (chain PEM, PKCS#8 key PEM).
     pub async fn issue_operator(
         &self,

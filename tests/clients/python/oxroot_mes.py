@@ -250,10 +250,16 @@ class MesClient:
         request = pb.RevokeDeviceRequest(device_id=device_id, reason=reason, comment=comment)
         return self.stub.RevokeDevice(request, timeout=self.timeout)
 
-    def get_crl_der(self) -> bytes:
-        """The issuing CA's current CRL, DER-encoded."""
-        request = pb.GetCrlRequest(format=pb.CRL_FORMAT_DER)
+    def get_crl_der(self, *, owner: str = "", issuer_id: str = "") -> bytes:
+        """One issuing CA's current CRL, DER-encoded: the caller's owner's active one by
+        default, the platform's (operator certificates) for owner "*"."""
+        request = pb.GetCrlRequest(format=pb.CRL_FORMAT_DER, owner=owner, issuer_id=issuer_id)
         return self.stub.GetCrl(request, timeout=self.timeout).crl
+
+    def get_owner(self, name: str = "") -> pb.Owner:
+        """An owner and its CAs (the caller's own by default)."""
+        request = pb.GetOwnerRequest(name=name)
+        return self.stub.GetOwner(request, timeout=self.timeout).owner
 
     def issue_operator_certificate(
         self,

@@ -280,14 +280,22 @@ class MesClientTest(unittest.TestCase):
         self.assertEqual(refused.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
         self.assertIn("revoked", refused.exception.details())
 
-        crl = x509.load_der_x509_crl(self.platform.get_crl_der())
+        # Operator certificates are the platform CA's: its CRL lists them.
+        crl = x509.load_der_x509_crl(self.platform.get_crl_der(owner="*"))
         public_key = intermediate.public_key()
         assert isinstance(public_key, ec.EllipticCurvePublicKey)
         self.assertTrue(crl.is_signature_valid(public_key))
         self.assertIsNotNone(crl.get_revoked_certificate_by_serial_number(int(serial, 16)))
 
     def test_mes_flow_policy_import_watch_list_revoke_crl(self) -> None:
-        mes, intermediate = self.operator("mes-line-1", "acme")
+        mes, _ = self.operator("mes-line-1", "acme")
+        # The owner's own issuing CA signs its devices' certificates and CRL.
+        owner = mes.get_owner()
+        self.assertEqual(owner.name, "acme")
+        self.assertEqual(owner.issuing_cas[0].state, pb.ISSUING_CA_STATE_ACTIVE)
+        intermediate = x509.load_pem_x509_certificate(
+            owner.issuing_cas[0].certificate_pem.encode()
+        )
         whoami = mes.whoami()
         self.assertEqual(
             (whoami.name, whoami.owner, whoami.role), ("mes-line-1", "acme", pb.ROLE_ADMIN)
@@ -384,6 +392,9 @@ class MesClientTest(unittest.TestCase):
         self.assert_not_found(lambda: other.get_batch(batch.batch_id))
         self.assert_not_found(lambda: next(other.watch_batch(batch.batch_id)))
         self.assert_not_found(lambda: other.get_device(victim))
+        self.assert_not_found(lambda: other.get_owner("acme"))
+        # ...and its own root is not acme's: its trust accepts none of acme's devices.
+        self.assertNotEqual(other.get_owner().root_pem, owner.root_pem)
         self.assert_not_found(lambda: other.revoke_device(devices[1].device_id))
         self.assert_not_found(lambda: other.import_devices(batch.batch_id, device_ids))
         # ...and nothing changed for the owner.

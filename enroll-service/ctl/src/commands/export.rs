@@ -93,7 +93,7 @@ pub(crate) fn is_safe_file_name(name: &str) -> bool {
 /// Writes an exported file with the one writer ([`oxroot_files`]): atomically, and over an
 /// existing file only if `replace` (`--force`); without it an existing file is never touched,
 /// even one that appeared since the check before the first write.
-fn write_file(path: &Path, content: &[u8], replace: bool) -> Result<(), CtlError> {
+pub(super) fn write_file(path: &Path, content: &[u8], replace: bool) -> Result<(), CtlError> {
     let existing = if replace {
         oxroot_files::Existing::Replace
     } else {
@@ -119,6 +119,8 @@ pub(super) async fn crl(args: CrlArgs, ctx: &mut Ctx<'_>) -> Result<(), CtlError
         .await?
         .get_crl(GetCrlRequest {
             format: format as i32,
+            owner: owner(args.owner),
+            issuer_id: args.issuer.unwrap_or_default(),
         })
         .await
         .map_err(CtlError::rpc("GetCrl"))?

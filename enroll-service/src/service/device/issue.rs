@@ -141,18 +141,33 @@ pub(super) async fn issue(
     if let Some(current) = &current
         && still_current(exchange, current, &eligible, dpk, now)
     {
-        return Ok(Ok(bundle(&core.ca, current, &eligible.policy)));
+        let issued_by = core
+            .authorities()
+            .issuer_of(&current.owner, &current.certificate_pem)?;
+        return Ok(Ok(bundle(&issued_by.ca, current, &eligible.policy)));
     }
 
+    // The owner's CA that issues now: after a rotation, renewals move devices to it.
+    let issuer = core.authorities().issuing(&eligible.policy.owner)?;
+    // The CA that issued the credential being replaced, whose CRL it may go on.
+    let replaced = match current {
+        Some(previous) if previous.status == CredentialStatus::Active => {
+            let issued_by = core
+                .authorities()
+                .issuer_of(&previous.owner, &previous.certificate_pem)?;
+            Some((previous, issued_by.id))
+        }
+        _ => None,
+    };
     let subject_cn = eligible.policy.subject_cn(device_id)?;
     let mut attempts = 0;
     let credential = loop {
         attempts += 1;
-        let credential = sign(core, &eligible, slot, dpk, &subject_cn, now)?;
+        let credential = sign(&issuer.ca, &eligible, slot, dpk, &subject_cn, now)?;
         let change = onboarding_change(
             exchange,
             &eligible,
-            current.clone(),
+            replaced.clone(),
             &credential,
             now,
             correlation,
@@ -171,12 +186,12 @@ pub(super) async fn issue(
         Exchange::Onboard => core.metrics.onboarded(),
         Exchange::Renew { .. } => core.metrics.renewed(),
     }
-    Ok(Ok(bundle(&core.ca, &credential, &eligible.policy)))
+    Ok(Ok(bundle(&issuer.ca, &credential, &eligible.policy)))
 }
 
-/// Signs a leaf for `dpk` under a fresh random serial.
+/// Signs a leaf for `dpk` with `ca` under a fresh random serial.
 fn sign(
-    core: &ServiceCore,
+    ca: &CertificateAuthority,
     eligible: &Eligible,
     slot: KeySlot,
     dpk: &PublicKey,
@@ -186,7 +201,7 @@ fn sign(
     let policy = &eligible.policy;
     let serial = Serial::random()?;
     let validity = Validity::new(now - BACKDATE, now + policy.certificate_lifetime)?;
-    let leaf = core.ca.issue_device_certificate(&LeafRequest {
+    let leaf = ca.issue_device_certificate(&LeafRequest {
         public_key: *dpk.as_bytes(),
         common_name: subject_cn.to_owned(),
         validity,
@@ -214,12 +229,12 @@ fn sign(
 }
 
 /// The one durable change of an issued credential: the credential (its serial never used
-/// before), the replaced one retired, the device, its batch's counts, the event and the audit
-/// entry.
+/// before), the replaced one (with the id of the CA that issued it) retired, the device, its
+/// batch's counts, the event and the audit entry.
 fn onboarding_change(
     exchange: Exchange,
     eligible: &Eligible,
-    current: Option<CredentialRecord>,
+    current: Option<(CredentialRecord, String)>,
     credential: &CredentialRecord,
     now: OffsetDateTime,
     correlation: &str,
@@ -240,7 +255,7 @@ fn onboarding_change(
     change
         .guard(Guard::SerialAbsent(credential.serial))
         .op(Op::PutCredential(Box::new(credential.clone())));
-    if let Some(mut previous) = current
+    if let Some((mut previous, previous_issuer)) = current
         && previous.status == CredentialStatus::Active
     {
         if retire(&mut previous, device, now)
@@ -249,6 +264,7 @@ fn onboarding_change(
             // Not on the device's response path: the CRL refresher (and any GetCrl)
             // re-signs as soon as it sees a revoked serial that the CRL does not list yet.
             change.op(Op::Revoke {
+                issuer: previous_issuer,
                 serial: previous.serial,
                 entry,
             });

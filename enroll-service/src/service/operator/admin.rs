@@ -8,8 +8,9 @@ use oxroot_proto::v1;
 use super::policies::check_policy_name;
 use super::{ANY_ROLE, OPERATORS, OperatorService, check_text, operator_audit};
 use crate::error::ServiceError;
+use crate::pki::PLATFORM_OWNER;
 use crate::policy;
-use crate::service::{Caller, random_hex};
+use crate::service::{Caller, PLATFORM_ISSUER, random_hex};
 use crate::store::Change;
 use crate::wire::timestamp;
 
@@ -33,9 +34,9 @@ impl OperatorService {
     ) -> Result<v1::ExportArtifactsResponse, ServiceError> {
         caller.require("ExportArtifacts", OPERATORS)?;
         let owner = caller.owner_for("owner", &request.owner)?;
-        // A broker certificate is a serverAuth certificate under the root every device pins:
-        // a tenant able to mint one for any host could impersonate the service or another
-        // tenant's broker. Only the platform issues them.
+        // A broker certificate is a serverAuth certificate under the owner's root, which every
+        // device of the owner trusts for its broker: it is issued by platform operators only,
+        // who vouch for the host it names.
         if request
             .mosquitto
             .as_ref()
@@ -59,9 +60,20 @@ impl OperatorService {
             .registry
             .policy(&owner, &request.policy_name)?
             .ok_or_else(|| ServiceError::NotFound(format!("policy {:?}", request.policy_name)))?;
-        let crl = self.core.crls.current().await?;
+        let live = self.core.authorities().live(&owner)?;
+        let (issuing, retired) = live.split_first().ok_or_else(|| {
+            ServiceError::FailedPrecondition(format!("owner {owner} has no live issuing CA"))
+        })?;
+        let mut crl_pem = String::new();
+        for issuer in &live {
+            crl_pem.push_str(&self.core.crls.current(&issuer.id).await?.pem);
+        }
+        let trust = policy::OwnerTrust {
+            issuing: &issuing.ca,
+            retired: retired.iter().map(|issuer| issuer.ca.as_ref()).collect(),
+        };
         let now = OffsetDateTime::now_utc();
-        let artifacts = policy::export_artifacts(&spec, &self.core.ca, &crl.pem, request, now)?;
+        let artifacts = policy::export_artifacts(&spec, &trust, &crl_pem, request, now)?;
         let files: Vec<&str> = artifacts.iter().map(|a| a.file_name.as_str()).collect();
         let mut change = Change::new();
         change.audit(
@@ -83,33 +95,88 @@ impl OperatorService {
         })
     }
 
-    /// GetCrl for an authenticated caller.
+    /// GetCrl for an authenticated caller: the CRL of one issuing CA, or of all the owner's live
+    /// ones in PEM (a rotation's overlap has two).
     pub(crate) async fn get_crl_as(
         &self,
         caller: &Caller,
         request: &v1::GetCrlRequest,
     ) -> Result<v1::GetCrlResponse, ServiceError> {
         caller.require("GetCrl", ANY_ROLE)?;
-        let format = v1::CrlFormat::try_from(request.format)
-            .map_err(|_| ServiceError::invalid("format", "is not a CrlFormat"))?;
-        let crl = self.core.crls.current().await?;
-        let (bytes, format) = match format {
-            v1::CrlFormat::Der => (
-                hex::decode(&crl.der_hex)
-                    .map_err(|_| ServiceError::Internal("stored CRL DER is not hex".into()))?,
-                v1::CrlFormat::Der,
-            ),
-            v1::CrlFormat::Pem | v1::CrlFormat::Unspecified => {
-                (crl.pem.into_bytes(), v1::CrlFormat::Pem)
-            }
+        let format = match v1::CrlFormat::try_from(request.format) {
+            Ok(v1::CrlFormat::Der) => v1::CrlFormat::Der,
+            Ok(v1::CrlFormat::Pem | v1::CrlFormat::Unspecified) => v1::CrlFormat::Pem,
+            Err(_) => return Err(ServiceError::invalid("format", "is not a CrlFormat")),
+        };
+        let issuers = self.crl_issuers_for(caller, request)?;
+        if format == v1::CrlFormat::Der && issuers.len() > 1 {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "owner has {} live issuing CAs ({}): a DER CRL is one CA's, name it in issuer_id",
+                issuers.len(),
+                issuers.join(", ")
+            )));
+        }
+        let mut crls = Vec::with_capacity(issuers.len());
+        for issuer in &issuers {
+            crls.push(self.core.crls.current(issuer).await?);
+        }
+        let first = crls
+            .first()
+            .ok_or_else(|| ServiceError::Internal("no issuing CA to sign a CRL".into()))?;
+        let bytes = match format {
+            v1::CrlFormat::Der => hex::decode(&first.der_hex)
+                .map_err(|_| ServiceError::Internal("stored CRL DER is not hex".into()))?,
+            _ => crls
+                .iter()
+                .map(|crl| crl.pem.as_str())
+                .collect::<String>()
+                .into_bytes(),
         };
         Ok(v1::GetCrlResponse {
             crl: bytes,
             format: format as i32,
-            crl_number: crl.number,
-            this_update: Some(timestamp(crl.this_update)),
-            next_update: Some(timestamp(crl.next_update)),
-            revoked_count: crl.revoked_count,
+            crl_number: first.number,
+            this_update: Some(timestamp(first.this_update)),
+            next_update: Some(timestamp(first.next_update)),
+            revoked_count: first.revoked_count,
+            issuer_ids: issuers,
         })
+    }
+
+    /// Which CRLs a GetCrl asks for, of those the caller may see: `owner` "*" (or empty, for a
+    /// platform caller) is the platform's; an owner is its live issuing CAs, or the one
+    /// `issuer_id` names.
+    fn crl_issuers_for(
+        &self,
+        caller: &Caller,
+        request: &v1::GetCrlRequest,
+    ) -> Result<Vec<String>, ServiceError> {
+        let platform =
+            request.owner == PLATFORM_OWNER || (request.owner.is_empty() && caller.is_platform());
+        if platform {
+            if !request.issuer_id.is_empty() && request.issuer_id != PLATFORM_ISSUER {
+                return Err(ServiceError::invalid(
+                    "issuer_id",
+                    "the platform has one issuing CA, \"platform\"",
+                ));
+            }
+            return Ok(vec![PLATFORM_ISSUER.to_owned()]);
+        }
+        let owner = caller.owner_for("owner", &request.owner)?;
+        let live = self.core.authorities().live(&owner)?;
+        if request.issuer_id.is_empty() {
+            return Ok(live.into_iter().map(|issuer| issuer.id).collect());
+        }
+        // Retired CAs past their life have no CRL to serve; anything else of another owner
+        // looks absent.
+        let known = self.core.authorities().crl_issuers_of(&owner)?;
+        if known.contains(&request.issuer_id) {
+            Ok(vec![request.issuer_id.clone()])
+        } else {
+            Err(ServiceError::NotFound(format!(
+                "issuing CA {:?} of owner {owner}",
+                request.issuer_id
+            )))
+        }
     }
 }

@@ -88,11 +88,30 @@ fn stage_membership(
     }
 }
 
+/// Gives a device to another owner. Every key certified for the previous owner is retired, so
+/// no later Onboard or Renew can certify it again for the new owner: its key differs from any
+/// the old owner's certificates hold.
+fn hand_over(device: &mut DeviceRecord, new_owner: &str) -> Result<(), ServiceError> {
+    device.owner = Some(new_owner.to_owned());
+    for slot in device.slot_keys.keys() {
+        if !device.retired_slots.contains(slot) {
+            device.retired_slots.push(*slot);
+        }
+    }
+    device.key_slot = next_free_slot(device.key_slot, &device.retired_slots).ok_or_else(|| {
+        ServiceError::FailedPrecondition(format!(
+            "device {} has no unused key slot left for another owner",
+            device.device_id
+        ))
+    })?;
+    Ok(())
+}
+
 /// Serials as the audit log lists them: comma-separated.
-fn joined(serials: &[Serial]) -> String {
-    serials
+fn joined(revoked: &[(Serial, String)]) -> String {
+    revoked
         .iter()
-        .map(Serial::to_string)
+        .map(|(serial, _)| serial.to_string())
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -123,14 +142,15 @@ impl OperatorService {
     }
 
     /// Stages the revocation of every live (unexpired ACTIVE or SUPERSEDED) certificate of
-    /// `device` into `change`; returns their serials.
+    /// `device` into `change`, each on the CRL of the CA that issued it; returns the serials
+    /// with those CAs' ids.
     fn revoke_credentials(
         &self,
         device: &DeviceRecord,
         now: OffsetDateTime,
         reason: RevocationReason,
         change: &mut Change,
-    ) -> Result<Vec<Serial>, ServiceError> {
+    ) -> Result<Vec<(Serial, String)>, ServiceError> {
         let mut revoked = Vec::new();
         for &serial in &device.serials {
             let Some(mut credential) = self.core.registry.credential(serial)? else {
@@ -143,6 +163,11 @@ impl OperatorService {
             if !live {
                 continue;
             }
+            let issuer = self
+                .core
+                .authorities()
+                .issuer_of(&credential.owner, &credential.certificate_pem)?
+                .id;
             let entry = CrlEntryRecord {
                 revoked_at: now,
                 reason,
@@ -150,11 +175,31 @@ impl OperatorService {
             credential.status = CredentialStatus::Revoked;
             credential.revocation = Some(entry);
             change
-                .op(Op::Revoke { serial, entry })
+                .op(Op::Revoke {
+                    issuer: issuer.clone(),
+                    serial,
+                    entry,
+                })
                 .op(Op::PutCredential(Box::new(credential)));
-            revoked.push(serial);
+            revoked.push((serial, issuer));
         }
         Ok(revoked)
+    }
+
+    /// Re-signs the CRLs of the CAs that just revoked something (the device locks are
+    /// released: the CRL signer serialises on its own lock and must never wait behind one).
+    async fn resign_crls(
+        &self,
+        revoked: &[(Serial, String)],
+        actor: &str,
+    ) -> Result<(), ServiceError> {
+        let mut issuers: Vec<&String> = revoked.iter().map(|(_, issuer)| issuer).collect();
+        issuers.sort();
+        issuers.dedup();
+        for issuer in issuers {
+            self.core.crls.resign(issuer, actor).await?;
+        }
+        Ok(())
     }
 
     /// ListDevices for an authenticated caller.
@@ -231,9 +276,13 @@ impl OperatorService {
         let mut device = self.visible_device(caller, &device_id)?;
         if device.revocation.is_some() {
             // Idempotent: revocation is final, and a retry must not fail. A retry after a
-            // failed re-signing still gets the serials onto the CRL.
+            // failed re-signing still gets the serials onto the CRLs.
             drop(lock);
-            self.core.crls.current().await?;
+            if let Some(owner) = &device.owner {
+                for issuer in self.core.authorities().live(owner)? {
+                    self.core.crls.current(&issuer.id).await?;
+                }
+            }
             return Ok(v1::RevokeDeviceResponse {
                 device: Some(Views::new(self.core.registry.as_ref()).device(&device, false)?),
                 revoked_serials: Vec::new(),
@@ -274,12 +323,13 @@ impl OperatorService {
             .await
             .0?;
         tracing::info!(operator = %caller.name, %device_id, serials = revoked.len(), "device revoked");
-        if !revoked.is_empty() {
-            self.core.crls.resign(&caller.actor()).await?;
-        }
+        self.resign_crls(&revoked, &caller.actor()).await?;
         Ok(v1::RevokeDeviceResponse {
             device: Some(Views::new(self.core.registry.as_ref()).device(&device, false)?),
-            revoked_serials: revoked.iter().map(Serial::to_string).collect(),
+            revoked_serials: revoked
+                .iter()
+                .map(|(serial, _)| serial.to_string())
+                .collect(),
         })
     }
 
@@ -356,13 +406,15 @@ impl OperatorService {
         caller.require("TransferDevice", OPERATORS)?;
         let device_id = parse_device_id("device_id", &request.device_id)?;
         check_text("comment", &request.comment, MAX_COMMENT)?;
-        if !request.target_owner.is_empty()
-            && (request.target_owner == PLATFORM_OWNER || !is_valid_owner(&request.target_owner))
-        {
-            return Err(ServiceError::invalid(
-                "target_owner",
-                "an owner is 1 to 63 characters of [a-z0-9-], starting with a letter or digit",
-            ));
+        if !request.target_owner.is_empty() {
+            if request.target_owner == PLATFORM_OWNER || !is_valid_owner(&request.target_owner) {
+                return Err(ServiceError::invalid(
+                    "target_owner",
+                    "an owner is 1 to 63 characters of [a-z0-9-], starting with a letter or digit",
+                ));
+            }
+            // The device must be able to onboard where it lands: under the owner's CA.
+            self.core.authorities().owner(&request.target_owner)?;
         }
         let correlation = random_hex(12)?;
         let lock = self.core.device_locks.lock(&device_id).await;
@@ -389,21 +441,7 @@ impl OperatorService {
         device.assignment += 1;
         device.batch_id = plan.target_batch.as_ref().map(|b| b.batch_id.clone());
         if plan.across_owners {
-            device.owner = Some(plan.target_owner.clone());
-            // Every key certified for the previous owner is retired, so no later Onboard or
-            // Renew can certify it again for the new owner: its key differs from any the old
-            // owner's certificates hold.
-            for slot in device.slot_keys.keys() {
-                if !device.retired_slots.contains(slot) {
-                    device.retired_slots.push(*slot);
-                }
-            }
-            device.key_slot =
-                next_free_slot(device.key_slot, &device.retired_slots).ok_or_else(|| {
-                    ServiceError::FailedPrecondition(format!(
-                        "device {device_id} has no unused key slot left for another owner"
-                    ))
-                })?;
+            hand_over(&mut device, &plan.target_owner)?;
         }
         stage_membership(
             &mut change,
@@ -451,12 +489,13 @@ impl OperatorService {
             .await
             .0?;
         tracing::info!(operator = %caller.name, %device_id, to_owner = %plan.target_owner, "device transferred");
-        if !revoked.is_empty() {
-            self.core.crls.resign(&caller.actor()).await?;
-        }
+        self.resign_crls(&revoked, &caller.actor()).await?;
         Ok(v1::TransferDeviceResponse {
             device: Some(Views::new(self.core.registry.as_ref()).device(&device, false)?),
-            revoked_serials: revoked.iter().map(Serial::to_string).collect(),
+            revoked_serials: revoked
+                .iter()
+                .map(|(serial, _)| serial.to_string())
+                .collect(),
         })
     }
 }

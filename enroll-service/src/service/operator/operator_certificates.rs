@@ -34,7 +34,7 @@ use crate::pki::{
     Serial, Validity, is_valid_owner,
 };
 use crate::service::locks::commit_locked;
-use crate::service::{Caller, ServiceCore, random_hex};
+use crate::service::{Caller, PLATFORM_ISSUER, ServiceCore, random_hex};
 use crate::store::{Change, Op, Registry, commit};
 use crate::wire::timestamp;
 
@@ -203,14 +203,25 @@ impl OperatorService {
         let validity = granted_validity(request.validity)?;
         let public_key = operator_public_key(request.key)?;
         let now = OffsetDateTime::now_utc();
-        if validity > self.ca_remaining(now)? {
+        if owner != PLATFORM_OWNER {
+            // A platform admin's first operator for a new owner creates the owner's CA.
+            if caller.is_platform() {
+                self.core
+                    .authorities()
+                    .ensure_owner(&owner, &caller.actor())
+                    .await?;
+            } else {
+                self.core.authorities().owner(&owner)?;
+            }
+        }
+        if validity > Self::ca_remaining(self.core.ca(), now)? {
             return Err(ServiceError::invalid(
                 "validity",
                 "must end before the issuing CA expires",
             ));
         }
         let serial = Serial::random()?;
-        let issued = self.core.ca.issue_operator_certificate(
+        let issued = self.core.ca().issue_operator_certificate(
             &OperatorKey::PublicKey(public_key),
             &request.name,
             &owner,
@@ -255,8 +266,8 @@ impl OperatorService {
         tracing::info!(issuer = %caller.name, name = %request.name, %owner, %role, "operator certificate issued");
         Ok(v1::IssueOperatorCertificateResponse {
             certificate_pem: issued.certificate.pem,
-            intermediate_pems: self.core.ca.chain_pems(),
-            root_pem: self.core.ca.root_pem(),
+            intermediate_pems: self.core.ca().chain_pems(),
+            root_pem: self.core.ca().root_pem(),
             serial: serial.to_string(),
             not_after: Some(timestamp(not_after)),
             name: request.name,
@@ -295,7 +306,7 @@ impl OperatorService {
         if record.revocation.is_some() {
             // Idempotent; a retry after a failed re-signing still gets the serial on the CRL.
             drop(guard);
-            self.core.crls.current().await?;
+            self.core.crls.current(PLATFORM_ISSUER).await?;
             return Ok(v1::RevokeOperatorCertificateResponse {
                 certificate: Some(operator_certificate_to_proto(&record)),
             });
@@ -311,6 +322,7 @@ impl OperatorService {
         change
             .op(Op::PutOperatorCertificate(Box::new(record.clone())))
             .op(Op::Revoke {
+                issuer: PLATFORM_ISSUER.to_owned(),
                 serial,
                 entry: CrlEntryRecord {
                     revoked_at: now,
@@ -335,7 +347,10 @@ impl OperatorService {
             .await
             .0?;
         tracing::info!(revoker = %caller.name, name = %record.name, %serial, "operator certificate revoked");
-        self.core.crls.resign(&caller.actor()).await?;
+        self.core
+            .crls
+            .resign(PLATFORM_ISSUER, &caller.actor())
+            .await?;
         Ok(v1::RevokeOperatorCertificateResponse {
             certificate: Some(operator_certificate_to_proto(&record)),
         })
@@ -472,9 +487,17 @@ pub async fn issue_operator_certificate(
     issued_by: &str,
 ) -> Result<OperatorCredentials, ServiceError> {
     let (name, owner, role) = identity;
-    let issued =
-        core.ca
-            .issue_operator_certificate(key, name, owner, role, validity, Serial::random()?)?;
+    if owner != PLATFORM_OWNER {
+        core.authorities().ensure_owner(owner, issued_by).await?;
+    }
+    let issued = core.ca().issue_operator_certificate(
+        key,
+        name,
+        owner,
+        role,
+        validity,
+        Serial::random()?,
+    )?;
     record_operator_certificate(core.registry.as_ref(), &issued.certificate.der, issued_by).await?;
     Ok(issued)
 }

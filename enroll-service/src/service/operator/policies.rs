@@ -5,13 +5,13 @@
 //! owner, for at most how long (the issuing CA's remaining validity), and the audit entry.
 
 use time::OffsetDateTime;
-use x509_parser::prelude::{FromDer, X509Certificate};
 
 use oxroot_proto::v1;
 
 use super::paging::Pager;
 use super::{ADMINS, ANY_ROLE, OperatorService, operator_audit};
 use crate::error::ServiceError;
+use crate::pki::CertificateAuthority;
 use crate::policy::PolicySpec;
 use crate::service::{Caller, random_hex};
 use crate::store::{Change, Guard, Op, StoreError, commit};
@@ -35,11 +35,12 @@ pub(super) fn check_policy_name(field: &str, name: &str) -> Result<(), ServiceEr
 }
 
 impl OperatorService {
-    /// What is left of the issuing CA's validity: no device certificate may outlive its issuer.
-    pub(super) fn ca_remaining(&self, now: OffsetDateTime) -> Result<time::Duration, ServiceError> {
-        let (_, cert) = X509Certificate::from_der(self.core.ca.certificate_der())
-            .map_err(|e| ServiceError::Internal(format!("issuing CA certificate: {e}")))?;
-        let remaining = cert.validity().not_after.to_datetime() - now;
+    /// What is left of an issuing CA's validity: no certificate may outlive its issuer.
+    pub(super) fn ca_remaining(
+        ca: &CertificateAuthority,
+        now: OffsetDateTime,
+    ) -> Result<time::Duration, ServiceError> {
+        let remaining = ca.not_after() - now;
         if remaining <= time::Duration::ZERO {
             return Err(ServiceError::FailedPrecondition(
                 "the issuing CA has expired".into(),
@@ -61,12 +62,22 @@ impl OperatorService {
         let owner = caller.owner_for("policy.owner", &policy.owner)?;
         check_policy_name("policy.name", &policy.name)?;
         let now = OffsetDateTime::now_utc();
+        // The owner's CA must exist before anything is issued under the policy (a platform
+        // admin's first policy for a new owner creates it managed, as its first operator
+        // does); its active issuing CA bounds the certificates' validity.
+        if caller.is_platform() {
+            self.core
+                .authorities()
+                .ensure_owner(&owner, &caller.actor())
+                .await?;
+        }
+        let issuing = self.core.authorities().issuing(&owner)?;
         let spec = PolicySpec::from_proto(
             &policy,
             &owner,
             &caller.qualified_name(),
             now,
-            self.ca_remaining(now)?,
+            Self::ca_remaining(&issuing.ca, now)?,
         )?;
         let subject = format!("policy:{owner}/{}", spec.name);
         let mut change = Change::new();

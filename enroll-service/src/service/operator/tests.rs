@@ -43,7 +43,9 @@ struct Fixture {
     svc: OperatorService,
 }
 
-fn fixture() -> Fixture {
+/// A service with the owners the tests' callers belong to, acme and globex, created as a
+/// platform admin's first operator for each would create them.
+async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("temporary directory");
     let registry = SledRegistry::open(dir.path()).expect("registry");
     let ca = CertificateAuthority::initialise(&CaNames::default(), OffsetDateTime::now_utc())
@@ -54,6 +56,12 @@ fn fixture() -> Fixture {
         ServiceConfig::default(),
         Arc::new(Metrics::new()),
     );
+    for owner in ["acme", "globex"] {
+        core.authorities()
+            .ensure_owner(owner, "system:test")
+            .await
+            .expect("owner");
+    }
     Fixture {
         _dir: dir,
         svc: OperatorService::new(core.clone()),
@@ -67,7 +75,7 @@ impl Fixture {
         let now = OffsetDateTime::now_utc();
         let issued = self
             .core
-            .ca
+            .ca()
             .issue_operator_certificate(
                 &OperatorKey::Generate,
                 name,
@@ -82,6 +90,15 @@ impl Fixture {
             )
             .expect("operator certificate");
         Caller::from_certificate_der(&issued.certificate.der).expect("caller")
+    }
+
+    /// The id of the owner's active issuing CA.
+    fn issuer(&self, owner: &str) -> String {
+        self.core
+            .authorities()
+            .issuing(owner)
+            .expect("issuing CA")
+            .id
     }
 
     /// What the trait method does between authentication and the answer.
@@ -168,8 +185,12 @@ impl Fixture {
             now + time::Duration::days(30),
         )
         .expect("validity");
+        let owner = device.owner.clone().expect("an owner");
         let leaf = self
             .core
+            .authorities()
+            .issuing(&owner)
+            .expect("issuing CA")
             .ca
             .issue_device_certificate(&LeafRequest {
                 public_key,
@@ -301,7 +322,7 @@ fn is_invalid<T: std::fmt::Debug>(result: &Result<T, ServiceError>) -> bool {
 
 #[tokio::test]
 async fn a_request_without_a_client_certificate_is_unauthenticated() {
-    let f = fixture();
+    let f = fixture().await;
     let status = f
         .svc
         .who_am_i(Request::new(v1::WhoAmIRequest {}))
@@ -312,7 +333,7 @@ async fn a_request_without_a_client_certificate_is_unauthenticated() {
 
 #[tokio::test]
 async fn who_am_i_reads_the_certificate() {
-    let f = fixture();
+    let f = fixture().await;
     let caller = f.caller("carol", "acme", Role::Auditor);
     let me = OperatorService::who_am_i_as(&caller);
     assert_eq!(
@@ -324,7 +345,7 @@ async fn who_am_i_reads_the_certificate() {
 
 #[tokio::test]
 async fn roles_are_enforced_and_every_denial_is_audited() {
-    let f = fixture();
+    let f = fixture().await;
     let admin = f.caller("ada", "acme", Role::Admin);
     let operator = f.caller("otto", "acme", Role::Operator);
     let auditor = f.caller("aud", "acme", Role::Auditor);
@@ -443,7 +464,7 @@ async fn roles_are_enforced_and_every_denial_is_audited() {
 
 #[tokio::test]
 async fn another_owners_resources_look_absent() {
-    let f = fixture();
+    let f = fixture().await;
     let acme = f.caller("ada", "acme", Role::Admin);
     let globex = f.caller("gus", "globex", Role::Admin);
     f.policy(&acme, "", "p1").await;
@@ -513,7 +534,7 @@ async fn another_owners_resources_look_absent() {
 
 #[tokio::test]
 async fn platform_operators_name_the_owner_and_see_every_owner() {
-    let f = fixture();
+    let f = fixture().await;
     let platform = f.caller("root", "*", Role::Admin);
     let acme = f.caller("ada", "acme", Role::Admin);
     assert!(is_invalid(
@@ -554,7 +575,7 @@ async fn platform_operators_name_the_owner_and_see_every_owner() {
 
 #[tokio::test]
 async fn a_second_policy_of_the_same_name_already_exists() {
-    let f = fixture();
+    let f = fixture().await;
     let admin = f.caller("ada", "acme", Role::Admin);
     f.policy(&admin, "", "p1").await;
     let again = f
@@ -576,7 +597,7 @@ async fn a_second_policy_of_the_same_name_already_exists() {
 
 #[tokio::test]
 async fn create_batch_with_a_request_id_is_idempotent() {
-    let f = fixture();
+    let f = fixture().await;
     let admin = f.caller("ada", "acme", Role::Admin);
     f.policy(&admin, "", "p1").await;
     let request = v1::CreateBatchRequest {
@@ -619,7 +640,7 @@ async fn create_batch_with_a_request_id_is_idempotent() {
 #[tokio::test]
 async fn import_rejects_each_record_with_its_reason_and_line() {
     use v1::ImportRejectionReason as R;
-    let f = fixture();
+    let f = fixture().await;
     let acme = f.caller("ada", "acme", Role::Admin);
     let globex = f.caller("gus", "globex", Role::Admin);
     f.policy(&acme, "", "p1").await;
@@ -744,7 +765,7 @@ async fn import_rejects_each_record_with_its_reason_and_line() {
 
 #[tokio::test]
 async fn paging_walks_every_page_and_binds_the_filters() {
-    let f = fixture();
+    let f = fixture().await;
     let admin = f.caller("ada", "acme", Role::Admin);
     f.policy(&admin, "", "p1").await;
     let ids: Vec<String> = (0..25).rev().map(device_id).collect();
@@ -882,7 +903,7 @@ fn crl_serials(der: &[u8]) -> Vec<(String, Option<ReasonCode>)> {
 
 #[tokio::test]
 async fn revocation_is_idempotent_and_puts_the_serial_on_the_crl() {
-    let f = fixture();
+    let f = fixture().await;
     let admin = f.caller("ada", "acme", Role::Admin);
     let operator = f.caller("otto", "acme", Role::Operator);
     f.policy(&admin, "", "p1").await;
@@ -923,6 +944,7 @@ async fn revocation_is_idempotent_and_puts_the_serial_on_the_crl() {
             &operator,
             &v1::GetCrlRequest {
                 format: v1::CrlFormat::Der as i32,
+                ..v1::GetCrlRequest::default()
             },
         )
         .await
@@ -959,7 +981,7 @@ async fn revocation_is_idempotent_and_puts_the_serial_on_the_crl() {
 
 #[tokio::test]
 async fn a_move_within_the_owner_keeps_the_certificate() {
-    let f = fixture();
+    let f = fixture().await;
     let admin = f.caller("ada", "acme", Role::Admin);
     let operator = f.caller("otto", "acme", Role::Operator);
     f.policy(&admin, "", "p1").await;
@@ -1001,7 +1023,13 @@ async fn a_move_within_the_owner_keeps_the_certificate() {
         .expect("read")
         .expect("device");
     assert_eq!((record.assignment, record.key_slot), (1, 1));
-    assert!(f.core.registry.revoked().expect("revoked").is_empty());
+    assert!(
+        f.core
+            .registry
+            .revoked(&f.issuer("acme"))
+            .expect("revoked")
+            .is_empty()
+    );
 
     let again = f.svc.transfer_device_as(&operator, &request).await;
     assert!(
@@ -1023,7 +1051,7 @@ async fn a_move_within_the_owner_keeps_the_certificate() {
 
 #[tokio::test]
 async fn a_move_to_another_owner_revokes_and_takes_the_next_slot() {
-    let f = fixture();
+    let f = fixture().await;
     let admin = f.caller("ada", "acme", Role::Admin);
     let operator = f.caller("otto", "acme", Role::Operator);
     let platform = f.caller("root", "*", Role::Admin);
@@ -1069,10 +1097,10 @@ async fn a_move_to_another_owner_revokes_and_takes_the_next_slot() {
         .expect("read")
         .expect("device");
     assert_eq!((record.key_slot, record.assignment), (2, 1));
-    let revoked = f.core.registry.revoked().expect("revoked");
+    let revoked = f.core.registry.revoked(&f.issuer("acme")).expect("revoked");
     assert_eq!(revoked.len(), 1);
     assert_eq!(revoked[0].1.reason, RevocationReason::AffiliationChanged);
-    let crl = f.core.crls().current().await.expect("CRL");
+    let crl = f.core.crls().current(&f.issuer("acme")).await.expect("CRL");
     assert_eq!(
         crl_serials(&hex::decode(crl.der_hex).expect("hex")),
         vec![(serial.clone(), Some(ReasonCode::AffiliationChanged))]
@@ -1171,7 +1199,7 @@ fn key_slots_wrap_from_seven_to_one() {
 
 #[tokio::test]
 async fn the_audit_chain_verifies_and_auditors_see_their_owner_only() {
-    let f = fixture();
+    let f = fixture().await;
     let acme = f.caller("ada", "acme", Role::Admin);
     let globex = f.caller("gus", "globex", Role::Admin);
     let auditor = f.caller("aud", "globex", Role::Auditor);
@@ -1256,7 +1284,7 @@ fn issue_request(
 #[tokio::test]
 async fn operator_certificates_round_trip_through_a_csr() {
     use v1::issue_operator_certificate_request::Key;
-    let f = fixture();
+    let f = fixture().await;
     let admin = f.caller("ada", "acme", Role::Admin);
     let key = rcgen::KeyPair::generate().expect("key");
     let csr = rcgen::CertificateParams::default()
@@ -1395,7 +1423,7 @@ async fn next_message(stream: &mut super::WatchStream) -> Option<v1::watch_batch
 #[tokio::test]
 async fn watch_batch_reports_progress_and_events_until_settled() {
     use v1::watch_batch_response::Event;
-    let f = fixture();
+    let f = fixture().await;
     let admin = f.caller("ada", "acme", Role::Admin);
     let auditor = f.caller("aud", "acme", Role::Auditor);
     f.policy(&admin, "", "p1").await;
@@ -1464,7 +1492,7 @@ async fn watch_batch_reports_progress_and_events_until_settled() {
 
 #[tokio::test]
 async fn ten_thousand_device_import() {
-    let f = fixture();
+    let f = fixture().await;
     let admin = f.caller("ada", "acme", Role::Admin);
     f.policy(&admin, "", "p1").await;
     let batch_id = f.batch(&admin, "", "p1", &[]).await;
@@ -1509,7 +1537,7 @@ async fn ten_thousand_device_import() {
 
 #[tokio::test]
 async fn control_and_invisible_characters_are_refused_where_text_enters() {
-    let f = fixture();
+    let f = fixture().await;
     let admin = f.caller("ada", "acme", Role::Admin);
     f.policy(&admin, "", "p1").await;
     let field_of = |error: ServiceError| match error {

@@ -356,6 +356,11 @@ fn every_operator_response_prints_every_field_through_its_rust_type() {
         IssueOperatorCertificateResponse,
         RevokeOperatorCertificateResponse,
         ListOperatorCertificatesResponse,
+        CreateOwnerResponse,
+        GetOwnerResponse,
+        ListOwnersResponse,
+        ImportOwnerCaResponse,
+        RotateOwnerCaResponse,
         // enrollctl's own unreadable import records are printed as this message.
         ImportRejection,
     );

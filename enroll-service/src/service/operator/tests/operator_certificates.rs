@@ -93,7 +93,7 @@ impl Fixture {
 
 #[tokio::test]
 async fn a_revoked_operator_certificate_stops_authenticating_and_is_on_the_crl() {
-    let f = fixture();
+    let f = fixture().await;
     let admin = f.recorded_caller("ada", "acme", Role::Admin).await;
     let otto = f.issued_through_the_api(&admin, "otto", "").await;
     assert_eq!(
@@ -123,8 +123,11 @@ async fn a_revoked_operator_certificate_stops_authenticating_and_is_on_the_crl()
         .svc
         .get_crl_as(
             &admin,
+            // Operator certificates are the platform CA's.
             &v1::GetCrlRequest {
                 format: v1::CrlFormat::Der as i32,
+                owner: "*".into(),
+                ..v1::GetCrlRequest::default()
             },
         )
         .await
@@ -151,7 +154,7 @@ async fn a_revoked_operator_certificate_stops_authenticating_and_is_on_the_crl()
 
 #[tokio::test]
 async fn only_recorded_certificates_authenticate() {
-    let f = fixture();
+    let f = fixture().await;
     // Issued by the CA but never recorded (as a certificate made with the CA key outside the
     // service would be): it chains to the root, and is still refused.
     let unrecorded = f.caller("mallory", "acme", Role::Admin);
@@ -168,7 +171,7 @@ async fn only_recorded_certificates_authenticate() {
 
 #[tokio::test]
 async fn revocation_is_scoped_to_the_admins_owner() {
-    let f = fixture();
+    let f = fixture().await;
     let acme_admin = f.recorded_caller("ada", "acme", Role::Admin).await;
     let globex_admin = f.recorded_caller("gus", "globex", Role::Admin).await;
     let platform = f.recorded_caller("root", "*", Role::Admin).await;
@@ -229,7 +232,7 @@ async fn revocation_is_scoped_to_the_admins_owner() {
 
 #[tokio::test]
 async fn listing_shows_each_owner_its_own_operators() {
-    let f = fixture();
+    let f = fixture().await;
     let platform = f.recorded_caller("root", "*", Role::Admin).await;
     let acme_admin = f.recorded_caller("ada", "acme", Role::Admin).await;
     f.recorded_caller("otto", "acme", Role::Operator).await;
@@ -290,7 +293,7 @@ async fn listing_shows_each_owner_its_own_operators() {
 
 #[tokio::test]
 async fn operator_names_are_checked_once_and_qualified_by_owner_in_every_record() {
-    let f = fixture();
+    let f = fixture().await;
     let platform = f.recorded_caller("admin", "*", Role::Admin).await;
     // A DeviceId-shaped name is a bad argument, not an internal error.
     let key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("key");

@@ -1,0 +1,645 @@
+//! The CAs the service signs with: the platform's issuing CA (operator certificates, the
+//! service's own TLS certificate) and each owner's issuing CAs, built from the registry's owner
+//! records on first use and kept by id.
+//!
+//! ```text
+//!  platform           root ── platform issuing CA ──▶ operators, service TLS   (never exported)
+//!  owner (managed)    owner root ── <owner>/1, <owner>/2 … ──▶ the owner's devices, brokers
+//!  owner (own CA)     owner's own root ── … ── <owner>/1 (key here, CSR out) ──▶ …
+//!  owner (migrated)   the platform issuing CA issues until the owner's first rotation, then
+//!                     stays in its trust, retired, until it expires
+//! ```
+//!
+//! No owner's devices chain to a certificate another owner's trust accepts: each owner has its
+//! own root. Rotation makes a new issuing CA that issues from then on; the old one is retired
+//! but signs its CRL until its last certificate expires, and exports carry both meanwhile.
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use time::OffsetDateTime;
+use tokio::sync::Mutex;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::audit::AuditDraft;
+use crate::error::ServiceError;
+use crate::model::{AuthorityRecord, AuthorityState, CaMode, OwnerRecord};
+use crate::pki::{
+    CertificateAuthority, ISSUING_LIFETIME, KeyBackend, PLATFORM_OWNER, PkiError, Validity,
+    is_valid_owner,
+};
+use crate::store::{Change, Guard, Op, Registry, commit};
+
+/// The id of the platform's issuing CA.
+pub const PLATFORM_ISSUER: &str = "platform";
+
+/// An issuing CA with its id.
+#[derive(Clone, Debug)]
+pub struct Issuer {
+    /// `platform` or `<owner>/<n>`.
+    pub id: String,
+    /// The CA.
+    pub ca: Arc<CertificateAuthority>,
+}
+
+/// The platform's and every owner's CAs.
+#[derive(Debug)]
+pub struct Authorities {
+    registry: Arc<dyn Registry>,
+    platform: Arc<CertificateAuthority>,
+    keys: KeyBackend,
+    built: RwLock<HashMap<String, Arc<CertificateAuthority>>>,
+    /// One change of an owner's CAs at a time (create, rotate, import): each reads the record
+    /// it replaces.
+    changes: Mutex<()>,
+}
+
+/// The authority key identifier a certificate names, if any.
+fn authority_key_id(der: &[u8]) -> Option<Vec<u8>> {
+    use x509_parser::extensions::ParsedExtension;
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    cert.iter_extensions()
+        .find_map(|ext| match ext.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                aki.key_identifier.as_ref().map(|id| id.0.to_vec())
+            }
+            _ => None,
+        })
+}
+
+impl Authorities {
+    /// The CAs over a registry, with the platform's CA and the backend owners' keys live in.
+    #[must_use]
+    pub fn new(
+        registry: Arc<dyn Registry>,
+        platform: Arc<CertificateAuthority>,
+        keys: KeyBackend,
+    ) -> Self {
+        Self {
+            registry,
+            platform,
+            keys,
+            built: RwLock::new(HashMap::new()),
+            changes: Mutex::new(()),
+        }
+    }
+
+    /// The platform's issuing CA.
+    #[must_use]
+    pub fn platform(&self) -> &Arc<CertificateAuthority> {
+        &self.platform
+    }
+
+    /// The owner's record.
+    ///
+    /// # Errors
+    /// [`ServiceError::FailedPrecondition`] when the owner has no CA yet.
+    pub fn owner(&self, owner: &str) -> Result<OwnerRecord, ServiceError> {
+        self.registry.owner(owner)?.ok_or_else(|| {
+            ServiceError::FailedPrecondition(format!(
+                "owner {owner} has no certificate authority yet: a platform admin creates it \
+                 (enrollctl owner create {owner})"
+            ))
+        })
+    }
+
+    /// The CA that issues the owner's device certificates now.
+    ///
+    /// # Errors
+    /// [`ServiceError::FailedPrecondition`] when the owner has no active CA; registry and key
+    /// failures.
+    pub fn issuing(&self, owner: &str) -> Result<Issuer, ServiceError> {
+        let record = self.owner(owner)?;
+        match record.active() {
+            Some(active) => Ok(Issuer {
+                id: active.id.clone(),
+                ca: self.build(&record, active)?,
+            }),
+            None if record.ca_mode == CaMode::SharedPlatform => Ok(self.platform_issuer()),
+            None => Err(ServiceError::FailedPrecondition(format!(
+                "owner {owner}'s issuing CA waits for its certificate (enrollctl owner \
+                 import-ca {owner})"
+            ))),
+        }
+    }
+
+    /// Every CA of the owner that can still have valid certificates out: the active one first,
+    /// then retired ones not yet expired (for a migrated owner, the platform's last). Their
+    /// CRLs are the owner's; exports carry them all.
+    ///
+    /// # Errors
+    /// As [`Authorities::issuing`].
+    pub fn live(&self, owner: &str) -> Result<Vec<Issuer>, ServiceError> {
+        let record = self.owner(owner)?;
+        let now = OffsetDateTime::now_utc();
+        let mut live = Vec::new();
+        for state in [AuthorityState::Active, AuthorityState::Retired] {
+            for authority in record.issuing.iter().rev().filter(|a| a.state == state) {
+                let ca = self.build(&record, authority)?;
+                if ca.not_after() > now {
+                    live.push(Issuer {
+                        id: authority.id.clone(),
+                        ca,
+                    });
+                }
+            }
+        }
+        if record.ca_mode == CaMode::SharedPlatform && self.platform.not_after() > now {
+            live.push(self.platform_issuer());
+        }
+        Ok(live)
+    }
+
+    /// The CA of an id: `platform` or an owner's issuing CA.
+    ///
+    /// # Errors
+    /// [`ServiceError::NotFound`] for an unknown id.
+    pub fn by_id(&self, id: &str) -> Result<Arc<CertificateAuthority>, ServiceError> {
+        if id == PLATFORM_ISSUER {
+            return Ok(self.platform.clone());
+        }
+        let owner = id.split('/').next().unwrap_or_default();
+        let record = self
+            .registry
+            .owner(owner)?
+            .ok_or_else(|| ServiceError::NotFound(format!("CA {id}")))?;
+        let authority = record
+            .issuing
+            .iter()
+            .find(|a| a.id == id && a.state != AuthorityState::Pending)
+            .ok_or_else(|| ServiceError::NotFound(format!("CA {id}")))?;
+        self.build(&record, authority)
+    }
+
+    /// Which of the owner's CAs (or the platform's) issued a certificate, by its authority key
+    /// identifier.
+    ///
+    /// # Errors
+    /// [`ServiceError::Internal`] when none did: the registry holds a certificate no known CA
+    /// signed.
+    pub fn issuer_of(&self, owner: &str, certificate_pem: &str) -> Result<Issuer, ServiceError> {
+        let der = pem::parse(certificate_pem)
+            .map_err(|e| ServiceError::Internal(format!("stored certificate: {e}")))?
+            .into_contents();
+        let aki = authority_key_id(&der);
+        let mut candidates = self.live(owner).unwrap_or_default();
+        if let Ok(record) = self.owner(owner) {
+            // Expired ones too: a certificate on record may outlive nothing, but its revocation
+            // still has to name the CA that signed it.
+            for authority in record
+                .issuing
+                .iter()
+                .filter(|a| a.state == AuthorityState::Retired)
+            {
+                if !candidates.iter().any(|c| c.id == authority.id) {
+                    candidates.push(Issuer {
+                        id: authority.id.clone(),
+                        ca: self.build(&record, authority)?,
+                    });
+                }
+            }
+        }
+        candidates.push(self.platform_issuer());
+        candidates
+            .into_iter()
+            .find(|issuer| aki.as_deref() == Some(issuer.ca.key_id()))
+            .ok_or_else(|| {
+                ServiceError::Internal(format!(
+                    "no CA of owner {owner} or of the platform issued a stored certificate"
+                ))
+            })
+    }
+
+    /// Every issuing CA that has or may have a CRL: the platform's and every owner's that is
+    /// not pending (retired ones included: they sign their CRL until they expire).
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub fn crl_issuers(&self) -> Result<Vec<String>, ServiceError> {
+        let mut ids = vec![PLATFORM_ISSUER.to_owned()];
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.registry.owners(after.as_deref(), 256)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.name.clone());
+            ids.extend(page.iter().flat_map(signing_ids));
+        }
+        Ok(ids)
+    }
+
+    /// The owner's issuing CAs that have or may have a CRL (see [`Authorities::crl_issuers`]).
+    ///
+    /// # Errors
+    /// As [`Authorities::owner`].
+    pub fn crl_issuers_of(&self, owner: &str) -> Result<Vec<String>, ServiceError> {
+        let record = self.owner(owner)?;
+        let mut ids = signing_ids(&record);
+        if record.ca_mode == CaMode::SharedPlatform {
+            ids.push(PLATFORM_ISSUER.to_owned());
+        }
+        Ok(ids)
+    }
+
+    fn platform_issuer(&self) -> Issuer {
+        Issuer {
+            id: PLATFORM_ISSUER.to_owned(),
+            ca: self.platform.clone(),
+        }
+    }
+
+    /// The CA of a record, built once (its key opened) and kept.
+    fn build(
+        &self,
+        owner: &OwnerRecord,
+        authority: &AuthorityRecord,
+    ) -> Result<Arc<CertificateAuthority>, ServiceError> {
+        if let Some(ca) = self
+            .built
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&authority.id)
+        {
+            return Ok(ca.clone());
+        }
+        let key = self.keys.open(&authority.id, &authority.key)?;
+        // A root's chain is empty: it is its own.
+        let ca = Arc::new(CertificateAuthority::import(
+            &authority.certificate_pem,
+            &authority.chain_pem,
+            key,
+        )?);
+        tracing::debug!(owner = %owner.name, ca = %authority.id, key = %authority.key.location(), "CA opened");
+        self.built
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(authority.id.clone(), ca.clone());
+        Ok(ca)
+    }
+
+    /// Creates an owner with its CAs: managed (a root and an issuing CA, both keys in the
+    /// backend, active at once) or its own (an issuing key in the backend and a CSR for the
+    /// owner's root to sign; it issues once [`Authorities::import_certificate`] brings the
+    /// certificate back).
+    ///
+    /// # Errors
+    /// [`ServiceError::InvalidArgument`] for a bad name or mode; [`ServiceError::AlreadyExists`]
+    /// for an owner that has one; key and registry failures.
+    pub async fn create_owner(
+        &self,
+        name: &str,
+        mode: CaMode,
+        organisation: &str,
+        actor: &str,
+    ) -> Result<OwnerRecord, ServiceError> {
+        if name == PLATFORM_OWNER || !is_valid_owner(name) {
+            return Err(ServiceError::invalid(
+                "name",
+                "an owner is 1 to 63 characters of [a-z0-9-], starting with a letter or digit",
+            ));
+        }
+        let _change = self.changes.lock().await;
+        if self.registry.owner(name)?.is_some() {
+            return Err(ServiceError::AlreadyExists(format!("owner {name}")));
+        }
+        let now = OffsetDateTime::now_utc();
+        let organisation = if organisation.is_empty() {
+            name
+        } else {
+            organisation
+        };
+        let (root, issuing) = match mode {
+            CaMode::Managed => {
+                let (root, root_record) = self.new_root(name, organisation, now)?;
+                let issuing = self.new_issuing(&root, name, organisation, 1, now)?;
+                (Some(root_record), issuing)
+            }
+            CaMode::OwnCa => (None, self.new_pending(name, organisation, 1, now)?),
+            CaMode::SharedPlatform => {
+                return Err(ServiceError::invalid(
+                    "ca_mode",
+                    "a new owner's CA is managed or its own; sharing the platform's is only \
+                     for owners migrated from the one-CA layout",
+                ));
+            }
+        };
+        let record = OwnerRecord {
+            name: name.to_owned(),
+            ca_mode: mode,
+            root,
+            issuing: vec![issuing],
+            created_at: now,
+            created_by: actor.to_owned(),
+        };
+        let mut change = Change::new();
+        change
+            .guard(Guard::OwnerAbsent(name.to_owned()))
+            .op(Op::PutOwner(Box::new(record.clone())))
+            .audit(
+                AuditDraft::new(
+                    now,
+                    actor,
+                    name,
+                    "owner.create",
+                    format!("owner:{name}"),
+                    "ok",
+                )
+                .detail("ca_mode", format!("{mode:?}"))
+                .detail("issuing_ca", record.issuing[0].id.clone())
+                .detail("key", record.issuing[0].key.location()),
+            );
+        commit(self.registry.as_ref(), change).await?;
+        Ok(record)
+    }
+
+    /// The owner, created managed if it has no record yet (the first operator a platform
+    /// admin issues for a new owner, the demo's and the test harnesses' owners).
+    ///
+    /// # Errors
+    /// As [`Authorities::create_owner`].
+    pub async fn ensure_owner(&self, name: &str, actor: &str) -> Result<OwnerRecord, ServiceError> {
+        if let Some(record) = self.registry.owner(name)? {
+            return Ok(record);
+        }
+        match self.create_owner(name, CaMode::Managed, "", actor).await {
+            Err(ServiceError::AlreadyExists(_)) => self.owner(name),
+            other => other,
+        }
+    }
+
+    /// Gives every owner from before per-owner CAs (it has policies or operators but no owner
+    /// record) a record that keeps issuing from the platform's CA, so that its devices and
+    /// brokers keep their trust; its first rotation gives it a root of its own. Returns the
+    /// owners adopted. Idempotent: the service runs it at every start.
+    ///
+    /// # Errors
+    /// Registry failures.
+    pub async fn adopt_legacy_owners(&self) -> Result<Vec<String>, ServiceError> {
+        let mut names = std::collections::BTreeSet::new();
+        let mut after: Option<(String, String)> = None;
+        loop {
+            let page = self.registry.policies(
+                None,
+                after.as_ref().map(|(o, n)| (o.as_str(), n.as_str())),
+                256,
+            )?;
+            let Some(last) = page.last() else { break };
+            after = Some((last.owner.clone(), last.name.clone()));
+            names.extend(page.into_iter().map(|policy| policy.owner));
+        }
+        let mut after = None;
+        loop {
+            let page = self.registry.operator_certificates(None, after, 256)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.serial);
+            names.extend(page.into_iter().map(|operator| operator.owner));
+        }
+        let _change = self.changes.lock().await;
+        let mut adopted = Vec::new();
+        for name in names {
+            if name == PLATFORM_OWNER || self.registry.owner(&name)?.is_some() {
+                continue;
+            }
+            let now = OffsetDateTime::now_utc();
+            let record = OwnerRecord {
+                name: name.clone(),
+                ca_mode: CaMode::SharedPlatform,
+                root: None,
+                issuing: Vec::new(),
+                created_at: now,
+                created_by: "system:migration".to_owned(),
+            };
+            let mut change = Change::new();
+            change
+                .guard(Guard::OwnerAbsent(name.clone()))
+                .op(Op::PutOwner(Box::new(record)))
+                .audit(AuditDraft::new(
+                    now,
+                    "system:migration",
+                    &name,
+                    "owner.adopt",
+                    format!("owner:{name}"),
+                    "ok",
+                ));
+            commit(self.registry.as_ref(), change).await?;
+            adopted.push(name);
+        }
+        Ok(adopted)
+    }
+
+    /// Takes the owner's root's certificate for its pending issuing CA (bring your own CA),
+    /// checks it (the key is the one generated here, every certificate a CA, each signed by the
+    /// next up to a self-signed root, no path length exceeded) and makes it the active CA; the
+    /// previously active one is retired.
+    ///
+    /// # Errors
+    /// [`ServiceError::FailedPrecondition`] when nothing is pending; the checks'
+    /// [`ServiceError::InvalidArgument`].
+    pub async fn import_certificate(
+        &self,
+        owner: &str,
+        certificate_pem: &str,
+        chain_pem: &str,
+        actor: &str,
+    ) -> Result<OwnerRecord, ServiceError> {
+        let _change = self.changes.lock().await;
+        let mut record = self.owner(owner)?;
+        let pending = record.pending().cloned().ok_or_else(|| {
+            ServiceError::FailedPrecondition(format!(
+                "owner {owner} has no issuing CA waiting for a certificate"
+            ))
+        })?;
+        let key = self.keys.open(&pending.id, &pending.key)?;
+        let ca = CertificateAuthority::import(certificate_pem, chain_pem, key)
+            .map_err(|e| ServiceError::invalid("certificate_pem", e.to_string()))?;
+        let now = OffsetDateTime::now_utc();
+        for authority in &mut record.issuing {
+            if authority.state == AuthorityState::Active {
+                authority.state = AuthorityState::Retired;
+            }
+            if authority.id == pending.id {
+                authority.state = AuthorityState::Active;
+                authority.certificate_pem = ca.certificate_pem();
+                authority.chain_pem = chain_without(certificate_pem, chain_pem)?;
+                authority.csr_pem.clear();
+            }
+        }
+        self.commit_owner(&record, actor, "owner.import_ca", &pending.id, now)
+            .await?;
+        Ok(record)
+    }
+
+    /// Rotates the owner's issuing CA. Managed: a new issuing CA under the owner's root is
+    /// active at once and the old one retired. Own CA: a new key and CSR wait for the owner's
+    /// root (the old one issues until the certificate comes back). Shared (migrated): the owner
+    /// gets its own managed root and issuing CA, and stops issuing from the platform's.
+    ///
+    /// # Errors
+    /// [`ServiceError::FailedPrecondition`] when a CSR is already pending; key and registry
+    /// failures.
+    pub async fn rotate(&self, owner: &str, actor: &str) -> Result<OwnerRecord, ServiceError> {
+        let _change = self.changes.lock().await;
+        let mut record = self.owner(owner)?;
+        if record.pending().is_some() {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "owner {owner} already has an issuing CA waiting for its certificate"
+            )));
+        }
+        let now = OffsetDateTime::now_utc();
+        let number = record.issuing.len() + 1;
+        let new = match record.ca_mode {
+            CaMode::OwnCa => self.new_pending(owner, owner, number, now)?,
+            CaMode::Managed | CaMode::SharedPlatform => {
+                let root = if let Some(root) = &record.root {
+                    self.build(&record, root)?
+                } else {
+                    let (root, root_record) = self.new_root(owner, owner, now)?;
+                    // A migrated owner keeps its mode: the platform's CA stays in its trust,
+                    // retired, until it expires.
+                    record.root = Some(root_record);
+                    Arc::new(root)
+                };
+                let new = self.new_issuing(&root, owner, owner, number, now)?;
+                for authority in &mut record.issuing {
+                    if authority.state == AuthorityState::Active {
+                        authority.state = AuthorityState::Retired;
+                    }
+                }
+                new
+            }
+        };
+        let id = new.id.clone();
+        record.issuing.push(new);
+        self.commit_owner(&record, actor, "owner.rotate_ca", &id, now)
+            .await?;
+        Ok(record)
+    }
+
+    async fn commit_owner(
+        &self,
+        record: &OwnerRecord,
+        actor: &str,
+        action: &str,
+        ca: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), ServiceError> {
+        let mut change = Change::new();
+        change.op(Op::PutOwner(Box::new(record.clone()))).audit(
+            AuditDraft::new(
+                now,
+                actor,
+                &record.name,
+                action,
+                format!("owner:{}", record.name),
+                "ok",
+            )
+            .detail("issuing_ca", ca),
+        );
+        commit(self.registry.as_ref(), change).await?;
+        Ok(())
+    }
+
+    /// A new managed root for the owner, and its record.
+    fn new_root(
+        &self,
+        owner: &str,
+        organisation: &str,
+        now: OffsetDateTime,
+    ) -> Result<(CertificateAuthority, AuthorityRecord), PkiError> {
+        let id = format!("{owner}/root");
+        let (key, reference) = self.keys.generate(&id)?;
+        let root = CertificateAuthority::new_root(
+            organisation,
+            &format!("oxroot {owner} Root CA"),
+            now,
+            key,
+        )?;
+        let record = AuthorityRecord {
+            id,
+            state: AuthorityState::Active,
+            certificate_pem: root.certificate_pem(),
+            chain_pem: String::new(),
+            csr_pem: String::new(),
+            key: reference,
+            created_at: now,
+        };
+        Ok((root, record))
+    }
+
+    /// A new issuing CA number `number` under a managed root, active.
+    fn new_issuing(
+        &self,
+        root: &CertificateAuthority,
+        owner: &str,
+        organisation: &str,
+        number: usize,
+        now: OffsetDateTime,
+    ) -> Result<AuthorityRecord, PkiError> {
+        let id = format!("{owner}/{number}");
+        let (key, reference) = self.keys.generate(&id)?;
+        let issued = root.issue_ca_certificate(
+            organisation,
+            &format!("oxroot {owner} Issuing CA {number}"),
+            Validity::starting(now, ISSUING_LIFETIME)?,
+            key.public_key(),
+        )?;
+        Ok(AuthorityRecord {
+            id,
+            state: AuthorityState::Active,
+            certificate_pem: issued.pem,
+            chain_pem: root.certificate_pem(),
+            csr_pem: String::new(),
+            key: reference,
+            created_at: now,
+        })
+    }
+
+    /// A new issuing key number `number` and its CSR, pending the owner's root.
+    fn new_pending(
+        &self,
+        owner: &str,
+        organisation: &str,
+        number: usize,
+        now: OffsetDateTime,
+    ) -> Result<AuthorityRecord, PkiError> {
+        let id = format!("{owner}/{number}");
+        let (key, reference) = self.keys.generate(&id)?;
+        let csr_pem = CertificateAuthority::certificate_request(
+            organisation,
+            &format!("oxroot {owner} Issuing CA {number}"),
+            key,
+        )?;
+        Ok(AuthorityRecord {
+            id,
+            state: AuthorityState::Pending,
+            certificate_pem: String::new(),
+            chain_pem: String::new(),
+            csr_pem,
+            key: reference,
+            created_at: now,
+        })
+    }
+}
+
+/// The ids of an owner's issuing CAs that are not pending.
+fn signing_ids(record: &OwnerRecord) -> Vec<String> {
+    record
+        .issuing
+        .iter()
+        .filter(|a| a.state != AuthorityState::Pending)
+        .map(|a| a.id.clone())
+        .collect()
+}
+
+/// The chain above an imported CA, as the record keeps it: the chain file without the CA's own
+/// certificate, if the file repeats it.
+fn chain_without(certificate_pem: &str, chain_pem: &str) -> Result<String, ServiceError> {
+    let own = crate::pki::cert_pem_to_der("certificate_pem", certificate_pem)
+        .map_err(|e| ServiceError::invalid("certificate_pem", e.to_string()))?;
+    let chain = crate::pki::certs_pem_to_der("chain_pem", chain_pem)
+        .map_err(|e| ServiceError::invalid("chain_pem", e.to_string()))?;
+    Ok(chain
+        .iter()
+        .filter(|der| **der != own)
+        .map(|der| crate::pki::certificate_pem(der))
+        .collect())
+}
