@@ -609,6 +609,29 @@ pub(crate) mod tests {
             }
         }
 
+        /// The check reads bytes a TLS server chose: any bytes, and any single-byte edit or
+        /// truncation of a valid transcript, are answered without a panic, and whatever passes
+        /// still starts with a ClientHello header whose length fits.
+        #[test]
+        fn any_bytes_are_answered_without_a_panic(
+            noise in proptest::collection::vec(any::<u8>(), 0..600),
+            at in any::<proptest::sample::Index>(),
+            byte in any::<u8>(),
+            cut in any::<proptest::sample::Index>(),
+        ) {
+            let _ = certificate_verify_version(&noise);
+            let mut edited = transcript([5; 32], true);
+            let i = at.index(edited.len());
+            edited[i] = byte;
+            let edited = &edited[..=cut.index(edited.len()).max(i)];
+            if is_tls12_client_certificate_verify_transcript(edited) {
+                prop_assert_eq!(edited[0], handshake_type::CLIENT_HELLO);
+                let len = usize::from(edited[1]) << 16 | usize::from(edited[2]) << 8
+                    | usize::from(edited[3]);
+                prop_assert!(4 + len < edited.len());
+            }
+        }
+
         /// No TLS input that passes a check can be an attestation message: attestation messages
         /// start with 0x00 and the domain label, TLS 1.2 transcripts with 0x01 (the ClientHello
         /// type), TLS 1.3 contents with 0x20.
