@@ -4,6 +4,7 @@
 
 use oxroot_proto::v1;
 use rot_core::keys::PublicKey;
+use rot_core::keys::tls::TlsVersion;
 use rustls_pki_types::{CertificateDer, UnixTime};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -63,6 +64,18 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// The TLS versions a credential for this kind uses when its bundle names none (a bundle
+    /// from a service older than `CredentialBundle.tls_versions`, or a credential stored
+    /// before it): the service's own per-kind defaults. AWS IoT and Mosquitto 1.2 and 1.3,
+    /// Azure DPS 1.2.
+    #[must_use]
+    pub fn default_tls_versions(&self) -> &'static [TlsVersion] {
+        match self {
+            Self::AzureDps { .. } => &[TlsVersion::Tls12],
+            Self::AwsIot { .. } | Self::Mosquitto { .. } => &[TlsVersion::Tls12, TlsVersion::Tls13],
+        }
+    }
+
     /// The policy kind's name, as `status` prints it.
     #[must_use]
     pub fn kind(&self) -> &'static str {
@@ -112,6 +125,10 @@ pub struct StoredCredential {
     pub renew_after: Option<String>,
     /// Where to connect.
     pub endpoint: Endpoint,
+    /// The TLS versions to offer, as the bundle named them (sorted, known versions only);
+    /// empty for the endpoint's defaults ([`StoredCredential::tls_versions`]).
+    #[serde(default, with = "stored_tls_versions")]
+    pub tls_versions: Vec<TlsVersion>,
 }
 
 impl StoredCredential {
@@ -166,6 +183,7 @@ impl StoredCredential {
                 )));
             }
         };
+        let tls_versions = tls_versions_from_bundle(&bundle.tls_versions)?;
         let instant = |t: Option<&prost_types::Timestamp>| t.map(timestamp).transpose();
         Ok(Self {
             device_id: bundle.device_id.clone(),
@@ -179,7 +197,19 @@ impl StoredCredential {
             not_after: instant(bundle.not_after.as_ref())?.unwrap_or_default(),
             renew_after: instant(bundle.renew_after.as_ref())?,
             endpoint,
+            tls_versions,
         })
+    }
+
+    /// The TLS versions the device offers for this credential, and nothing else: the bundle's,
+    /// or the endpoint's defaults when it named none.
+    #[must_use]
+    pub fn tls_versions(&self) -> Vec<TlsVersion> {
+        if self.tls_versions.is_empty() {
+            self.endpoint.default_tls_versions().to_vec()
+        } else {
+            self.tls_versions.clone()
+        }
     }
 
     /// The leaf and the intermediates, DER, in handshake order.
@@ -197,6 +227,71 @@ impl StoredCredential {
             chain.extend(certificates(pem, "intermediate")?);
         }
         Ok(chain)
+    }
+}
+
+/// The versions a bundle names, sorted and once each. Values this agent does not know (a
+/// later TLS version, UNSPECIFIED) are skipped, as the contract asks; a list of nothing but
+/// those is refused rather than read as "the defaults".
+fn tls_versions_from_bundle(values: &[i32]) -> Result<Vec<TlsVersion>, AgentError> {
+    let mut versions: Vec<TlsVersion> = values
+        .iter()
+        .filter_map(|&value| match v1::TlsVersion::try_from(value) {
+            Ok(v1::TlsVersion::TlsVersion12) => Some(TlsVersion::Tls12),
+            Ok(v1::TlsVersion::TlsVersion13) => Some(TlsVersion::Tls13),
+            _ => None,
+        })
+        .collect();
+    versions.sort_unstable();
+    versions.dedup();
+    if versions.is_empty() && !values.is_empty() {
+        return Err(AgentError::Protocol(format!(
+            "credential bundle: tls_versions {values:?} names no TLS version this agent speaks \
+             (1.2, 1.3)"
+        )));
+    }
+    Ok(versions)
+}
+
+/// "TLS 1.2, TLS 1.3".
+#[must_use]
+pub fn tls_versions_text(versions: &[TlsVersion]) -> String {
+    versions
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `["1.2", "1.3"]` in the stored credential, rot-core's [`TlsVersion`] in memory.
+mod stored_tls_versions {
+    use rot_core::keys::tls::TlsVersion;
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        versions: &[TlsVersion],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(versions.iter().map(|version| match version {
+            TlsVersion::Tls12 => "1.2",
+            TlsVersion::Tls13 => "1.3",
+        }))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<TlsVersion>, D::Error> {
+        Vec::<String>::deserialize(deserializer)?
+            .iter()
+            .map(|text| match text.as_str() {
+                "1.2" => Ok(TlsVersion::Tls12),
+                "1.3" => Ok(TlsVersion::Tls13),
+                other => Err(D::Error::custom(format!(
+                    "unknown TLS version {other:?} (1.2 or 1.3)"
+                ))),
+            })
+            .collect()
     }
 }
 
@@ -354,6 +449,7 @@ pub(crate) mod tests {
                 topic_prefix: format!("devices/{}/", "ab".repeat(32)),
                 client_id: "ab".repeat(32),
             },
+            tls_versions: vec![],
         }
     }
 
@@ -392,6 +488,42 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn tls_versions_come_from_the_bundle_or_the_kind() {
+        let mut bundle = v1::CredentialBundle {
+            key_slot: 1,
+            policy_kind: v1::PolicyKind::AzureDps.into(),
+            endpoint: Some(v1::credential_bundle::Endpoint::AzureDps(
+                v1::AzureDpsEndpoint::default(),
+            )),
+            ..Default::default()
+        };
+        // A bundle from a service before the field: the kind's default.
+        let azure = StoredCredential::from_bundle(&bundle).unwrap();
+        assert!(azure.tls_versions.is_empty());
+        assert_eq!(azure.tls_versions(), [TlsVersion::Tls12]);
+        let mut mosquitto = sample_credential("01");
+        assert_eq!(
+            mosquitto.tls_versions(),
+            [TlsVersion::Tls12, TlsVersion::Tls13]
+        );
+        mosquitto.tls_versions = vec![TlsVersion::Tls13];
+        assert_eq!(mosquitto.tls_versions(), [TlsVersion::Tls13]);
+
+        // Sorted, once each; unknown values (a future version, UNSPECIFIED) skipped.
+        bundle.tls_versions = vec![2, 9, 1, 2, 0];
+        assert_eq!(
+            StoredCredential::from_bundle(&bundle)
+                .unwrap()
+                .tls_versions(),
+            [TlsVersion::Tls12, TlsVersion::Tls13]
+        );
+        // Nothing this agent speaks: refused, not read as the default.
+        bundle.tls_versions = vec![9];
+        let error = StoredCredential::from_bundle(&bundle).unwrap_err();
+        assert!(error.to_string().contains("no TLS version"), "{error}");
+    }
+
+    #[test]
     fn stored_credentials_round_trip_through_json() {
         let credential = sample_credential("01");
         let text = serde_json::to_string(&credential).unwrap();
@@ -400,5 +532,18 @@ pub(crate) mod tests {
             serde_json::from_str::<StoredCredential>(&text).unwrap(),
             credential
         );
+        let mut credential = credential;
+        credential.tls_versions = vec![TlsVersion::Tls12];
+        let text = serde_json::to_string(&credential).unwrap();
+        assert!(text.contains("\"tls_versions\":[\"1.2\"]"), "{text}");
+        assert_eq!(
+            serde_json::from_str::<StoredCredential>(&text).unwrap(),
+            credential
+        );
+        // A credential stored before the field reads with the kind's default.
+        let mut old: serde_json::Value = serde_json::from_str(&text).unwrap();
+        old.as_object_mut().unwrap().remove("tls_versions");
+        let old: StoredCredential = serde_json::from_value(old).unwrap();
+        assert!(old.tls_versions.is_empty());
     }
 }

@@ -147,6 +147,15 @@ pub enum AgentError {
     /// The broker refused the connection, a subscription or a publish.
     #[error("the broker refused: {0}")]
     BrokerRefused(String),
+    /// The TLS handshake with the broker failed on the device's side: the broker offered a
+    /// version or parameters the credential does not allow, or the device could not sign.
+    #[error("TLS with {target} failed: {problem}")]
+    TlsHandshake {
+        /// The URL or host:port.
+        target: String,
+        /// What the device refused or could not do.
+        problem: String,
+    },
 }
 
 impl AgentError {
@@ -165,7 +174,8 @@ impl AgentError {
             | Self::Rejected(_)
             | Self::Protocol(_)
             | Self::Credential(_)
-            | Self::BrokerRefused(_) => EXIT_REFUSED,
+            | Self::BrokerRefused(_)
+            | Self::TlsHandshake { .. } => EXIT_REFUSED,
             Self::Unavailable { .. } | Self::Untrusted { .. } => EXIT_UNAVAILABLE,
             Self::Silicon { .. } | Self::ReconstructionFailed { .. } | Self::LockedOut { .. } => {
                 EXIT_SILICON

@@ -10,8 +10,9 @@
 //!    register  ESK signs the registration message      ──▶ Register   (or a JSON line, offline)
 //!    onboard   Hello ▶ Challenge ▶ Proof(ESK, DSK slot) ──▶ Onboard ⇄  ▶ credential (state dir)
 //!    renew     same, optionally on the next slot        ──▶ Renew ⇄    (old kept until replaced)
-//!    connect   MQTT 5 over TLS 1.3; the client key is a rustls SigningKey that reconstructs,
-//!              derives the DSK, signs CertificateVerify and drops it
+//!    connect   MQTT 5 over TLS 1.2 or 1.3, as the credential's policy says; the client key
+//!              is a rustls SigningKey that reconstructs, derives the DSK, signs the
+//!              CertificateVerify rot-core has checked and drops it
 //! ```
 //!
 //! Modules:
@@ -23,7 +24,8 @@
 //!   a [`Chip`](oxroot_client::device::Chip), which [`chip`] implements for the silicon.
 //! - [`service`]: the TLS channel to the service (pinned root) and bounded retries.
 //! - [`credential`]: the stored bundle and its local verification.
-//! - [`tls_signer`], [`mqtt`]: mutual TLS with the silicon-backed key, MQTT round trip.
+//! - [`tls_signer`], [`mqtt`]: mutual TLS with the silicon-backed key, MQTT round trip;
+//!   [`tls_failure`]: what a failed handshake means, said in one place.
 //! - [`cli`], [`commands`], [`report`]: the command line, the commands and their output.
 //!
 //! Exit codes ([`error`]): 0 ok, 1 internal, 2 usage / input / state, 3 refused, 4 service or
@@ -40,6 +42,7 @@ pub mod report;
 pub mod service;
 pub mod silicon;
 pub mod state;
+pub mod tls_failure;
 pub mod tls_signer;
 
 use std::process::ExitCode;

@@ -8,13 +8,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use rot_core::keys::tls::TlsVersion;
+use rumqttc::v5::mqttbytes::Error as MqttError;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Packet, PubAckReason, SubscribeReasonCode};
-use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions};
+use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, StateError};
 use rumqttc::{TlsConfiguration, Transport};
 use rustls::ClientConfig;
 
 use crate::error::{AgentError, chain};
+use crate::tls_failure;
 
 /// Where to connect and what to send.
 #[derive(Clone, Debug)]
@@ -31,12 +34,15 @@ pub struct RoundTrip {
     pub payload: Vec<u8>,
     /// Time allowed for the whole exchange.
     pub timeout: Duration,
+    /// The TLS versions the client configuration offers (for what a failure says).
+    pub tls_versions: Vec<TlsVersion>,
 }
 
 /// What the broker did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Delivered {
-    /// The TLS protocol and cipher suite the connection used.
+    /// The MQTT protocol the connection used (the TLS version is the signer's to tell:
+    /// [`crate::tls_signer::SiliconSigningKey::signed_version`]).
     pub connected: String,
     /// The topic the message went through.
     pub topic: String,
@@ -99,10 +105,10 @@ async fn run(
     let connected = loop {
         match events.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) if ack.code == ConnectReturnCode::Success => {
-                break "MQTT 5 over TLS 1.3".to_owned();
+                break "MQTT 5".to_owned();
             }
             Ok(_) => {}
-            Err(error) => return Err(connection_error(&error, target)),
+            Err(error) => return Err(connection_error(&error, target, &exchange.tls_versions)),
         }
     };
     let queue = |e: rumqttc::v5::ClientError| AgentError::Unavailable {
@@ -126,7 +132,7 @@ async fn run(
                 };
             }
             Ok(_) => {}
-            Err(error) => return Err(connection_error(&error, target)),
+            Err(error) => return Err(connection_error(&error, target, &exchange.tls_versions)),
         }
     };
 
@@ -165,7 +171,7 @@ async fn run(
                 echoed = true;
             }
             Ok(_) => {}
-            Err(error) => return Err(connection_error(&error, target)),
+            Err(error) => return Err(connection_error(&error, target, &exchange.tls_versions)),
         }
     }
     subscribed.map_err(AgentError::BrokerRefused)?;
@@ -176,24 +182,19 @@ async fn run(
     })
 }
 
-/// Classifies a connection failure. With TLS 1.3 the broker checks the client certificate
-/// after the client has finished its side of the handshake, so a revoked or unknown
-/// certificate shows up as an alert (or a closed connection) while waiting for CONNACK.
-fn connection_error(error: &ConnectionError, target: &str) -> AgentError {
+/// Classifies a connection failure. A TLS failure is whatever rustls says it is
+/// ([`tls_failure::classify`]): with TLS 1.3 the broker checks the client certificate after
+/// the client has finished its side of the handshake, so a revoked certificate's alert arrives
+/// while waiting for CONNACK, still as a rustls error.
+fn connection_error(error: &ConnectionError, target: &str, offered: &[TlsVersion]) -> AgentError {
+    if let ConnectionError::ConnectionRefused(code) = error {
+        return AgentError::BrokerRefused(format!("CONNACK {code:?}"));
+    }
+    if let Some(tls) = rustls_error(error) {
+        return tls_failure::classify(tls, target, offered);
+    }
     let detail = chain(error);
     match error {
-        ConnectionError::ConnectionRefused(code) => {
-            AgentError::BrokerRefused(format!("CONNACK {code:?}"))
-        }
-        _ if detail.contains("invalid peer certificate") => AgentError::Untrusted {
-            target: target.to_owned(),
-            detail: format!(
-                "the broker's certificate does not chain to the endpoint's CA ({detail})"
-            ),
-        },
-        _ if detail.contains("alert") => AgentError::BrokerRefused(format!(
-            "this device's certificate was rejected (revoked, expired or unknown): {detail}"
-        )),
         ConnectionError::Io(io)
             if matches!(
                 io.kind(),
@@ -209,5 +210,59 @@ fn connection_error(error: &ConnectionError, target: &str) -> AgentError {
             target: target.to_owned(),
             detail,
         },
+    }
+}
+
+/// The rustls error behind a connection failure. A TLS 1.3 alert that arrives after the
+/// handshake (a revoked certificate) is read while decoding MQTT, and rumqttc keeps it in a
+/// `StateError::Deserialization`, which does not expose it as a `source()`.
+fn rustls_error(error: &ConnectionError) -> Option<&rustls::Error> {
+    if let ConnectionError::MqttState(StateError::Deserialization(MqttError::Io(io))) = error {
+        return tls_failure::find_rustls_error(io);
+    }
+    tls_failure::find_rustls_error(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::AlertDescription;
+
+    fn carried(alert: AlertDescription) -> std::io::Error {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(alert),
+        )
+    }
+
+    /// Where rumqttc puts a rustls error: the handshake's (inside its TLS error) and a TLS 1.3
+    /// alert read with the CONNACK (inside a deserialization error). Both are found and said
+    /// for what they are.
+    #[test]
+    fn tls_failures_are_found_wherever_rumqttc_keeps_them() {
+        let target = "mqtts://127.0.0.1:8883";
+        let handshake = ConnectionError::Tls(rumqttc::TlsError::Io(carried(
+            AlertDescription::ProtocolVersion,
+        )));
+        let said = connection_error(&handshake, target, &[TlsVersion::Tls13]).to_string();
+        assert!(said.contains("does not speak"), "{said}");
+        assert!(said.contains("TLS 1.3 only"), "{said}");
+        assert!(!said.contains("certificate"), "{said}");
+
+        let direct = ConnectionError::Tls(rumqttc::TlsError::TLS(rustls::Error::AlertReceived(
+            AlertDescription::HandshakeFailure,
+        )));
+        let said = connection_error(&direct, target, &[TlsVersion::Tls12]).to_string();
+        assert!(said.contains("no TLS parameters in common"), "{said}");
+
+        let after_handshake = ConnectionError::MqttState(StateError::Deserialization(
+            MqttError::Io(carried(AlertDescription::CertificateRevoked)),
+        ));
+        let said = connection_error(&after_handshake, target, &[TlsVersion::Tls13]).to_string();
+        assert!(said.contains("the broker refused"), "{said}");
+        assert!(
+            said.contains("revoked (TLS alert CertificateRevoked)"),
+            "{said}"
+        );
     }
 }

@@ -64,6 +64,9 @@ async fn mqtt_over_mutual_tls_with_a_silicon_derived_key() {
     assert_eq!(connected["client_id"], alice_id.as_str());
     assert!(connected["bytes_read_back"].as_u64().unwrap() > 0);
     assert_eq!(connected["key_slot"], 1);
+    // The policy's default offers both versions; Mosquitto picks TLS 1.3.
+    assert_eq!(connected["tls_versions"], "TLS 1.2, TLS 1.3");
+    assert_eq!(connected["protocol"], "MQTT 5 over TLS 1.3");
 
     // Another device's topic: the ACL refuses it.
     let foreign = format!("/devices/{bob_id}/agent/hello");
@@ -153,6 +156,7 @@ async fn aws_and_azure_credentials_are_checked_locally_and_not_connected() {
     );
     assert_eq!(checked["mqtt_client_id"], aws_id.as_str());
     assert_eq!(checked["certificate_cn"], aws_id.as_str());
+    assert_eq!(checked["tls_versions"], "TLS 1.2, TLS 1.3");
     assert!(
         run.stderr.contains("live connection not attempted"),
         "{run:#?}"
@@ -160,6 +164,8 @@ async fn aws_and_azure_credentials_are_checked_locally_and_not_connected() {
 
     let checked = azure.json(&["connect"], None).await;
     assert_eq!(checked["live_connection"], "not attempted");
+    // DPS documents TLS 1.2 only.
+    assert_eq!(checked["tls_versions"], "TLS 1.2");
     assert_eq!(checked["registration_id"], azure_id.as_str());
     assert_eq!(
         checked["mqtt_username"],

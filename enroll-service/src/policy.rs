@@ -95,6 +95,42 @@ pub enum CloudParams {
     Mosquitto(mosquitto::MosquittoParams),
 }
 
+/// A TLS version a device may use for its cloud connection (`oxroot.v1.TlsVersion`), as the
+/// registry stores it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum TlsVersion {
+    /// TLS 1.2: ECDHE-ECDSA with AES-GCM and the extended master secret only.
+    #[serde(rename = "1.2")]
+    Tls12,
+    /// TLS 1.3.
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+impl TlsVersion {
+    /// Both versions, in order.
+    pub const ALL: [Self; 2] = [Self::Tls12, Self::Tls13];
+
+    /// The wire value.
+    #[must_use]
+    pub fn to_proto(self) -> v1::TlsVersion {
+        match self {
+            Self::Tls12 => v1::TlsVersion::TlsVersion12,
+            Self::Tls13 => v1::TlsVersion::TlsVersion13,
+        }
+    }
+
+    /// A wire value, if it names a version (not UNSPECIFIED, not an unknown number).
+    #[must_use]
+    pub fn from_proto(value: i32) -> Option<Self> {
+        match v1::TlsVersion::try_from(value).ok()? {
+            v1::TlsVersion::TlsVersion12 => Some(Self::Tls12),
+            v1::TlsVersion::TlsVersion13 => Some(Self::Tls13),
+            v1::TlsVersion::Unspecified => None,
+        }
+    }
+}
+
 /// A policy or export field that is missing or malformed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{field}: {message}")]
@@ -280,6 +316,20 @@ impl PolicySpec {
         }
     }
 
+    /// The TLS versions the device offers, and nothing else: the `tls_versions` of its
+    /// `CredentialBundle`. Each cloud gets what it documents: AWS IoT Core 1.2 and 1.3 (1.3
+    /// only on endpoints with a TLS13 security policy, so the device offers both and the
+    /// endpoint's policy picks); Azure DPS 1.2, the only version it documents; a Mosquitto
+    /// broker what its policy says the listener accepts.
+    #[must_use]
+    pub fn tls_versions(&self) -> Vec<TlsVersion> {
+        match &self.cloud {
+            CloudParams::AwsIot(_) => aws_iot::TLS_VERSIONS.to_vec(),
+            CloudParams::AzureDps(_) => azure_dps::TLS_VERSIONS.to_vec(),
+            CloudParams::Mosquitto(params) => params.tls_versions.clone(),
+        }
+    }
+
     /// Where and how the device connects: the `endpoint` case of its `CredentialBundle`.
     /// `subject_cn` is the CN of the device's certificate ([`PolicySpec::subject_cn`]);
     /// `oxroot_root_pem` is the service's root, the default broker CA for Mosquitto.
@@ -312,8 +362,10 @@ impl PolicySpec {
 ///
 /// # Errors
 /// A [`PolicyError`] naming the request field that is malformed (`aws_registration_code`,
-/// `azure_verification_code`, `mosquitto.config_dir`, `mosquitto.broker_csr_pem`) or that
-/// does not apply to the policy's kind. A failure to sign (RNG, an issuing CA about to expire)
+/// `aws_role_arn`, `azure_verification_code`, `mosquitto.config_dir`,
+/// `mosquitto.broker_csr_pem`), that does not apply to the policy's kind, or that asks for an
+/// artefact the policy cannot make complete (`aws_role_arn` when the thing name is not the
+/// CN). A failure to sign (RNG, an issuing CA about to expire)
 /// is reported on the field whose certificate could not be made.
 pub fn export_artifacts(
     spec: &PolicySpec,
@@ -329,6 +381,9 @@ pub fn export_artifacts(
     if !request.aws_registration_code.is_empty() && kind != v1::PolicyKind::AwsIot {
         return Err(not_for_kind("aws_registration_code", "AWS IoT"));
     }
+    if !request.aws_role_arn.is_empty() && kind != v1::PolicyKind::AwsIot {
+        return Err(not_for_kind("aws_role_arn", "AWS IoT"));
+    }
     if !request.azure_verification_code.is_empty() && kind != v1::PolicyKind::AzureDps {
         return Err(not_for_kind("azure_verification_code", "Azure DPS"));
     }
@@ -339,9 +394,13 @@ pub fn export_artifacts(
         return Err(not_for_kind("mosquitto", "Mosquitto"));
     }
     let mut artifacts = match &spec.cloud {
-        CloudParams::AwsIot(params) => {
-            params.artifacts(spec, ca, &request.aws_registration_code, now)
-        }
+        CloudParams::AwsIot(params) => params.artifacts(
+            spec,
+            ca,
+            &request.aws_registration_code,
+            &request.aws_role_arn,
+            now,
+        ),
         CloudParams::AzureDps(params) => {
             params.artifacts(ca, &request.azure_verification_code, now)
         }

@@ -10,7 +10,8 @@ use std::process::Command;
 
 use enroll_service::pki::{CaNames, CertificateAuthority, RevocationReason, RevokedEntry, Serial};
 use enroll_service::policy::{
-    CloudParams, OwnerTrust, PolicyError, PolicySpec, aws_iot, azure_dps, export_artifacts,
+    CloudParams, OwnerTrust, PolicyError, PolicySpec, TlsVersion, aws_iot, azure_dps,
+    export_artifacts,
     mosquitto,
 };
 use oxroot_proto::v1;
@@ -512,6 +513,15 @@ fn mosquitto_fields_are_validated() {
         ("policy.mosquitto.broker_ca_pem", |p| {
             p.broker_ca_pem = PRIVATE_KEY_PEM.into();
         }),
+        ("policy.mosquitto.tls_versions", |p| {
+            p.tls_versions = vec![0];
+        }),
+        ("policy.mosquitto.tls_versions", |p| {
+            p.tls_versions = vec![2, 99];
+        }),
+        ("policy.mosquitto.tls_versions", |p| {
+            p.tls_versions = vec![2, 1, 2];
+        }),
     ];
     assert_refused(
         &mosquitto_params(),
@@ -578,6 +588,7 @@ fn all_policies() -> Vec<v1::Policy> {
             p.topic_root = "fleet".into();
             p.broker_ca_pem = foreign_root_pem();
         }),
+        with_mosquitto(|p| p.tls_versions = vec![v1::TlsVersion::TlsVersion13.into()]),
     ]
 }
 
@@ -705,6 +716,55 @@ fn endpoints_per_cloud() {
     assert_eq!(mqtt.ca_pem, foreign);
 }
 
+/// Which TLS versions each cloud's devices offer: AWS IoT both, Azure DPS only 1.2 (all it
+/// documents), Mosquitto what the policy says the broker accepts, both by default. The
+/// rendered broker configuration agrees with what the devices are told.
+#[test]
+fn tls_versions_per_cloud() {
+    use enroll_service::policy::TlsVersion::{Tls12, Tls13};
+    assert_eq!(
+        create(&aws_policy()).unwrap().tls_versions(),
+        [Tls12, Tls13]
+    );
+    assert_eq!(create(&azure_policy()).unwrap().tls_versions(), [Tls12]);
+    let default = create(&mosquitto_policy()).unwrap();
+    assert_eq!(default.tls_versions(), [Tls12, Tls13]);
+    let Some(v1::policy::Params::Mosquitto(params)) = default.to_proto().params else {
+        panic!()
+    };
+    // The default is explicit in the API view.
+    assert_eq!(params.tls_versions, [1, 2]);
+
+    let only_13 = create(&with_mosquitto(|p| {
+        p.tls_versions = vec![v1::TlsVersion::TlsVersion13.into()];
+    }))
+    .unwrap();
+    assert_eq!(only_13.tls_versions(), [Tls13]);
+    // Given in any order, stored sorted.
+    let both = create(&with_mosquitto(|p| p.tls_versions = vec![2, 1])).unwrap();
+    assert_eq!(both.tls_versions(), [Tls12, Tls13]);
+
+    // Mosquitto 2.x reads tls_version as the listener's minimum.
+    let ca = ca();
+    for (spec, minimum) in [(&default, "tlsv1.2"), (&only_13, "tlsv1.3")] {
+        let artifacts = export(spec, &ca, &request()).unwrap();
+        let found = directives(file(&artifacts, "mosquitto.conf"));
+        assert!(found.contains(&("tls_version", minimum)), "{found:?}");
+    }
+}
+
+/// Mosquitto policies stored before the field existed read as the default.
+#[test]
+fn stored_mosquitto_policies_without_tls_versions_get_the_default() {
+    let spec = create(&mosquitto_policy()).unwrap();
+    let mut stored: Value = serde_json::to_value(&spec).unwrap();
+    let params = stored["cloud"]["Mosquitto"].as_object_mut().unwrap();
+    assert!(params.remove("tls_versions").is_some(), "{stored}");
+    let old: PolicySpec = serde_json::from_value(stored).unwrap();
+    assert_eq!(old, spec);
+    assert_eq!(old.tls_versions(), TlsVersion::ALL);
+}
+
 #[test]
 fn subject_cn_of_a_tampered_record_is_refused() {
     let mut spec = create(&mosquitto_policy()).unwrap();
@@ -722,6 +782,16 @@ fn request() -> v1::ExportArtifactsRequest {
         owner: OWNER.into(),
         policy_name: "p".into(),
         ..v1::ExportArtifactsRequest::default()
+    }
+}
+
+/// A JITP role of the test policies' account.
+const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/oxroot-jitp";
+
+fn with_role(arn: &str) -> v1::ExportArtifactsRequest {
+    v1::ExportArtifactsRequest {
+        aws_role_arn: arn.into(),
+        ..request()
     }
 }
 
@@ -822,7 +892,7 @@ fn openssl_verify(ca: &CertificateAuthority, cert_pem: &str, args: &[&str]) -> S
 fn aws_iot_policy_document_is_least_privilege() {
     let ca = ca();
     let spec = create(&aws_policy()).unwrap();
-    let artifacts = export(&spec, &ca, &request()).unwrap();
+    let artifacts = export(&spec, &ca, &with_role(ROLE_ARN)).unwrap();
     assert_eq!(
         names(&artifacts),
         [
@@ -889,6 +959,9 @@ fn aws_iot_policy_document_is_least_privilege() {
         body["Resources"]["certificate"]["Properties"]["Status"],
         "ACTIVE"
     );
+    // The complete registration config: the body and the role JITP assumes, nothing else.
+    assert_eq!(jitp["roleArn"], ROLE_ARN);
+    assert_eq!(jitp.as_object().unwrap().len(), 2, "{jitp}");
 }
 
 #[test]
@@ -902,15 +975,123 @@ fn aws_iot_policy_document_wildcards_unset_region_and_account() {
     }))
     .unwrap();
     let artifacts = export(&spec, &ca(), &request()).unwrap();
+    // Without the region and the account the ARNs cannot be exact: the file says it is a
+    // template, by its name and by a note AWS's policy grammar does not accept.
     assert_eq!(
         names(&artifacts),
-        ["aws-iot-policy.json", "ca-certificate.pem"]
+        ["aws-iot-policy.template.json", "ca-certificate.pem"]
     );
-    let document: Value = serde_json::from_str(file(&artifacts, "aws-iot-policy.json")).unwrap();
+    let document: Value =
+        serde_json::from_str(file(&artifacts, "aws-iot-policy.template.json")).unwrap();
     assert_eq!(
         document["Statement"][1]["Resource"],
         "arn:aws:iot:*:*:topic/fleet-7/${iot:Connection.Thing.ThingName}/*"
     );
+    let note = document[aws_iot::TEMPLATE_NOTE_KEY].as_str().unwrap();
+    assert!(note.starts_with("TEMPLATE"), "{note}");
+    assert!(note.contains("region and account ID"), "{note}");
+    let artifact = artifacts
+        .iter()
+        .find(|a| a.file_name == "aws-iot-policy.template.json")
+        .unwrap();
+    assert!(artifact.description.starts_with("TEMPLATE"), "{artifact:?}");
+}
+
+#[test]
+fn the_iot_policy_is_ready_only_with_both_region_and_account() {
+    let ca = ca();
+    for (region, account, missing) in [
+        ("", "123456789012", "the AWS region,"),
+        ("eu-west-1", "", "the AWS account ID,"),
+    ] {
+        let spec = create(&with_aws(|p| {
+            p.aws_region = region.into();
+            p.aws_account_id = account.into();
+        }))
+        .unwrap();
+        let artifacts = export(&spec, &ca, &request()).unwrap();
+        assert!(!names(&artifacts).contains(&"aws-iot-policy.json"));
+        let document: Value =
+            serde_json::from_str(file(&artifacts, "aws-iot-policy.template.json")).unwrap();
+        let note = document[aws_iot::TEMPLATE_NOTE_KEY].as_str().unwrap();
+        assert!(note.contains(missing), "{note}");
+        // The part that is known is used; only the missing one is a wildcard.
+        let resource = document["Statement"][0]["Resource"].as_str().unwrap();
+        let expected = format!(
+            "arn:aws:iot:{}:{}:client/",
+            if region.is_empty() { "*" } else { region },
+            if account.is_empty() { "*" } else { account },
+        );
+        assert!(resource.starts_with(&expected), "{resource}");
+    }
+    // Both given: the ready file, with nothing but the policy grammar in it.
+    let artifacts = export(&create(&aws_policy()).unwrap(), &ca, &request()).unwrap();
+    let document: Value = serde_json::from_str(file(&artifacts, "aws-iot-policy.json")).unwrap();
+    let mut keys: Vec<_> = document.as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["Statement", "Version"]);
+}
+
+/// The JITP registration config is written only when it can be complete, that is with the IAM
+/// role JITP assumes; a role ARN that is malformed, of another account, or for a policy whose
+/// thing name is not the certificate CN is refused on `aws_role_arn`, and nothing is exported.
+#[test]
+fn the_jitp_registration_config_needs_a_valid_role_arn() {
+    let ca = ca();
+    let spec = create(&aws_policy()).unwrap();
+    let artifacts = export(&spec, &ca, &request()).unwrap();
+    assert_eq!(
+        names(&artifacts),
+        ["aws-iot-policy.json", "ca-certificate.pem"]
+    );
+
+    for arn in [
+        "arn:aws:iam::123456789012:role/service-role/oxroot-jitp",
+        "arn:aws-cn:iam::123456789012:role/JITP_Role+=,.@-",
+    ] {
+        let artifacts = export(&spec, &ca, &with_role(arn)).unwrap();
+        let jitp: Value = serde_json::from_str(file(&artifacts, "jitp-template.json")).unwrap();
+        assert_eq!(jitp["roleArn"], arn);
+        assert!(jitp["templateBody"].is_string());
+    }
+
+    let long_name = format!("arn:aws:iam::123456789012:role/{}", "r".repeat(65));
+    for bad in [
+        "JITPRole",
+        "arn:aws:iam::123456789012:user/alice",
+        "arn:aws:iam::12345678901:role/JITPRole",
+        "arn:aws:s3::123456789012:role/JITPRole",
+        "arn::iam::123456789012:role/JITPRole",
+        "arn:aws:iam:eu-west-1:123456789012:role/JITPRole",
+        "arn:aws:iam::123456789012:role/",
+        "arn:aws:iam::123456789012:role/JITP Role",
+        "arn:aws:iam::123456789012:role/JITP\"Role",
+        "arn:aws:iam::123456789012:role/JITPRole\n",
+        long_name.as_str(),
+    ] {
+        let error = export(&spec, &ca, &with_role(bad)).unwrap_err();
+        assert_eq!(error.field, "aws_role_arn", "{bad:?}: {error}");
+        assert!(error.message.contains("IAM role ARN"), "{error}");
+    }
+
+    // A role of another account than the policy's.
+    let error = export(
+        &spec,
+        &ca,
+        &with_role("arn:aws:iam::210987654321:role/JITPRole"),
+    )
+    .unwrap_err();
+    assert_eq!(error.field, "aws_role_arn");
+    assert!(error.message.contains("123456789012"), "{error}");
+
+    // JITP cannot name a thing that is not the CN: refused, not silently left out.
+    let renamed = create(&with_aws(|p| {
+        p.thing_name_template = "t_{device_id}".into();
+    }))
+    .unwrap();
+    let error = export(&renamed, &ca, &with_role(ROLE_ARN)).unwrap_err();
+    assert_eq!(error.field, "aws_role_arn");
+    assert!(error.message.contains("CN"), "{error}");
 }
 
 #[test]
@@ -1064,6 +1245,12 @@ fn options_for_another_kind_are_refused() {
         export(&aws, &ca, &with_mosquitto).unwrap_err().field,
         "mosquitto"
     );
+    for other in [&azure, &mqtt] {
+        assert_eq!(
+            export(other, &ca, &with_role(ROLE_ARN)).unwrap_err().field,
+            "aws_role_arn"
+        );
+    }
     // An empty options message is no option.
     let empty = v1::ExportArtifactsRequest {
         mosquitto: Some(v1::MosquittoExportOptions::default()),
@@ -1528,4 +1715,74 @@ fn mosquitto_accepts_the_rendered_configuration() {
     let log = broker.log_once(|log| log.contains("certificate verify failed"));
     assert!(log.contains(&format!("u'{good_cn}'")), "{log}");
     assert_eq!(log.matches("certificate verify failed").count(), 1, "{log}");
+}
+
+/// A TLS 1.3-only Mosquitto policy renders a listener that a real broker runs with TLS 1.3
+/// as its minimum: `mosquitto_pub` gets through with TLS 1.3 and is refused with TLS 1.2, as
+/// the policy's devices are told (CredentialBundle.tls_versions).
+#[test]
+fn a_tls13_only_mosquitto_policy_gives_a_broker_that_refuses_tls12() {
+    assert!(installed("mosquitto") && installed("mosquitto_pub"));
+    let ca = ca();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path();
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let spec = create(&with_mosquitto(|p| {
+        p.host = "127.0.0.1".into();
+        p.port = u32::from(port);
+        p.tls_versions = vec![v1::TlsVersion::TlsVersion13.into()];
+    }))
+    .unwrap();
+    let request = v1::ExportArtifactsRequest {
+        mosquitto: Some(v1::MosquittoExportOptions {
+            config_dir: path.to_str().unwrap().into(),
+            broker_csr_pem: openssl_csr(path, "prime256v1"),
+        }),
+        ..request()
+    };
+    let artifacts = export_artifacts(&spec, &OwnerTrust::from(&ca), &crl_pem(&ca, &[]), &request, now()).unwrap();
+    for artifact in &artifacts {
+        fs::write(path.join(&artifact.file_name), &artifact.content).unwrap();
+    }
+    let conf = file(&artifacts, "mosquitto.conf").replace(
+        &format!("listener {port}\n"),
+        &format!("listener {port} 127.0.0.1\n"),
+    );
+    fs::write(path.join("test.conf"), format!("user {}\n{conf}", whoami())).unwrap();
+    let _broker = Broker::start(path, port);
+    fs::write(path.join("root.pem"), ca.root_pem()).unwrap();
+
+    let device = device_id();
+    let cn = spec.subject_cn(&device).unwrap();
+    let credentials = device_credentials(&ca, path, "device", &cn, Serial::new(0x13).unwrap());
+    let topic = format!("devices/{cn}/telemetry");
+    let (ok, out) = publish(path, port, &device.to_string(), &credentials, &topic);
+    assert!(
+        ok,
+        "TLS 1.3 is what the policy says the broker accepts: {out}"
+    );
+    // mosquitto_pub's --tls-version is a minimum too, so the TLS 1.2-only client is openssl's.
+    let handshake = |version: &str| {
+        let out = Command::new("openssl")
+            .args(["s_client", "-brief", version, "-connect"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-CAfile", "root.pem", "-cert", &credentials.0])
+            .args(["-key", &credentials.1])
+            .current_dir(path)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).into_owned();
+        (text.contains("CONNECTION ESTABLISHED"), text)
+    };
+    let (ok, out) = handshake("-tls1_3");
+    assert!(ok && out.contains("Protocol version: TLSv1.3"), "{out}");
+    let (ok, out) = handshake("-tls1_2");
+    assert!(
+        !ok && out.contains("protocol version"),
+        "the listener's minimum is TLS 1.3: {out}"
+    );
 }

@@ -24,6 +24,8 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::attestation::Message;
 
+pub mod tls;
+
 /// Number of 128-bit seeds derived from the master secret.
 pub const SEED_COUNT: usize = 8;
 /// Length of one seed in bytes.
@@ -149,7 +151,8 @@ impl Seeds {
 ///
 /// **Hazmat**: the implementation receives the private scalar. It must keep it as this crate
 /// does (no copies, zeroized when dropped) and use it only to sign the same messages
-/// ([`crate::attestation`] messages and TLS 1.3 `CertificateVerify` content).
+/// ([`crate::attestation`] messages and the TLS client `CertificateVerify` inputs that
+/// [`tls::certificate_verify_version`] recognises).
 pub trait ImportKey: Sized {
     /// Why the implementation refused the key.
     type Error;
@@ -307,7 +310,7 @@ impl DeviceKey {
     ///
     /// Only that content is signed, so the DSK can never be made to sign
     /// something that parses as an attestation message (those start with a
-    /// length prefix, not 0x20).
+    /// length prefix, not 0x20). See [`tls`].
     ///
     /// # Errors
     /// [`NotCertificateVerify`] if `content` is not a TLS 1.3 client
@@ -316,36 +319,55 @@ impl DeviceKey {
         &self,
         content: &[u8],
     ) -> Result<SignatureBytes, NotCertificateVerify> {
-        let prefix_len = TLS13_PADDING.len() + TLS13_CLIENT_CONTEXT.len();
-        let is_certificate_verify = content.len() > prefix_len
-            && content[..TLS13_PADDING.len()] == TLS13_PADDING
-            && &content[TLS13_PADDING.len()..prefix_len] == TLS13_CLIENT_CONTEXT;
-        if !is_certificate_verify {
+        if !tls::is_tls13_client_certificate_verify_content(content) {
             return Err(NotCertificateVerify);
         }
         Ok(sign_bytes(&self.key, content))
     }
+
+    /// Signs a TLS 1.2 client `CertificateVerify` (RFC 5246 §7.4.8): the handshake
+    /// transcript from the client's ClientHello to its ClientKeyExchange, for clouds that
+    /// speak only TLS 1.2.
+    ///
+    /// The transcript is checked as a whole before anything is signed
+    /// ([`tls::is_tls12_client_certificate_verify_transcript`]): it starts with a
+    /// well-formed ClientHello (type 0x01), then a TLS 1.2 ServerHello that negotiated the
+    /// extended master secret, then exactly the messages of a full ECDHE handshake with
+    /// client authentication. An attestation message starts with 0x00 and a TLS 1.3
+    /// content with 0x20, so neither can pass, and no transcript can pass as either.
+    ///
+    /// # Errors
+    /// [`NotCertificateVerify`] if `transcript` is not such a transcript.
+    pub fn sign_tls12_client_certificate_verify(
+        &self,
+        transcript: &[u8],
+    ) -> Result<SignatureBytes, NotCertificateVerify> {
+        if !tls::is_tls12_client_certificate_verify_transcript(transcript) {
+            return Err(NotCertificateVerify);
+        }
+        Ok(sign_bytes(&self.key, transcript))
+    }
 }
 
-const TLS13_PADDING: [u8; 64] = [0x20; 64];
-/// The client context string and its zero separator (RFC 8446 §4.4.3).
-const TLS13_CLIENT_CONTEXT: &[u8] = b"TLS 1.3, client CertificateVerify\0";
-
-/// The bytes given to [`DeviceKey::sign_tls13_client_certificate_verify`] are
-/// not a TLS 1.3 client `CertificateVerify` content.
+/// The bytes given to [`DeviceKey::sign_tls13_client_certificate_verify`] or
+/// [`DeviceKey::sign_tls12_client_certificate_verify`] are not what a TLS client signs in
+/// its `CertificateVerify` for that version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NotCertificateVerify;
 
 impl fmt::Display for NotCertificateVerify {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the device key signs only attestation messages and TLS 1.3 client CertificateVerify content")
+        f.write_str(
+            "the device key signs only attestation messages, TLS 1.3 client CertificateVerify \
+             content and TLS 1.2 client handshake transcripts",
+        )
     }
 }
 
 impl core::error::Error for NotCertificateVerify {}
 
 /// ECDSA P-256 / SHA-256 with RFC 6979 nonces, encoded as `r ‖ s`. Private:
-/// callers reach it only through the attestation and TLS 1.3 entry points.
+/// callers reach it only through the attestation and TLS entry points.
 fn sign_bytes(key: &SigningKey, bytes: &[u8]) -> SignatureBytes {
     let signature: Signature = key.sign(bytes);
     SignatureBytes(signature.to_bytes().into())

@@ -2,8 +2,9 @@
 //!
 //! Every policy first gets the same local checks (the chain verifies with webpki to the
 //! bundle's root, the CN is the identity the cloud matches, the certificate's key is the DPK
-//! the silicon derives for the slot). Mosquitto then gets a live MQTT round trip; AWS IoT and
-//! Azure DPS cannot be reached from here, so the agent shows the exact connection parameters
+//! the silicon derives for the slot). Mosquitto then gets a live MQTT round trip over the TLS
+//! versions the credential allows, and nothing else; AWS IoT and Azure DPS cannot be reached
+//! from here, so the agent shows the exact connection parameters (those versions included)
 //! and says that no live connection was attempted.
 
 use std::sync::Arc;
@@ -52,6 +53,7 @@ pub(super) async fn connect(
         &dpk,
         UnixTime::now(),
     )?;
+    let tls_versions = credential.tls_versions();
     let base = Report::new("")
         .field("device_id", credential.device_id.clone())
         .field("serial", credential.serial.clone())
@@ -64,10 +66,11 @@ pub(super) async fn connect(
         .field(
             "client_key",
             format!(
-                "derived from the silicon for slot {} at each handshake (TLS 1.3 only)",
+                "derived from the silicon for slot {} at each handshake",
                 credential.key_slot
             ),
-        );
+        )
+        .field("tls_versions", credential::tls_versions_text(&tls_versions));
     match &credential.endpoint {
         Endpoint::Mosquitto {
             host,
@@ -90,8 +93,8 @@ pub(super) async fn connect(
                 Some(text) => text.clone().into_bytes(),
                 None => random_message()?,
             };
-            let key = Arc::new(SiliconSigningKey::new(chip.clone(), slot)?);
-            let config = tls_signer::client_config(credential.chain_der()?, ca_pem, key)?;
+            let key = Arc::new(SiliconSigningKey::new(chip.clone(), slot, &tls_versions)?);
+            let config = tls_signer::client_config(credential.chain_der()?, ca_pem, key.clone())?;
             let delivered = mqtt::round_trip(
                 config,
                 &RoundTrip {
@@ -101,13 +104,19 @@ pub(super) async fn connect(
                     topic,
                     payload,
                     timeout: options.timeout,
+                    tls_versions: tls_versions.clone(),
                 },
             )
             .await?;
+            // The signer saw which CertificateVerify it signed: the version the broker chose.
+            let protocol = match key.signed_version() {
+                Some(version) => format!("{} over {version}", delivered.connected),
+                None => format!("{} over TLS", delivered.connected),
+            };
             base.titled("connected: published and read back")
                 .field("broker", format!("mqtts://{host}:{port}"))
                 .field("client_id", client_id.clone())
-                .field("protocol", delivered.connected)
+                .field("protocol", protocol)
                 .field("topic", delivered.topic)
                 .field("bytes_read_back", delivered.payload_len)
                 .print(console)

@@ -305,6 +305,124 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Renders `owner`'s policy artefacts through the Operator API (ExportArtifacts with a broker
+/// CSR, which only a platform operator may send) into `dir`: `mosquitto.conf`, `acl`,
+/// `ca.pem`, `crl.pem`, `broker-certificate.pem` (leaf and intermediate) and the broker's own
+/// `broker.key`, made here. Returns `mosquitto.conf`.
+pub async fn broker_files(
+    platform: &mut OperatorClient<Channel>,
+    owner: &str,
+    policy: &str,
+    dir: &Path,
+) -> String {
+    // The broker's own key, made here; only its CSR goes to the service.
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let csr = rcgen::CertificateParams::new(vec!["broker.invalid".to_owned()])
+        .unwrap()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    std::fs::write(dir.join("broker.key"), key.serialize_pem()).unwrap();
+    let artifacts = platform
+        .export_artifacts(v1::ExportArtifactsRequest {
+            owner: owner.into(),
+            policy_name: policy.into(),
+            mosquitto: Some(v1::MosquittoExportOptions {
+                config_dir: dir.display().to_string(),
+                broker_csr_pem: csr,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .artifacts;
+    let mut conf = String::new();
+    for artifact in &artifacts {
+        std::fs::write(dir.join(&artifact.file_name), &artifact.content).unwrap();
+        if artifact.file_name == "mosquitto.conf" {
+            conf = String::from_utf8(artifact.content.clone()).unwrap();
+        }
+    }
+    conf
+}
+
+/// `openssl s_server` on a loopback port, as a TLS server the agent's code did not write:
+/// started with the given arguments, killed by its PID when dropped. Its stdin stays open (at
+/// end of input s_server would shut down); stdout and stderr go to files in `dir`.
+pub struct OpenSslServer {
+    child: std::process::Child,
+    _stdin: std::process::ChildStdin,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+impl OpenSslServer {
+    /// `openssl s_server -accept 127.0.0.1:PORT ARGS`, in `dir`, with `envs`; waits (at most
+    /// 15 s) until it listens.
+    pub fn start(dir: &Path, port: u16, args: &[&str], envs: &[(&str, &Path)]) -> Self {
+        let out = dir.join(format!("s_server-{port}.out"));
+        let err = dir.join(format!("s_server-{port}.err"));
+        let mut command = std::process::Command::new("openssl");
+        command
+            .arg("s_server")
+            .arg("-accept")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::piped())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap());
+        for (name, value) in envs {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let server = Self {
+            child,
+            _stdin: stdin,
+            out,
+            err,
+        };
+        // Not a connection probe: s_server would count it as a client.
+        server.wait_for("ACCEPT");
+        server
+    }
+
+    /// What s_server printed so far, stdout then stderr.
+    pub fn output(&self) -> String {
+        format!(
+            "{}{}",
+            std::fs::read_to_string(&self.out).unwrap_or_default(),
+            std::fs::read_to_string(&self.err).unwrap_or_default()
+        )
+    }
+
+    /// Waits (at most 15 s) until the output holds `text`; returns the output.
+    pub fn wait_for(&self, text: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let output = self.output();
+            if output.contains(text) {
+                return output;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "s_server never printed {text:?}: {output}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for OpenSslServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A Mosquitto broker this test started, killed when the test ends however it ends.
 pub struct Broker {
     child: std::process::Child,
@@ -330,36 +448,7 @@ impl Broker {
                 .is_ok(),
             "mosquitto is not installed (apt-get install -y mosquitto); tests/run installs it"
         );
-        // The broker's own key, made here; only its CSR goes to the service.
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let csr = rcgen::CertificateParams::new(vec!["broker.invalid".to_owned()])
-            .unwrap()
-            .serialize_request(&key)
-            .unwrap()
-            .pem()
-            .unwrap();
-        std::fs::write(dir.join("broker.key"), key.serialize_pem()).unwrap();
-        let artifacts = platform
-            .export_artifacts(v1::ExportArtifactsRequest {
-                owner: owner.into(),
-                policy_name: policy.into(),
-                mosquitto: Some(v1::MosquittoExportOptions {
-                    config_dir: dir.display().to_string(),
-                    broker_csr_pem: csr,
-                }),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .artifacts;
-        let mut conf = String::new();
-        for artifact in &artifacts {
-            std::fs::write(dir.join(&artifact.file_name), &artifact.content).unwrap();
-            if artifact.file_name == "mosquitto.conf" {
-                conf = String::from_utf8(artifact.content.clone()).unwrap();
-            }
-        }
+        let conf = broker_files(platform, owner, policy, dir).await;
         // The only adaptations: listen on loopback, and keep the current user (as root,
         // Mosquitto would switch to its own user, which cannot read a private temp directory).
         let conf = conf.replace(

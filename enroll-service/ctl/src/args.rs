@@ -178,6 +178,10 @@ pub struct MosquittoArgs {
     /// Mosquitto: PEM CA of the broker's server certificate (default: the oxroot root).
     #[arg(long, value_name = "FILE")]
     pub broker_ca: Option<PathBuf>,
+    /// Mosquitto: a TLS version the broker accepts and devices offer (repeatable; default
+    /// both).
+    #[arg(long, value_name = "VERSION", value_parser = ["1.2", "1.3"])]
+    pub mosquitto_tls: Vec<String>,
 }
 
 impl MosquittoArgs {
@@ -390,6 +394,10 @@ pub struct ExportArgs {
     /// AWS IoT: registration code, to get a verification certificate.
     #[arg(long, value_name = "CODE")]
     pub aws_registration_code: Option<String>,
+    /// AWS IoT: IAM role ARN that just-in-time provisioning assumes, to get the complete JITP
+    /// registration config (jitp-template.json).
+    #[arg(long, value_name = "ARN")]
+    pub aws_role_arn: Option<String>,
     /// Azure DPS: verification code, to get a proof-of-possession certificate.
     #[arg(long, value_name = "CODE")]
     pub azure_verification_code: Option<String>,

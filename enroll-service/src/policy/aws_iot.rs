@@ -2,9 +2,18 @@
 //! also the MQTT client ID, under a least-privilege IoT policy written with the
 //! `${iot:Connection.Thing.ThingName}` variable.
 //!
-//! Artefacts: `aws-iot-policy.json`, `ca-certificate.pem` (for `RegisterCACertificate`), with a
-//! registration code `verification-certificate.pem`, and, when the thing name is the subject
-//! CN, `jitp-template.json` for just-in-time provisioning.
+//! Artefacts: the IoT policy, `ca-certificate.pem` (for `RegisterCACertificate`), with a
+//! registration code `verification-certificate.pem`, and with a JITP role ARN
+//! `jitp-template.json`, the complete registration config for just-in-time provisioning.
+//!
+//! Nothing incomplete is written as if it were ready to use:
+//! - the IoT policy is `aws-iot-policy.json` only when the policy names both the AWS region
+//!   and the account, so that every ARN is exact; otherwise it is
+//!   `aws-iot-policy.template.json`, whose ARNs use `*` for what is missing and which carries
+//!   a top-level [`TEMPLATE_NOTE_KEY`] saying what to fill in (AWS's policy grammar has no
+//!   such element, so the file cannot be created as it is by mistake);
+//! - the registration config needs the IAM role JITP assumes, so it is written only for a
+//!   role ARN, and a request for one that cannot be complete is refused.
 
 use oxroot_proto::v1;
 use rot_core::keys::DeviceId;
@@ -12,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::OffsetDateTime;
 
-use super::{PolicyError, PolicySpec, template, validate};
+use super::{PolicyError, PolicySpec, TlsVersion, template, validate};
 use crate::pki::CertificateAuthority;
 
 /// ALPN protocol AWS IoT requires for MQTT with client certificates on port 443.
@@ -21,11 +30,30 @@ pub const ALPN_MQTT_ON_443: &str = "x-amzn-mqtt-ca";
 pub const MAX_THING_NAME_LEN: usize = 128;
 /// The IoT policy variable that names the connected thing.
 pub const THING_NAME_VARIABLE: &str = "${iot:Connection.Thing.ThingName}";
+/// What devices offer AWS IoT Core: TLS 1.2 and 1.3. Every endpoint security policy accepts
+/// 1.2 except the TLS 1.3-only ones, and 1.3 is accepted only by the `IoTSecurityPolicy_TLS13_*`
+/// policies, so offering both connects to any of them (at the best version the endpoint has).
+pub const TLS_VERSIONS: [TlsVersion; 2] = TlsVersion::ALL;
 
 const MAX_ALPN_PROTOCOLS: usize = 8;
 const CA_FIELD: &str = "policy.aws_iot.server_root_ca_pem";
 const THING_FIELD: &str = "policy.aws_iot.thing_name_template";
 const ALPN_FIELD: &str = "policy.aws_iot.alpn_protocols";
+const ROLE_FIELD: &str = "aws_role_arn";
+/// Longest role ARN AWS accepts in a registration config.
+const MAX_ROLE_ARN_LEN: usize = 2048;
+/// Longest IAM role name.
+const MAX_ROLE_NAME_LEN: usize = 64;
+
+/// The IoT policy file when the region and the account are both known: ready to create.
+pub const IOT_POLICY_FILE: &str = "aws-iot-policy.json";
+/// The IoT policy file when the region or the account is missing: a template to complete.
+pub const IOT_POLICY_TEMPLATE_FILE: &str = "aws-iot-policy.template.json";
+/// The top-level key of [`IOT_POLICY_TEMPLATE_FILE`] that says it is a template and what to
+/// fill in. Not an element of AWS's policy grammar (Version, Id, Statement).
+pub const TEMPLATE_NOTE_KEY: &str = "oxroot:template";
+/// The JITP registration config file.
+pub const JITP_FILE: &str = "jitp-template.json";
 
 /// AWS IoT parameters of a stored policy, validated and with defaults filled in.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -180,13 +208,59 @@ impl AwsIotParams {
         })
     }
 
-    /// A JITP provisioning template body, if the thing name is the certificate's CN (JITP can
-    /// only name the thing from certificate fields).
-    fn jitp_template(&self, spec: &PolicySpec) -> Option<serde_json::Value> {
-        if self.thing_name_template != spec.subject_cn_template {
-            return None;
+    /// Whether the exported IoT policy can name exact ARNs: the policy has both the region and
+    /// the account.
+    #[must_use]
+    pub fn iot_policy_is_complete(&self) -> bool {
+        !self.aws_region.is_empty() && !self.aws_account_id.is_empty()
+    }
+
+    /// The IoT policy artefact: [`IOT_POLICY_FILE`] when complete, otherwise
+    /// [`IOT_POLICY_TEMPLATE_FILE`] with the [`TEMPLATE_NOTE_KEY`] note naming what is missing.
+    fn iot_policy_artifact(&self, policy_name: &str) -> v1::Artifact {
+        let mut document = self.iot_policy_document();
+        if self.iot_policy_is_complete() {
+            return super::json_artifact(
+                IOT_POLICY_FILE,
+                &document,
+                format!(
+                    "Least-privilege AWS IoT policy: create it as \"{policy_name}\" and attach it \
+                     to each device certificate"
+                ),
+            );
         }
-        let body = json!({
+        let missing = match (self.aws_region.is_empty(), self.aws_account_id.is_empty()) {
+            (true, true) => "the AWS region and account ID",
+            (true, false) => "the AWS region",
+            _ => "the AWS account ID",
+        };
+        let note = format!(
+            "TEMPLATE, not ready to create: the oxroot policy does not name {missing}, so the \
+             ARNs below use * in their place. Replace each * between \"arn:aws:iot:\" and the \
+             resource type with your region and 12-digit account ID and delete this key, or set \
+             aws_region and aws_account_id in the oxroot policy and export again to get \
+             {IOT_POLICY_FILE}."
+        );
+        if let Some(fields) = document.as_object_mut() {
+            // First, so that a reader sees it before the statements.
+            let statements = std::mem::take(fields);
+            fields.insert(TEMPLATE_NOTE_KEY.to_owned(), note.into());
+            fields.extend(statements);
+        }
+        super::json_artifact(
+            IOT_POLICY_TEMPLATE_FILE,
+            &document,
+            format!(
+                "TEMPLATE of the least-privilege AWS IoT policy \"{policy_name}\": {missing} \
+                 missing, fill in the ARNs and remove \"{TEMPLATE_NOTE_KEY}\" before creating it"
+            ),
+        )
+    }
+
+    /// The JITP provisioning template body (a thing named after the certificate CN, the
+    /// certificate activated, the exported IoT policy attached).
+    fn jitp_template_body(spec: &PolicySpec) -> serde_json::Value {
+        json!({
             "Parameters": {
                 "AWS::IoT::Certificate::CommonName": { "Type": "String" },
                 "AWS::IoT::Certificate::Id": { "Type": "String" }
@@ -208,9 +282,33 @@ impl AwsIotParams {
                     "Properties": { "PolicyName": spec.name }
                 }
             }
-        });
-        // RegisterCACertificate's registration config carries the body as a JSON string.
-        Some(json!({ "templateBody": body.to_string() }))
+        })
+    }
+
+    /// The complete JITP registration config of `RegisterCACertificate` for `role_arn`
+    /// (`{"templateBody": <the body as a JSON string>, "roleArn": ...}`, the CLI's
+    /// `--registration-config` form). JITP names the thing from certificate fields, so the
+    /// thing name must be the certificate's CN.
+    fn jitp_registration_config(
+        &self,
+        spec: &PolicySpec,
+        role_arn: &str,
+    ) -> Result<serde_json::Value, PolicyError> {
+        check_role_arn(role_arn, &self.aws_account_id)?;
+        if self.thing_name_template != spec.subject_cn_template {
+            return Err(PolicyError::new(
+                ROLE_FIELD,
+                format!(
+                    "just-in-time provisioning names the thing after the certificate's CN, but \
+                     this policy's thing name template {:?} is not its CN template {:?}",
+                    self.thing_name_template, spec.subject_cn_template
+                ),
+            ));
+        }
+        Ok(json!({
+            "templateBody": Self::jitp_template_body(spec).to_string(),
+            "roleArn": role_arn,
+        }))
     }
 
     pub(super) fn artifacts(
@@ -218,22 +316,22 @@ impl AwsIotParams {
         spec: &PolicySpec,
         ca: &CertificateAuthority,
         registration_code: &str,
+        role_arn: &str,
         now: OffsetDateTime,
     ) -> Result<Vec<v1::Artifact>, PolicyError> {
+        // Checked before anything is signed, so a refused request costs no certificate.
+        let jitp = if role_arn.is_empty() {
+            None
+        } else {
+            Some(self.jitp_registration_config(spec, role_arn)?)
+        };
         let mut artifacts = vec![
-            super::json_artifact(
-                "aws-iot-policy.json",
-                &self.iot_policy_document(),
-                format!(
-                    "Least-privilege AWS IoT policy: create it as \"{}\" and attach it to \
-                     each device certificate",
-                    spec.name
-                ),
-            ),
+            self.iot_policy_artifact(&spec.name),
             super::ca_certificate_artifact(
                 ca,
                 "The issuing CA that signs the device certificates: register it with \
-                 RegisterCACertificate",
+                 RegisterCACertificate (for just-in-time provisioning, export with a role ARN \
+                 to get its registration config)",
             ),
         ];
         if !registration_code.is_empty() {
@@ -245,17 +343,70 @@ impl AwsIotParams {
                 "Verification certificate for RegisterCACertificate (CN = registration code)",
             )?);
         }
-        if let Some(jitp) = self.jitp_template(spec) {
+        if let Some(jitp) = jitp {
             artifacts.push(super::json_artifact(
-                "jitp-template.json",
+                JITP_FILE,
                 &jitp,
-                "Just-in-time provisioning template (thing named after the certificate CN): \
-                 add your JITP \"roleArn\" and pass it as RegisterCACertificate's \
-                 registration config",
+                format!(
+                    "Registration config for just-in-time provisioning (thing named after the \
+                     certificate CN, IoT policy \"{}\" attached, role {role_arn}): pass it as \
+                     RegisterCACertificate's --registration-config with \
+                     --allow-auto-registration",
+                    spec.name
+                ),
             ));
         }
         Ok(artifacts)
     }
+}
+
+/// An IAM role ARN as a registration config takes it (AWS's pattern
+/// `arn:(aws[a-zA-Z-]*)?:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+`, 20 to 2,048 characters),
+/// with a partition, a role name of 1 to 64 characters, and, when the policy names the
+/// account, that account: JITP assumes a role of the account the CA is registered in.
+fn check_role_arn(arn: &str, policy_account: &str) -> Result<(), PolicyError> {
+    let invalid = || {
+        PolicyError::new(
+            ROLE_FIELD,
+            "must be an IAM role ARN, arn:aws:iam::<12-digit account>:role/<name>",
+        )
+    };
+    if !(20..=MAX_ROLE_ARN_LEN).contains(&arn.len()) {
+        return Err(invalid());
+    }
+    let mut parts = arn.splitn(6, ':');
+    let (Some("arn"), Some(partition), Some("iam"), Some(""), Some(account), Some(resource)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return Err(invalid());
+    };
+    let partition_ok = partition
+        .strip_prefix("aws")
+        .is_some_and(|rest| rest.chars().all(|c| c.is_ascii_alphabetic() || c == '-'));
+    let account_ok = account.len() == 12 && account.chars().all(|c| c.is_ascii_digit());
+    let path = resource.strip_prefix("role/").ok_or_else(invalid)?;
+    let name = path.rsplit('/').next().unwrap_or_default();
+    let path_ok = path.chars().all(|c| {
+        c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '=' | ',' | '.' | '@' | '-' | '/')
+    });
+    if !(partition_ok && account_ok && path_ok && (1..=MAX_ROLE_NAME_LEN).contains(&name.len())) {
+        return Err(invalid());
+    }
+    if !policy_account.is_empty() && account != policy_account {
+        return Err(PolicyError::new(
+            ROLE_FIELD,
+            format!(
+                "names account {account}, but the policy's AWS account is {policy_account}: \
+                 JITP assumes a role of the account the CA is registered in"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn non_empty_or_any(value: &str) -> &str {

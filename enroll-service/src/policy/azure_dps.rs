@@ -10,13 +10,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::OffsetDateTime;
 
-use super::{PolicyError, template, validate};
+use super::{PolicyError, TlsVersion, template, validate};
 use crate::pki::CertificateAuthority;
 
 /// The DPS global device endpoint.
 pub const DEFAULT_GLOBAL_ENDPOINT: &str = "global.azure-devices-provisioning.net";
 /// The DPS MQTT API version in the username.
 pub const DPS_API_VERSION: &str = "2019-03-31";
+/// What devices offer DPS: TLS 1.2, the only version DPS documents ("Currently, DPS only
+/// supports TLS 1.2"). Offering 1.3 as well would only be a version DPS does not document.
+pub const TLS_VERSIONS: [TlsVersion; 1] = [TlsVersion::Tls12];
 
 const MAX_ID_SCOPE_LEN: usize = 32;
 const MAX_ENROLLMENT_GROUP_ID_LEN: usize = 128;

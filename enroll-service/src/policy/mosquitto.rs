@@ -12,13 +12,18 @@ use rot_core::keys::DeviceId;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::{MEDIA_PEM, MEDIA_TEXT, PolicyError, PolicySpec, template, validate};
+use super::{MEDIA_PEM, MEDIA_TEXT, PolicyError, PolicySpec, TlsVersion, template, validate};
 use crate::pki::{CertificateAuthority, Serial, ServerName};
 
 /// Where the exported files are meant to live on the broker host unless the request says.
 pub const DEFAULT_CONFIG_DIR: &str = "/etc/mosquitto/oxroot";
 
+/// The TLS versions of a policy that names none: what a Mosquitto 2.x listener accepts by
+/// default (`tls_version` unset allows 1.2 and 1.3).
+pub const DEFAULT_TLS_VERSIONS: [TlsVersion; 2] = TlsVersion::ALL;
+
 const CONFIG_DIR_FIELD: &str = "mosquitto.config_dir";
+const TLS_FIELD: &str = "policy.mosquitto.tls_versions";
 const CSR_FIELD: &str = "mosquitto.broker_csr_pem";
 
 /// Mosquitto parameters of a stored policy, validated and with defaults filled in.
@@ -33,6 +38,14 @@ pub struct MosquittoParams {
     /// The CA certificates that sign the broker's certificate, handed to devices, as PEM
     /// certificates only; empty means the oxroot root.
     pub broker_ca_pem: String,
+    /// The TLS versions the broker's listener accepts and devices offer: sorted, no
+    /// duplicates, not empty. Policies stored before this field get the default.
+    #[serde(default = "default_tls_versions")]
+    pub tls_versions: Vec<TlsVersion>,
+}
+
+fn default_tls_versions() -> Vec<TlsVersion> {
+    DEFAULT_TLS_VERSIONS.to_vec()
 }
 
 /// Characters of a CN that is a Mosquitto user name and, through `%u`, a topic level: the CN
@@ -63,6 +76,7 @@ impl MosquittoParams {
             port,
             topic_root,
             broker_ca_pem,
+            tls_versions: tls_versions(&params.tls_versions)?,
         })
     }
 
@@ -72,6 +86,11 @@ impl MosquittoParams {
             port: self.port.into(),
             topic_root: self.topic_root.clone(),
             broker_ca_pem: self.broker_ca_pem.clone(),
+            tls_versions: self
+                .tls_versions
+                .iter()
+                .map(|version| version.to_proto() as i32)
+                .collect(),
         }
     }
 
@@ -115,10 +134,16 @@ impl MosquittoParams {
              require_certificate true\n\
              use_identity_as_username true\n\
              crlfile {dir}/crl.pem\n\
-             tls_version tlsv1.2\n\
+             tls_version {minimum}\n\
              acl_file {dir}/acl\n",
             root = self.topic_root,
             port = self.port,
+            // Mosquitto 2.x reads `tls_version` as the listener's minimum: the lowest version
+            // the policy's devices offer.
+            minimum = match self.tls_versions.first() {
+                Some(TlsVersion::Tls13) => "tlsv1.3",
+                Some(TlsVersion::Tls12) | None => "tlsv1.2",
+            },
         )
     }
 
@@ -215,4 +240,33 @@ impl MosquittoParams {
             ),
         ))
     }
+}
+
+/// The policy's TLS versions: empty for the default, otherwise known versions, each once,
+/// sorted so the bundle and the configuration do not depend on the order given.
+fn tls_versions(values: &[i32]) -> Result<Vec<TlsVersion>, PolicyError> {
+    if values.is_empty() {
+        return Ok(default_tls_versions());
+    }
+    let mut versions = Vec::with_capacity(values.len());
+    for (index, &value) in values.iter().enumerate() {
+        let version = TlsVersion::from_proto(value).ok_or_else(|| {
+            PolicyError::new(
+                TLS_FIELD,
+                format!(
+                    "entry {index} ({value}) is not a TLS version: TLS_VERSION_1_2 or \
+                     TLS_VERSION_1_3"
+                ),
+            )
+        })?;
+        if versions.contains(&version) {
+            return Err(PolicyError::new(
+                TLS_FIELD,
+                format!("entry {index} lists a version twice"),
+            ));
+        }
+        versions.push(version);
+    }
+    versions.sort_unstable();
+    Ok(versions)
 }

@@ -269,6 +269,7 @@ mod tests {
             port: 8883,
             topic_root: "devices".into(),
             broker_ca_pem: String::new(),
+            tls_versions: vec![crate::policy::TlsVersion::Tls13],
         })));
         round_trip(&policy(CloudParams::AwsIot(AwsIotParams {
             endpoint_host: "x-ats.iot.eu-west-1.amazonaws.com".into(),

@@ -31,6 +31,7 @@ pub(super) async fn artifacts(args: ExportArgs, ctx: &mut Ctx<'_>) -> Result<(),
             owner: owner(args.owner),
             policy_name: args.policy.clone(),
             aws_registration_code: args.aws_registration_code.unwrap_or_default(),
+            aws_role_arn: args.aws_role_arn.unwrap_or_default(),
             azure_verification_code: args.azure_verification_code.unwrap_or_default(),
             mosquitto,
         })

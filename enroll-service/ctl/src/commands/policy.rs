@@ -5,7 +5,7 @@ use std::path::Path;
 use oxroot_proto::v1::{
     AwsIotPolicyParams, AzureDpsPolicyParams, CreatePolicyRequest, GetPolicyRequest,
     ListPoliciesRequest, ListPoliciesResponse, MosquittoPolicyParams, Policy, PolicyKind,
-    policy::Params,
+    TlsVersion, policy::Params,
 };
 
 use super::{Ctx, PAGE_SIZE, all_pages, owner};
@@ -109,6 +109,14 @@ fn policy_from(args: PolicyCreateArgs) -> Result<Policy, CtlError> {
             port: port(mosquitto.mosquitto_port),
             topic_root: topic_root.unwrap_or_default(),
             broker_ca_pem: read_pem(mosquitto.broker_ca.as_deref())?,
+            tls_versions: mosquitto
+                .mosquitto_tls
+                .iter()
+                .map(|version| match version.as_str() {
+                    "1.2" => TlsVersion::TlsVersion12 as i32,
+                    _ => TlsVersion::TlsVersion13 as i32,
+                })
+                .collect(),
         })
     } else if let Some(endpoint_host) = aws.aws_endpoint {
         Params::AwsIot(AwsIotPolicyParams {
@@ -209,8 +217,46 @@ mod tests {
                 port: 8884,
                 topic_root: "t".into(),
                 broker_ca_pem: String::new(),
+                tls_versions: vec![],
             }))
         );
+    }
+
+    #[test]
+    fn mosquitto_tls_versions_from_the_command_line() {
+        let params = |extra: &[&str]| {
+            let mut args = vec!["--mosquitto-host", "broker.local"];
+            args.extend_from_slice(extra);
+            match policy_from(create_args(&args)).expect("valid").params {
+                Some(Params::Mosquitto(params)) => params.tls_versions,
+                other => panic!("{other:?}"),
+            }
+        };
+        // None given: the service's default (both).
+        assert!(params(&[]).is_empty());
+        assert_eq!(
+            params(&["--mosquitto-tls", "1.3"]),
+            [TlsVersion::TlsVersion13 as i32]
+        );
+        assert_eq!(
+            params(&["--mosquitto-tls", "1.2", "--mosquitto-tls", "1.3"]),
+            [
+                TlsVersion::TlsVersion12 as i32,
+                TlsVersion::TlsVersion13 as i32
+            ]
+        );
+        let args = [
+            "enrollctl",
+            "policy",
+            "create",
+            "--name",
+            "p",
+            "--mosquitto-host",
+            "h",
+            "--mosquitto-tls",
+            "1.1",
+        ];
+        assert!(Cli::try_parse_from(args).is_err());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::io;
 
-use oxroot_proto::v1::{Policy, policy::Params};
+use oxroot_proto::v1::{Policy, TlsVersion, policy::Params};
 
 use super::by;
 use crate::output::{Fields, Human, Table, duration_text, kind_name, timestamp_text};
@@ -79,7 +79,8 @@ pub(crate) fn fields(policy: &Policy) -> Fields {
                     } else {
                         pem_summary(&mosquitto.broker_ca_pem)
                     },
-                );
+                )
+                .field("tls versions", tls_versions(&mosquitto.tls_versions));
         }
         None => {}
     }
@@ -132,6 +133,23 @@ fn host_port(host: &str, port: u32) -> String {
     }
 }
 
+/// "1.2, 1.3": the names of a TLS version list, the default when it is empty, the number of a
+/// value this build does not know.
+fn tls_versions(versions: &[i32]) -> String {
+    if versions.is_empty() {
+        return "1.2, 1.3 (default)".to_owned();
+    }
+    versions
+        .iter()
+        .map(|&value| match TlsVersion::try_from(value) {
+            Ok(TlsVersion::TlsVersion12) => "1.2".to_owned(),
+            Ok(TlsVersion::TlsVersion13) => "1.3".to_owned(),
+            _ => value.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// "2 PEM certificates" rather than the PEM itself, which nobody reads in a terminal.
 fn pem_summary(pem: &str) -> String {
     let count = pem.matches("-----BEGIN CERTIFICATE-----").count();
@@ -160,6 +178,7 @@ mod tests {
                 port: 0,
                 topic_root: String::new(),
                 broker_ca_pem: String::new(),
+                tls_versions: vec![],
             })),
             ..Policy::default()
         };
@@ -172,6 +191,9 @@ mod tests {
         assert!(text.contains("lifetime:      365d (default)"), "{text}");
         assert!(text.contains("broker:        [::1]:8883"), "{text}");
         assert!(text.contains("topic root:    devices (default)"), "{text}");
+        assert!(text.contains("tls versions:  1.2, 1.3 (default)"), "{text}");
+        assert_eq!(tls_versions(&[2]), "1.3");
+        assert_eq!(tls_versions(&[1, 2, 7]), "1.2, 1.3, 7");
     }
 
     #[test]

@@ -44,6 +44,11 @@ pub(crate) fn bundle(
         not_after: Some(timestamp(credential.not_after)),
         renew_after: credential.renew_after.map(timestamp),
         key_slot: u32::from(credential.key_slot),
+        tls_versions: policy
+            .tls_versions()
+            .into_iter()
+            .map(|version| version.to_proto() as i32)
+            .collect(),
         endpoint: Some(policy.endpoint(
             &credential.device_id,
             &credential.subject_cn,

@@ -73,6 +73,7 @@ fn policy() -> PolicySpec {
             port: 8883,
             topic_root: "devices".into(),
             broker_ca_pem: String::new(),
+            tls_versions: crate::policy::TlsVersion::ALL.to_vec(),
         }),
         created_at: OffsetDateTime::UNIX_EPOCH,
         created_by: "alice".into(),
