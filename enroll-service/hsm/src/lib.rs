@@ -1,2 +1,98 @@
-//! CA keys in a PKCS#11 token (placeholder; see the helper's branch).
+//! CA private keys in a PKCS#11 token.
+//!
+//! oxroot's CA keys (each owner's issuing CA, the platform CA) can live in an HSM instead of an
+//! encrypted file. This crate is that backend: it addresses tokens and keys with RFC 7512 URIs
+//! ([`Pkcs11Uri`]), generates EC P-256 keys inside the token or finds ones an HSM officer made,
+//! and signs with them through a small pool of logged-in sessions ([`Token`]) that survives the
+//! token going away and coming back. It is built on the `cryptoki` crate and has no `unsafe`.
+//!
+//! Nothing of a private key ever leaves the token: keys are generated with CKA_SENSITIVE true
+//! and CKA_EXTRACTABLE false, keys found that are extractable or not sensitive are refused, and
+//! the crate never asks for a private key's CKA_VALUE. The PIN comes from a `pin-source` (a file
+//! or an environment variable), never from the URI (`pin-value` is refused) nor from a config
+//! file; it is kept in a [`zeroize::Zeroizing`] string and no `Debug` or `Display` shows it.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use oxroot_hsm::{Pkcs11Uri, Token};
+//!
+//! # fn main() -> Result<(), oxroot_hsm::HsmError> {
+//! let uri: Pkcs11Uri = "pkcs11:token=oxroot?module-path=/usr/lib/softhsm/libsofthsm2.so\
+//!                       &pin-source=file:/run/oxroot/pin"
+//!     .parse()?;
+//! let token = Token::open(&uri, 4)?;
+//! // Once, at set-up: the key is made in the token; record its URI (no secret in it).
+//! let key = token.generate_key("issuing-acme", b"\x01")?;
+//! let recorded = key.uri().to_string();
+//! // Later, in another process: find it again and sign.
+//! let key = token.find_key(&recorded.parse()?)?;
+//! let der_signature = key.sign_sha256(b"to be signed")?;
+//! assert_eq!(key.public_key()[0], 0x04);
+//! # drop(der_signature);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Blocking and threads
+//!
+//! [`Token`] and [`CaKey`] are `Send + Sync`; share them (`Arc<Token>`, `CaKey: Clone`). Every
+//! call is synchronous: it takes a session from the pool (waiting up to
+//! [`TokenOptions::acquire_timeout`] when all are busy) and makes blocking PKCS#11 calls. On
+//! SoftHSM a signature takes tens of microseconds; on a network HSM, a round trip. From async
+//! code call them in `tokio::task::spawn_blocking` (or a dedicated thread). At most
+//! `pool_size` calls run on the token at once; the others wait for a session.
+//!
+//! # Recovery model
+//!
+//! Failures are sorted by what they say about the token:
+//! - **session** (CKR_SESSION_HANDLE_INVALID, CKR_SESSION_CLOSED, CKR_USER_NOT_LOGGED_IN,
+//!   CKR_FUNCTION_FAILED…): that session is closed and the call is tried once more on another;
+//! - **device** (CKR_DEVICE_REMOVED, CKR_DEVICE_ERROR, CKR_TOKEN_NOT_PRESENT, CKR_GENERAL_ERROR,
+//!   CKR_CRYPTOKI_NOT_INITIALIZED…, or a second session failure in a row): the call answers
+//!   [`HsmError::Unavailable`] at once and the token is marked failed;
+//! - **stale object handle** (CKR_KEY_HANDLE_INVALID, CKR_OBJECT_HANDLE_INVALID): the token is
+//!   asked for its info; if it does not answer, as above; if it does, the key is looked up
+//!   again by label and id, and a key that is no longer there is [`HsmError::NotFound`].
+//!
+//! A failed token recovers by itself, on the next call after [`TokenOptions::retry_interval`]
+//! (calls before that answer the last error at once, without touching the token): every idle
+//! session of every token on that module is closed, the library is re-initialised
+//! (`C_Finalize`, `C_Initialize`), the token's slot is found again by its label, a session is
+//! opened and logged in, and keys find their objects again by label and id (object handles
+//! belong to one library incarnation). No new [`Token::open`] is needed, and [`Token`]s and
+//! [`CaKey`]s held by the service stay valid. The re-initialisation waits until no call is in
+//! progress on the module, so no session is used or closed across it. A wrong or locked PIN is
+//! never retried by itself (retried logins would lock the PIN): it answers
+//! [`HsmError::Config`] until the token is opened again.
+//!
+//! One module (library path) is loaded once per process and never unloaded; all [`Token`]s on
+//! it share it, and a re-initialisation for one of them makes the others reconnect too (no
+//! error for them, one login each). Another user of the same module in the process (outside
+//! this crate) would see its sessions closed by such a re-initialisation.
+//!
+//! # SoftHSM2 notes
+//!
+//! - SoftHSM2 reads `SOFTHSM2_CONF` (its `directories.tokendir`) at `C_Initialize`, once per
+//!   process, and scans the token directory only then: a token created by `softhsm2-util` after
+//!   the library was initialised is seen only after a re-initialisation. The tests give each
+//!   test its own process and its own configuration for this reason (see `tests/common`).
+//! - It keeps each object in a file and checks the file on every use. A token whose directory
+//!   is moved away answers CKR_KEY_HANDLE_INVALID for its key and CKR_GENERAL_ERROR for
+//!   `C_GetTokenInfo`, and stays broken in that library instance even when the directory comes
+//!   back; a re-initialisation sees it again. This is how the tests take the token away.
+//! - It has CKM_ECDSA (and CKM_ECDSA_SHA256); this crate uses CKM_ECDSA over a SHA-256 digest
+//!   computed in software (see [`CaKey::sign_sha256`]).
+
 #![forbid(unsafe_code)]
+
+mod der;
+mod error;
+mod key;
+mod token;
+mod uri;
+
+pub use error::HsmError;
+pub use key::{CaKey, KeyProtection};
+pub use token::{PoolStats, Token, TokenOptions};
+pub use uri::{PinSource, Pkcs11Uri};
