@@ -110,7 +110,10 @@ fn classify_rv(rv: RvError) -> Class {
 /// pkcs11:…", "log in to token oxroot"); the cryptoki error contributes only the function and
 /// the return value's name (or the loader's message), never data.
 pub(crate) fn map(what: &str, e: &CkError) -> HsmError {
-    let msg = format!("{what}: {e}");
+    let msg = match e {
+        CkError::Pkcs11(rv, function) => format!("{what}: C_{function:?} returned {}", ckr(*rv)),
+        other => format!("{what}: {other}"),
+    };
     match classify(e) {
         Class::Session | Class::Device => HsmError::Unavailable(msg),
         Class::Handle => HsmError::NotFound(msg),
@@ -122,4 +125,67 @@ pub(crate) fn map(what: &str, e: &CkError) -> HsmError {
 /// True when a PKCS#11 call failed with this return value.
 pub(crate) fn is_rv(e: &CkError, rv: RvError) -> bool {
     matches!(e, CkError::Pkcs11(got, _) if *got == rv)
+}
+
+/// The spec's name of a return value: `GeneralError` → `CKR_GENERAL_ERROR`.
+fn ckr(rv: RvError) -> String {
+    let mut name = String::from("CKR");
+    for c in format!("{rv:?}").chars() {
+        if c.is_ascii_uppercase() {
+            name.push('_');
+        }
+        name.push(c.to_ascii_uppercase());
+    }
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cryptoki::context::Function;
+
+    #[test]
+    fn messages_name_the_call_and_the_return_value() {
+        let e = CkError::Pkcs11(RvError::GeneralError, Function::GetTokenInfo);
+        assert_eq!(
+            map("query token 't'", &e),
+            HsmError::Unavailable(
+                "query token 't': C_GetTokenInfo returned CKR_GENERAL_ERROR".into()
+            )
+        );
+        let e = CkError::Pkcs11(RvError::PinIncorrect, Function::Login);
+        assert!(
+            matches!(map("log in", &e), HsmError::Config(m) if m.ends_with("CKR_PIN_INCORRECT"))
+        );
+        assert_eq!(
+            ckr(RvError::SessionHandleInvalid),
+            "CKR_SESSION_HANDLE_INVALID"
+        );
+    }
+
+    #[test]
+    fn classes() {
+        for (rv, class) in [
+            (RvError::DeviceRemoved, Class::Device),
+            (RvError::TokenNotPresent, Class::Device),
+            (RvError::DeviceError, Class::Device),
+            (RvError::GeneralError, Class::Device),
+            (RvError::CryptokiNotInitialized, Class::Device),
+            (RvError::SessionHandleInvalid, Class::Session),
+            (RvError::SessionClosed, Class::Session),
+            (RvError::UserNotLoggedIn, Class::Session),
+            (RvError::KeyHandleInvalid, Class::Handle),
+            (RvError::ObjectHandleInvalid, Class::Handle),
+            (RvError::PinIncorrect, Class::Pin),
+            (RvError::PinLocked, Class::Pin),
+            (RvError::MechanismInvalid, Class::Refused),
+            (RvError::DataLenRange, Class::Other),
+        ] {
+            assert_eq!(
+                classify(&CkError::Pkcs11(rv, Function::Sign)),
+                class,
+                "{rv:?}"
+            );
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! A CA key held by the token: generated there, or found there, and used only through it.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use cryptoki::mechanism::Mechanism;
@@ -119,7 +119,10 @@ fn describe(label: Option<&[u8]>, id: Option<&[u8]>) -> String {
         parts.push(format!("label '{}'", String::from_utf8_lossy(label)));
     }
     if let Some(id) = id {
-        let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = id.iter().fold(String::new(), |mut hex, b| {
+            let _ = write!(hex, "{b:02x}");
+            hex
+        });
         parts.push(format!("id {hex}"));
     }
     parts.join(" and ")
@@ -170,6 +173,12 @@ impl Token {
     /// generating the same label at once are not guarded against).
     ///
     /// The key's URI is [`Pkcs11Uri::key_uri`] of the token's; store that, never a handle.
+    ///
+    /// # Errors
+    ///
+    /// [`HsmError::Exists`] as above; [`HsmError::Config`] for an empty label, an id over 255
+    /// bytes, a token without EC P-256 key generation; [`HsmError::Unavailable`] when the token
+    /// is gone (the key pair may or may not have been made: [`Token::find_key`] tells).
     pub fn generate_key(self: &Arc<Self>, label: &str, id: &[u8]) -> Result<CaKey, HsmError> {
         check_label(label)?;
         if id.len() > 255 {
@@ -264,6 +273,10 @@ impl Token {
     /// ambiguous URI (several keys match); a public key object that does not match the private
     /// key (a test signature does not verify). [`HsmError::NotFound`]: no such private key, or no
     /// public key object beside it (same id, or same label when the key has no id).
+    ///
+    /// # Errors
+    ///
+    /// As above, and [`HsmError::Unavailable`] when the token is gone.
     pub fn find_key(self: &Arc<Self>, uri: &Pkcs11Uri) -> Result<CaKey, HsmError> {
         let mine = self.uri();
         if uri.module_path() != mine.module_path()
@@ -330,61 +343,8 @@ impl CaKey {
                 .filter(|i| !i.is_empty())
                 .map(<[u8]>::to_vec);
 
-            // The public half: same id, or same label when the key has no id.
-            let mut template = vec![Attribute::Class(ObjectClass::PUBLIC_KEY)];
-            match (&id, &label) {
-                (Some(id), _) => template.push(Attribute::Id(id.clone())),
-                (None, Some(label)) => template.push(Attribute::Label(label.clone())),
-                (None, None) => {
-                    return Err(Step::Hsm(HsmError::Config(format!(
-                        "the private key with {what} has neither CKA_ID nor CKA_LABEL: its public key cannot be found"
-                    ))));
-                }
-            }
-            let found = session
-                .find_objects(&template)
-                .map_err(ck("find the public key"))?;
-            let public_handle = match found.as_slice() {
-                [one] => *one,
-                [] => {
-                    return Err(Step::Hsm(HsmError::NotFound(format!(
-                        "no public key object beside the private key with {what}"
-                    ))));
-                }
-                many => {
-                    return Err(Step::Hsm(HsmError::Config(format!(
-                        "{} public key objects match the private key with {what}",
-                        many.len()
-                    ))));
-                }
-            };
-            let attrs = session
-                .get_attributes(
-                    public_handle,
-                    &[AttributeType::EcParams, AttributeType::EcPoint],
-                )
-                .map_err(ck("read the public key"))?;
-            if bytes_attr(&attrs, AttributeType::EcParams) != Some(der::P256_PARAMS) {
-                return Err(Step::Hsm(HsmError::Config(format!(
-                    "the public key beside the key with {what} is not on P-256"
-                ))));
-            }
-            let public = bytes_attr(&attrs, AttributeType::EcPoint)
-                .and_then(der::ec_point)
-                .ok_or_else(|| {
-                    HsmError::Failed(format!(
-                        "the public key beside the key with {what} has no uncompressed P-256 CKA_EC_POINT"
-                    ))
-                })?;
-
-            // Pairwise consistency: the token's signature verifies with that public key.
-            let digest = Sha256::digest(CONSISTENCY_MESSAGE);
-            let raw = raw_sign(session, handle, &digest)?;
-            if !verifies(&public, &digest, &raw) {
-                return Err(Step::Hsm(HsmError::Config(format!(
-                    "the public key object beside the key with {what} does not match it (a test signature does not verify)"
-                ))));
-            }
+            let public = find_public(session, id.as_deref(), label.as_deref(), &what)?;
+            consistency(session, handle, &public, &what)?;
             Ok((label, id, public, lease.epoch(), handle))
         })?;
         let uri = match label.as_deref().map(std::str::from_utf8) {
@@ -407,17 +367,20 @@ impl CaKey {
 
     /// The key's URI: the token's, with `object=` its label, `id=` its CKA_ID (when it has
     /// them) and `type=private`. This is what a configuration file records.
+    #[must_use]
     pub fn uri(&self) -> &Pkcs11Uri {
         &self.inner.uri
     }
 
     /// The token the key is on.
+    #[must_use]
     pub fn token(&self) -> &Arc<Token> {
         &self.inner.token
     }
 
     /// SEC1 uncompressed public point (65 bytes), read from the token's public key object
     /// (CKA_EC_POINT) when the key was found or generated.
+    #[must_use]
     pub fn public_key(&self) -> &[u8; 65] {
         &self.inner.public
     }
@@ -431,6 +394,12 @@ impl CaKey {
     /// certificate or CRL. Hashing public data outside the token costs no security.
     ///
     /// Blocks for one token round trip (tens of microseconds on SoftHSM).
+    ///
+    /// # Errors
+    ///
+    /// [`HsmError::Unavailable`] when the token is gone or no session is free in time (retry
+    /// later); [`HsmError::NotFound`] when the key was deleted from a token that is there;
+    /// [`HsmError::Failed`] for anything else the token refuses.
     pub fn sign_sha256(&self, message: &[u8]) -> Result<Vec<u8>, HsmError> {
         let digest = Sha256::digest(message);
         let raw = self.with_handle(|lease, handle| raw_sign(lease.session(), handle, &digest))?;
@@ -444,6 +413,10 @@ impl CaKey {
 
     /// A cheap check that the token answers and the key is there (for health): the token's
     /// info and one attribute of the key. Reconnects first if the token had gone away.
+    ///
+    /// # Errors
+    ///
+    /// As [`CaKey::sign_sha256`].
     pub fn probe(&self) -> Result<(), HsmError> {
         self.with_handle(|lease, handle| {
             lease.check_token()?;
@@ -456,6 +429,10 @@ impl CaKey {
     }
 
     /// The private key's protection attributes, read from the token now.
+    ///
+    /// # Errors
+    ///
+    /// As [`CaKey::sign_sha256`].
     pub fn protection(&self) -> Result<KeyProtection, HsmError> {
         let attrs = self.with_handle(|lease, handle| {
             lease
@@ -506,6 +483,80 @@ impl CaKey {
             }
             result
         })
+    }
+}
+
+/// The public key object beside a private key (same CKA_ID, or same CKA_LABEL when the key has
+/// no id): its uncompressed P-256 point.
+fn find_public(
+    session: &Session,
+    id: Option<&[u8]>,
+    label: Option<&[u8]>,
+    what: &str,
+) -> Result<[u8; 65], Step> {
+    let mut template = vec![Attribute::Class(ObjectClass::PUBLIC_KEY)];
+    match (id, label) {
+        (Some(id), _) => template.push(Attribute::Id(id.to_vec())),
+        (None, Some(label)) => template.push(Attribute::Label(label.to_vec())),
+        (None, None) => {
+            return Err(Step::Hsm(HsmError::Config(format!(
+                "the private key with {what} has neither CKA_ID nor CKA_LABEL: its public key cannot be found"
+            ))));
+        }
+    }
+    let found = session
+        .find_objects(&template)
+        .map_err(ck("find the public key"))?;
+    let public_handle = match found.as_slice() {
+        [one] => *one,
+        [] => {
+            return Err(Step::Hsm(HsmError::NotFound(format!(
+                "no public key object beside the private key with {what}"
+            ))));
+        }
+        many => {
+            return Err(Step::Hsm(HsmError::Config(format!(
+                "{} public key objects match the private key with {what}",
+                many.len()
+            ))));
+        }
+    };
+    let attrs = session
+        .get_attributes(
+            public_handle,
+            &[AttributeType::EcParams, AttributeType::EcPoint],
+        )
+        .map_err(ck("read the public key"))?;
+    if bytes_attr(&attrs, AttributeType::EcParams) != Some(der::P256_PARAMS) {
+        return Err(Step::Hsm(HsmError::Config(format!(
+            "the public key beside the key with {what} is not on P-256"
+        ))));
+    }
+    Ok(bytes_attr(&attrs, AttributeType::EcPoint)
+        .and_then(der::ec_point)
+        .ok_or_else(|| {
+            HsmError::Failed(format!(
+                "the public key beside the key with {what} has no uncompressed P-256 CKA_EC_POINT"
+            ))
+        })?)
+}
+
+/// Pairwise consistency: the token's signature with the private key verifies with the public
+/// key (in software, with the p256 crate).
+fn consistency(
+    session: &Session,
+    handle: ObjectHandle,
+    public: &[u8; 65],
+    what: &str,
+) -> Result<(), Step> {
+    let digest = Sha256::digest(CONSISTENCY_MESSAGE);
+    let raw = raw_sign(session, handle, &digest)?;
+    if verifies(public, &digest, &raw) {
+        Ok(())
+    } else {
+        Err(Step::Hsm(HsmError::Config(format!(
+            "the public key object beside the key with {what} does not match it (a test signature does not verify)"
+        ))))
     }
 }
 

@@ -180,6 +180,7 @@ pub struct TokenOptions {
 
 impl TokenOptions {
     /// `pool_size` sessions, a 10 s acquire timeout and a 1 s retry interval.
+    #[must_use]
     pub fn new(pool_size: usize) -> Self {
         TokenOptions {
             pool_size,
@@ -253,6 +254,16 @@ impl PoolState {
         self.in_use += 1;
         self.peak_in_use = self.peak_in_use.max(self.in_use);
     }
+
+    /// Marks the pool failed, if it is still at the epoch the failure was seen in (a failure
+    /// seen on a session from before a reconnection says nothing about the new one).
+    fn fail(&mut self, epoch: u64, error: &HsmError) {
+        if self.epoch == epoch && self.ready {
+            self.ready = false;
+            self.failed_epoch = Some(epoch);
+            self.last_error = Some(error.clone());
+        }
+    }
 }
 
 pub(crate) struct Pool {
@@ -314,14 +325,20 @@ impl Token {
     /// manufacturer, model when the URI gives them), reads the PIN from the URI's `pin-source`,
     /// opens one session and logs in. Object attributes of `uri` are ignored here.
     ///
-    /// Errors: [`HsmError::Config`] for no or an unreadable PIN source, a wrong PIN, several
-    /// tokens matching; [`HsmError::Unavailable`] for a module that does not load or initialise
-    /// and for no such token.
+    /// # Errors
+    ///
+    /// [`HsmError::Config`] for no or an unreadable PIN source, a wrong or locked PIN, several
+    /// tokens matching, a pool size of 0; [`HsmError::Unavailable`] for a module that does not
+    /// load or initialise and for no such token.
     pub fn open(uri: &Pkcs11Uri, pool_size: usize) -> Result<Arc<Self>, HsmError> {
         Self::open_with(uri, TokenOptions::new(pool_size))
     }
 
     /// [`Token::open`] with every option.
+    ///
+    /// # Errors
+    ///
+    /// As [`Token::open`].
     pub fn open_with(uri: &Pkcs11Uri, options: TokenOptions) -> Result<Arc<Self>, HsmError> {
         if options.pool_size == 0 {
             return Err(HsmError::Config(
@@ -353,22 +370,29 @@ impl Token {
     }
 
     /// The token's URI (no object attributes).
+    #[must_use]
     pub fn uri(&self) -> &Pkcs11Uri {
         &self.uri
     }
 
     /// The options it was opened with.
+    #[must_use]
     pub fn options(&self) -> &TokenOptions {
         &self.opts
     }
 
     /// A cheap check that the token answers (`C_GetTokenInfo` on its slot), reconnecting first
     /// if it had gone away.
+    ///
+    /// # Errors
+    ///
+    /// [`HsmError::Unavailable`] when it does not; [`HsmError::Config`] after a wrong PIN.
     pub fn probe(&self) -> Result<(), HsmError> {
         self.run(|lease| lease.check_token().map_err(Step::Hsm))
     }
 
     /// The pool's counters.
+    #[must_use]
     pub fn stats(&self) -> PoolStats {
         let library_reinits = read(&self.module.life).reinits;
         let st = lock(&self.pool.state);
@@ -454,12 +478,11 @@ impl Token {
     }
 
     fn reconnect(&self, failed_epoch: Option<u64>) -> Result<(), HsmError> {
-        match failed_epoch {
-            Some(epoch) => self.module.reinitialize(epoch)?,
-            None => {
-                let mut life = write(&self.module.life);
-                self.module.initialize(&mut life)?;
-            }
+        if let Some(epoch) = failed_epoch {
+            self.module.reinitialize(epoch)?;
+        } else {
+            let mut life = write(&self.module.life);
+            self.module.initialize(&mut life)?;
         }
         let life = read(&self.module.life);
         if !life.initialized {
@@ -493,6 +516,9 @@ impl Token {
             let Ok(info) = ctx.get_token_info(slot) else {
                 continue;
             };
+            if !info.token_initialized() {
+                continue;
+            }
             present.push(info.label().to_owned());
             let matches = info.label() == self.uri.token()
                 && self.uri.serial().is_none_or(|s| s == info.serial_number())
@@ -581,7 +607,7 @@ impl Token {
                             st.open -= 1;
                             st.in_use -= 1;
                             if matches!(e, HsmError::Unavailable(_)) {
-                                self.fail_locked(&mut st, epoch, &e);
+                                st.fail(epoch, &e);
                             }
                             drop(st);
                             self.pool.cond.notify_all();
@@ -605,14 +631,6 @@ impl Token {
                     .unwrap_or_else(PoisonError::into_inner)
                     .0;
             }
-        }
-    }
-
-    fn fail_locked(&self, st: &mut PoolState, epoch: u64, error: &HsmError) {
-        if st.epoch == epoch && st.ready {
-            st.ready = false;
-            st.failed_epoch = Some(epoch);
-            st.last_error = Some(error.clone());
         }
     }
 
@@ -726,7 +744,7 @@ impl<'a> Lease<'a> {
     fn fail(&mut self, error: &HsmError) {
         self.discard = true;
         let mut st = lock(&self.token.pool.state);
-        self.token.fail_locked(&mut st, self.epoch, error);
+        st.fail(self.epoch, error);
     }
 
     /// `C_GetTokenInfo` on the token's slot; a failure marks the token failed.

@@ -39,7 +39,13 @@ pub enum PinSource {
 }
 
 impl PinSource {
-    /// Reads the PIN. Errors are [`HsmError::Config`] and name the source, never the content.
+    /// Reads the PIN.
+    ///
+    /// # Errors
+    ///
+    /// [`HsmError::Config`] when the file cannot be read, is larger than 4 KiB, or its first line
+    /// is empty or not UTF-8, or the variable is unset or empty. The message names the source,
+    /// never the content.
     pub fn read(&self) -> Result<Zeroizing<String>, HsmError> {
         match self {
             PinSource::File(path) => read_pin_file(path),
@@ -113,44 +119,57 @@ pub struct Pkcs11Uri {
 
 impl Pkcs11Uri {
     /// The module (shared library) to load: the `module-path` query attribute.
+    #[must_use]
     pub fn module_path(&self) -> &Path {
         Path::new(&self.module_path)
     }
     /// The token's label (CKA_LABEL of the token, `token=`).
+    #[must_use]
     pub fn token(&self) -> &str {
         &self.token
     }
     /// The token's manufacturer, when the URI narrows by it.
+    #[must_use]
     pub fn manufacturer(&self) -> Option<&str> {
         self.manufacturer.as_deref()
     }
     /// The token's serial number, when the URI narrows by it.
+    #[must_use]
     pub fn serial(&self) -> Option<&str> {
         self.serial.as_deref()
     }
     /// The token's model, when the URI narrows by it.
+    #[must_use]
     pub fn model(&self) -> Option<&str> {
         self.model.as_deref()
     }
     /// The key's label (`object=`).
+    #[must_use]
     pub fn object(&self) -> Option<&str> {
         self.object.as_deref()
     }
     /// The key's CKA_ID (`id=`, percent-encoded bytes in the URI).
+    #[must_use]
     pub fn id(&self) -> Option<&[u8]> {
         self.id.as_deref()
     }
     /// True when the URI says `type=private`.
+    #[must_use]
     pub fn is_private_key_type(&self) -> bool {
         self.private_type
     }
     /// Where the PIN comes from (`pin-source=`).
+    #[must_use]
     pub fn pin_source(&self) -> Option<&PinSource> {
         self.pin_source.as_ref()
     }
 
     /// The URI of a key on the same token (same module, token attributes and PIN source), with
     /// this label, this id (none when empty) and `type=private`.
+    ///
+    /// # Errors
+    ///
+    /// [`HsmError::Config`] for an empty label or one longer than 255 bytes.
     pub fn key_uri(&self, label: &str, id: &[u8]) -> Result<Pkcs11Uri, HsmError> {
         check_label(label)?;
         Ok(Pkcs11Uri {
@@ -162,6 +181,7 @@ impl Pkcs11Uri {
     }
 
     /// This URI without its object attributes: the token alone.
+    #[must_use]
     pub fn token_uri(&self) -> Pkcs11Uri {
         Pkcs11Uri {
             object: None,
@@ -172,6 +192,7 @@ impl Pkcs11Uri {
     }
 
     /// This URI with another PIN source.
+    #[must_use]
     pub fn with_pin_source(&self, source: PinSource) -> Pkcs11Uri {
         Pkcs11Uri {
             pin_source: Some(source),
@@ -192,8 +213,8 @@ pub(crate) fn check_label(label: &str) -> Result<(), HsmError> {
     Ok(())
 }
 
-// RFC 7512 section 2.3.
-const PATH_RES_AVAIL: &[u8] = b":[]@!$'()*+,=";
+// RFC 7512 section 2.3: pk11-res-avail, plus "&" in the path and "/", "?", "|" in the query.
+const PATH_RES_AVAIL: &[u8] = b":[]@!$'()*+,=&";
 const QUERY_RES_AVAIL: &[u8] = b":[]@!$'()*+,=/?|";
 
 fn unreserved(b: u8) -> bool {
@@ -308,6 +329,114 @@ fn parse_pin_source(value: &str) -> Result<PinSource, HsmError> {
     }
 }
 
+/// The path attributes, as parsed.
+#[derive(Default)]
+struct PathAttrs {
+    token: Option<String>,
+    manufacturer: Option<String>,
+    serial: Option<String>,
+    model: Option<String>,
+    object: Option<String>,
+    id: Option<Vec<u8>>,
+    private_type: Option<()>,
+}
+
+fn parse_path(path: &str) -> Result<PathAttrs, HsmError> {
+    let mut p = PathAttrs::default();
+    if path.is_empty() {
+        return Ok(p);
+    }
+    for attr in path.split(';') {
+        let Some((name, value)) = attr.split_once('=') else {
+            return Err(bad(format!("path attribute '{attr}' has no '='")));
+        };
+        let text = || decode_text(name, value, Part::Path);
+        match name {
+            "token" => set_once(&mut p.token, name, text()?)?,
+            "manufacturer" => set_once(&mut p.manufacturer, name, text()?)?,
+            "serial" => set_once(&mut p.serial, name, text()?)?,
+            "model" => set_once(&mut p.model, name, text()?)?,
+            "object" => {
+                let label = text()?;
+                check_label(&label)?;
+                set_once(&mut p.object, name, label)?;
+            }
+            "id" => {
+                // RFC 7512: pk11-id = "id" "=" *pct-encoded
+                if value.is_empty()
+                    || value.len() % 3 != 0
+                    || !value.as_bytes().chunks(3).all(|c| c[0] == b'%')
+                {
+                    return Err(bad(
+                        "attribute 'id' must be percent-encoded bytes only, e.g. id=%01%a2",
+                    ));
+                }
+                set_once(&mut p.id, name, decode(name, value, Part::Path)?)?;
+            }
+            "type" => {
+                let value = text()?;
+                if value != "private" {
+                    return Err(bad(format!(
+                        "type={value}: only type=private is supported (this crate addresses private keys)"
+                    )));
+                }
+                set_once(&mut p.private_type, name, ())?;
+            }
+            "" => return Err(bad(format!("path attribute '{attr}' has no name"))),
+            other => {
+                return Err(bad(format!(
+                    "path attribute '{other}' is not supported (supported: token, manufacturer, serial, model, object, id, type)"
+                )));
+            }
+        }
+    }
+    Ok(p)
+}
+
+/// The query attributes: the module path and the PIN source.
+fn parse_query(query: &str) -> Result<(Option<String>, Option<PinSource>), HsmError> {
+    let mut module_path = None;
+    let mut pin_source = None;
+    for attr in query.split('&') {
+        let Some((name, value)) = attr.split_once('=') else {
+            return Err(bad(format!("query attribute '{attr}' has no '='")));
+        };
+        match name {
+            "module-path" => {
+                let path = decode_text(name, value, Part::Query)?;
+                if !path.starts_with('/') {
+                    return Err(bad(format!(
+                        "module-path '{path}' must be an absolute path"
+                    )));
+                }
+                set_once(&mut module_path, name, path)?;
+            }
+            "pin-source" => {
+                let source = parse_pin_source(&decode_text(name, value, Part::Query)?)?;
+                set_once(&mut pin_source, name, source)?;
+            }
+            // Never echo the value: it is a PIN.
+            "pin-value" => {
+                return Err(bad(
+                    "pin-value is refused: a PIN never lives in a URI or a config file; use pin-source=file:/path",
+                ));
+            }
+            "module-name" => {
+                return Err(bad(
+                    "module-name is not supported: give the module's absolute module-path",
+                ));
+            }
+            "" => return Err(bad("a query attribute has no name")),
+            other => {
+                return Err(bad(format!(
+                    "query attribute '{other}' is not supported (supported: module-path, pin-source)"
+                )));
+            }
+        }
+    }
+    Ok((module_path, pin_source))
+}
+
 impl FromStr for Pkcs11Uri {
     type Err = HsmError;
 
@@ -326,109 +455,9 @@ impl FromStr for Pkcs11Uri {
             Some((p, q)) => (p, Some(q)),
             None => (rest, None),
         };
-
-        let mut token = None;
-        let mut manufacturer = None;
-        let mut serial = None;
-        let mut model = None;
-        let mut object = None;
-        let mut id = None;
-        let mut kind = None;
-        if !path.is_empty() {
-            for attr in path.split(';') {
-                let Some((name, value)) = attr.split_once('=') else {
-                    return Err(bad(format!("path attribute '{attr}' has no '='")));
-                };
-                match name {
-                    "token" => set_once(&mut token, name, decode_text(name, value, Part::Path)?)?,
-                    "manufacturer" => set_once(
-                        &mut manufacturer,
-                        name,
-                        decode_text(name, value, Part::Path)?,
-                    )?,
-                    "serial" => {
-                        set_once(&mut serial, name, decode_text(name, value, Part::Path)?)?;
-                    }
-                    "model" => set_once(&mut model, name, decode_text(name, value, Part::Path)?)?,
-                    "object" => {
-                        let label = decode_text(name, value, Part::Path)?;
-                        check_label(&label)?;
-                        set_once(&mut object, name, label)?;
-                    }
-                    "id" => {
-                        // RFC 7512: pk11-id = "id" "=" *pk11-pct-encoded
-                        if value.is_empty()
-                            || value.len() % 3 != 0
-                            || !value.as_bytes().chunks(3).all(|c| c[0] == b'%')
-                        {
-                            return Err(bad(
-                                "attribute 'id' must be percent-encoded bytes only, e.g. id=%01%a2",
-                            ));
-                        }
-                        set_once(&mut id, name, decode(name, value, Part::Path)?)?;
-                    }
-                    "type" => {
-                        let value = decode_text(name, value, Part::Path)?;
-                        if value != "private" {
-                            return Err(bad(format!(
-                                "type={value}: only type=private is supported (this crate addresses private keys)"
-                            )));
-                        }
-                        set_once(&mut kind, name, ())?;
-                    }
-                    "" => return Err(bad(format!("path attribute '{attr}' has no name"))),
-                    other => {
-                        return Err(bad(format!(
-                            "path attribute '{other}' is not supported (supported: token, manufacturer, serial, model, object, id, type)"
-                        )));
-                    }
-                }
-            }
-        }
-
-        let mut module_path = None;
-        let mut pin_source = None;
-        if let Some(query) = query {
-            for attr in query.split('&') {
-                let Some((name, value)) = attr.split_once('=') else {
-                    return Err(bad(format!("query attribute '{attr}' has no '='")));
-                };
-                match name {
-                    "module-path" => {
-                        let path = decode_text(name, value, Part::Query)?;
-                        if !path.starts_with('/') {
-                            return Err(bad(format!(
-                                "module-path '{path}' must be an absolute path"
-                            )));
-                        }
-                        set_once(&mut module_path, name, path)?;
-                    }
-                    "pin-source" => {
-                        let source = parse_pin_source(&decode_text(name, value, Part::Query)?)?;
-                        set_once(&mut pin_source, name, source)?;
-                    }
-                    // Never echo the value: it is a PIN.
-                    "pin-value" => {
-                        return Err(bad(
-                            "pin-value is refused: a PIN never lives in a URI or a config file; use pin-source=file:/path",
-                        ));
-                    }
-                    "module-name" => {
-                        return Err(bad(
-                            "module-name is not supported: give the module's absolute module-path",
-                        ));
-                    }
-                    "" => return Err(bad("a query attribute has no name")),
-                    other => {
-                        return Err(bad(format!(
-                            "query attribute '{other}' is not supported (supported: module-path, pin-source)"
-                        )));
-                    }
-                }
-            }
-        }
-
-        let Some(token) = token else {
+        let p = parse_path(path)?;
+        let (module_path, pin_source) = query.map(parse_query).transpose()?.unwrap_or_default();
+        let Some(token) = p.token else {
             return Err(bad("the token attribute (token=LABEL) is required"));
         };
         let Some(module_path) = module_path else {
@@ -439,12 +468,12 @@ impl FromStr for Pkcs11Uri {
         Ok(Pkcs11Uri {
             module_path,
             token,
-            manufacturer,
-            serial,
-            model,
-            object,
-            id,
-            private_type: kind.is_some(),
+            manufacturer: p.manufacturer,
+            serial: p.serial,
+            model: p.model,
+            object: p.object,
+            id: p.id,
+            private_type: p.private_type.is_some(),
             pin_source,
         })
     }

@@ -77,6 +77,7 @@ impl Hsm {
     /// `pkcs11-tool --module … <args>` (with this test's SOFTHSM2_CONF, inherited), its stdout.
     pub fn pkcs11_tool(&self, args: &[&str]) -> String {
         let out = Command::new("pkcs11-tool")
+            .env("SOFTHSM2_CONF", self.dir.join("softhsm2.conf"))
             .arg("--module")
             .arg(MODULE)
             .args(args)
