@@ -303,6 +303,7 @@ impl CaKey {
         let want_label = uri.object().map(|l| l.as_bytes().to_vec());
         let want_id = uri.id().map(<[u8]>::to_vec);
         let (label, id, public, epoch, handle) = token.run(|lease| {
+            lease.ensure_logged_in()?;
             let session = lease.session();
             let what = describe(want_label.as_deref(), want_id.as_deref());
             let found = session
@@ -455,6 +456,7 @@ impl CaKey {
             let handle = match cached {
                 Some((epoch, handle)) if epoch == lease.epoch() => handle,
                 _ => {
+                    lease.ensure_logged_in()?;
                     let found = lease
                         .session()
                         .find_objects(&private_template(

@@ -17,9 +17,9 @@ use std::sync::{
 };
 use std::time::{Duration, Instant};
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Function, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
-use cryptoki::session::{Session, UserType};
+use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use zeroize::Zeroizing;
@@ -145,6 +145,7 @@ impl Module {
             // Its result does not matter: the library is started afresh either way.
             let _ = self.ctx.clone().finalize();
             life.initialized = false;
+            life.epoch += 1;
         }
         life.reinits += 1;
         self.initialize(&mut life)
@@ -635,7 +636,8 @@ impl Token {
     }
 
     /// Runs `op` with a leased session. A session-level failure (the session closed, logged
-    /// out…) drops that session and tries once more with another; a second one in a row, or a
+    /// out…) drops that session and the idle ones and tries once more with a fresh session
+    /// (logged in again); a second one in a row, or a
     /// device-level failure, marks the token failed and answers [`HsmError::Unavailable`]. A
     /// stale object handle first checks that the token still answers (if not: unavailable),
     /// then lets `op` look its object up again once.
@@ -654,7 +656,10 @@ impl Token {
             let err = map(&what, &e);
             match classify(&e) {
                 Class::Session => {
+                    // The idle sessions likely share its fate (a logout, a C_CloseAllSessions
+                    // by another user of the library): the retry gets a fresh session.
                     lease.discard = true;
+                    lease.drop_idle();
                     if !retried {
                         retried = true;
                         continue;
@@ -668,6 +673,22 @@ impl Token {
                 }
                 Class::Handle => {
                     lease.check_token()?;
+                    if let Err(Step::Ck(what, e)) = lease.ensure_logged_in() {
+                        // Not a stale handle: a logged-out session (or a dead one).
+                        let err = map(&what, &e);
+                        if classify(&e) == Class::Device {
+                            lease.fail(&err);
+                            return Err(err);
+                        }
+                        lease.discard = true;
+                        lease.drop_idle();
+                        if !retried {
+                            retried = true;
+                            continue;
+                        }
+                        lease.fail(&err);
+                        return Err(err);
+                    }
                     if !retried {
                         retried = true;
                         continue;
@@ -745,6 +766,37 @@ impl<'a> Lease<'a> {
         self.discard = true;
         let mut st = lock(&self.token.pool.state);
         st.fail(self.epoch, error);
+    }
+
+    /// Closes the pool's idle sessions (under this lease's read lock).
+    fn drop_idle(&self) {
+        let idle = {
+            let mut st = lock(&self.token.pool.state);
+            if st.epoch == self.epoch {
+                st.open -= st.idle.len();
+                std::mem::take(&mut st.idle)
+            } else {
+                Vec::new()
+            }
+        };
+        drop(idle);
+    }
+
+    /// Checks that the session is logged in as the user (`C_GetSessionInfo`). Private objects
+    /// are invisible to a session that is not: a logout by another user of the library would
+    /// otherwise look like a deleted key. The error it answers is sorted as a session failure.
+    pub(crate) fn ensure_logged_in(&self) -> Result<(), Step> {
+        let info = self
+            .session()
+            .get_session_info()
+            .map_err(ck("query the session"))?;
+        match info.session_state() {
+            SessionState::RoUser | SessionState::RwUser => Ok(()),
+            _ => Err(Step::Ck(
+                "the session is no longer logged in".into(),
+                CkError::Pkcs11(RvError::UserNotLoggedIn, Function::GetSessionInfo),
+            )),
+        }
     }
 
     /// `C_GetTokenInfo` on the token's slot; a failure marks the token failed.

@@ -508,6 +508,31 @@ fn concurrent_callers_see_unavailable_not_a_hang() {
     });
 }
 
+/// Another user of the library in the process logs the application out (the login state is
+/// the application's, shared by all its sessions on the token): the next signature fails with
+/// CKR_USER_NOT_LOGGED_IN on a pooled session, which the pool drops, with the idle ones, and the
+/// call is retried on a fresh session that logs in again. The caller sees a signature; the
+/// library is not re-initialised.
+#[test]
+fn a_logout_behind_the_pools_back_is_repaired() {
+    isolated("a_logout_behind_the_pools_back_is_repaired", |hsm| {
+        let token = Token::open(&hsm.uri(), 3).unwrap();
+        let key = token.generate_key("issuing", b"\x01").unwrap();
+        sign_and_verify(&key, b"before");
+        let opened = token.stats().sessions_opened;
+        let session = raw_session(LABEL);
+        session.logout().unwrap();
+        drop(session);
+        sign_and_verify(&key, b"after the logout");
+        key.probe().unwrap();
+        let stats = token.stats();
+        assert_eq!(stats.library_reinits, 0, "{stats:?}");
+        assert_eq!(stats.connects, 1, "{stats:?}");
+        assert!(stats.sessions_opened > opened, "{stats:?}");
+        assert!(stats.ready);
+    });
+}
+
 #[test]
 fn configuration_errors_are_typed() {
     isolated("configuration_errors_are_typed", |hsm| {
@@ -610,4 +635,92 @@ fn a_module_that_fails_to_load_is_unavailable() {
         let token = Token::open(&uri(&link), 1).unwrap();
         sign_and_verify(&token.generate_key("k", b"\x01").unwrap(), b"m");
     });
+}
+
+/// The service's view: rcgen's `SigningKey` over a [`CaKey`], as the PKI will adapt it.
+struct HsmSigner(CaKey);
+
+impl rcgen::PublicKeyData for HsmSigner {
+    fn der_bytes(&self) -> &[u8] {
+        // For EC keys rcgen wants the SEC1 point (the subjectPublicKey BIT STRING's content).
+        self.0.public_key()
+    }
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        &rcgen::PKCS_ECDSA_P256_SHA256
+    }
+}
+
+impl rcgen::SigningKey for HsmSigner {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        self.0
+            .sign_sha256(message)
+            .map_err(|_| rcgen::Error::RemoteKeyError)
+    }
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl must be installed");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "openssl {args:?}: {text}");
+    text
+}
+
+#[test]
+fn certificates_and_crls_signed_in_the_token_verify_with_openssl() {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, IsCa, Issuer,
+        KeyIdMethod, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SerialNumber, date_time_ymd,
+    };
+    isolated(
+        "certificates_and_crls_signed_in_the_token_verify_with_openssl",
+        |hsm| {
+            let token = Token::open(&hsm.uri(), 2).unwrap();
+            let key = token.generate_key("issuing-acme", b"\x01").unwrap();
+
+            let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+            ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+            ca.distinguished_name
+                .push(DnType::CommonName, "oxroot HSM test issuing CA");
+            ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+            let ca_cert = ca.self_signed(&HsmSigner(key.clone())).unwrap();
+            let issuer = Issuer::new(ca, HsmSigner(key));
+
+            let device_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+            let mut device = CertificateParams::new(vec!["device-1.example".to_owned()]).unwrap();
+            device.use_authority_key_identifier_extension = true;
+            let device = device.signed_by(&device_key, &issuer).unwrap();
+            let crl = CertificateRevocationListParams {
+                this_update: date_time_ymd(2025, 1, 1),
+                next_update: date_time_ymd(2099, 1, 1),
+                crl_number: SerialNumber::from(1u64),
+                issuing_distribution_point: None,
+                revoked_certs: Vec::new(),
+                key_identifier_method: KeyIdMethod::Sha256,
+            }
+            .signed_by(&issuer)
+            .unwrap();
+
+            std::fs::write(hsm.dir.join("ca.pem"), ca_cert.pem()).unwrap();
+            std::fs::write(hsm.dir.join("device.pem"), device.pem()).unwrap();
+            std::fs::write(hsm.dir.join("crl.pem"), crl.pem().unwrap()).unwrap();
+            let verified = openssl(
+                &hsm.dir,
+                &["verify", "-x509_strict", "-CAfile", "ca.pem", "device.pem"],
+            );
+            assert!(verified.contains("device.pem: OK"), "{verified}");
+            let verified = openssl(
+                &hsm.dir,
+                &["crl", "-in", "crl.pem", "-CAfile", "ca.pem", "-noout"],
+            );
+            assert!(verified.contains("verify OK"), "{verified}");
+        },
+    );
 }
