@@ -15,7 +15,9 @@ pub enum HsmError {
     /// NOT_SERVING.
     #[error("PKCS#11 token unavailable: {0}")]
     Unavailable(String),
-    /// The token answers but the key (or the public half of it) is not on it.
+    /// [`Token::find_key`](crate::Token::find_key): the token answers but the key (or the public
+    /// half of it) is not on it. (A key that vanishes after it was found is an outage:
+    /// [`HsmError::Unavailable`].)
     #[error("not found: {0}")]
     NotFound(String),
     /// An object with that label (or id) already exists on the token.

@@ -398,8 +398,9 @@ impl CaKey {
     ///
     /// # Errors
     ///
-    /// [`HsmError::Unavailable`] when the token is gone or no session is free in time (retry
-    /// later); [`HsmError::NotFound`] when the key was deleted from a token that is there;
+    /// [`HsmError::Unavailable`] when the token is gone, or no longer shows the key (deleted,
+    /// or the library lost track of it: the next attempt after the retry interval re-initialises
+    /// the library and looks again), or no session is free in time: retry later.
     /// [`HsmError::Failed`] for anything else the token refuses.
     pub fn sign_sha256(&self, message: &[u8]) -> Result<Vec<u8>, HsmError> {
         let digest = Sha256::digest(message);
@@ -465,12 +466,19 @@ impl CaKey {
                         ))
                         .map_err(ck("find the private key again"))?;
                     let [handle] = found.as_slice() else {
-                        return Err(Step::Hsm(HsmError::NotFound(format!(
+                        // The key was there when this CaKey was made. A token that no longer
+                        // shows it is, for a CA, an outage (and may be a library instance that
+                        // lost track of its files, as SoftHSM's does when they go away and
+                        // come back): Unavailable, and the next attempt re-initialises the
+                        // library and looks again.
+                        let err = HsmError::Unavailable(format!(
                             "{} private keys with {} on token '{}' (expected one: was it deleted?)",
                             found.len(),
                             describe(inner.label.as_deref(), inner.id.as_deref()),
                             inner.uri.token()
-                        ))));
+                        ));
+                        lease.fail(&err);
+                        return Err(Step::Hsm(err));
                     };
                     *inner.handle.lock().unwrap_or_else(PoisonError::into_inner) =
                         Some((lease.epoch(), *handle));

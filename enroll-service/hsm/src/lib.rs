@@ -47,13 +47,21 @@
 //!
 //! Failures are sorted by what they say about the token:
 //! - **session** (CKR_SESSION_HANDLE_INVALID, CKR_SESSION_CLOSED, CKR_USER_NOT_LOGGED_IN,
-//!   CKR_FUNCTION_FAILED…): that session is closed and the call is tried once more on another;
+//!   CKR_FUNCTION_FAILED…): that session and the idle ones are closed (they usually share its
+//!   fate: a logout or a `C_CloseAllSessions` by another user of the library) and the call is
+//!   tried once more on a fresh session, logged in again;
 //! - **device** (CKR_DEVICE_REMOVED, CKR_DEVICE_ERROR, CKR_TOKEN_NOT_PRESENT, CKR_GENERAL_ERROR,
 //!   CKR_CRYPTOKI_NOT_INITIALIZED…, or a second session failure in a row): the call answers
 //!   [`HsmError::Unavailable`] at once and the token is marked failed;
 //! - **stale object handle** (CKR_KEY_HANDLE_INVALID, CKR_OBJECT_HANDLE_INVALID): the token is
-//!   asked for its info; if it does not answer, as above; if it does, the key is looked up
-//!   again by label and id, and a key that is no longer there is [`HsmError::NotFound`].
+//!   asked for its info (if it does not answer: as a device failure) and the session for its
+//!   login state (if logged out: as a session failure, since private objects are invisible to
+//!   a logged-out session); then the key is looked up again by label and id once. A key that
+//!   is no longer there, or a handle that goes stale twice, is taken as the token's failure
+//!   ([`HsmError::Unavailable`], the library re-initialised on the next attempt): for a CA a
+//!   vanished key is an outage, and SoftHSM, for one, loses track of objects whose files went
+//!   away and came back until it is re-initialised. ([`Token::find_key`] answers
+//!   [`HsmError::NotFound`] for a key that is not there.)
 //!
 //! A failed token recovers by itself, on the next call after [`TokenOptions::retry_interval`]
 //! (calls before that answer the last error at once, without touching the token): every idle
@@ -65,6 +73,13 @@
 //! progress on the module, so no session is used or closed across it. A wrong or locked PIN is
 //! never retried by itself (retried logins would lock the PIN): it answers
 //! [`HsmError::Config`] until the token is opened again.
+//!
+//! Recovery happens on calls: a service that wants its health to come back without traffic
+//! calls [`CaKey::probe`] (or [`Token::probe`]) periodically, and turns NOT_SERVING while it
+//! answers [`HsmError::Unavailable`]. [`Token::stats`] tells whether the token is usable now
+//! without touching it. A PKCS#11 call that itself hangs (a network HSM that does not answer)
+//! is bounded only by the module's own timeouts; [`TokenOptions::acquire_timeout`] bounds the
+//! wait for a free session or for a reconnection in progress.
 //!
 //! One module (library path) is loaded once per process and never unloaded; all [`Token`]s on
 //! it share it, and a re-initialisation for one of them makes the others reconnect too (no

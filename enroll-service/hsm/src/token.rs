@@ -267,12 +267,31 @@ impl PoolState {
     }
 }
 
+/// Clears the pool's `reconnecting` flag if a reconnection unwinds.
+struct Reconnecting<'a>(&'a Pool);
+
+impl Drop for Reconnecting<'_> {
+    fn drop(&mut self) {
+        lock(&self.0.state).reconnecting = false;
+        self.0.wake_all();
+    }
+}
+
 pub(crate) struct Pool {
     state: Mutex<PoolState>,
+    /// Signalled when a reconnection ends (waiters: `ensure_ready`).
     cond: Condvar,
+    /// Signalled when a session is returned or a slot frees (waiters: `lease`), one waiter per
+    /// returned session; all of them when the pool's state changes.
+    freed: Condvar,
 }
 
 impl Pool {
+    fn wake_all(&self) {
+        self.cond.notify_all();
+        self.freed.notify_all();
+    }
+
     /// Closes the idle sessions and marks the pool for reconnection. Called with the module's
     /// write lock held, before `C_Finalize`.
     fn purge(&self) {
@@ -283,7 +302,7 @@ impl Pool {
             std::mem::take(&mut st.idle)
         };
         drop(idle);
-        self.cond.notify_all();
+        self.wake_all();
     }
 }
 
@@ -356,6 +375,7 @@ impl Token {
         let pool = Arc::new(Pool {
             state: Mutex::default(),
             cond: Condvar::new(),
+            freed: Condvar::new(),
         });
         module.register(&pool);
         let token = Arc::new(Token {
@@ -452,8 +472,11 @@ impl Token {
             let failed = st.failed_epoch;
             drop(st);
 
+            // Should reconnect() panic, the others must not wait for it forever.
+            let guard = Reconnecting(&self.pool);
             let result = self.reconnect(failed);
             let epoch_now = self.module.current().0;
+            std::mem::forget(guard);
 
             let mut st = lock(&self.pool.state);
             st.reconnecting = false;
@@ -473,7 +496,7 @@ impl Token {
                 }
             }
             drop(st);
-            self.pool.cond.notify_all();
+            self.pool.wake_all();
             return result;
         }
     }
@@ -481,7 +504,7 @@ impl Token {
     fn reconnect(&self, failed_epoch: Option<u64>) -> Result<(), HsmError> {
         if let Some(epoch) = failed_epoch {
             self.module.reinitialize(epoch)?;
-        } else {
+        } else if !self.module.current().1 {
             let mut life = write(&self.module.life);
             self.module.initialize(&mut life)?;
         }
@@ -611,7 +634,7 @@ impl Token {
                                 st.fail(epoch, &e);
                             }
                             drop(st);
-                            self.pool.cond.notify_all();
+                            self.pool.wake_all();
                             return Err(e);
                         }
                     }
@@ -627,7 +650,7 @@ impl Token {
                 }
                 st = self
                     .pool
-                    .cond
+                    .freed
                     .wait_timeout(st, deadline - now)
                     .unwrap_or_else(PoisonError::into_inner)
                     .0;
@@ -693,6 +716,10 @@ impl Token {
                         retried = true;
                         continue;
                     }
+                    // Twice: the token answers but keeps losing the object. Taken as the
+                    // token's failure, so that the library is re-initialised.
+                    let err = HsmError::Unavailable(err.to_string());
+                    lease.fail(&err);
                     return Err(err);
                 }
                 Class::Pin | Class::Refused | Class::Other => return Err(err),
@@ -762,10 +789,12 @@ impl<'a> Lease<'a> {
     }
 
     /// Marks the token failed: its sessions are dropped and the next call reconnects.
-    fn fail(&mut self, error: &HsmError) {
+    pub(crate) fn fail(&mut self, error: &HsmError) {
         self.discard = true;
         let mut st = lock(&self.token.pool.state);
         st.fail(self.epoch, error);
+        drop(st);
+        self.token.pool.wake_all();
     }
 
     /// Closes the pool's idle sessions (under this lease's read lock).
@@ -780,6 +809,7 @@ impl<'a> Lease<'a> {
             }
         };
         drop(idle);
+        self.token.pool.freed.notify_all();
     }
 
     /// Checks that the session is logged in as the user (`C_GetSessionInfo`). Private objects
@@ -823,16 +853,17 @@ impl Drop for Lease<'_> {
         };
         let mut st = lock(&self.token.pool.state);
         st.in_use -= 1;
-        let close = if !self.discard && st.ready && st.epoch == self.epoch {
+        if !self.discard && st.ready && st.epoch == self.epoch {
             st.idle.push(session);
-            None
+            drop(st);
+            // One session back: one waiter can have it.
+            self.token.pool.freed.notify_one();
         } else {
             st.open -= 1;
-            Some(session)
-        };
-        drop(st);
-        // C_CloseSession, with the module's read lock still held.
-        drop(close);
-        self.token.pool.cond.notify_all();
+            drop(st);
+            // C_CloseSession, with the module's read lock still held.
+            drop(session);
+            self.token.pool.wake_all();
+        }
     }
 }
