@@ -43,6 +43,35 @@
 //! code call them in `tokio::task::spawn_blocking` (or a dedicated thread). At most
 //! `pool_size` calls run on the token at once; the others wait for a session.
 //!
+//! # Behind rcgen's `SigningKey`
+//!
+//! For EC keys rcgen wants the SEC1 point as the public key's DER bytes (the subjectPublicKey
+//! BIT STRING's content) and a DER signature, which is what [`CaKey`] gives:
+//!
+//! ```no_run
+//! struct HsmSigner(oxroot_hsm::CaKey);
+//!
+//! impl rcgen::PublicKeyData for HsmSigner {
+//!     fn der_bytes(&self) -> &[u8] {
+//!         self.0.public_key()
+//!     }
+//!     fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+//!         &rcgen::PKCS_ECDSA_P256_SHA256
+//!     }
+//! }
+//!
+//! impl rcgen::SigningKey for HsmSigner {
+//!     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+//!         // The HsmError (Unavailable → UNAVAILABLE) is lost here: keep it beside, or check
+//!         // the token with CaKey::probe after a failure.
+//!         self.0.sign_sha256(message).map_err(|_| rcgen::Error::RemoteKeyError)
+//!     }
+//! }
+//! ```
+//!
+//! The tests sign a CA certificate, a device certificate and a CRL this way and check them with
+//! `openssl verify` and `openssl crl`.
+//!
 //! # Recovery model
 //!
 //! Failures are sorted by what they say about the token:

@@ -660,10 +660,10 @@ impl Token {
 
     /// Runs `op` with a leased session. A session-level failure (the session closed, logged
     /// out…) drops that session and the idle ones and tries once more with a fresh session
-    /// (logged in again); a second one in a row, or a
-    /// device-level failure, marks the token failed and answers [`HsmError::Unavailable`]. A
-    /// stale object handle first checks that the token still answers (if not: unavailable),
-    /// then lets `op` look its object up again once.
+    /// (logged in again); a second one in a row, or a device-level failure, marks the token
+    /// failed and answers [`HsmError::Unavailable`]. A stale object handle first checks that the
+    /// token still answers and the session is logged in, then lets `op` look its object up
+    /// again once; a second stale handle marks the token failed.
     pub(crate) fn run<T>(
         &self,
         mut op: impl FnMut(&mut Lease<'_>) -> Result<T, Step>,
