@@ -39,9 +39,10 @@
 //! [`Token`] and [`CaKey`] are `Send + Sync`; share them (`Arc<Token>`, `CaKey: Clone`). Every
 //! call is synchronous: it takes a session from the pool (waiting up to
 //! [`TokenOptions::acquire_timeout`] when all are busy) and makes blocking PKCS#11 calls. On
-//! SoftHSM a signature takes tens of microseconds; on a network HSM, a round trip. From async
-//! code call them in `tokio::task::spawn_blocking` (or a dedicated thread). At most
-//! `pool_size` calls run on the token at once; the others wait for a session.
+//! SoftHSM a signature takes about 0.1 ms (80–130 µs measured on a busy 2-core machine, the
+//! same as cryptoki alone); on a network HSM, a round trip or more. From async code call them in
+//! `tokio::task::spawn_blocking` (or a dedicated thread). At most `pool_size` calls run on the
+//! token at once; the others wait for a session.
 //!
 //! # Behind rcgen's `SigningKey`
 //!

@@ -508,6 +508,48 @@ fn concurrent_callers_see_unavailable_not_a_hang() {
     });
 }
 
+/// An officer deletes the key and makes another under the same label and id while the service
+/// runs: the old handle goes stale, the key is found again by label and id, and it is refused
+/// because its public key is not the one certificates were issued for. A key deleted for good
+/// is an outage (Unavailable), not a panic.
+#[test]
+fn a_key_replaced_under_its_label_is_refused() {
+    isolated("a_key_replaced_under_its_label_is_refused", |hsm| {
+        let options = TokenOptions::new(2).retry_interval(Duration::from_millis(100));
+        let token = Token::open_with(&hsm.uri(), options).unwrap();
+        let key = token.generate_key("issuing", &[0x42]).unwrap();
+        sign_and_verify(&key, b"before");
+        let login = ["--token-label", LABEL, "--login", "--pin", PIN];
+        for kind in ["privkey", "pubkey"] {
+            let mut args = login.to_vec();
+            args.extend(["--delete-object", "--type", kind, "--label", "issuing"]);
+            hsm.pkcs11_tool(&args);
+        }
+        let err = key.sign_sha256(b"deleted").unwrap_err();
+        assert!(matches!(err, HsmError::Unavailable(_)), "{err}");
+        let mut args = login.to_vec();
+        args.extend([
+            "--keypairgen",
+            "--key-type",
+            "EC:prime256v1",
+            "--label",
+            "issuing",
+        ]);
+        args.extend(["--id", "42", "--usage-sign", "--sensitive"]);
+        hsm.pkcs11_tool(&args);
+        std::thread::sleep(token.options().retry_interval);
+        let err = key.sign_sha256(b"replaced").unwrap_err();
+        assert!(
+            matches!(&err, HsmError::Config(m) if m.contains("not the one found before")),
+            "{err}"
+        );
+        // Found afresh, the new key is usable (a new CA certificate would be needed for it).
+        let new = token.find_key(key.uri()).unwrap();
+        assert_ne!(new.public_key(), key.public_key());
+        sign_and_verify(&new, b"new key");
+    });
+}
+
 /// Another user of the library in the process logs the application out (the login state is
 /// the application's, shared by all its sessions on the token): the next signature fails with
 /// CKR_USER_NOT_LOGGED_IN on a pooled session, which the pool drops, with the idle ones, and the
