@@ -11,8 +11,7 @@ use std::process::Command;
 use enroll_service::pki::{CaNames, CertificateAuthority, RevocationReason, RevokedEntry, Serial};
 use enroll_service::policy::{
     CloudParams, OwnerTrust, PolicyError, PolicySpec, TlsVersion, aws_iot, azure_dps,
-    export_artifacts,
-    mosquitto,
+    export_artifacts, mosquitto,
 };
 use oxroot_proto::v1;
 use rot_core::keys::DeviceId;
@@ -1743,7 +1742,14 @@ fn a_tls13_only_mosquitto_policy_gives_a_broker_that_refuses_tls12() {
         }),
         ..request()
     };
-    let artifacts = export_artifacts(&spec, &OwnerTrust::from(&ca), &crl_pem(&ca, &[]), &request, now()).unwrap();
+    let artifacts = export_artifacts(
+        &spec,
+        &OwnerTrust::from(&ca),
+        &crl_pem(&ca, &[]),
+        &request,
+        now(),
+    )
+    .unwrap();
     for artifact in &artifacts {
         fs::write(path.join(&artifact.file_name), &artifact.content).unwrap();
     }

@@ -4,6 +4,8 @@
 //!
 //! SoftHSM2 reads `SOFTHSM2_CONF` at `C_Initialize`, once per process: the bench makes a
 //! throwaway token in a temporary directory and starts itself again with that configuration.
+
+#![allow(clippy::expect_used, reason = "a bench fails loudly")]
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc, missing_docs)]
 
 use std::path::PathBuf;

@@ -777,6 +777,10 @@ impl<'a> Lease<'a> {
         }
     }
 
+    #[expect(
+        clippy::expect_used,
+        reason = "the session is taken out only in Drop: a live lease always holds it"
+    )]
     pub(crate) fn session(&self) -> &Session {
         self.session
             .as_ref()

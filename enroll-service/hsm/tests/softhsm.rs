@@ -1,5 +1,6 @@
 //! The crate against a real PKCS#11 module: SoftHSM2, a throwaway token per test, each test in
 //! its own process (see `common`).
+#![allow(clippy::expect_used, reason = "a failed expect is a failed test")]
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 mod common;
