@@ -4,7 +4,8 @@
 //! ```text
 //!  <state-dir>/
 //!    config.toml            listen addresses, server names, limits
-//!    ca/                    root.pem, intermediate.pem, *.key.enc (encrypted with the passphrase)
+//!    ca/                    root.pem, intermediate.pem, and per key *.key.enc (sealed with the
+//!                           passphrase) or *.key.uri (its PKCS#11 URI: no secret)
 //!    registry/              sled
 //!    admin/                 the first platform admin's operator credential (key mode 0600)
 //! ```
@@ -23,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::metrics::Metrics;
 use crate::pki::{
     CaNames, CertificateAuthority, DEFAULT_PBKDF2_ITERATIONS, KeyBackend, OperatorKey, Passphrase,
-    Role, Serial, ServerName, Validity, passphrase_from,
+    Role, Sealing, Serial, ServerName, Validity, passphrase_from,
 };
 use crate::server::{ServerTls, serve as serve_grpc};
 use crate::service::{ServiceConfig, ServiceCore};
@@ -48,6 +49,104 @@ pub struct Config {
     /// Limits.
     #[serde(default)]
     pub limits: Limits,
+    /// Where CA keys live.
+    #[serde(default)]
+    pub ca: CaConfig,
+}
+
+/// The `[ca]` table: where new CA keys are generated. It names the token and where its PIN
+/// comes from, never the PIN.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaConfig {
+    /// `sealed` (software keys sealed under the CA passphrase) or `pkcs11`.
+    #[serde(default)]
+    pub backend: CaBackend,
+    /// The token (`pkcs11` only): an RFC 7512 URI with `module-path` and `pin-source`, e.g.
+    /// `pkcs11:token=oxroot?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/run/oxroot/pin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pkcs11_token: Option<String>,
+    /// Sessions kept open on the token (`pkcs11` only): at most this many signatures at once.
+    #[serde(default = "default_sessions")]
+    pub pkcs11_sessions: usize,
+}
+
+/// The key backends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CaBackend {
+    /// Software keys sealed under the CA passphrase.
+    #[default]
+    Sealed,
+    /// Keys generated inside a PKCS#11 token.
+    Pkcs11,
+}
+
+fn default_sessions() -> usize {
+    4
+}
+
+/// Where `init` puts the platform CA's keys (and where later CA keys go).
+#[derive(Debug)]
+pub enum CaKeys {
+    /// Software keys sealed under the passphrase.
+    Sealed(Passphrase),
+    /// Keys generated in the token the URI names (see [`CaConfig::pkcs11_token`]).
+    Pkcs11 {
+        /// The token's URI.
+        token: String,
+        /// Sessions to keep open.
+        sessions: usize,
+    },
+}
+
+impl CaConfig {
+    /// The key backend this table describes. `passphrase` opens sealed keys: required for the
+    /// `sealed` backend, and with `pkcs11` only for keys sealed before the token was
+    /// configured.
+    ///
+    /// # Errors
+    /// A `pkcs11` backend with no or a bad token URI, a token that cannot be opened, or a
+    /// `sealed` backend without a passphrase.
+    pub fn key_backend(&self, passphrase: Option<Passphrase>) -> Result<KeyBackend, AppError> {
+        let sealing = passphrase.map(|passphrase| Sealing {
+            passphrase,
+            iterations: DEFAULT_PBKDF2_ITERATIONS,
+        });
+        match self.backend {
+            CaBackend::Sealed => {
+                let sealing = sealing.ok_or_else(|| {
+                    format!("no CA passphrase: set {PASSPHRASE_ENV} or pass --passphrase-file")
+                })?;
+                Ok(KeyBackend::sealed(sealing.passphrase, sealing.iterations))
+            }
+            CaBackend::Pkcs11 => {
+                let uri = self.pkcs11_token.as_deref().ok_or(
+                    "[ca] backend = \"pkcs11\" needs pkcs11_token, the token's RFC 7512 URI",
+                )?;
+                Ok(KeyBackend::pkcs11(
+                    open_token(uri, self.pkcs11_sessions)?,
+                    sealing,
+                ))
+            }
+        }
+    }
+}
+
+/// Opens a PKCS#11 token by its URI.
+///
+/// # Errors
+/// A URI that does not parse (or holds a PIN), a module or token that cannot be opened.
+pub fn open_token(uri: &str, sessions: usize) -> Result<Arc<oxroot_hsm::Token>, AppError> {
+    let parsed: oxroot_hsm::Pkcs11Uri = uri.parse().map_err(|e| format!("pkcs11_token: {e}"))?;
+    if parsed.object().is_some() || parsed.id().is_some() {
+        return Err(format!(
+            "pkcs11_token names a key ({parsed}); name the token only: new keys are made in it"
+        )
+        .into());
+    }
+    Ok(oxroot_hsm::Token::open(&parsed, sessions.max(1))
+        .map_err(|e| format!("cannot open the PKCS#11 token: {e}"))?)
 }
 
 /// The `[limits]` table.
@@ -113,6 +212,7 @@ impl Config {
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             server_names: vec!["127.0.0.1".into(), "::1".into(), "localhost".into()],
             limits: Limits::default(),
+            ca: CaConfig::default(),
         }
     }
 
@@ -159,6 +259,17 @@ impl Config {
 /// # Errors
 /// Neither is set, the file cannot be read, or the passphrase is empty.
 pub fn load_passphrase(file: Option<&Path>) -> Result<Passphrase, AppError> {
+    load_passphrase_if_given(file)?.ok_or_else(|| {
+        format!("no CA passphrase: set {PASSPHRASE_ENV} or pass --passphrase-file").into()
+    })
+}
+
+/// The CA passphrase if [`PASSPHRASE_ENV`] or the file gives one (a `pkcs11` backend needs
+/// one only for keys sealed before the token was configured).
+///
+/// # Errors
+/// The file cannot be read, or the passphrase is empty.
+pub fn load_passphrase_if_given(file: Option<&Path>) -> Result<Option<Passphrase>, AppError> {
     let env = std::env::var(PASSPHRASE_ENV).ok();
     let contents = match file {
         Some(path) => Some(
@@ -168,11 +279,9 @@ pub fn load_passphrase(file: Option<&Path>) -> Result<Passphrase, AppError> {
         None => None,
     };
     if env.is_none() && contents.is_none() {
-        return Err(
-            format!("no CA passphrase: set {PASSPHRASE_ENV} or pass --passphrase-file").into(),
-        );
+        return Ok(None);
     }
-    Ok(passphrase_from(env, contents)?)
+    Ok(Some(passphrase_from(env, contents)?))
 }
 
 /// An existing intermediate to import at `init`.
@@ -193,6 +302,63 @@ fn write_profile_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), App
         .map_err(|e| format!("cannot create {}: {e}", path.display()).into())
 }
 
+/// Makes the platform CA for `init` in `ca_dir`: new, or an imported intermediate (sealed keys
+/// only), its keys sealed or generated in the token; a token goes into `config`.
+fn create_platform_ca(
+    ca_dir: &Path,
+    keys: &CaKeys,
+    names: &CaNames,
+    import: Option<ImportedIntermediate>,
+    config: &mut Config,
+    now: time::OffsetDateTime,
+) -> Result<CertificateAuthority, AppError> {
+    let ca = match (keys, import) {
+        (CaKeys::Sealed(passphrase), Some(import)) => {
+            let read = |p: &Path| {
+                fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+            };
+            let key = zeroize::Zeroizing::new(read(&import.key)?);
+            let ca = CertificateAuthority::import_intermediate(
+                &read(&import.certificate)?,
+                &key,
+                &read(&import.root)?,
+            )?;
+            fs::create_dir_all(ca_dir)?;
+            ca.save(ca_dir, passphrase)?;
+            ca
+        }
+        (CaKeys::Sealed(passphrase), None) => {
+            let ca = CertificateAuthority::initialise(names, now)?;
+            fs::create_dir_all(ca_dir)?;
+            ca.save(ca_dir, passphrase)?;
+            ca
+        }
+        (CaKeys::Pkcs11 { .. }, Some(_)) => {
+            return Err(
+                "an imported intermediate's key is a file: import it with the sealed \
+                        backend, or have the HSM officer make the key in the token and sign \
+                        its CSR"
+                    .into(),
+            );
+        }
+        (CaKeys::Pkcs11 { token, sessions }, None) => {
+            config.ca = CaConfig {
+                backend: CaBackend::Pkcs11,
+                pkcs11_token: Some(token.clone()),
+                pkcs11_sessions: *sessions,
+            };
+            let backend = config.ca.key_backend(None)?;
+            let (root_key, _) = backend.generate("platform/root")?;
+            let (issuing_key, _) = backend.generate("platform/issuing")?;
+            let ca = CertificateAuthority::initialise_with(names, now, root_key, issuing_key)?;
+            fs::create_dir_all(ca_dir)?;
+            ca.save_with(ca_dir, None)?;
+            ca
+        }
+    };
+    Ok(ca)
+}
+
 /// `enroll-service init`: creates (or imports) the CA, the config and the first platform admin
 /// credential in `state_dir`.
 ///
@@ -200,7 +366,7 @@ fn write_profile_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), App
 /// The directory is already initialised, inputs are unreadable or invalid, or writing fails.
 pub async fn init(
     state_dir: &Path,
-    passphrase: &Passphrase,
+    keys: &CaKeys,
     organisation: Option<String>,
     import: Option<ImportedIntermediate>,
     admin_name: &str,
@@ -221,28 +387,12 @@ pub async fn init(
     let admin_dir = admin_out.map_or_else(|| state_dir.join("admin"), Path::to_path_buf);
     refuse_existing_profile(&admin_dir)?;
     let now = time::OffsetDateTime::now_utc();
-    let ca = if let Some(import) = import {
-        {
-            let read = |p: &Path| {
-                fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
-            };
-            let key = zeroize::Zeroizing::new(read(&import.key)?);
-            CertificateAuthority::import_intermediate(
-                &read(&import.certificate)?,
-                &key,
-                &read(&import.root)?,
-            )?
-        }
-    } else {
-        let mut names = CaNames::default();
-        if let Some(organisation) = organisation {
-            names.organisation = organisation;
-        }
-        CertificateAuthority::initialise(&names, now)?
-    };
-    fs::create_dir_all(&ca_dir)?;
-    ca.save(&ca_dir, passphrase)?;
-    let config = Config::defaults();
+    let mut names = CaNames::default();
+    if let Some(organisation) = organisation {
+        names.organisation = organisation;
+    }
+    let mut config = Config::defaults();
+    let ca = create_platform_ca(&ca_dir, keys, &names, import, &mut config, now)?;
     let config_file = state_dir.join("config.toml");
     oxroot_files::write_atomically(
         &config_file,
@@ -277,16 +427,23 @@ pub async fn init(
         "  root CA:        {}",
         ca_dir.join("root.pem").display()
     )?;
-    writeln!(
-        out,
-        "  CA keys:        encrypted in {} (root key {})",
-        ca_dir.display(),
-        if ca.has_root_key() {
-            "included: move root.key.enc offline"
-        } else {
-            "not held"
-        }
-    )?;
+    match keys {
+        CaKeys::Sealed(_) => writeln!(
+            out,
+            "  CA keys:        encrypted in {} (root key {})",
+            ca_dir.display(),
+            if ca.has_root_key() {
+                "included: move root.key.enc offline"
+            } else {
+                "not held"
+            }
+        )?,
+        CaKeys::Pkcs11 { .. } => writeln!(
+            out,
+            "  CA keys:        in the PKCS#11 token: {}",
+            ca.key().location()
+        )?,
+    }
     writeln!(
         out,
         "  platform admin: {} (name {admin_name}, owner *)",
@@ -347,6 +504,92 @@ fn write_profile(
     Ok(())
 }
 
+/// `enroll-service ca show`: the platform CA, where each of its keys lives, where new keys go,
+/// and whether the key store answers.
+///
+/// # Errors
+/// The config or the CA cannot be read, or the key store cannot be opened.
+pub fn ca_show(
+    state_dir: &Path,
+    config: Option<&Path>,
+    passphrase: Option<Passphrase>,
+    out: &mut dyn Write,
+) -> Result<(), AppError> {
+    let config = load_config(state_dir, config)?;
+    let keys = config.ca.key_backend(passphrase)?;
+    let ca = CertificateAuthority::load_with(&state_dir.join("ca"), &keys)?;
+    writeln!(out, "new CA keys:       {}", keys.describe())?;
+    writeln!(
+        out,
+        "platform CA:       {} (valid until {})",
+        ca.subject(),
+        ca.not_after()
+    )?;
+    writeln!(out, "  its key:         {}", ca.key().location())?;
+    writeln!(
+        out,
+        "  root key:        {}",
+        ca.root_key()
+            .map_or_else(|| "not held (offline)".to_owned(), |k| k.location())
+    )?;
+    let probe = keys.probe().and_then(|()| ca.key().probe());
+    match probe {
+        Ok(()) => writeln!(out, "key store:         answers")?,
+        Err(e) => writeln!(out, "key store:         UNAVAILABLE: {e}")?,
+    }
+    writeln!(
+        out,
+        "owners' CAs:       enrollctl owner list / owner get NAME (key locations per CA)"
+    )?;
+    Ok(())
+}
+
+/// `enroll-service ca use-pkcs11 | use-sealed`: where new CA keys are generated from now on
+/// (owners' CAs, rotations). The token is opened and probed before the config changes; keys
+/// made before stay where they are and keep opening from there.
+///
+/// # Errors
+/// The config cannot be read or written, or the token cannot be opened.
+pub fn ca_use(
+    state_dir: &Path,
+    config_path: Option<&Path>,
+    keys: CaKeys,
+    out: &mut dyn Write,
+) -> Result<(), AppError> {
+    let mut config = load_config(state_dir, config_path)?;
+    config.ca = match keys {
+        CaKeys::Pkcs11 { token, sessions } => {
+            open_token(&token, sessions)?
+                .probe()
+                .map_err(|e| format!("the token does not answer: {e}"))?;
+            CaConfig {
+                backend: CaBackend::Pkcs11,
+                pkcs11_token: Some(token),
+                pkcs11_sessions: sessions,
+            }
+        }
+        CaKeys::Sealed(_) => CaConfig::default(),
+    };
+    let path = config_path.map_or_else(|| state_dir.join("config.toml"), Path::to_path_buf);
+    oxroot_files::write_atomically(
+        &path,
+        toml::to_string_pretty(&config)?.as_bytes(),
+        oxroot_files::PUBLIC,
+        oxroot_files::Existing::Replace,
+    )
+    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    writeln!(
+        out,
+        "new CA keys go to {} (restart the service to apply)",
+        config
+            .ca
+            .pkcs11_token
+            .as_deref()
+            .unwrap_or("sealed files, under the CA passphrase")
+    )?;
+    Ok(())
+}
+
 /// Loads `config.toml` from the state directory, or `config` if given.
 ///
 /// # Errors
@@ -364,16 +607,14 @@ pub fn load_config(state_dir: &Path, config: Option<&Path>) -> Result<Config, Ap
 /// Wrong passphrase, missing files, or a registry that cannot be opened.
 pub fn open_state(
     state_dir: &Path,
-    passphrase: &Passphrase,
+    passphrase: Option<Passphrase>,
     config: &Config,
 ) -> Result<Arc<ServiceCore>, AppError> {
-    let ca = CertificateAuthority::load(&state_dir.join("ca"), passphrase)?;
+    // Owners' CA keys live where the platform's do: sealed under the same passphrase, or in
+    // the configured token.
+    let keys = config.ca.key_backend(passphrase)?;
+    let ca = CertificateAuthority::load_with(&state_dir.join("ca"), &keys)?;
     let registry = SledRegistry::open(&state_dir.join("registry"))?;
-    // Owners' CA keys are sealed under the same passphrase as the platform's.
-    let keys = KeyBackend::Sealed {
-        passphrase: passphrase.clone(),
-        iterations: DEFAULT_PBKDF2_ITERATIONS,
-    };
     Ok(ServiceCore::with_keys(
         registry,
         Arc::new(ca),

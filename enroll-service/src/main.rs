@@ -27,8 +27,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Create a state directory: CA (root + issuing intermediate, keys encrypted with the
-    /// passphrase from OXROOT_CA_PASSPHRASE or --passphrase-file), config, first admin.
+    /// Create a state directory: the platform CA (root + issuing intermediate; keys sealed
+    /// with the passphrase from OXROOT_CA_PASSPHRASE or --passphrase-file, or generated in a
+    /// PKCS#11 token), config, first admin.
     Init {
         /// State directory to create.
         #[arg(long, env = "OXROOT_STATE_DIR")]
@@ -36,6 +37,16 @@ enum Command {
         /// File holding the CA key passphrase (first line).
         #[arg(long)]
         passphrase_file: Option<PathBuf>,
+        /// Where CA keys live: sealed files, or a PKCS#11 token (--pkcs11-token).
+        #[arg(long, value_parser = ["sealed", "pkcs11"], default_value = "sealed")]
+        ca_backend: String,
+        /// The token for `--ca-backend pkcs11`: an RFC 7512 URI with module-path and
+        /// pin-source (never pin-value).
+        #[arg(long, value_name = "URI", required_if_eq("ca_backend", "pkcs11"))]
+        pkcs11_token: Option<String>,
+        /// Sessions kept open on the token.
+        #[arg(long, default_value_t = 4)]
+        pkcs11_sessions: usize,
         /// Organisation (O) of the new CA certificates.
         #[arg(long)]
         organisation: Option<String>,
@@ -75,12 +86,45 @@ enum Command {
         #[arg(long)]
         metrics_listen: Option<std::net::SocketAddr>,
     },
+    /// Where CA keys live: show it, or choose where new ones go.
+    Ca {
+        /// State directory made by `init`.
+        #[arg(long, env = "OXROOT_STATE_DIR", global = true)]
+        state_dir: Option<PathBuf>,
+        /// Config file (default: <state-dir>/config.toml).
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        /// File holding the CA key passphrase (for sealed keys).
+        #[arg(long, global = true)]
+        passphrase_file: Option<PathBuf>,
+        #[command(subcommand)]
+        command: CaCommand,
+    },
     /// Onboard a batch of emulated chips against an in-process service and print a summary.
     Demo {
         /// Number of emulated chips.
         #[arg(long, default_value_t = 200)]
         devices: u32,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum CaCommand {
+    /// The platform CA, where each of its keys lives, where new keys go, and whether the key
+    /// store answers.
+    Show,
+    /// Generate new CA keys (owners' CAs, rotations) in a PKCS#11 token from now on. Keys
+    /// made before stay where they are.
+    UsePkcs11 {
+        /// The token: an RFC 7512 URI with module-path and pin-source.
+        #[arg(long, value_name = "URI")]
+        token: String,
+        /// Sessions kept open on the token.
+        #[arg(long, default_value_t = 4)]
+        sessions: usize,
+    },
+    /// Seal new CA keys under the CA passphrase from now on.
+    UseSealed,
 }
 
 fn init_logging(format: &str, default_level: &str) {
@@ -102,6 +146,9 @@ async fn run(cli: Cli) -> Result<(), app::AppError> {
         Command::Init {
             state_dir,
             passphrase_file,
+            ca_backend,
+            pkcs11_token,
+            pkcs11_sessions,
             organisation,
             import_intermediate,
             intermediate_key,
@@ -109,7 +156,13 @@ async fn run(cli: Cli) -> Result<(), app::AppError> {
             admin_name,
             admin_out,
         } => {
-            let passphrase = app::load_passphrase(passphrase_file.as_deref())?;
+            let keys = match pkcs11_token {
+                Some(token) if ca_backend == "pkcs11" => app::CaKeys::Pkcs11 {
+                    token,
+                    sessions: pkcs11_sessions,
+                },
+                _ => app::CaKeys::Sealed(app::load_passphrase(passphrase_file.as_deref())?),
+            };
             let import = match (import_intermediate, intermediate_key, root) {
                 (Some(certificate), Some(key), Some(root)) => Some(ImportedIntermediate {
                     certificate,
@@ -120,7 +173,7 @@ async fn run(cli: Cli) -> Result<(), app::AppError> {
             };
             app::init(
                 &state_dir,
-                &passphrase,
+                &keys,
                 organisation,
                 import,
                 &admin_name,
@@ -143,10 +196,22 @@ async fn run(cli: Cli) -> Result<(), app::AppError> {
             if metrics_listen.is_some() {
                 config.metrics_listen = metrics_listen;
             }
-            let passphrase = app::load_passphrase(passphrase_file.as_deref())?;
-            let core = app::open_state(&state_dir, &passphrase, &config)?;
+            let passphrase = app::load_passphrase_if_given(passphrase_file.as_deref())?;
+            let core = app::open_state(&state_dir, passphrase, &config)?;
             app::serve(core, &config, &mut out).await
         }
+        Command::Ca {
+            state_dir,
+            config,
+            passphrase_file,
+            command,
+        } => ca(
+            state_dir,
+            config.as_deref(),
+            passphrase_file.as_deref(),
+            command,
+            &mut out,
+        ),
         Command::Demo { devices } => {
             let options = DemoOptions {
                 devices,
@@ -155,6 +220,27 @@ async fn run(cli: Cli) -> Result<(), app::AppError> {
             app::demo::run(&options, &mut out).await
         }
     }
+}
+
+/// `enroll-service ca …`.
+fn ca(
+    state_dir: Option<PathBuf>,
+    config: Option<&std::path::Path>,
+    passphrase_file: Option<&std::path::Path>,
+    command: CaCommand,
+    out: &mut dyn std::io::Write,
+) -> Result<(), app::AppError> {
+    let state_dir = state_dir.ok_or("--state-dir (or OXROOT_STATE_DIR) is required")?;
+    let passphrase = app::load_passphrase_if_given(passphrase_file)?;
+    let keys = match command {
+        CaCommand::Show => return app::ca_show(&state_dir, config, passphrase, out),
+        CaCommand::UsePkcs11 { token, sessions } => app::CaKeys::Pkcs11 { token, sessions },
+        CaCommand::UseSealed => app::CaKeys::Sealed(passphrase.ok_or(
+            "sealing new keys needs the CA passphrase: set OXROOT_CA_PASSPHRASE or pass \
+             --passphrase-file",
+        )?),
+    };
+    app::ca_use(&state_dir, config, keys, out)
 }
 
 #[tokio::main]

@@ -34,7 +34,7 @@ use time::OffsetDateTime;
 pub use authority::{
     CertificateAuthority, ISSUING_LIFETIME, ROOT_LIFETIME, cert_pem_to_der, certs_pem_to_der,
 };
-pub use backend::{KeyBackend, KeyReference};
+pub use backend::{HsmKey, KeyBackend, KeyReference, Sealing};
 pub use error::PkiError;
 pub use keystore::{
     DEFAULT_PBKDF2_ITERATIONS, EncryptedKey, MAX_PBKDF2_ITERATIONS, Passphrase, PrivateKeyPkcs8,

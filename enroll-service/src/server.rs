@@ -28,6 +28,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use oxroot_proto::v1::device_enrollment_server::DeviceEnrollmentServer;
 use oxroot_proto::v1::operator_server::OperatorServer;
 
+use crate::pki::SignerError;
 use crate::pki::{CertificateAuthority, PkiError, PrivateKeyPkcs8, Serial, ServerName, Validity};
 use crate::service::{DeviceService, OperatorService, ServiceCore};
 
@@ -95,6 +96,26 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// Sets the health of both services and of the server as a whole.
+async fn set_health(
+    reporter: &tonic_health::server::HealthReporter,
+    status: tonic_health::ServingStatus,
+) {
+    reporter
+        .set_service_status(
+            <DeviceEnrollmentServer<DeviceService> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
+    reporter
+        .set_service_status(
+            <OperatorServer<OperatorService> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
+    reporter.set_service_status("", status).await;
+}
+
 /// Serves until `shutdown` resolves.
 ///
 /// # Errors
@@ -139,25 +160,37 @@ pub async fn serve(
     let operator = OperatorServer::new(OperatorService::new(core.clone()))
         .max_decoding_message_size(config.max_operator_message);
 
-    // Health follows the registry: once a write fails every call answers UNAVAILABLE until a
-    // restart, and orchestrators and load balancers should stop sending traffic here.
+    // Health follows the registry and the CA key store. Once a registry write fails every call
+    // answers UNAVAILABLE until a restart. While the key store is away (a PKCS#11 token removed,
+    // its module failing) signing calls answer UNAVAILABLE, and health says NOT_SERVING until
+    // the token answers again, so that orchestrators and load balancers send traffic elsewhere.
     let health_core = core.clone();
     let health_task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(HEALTH_CHECK_INTERVAL);
+        let mut serving = true;
         loop {
             tick.tick().await;
             if health_core.registry().failed() {
                 tracing::error!("registry failed: health is NOT_SERVING until a restart");
-                health_reporter
-                    .set_not_serving::<DeviceEnrollmentServer<DeviceService>>()
-                    .await;
-                health_reporter
-                    .set_not_serving::<OperatorServer<OperatorService>>()
-                    .await;
-                health_reporter
-                    .set_service_status("", tonic_health::ServingStatus::NotServing)
-                    .await;
+                set_health(&health_reporter, tonic_health::ServingStatus::NotServing).await;
                 break;
+            }
+            let probe_core = health_core.clone();
+            let keys = tokio::task::spawn_blocking(move || probe_core.authorities().probe())
+                .await
+                .unwrap_or_else(|e| Err(SignerError::Failed(e.to_string())));
+            match (keys, serving) {
+                (Err(e), true) => {
+                    tracing::error!(error = %e, "CA key store unavailable: health is NOT_SERVING");
+                    set_health(&health_reporter, tonic_health::ServingStatus::NotServing).await;
+                    serving = false;
+                }
+                (Ok(()), false) => {
+                    tracing::info!("CA key store back: health is SERVING");
+                    set_health(&health_reporter, tonic_health::ServingStatus::Serving).await;
+                    serving = true;
+                }
+                _ => {}
             }
         }
     });

@@ -83,11 +83,8 @@ impl ServiceCore {
         )]
         let passphrase = Passphrase::new(random_hex(32).expect("system RNG"))
             .expect("a random passphrase is not empty");
-        let keys = KeyBackend::Sealed {
-            passphrase,
-            // The passphrase is random and never written: its work factor buys nothing.
-            iterations: std::num::NonZeroU32::MIN,
-        };
+        // The passphrase is random and never written: its work factor buys nothing.
+        let keys = KeyBackend::sealed(passphrase, std::num::NonZeroU32::MIN);
         Self::with_keys(registry, ca, keys, config, metrics)
     }
 

@@ -438,6 +438,19 @@ impl CertificateAuthority {
         self.root_key.is_some()
     }
 
+    /// The root's key, if held.
+    #[must_use]
+    pub fn root_key(&self) -> Option<&Arc<dyn CaKey>> {
+        self.root_key.as_ref()
+    }
+
+    /// This CA's subject, as OpenSSL prints it.
+    #[must_use]
+    pub fn subject(&self) -> String {
+        parse_cert("CA certificate", &self.der)
+            .map_or_else(|_| String::new(), |cert| cert.subject().to_string())
+    }
+
     /// The key that signs for this CA.
     #[must_use]
     pub fn key(&self) -> &Arc<dyn CaKey> {

@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::signer::{CaKey, SealedKey};
-use super::{EncryptedKey, Passphrase, PkiError};
+use super::signer::{CaKey, SealedKey, SignerError};
+use super::{EncryptedKey, P256_PUBLIC_KEY_LEN, Passphrase, PkiError};
 
 /// What a record keeps of a CA key: the key sealed under the CA passphrase, or where in a
 /// token it lives.
@@ -72,68 +72,197 @@ mod sealed_bytes {
     }
 }
 
-/// The configured key backend: where new CA keys are generated and how stored ones open.
+/// The software key store: keys sealed under the CA passphrase.
+#[derive(Clone, Debug)]
+pub struct Sealing {
+    /// Seals and opens the keys.
+    pub passphrase: Passphrase,
+    /// PBKDF2 work factor for new keys.
+    pub iterations: NonZeroU32,
+}
+
+/// Where CA keys are made and how stored ones open: new keys go to the token when one is
+/// configured, else they are sealed; stored keys open from whichever store their reference
+/// names (keys sealed before a token was configured keep working with the passphrase).
 #[derive(Clone)]
-pub enum KeyBackend {
-    /// Software keys sealed under the CA passphrase.
-    Sealed {
-        /// Seals and opens the keys.
-        passphrase: Passphrase,
-        /// PBKDF2 work factor for new keys.
-        iterations: NonZeroU32,
-    },
+pub struct KeyBackend {
+    sealing: Option<Sealing>,
+    token: Option<Arc<oxroot_hsm::Token>>,
 }
 
 impl fmt::Debug for KeyBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Sealed { iterations, .. } => f
-                .debug_struct("Sealed")
-                .field("iterations", iterations)
-                .finish_non_exhaustive(),
-        }
+        f.debug_struct("KeyBackend")
+            .field("sealing", &self.sealing.as_ref().map(|s| s.iterations))
+            .field("token", &self.token.as_ref().map(|t| t.uri().to_string()))
+            .finish()
     }
 }
 
 impl KeyBackend {
-    /// A new key for the CA called `label`, and what a record keeps of it.
-    ///
-    /// # Errors
-    /// [`PkiError`] from the RNG, the sealing or the token.
-    pub fn generate(&self, label: &str) -> Result<(Arc<dyn CaKey>, KeyReference), PkiError> {
-        match self {
-            Self::Sealed {
+    /// New keys sealed under a passphrase.
+    #[must_use]
+    pub fn sealed(passphrase: Passphrase, iterations: NonZeroU32) -> Self {
+        Self {
+            sealing: Some(Sealing {
                 passphrase,
                 iterations,
-            } => {
-                let key = SealedKey::generate(format!("sealed:{label}"))?;
-                let sealed = EncryptedKey::seal(key.pkcs8(), passphrase, *iterations)?;
-                Ok((
-                    Arc::new(key),
-                    KeyReference::Sealed(sealed.as_bytes().to_vec()),
-                ))
-            }
+            }),
+            token: None,
         }
     }
 
-    /// The key a record refers to.
+    /// New keys generated in a PKCS#11 token; sealed keys open only if `sealing` is given.
+    #[must_use]
+    pub fn pkcs11(token: Arc<oxroot_hsm::Token>, sealing: Option<Sealing>) -> Self {
+        Self {
+            sealing,
+            token: Some(token),
+        }
+    }
+
+    /// The token new keys are generated in, if any.
+    #[must_use]
+    pub fn token(&self) -> Option<&Arc<oxroot_hsm::Token>> {
+        self.token.as_ref()
+    }
+
+    /// Where new keys go, for operators: `sealed` or the token's URI.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        self.token
+            .as_ref()
+            .map_or_else(|| "sealed".to_owned(), |t| t.uri().to_string())
+    }
+
+    /// Whether the key store answers now: the token's sessions, or nothing to check for sealed
+    /// keys (they are in memory once opened).
+    ///
+    /// # Errors
+    /// [`SignerError::Unavailable`] while the token is away.
+    pub fn probe(&self) -> Result<(), SignerError> {
+        match &self.token {
+            Some(token) => token.probe().map_err(signer_error),
+            None => Ok(()),
+        }
+    }
+
+    /// A new key for the CA called `label` (`platform/root`, `acme/1`…), and what a record
+    /// keeps of it.
+    ///
+    /// # Errors
+    /// [`PkiError`] from the RNG, the sealing or the token ([`PkiError::Signer`] with
+    /// [`SignerError::Unavailable`] while it is away).
+    pub fn generate(&self, label: &str) -> Result<(Arc<dyn CaKey>, KeyReference), PkiError> {
+        if let Some(token) = &self.token {
+            let key = token
+                .generate_key(&token_label(label), &key_id(label))
+                .map_err(signer_error)?;
+            let reference = KeyReference::Pkcs11(key.uri().to_string());
+            return Ok((Arc::new(HsmKey(key)), reference));
+        }
+        let Some(Sealing {
+            passphrase,
+            iterations,
+        }) = &self.sealing
+        else {
+            return Err(PkiError::parse(
+                "key backend",
+                "neither a PKCS#11 token nor a CA passphrase is configured",
+            ));
+        };
+        let key = SealedKey::generate(format!("sealed:{label}"))?;
+        let sealed = EncryptedKey::seal(key.pkcs8(), passphrase, *iterations)?;
+        Ok((
+            Arc::new(key),
+            KeyReference::Sealed(sealed.as_bytes().to_vec()),
+        ))
+    }
+
+    /// The key a record refers to. A PKCS#11 key is looked up by its label and id on the
+    /// configured token (so a moved module or a new PIN source does not orphan it).
     ///
     /// # Errors
     /// [`PkiError::KeyDecryption`] for a sealed key the passphrase does not open;
-    /// [`PkiError::Parse`] for a reference this backend cannot open.
+    /// [`PkiError::Parse`] for a reference no configured store can open; the token's errors
+    /// ([`PkiError::Signer`]).
     pub fn open(&self, label: &str, reference: &KeyReference) -> Result<Arc<dyn CaKey>, PkiError> {
-        match (self, reference) {
-            (Self::Sealed { passphrase, .. }, KeyReference::Sealed(bytes)) => {
-                let pkcs8 = EncryptedKey::from_bytes(bytes.clone()).open(passphrase)?;
+        match reference {
+            KeyReference::Sealed(bytes) => {
+                let Some(sealing) = &self.sealing else {
+                    return Err(PkiError::parse(
+                        "CA key reference",
+                        format!("the key of {label} is sealed, and no CA passphrase is given"),
+                    ));
+                };
+                let pkcs8 = EncryptedKey::from_bytes(bytes.clone()).open(&sealing.passphrase)?;
                 Ok(Arc::new(SealedKey::from_pkcs8(
                     pkcs8,
                     format!("sealed:{label}"),
                 )?))
             }
-            (Self::Sealed { .. }, KeyReference::Pkcs11(uri)) => Err(PkiError::parse(
-                "CA key reference",
-                format!("{uri} is in a PKCS#11 token, and no token is configured"),
-            )),
+            KeyReference::Pkcs11(uri) => {
+                let Some(token) = &self.token else {
+                    return Err(PkiError::parse(
+                        "CA key reference",
+                        format!("{uri} is in a PKCS#11 token, and no token is configured"),
+                    ));
+                };
+                let stored: oxroot_hsm::Pkcs11Uri = uri
+                    .parse()
+                    .map_err(|e| PkiError::parse("CA key reference", e))?;
+                let object = stored.object().unwrap_or_default();
+                let on_this_token = token
+                    .uri()
+                    .key_uri(object, stored.id().unwrap_or_default())
+                    .map_err(|e| PkiError::parse("CA key reference", e))?;
+                let key = token.find_key(&on_this_token).map_err(signer_error)?;
+                Ok(Arc::new(HsmKey(key)))
+            }
         }
+    }
+}
+
+/// The token label of a CA's key: `oxroot:` and the CA's id (`oxroot:acme/1`).
+fn token_label(label: &str) -> String {
+    format!("oxroot:{label}")
+}
+
+/// A CKA_ID for a CA's key: the first 8 bytes of SHA-256 of its label, so that the id is
+/// stable for a label and differs between CAs.
+fn key_id(label: &str) -> Vec<u8> {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token_label(label).as_bytes()).as_ref()
+        [..8]
+        .to_vec()
+}
+
+/// The token's errors as the signer's: an outage is [`SignerError::Unavailable`] (the service
+/// answers UNAVAILABLE and turns NOT_SERVING), everything else a failure a person must look at.
+fn signer_error(error: oxroot_hsm::HsmError) -> SignerError {
+    match error {
+        oxroot_hsm::HsmError::Unavailable(detail) => SignerError::Unavailable(detail),
+        other => SignerError::Failed(other.to_string()),
+    }
+}
+
+/// A CA key inside a PKCS#11 token: it signs there and never leaves it.
+#[derive(Debug)]
+pub struct HsmKey(oxroot_hsm::CaKey);
+
+impl CaKey for HsmKey {
+    fn public_key(&self) -> &[u8; P256_PUBLIC_KEY_LEN] {
+        self.0.public_key()
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SignerError> {
+        self.0.sign_sha256(message).map_err(signer_error)
+    }
+
+    fn location(&self) -> String {
+        self.0.uri().to_string()
+    }
+
+    fn probe(&self) -> Result<(), SignerError> {
+        self.0.probe().map_err(signer_error)
     }
 }

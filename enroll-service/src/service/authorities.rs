@@ -25,8 +25,8 @@ use crate::audit::AuditDraft;
 use crate::error::ServiceError;
 use crate::model::{AuthorityRecord, AuthorityState, CaMode, OwnerRecord};
 use crate::pki::{
-    CertificateAuthority, ISSUING_LIFETIME, KeyBackend, PLATFORM_OWNER, PkiError, Validity,
-    is_valid_owner,
+    CertificateAuthority, ISSUING_LIFETIME, KeyBackend, PLATFORM_OWNER, PkiError, SignerError,
+    Validity, is_valid_owner,
 };
 use crate::store::{Change, Guard, Op, Registry, commit};
 
@@ -82,6 +82,23 @@ impl Authorities {
             built: RwLock::new(HashMap::new()),
             changes: Mutex::new(()),
         }
+    }
+
+    /// Whether the key store answers now: the token new keys go to, and the store of the
+    /// platform's key (which signs every operator certificate check's CRL). Blocking: call it
+    /// off the async threads.
+    ///
+    /// # Errors
+    /// [`SignerError::Unavailable`] while a store is away.
+    pub fn probe(&self) -> Result<(), SignerError> {
+        self.keys.probe()?;
+        self.platform.key().probe()
+    }
+
+    /// Where new CA keys go: `sealed` or the token's URI.
+    #[must_use]
+    pub fn key_store(&self) -> String {
+        self.keys.describe()
     }
 
     /// The platform's issuing CA.

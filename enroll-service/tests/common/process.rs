@@ -50,6 +50,13 @@ pub fn start(state: &Path) -> Service {
     start_command(Command::new(bin()), state)
 }
 
+/// [`start`] with more environment (a `SOFTHSM2_CONF`, say).
+pub fn start_with_env(state: &Path, env: &[(&str, &std::ffi::OsStr)]) -> Service {
+    let mut command = Command::new(bin());
+    command.envs(env.iter().copied());
+    start_command(command, state)
+}
+
 /// `serve` limited to files of `blocks` × 512 bytes (RLIMIT_FSIZE, with SIGXFSZ ignored so a
 /// write past it fails with EFBIG instead of killing the process): a disk that fills up.
 pub fn start_with_file_size_limit(state: &Path, blocks: u64) -> Service {
