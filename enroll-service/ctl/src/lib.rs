@@ -3,6 +3,7 @@
 //! ```text
 //!  enrollctl ──mTLS (operator cert, service root as the only anchor)──▶ Operator service
 //!    whoami · policy · batch (import ⇉, watch ⇇) · device · export · crl · audit · operator
+//!  browser ──HTTP, loopback, token+cookie+CSRF──▶ enrollctl console ──the same mTLS calls──▶
 //! ```
 //!
 //! The binary (`src/main.rs`) only calls [`run`]. Everything else lives here so that
@@ -32,14 +33,17 @@
 //!
 //! Modules: [`args`] (the command line), [`import`] (device list parsers), [`duration`]
 //! (`90d`-style spans), [`output`] (the output contract: the JSON mapping, terminal escaping,
-//! tables); the commands, the connection and the human views (one module per resource) are
-//! private.
+//! tables), [`console`] (`enrollctl console`, the local web console) and [`audit_chain`] (the
+//! audit log's hash chain, checked on this side); the commands, the connection and the human
+//! views (one module per resource) are private.
 
 #![forbid(unsafe_code)]
 
 pub mod args;
+pub mod audit_chain;
 mod commands;
 mod connect;
+pub mod console;
 pub mod duration;
 mod error;
 pub mod import;
