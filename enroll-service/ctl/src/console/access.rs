@@ -10,7 +10,7 @@
 //!          ─▶ any other page: the session cookie (constant time)?             else 401
 //!          ─▶ POST: an Origin, if sent, is this console; the form's csrf field
 //!                 equals the session's CSRF token (constant time)?           else 403
-//!  response ◀─ Content-Security-Policy, nosniff, no referrer, no framing, no-store
+//!  response ◀─ Content-Security-Policy, nosniff, same-origin referrers, no framing, no-store
 //! ```
 //!
 //! - The listener is loopback only ([`check_loopback`]): nobody on the network can connect.
@@ -345,8 +345,10 @@ pub(crate) async fn security_headers(request: Request, next: Next) -> Response {
         CONTENT_SECURITY_POLICY,
     );
     set(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
-    // The login link's token must not travel on in a Referer header.
-    set(headers, header::REFERRER_POLICY, "no-referrer");
+    // No page address (the login link's token least of all) goes to another origin. Not
+    // "no-referrer": with it browsers send `Origin: null` on form posts, which the CSRF guard
+    // must refuse.
+    set(headers, header::REFERRER_POLICY, "same-origin");
     set(headers, header::X_FRAME_OPTIONS, "DENY");
     // Pages hold fleet data: nothing for the browser's disk cache.
     set(headers, header::CACHE_CONTROL, "no-store");

@@ -9,10 +9,9 @@ use oxroot_proto::v1::{AuditEntry, QueryAuditRequest, VerifyAuditRequest};
 use serde::Deserialize;
 
 use super::devices::url_component;
-use super::page::{PageError, Section, csrf_field, page, shown};
+use super::page::{PageError, Section, csrf_field, page, shown, when};
 use super::{Console, SharedConsole};
 use crate::commands::all_pages;
-use crate::output::timestamp_text;
 
 /// Entries per page of the log.
 const PAGE_SIZE: u32 = 50;
@@ -217,7 +216,7 @@ pub(crate) fn entries_table(entries: &[AuditEntry]) -> Markup {
                     @for entry in entries {
                         tr data-seq=(entry.seq) .refused[entry.outcome != "ok"] {
                             td.num { (entry.seq) }
-                            td { (timestamp_text(entry.time.as_ref())) }
+                            td { (when(entry.time.as_ref())) }
                             td { (shown(&entry.actor)) }
                             td { (shown(&entry.owner)) }
                             td { (shown(&entry.action)) }

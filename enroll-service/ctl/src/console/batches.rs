@@ -14,11 +14,11 @@ use oxroot_proto::v1::{
 };
 
 use super::fleet_index::Fleet;
-use super::page::{PageError, Section, page, percent, shown};
+use super::page::{PageError, Section, page, percent, shown, when, when_at};
 use super::stats::DeviceSummary;
 use super::{Console, SharedConsole};
 use crate::commands::all_pages;
-use crate::output::{kind_name, timestamp_text, to_timestamp};
+use crate::output::kind_name;
 
 /// Batches listed on the batches page (newest first).
 const MAX_BATCHES: usize = 1_000;
@@ -62,7 +62,7 @@ pub(crate) async fn list(State(console): State<SharedConsole>) -> Result<Markup,
                             td.num { (counts.onboarded) " / " (counts.total) }
                             td.num { (counts.refusals) }
                             td.num { (error_rate(&counts)) }
-                            td { (timestamp_text(batch.created_at.as_ref())) }
+                            td { (when(batch.created_at.as_ref())) }
                         }
                     }
                 }
@@ -209,7 +209,7 @@ fn body(
             @if !batch.description.is_empty() {
                 dt { "Description" } dd { (shown(&batch.description)) }
             }
-            dt { "Created" } dd { (timestamp_text(batch.created_at.as_ref())) " by " (shown(&batch.created_by)) }
+            dt { "Created" } dd { (when(batch.created_at.as_ref())) " by " (shown(&batch.created_by)) }
         }
         section #live data-events={ "/batches/" (batch.batch_id) "/events" } {
             h2 { "Progress" }
@@ -238,7 +238,7 @@ fn body(
             h2 { "Refused devices" }
             (refused_table(refused, causes, console.can_read_audit()))
             p.muted {
-                "Refusal counts as of the device list of " (timestamp_text(Some(&to_timestamp(fleet.taken_at)))) ". "
+                "Refusal counts as of the device list of " (when_at(fleet.taken_at)) ". "
                 a href={ "/devices?batch=" (batch.batch_id) } { "All devices of this batch" }
             }
         }
@@ -268,7 +268,7 @@ fn refused_table(
                             td.num { (device.refusals) }
                             @if let Some(entry) = entry {
                                 td.cause { (shown(entry.details.get("refusal_detail").map_or("", String::as_str))) }
-                                td { (timestamp_text(entry.time.as_ref())) }
+                                td { (when(entry.time.as_ref())) }
                                 td { code { (shown(&entry.correlation_id)) } }
                             } @else {
                                 td.muted colspan="3" {

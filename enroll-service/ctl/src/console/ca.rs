@@ -17,10 +17,10 @@ use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::revocation_list::CertificateRevocationList;
 
-use super::page::{PageError, Section, page, shown};
+use super::page::{PageError, Section, page, shown, when_at};
 use super::{Console, SharedConsole};
 use crate::error::CtlError;
-use crate::output::{span, timestamp_text, to_timestamp};
+use crate::output::span;
 
 /// The CA certificates of the operator's profile, as DER.
 #[derive(Debug, Default)]
@@ -80,7 +80,7 @@ impl CrlFacts {
             .map_err(|e| bad(e.to_string()))?
             .into_contents();
         let (_, crl) = CertificateRevocationList::from_der(&der).map_err(|e| bad(e.to_string()))?;
-        let when = |at: OffsetDateTime| timestamp_text(Some(&to_timestamp(at)));
+        let when = when_at;
         let revoked = crl
             .iter_revoked_certificates()
             .map(|entry| {
@@ -148,9 +148,7 @@ fn ca_views(trust: &TrustFiles, crl: &CrlFacts) -> Vec<CaView> {
                 crl.issuer() == certificate.subject()
                     && crl.verify_signature(certificate.public_key()).is_ok()
             });
-            let when = |t: x509_parser::time::ASN1Time| {
-                timestamp_text(Some(&to_timestamp(t.to_datetime())))
-            };
+            let when = |t: x509_parser::time::ASN1Time| when_at(t.to_datetime());
             Some(CaView {
                 file: file.clone(),
                 subject: certificate.subject().to_string(),

@@ -51,7 +51,7 @@ pub(crate) fn bar_chart(caption: &str, bars: &[Bar], label_every: usize) -> Mark
                         width=(fmt(bar_width)) height=(height) data-value=(bar.value) {
                         title { (bar.title) }
                     }
-                    @if i % label_every == 0 {
+                    @if labelled(i, bars.len(), label_every) {
                         text.tick x=(fmt(x + bar_width / 2.0)) y=(HEIGHT - 6) text-anchor="middle" {
                             (bar.label)
                         }
@@ -61,6 +61,11 @@ pub(crate) fn bar_chart(caption: &str, bars: &[Bar], label_every: usize) -> Mark
             figcaption { (caption) }
         }
     }
+}
+
+/// Every `every`th bar is labelled, and the last one too unless the previous label is close.
+fn labelled(index: usize, count: usize, every: usize) -> bool {
+    index.is_multiple_of(every) || (index + 1 == count && index % every >= every.div_ceil(2))
 }
 
 /// The height of a bar of `value` when `max` fills `full`; a non-zero value is at least 1 unit
@@ -120,6 +125,15 @@ mod tests {
             !svg.contains("style="),
             "no inline style under the CSP: {svg}"
         );
+    }
+
+    #[test]
+    fn the_last_bar_is_labelled_when_there_is_room() {
+        assert!(labelled(0, 10, 4));
+        assert!(!labelled(1, 10, 4));
+        assert!(labelled(10, 11, 4), "two bars after the last label");
+        assert!(!labelled(9, 10, 4), "right after a label");
+        assert!(labelled(8, 9, 4), "a multiple anyway");
     }
 
     #[test]

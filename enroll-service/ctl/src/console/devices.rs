@@ -14,10 +14,10 @@ use oxroot_proto::v1::{AuditEntry, CredentialState, Device, GetDeviceRequest};
 use serde::Deserialize;
 
 use super::ca::{CrlFacts, current_crl};
-use super::page::{PageError, Section, page, shown};
+use super::page::{PageError, Section, page, shown, when};
 use super::stats::{DeviceSummary, Standing};
 use super::{Console, SharedConsole, audit};
-use crate::output::{credential_state_name, reason_name, state_name, timestamp, timestamp_text};
+use crate::output::{credential_state_name, reason_name, state_name};
 
 /// Devices per page of search results.
 const PAGE_SIZE: usize = 100;
@@ -194,12 +194,11 @@ pub(crate) async fn search(
 
 /// Unix seconds as RFC 3339, or nothing.
 fn unix_text(seconds: Option<i64>) -> String {
-    timestamp(
+    when(
         seconds
             .map(|seconds| prost_types::Timestamp { seconds, nanos: 0 })
             .as_ref(),
     )
-    .unwrap_or_default()
 }
 
 /// Percent-encodes a path or query component (batch ids are opaque text from the service).
@@ -303,19 +302,21 @@ fn body(
             dt { "Batch" } dd { @if !device.batch_id.is_empty() {
                 a href={ "/batches/" (url_component(&device.batch_id)) } { code { (shown(&device.batch_id)) } }
             } }
-            dt { "Key slot" } dd { (device.key_slot) }
-            dt { "Last seen" } dd { (timestamp_text(device.last_seen.as_ref())) }
+            dt { "Key slot" } dd { @if device.key_slot == 0 { "none" } @else { (device.key_slot) } }
+            dt { "Last seen" } dd { (when(device.last_seen.as_ref())) }
             dt { "Refusals" } dd { (device.refusals) }
         }
         section #registration {
             h2 { "Registration" }
             dl.fields {
-                dt { "Registered" } dd { (timestamp_text(device.registered_at.as_ref())) }
+                dt { "Registered" } dd { (when(device.registered_at.as_ref())) }
                 dt { "EPK" } dd { code.wrap { (hex::encode(&device.epk)) } }
                 @if let Some(context) = &device.registration_context {
-                    dt { "Site" } dd.context { (shown(&context.site)) }
-                    dt { "Station" } dd.context { (shown(&context.station)) }
-                    dt { "Firmware" } dd.context { (shown(&context.firmware_version)) }
+                    @for (label, value) in [("Site", &context.site), ("Station", &context.station), ("Firmware", &context.firmware_version)] {
+                        @if !value.is_empty() {
+                            dt { (label) } dd.context { (shown(value)) }
+                        }
+                    }
                     @for (key, value) in sorted(&context.labels) {
                         dt.context { "Label " (shown(key)) } dd.context { (shown(value)) }
                     }
@@ -326,7 +327,7 @@ fn body(
             section #revocation {
                 h2 { "Revocation" }
                 dl.fields {
-                    dt { "Revoked" } dd { (timestamp_text(revocation.revoked_at.as_ref())) " by " (shown(&revocation.revoked_by)) }
+                    dt { "Revoked" } dd { (when(revocation.revoked_at.as_ref())) " by " (shown(&revocation.revoked_by)) }
                     dt { "Reason" } dd #revocation-reason { (reason_name(revocation.reason)) }
                     dt { "Comment" } dd { (shown(&revocation.comment)) }
                     dt { "CRL" } dd #crl-status { (crl_status(device, crl)) }
@@ -351,8 +352,8 @@ fn body(
                                 td { (credential.key_slot) }
                                 td { (shown(&credential.policy_name)) }
                                 td { code { (shown(&credential.subject_cn)) } }
-                                td { (timestamp_text(credential.issued_at.as_ref())) }
-                                td { (timestamp_text(credential.not_after.as_ref())) }
+                                td { (when(credential.issued_at.as_ref())) }
+                                td { (when(credential.not_after.as_ref())) }
                             }
                             tr.pem { td colspan="7" {
                                 details { summary { "PEM of " (shown(&credential.serial)) } pre { (shown_pem(&credential.certificate_pem)) } }
@@ -439,11 +440,11 @@ fn crl_status(device: &Device, crl: Option<&Result<CrlFacts, PageError>>) -> Mar
 /// The device's life as the record tells it, oldest first.
 fn history(device: &Device) -> Vec<(String, String)> {
     let mut events: Vec<(String, String)> = Vec::new();
-    if let Some(at) = timestamp(device.registered_at.as_ref()) {
+    if let Some(at) = nonempty(when(device.registered_at.as_ref())) {
         events.push((at, "registered its enrolment key".into()));
     }
     for credential in &device.credential_history {
-        if let Some(at) = timestamp(credential.issued_at.as_ref()) {
+        if let Some(at) = nonempty(when(credential.issued_at.as_ref())) {
             events.push((
                 at,
                 format!(
@@ -456,7 +457,7 @@ fn history(device: &Device) -> Vec<(String, String)> {
         }
     }
     if let Some(revocation) = &device.revocation
-        && let Some(at) = timestamp(revocation.revoked_at.as_ref())
+        && let Some(at) = nonempty(when(revocation.revoked_at.as_ref()))
     {
         events.push((
             at,
@@ -470,6 +471,11 @@ fn history(device: &Device) -> Vec<(String, String)> {
     // RFC 3339 in UTC sorts by time as text.
     events.sort();
     events
+}
+
+/// `Some(text)` unless it is empty.
+fn nonempty(text: String) -> Option<String> {
+    (!text.is_empty()).then_some(text)
 }
 
 /// A map's entries by key.

@@ -22,9 +22,9 @@ use serde_json::json;
 use tokio_stream::{Stream, StreamExt as _};
 
 use super::SharedConsole;
-use super::page::{PageError, percent};
+use super::page::{PageError, percent, when};
 use crate::error::code_name;
-use crate::output::{event_name, refusal_detail_name, timestamp_text};
+use crate::output::{event_name, refusal_detail_name};
 
 /// `GET /batches/{id}/events`.
 pub(crate) async fn events(
@@ -97,7 +97,7 @@ fn progress_json(progress: &BatchProgress) -> serde_json::Value {
             "refusals": c.refusals,
         },
         "percent": percent(c.onboarded, c.total),
-        "time": timestamp_text(progress.time.as_ref()),
+        "time": when(progress.time.as_ref()),
         "dropped_events": progress.dropped_events,
     })
 }
@@ -119,7 +119,7 @@ fn device_json(device: &DeviceEvent) -> serde_json::Value {
         "refused": refused,
         "detail": detail,
         "reference": device.correlation_id,
-        "time": timestamp_text(device.time.as_ref()),
+        "time": when(device.time.as_ref()),
     })
 }
 

@@ -7,10 +7,10 @@ use maud::{Markup, html};
 
 use super::chart::{Bar, bar_chart};
 use super::fleet_index::Fleet;
-use super::page::{PageError, Section, page, shown};
-use super::stats::{Counts, EXPIRY_WEEKS, RATE_MINUTES, Standing};
+use super::page::{PageError, Section, page, shown, when_at};
+use super::stats::{Counts, RATE_MINUTES, Standing};
 use super::{Console, SharedConsole};
-use crate::output::{span, timestamp_text, to_timestamp};
+use crate::output::span;
 
 /// `GET /`.
 pub(crate) async fn show(State(console): State<SharedConsole>) -> Result<Markup, PageError> {
@@ -52,7 +52,7 @@ fn body(console: &Console, fleet: &Fleet) -> Markup {
             (bar_chart(
                 "Current certificates by the week they expire in",
                 &expiry_bars(stats.expired, &stats.expiring_by_week, stats.expiring_later),
-                4,
+                (stats.expiring_by_week.len() / 12).max(1),
             ))
         }
         section {
@@ -72,7 +72,7 @@ fn body(console: &Console, fleet: &Fleet) -> Markup {
 pub(crate) fn freshness(console: &Console, fleet: &Fleet) -> Markup {
     html! {
         p.freshness {
-            "Devices as of " time { (timestamp_text(Some(&to_timestamp(fleet.taken_at)))) }
+            "Devices as of " time { (when_at(fleet.taken_at)) }
             " (read in " (span_ms(fleet.took)) "; read again in the background when older than "
             (span(console.fleet.refresh_after())) ")."
             @if let Some(error) = console.fleet.last_error() {
@@ -151,10 +151,11 @@ fn expiry_bars(expired: u64, by_week: &[u64], later: u64) -> Vec<Bar> {
         title: format!("{value} expire in week {week} from now"),
         class: "",
     }));
+    let weeks = by_week.len();
     bars.push(Bar {
-        label: format!(">{EXPIRY_WEEKS}w"),
+        label: "later".into(),
         value: later,
-        title: format!("{later} expire later than {EXPIRY_WEEKS} weeks from now"),
+        title: format!("{later} expire later than {weeks} weeks from now"),
         class: "",
     });
     bars
@@ -179,7 +180,7 @@ mod tests {
     fn expiry_bars_start_with_the_expired_and_end_with_later() {
         let bars = expiry_bars(2, &[1, 0, 3], 9);
         let labels: Vec<_> = bars.iter().map(|b| b.label.as_str()).collect();
-        assert_eq!(labels, ["expired", "w0", "w1", "w2", ">52w"]);
+        assert_eq!(labels, ["expired", "w0", "w1", "w2", "later"]);
         assert_eq!(bars[0].class, "warn");
         assert_eq!(bars[4].value, 9);
     }

@@ -16,7 +16,7 @@ use maud::{DOCTYPE, Markup, html};
 
 use super::Console;
 use crate::error::{CtlError, code_name};
-use crate::output::{escape, role_name};
+use crate::output::{escape, role_name, timestamp_text, to_timestamp};
 
 /// Text from the service as a page shows it: control, bidi and invisible characters as visible
 /// escapes (`\x1b`, `\u{202e}`). maud then escapes it for HTML like every other value.
@@ -288,6 +288,20 @@ impl From<CtlError> for PageError {
     }
 }
 
+/// An instant as pages show it: RFC 3339 in UTC, to the second; empty if unset.
+pub(crate) fn when(ts: Option<&prost_types::Timestamp>) -> String {
+    let whole_seconds = ts.map(|t| prost_types::Timestamp {
+        seconds: t.seconds,
+        nanos: 0,
+    });
+    timestamp_text(whole_seconds.as_ref())
+}
+
+/// [`when`] for a local instant.
+pub(crate) fn when_at(at: time::OffsetDateTime) -> String {
+    when(Some(&to_timestamp(at)))
+}
+
 /// `part` of `whole` in whole percent, rounded down (so 100 % means every one).
 pub(crate) fn percent(part: u64, whole: u64) -> u64 {
     if whole == 0 {
@@ -351,6 +365,16 @@ mod tests {
             StatusCode::MISDIRECTED_REQUEST
         );
         assert!(html_of(&PageError::BadLogin).contains("already used"));
+    }
+
+    #[test]
+    fn instants_show_to_the_second() {
+        let ts = prost_types::Timestamp {
+            seconds: 1_800_000_000,
+            nanos: 999_999_999,
+        };
+        assert_eq!(when(Some(&ts)), "2027-01-15T08:00:00Z");
+        assert_eq!(when(None), "");
     }
 
     #[test]

@@ -15,8 +15,8 @@ use serde::Deserialize;
 
 use super::SharedConsole;
 use super::devices::get_device;
-use super::page::{PageError, Section, csrf_field, page, shown};
-use crate::output::{role_name, timestamp_text};
+use super::page::{PageError, Section, csrf_field, page, shown, when};
+use crate::output::role_name;
 
 /// The reasons an operator may choose, with RFC 5280's names and codes, most common first.
 const REASONS: [(RevocationReason, &str, &str); 6] = [
@@ -86,7 +86,7 @@ pub(crate) async fn confirm(
             } @else {
                 p { "Certificates that will be revoked:" }
                 ul { @for c in &live {
-                    li { code { (shown(&c.serial)) } " (slot " (c.key_slot) ", until " (timestamp_text(c.not_after.as_ref())) ")" }
+                    li { code { (shown(&c.serial)) } " (slot " (c.key_slot) ", until " (when(c.not_after.as_ref())) ")" }
                 } }
             }
             form #revoke-form method="post" action={ "/devices/" (id) "/revoke" } {

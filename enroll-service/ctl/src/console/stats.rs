@@ -8,8 +8,11 @@ use oxroot_proto::v1::DeviceState;
 
 /// Seconds in a week, the expiry histogram's bucket.
 pub(crate) const WEEK: i64 = 7 * 86_400;
-/// Weeks the expiry histogram shows one by one; later expiries share one bar.
-pub(crate) const EXPIRY_WEEKS: usize = 52;
+/// Weeks the expiry histogram shows one by one at most (two years); later expiries share
+/// one bar.
+pub(crate) const MAX_EXPIRY_WEEKS: usize = 104;
+/// Weeks it shows at least, so that a young fleet's chart still reads as weeks.
+pub(crate) const MIN_EXPIRY_WEEKS: usize = 8;
 /// Minutes of the onboarding rate chart.
 pub(crate) const RATE_MINUTES: usize = 60;
 
@@ -161,7 +164,8 @@ pub(crate) struct FleetStats {
     /// Onboardings in each of the last 60 minutes, oldest first (the last is the minute up to
     /// the list's time).
     pub(crate) onboardings_per_minute: Vec<u64>,
-    /// Current certificates expiring in week 0, 1, … 51 from the list's time.
+    /// Current certificates expiring in week 0, 1, … from the list's time, up to the last
+    /// week that has any (at least [`MIN_EXPIRY_WEEKS`], at most [`MAX_EXPIRY_WEEKS`]).
     pub(crate) expiring_by_week: Vec<u64>,
     /// Current certificates expiring after that.
     pub(crate) expiring_later: u64,
@@ -176,7 +180,7 @@ pub(crate) fn compute(devices: &[DeviceSummary], now: i64) -> FleetStats {
         by_owner: BTreeMap::new(),
         by_policy: BTreeMap::new(),
         onboardings_per_minute: vec![0; RATE_MINUTES],
-        expiring_by_week: vec![0; EXPIRY_WEEKS],
+        expiring_by_week: vec![0; MAX_EXPIRY_WEEKS],
         expiring_later: 0,
         expired: 0,
     };
@@ -212,6 +216,13 @@ pub(crate) fn compute(devices: &[DeviceSummary], now: i64) -> FleetStats {
             }
         }
     }
+    let weeks = stats
+        .expiring_by_week
+        .iter()
+        .rposition(|&n| n > 0)
+        .map_or(0, |last| last + 1)
+        .max(MIN_EXPIRY_WEEKS);
+    stats.expiring_by_week.truncate(weeks);
     stats
 }
 
@@ -322,6 +333,7 @@ mod tests {
             expiring(1, Standing::Onboarded),
             expiring(WEEK - 1, Standing::RenewalDue),
             expiring(WEEK, Standing::Onboarded),
+            expiring(104 * WEEK, Standing::Onboarded),
             expiring(52 * WEEK, Standing::Onboarded),
             expiring(0, Standing::Expired),
             // On the CRL: not counted at all.
@@ -330,8 +342,16 @@ mod tests {
         let stats = compute(&devices, NOW);
         assert_eq!(stats.expiring_by_week[0], 2);
         assert_eq!(stats.expiring_by_week[1], 1);
+        assert_eq!(stats.expiring_by_week[52], 1);
+        assert_eq!(
+            stats.expiring_by_week.len(),
+            53,
+            "up to the last week with any"
+        );
         assert_eq!(stats.expiring_later, 1);
         assert_eq!(stats.expired, 1);
-        assert_eq!(stats.expiring_by_week.iter().sum::<u64>(), 3);
+        assert_eq!(stats.expiring_by_week.iter().sum::<u64>(), 4);
+        let young = compute(&[expiring(1, Standing::Onboarded)], NOW);
+        assert_eq!(young.expiring_by_week.len(), MIN_EXPIRY_WEEKS);
     }
 }
