@@ -447,6 +447,12 @@ async fn an_admin_follows_a_batch_live_then_finds_and_revokes_a_device() {
     assert_eq!(browser.path().await, format!("/devices/{first_id}"));
     assert_eq!(browser.text("#device-id").await, first_id);
 
+    // The batches page: the batch at 100 %, its one refusal among 17 attempts.
+    browser.goto(&format!("{base}/batches")).await;
+    let row = browser.text("table.batches tbody tr").await;
+    assert!(row.contains("100 %") && row.contains("16 / 16"), "{row}");
+    assert!(row.contains("5.9 %"), "error rate of 1 refusal in 17 attempts: {row}");
+
     // Without JavaScript's help, the batch page lists the refused device and its cause.
     browser.goto(&batch_page).await;
     let first_prefix = &first_id[..16];
