@@ -451,7 +451,10 @@ async fn an_admin_follows_a_batch_live_then_finds_and_revokes_a_device() {
     browser.goto(&format!("{base}/batches")).await;
     let row = browser.text("table.batches tbody tr").await;
     assert!(row.contains("100 %") && row.contains("16 / 16"), "{row}");
-    assert!(row.contains("5.9 %"), "error rate of 1 refusal in 17 attempts: {row}");
+    assert!(
+        row.contains("5.9 %"),
+        "error rate of 1 refusal in 17 attempts: {row}"
+    );
 
     // Without JavaScript's help, the batch page lists the refused device and its cause.
     browser.goto(&batch_page).await;

@@ -17,12 +17,28 @@
 //! small script of our own (`console/assets/console.js`) turns the batch page live through an
 //! `EventSource`.
 //!
-//! Modules: [`access`] (login token, session cookie, CSRF, host check, security headers),
-//! [`page`] (the shell, the error pages, [`page::shown`] for text from the service),
-//! [`fleet_index`] (the device list the overview and the search read, refreshed in the
-//! background), [`stats`] and [`chart`] (what the overview counts and draws), one module per
-//! section ([`overview`], [`batches`] with [`live`], [`devices`] with [`revoke`] and
-//! [`evidence`], [`audit`], [`ca`]), and [`assets`] (the script and the stylesheet).
+//! Modules: `access` (login token, session cookie, CSRF, host check, security headers),
+//! `page` (the shell, the error pages, and `shown` for text from the service), `fleet_index`
+//! (the device list the overview and the search read, refreshed in the background), `stats`
+//! and `chart` (what the overview counts and draws), one module per section (`overview`,
+//! `batches` with `live`, `devices` with `revoke` and `evidence`, `audit`, `ca`), and `assets`
+//! (the script and the stylesheet).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), enrollctl::CtlError> {
+//! use enrollctl::args::ConnectionArgs;
+//! use enrollctl::console::{self, ConsoleOptions};
+//! let connection = ConnectionArgs {
+//!     service: Some("https://127.0.0.1:8443".into()),
+//!     profile: Some("acme".into()),
+//!     ..ConnectionArgs::default()
+//! };
+//! let running = console::start(&connection, ConsoleOptions::default()).await?;
+//! println!("open {}", running.login_url());
+//! running.stop().await;
+//! # Ok(())
+//! # }
+//! ```
 
 mod access;
 mod assets;

@@ -262,6 +262,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_console_refuses_a_non_loopback_address_before_connecting() {
+        let (exit, out, err) = capture(&[
+            "--service",
+            "https://127.0.0.1:9",
+            "console",
+            "--listen",
+            "0.0.0.0:8780",
+        ])
+        .await;
+        assert_eq!(exit, Exit::Usage);
+        assert!(out.is_empty());
+        assert!(err.contains("loopback only"), "{err}");
+    }
+
+    #[tokio::test]
     async fn a_bad_import_file_is_reported_before_connecting() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("devices.json");

@@ -47,10 +47,9 @@ pub(super) async fn run(args: ConsoleArgs, ctx: &mut Ctx<'_>) -> Result<(), CtlE
     )?;
     // The operator reads the link now, not when the console stops.
     ctx.out.flush()?;
-    tokio::signal::ctrl_c().await.map_err(|e| CtlError::Io {
-        path: "SIGINT".into(),
-        source: e,
-    })?;
+    tokio::signal::ctrl_c()
+        .await
+        .map_err(CtlError::io("the Ctrl-C handler"))?;
     running.stop().await;
     Ok(())
 }
