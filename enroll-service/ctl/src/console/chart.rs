@@ -11,6 +11,8 @@ const WIDTH: u32 = 720;
 const HEIGHT: u32 = 180;
 /// Room for the axis labels.
 const LEFT: u32 = 44;
+/// Room for the last bar's label, centred under it.
+const RIGHT: u32 = 24;
 const BOTTOM: u32 = 22;
 const TOP: u32 = 8;
 
@@ -29,7 +31,7 @@ pub(crate) struct Bar {
 /// A bar chart of `bars`, labelled every `label_every` bars, described by `caption`.
 pub(crate) fn bar_chart(caption: &str, bars: &[Bar], label_every: usize) -> Markup {
     let max = bars.iter().map(|b| b.value).max().unwrap_or(0).max(1);
-    let plot_width = WIDTH - LEFT;
+    let plot_width = WIDTH - LEFT - RIGHT;
     let plot_height = HEIGHT - TOP - BOTTOM;
     let count = u32::try_from(bars.len()).unwrap_or(u32::MAX).max(1);
     let slot = f64::from(plot_width) / f64::from(count);
@@ -41,7 +43,7 @@ pub(crate) fn bar_chart(caption: &str, bars: &[Bar], label_every: usize) -> Mark
             svg xmlns="http://www.w3.org/2000/svg" viewBox=(format!("0 0 {WIDTH} {HEIGHT}"))
                 role="img" aria-label=(caption) {
                 title { (caption) }
-                line.axis x1=(LEFT) y1=(baseline) x2=(WIDTH) y2=(baseline) {}
+                line.axis x1=(LEFT) y1=(baseline) x2=(WIDTH - RIGHT) y2=(baseline) {}
                 text.tick x=(LEFT - 4) y=(TOP + 10) text-anchor="end" { (max) }
                 text.tick x=(LEFT - 4) y=(baseline) text-anchor="end" { "0" }
                 @for (i, bar) in bars.iter().enumerate() {
@@ -63,9 +65,11 @@ pub(crate) fn bar_chart(caption: &str, bars: &[Bar], label_every: usize) -> Mark
     }
 }
 
-/// Every `every`th bar is labelled, and the last one too unless the previous label is close.
+/// The last bar is labelled (it is the newest minute, or "later"), and every `every`th bar
+/// from the first, except those too close to the last for both labels to fit.
 fn labelled(index: usize, count: usize, every: usize) -> bool {
-    index.is_multiple_of(every) || (index + 1 == count && index % every >= every.div_ceil(2))
+    let last = count.saturating_sub(1);
+    index == last || (index.is_multiple_of(every) && (index == 0 || last - index >= every))
 }
 
 /// The height of a bar of `value` when `max` fills `full`; a non-zero value is at least 1 unit
@@ -118,7 +122,7 @@ mod tests {
         assert!(svg.contains("&lt;b&gt;"), "{svg}");
         assert!(!svg.contains("<b>"), "{svg}");
         assert!(svg.contains("Expiry &lt;by week&gt;"), "{svg}");
-        // Labels every second bar: "<b>" and "w2", not "w1".
+        // Labels every second bar and the last: "<b>" and "w2", not "w1".
         assert!(!svg.contains(">w1<"), "{svg}");
         assert!(svg.contains(">w2<"), "{svg}");
         assert!(
@@ -131,9 +135,10 @@ mod tests {
     fn the_last_bar_is_labelled_when_there_is_room() {
         assert!(labelled(0, 10, 4));
         assert!(!labelled(1, 10, 4));
-        assert!(labelled(10, 11, 4), "two bars after the last label");
-        assert!(!labelled(9, 10, 4), "right after a label");
-        assert!(labelled(8, 9, 4), "a multiple anyway");
+        assert!(labelled(4, 10, 4));
+        assert!(labelled(9, 10, 4), "the last bar");
+        assert!(!labelled(8, 10, 4), "a multiple too close to the last");
+        assert!(labelled(0, 1, 4), "a single bar");
     }
 
     #[test]
