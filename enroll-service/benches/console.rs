@@ -107,8 +107,15 @@ async fn bench(devices: u64) {
         read_in(&first.body)
     );
 
-    let prefix = device_id(4_242).to_string()[..5].to_owned();
-    let serial_prefix = serial(4_242).to_string()[..8].to_owned();
+    warm_loads(address, &cookie, devices / 2).await;
+    console.stop().await;
+    loads_while_refreshing(&harness, &work.path().join("platform")).await;
+}
+
+/// Times each page, warm: the device list has been read. Searches look for device `sample`.
+async fn warm_loads(address: SocketAddr, cookie: &str, sample: u64) {
+    let prefix = device_id(sample).to_string()[..5].to_owned();
+    let serial_prefix = serial(sample).to_string()[..8].to_owned();
     let pages = [
         ("fleet overview", "/".to_owned()),
         ("search, DeviceId prefix", format!("/devices?q={prefix}")),
@@ -123,9 +130,9 @@ async fn bench(devices: u64) {
         ),
         (
             "search, whole DeviceId",
-            format!("/devices?q={}", device_id(4_242)),
+            format!("/devices?q={}", device_id(sample)),
         ),
-        ("device page", format!("/devices/{}", device_id(4_242))),
+        ("device page", format!("/devices/{}", device_id(sample))),
         ("batches", "/batches".to_owned()),
     ];
     println!(
@@ -136,7 +143,7 @@ async fn bench(devices: u64) {
         let mut times = Vec::with_capacity(LOADS);
         let mut last = None;
         for _ in 0..LOADS {
-            let page = get(address, &path, &cookie).await;
+            let page = get(address, &path, cookie).await;
             assert!(
                 page.status == 200 || page.status == 303,
                 "{path}: {}",
@@ -155,14 +162,15 @@ async fn bench(devices: u64) {
             summary(&last)
         );
     }
-    console.stop().await;
+}
 
-    // A console that reads the device list again whenever a page finds none being read: the
-    // pages are served from the previous reading while a read of every device runs beside them.
+/// Times the overview while the console reads every device again beside it: a console that
+/// re-reads the list whenever a page finds no read running.
+async fn loads_while_refreshing(harness: &common::Harness, profile: &std::path::Path) {
     let busy = enrollctl::console::start(
         &ConnectionArgs {
             service: Some(harness.server.url()),
-            profile: Some(work.path().join("platform")),
+            profile: Some(profile.to_owned()),
             ..ConnectionArgs::default()
         },
         ConsoleOptions {
