@@ -124,14 +124,25 @@ impl Browser {
         self.client.goto(url).await.unwrap();
     }
 
+    /// The text of the element `css` selects. An element the page replaced between finding it
+    /// and reading it (a reload, a live update) is looked up again.
     async fn text(&self, css: &str) -> String {
-        self.client
-            .find(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("{css}: {e}"))
-            .text()
-            .await
-            .unwrap()
+        for _ in 0..10 {
+            let element = self
+                .client
+                .find(Locator::Css(css))
+                .await
+                .unwrap_or_else(|e| panic!("{css}: {e}"));
+            match element.text().await {
+                Ok(text) => return text,
+                // Chromium reports an element of the document being replaced either way.
+                Err(fantoccini::error::CmdError::Standard(e))
+                    if e.error == fantoccini::error::ErrorStatus::StaleElementReference
+                        || e.message.contains("does not belong to the document") => {}
+                Err(e) => panic!("{css}: {e}"),
+            }
+        }
+        panic!("{css}: replaced ten times in a row")
     }
 
     async fn exists(&self, css: &str) -> bool {
@@ -498,6 +509,11 @@ async fn an_admin_follows_a_batch_live_then_finds_and_revokes_a_device() {
     let search = browser.client.find(Locator::Css("#q")).await.unwrap();
     search.send_keys(&victim[..10]).await.unwrap();
     browser.click("form.search button").await;
+    eventually("the search results page", || async move {
+        let url = browser.client.current_url().await.unwrap();
+        url.query().is_some_and(|q| q.contains("q=")).then_some(())
+    })
+    .await;
     eventually("the search results", || async move {
         browser
             .text("#result-count")
