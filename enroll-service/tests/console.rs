@@ -79,6 +79,8 @@ impl Browser {
             .arg("--allowed-ips=127.0.0.1")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            // Its own process group, which the Chromium it starts joins: see Drop.
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .expect("chromedriver (Debian's chromium-driver; tests/run installs it)");
@@ -90,7 +92,7 @@ impl Browser {
                     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                     "--no-first-run", "--disable-background-networking",
                     "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-                    "--window-size=1280,1000",
+                    "--disable-crash-reporter", "--disable-breakpad", "--window-size=1280,1000",
                     format!("--user-data-dir={}", profile.path().display()),
                 ],
             },
@@ -114,10 +116,9 @@ impl Browser {
         }
     }
 
-    async fn stop(mut self) {
-        let _ = self.client.close().await;
-        let _ = self.driver.start_kill();
-        let _ = self.driver.wait().await;
+    /// Ends the session (Chromium quits); dropping `self` then ends chromedriver's group.
+    async fn stop(self) {
+        let _ = self.client.clone().close().await;
     }
 
     async fn goto(&self, url: &str) {
@@ -218,6 +219,19 @@ impl Browser {
         let path = dir.join(format!("{name}.png"));
         std::fs::write(&path, png).unwrap();
         path
+    }
+}
+
+/// chromedriver and every Chromium process it started are killed with their process group,
+/// after [`Browser::stop`] and when a failing test never reaches it: nothing outlives a test.
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if let Some(group) = self.driver.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{group}")])
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 
