@@ -1,6 +1,7 @@
 //! The command line, as clap derive types. Parsing only: nothing here touches the network or
 //! the file system.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -85,6 +86,26 @@ pub enum Command {
     /// Owners (tenants) and their certificate authorities.
     #[command(subcommand)]
     Owner(OwnerCommand),
+    /// Serve the web console on loopback, acting as this profile's operator.
+    Console(ConsoleArgs),
+}
+
+/// `console`
+#[derive(Debug, Args)]
+#[command(
+    after_help = "The console prints a login link with a one-time token. Open it in a browser \
+    on this machine: the token is exchanged once for a session cookie. Everything the console \
+    does is an Operator call with this profile's certificate, so it can do nothing the \
+    operator's role cannot."
+)]
+pub struct ConsoleArgs {
+    /// Loopback address to serve on (127.0.0.0/8 or [::1]); port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR:PORT")]
+    pub listen: SocketAddr,
+    /// How old the fleet overview and device search may get before the console re-reads the
+    /// device list (in the background; pages show the time of the data).
+    #[arg(long, default_value = "15s", value_parser = parse_duration, value_name = "DURATION")]
+    pub fleet_refresh: Duration,
 }
 
 /// `policy …`
@@ -817,6 +838,17 @@ mod tests {
             ("1f2e", RevocationReason::KeyCompromise)
         );
         assert!(parse(&["operator", "list", "--owner", "*"]).is_ok());
+    }
+
+    #[test]
+    fn the_console_listens_on_a_free_loopback_port_by_default() {
+        let cli = parse(&["console"]).expect("parses");
+        let Command::Console(args) = cli.command else {
+            panic!()
+        };
+        assert_eq!(args.listen, "127.0.0.1:0".parse().expect("address"));
+        assert_eq!(args.fleet_refresh, Duration::from_secs(15));
+        assert!(parse(&["console", "--listen", "localhost:80"]).is_err());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 mod audit;
 mod batch;
+mod console;
 mod device;
 mod export;
 mod operator;
@@ -49,6 +50,11 @@ impl<'a> Ctx<'a> {
             connection,
             client: None,
         }
+    }
+
+    /// How to reach the service, for a command that opens its own connection.
+    pub(crate) fn connection(&self) -> &ConnectionArgs {
+        self.connection
     }
 
     /// The client, connecting on first use so that local checks (arguments, input files) fail
@@ -109,6 +115,7 @@ pub(crate) async fn execute(command: Command, ctx: &mut Ctx<'_>) -> Result<(), C
         Command::Audit(command) => audit::run(command, ctx).await,
         Command::Operator(command) => operator::run(command, ctx).await,
         Command::Owner(command) => owner::run(command, ctx).await,
+        Command::Console(args) => console::run(args, ctx).await,
     }
 }
 
@@ -128,13 +135,20 @@ async fn whoami(ctx: &mut Ctx<'_>) -> Result<(), CtlError> {
 
 /// Follows page tokens to the last page (or until `limit` items).
 ///
+/// `fetch` makes the call for one page token and returns a future that owns what it needs (a
+/// clone of the client, the request), so that the paging future is `Send` and the web console
+/// can run it on any thread.
+///
 /// A service that hands back the token it was given would loop forever; that is reported as a
 /// bad answer instead.
-pub(crate) async fn all_pages<T>(
+pub(crate) async fn all_pages<T, Page>(
     rpc: &'static str,
     limit: Option<usize>,
-    mut fetch: impl AsyncFnMut(String) -> Result<(Vec<T>, String), tonic::Status>,
-) -> Result<Vec<T>, CtlError> {
+    mut fetch: impl FnMut(String) -> Page,
+) -> Result<Vec<T>, CtlError>
+where
+    Page: Future<Output = Result<(Vec<T>, String), tonic::Status>>,
+{
     let mut items = Vec::new();
     let mut token = String::new();
     loop {
@@ -171,11 +185,11 @@ mod tests {
     async fn pages_are_followed_to_the_end() {
         let pages = [(vec![1, 2], "a"), (vec![3], "b"), (vec![4, 5], "")];
         let mut calls = Vec::new();
-        let items = all_pages("List", None, async |token: String| {
+        let items = all_pages("List", None, |token: String| {
             let index = calls.len();
             calls.push(token);
             let (items, next) = &pages[index];
-            Ok((items.clone(), (*next).to_owned()))
+            std::future::ready(Ok((items.clone(), (*next).to_owned())))
         })
         .await
         .expect("pages");
@@ -186,9 +200,9 @@ mod tests {
     #[tokio::test]
     async fn a_limit_stops_paging_early() {
         let mut calls = 0;
-        let items = all_pages("List", Some(3), async |_token: String| {
+        let items = all_pages("List", Some(3), |_token: String| {
             calls += 1;
-            Ok((vec![calls; 2], format!("t{calls}")))
+            std::future::ready(Ok((vec![calls; 2], format!("t{calls}"))))
         })
         .await
         .expect("pages");
@@ -198,8 +212,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_repeated_token_is_an_error_not_a_loop() {
-        let error = all_pages("ListDevices", None, async |_token: String| {
-            Ok((vec![0], "same".to_owned()))
+        let error = all_pages("ListDevices", None, |_token: String| {
+            std::future::ready(Ok((vec![0], "same".to_owned())))
         })
         .await
         .expect_err("loops");
@@ -208,8 +222,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_failing_page_names_the_rpc() {
-        let error = all_pages::<u8>("ListPolicies", None, async |_token: String| {
-            Err(tonic::Status::permission_denied("auditors only"))
+        let error = all_pages::<u8, _>("ListPolicies", None, |_token: String| {
+            std::future::ready(Err(tonic::Status::permission_denied("auditors only")))
         })
         .await
         .expect_err("fails");

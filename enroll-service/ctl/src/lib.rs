@@ -3,6 +3,7 @@
 //! ```text
 //!  enrollctl ──mTLS (operator cert, service root as the only anchor)──▶ Operator service
 //!    whoami · policy · batch (import ⇉, watch ⇇) · device · export · crl · audit · operator
+//!  browser ──HTTP, loopback, token+cookie+CSRF──▶ enrollctl console ──the same mTLS calls──▶
 //! ```
 //!
 //! The binary (`src/main.rs`) only calls [`run`]. Everything else lives here so that
@@ -32,14 +33,17 @@
 //!
 //! Modules: [`args`] (the command line), [`import`] (device list parsers), [`duration`]
 //! (`90d`-style spans), [`output`] (the output contract: the JSON mapping, terminal escaping,
-//! tables); the commands, the connection and the human views (one module per resource) are
-//! private.
+//! tables), [`console`] (`enrollctl console`, the local web console) and [`audit_chain`] (the
+//! audit log's hash chain, checked on this side); the commands, the connection and the human
+//! views (one module per resource) are private.
 
 #![forbid(unsafe_code)]
 
 pub mod args;
+pub mod audit_chain;
 mod commands;
 mod connect;
+pub mod console;
 pub mod duration;
 mod error;
 pub mod import;
@@ -255,6 +259,21 @@ mod tests {
         assert_eq!(report(&error, true, &mut err), Exit::Refused);
         let value: serde_json::Value = serde_json::from_slice(&err).expect("one JSON object");
         assert_eq!(value["error"]["grpc_message"], hostile);
+    }
+
+    #[tokio::test]
+    async fn the_console_refuses_a_non_loopback_address_before_connecting() {
+        let (exit, out, err) = capture(&[
+            "--service",
+            "https://127.0.0.1:9",
+            "console",
+            "--listen",
+            "0.0.0.0:8780",
+        ])
+        .await;
+        assert_eq!(exit, Exit::Usage);
+        assert!(out.is_empty());
+        assert!(err.contains("loopback only"), "{err}");
     }
 
     #[tokio::test]

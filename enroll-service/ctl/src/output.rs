@@ -46,6 +46,7 @@
 //! | `audit query`, `audit verify` | `QueryAuditResponse`, `VerifyAuditResponse` |
 //! | `operator issue` | `IssueOperatorCertificateResponse`, plus `profile` |
 //! | `operator revoke`, `operator list` | `RevokeOperatorCertificateResponse`, `ListOperatorCertificatesResponse` |
+//! | `console` | `WhoAmIResponse` (who the console acts as), plus `login_url` and `listen`, then nothing until it stops |
 //!
 //! List commands follow every page and print one `List…Response` holding all of them, with an
 //! empty `next_page_token`; `audit query --limit N` stops after N entries (`head_seq` says how
@@ -62,6 +63,7 @@
 //! - `paths` (`export`): where each of `artifacts` was written, in the same order;
 //! - `path` (`crl --out`): the file written;
 //! - `profile` (`operator issue`): `{"dir", "key", "certificate", "root"}`, the files written.
+//! - `login_url`, `listen` (`console`): the one-time login link, and the address served.
 //!
 //! Errors go to stderr as one object, `{"error": {"message", "exit_code"}}`, with `rpc`,
 //! `grpc_code` and `grpc_message` when the service refused a call.

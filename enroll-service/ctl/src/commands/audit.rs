@@ -54,20 +54,23 @@ async fn query(args: AuditQueryArgs, ctx: &mut Ctx<'_>) -> Result<(), CtlError> 
         page_size: PAGE_SIZE,
         page_token: String::new(),
     };
-    let mut client = ctx.client().await?;
-    let mut head_seq = 0;
-    let entries = all_pages("QueryAudit", args.limit, async |page_token| {
-        let page = client
-            .query_audit(QueryAuditRequest {
-                page_token,
-                ..request.clone()
-            })
-            .await?
-            .into_inner();
-        head_seq = page.head_seq;
-        Ok((page.entries, page.next_page_token))
+    let client = ctx.client().await?;
+    let head_seq = std::cell::Cell::new(0);
+    let entries = all_pages("QueryAudit", args.limit, |page_token| {
+        let mut client = client.clone();
+        let request = QueryAuditRequest {
+            page_token,
+            ..request.clone()
+        };
+        let head_seq = &head_seq;
+        async move {
+            let page = client.query_audit(request).await?.into_inner();
+            head_seq.set(page.head_seq);
+            Ok((page.entries, page.next_page_token))
+        }
     })
     .await?;
+    let head_seq = head_seq.get();
     // Every page (or --limit entries) as one response; head_seq says how far the log goes.
     let all = QueryAuditResponse {
         entries,

@@ -69,22 +69,23 @@ pub(super) async fn run(command: BatchCommand, ctx: &mut Ctx<'_>) -> Result<(), 
             )
         }
         BatchCommand::List { owner: o, policy } => {
-            let mut client = ctx.client().await?;
+            let client = ctx.client().await?;
             let request = ListBatchesRequest {
                 owner: owner(o),
                 policy_name: policy.unwrap_or_default(),
                 page_size: PAGE_SIZE,
                 page_token: String::new(),
             };
-            let batches = all_pages("ListBatches", None, async |page_token| {
-                let page = client
-                    .list_batches(ListBatchesRequest {
-                        page_token,
-                        ..request.clone()
-                    })
-                    .await?
-                    .into_inner();
-                Ok((page.batches, page.next_page_token))
+            let batches = all_pages("ListBatches", None, |page_token| {
+                let mut client = client.clone();
+                let request = ListBatchesRequest {
+                    page_token,
+                    ..request.clone()
+                };
+                async move {
+                    let page = client.list_batches(request).await?.into_inner();
+                    Ok((page.batches, page.next_page_token))
+                }
             })
             .await?;
             let all = ListBatchesResponse {

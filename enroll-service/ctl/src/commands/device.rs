@@ -58,16 +58,17 @@ pub(super) async fn run(command: DeviceCommand, ctx: &mut Ctx<'_>) -> Result<(),
 }
 
 async fn list(request: ListDevicesRequest, ctx: &mut Ctx<'_>) -> Result<(), CtlError> {
-    let mut client = ctx.client().await?;
-    let devices = all_pages("ListDevices", None, async |page_token| {
-        let page = client
-            .list_devices(ListDevicesRequest {
-                page_token,
-                ..request.clone()
-            })
-            .await?
-            .into_inner();
-        Ok((page.devices, page.next_page_token))
+    let client = ctx.client().await?;
+    let devices = all_pages("ListDevices", None, |page_token| {
+        let mut client = client.clone();
+        let request = ListDevicesRequest {
+            page_token,
+            ..request.clone()
+        };
+        async move {
+            let page = client.list_devices(request).await?.into_inner();
+            Ok((page.devices, page.next_page_token))
+        }
     })
     .await?;
     let all = ListDevicesResponse {

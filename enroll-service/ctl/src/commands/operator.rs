@@ -79,17 +79,21 @@ async fn revoke(
 }
 
 async fn list(owner: String, ctx: &mut Ctx<'_>) -> Result<(), CtlError> {
-    let mut client = ctx.client().await?;
-    let certificates = all_pages("ListOperatorCertificates", None, async |page_token| {
-        let page = client
-            .list_operator_certificates(ListOperatorCertificatesRequest {
-                owner: owner.clone(),
-                page_size: PAGE_SIZE,
-                page_token,
-            })
-            .await?
-            .into_inner();
-        Ok((page.certificates, page.next_page_token))
+    let client = ctx.client().await?;
+    let certificates = all_pages("ListOperatorCertificates", None, |page_token| {
+        let mut client = client.clone();
+        let request = ListOperatorCertificatesRequest {
+            owner: owner.clone(),
+            page_size: PAGE_SIZE,
+            page_token,
+        };
+        async move {
+            let page = client
+                .list_operator_certificates(request)
+                .await?
+                .into_inner();
+            Ok((page.certificates, page.next_page_token))
+        }
     })
     .await?;
     let all = ListOperatorCertificatesResponse {

@@ -100,16 +100,19 @@ async fn get(name: String, root_out: Option<&Path>, ctx: &mut Ctx<'_>) -> Result
 }
 
 async fn list(ctx: &mut Ctx<'_>) -> Result<(), CtlError> {
-    let mut client = ctx.client().await?;
-    let owners = all_pages("ListOwners", None, async |page_token| {
-        let page = client
-            .list_owners(ListOwnersRequest {
-                page_size: PAGE_SIZE,
-                page_token,
-            })
-            .await?
-            .into_inner();
-        Ok((page.owners, page.next_page_token))
+    let client = ctx.client().await?;
+    let owners = all_pages("ListOwners", None, |page_token| {
+        let mut client = client.clone();
+        async move {
+            let page = client
+                .list_owners(ListOwnersRequest {
+                    page_size: PAGE_SIZE,
+                    page_token,
+                })
+                .await?
+                .into_inner();
+            Ok((page.owners, page.next_page_token))
+        }
     })
     .await?;
     let all = ListOwnersResponse {

@@ -40,22 +40,23 @@ pub(super) async fn run(command: PolicyCommand, ctx: &mut Ctx<'_>) -> Result<(),
             )
         }
         PolicyCommand::List { owner: o, kind } => {
-            let mut client = ctx.client().await?;
+            let client = ctx.client().await?;
             let request = ListPoliciesRequest {
                 owner: owner(o),
                 kind: kind.map_or(PolicyKind::Unspecified, PolicyKind::from) as i32,
                 page_size: PAGE_SIZE,
                 page_token: String::new(),
             };
-            let policies = all_pages("ListPolicies", None, async |page_token| {
-                let page = client
-                    .list_policies(ListPoliciesRequest {
-                        page_token,
-                        ..request.clone()
-                    })
-                    .await?
-                    .into_inner();
-                Ok((page.policies, page.next_page_token))
+            let policies = all_pages("ListPolicies", None, |page_token| {
+                let mut client = client.clone();
+                let request = ListPoliciesRequest {
+                    page_token,
+                    ..request.clone()
+                };
+                async move {
+                    let page = client.list_policies(request).await?.into_inner();
+                    Ok((page.policies, page.next_page_token))
+                }
             })
             .await?;
             let all = ListPoliciesResponse {
