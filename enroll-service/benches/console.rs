@@ -16,6 +16,7 @@
 //! The console reads the device list once at start and then in the background (see
 //! `enrollctl`'s `console::fleet_index`), so a page load never pages through the devices: the
 //! first load after start waits for that first read, later loads do not. Both are printed.
+#![allow(clippy::expect_used, reason = "a bench fails loudly")]
 
 // The tests' in-process service (its module allows what test helpers need).
 #[path = "../tests/common/mod.rs"]
