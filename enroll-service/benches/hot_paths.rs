@@ -81,6 +81,7 @@ fn issue(c: &mut Criterion) {
                     common_name: common_name.clone(),
                     validity,
                     serial: Serial::random().expect("serial"),
+                    crl_distribution_point: None,
                 })
                 .expect("issues"),
             )

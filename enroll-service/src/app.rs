@@ -44,6 +44,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Prometheus `/metrics` listen address; unset disables it.
     pub metrics_listen: Option<SocketAddr>,
+    /// Plain-HTTP CRL endpoint (`/crl/<issuer id>.crl`) listen address; unset disables it.
+    /// Brokers and the CRL distribution points of policies with a `crl_base_url` reach it.
+    #[serde(default)]
+    pub crl_listen: Option<SocketAddr>,
     /// Names in the service's TLS certificate (IP addresses or DNS names).
     pub server_names: Vec<String>,
     /// Limits.
@@ -54,9 +58,9 @@ pub struct Config {
     pub ca: CaConfig,
 }
 
-/// The `[ca]` table: where new CA keys are generated. It names the token and where its PIN
-/// comes from, never the PIN.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The `[ca]` table: where new CA keys are generated, and the CRLs' lifetime. It names the
+/// token and where its PIN comes from, never the PIN.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CaConfig {
     /// `sealed` (software keys sealed under the CA passphrase) or `pkcs11`.
@@ -69,6 +73,25 @@ pub struct CaConfig {
     /// Sessions kept open on the token (`pkcs11` only): at most this many signatures at once.
     #[serde(default = "default_sessions")]
     pub pkcs11_sessions: usize,
+    /// How long each CRL is valid (nextUpdate − thisUpdate), seconds; at least 10. Every CRL
+    /// is re-signed when half of it has passed, and at once after a revocation.
+    #[serde(default = "default_crl_validity")]
+    pub crl_validity_secs: u64,
+}
+
+impl Default for CaConfig {
+    fn default() -> Self {
+        Self {
+            backend: CaBackend::default(),
+            pkcs11_token: None,
+            pkcs11_sessions: default_sessions(),
+            crl_validity_secs: default_crl_validity(),
+        }
+    }
+}
+
+fn default_crl_validity() -> u64 {
+    ServiceConfig::default().crl_validity.as_secs()
 }
 
 /// The key backends.
@@ -210,6 +233,7 @@ impl Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            crl_listen: None,
             server_names: vec!["127.0.0.1".into(), "::1".into(), "localhost".into()],
             limits: Limits::default(),
             ca: CaConfig::default(),
@@ -239,6 +263,7 @@ impl Config {
                 Duration::from_secs(self.limits.http2_keepalive_interval_secs.max(1)),
                 Duration::from_secs(self.limits.http2_keepalive_timeout_secs.max(1)),
             ),
+            crl_validity: Duration::from_secs(self.ca.crl_validity_secs.max(10)),
             ..ServiceConfig::default()
         }
     }
@@ -346,6 +371,7 @@ fn create_platform_ca(
                 backend: CaBackend::Pkcs11,
                 pkcs11_token: Some(token.clone()),
                 pkcs11_sessions: *sessions,
+                ..CaConfig::default()
             };
             let backend = config.ca.key_backend(None)?;
             let (root_key, _) = backend.generate("platform/root")?;
@@ -566,9 +592,14 @@ pub fn ca_use(
                 backend: CaBackend::Pkcs11,
                 pkcs11_token: Some(token),
                 pkcs11_sessions: sessions,
+                ..config.ca
             }
         }
-        CaKeys::Sealed(_) => CaConfig::default(),
+        CaKeys::Sealed(_) => CaConfig {
+            backend: CaBackend::Sealed,
+            pkcs11_token: None,
+            ..config.ca
+        },
     };
     let path = config_path.map_or_else(|| state_dir.join("config.toml"), Path::to_path_buf);
     oxroot_files::write_atomically(
@@ -660,6 +691,24 @@ pub async fn serve(
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let _ = crate::metrics::serve(metrics_listener, metrics, async move {
+                let _ = stop.changed().await;
+            })
+            .await;
+        });
+    }
+    if let Some(addr) = config.crl_listen {
+        let crl_listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr} for CRLs: {e}"))?;
+        writeln!(
+            out,
+            "CRLs on http://{}/crl/<issuer id>.crl",
+            crl_listener.local_addr()?
+        )?;
+        let core = core.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let _ = crate::server::crl_http::serve(crl_listener, core, async move {
                 let _ = stop.changed().await;
             })
             .await;

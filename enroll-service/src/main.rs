@@ -85,6 +85,9 @@ enum Command {
         /// Override the metrics listen address.
         #[arg(long)]
         metrics_listen: Option<std::net::SocketAddr>,
+        /// Override the CRL endpoint's listen address (plain HTTP).
+        #[arg(long)]
+        crl_listen: Option<std::net::SocketAddr>,
     },
     /// Where CA keys live: show it, or choose where new ones go.
     Ca {
@@ -188,6 +191,7 @@ async fn run(cli: Cli) -> Result<(), app::AppError> {
             passphrase_file,
             listen,
             metrics_listen,
+            crl_listen,
         } => {
             let mut config = app::load_config(&state_dir, config.as_deref())?;
             if let Some(listen) = listen {
@@ -195,6 +199,9 @@ async fn run(cli: Cli) -> Result<(), app::AppError> {
             }
             if metrics_listen.is_some() {
                 config.metrics_listen = metrics_listen;
+            }
+            if crl_listen.is_some() {
+                config.crl_listen = crl_listen;
             }
             let passphrase = app::load_passphrase_if_given(passphrase_file.as_deref())?;
             let core = app::open_state(&state_dir, passphrase, &config)?;

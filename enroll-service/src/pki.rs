@@ -242,6 +242,8 @@ pub struct LeafRequest {
     pub validity: Validity,
     /// A serial the registry guarantees is unique.
     pub serial: Serial,
+    /// Where relying parties fetch the issuer's CRL (an `http://` URL), if the policy says.
+    pub crl_distribution_point: Option<String>,
 }
 
 /// A certificate with its chain, ready to hand out.

@@ -75,6 +75,10 @@ pub struct PolicySpec {
     /// Subject CN template with `{device_id}` and optionally `{owner}`; renders to at most
     /// [`MAX_SUBJECT_CN_CHARS`] characters.
     pub subject_cn_template: String,
+    /// Base URL of the CRL endpoint (`http://…`, no trailing slash), or empty: device
+    /// certificates then carry no CRL distribution point.
+    #[serde(default)]
+    pub crl_base_url: String,
     /// The cloud the policy provisions for, with its parameters.
     pub cloud: CloudParams,
     /// When the policy was created.
@@ -156,6 +160,41 @@ impl PolicyError {
 /// characters, so a template that renders well for this one renders well for all of them.
 fn sample_device_id() -> DeviceId {
     DeviceId::from_bytes([0xab; 32])
+}
+
+/// Longest CRL base URL accepted.
+const MAX_CRL_BASE_URL: usize = 200;
+
+/// Validates a CRL base URL: empty, or `http://host[:port][/path]` of visible ASCII without
+/// query, fragment, user info or a trailing slash (one is taken off).
+fn crl_base_url(url: &str) -> Result<String, PolicyError> {
+    const FIELD: &str = "policy.crl_base_url";
+    if url.is_empty() {
+        return Ok(String::new());
+    }
+    let url = url.strip_suffix('/').unwrap_or(url);
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err(PolicyError::new(
+            FIELD,
+            "must start with http:// (a CRL is signed; https would need a CRL check of its own)",
+        ));
+    };
+    let host = rest.split('/').next().unwrap_or_default();
+    let problem = if url.len() > MAX_CRL_BASE_URL {
+        Some(format!("must be at most {MAX_CRL_BASE_URL} characters"))
+    } else if !url.bytes().all(|b| b.is_ascii_graphic()) {
+        Some("must be visible ASCII, without spaces".to_owned())
+    } else if url.contains(['?', '#']) {
+        Some("must not have a query or a fragment".to_owned())
+    } else if host.is_empty() || host.contains('@') {
+        Some("must name a host, without user information".to_owned())
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(PolicyError::new(FIELD, problem)),
+        None => Ok(url.to_owned()),
+    }
 }
 
 impl PolicySpec {
@@ -242,6 +281,7 @@ impl PolicySpec {
             certificate_lifetime,
             renew_window,
             subject_cn_template,
+            crl_base_url: crl_base_url(&policy.crl_base_url)?,
             cloud,
             created_at: now,
             created_by: created_by.to_owned(),
@@ -275,6 +315,7 @@ impl PolicySpec {
             certificate_lifetime: Some(duration_to_proto(self.certificate_lifetime)),
             renew_window: Some(duration_to_proto(self.renew_window)),
             subject_cn_template: self.subject_cn_template.clone(),
+            crl_base_url: self.crl_base_url.clone(),
             params: Some(match &self.cloud {
                 CloudParams::AwsIot(params) => v1::policy::Params::AwsIot(params.to_proto()),
                 CloudParams::AzureDps(params) => v1::policy::Params::AzureDps(params.to_proto()),
@@ -283,6 +324,13 @@ impl PolicySpec {
             created_at: Some(timestamp_to_proto(self.created_at)),
             created_by: self.created_by.clone(),
         }
+    }
+
+    /// The CRL distribution point of certificates `issuer` (a CA id) signs under this policy,
+    /// if the policy names a CRL base URL.
+    #[must_use]
+    pub fn crl_distribution_point(&self, issuer: &str) -> Option<String> {
+        (!self.crl_base_url.is_empty()).then(|| format!("{}/{issuer}.crl", self.crl_base_url))
     }
 
     /// The policy's kind, from its cloud parameters.

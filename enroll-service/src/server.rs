@@ -13,6 +13,7 @@
 //! so a new server certificate from the same intermediate is as good as the old one. Every
 //! connection passes through [`edge`] (limits and timeouts) before it reaches tonic.
 
+pub mod crl_http;
 mod edge;
 
 use std::net::SocketAddr;
@@ -195,9 +196,12 @@ pub async fn serve(
         }
     });
 
+    // CRLs are checked often enough that each is re-signed well before half its validity
+    // has passed, whatever the configured validity.
     let crl_core = core.clone();
+    let crl_check = (core.crls().validity() / 8).clamp(Duration::from_secs(1), CRL_CHECK_INTERVAL);
     let crl_task = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(CRL_CHECK_INTERVAL);
+        let mut tick = tokio::time::interval(crl_check);
         loop {
             tick.tick().await;
             match crl_core.crls().refresh_all().await {

@@ -39,7 +39,7 @@ pub use auth::Caller;
 pub use authorities::{Authorities, Issuer, PLATFORM_ISSUER};
 pub use challenge::{ChallengeBook, ChallengeId, ForeignChallenge};
 pub use config::ServiceConfig;
-pub use crl::CrlSigner;
+pub use crl::{CrlSigner, PublishedCrl};
 pub use device::{DeviceService, verify_signature};
 pub use operator::{OperatorService, issue_operator_certificate, record_operator_certificate};
 

@@ -49,6 +49,7 @@ fn device_leaf_request(serial: u128) -> LeafRequest {
         common_name: "ab".repeat(32),
         validity: year(),
         serial: Serial::new(serial).unwrap(),
+        crl_distribution_point: None,
     }
 }
 

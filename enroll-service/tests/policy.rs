@@ -1591,6 +1591,7 @@ fn device_credentials(
             common_name: common_name.into(),
             validity: enroll_service::pki::Validity::starting(now(), Duration::days(1)).unwrap(),
             serial,
+            crl_distribution_point: None,
         })
         .unwrap();
     let chain = format!("{name}-chain.pem");
@@ -1790,5 +1791,51 @@ fn a_tls13_only_mosquitto_policy_gives_a_broker_that_refuses_tls12() {
     assert!(
         !ok && out.contains("protocol version"),
         "the listener's minimum is TLS 1.3: {out}"
+    );
+}
+
+#[test]
+fn a_crl_base_url_is_plain_http_and_names_each_issuers_crl() {
+    let with_base = |url: &str| {
+        let mut policy = mosquitto_policy();
+        policy.crl_base_url = url.into();
+        create(&policy)
+    };
+    let spec = with_base("http://pki.example.com:8080/crl/").unwrap();
+    assert_eq!(spec.crl_base_url, "http://pki.example.com:8080/crl");
+    assert_eq!(
+        spec.crl_distribution_point("acme/2").as_deref(),
+        Some("http://pki.example.com:8080/crl/acme/2.crl")
+    );
+    assert_eq!(
+        spec.to_proto().crl_base_url,
+        "http://pki.example.com:8080/crl"
+    );
+    assert_eq!(
+        create(&mosquitto_policy())
+            .unwrap()
+            .crl_distribution_point("acme/1"),
+        None
+    );
+    for (bad, why) in [
+        ("https://pki.example.com/crl", "http://"),
+        ("ldap://pki.example.com/crl", "http://"),
+        ("http://pki.example.com/crl?x=1", "query"),
+        ("http://pki.example.com/crl#top", "fragment"),
+        ("http://user@pki.example.com/crl", "user information"),
+        ("http:///crl", "name a host"),
+        ("http://pki.example.com/a b", "visible ASCII"),
+        ("http://pki.example.com/\u{1b}[2J", "visible ASCII"),
+    ] {
+        let error = with_base(bad).unwrap_err();
+        assert_eq!(error.field, "policy.crl_base_url", "{bad}");
+        assert!(error.to_string().contains(why), "{bad}: {error}");
+    }
+    let long = format!("http://pki.example.com/{}", "a".repeat(200));
+    assert!(
+        with_base(&long)
+            .unwrap_err()
+            .to_string()
+            .contains("at most 200")
     );
 }

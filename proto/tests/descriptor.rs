@@ -34,6 +34,7 @@ const OPERATOR_METHODS: &[Shape] = &[
     ("TransferDevice", false, false),
     ("ExportArtifacts", false, false),
     ("GetCrl", false, false),
+    ("WatchCrls", false, true),
     ("QueryAudit", false, false),
     ("VerifyAudit", false, false),
     ("IssueOperatorCertificate", false, false),

@@ -32,6 +32,11 @@ pub struct Harness {
 
 impl Harness {
     pub async fn start() -> Self {
+        Self::start_with(ServiceConfig::default()).await
+    }
+
+    /// A harness whose service runs with `config` (a short CRL validity, say).
+    pub async fn start_with(config: ServiceConfig) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let registry = SledRegistry::open(&dir.path().join("registry")).unwrap();
         let ca = CertificateAuthority::initialise(
@@ -39,12 +44,7 @@ impl Harness {
             time::OffsetDateTime::now_utc() - time::Duration::minutes(1),
         )
         .unwrap();
-        let core = ServiceCore::new(
-            registry,
-            Arc::new(ca),
-            ServiceConfig::default(),
-            Arc::new(Metrics::new()),
-        );
+        let core = ServiceCore::new(registry, Arc::new(ca), config, Arc::new(Metrics::new()));
         let server = RunningServer::start(core.clone()).await.unwrap();
         let root_file = dir.path().join("root.pem");
         std::fs::write(&root_file, &server.root_pem).unwrap();
@@ -72,6 +72,39 @@ impl Harness {
             "--backoff-ms".into(),
             "20".into(),
         ]
+    }
+
+    /// Writes an enrollctl profile (root.pem, operator.pem, operator.key) for a fresh admin of
+    /// `owner` into `dir`.
+    pub async fn write_profile(&self, dir: &Path, owner: &str) {
+        let now = time::OffsetDateTime::now_utc();
+        let issued = enroll_service::service::issue_operator_certificate(
+            &self.core,
+            &OperatorKey::Generate,
+            ("profile-admin", owner, Role::Admin),
+            Validity::starting(now - time::Duration::minutes(1), time::Duration::hours(1)).unwrap(),
+            "system:test-harness",
+        )
+        .await
+        .unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("root.pem"), &self.server.root_pem).unwrap();
+        std::fs::write(
+            dir.join("operator.pem"),
+            format!(
+                "{}{}",
+                issued.certificate.pem,
+                self.core.ca().certificate_pem()
+            ),
+        )
+        .unwrap();
+        let key = dir.join("operator.key");
+        std::fs::write(&key, issued.private_key.unwrap().to_pem().as_bytes()).unwrap();
+        std::fs::set_permissions(
+            &key,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+        )
+        .unwrap();
     }
 
     /// An Operator client for a fresh admin of `owner`.
@@ -483,6 +516,11 @@ impl Broker {
             dir: dir.to_owned(),
             port,
         }
+    }
+
+    /// The broker's process id (for a reload command).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Replaces the CRL and makes the broker re-read it (SIGHUP).

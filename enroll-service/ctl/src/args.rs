@@ -430,9 +430,13 @@ pub struct ExportArgs {
     pub broker_csr: Option<PathBuf>,
 }
 
-/// `crl`
+/// `crl`: fetch once, or `crl sync` to keep a broker's CRL file current.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct CrlArgs {
+    /// Keep a CRL file current instead of fetching once.
+    #[command(subcommand)]
+    pub sync: Option<CrlCommand>,
     /// Whose CRL: an owner (default: the caller's), or "*" for the platform's (operator
     /// certificates; the default for platform operators).
     #[arg(long)]
@@ -446,6 +450,41 @@ pub struct CrlArgs {
     /// Write the CRL to this file (atomically replaced) instead of stdout.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+}
+
+/// `crl sync`
+#[derive(Debug, Subcommand)]
+pub enum CrlCommand {
+    /// Keep a broker's CRL file current: fetch the owner's CRLs, verify each against the
+    /// pinned trust, write the file atomically, and run the reload command; again at once
+    /// when a CRL is signed (a revocation, a scheduled re-signing) and every --interval.
+    /// Runs until stopped; errors are logged and retried, and the file is never replaced by
+    /// one that does not verify.
+    Sync(CrlSyncArgs),
+}
+
+/// `crl sync` options.
+#[derive(Debug, Args)]
+pub struct CrlSyncArgs {
+    /// Whose CRLs (default: the caller's owner; "*" for the platform's).
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// The CRL file to keep current (PEM; every live issuing CA's CRL).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// The pinned trust the CRLs must verify against: the broker's CA file (`ca.pem` of the
+    /// owner's export).
+    #[arg(long, value_name = "FILE")]
+    pub trust: PathBuf,
+    /// Run this (with `sh -c`) after each new file, e.g. 'kill -HUP $(pidof mosquitto)'.
+    #[arg(long, value_name = "CMD")]
+    pub exec: Option<String>,
+    /// Fetch at least this often even without a notice, e.g. 60s.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    pub interval: Duration,
+    /// Fetch, verify, write and run the command once, then exit.
+    #[arg(long)]
+    pub once: bool,
 }
 
 /// `audit …`

@@ -3,6 +3,7 @@
 mod audit;
 mod batch;
 mod console;
+mod crl_sync;
 mod device;
 mod export;
 mod operator;
@@ -17,7 +18,7 @@ use oxroot_proto::v1::operator_client::OperatorClient;
 use serde_json::Value;
 use tonic::transport::Channel;
 
-use super::args::{Command, ConnectionArgs};
+use super::args::{Command, ConnectionArgs, CrlCommand};
 use super::connect::connect;
 use super::error::CtlError;
 use super::output::Human;
@@ -111,7 +112,10 @@ pub(crate) async fn execute(command: Command, ctx: &mut Ctx<'_>) -> Result<(), C
         Command::Export(args) => export::artifacts(args, ctx).await,
         Command::Batch(command) => batch::run(command, ctx).await,
         Command::Device(command) => device::run(command, ctx).await,
-        Command::Crl(args) => export::crl(args, ctx).await,
+        Command::Crl(args) => match args.sync {
+            Some(CrlCommand::Sync(sync)) => crl_sync::run(sync, ctx).await,
+            None => export::crl(args, ctx).await,
+        },
         Command::Audit(command) => audit::run(command, ctx).await,
         Command::Operator(command) => operator::run(command, ctx).await,
         Command::Owner(command) => owner::run(command, ctx).await,

@@ -53,6 +53,11 @@ impl CertificateAuthority {
         params
             .distinguished_name
             .push(DnType::CommonName, request.common_name.as_str());
+        if let Some(url) = &request.crl_distribution_point {
+            params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+                uris: vec![url.clone()],
+            }];
+        }
         let cert = params
             .signed_by(&public_key, &self.issuer)
             .map_err(|e| self.sign_error(e))?;

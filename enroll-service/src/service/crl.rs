@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use time::OffsetDateTime;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, broadcast};
 
 use super::authorities::Authorities;
 use crate::audit::AuditDraft;
@@ -22,6 +22,17 @@ pub struct CrlSigner {
     validity: Duration,
     /// Serialises re-signing: two concurrent signers would both take the same next number.
     signing: Mutex<()>,
+    /// Every CRL signed, as it is stored (WatchCrls).
+    published: broadcast::Sender<PublishedCrl>,
+}
+
+/// A CRL just signed and stored.
+#[derive(Clone, Debug)]
+pub struct PublishedCrl {
+    /// The CA that signed it.
+    pub issuer: String,
+    /// The stored CRL.
+    pub record: CrlRecord,
 }
 
 impl CrlSigner {
@@ -35,7 +46,20 @@ impl CrlSigner {
             authorities,
             validity,
             signing: Mutex::new(()),
+            published: broadcast::channel(256).0,
         }
+    }
+
+    /// How long a CRL is valid; it is re-signed when half of it has passed.
+    #[must_use]
+    pub fn validity(&self) -> Duration {
+        self.validity
+    }
+
+    /// Every CRL signed from now on.
+    #[must_use]
+    pub fn subscribe(&self) -> broadcast::Receiver<PublishedCrl> {
+        self.published.subscribe()
     }
 
     /// Re-signs the CRL of `issuer` (a CA id) from every serial it revoked and stores it with
@@ -82,6 +106,11 @@ impl CrlSigner {
                     .detail("revoked_count", entries.len().to_string()),
             );
         commit(self.registry.as_ref(), change).await?;
+        // Nobody listening is fine: watchers come and go.
+        let _ = self.published.send(PublishedCrl {
+            issuer: issuer.to_owned(),
+            record: record.clone(),
+        });
         Ok(record)
     }
 

@@ -390,6 +390,29 @@ impl Operator for OperatorService {
         .await
     }
 
+    type WatchCrlsStream = admin::CrlWatchStream;
+
+    async fn watch_crls(
+        &self,
+        request: Request<v1::WatchCrlsRequest>,
+    ) -> Result<Response<Self::WatchCrlsStream>, Status> {
+        // Times the set-up only: the stream runs until the client cancels it.
+        let _timer = self.timer("watch_crls");
+        let (caller, slot) = self.admit(&request)?;
+        let result = self.watch_crls_as(&caller, request.get_ref()).await.map(
+            |stream| -> admin::CrlWatchStream {
+                // The slot goes with the stream: it is freed when the client lets go.
+                Box::pin(stream.map(move |message| {
+                    let _held = &slot;
+                    message
+                }))
+            },
+        );
+        Ok(Response::new(
+            self.audit_denial(&caller, "WatchCrls", result).await?,
+        ))
+    }
+
     async fn query_audit(
         &self,
         request: Request<v1::QueryAuditRequest>,

@@ -12,10 +12,12 @@
 //! size. The format byte cannot begin a JSON text, so old and new values live side by side and
 //! a registry is converted record by record as it is rewritten.
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
 
 use super::StoreError;
+use crate::policy::{CloudParams, PolicySpec, aws_iot::AwsIotParams, azure_dps::AzureDpsParams};
 
 /// The format byte of postcard-encoded records.
 pub const POSTCARD: u8 = 0x01;
@@ -53,6 +55,91 @@ pub fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreE
             }
         }
         _ => serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string())),
+    }
+}
+
+/// Encodes a policy. Policies are JSON, whatever the other records are: they are few and
+/// rarely written, and their fields grow with the clouds' features, which JSON with serde
+/// defaults absorbs where postcard (no field names) would misread every older record.
+#[must_use]
+pub fn encode_policy(policy: &PolicySpec) -> Vec<u8> {
+    #[allow(
+        clippy::expect_used,
+        reason = "a policy is plain data; serialising cannot fail"
+    )]
+    serde_json::to_vec(policy).expect("policies encode")
+}
+
+/// Decodes a policy: JSON, or postcard as registries wrote policies before they were JSON
+/// (the shape of [`PolicySpecV1`]).
+///
+/// # Errors
+/// [`StoreError::Corrupt`] naming the key.
+pub fn decode_policy(key: &[u8], bytes: &[u8]) -> Result<PolicySpec, StoreError> {
+    if bytes.first() == Some(&POSTCARD) {
+        return decode::<PolicySpecV1>(key, bytes).map(PolicySpec::from);
+    }
+    decode(key, bytes)
+}
+
+/// A policy as registries stored it in postcard, before policies were JSON: Mosquitto
+/// parameters without TLS versions, and no CRL base URL.
+#[derive(Deserialize)]
+struct PolicySpecV1 {
+    name: String,
+    owner: String,
+    description: String,
+    certificate_lifetime: Duration,
+    renew_window: Duration,
+    subject_cn_template: String,
+    cloud: CloudParamsV1,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    created_by: String,
+}
+
+#[derive(Deserialize)]
+enum CloudParamsV1 {
+    AwsIot(AwsIotParams),
+    AzureDps(AzureDpsParams),
+    Mosquitto(MosquittoParamsV1),
+}
+
+#[derive(Deserialize)]
+struct MosquittoParamsV1 {
+    host: String,
+    port: u16,
+    topic_root: String,
+    broker_ca_pem: String,
+}
+
+impl From<PolicySpecV1> for PolicySpec {
+    fn from(old: PolicySpecV1) -> Self {
+        let cloud = match old.cloud {
+            CloudParamsV1::AwsIot(params) => CloudParams::AwsIot(params),
+            CloudParamsV1::AzureDps(params) => CloudParams::AzureDps(params),
+            CloudParamsV1::Mosquitto(params) => {
+                CloudParams::Mosquitto(crate::policy::mosquitto::MosquittoParams {
+                    host: params.host,
+                    port: params.port,
+                    topic_root: params.topic_root,
+                    broker_ca_pem: params.broker_ca_pem,
+                    tls_versions: crate::policy::mosquitto::DEFAULT_TLS_VERSIONS.to_vec(),
+                })
+            }
+        };
+        Self {
+            name: old.name,
+            owner: old.owner,
+            description: old.description,
+            certificate_lifetime: old.certificate_lifetime,
+            renew_window: old.renew_window,
+            subject_cn_template: old.subject_cn_template,
+            crl_base_url: String::new(),
+            cloud,
+            created_at: old.created_at,
+            created_by: old.created_by,
+        }
     }
 }
 
@@ -173,6 +260,7 @@ mod tests {
             certificate_lifetime: Duration::days(365),
             renew_window: Duration::days(30),
             subject_cn_template: "{device_id}".into(),
+            crl_base_url: String::new(),
             cloud,
             created_at: at(1_700_000_000),
             created_by: "alice".into(),
@@ -300,6 +388,79 @@ mod tests {
         assert!(encode(&entry).len() < entry.record.len() + 80);
         round_trip(&"batch-id".to_owned());
         round_trip(&12_345_u64);
+    }
+
+    /// A policy as registries stored it before policies were JSON: postcard, Mosquitto
+    /// parameters without TLS versions, no CRL base URL.
+    #[derive(Serialize)]
+    struct PolicyBeforeJson {
+        name: String,
+        owner: String,
+        description: String,
+        certificate_lifetime: Duration,
+        renew_window: Duration,
+        subject_cn_template: String,
+        cloud: CloudBeforeJson,
+        #[serde(with = "time::serde::rfc3339")]
+        created_at: OffsetDateTime,
+        created_by: String,
+    }
+
+    #[derive(Serialize)]
+    #[allow(dead_code, reason = "the variant order is the stored enum's")]
+    enum CloudBeforeJson {
+        AwsIot(AwsIotParams),
+        AzureDps(AzureDpsParams),
+        Mosquitto {
+            host: String,
+            port: u16,
+            topic_root: String,
+            broker_ca_pem: String,
+        },
+    }
+
+    #[test]
+    fn policies_are_json_and_older_postcard_policies_still_read() {
+        let current = policy(CloudParams::Mosquitto(MosquittoParams {
+            host: "broker.example".into(),
+            port: 8883,
+            topic_root: "devices".into(),
+            broker_ca_pem: String::new(),
+            tls_versions: vec![crate::policy::TlsVersion::Tls12],
+        }));
+        let stored = encode_policy(&current);
+        assert_eq!(stored[0], b'{');
+        assert_eq!(decode_policy(b"p/acme/broker", &stored).unwrap(), current);
+
+        let old = PolicyBeforeJson {
+            name: "broker".into(),
+            owner: "acme".into(),
+            description: "the line's broker".into(),
+            certificate_lifetime: Duration::days(365),
+            renew_window: Duration::days(30),
+            subject_cn_template: "{device_id}".into(),
+            cloud: CloudBeforeJson::Mosquitto {
+                host: "broker.example".into(),
+                port: 8883,
+                topic_root: "devices".into(),
+                broker_ca_pem: String::new(),
+            },
+            created_at: at(1_700_000_000),
+            created_by: "alice".into(),
+        };
+        let read = decode_policy(b"p/acme/broker", &encode(&old)).unwrap();
+        let CloudParams::Mosquitto(params) = &read.cloud else {
+            panic!("{read:?}");
+        };
+        assert_eq!(
+            params.tls_versions,
+            crate::policy::mosquitto::DEFAULT_TLS_VERSIONS.to_vec()
+        );
+        assert_eq!(read.crl_base_url, "");
+        assert_eq!(
+            (read.name.as_str(), read.created_by.as_str()),
+            ("broker", "alice")
+        );
     }
 
     #[test]

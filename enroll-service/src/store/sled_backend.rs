@@ -39,7 +39,7 @@ use std::thread;
 use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::codec::{decode, encode};
+use super::codec::{decode, decode_policy, encode, encode_policy};
 use super::{Change, DeviceFilter, Guard, Op, Receipt, Registry, RegistryEvent, StoreError};
 use crate::audit::{self, GENESIS_HASH, StoredAuditEntry};
 use crate::model::{
@@ -362,7 +362,13 @@ impl Registry for SledRegistry {
     }
 
     fn policy(&self, owner: &str, name: &str) -> Result<Option<PolicySpec>, StoreError> {
-        self.get(&policy_key(owner, name))
+        self.check()?;
+        let key = policy_key(owner, name);
+        self.db
+            .get(&key)
+            .map_err(unavailable)?
+            .map(|v| decode_policy(&key, &v))
+            .transpose()
     }
 
     fn policies(
@@ -383,7 +389,7 @@ impl Registry for SledRegistry {
             if !key.starts_with(prefix.as_bytes()) || out.len() >= limit {
                 break;
             }
-            out.push(decode(&key, &value)?);
+            out.push(decode_policy(&key, &value)?);
         }
         Ok(out)
     }
@@ -781,7 +787,7 @@ impl Writer {
                 Op::PutPolicy(policy) => {
                     staged.insert(
                         policy_key(&policy.owner, &policy.name),
-                        Staged::Bytes(encode(policy)),
+                        Staged::Bytes(encode_policy(policy)),
                     );
                 }
                 Op::PutBatch(batch) => {

@@ -115,6 +115,7 @@ fn issue(ca: &CertificateAuthority, sample: &Sample, validity: Validity) -> Resu
         common_name: sample.device_id.clone(),
         validity,
         serial: Serial::random()?,
+        crl_distribution_point: None,
     })?;
     Ok(())
 }

@@ -17,8 +17,8 @@ use crate::model::{
 };
 use crate::pki::{CertificateAuthority, LeafRequest, RevocationReason, Serial, Validity};
 use crate::policy::PolicySpec;
-use crate::service::ServiceCore;
 use crate::service::locks::commit_locked;
+use crate::service::{Issuer, ServiceCore};
 use crate::store::{Change, Guard, Op, StoreError};
 use crate::wire::timestamp;
 
@@ -168,7 +168,7 @@ pub(super) async fn issue(
     let mut attempts = 0;
     let credential = loop {
         attempts += 1;
-        let credential = sign(&issuer.ca, &eligible, slot, dpk, &subject_cn, now)?;
+        let credential = sign(&issuer, &eligible, slot, dpk, &subject_cn, now)?;
         let change = onboarding_change(
             exchange,
             &eligible,
@@ -194,9 +194,10 @@ pub(super) async fn issue(
     Ok(Ok(bundle(&issuer.ca, &credential, &eligible.policy)))
 }
 
-/// Signs a leaf for `dpk` with `ca` under a fresh random serial.
+/// Signs a leaf for `dpk` with the owner's issuing CA under a fresh random serial, pointing at
+/// that CA's CRL if the policy names a CRL base URL.
 fn sign(
-    ca: &CertificateAuthority,
+    issuer: &Issuer,
     eligible: &Eligible,
     slot: KeySlot,
     dpk: &PublicKey,
@@ -206,11 +207,12 @@ fn sign(
     let policy = &eligible.policy;
     let serial = Serial::random()?;
     let validity = Validity::new(now - BACKDATE, now + policy.certificate_lifetime)?;
-    let leaf = ca.issue_device_certificate(&LeafRequest {
+    let leaf = issuer.ca.issue_device_certificate(&LeafRequest {
         public_key: *dpk.as_bytes(),
         common_name: subject_cn.to_owned(),
         validity,
         serial,
+        crl_distribution_point: policy.crl_distribution_point(&issuer.id),
     })?;
     Ok(CredentialRecord {
         serial,

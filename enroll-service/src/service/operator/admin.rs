@@ -8,6 +8,7 @@ use oxroot_proto::v1;
 use super::policies::check_policy_name;
 use super::{ANY_ROLE, OPERATORS, OperatorService, check_text, operator_audit};
 use crate::error::ServiceError;
+use crate::model::CrlRecord;
 use crate::pki::PLATFORM_OWNER;
 use crate::policy;
 use crate::service::{Caller, PLATFORM_ISSUER, random_hex};
@@ -178,5 +179,87 @@ impl OperatorService {
                 request.issuer_id
             )))
         }
+    }
+}
+
+/// The stream WatchCrls returns.
+pub(crate) type CrlWatchStream = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<v1::WatchCrlsResponse, tonic::Status>> + Send>,
+>;
+
+fn crl_notice(issuer: &str, crl: &CrlRecord) -> v1::WatchCrlsResponse {
+    v1::WatchCrlsResponse {
+        issuer_id: issuer.to_owned(),
+        crl_number: crl.number,
+        this_update: Some(timestamp(crl.this_update)),
+        next_update: Some(timestamp(crl.next_update)),
+        revoked_count: crl.revoked_count,
+    }
+}
+
+impl OperatorService {
+    /// WatchCrls for an authenticated caller: the current CRL of every issuer the request
+    /// covers, then each one signed after.
+    pub(crate) async fn watch_crls_as(
+        &self,
+        caller: &Caller,
+        request: &v1::WatchCrlsRequest,
+    ) -> Result<CrlWatchStream, ServiceError> {
+        caller.require("WatchCrls", ANY_ROLE)?;
+        let scope = v1::GetCrlRequest {
+            owner: request.owner.clone(),
+            ..v1::GetCrlRequest::default()
+        };
+        let issuers = self.crl_issuers_for(caller, &scope)?;
+        // Subscribe first: a CRL signed between the snapshot and the subscription would
+        // otherwise never be announced.
+        let mut published = self.core.crls.subscribe();
+        let (outbox, inbox) = tokio::sync::mpsc::channel(64);
+        for issuer in &issuers {
+            let crl = self.core.crls.current(issuer).await?;
+            let _ = outbox.try_send(Ok(crl_notice(issuer, &crl)));
+        }
+        let core = self.core.clone();
+        let owner = if request.owner == PLATFORM_OWNER
+            || (request.owner.is_empty() && caller.is_platform())
+        {
+            None
+        } else {
+            Some(caller.owner_for("owner", &request.owner)?)
+        };
+        tokio::spawn(async move {
+            loop {
+                let crl = tokio::select! {
+                    () = outbox.closed() => return,
+                    crl = published.recv() => crl,
+                };
+                let notice = match crl {
+                    Ok(crl) => {
+                        // The owner's issuers now (a rotation adds one while the stream runs).
+                        let watched = match &owner {
+                            None => crl.issuer == PLATFORM_ISSUER,
+                            Some(owner) => core
+                                .authorities()
+                                .crl_issuers_of(owner)
+                                .is_ok_and(|ids| ids.contains(&crl.issuer)),
+                        };
+                        if !watched {
+                            continue;
+                        }
+                        Ok(crl_notice(&crl.issuer, &crl.record))
+                    }
+                    // Missed notices: the client cannot know which, so it must re-read all.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Err(
+                        tonic::Status::data_loss("CRL notices were missed: reconnect and re-read"),
+                    ),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                let end = notice.is_err();
+                if outbox.send(notice).await.is_err() || end {
+                    return;
+                }
+            }
+        });
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(inbox)))
     }
 }

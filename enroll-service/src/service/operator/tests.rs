@@ -197,6 +197,7 @@ impl Fixture {
                 common_name: device_id.to_owned(),
                 validity,
                 serial,
+                crl_distribution_point: None,
             })
             .expect("leaf");
         let credential = CredentialRecord {

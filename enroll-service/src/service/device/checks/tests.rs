@@ -68,6 +68,7 @@ fn policy() -> PolicySpec {
         certificate_lifetime: time::Duration::days(365),
         renew_window: time::Duration::days(30),
         subject_cn_template: "{device_id}".into(),
+        crl_base_url: String::new(),
         cloud: CloudParams::Mosquitto(MosquittoParams {
             host: "127.0.0.1".into(),
             port: 8883,

@@ -1,0 +1,343 @@
+//! `crl sync`: keeps a broker's CRL file current, so that its CRL never goes stale (Mosquitto
+//! refuses every client once the CRL's nextUpdate has passed) and a revocation reaches it in
+//! seconds.
+//!
+//! ```text
+//!  WatchCrls(owner) ── a CRL was signed ──┐
+//!  every --interval ──────────────────────┼─▶ GetCrl(owner, PEM) ─▶ verify each CRL against
+//!  (re)connected ─────────────────────────┘     the pinned trust ─▶ changed? write atomically
+//!                                                                   ─▶ run --exec
+//! ```
+//!
+//! A CRL is accepted only if a CA certificate of the pinned trust file (the broker's own CA
+//! file) signed it, it is current (thisUpdate not in the future, nextUpdate not past), and its
+//! CRL number is not lower than the last one written for that CA: a service or a path that
+//! hands out an old or foreign CRL cannot make the broker forget a revocation. Whatever fails
+//! is logged and retried; the file is only ever replaced by one that verifies.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use oxroot_proto::v1::{CrlFormat, GetCrlRequest, WatchCrlsRequest};
+use serde_json::json;
+use time::OffsetDateTime;
+use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::revocation_list::CertificateRevocationList;
+
+use super::export::write_file;
+use super::{Ctx, owner};
+use crate::args::CrlSyncArgs;
+use crate::error::CtlError;
+
+/// How far in the future a CRL's thisUpdate may be (clocks differ a little).
+const CLOCK_SKEW: time::Duration = time::Duration::minutes(5);
+/// The pause before reconnecting after the service went away.
+const RECONNECT_AFTER: Duration = Duration::from_secs(2);
+
+/// One CRL of the file, as verified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct VerifiedCrl {
+    /// The signing CA's subject.
+    pub(crate) issuer: String,
+    /// Its CRL number (0 when it has none, which this service never issues).
+    pub(crate) number: u64,
+    /// Revoked certificates listed.
+    pub(crate) revoked: usize,
+    /// nextUpdate.
+    pub(crate) next_update: OffsetDateTime,
+}
+
+/// The CA certificates of the pinned trust file, DER.
+fn read_trust(path: &Path) -> Result<Vec<Vec<u8>>, CtlError> {
+    let text = std::fs::read(path).map_err(CtlError::io(path))?;
+    let certificates: Vec<Vec<u8>> = pem::parse_many(&text)
+        .map_err(|e| CtlError::Credential {
+            path: path.to_owned(),
+            problem: format!("not PEM: {e}"),
+        })?
+        .into_iter()
+        .filter(|block| block.tag() == "CERTIFICATE")
+        .map(pem::Pem::into_contents)
+        .collect();
+    if certificates.is_empty() {
+        return Err(CtlError::Credential {
+            path: path.to_owned(),
+            problem: "holds no certificate: give the broker's CA file (ca.pem of the export)"
+                .into(),
+        });
+    }
+    Ok(certificates)
+}
+
+/// Verifies every CRL of a PEM file: each signed by a certificate of `trust`, current at
+/// `now`, and numbered no lower than the last one accepted for its issuer (`seen`, updated).
+///
+/// # Errors
+/// What was wrong, for the log.
+pub(crate) fn verify_crls(
+    pem_text: &[u8],
+    trust: &[Vec<u8>],
+    now: OffsetDateTime,
+    seen: &mut HashMap<String, u64>,
+) -> Result<Vec<VerifiedCrl>, String> {
+    let blocks = pem::parse_many(pem_text).map_err(|e| format!("the answer is not PEM: {e}"))?;
+    if blocks.is_empty() {
+        return Err("the answer holds no CRL".into());
+    }
+    let trust: Vec<X509Certificate<'_>> = trust
+        .iter()
+        .filter_map(|der| X509Certificate::from_der(der).ok().map(|(_, c)| c))
+        .collect();
+    let mut verified = Vec::new();
+    let mut numbers = seen.clone();
+    for block in &blocks {
+        if block.tag() != "X509 CRL" {
+            return Err(format!("the answer holds a {} block", block.tag()));
+        }
+        let (_, crl) = CertificateRevocationList::from_der(block.contents())
+            .map_err(|e| format!("a CRL does not parse: {e}"))?;
+        let issuer = crl.issuer().to_string();
+        let signer = trust.iter().find(|ca| {
+            ca.subject() == crl.issuer() && crl.verify_signature(ca.public_key()).is_ok()
+        });
+        if signer.is_none() {
+            return Err(format!(
+                "the CRL of {issuer} is not signed by any CA of the pinned trust"
+            ));
+        }
+        let this_update = crl.last_update().to_datetime();
+        if this_update > now + CLOCK_SKEW {
+            return Err(format!(
+                "the CRL of {issuer} starts in the future ({this_update})"
+            ));
+        }
+        let next_update = crl
+            .next_update()
+            .map(|t| t.to_datetime())
+            .ok_or_else(|| format!("the CRL of {issuer} has no nextUpdate"))?;
+        if next_update <= now {
+            return Err(format!(
+                "the CRL of {issuer} is stale (nextUpdate {next_update})"
+            ));
+        }
+        let number = crl
+            .crl_number()
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or_default();
+        if let Some(&last) = numbers.get(&issuer)
+            && number < last
+        {
+            return Err(format!(
+                "the CRL of {issuer} is #{number}, older than #{last} already written"
+            ));
+        }
+        numbers.insert(issuer.clone(), number);
+        verified.push(VerifiedCrl {
+            issuer,
+            number,
+            revoked: crl.iter_revoked_certificates().count(),
+            next_update,
+        });
+    }
+    *seen = numbers;
+    Ok(verified)
+}
+
+/// What one round did.
+enum Round {
+    /// The file was written (and the command run).
+    Written(Vec<VerifiedCrl>),
+    /// The CRLs were the ones already in the file.
+    Unchanged,
+}
+
+/// The sync's state across rounds.
+struct Syncer<'a> {
+    args: &'a CrlSyncArgs,
+    owner: String,
+    trust: Vec<Vec<u8>>,
+    seen: HashMap<String, u64>,
+    written: Option<Vec<u8>>,
+}
+
+impl Syncer<'_> {
+    /// Fetches, verifies, and writes if changed.
+    async fn round(&mut self, ctx: &mut Ctx<'_>) -> Result<Round, CtlError> {
+        let response = ctx
+            .client()
+            .await?
+            .get_crl(GetCrlRequest {
+                format: CrlFormat::Pem as i32,
+                owner: self.owner.clone(),
+                issuer_id: String::new(),
+            })
+            .await
+            .map_err(CtlError::rpc("GetCrl"))?
+            .into_inner();
+        if self.written.as_ref() == Some(&response.crl) {
+            return Ok(Round::Unchanged);
+        }
+        let verified = verify_crls(
+            &response.crl,
+            &self.trust,
+            OffsetDateTime::now_utc(),
+            &mut self.seen,
+        )
+        .map_err(CtlError::BadAnswer)?;
+        write_file(&self.args.out, &response.crl, true)?;
+        self.written = Some(response.crl);
+        Ok(Round::Written(verified))
+    }
+
+    /// A round, logged; a new file runs the command.
+    async fn round_logged(&mut self, ctx: &mut Ctx<'_>, why: &str) -> Result<(), CtlError> {
+        let result = self.round(ctx).await;
+        match result {
+            Ok(Round::Unchanged) => Ok(()),
+            Ok(Round::Written(crls)) => {
+                let ran = match &self.args.exec {
+                    Some(command) => Some(reload(command).await),
+                    None => None,
+                };
+                let out = self.args.out.display().to_string();
+                ctx.emit(
+                    || {
+                        Ok(json!({
+                            "event": "written",
+                            "why": why,
+                            "path": out,
+                            "crls": crls.iter().map(|c| json!({
+                                "issuer": c.issuer,
+                                "crl_number": c.number.to_string(),
+                                "revoked_count": c.revoked,
+                                "next_update": c.next_update.to_string(),
+                            })).collect::<Vec<_>>(),
+                            "exec": ran.clone(),
+                        }))
+                    },
+                    |human| {
+                        let summary: Vec<String> = crls
+                            .iter()
+                            .map(|c| {
+                                format!("#{} of {} ({} revoked)", c.number, c.issuer, c.revoked)
+                            })
+                            .collect();
+                        human.line(&format!(
+                            "{} {why}: wrote {} to {out}{}",
+                            now_text(),
+                            summary.join(", "),
+                            ran.as_deref().map(|r| format!("; {r}")).unwrap_or_default()
+                        ))
+                    },
+                )
+            }
+            Err(e) => {
+                let message = e.to_string();
+                ctx.emit(
+                    || Ok(json!({"event": "error", "why": why, "error": message})),
+                    |human| {
+                        human.line(&format!(
+                            "{} {why}: kept the current file: {message}",
+                            now_text()
+                        ))
+                    },
+                )?;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Runs the reload command; says how it ended.
+async fn reload(command: &str) -> String {
+    match tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .status()
+        .await
+    {
+        Ok(status) if status.success() => format!("ran `{command}`"),
+        Ok(status) => format!("`{command}` failed ({status})"),
+        Err(e) => format!("could not run `{command}`: {e}"),
+    }
+}
+
+fn now_text() -> String {
+    OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+pub(super) async fn run(args: CrlSyncArgs, ctx: &mut Ctx<'_>) -> Result<(), CtlError> {
+    let mut syncer = Syncer {
+        trust: read_trust(&args.trust)?,
+        owner: owner(args.owner.clone()),
+        args: &args,
+        seen: HashMap::new(),
+        written: None,
+    };
+    if args.once {
+        return syncer.round_logged(ctx, "once").await;
+    }
+    loop {
+        // Connected (again): fetch at once, then on every notice and every interval.
+        let watch = match ctx.client().await {
+            Ok(mut client) => client
+                .watch_crls(WatchCrlsRequest {
+                    owner: syncer.owner.clone(),
+                })
+                .await
+                .map_err(CtlError::rpc("WatchCrls")),
+            Err(e) => Err(e),
+        };
+        let mut notices = match watch {
+            Ok(response) => response.into_inner(),
+            Err(e) => {
+                let message = e.to_string();
+                ctx.emit(
+                    || Ok(json!({"event": "error", "why": "connect", "error": message})),
+                    |human| {
+                        human.line(&format!(
+                            "{} cannot watch the CRLs, retrying: {message}",
+                            now_text()
+                        ))
+                    },
+                )?;
+                tokio::time::sleep(RECONNECT_AFTER).await;
+                continue;
+            }
+        };
+        let _ = syncer.round_logged(ctx, "connected").await;
+        let mut tick = tokio::time::interval(args.interval);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                notice = notices.message() => {
+                    if let Ok(Some(notice)) = notice {
+                        let why = format!("CRL #{} of {} signed", notice.crl_number, notice.issuer_id);
+                        let _ = syncer.round_logged(ctx, &why).await;
+                    } else {
+                        ctx.emit(
+                            || Ok(json!({"event": "reconnecting"})),
+                            |human| human.line(&format!("{} the CRL watch ended; reconnecting", now_text())),
+                        )?;
+                        break;
+                    }
+                }
+                _ = tick.tick() => {
+                    let _ = syncer.round_logged(ctx, "interval").await;
+                }
+            }
+        }
+        tokio::time::sleep(RECONNECT_AFTER).await;
+    }
+}
+
+#[cfg(test)]
+mod tests;
