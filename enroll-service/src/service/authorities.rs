@@ -262,10 +262,16 @@ impl Authorities {
             return Ok(ca.clone());
         }
         let key = self.keys.open(&authority.id, &authority.key)?;
-        // A root's chain is empty: it is its own.
+        // A root's chain is empty: it is its own. `import` reads that as a chain that repeats
+        // the certificate (an empty chain text is no chain at all to it).
+        let chain_pem = if authority.chain_pem.trim().is_empty() {
+            &authority.certificate_pem
+        } else {
+            &authority.chain_pem
+        };
         let ca = Arc::new(CertificateAuthority::import(
             &authority.certificate_pem,
-            &authority.chain_pem,
+            chain_pem,
             key,
         )?);
         tracing::debug!(owner = %owner.name, ca = %authority.id, key = %authority.key.location(), "CA opened");
