@@ -334,7 +334,9 @@ impl Authorities {
             root,
             issuing: vec![issuing],
             created_at: now,
-            created_by: actor.to_owned(),
+            // The contract's `<owner>/<name>` (as policies and batches record it), not the
+            // audit actor's `operator:` form; `system:…` stays as it is.
+            created_by: actor.strip_prefix("operator:").unwrap_or(actor).to_owned(),
         };
         let mut change = Change::new();
         change
