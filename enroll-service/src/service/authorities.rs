@@ -457,8 +457,18 @@ impl Authorities {
             ))
         })?;
         let key = self.keys.open(&pending.id, &pending.key)?;
-        let ca = CertificateAuthority::import(certificate_pem, chain_pem, key)
-            .map_err(|e| ServiceError::invalid("certificate_pem", e.to_string()))?;
+        let ca = CertificateAuthority::import(certificate_pem, chain_pem, key).map_err(|e| {
+            let message = match e {
+                // The importer never had the key: what is wrong is the certificate's.
+                PkiError::KeyMismatch(_) => format!(
+                    "certifies another public key than {}'s, the key of the CSR the service \
+                     made for it",
+                    pending.id
+                ),
+                other => other.to_string(),
+            };
+            ServiceError::invalid("certificate_pem", message)
+        })?;
         let now = OffsetDateTime::now_utc();
         for authority in &mut record.issuing {
             if authority.state == AuthorityState::Active {
