@@ -279,10 +279,16 @@ impl Authorities {
             return Ok(ca.clone());
         }
         let key = self.keys.open(&authority.id, &authority.key)?;
-        // A root's chain is empty: it is its own.
+        // A root's chain is empty: it is its own. `import` reads that as a chain that repeats
+        // the certificate (an empty chain text is no chain at all to it).
+        let chain_pem = if authority.chain_pem.trim().is_empty() {
+            &authority.certificate_pem
+        } else {
+            &authority.chain_pem
+        };
         let ca = Arc::new(CertificateAuthority::import(
             &authority.certificate_pem,
-            &authority.chain_pem,
+            chain_pem,
             key,
         )?);
         tracing::debug!(owner = %owner.name, ca = %authority.id, key = %authority.key.location(), "CA opened");
@@ -345,7 +351,9 @@ impl Authorities {
             root,
             issuing: vec![issuing],
             created_at: now,
-            created_by: actor.to_owned(),
+            // The contract's `<owner>/<name>` (as policies and batches record it), not the
+            // audit actor's `operator:` form; `system:…` stays as it is.
+            created_by: actor.strip_prefix("operator:").unwrap_or(actor).to_owned(),
         };
         let mut change = Change::new();
         change
@@ -466,8 +474,18 @@ impl Authorities {
             ))
         })?;
         let key = self.keys.open(&pending.id, &pending.key)?;
-        let ca = CertificateAuthority::import(certificate_pem, chain_pem, key)
-            .map_err(|e| ServiceError::invalid("certificate_pem", e.to_string()))?;
+        let ca = CertificateAuthority::import(certificate_pem, chain_pem, key).map_err(|e| {
+            let message = match e {
+                // The importer never had the key: what is wrong is the certificate's.
+                PkiError::KeyMismatch(_) => format!(
+                    "certifies another public key than {}'s, the key of the CSR the service \
+                     made for it",
+                    pending.id
+                ),
+                other => other.to_string(),
+            };
+            ServiceError::invalid("certificate_pem", message)
+        })?;
         let now = OffsetDateTime::now_utc();
         for authority in &mut record.issuing {
             if authority.state == AuthorityState::Active {

@@ -143,17 +143,19 @@ pub(super) async fn issue(
         Some(serial) => core.registry.credential(serial)?,
         None => None,
     };
+    // The owner's CA that issues now: after a rotation, renewals move devices to it.
+    let issuer = core.authorities().issuing(&eligible.policy.owner)?;
     if let Some(current) = &current
         && still_current(exchange, current, &eligible, dpk, now)
     {
         let issued_by = core
             .authorities()
             .issuer_of(&current.owner, &current.certificate_pem)?;
-        return Ok(Ok(bundle(&issued_by.ca, current, &eligible.policy)));
+        // A certificate of a CA retired since is not what this proof would be issued now.
+        if issued_by.id == issuer.id {
+            return Ok(Ok(bundle(&issued_by.ca, current, &eligible.policy)));
+        }
     }
-
-    // The owner's CA that issues now: after a rotation, renewals move devices to it.
-    let issuer = core.authorities().issuing(&eligible.policy.owner)?;
     // The CA that issued the credential being replaced, whose CRL it may go on.
     let replaced = match current {
         Some(previous) if previous.status == CredentialStatus::Active => {

@@ -166,6 +166,13 @@ impl OperatorService {
         let owner = caller.owner_for("owner", &request.owner)?;
         let live = self.core.authorities().live(&owner)?;
         if request.issuer_id.is_empty() {
+            // An owner whose own root has not certified its first issuing CA yet has no CRL:
+            // a state to report, not a failure of the service.
+            if live.is_empty() {
+                return Err(ServiceError::FailedPrecondition(format!(
+                    "owner {owner} has no live issuing CA, so no CRL"
+                )));
+            }
             return Ok(live.into_iter().map(|issuer| issuer.id).collect());
         }
         // Retired CAs past their life have no CRL to serve; anything else of another owner
