@@ -24,10 +24,7 @@ fn http_get(port: u16, path: &str) -> (String, String, Vec<u8>) {
     write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
     let mut response = Vec::new();
     stream.read_to_end(&mut response).unwrap();
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap();
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
     let head = String::from_utf8(response[..split].to_vec()).unwrap();
     let (status, headers) = head.split_once("\r\n").unwrap_or((&head, ""));
     (

@@ -165,6 +165,10 @@ pub struct PolicyCreateArgs {
     /// Subject CN template; must contain {device_id} (default "{device_id}").
     #[arg(long, value_name = "TEMPLATE")]
     pub cn_template: Option<String>,
+    /// Base URL of the service's CRL endpoint as relying parties reach it, e.g.
+    /// http://pki.example.com/crl: device certificates then name their CA's CRL there.
+    #[arg(long, value_name = "URL")]
+    pub crl_base_url: Option<String>,
     /// First topic level of device topics (Mosquitto and AWS; default "devices").
     #[arg(long, conflicts_with = AzureDpsArgs::GROUP)]
     pub topic_root: Option<String>,

@@ -152,6 +152,7 @@ fn policy_from(args: PolicyCreateArgs) -> Result<Policy, CtlError> {
         certificate_lifetime: args.lifetime.map(to_proto),
         renew_window: args.renew_window.map(to_proto),
         subject_cn_template: args.cn_template.unwrap_or_default(),
+        crl_base_url: args.crl_base_url.unwrap_or_default(),
         params: Some(params),
         ..Policy::default()
     })

@@ -32,7 +32,8 @@ pub(crate) fn fields(policy: &Policy) -> Fields {
         .field(
             "cn template",
             or_default(&policy.subject_cn_template, "{device_id}"),
-        );
+        )
+        .field("crl base url", &policy.crl_base_url);
     match &policy.params {
         Some(Params::AwsIot(aws)) => {
             fields = fields
