@@ -306,23 +306,7 @@ fn body(
             dt { "Last seen" } dd { (when(device.last_seen.as_ref())) }
             dt { "Refusals" } dd { (device.refusals) }
         }
-        section #registration {
-            h2 { "Registration" }
-            dl.fields {
-                dt { "Registered" } dd { (when(device.registered_at.as_ref())) }
-                dt { "EPK" } dd { code.wrap { (hex::encode(&device.epk)) } }
-                @if let Some(context) = &device.registration_context {
-                    @for (label, value) in [("Site", &context.site), ("Station", &context.station), ("Firmware", &context.firmware_version)] {
-                        @if !value.is_empty() {
-                            dt { (label) } dd.context { (shown(value)) }
-                        }
-                    }
-                    @for (key, value) in sorted(&context.labels) {
-                        dt.context { "Label " (shown(key)) } dd.context { (shown(value)) }
-                    }
-                }
-            }
-        }
+        (registration(device))
         @if let Some(revocation) = &device.revocation {
             section #revocation {
                 h2 { "Revocation" }
@@ -406,6 +390,31 @@ fn credential_state_label(device: &Device, state: i32, serial: &str) -> String {
         format!("{name} (current)")
     } else {
         name
+    }
+}
+
+/// What the device said when it registered. Its context is text from an unauthenticated
+/// device: the service refuses control and invisible characters in it, and a record from before
+/// that check (or from a service that misses one) still shows them only as visible escapes.
+fn registration(device: &Device) -> Markup {
+    html! {
+        section #registration {
+            h2 { "Registration" }
+            dl.fields {
+                dt { "Registered" } dd { (when(device.registered_at.as_ref())) }
+                dt { "EPK" } dd { code.wrap { (hex::encode(&device.epk)) } }
+                @if let Some(context) = &device.registration_context {
+                    @for (label, value) in [("Site", &context.site), ("Station", &context.station), ("Firmware", &context.firmware_version)] {
+                        @if !value.is_empty() {
+                            dt { (label) } dd.context { (shown(value)) }
+                        }
+                    }
+                    @for (key, value) in sorted(&context.labels) {
+                        dt.context { "Label " (shown(key)) } dd.context { (shown(value)) }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -510,6 +519,41 @@ mod tests {
     fn url_components_are_percent_encoded() {
         assert_eq!(url_component("b-1_x.y~"), "b-1_x.y~");
         assert_eq!(url_component("a b/&\"<"), "a%20b%2F%26%22%3C");
+    }
+
+    #[test]
+    fn a_registration_context_is_text_with_its_controls_visible() {
+        let hostile = "<script>alert(1)</script>\u{1b}[31m\u{202e}fdp.exe";
+        let device = Device {
+            registration_context: Some(oxroot_proto::v1::RegistrationContext {
+                site: hostile.into(),
+                station: "line 1 <b>bold</b>".into(),
+                firmware_version: "1.0\r\n\u{7}".into(),
+                labels: [(
+                    "lot\u{200b}".to_owned(),
+                    "<img src=x onerror=alert(2)>".to_owned(),
+                )]
+                .into(),
+            }),
+            ..Device::default()
+        };
+        let html = registration(&device).into_string();
+        assert!(
+            html.contains("&lt;script&gt;alert(1)&lt;/script&gt;\\x1b[31m\\u{202e}fdp.exe"),
+            "{html}"
+        );
+        assert!(html.contains("line 1 &lt;b&gt;bold&lt;/b&gt;"), "{html}");
+        assert!(html.contains("1.0\\r\\n\\x07"), "{html}");
+        assert!(html.contains("Label lot\\u{200b}"), "{html}");
+        assert!(
+            html.contains("&lt;img src=x onerror=alert(2)&gt;"),
+            "{html}"
+        );
+        for raw in [
+            "<script", "<b>", "<img", "\u{1b}", "\u{202e}", "\u{200b}", "\r", "\u{7}",
+        ] {
+            assert!(!html.contains(raw), "{raw:?} in {html}");
+        }
     }
 
     #[test]
