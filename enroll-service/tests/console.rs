@@ -5,8 +5,11 @@
 //! - `an_admin_follows_a_batch_live_then_finds_and_revokes_a_device`: log in by the printed
 //!   link; a batch page reaches 100 % while devices onboard, with no reload, and shows a
 //!   refusal with its precise cause linked to the device; search by prefix, open the device,
-//!   revoke it with a reason; the console's CRL and `enrollctl crl` both list the serial; the
-//!   evidence export verifies. Screenshots of the overview, the live batch and the device.
+//!   revoke it with a reason; the CA page shows the serial on the CRL of the owner's active
+//!   issuing CA, whose key verifies it, as `enrollctl crl --owner --issuer` and `/crl.pem` do;
+//!   a platform auditor's console lists the owners, shows the same CRL for the one it picks and
+//!   the platform CA with its own CRL; the evidence export verifies. Screenshots of the
+//!   overview, the live batch and the device.
 //! - `an_auditor_console_is_read_only_and_guards_its_forms`: a wrong and a spent login token
 //!   are refused; the auditor sees no revoke control, and a forged revoke POST is refused by
 //!   the service (and audited); a POST without the CSRF token is refused by the console; the
@@ -297,9 +300,14 @@ async fn scene(devices: u32, seed: u8) -> Scene {
 impl Scene {
     /// The console of a fresh operator (name, role) of `acme`, re-reading devices every second.
     async fn console(&self, name: &str, role: Role) -> RunningConsole {
+        self.console_of(name, "acme", role).await
+    }
+
+    /// The console of a fresh operator (name, owner, role); owner "*" is the platform.
+    async fn console_of(&self, name: &str, owner: &str, role: Role) -> RunningConsole {
         let profile = self.work.path().join(name);
         self.harness
-            .write_profile(&profile, name, "acme", role)
+            .write_profile(&profile, name, owner, role)
             .await;
         let connection = ConnectionArgs {
             service: Some(self.harness.server.url()),
@@ -577,37 +585,163 @@ async fn an_admin_follows_a_batch_live_then_finds_and_revokes_a_device() {
     );
     browser.screenshot("console-device", &shots).await;
 
-    // The CRL in the console and the one `enrollctl crl` writes both list the serial.
+    // The serial is on the CRL of acme's active issuing CA, which the device page names.
+    let issuer = scene.harness.issuer("acme");
+    assert_eq!(browser.text("#crl-status #crl-issuer").await, issuer);
     browser.goto(&format!("{base}/ca")).await;
-    assert_eq!(browser.text("#crl-number").await, crl_number);
+    assert_eq!(
+        browser
+            .client
+            .find(Locator::Css("#health"))
+            .await
+            .unwrap()
+            .attr("data-status")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("serving")
+    );
+    assert_eq!(browser.text("#owner h2").await, "Owner acme");
+    assert!(
+        !browser.exists("#owners").await && !browser.exists("#platform").await,
+        "an owner's operator sees its own CAs only"
+    );
+    let active = format!("section.issuing-ca[data-ca-id='{issuer}']");
+    assert_eq!(browser.text(&format!("{active} .state")).await, "active");
     assert!(
         browser
-            .exists(&format!("table.crl tr[data-serial='{serial}']"))
+            .text(&format!("{active} .key-location"))
             .await
+            .starts_with("sealed")
     );
     assert!(
         browser
-            .text("#cas")
+            .text(&format!("{active} .certified"))
             .await
-            .contains("yes: its key verifies the CRL's signature")
+            .ends_with("its key verifies this certificate")
     );
+    assert_eq!(
+        browser.text(&format!("{active} .signs-crl")).await,
+        "yes: its key verifies the CRL's signature"
+    );
+    assert_eq!(
+        browser.text(&format!("{active} .crl-number")).await,
+        crl_number
+    );
+    assert!(
+        browser
+            .exists(&format!("{active} table.crl tr[data-serial='{serial}']"))
+            .await
+    );
+    // The owner's CRLs as downloaded from the console, and as `enrollctl crl` writes the
+    // active issuing CA's: the same CRL, listing the serial, signed by that CA.
+    let download = browser.fetch("/crl.pem", json!({})).await;
+    assert_eq!(download["status"], 200, "{download}");
+    assert_eq!(
+        download["disposition"], "attachment; filename=\"crl-acme.pem\"",
+        "{download}"
+    );
+    let downloaded = crl_facts(download["body"].as_str().unwrap().as_bytes());
     let crl_file = scene.work.path().join("crl.pem");
     let (exit, printed) = enrollctl_json(
         &scene,
         "alice",
-        &["crl", "--out", crl_file.to_str().unwrap()],
+        &[
+            "crl",
+            "--owner",
+            "acme",
+            "--issuer",
+            &issuer,
+            "--out",
+            crl_file.to_str().unwrap(),
+        ],
     )
     .await;
     assert_eq!(exit, enrollctl::Exit::Success, "{printed}");
     assert_eq!(printed["crl_number"].as_str().unwrap(), crl_number);
-    let pem = std::fs::read(&crl_file).unwrap();
-    let der = pem::parse(pem).unwrap().into_contents();
-    let (_, crl) = x509_parser::parse_x509_crl(&der).unwrap();
+    assert_eq!(printed["issuer_ids"], json!([issuer]));
+    let written = crl_facts(&std::fs::read(&crl_file).unwrap());
+    assert_eq!(written.len(), 1);
+    assert_eq!(
+        downloaded[0], written[0],
+        "the console's first CRL is the active CA's"
+    );
     assert!(
-        crl.iter_revoked_certificates()
-            .any(|entry| entry.serial().to_str_radix(16) == serial),
+        written[0].1.contains(&serial),
         "enrollctl crl lists {serial}"
     );
+    let owner = scene
+        .admin
+        .clone()
+        .get_owner(v1::GetOwnerRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .owner
+        .unwrap();
+    let issuing_pem = &owner
+        .issuing_cas
+        .iter()
+        .find(|ca| ca.id == issuer)
+        .unwrap()
+        .certificate_pem;
+    assert!(crl_verifies(
+        &std::fs::read(&crl_file).unwrap(),
+        issuing_pem
+    ));
+
+    // A platform auditor's console lists the owners; the one it picks shows the same CRL, and
+    // the platform CA signs the platform's own CRL (operator certificates).
+    let platform = scene.console_of("pat", "*", Role::Auditor).await;
+    browser.goto(platform.login_url()).await;
+    let platform_base = origin(&platform);
+    browser.goto(&format!("{platform_base}/ca")).await;
+    assert!(!browser.exists("#owner").await, "no owner picked yet");
+    let owners = browser.text("table.owners").await;
+    assert!(
+        owners.contains("acme") && owners.contains(&issuer),
+        "{owners}"
+    );
+    let platform_ca = browser.text("#platform").await;
+    assert_eq!(
+        platform_ca
+            .matches("yes: its key verifies the CRL's signature")
+            .count(),
+        1,
+        "{platform_ca}"
+    );
+    assert!(
+        !browser
+            .exists(&format!("#platform tr[data-serial='{serial}']"))
+            .await,
+        "a device's serial is not on the platform's CRL"
+    );
+    browser.click("table.owners a[href='/ca?owner=acme']").await;
+    let active_ref = &active;
+    eventually("acme's CAs", || async move {
+        browser.exists(active_ref).await.then_some(())
+    })
+    .await;
+    assert_eq!(
+        browser.text(&format!("{active} .signs-crl")).await,
+        "yes: its key verifies the CRL's signature"
+    );
+    assert!(
+        browser
+            .exists(&format!("{active} table.crl tr[data-serial='{serial}']"))
+            .await
+    );
+    let platform_crl = browser.fetch("/crl.pem?owner=%2A", json!({})).await;
+    assert_eq!(
+        platform_crl["disposition"], "attachment; filename=\"crl-platform.pem\"",
+        "{platform_crl}"
+    );
+    assert!(crl_verifies(
+        platform_crl["body"].as_str().unwrap().as_bytes(),
+        &scene.harness.core.ca().certificate_pem()
+    ));
+    platform.stop().await;
+    browser.goto(&format!("{base}/")).await;
 
     // The evidence export: one JSON download whose audit entries verify.
     let evidence = browser
@@ -676,6 +810,32 @@ async fn enrollctl_json(scene: &Scene, name: &str, args: &[&str]) -> (enrollctl:
     let value = serde_json::from_slice(&out)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&err).into_owned()));
     (exit, value)
+}
+
+/// Every CRL of a PEM text as (CRL number, revoked serials in lowercase hex).
+fn crl_facts(pem_text: &[u8]) -> Vec<(String, Vec<String>)> {
+    pem::parse_many(pem_text)
+        .unwrap()
+        .iter()
+        .map(|block| {
+            let (_, crl) = x509_parser::parse_x509_crl(block.contents()).unwrap();
+            (
+                crl.crl_number().unwrap().to_string(),
+                crl.iter_revoked_certificates()
+                    .map(|entry| entry.serial().to_str_radix(16))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// True if the first CRL of `crl_pem` names `ca_pem`'s subject and its key verifies it.
+fn crl_verifies(crl_pem: &[u8], ca_pem: &str) -> bool {
+    let crl_der = pem::parse(crl_pem).unwrap().into_contents();
+    let ca_der = pem::parse(ca_pem).unwrap().into_contents();
+    let (_, crl) = x509_parser::parse_x509_crl(&crl_der).unwrap();
+    let (_, ca) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
+    crl.issuer() == ca.subject() && crl.verify_signature(ca.public_key()).is_ok()
 }
 
 /// Text a device's registration carries that the service accepts (visible characters only):

@@ -13,8 +13,8 @@ use maud::{Markup, html};
 use oxroot_proto::v1::{AuditEntry, CredentialState, Device, GetDeviceRequest};
 use serde::Deserialize;
 
-use super::ca::{CrlFacts, current_crl};
-use super::page::{PageError, Section, page, shown, when};
+use super::ca::{CrlFacts, owner_crls};
+use super::page::{PageError, Section, page, shown, shown_pem, when};
 use super::stats::{DeviceSummary, Standing};
 use super::{Console, SharedConsole, audit};
 use crate::output::{credential_state_name, reason_name, state_name};
@@ -241,8 +241,9 @@ pub(crate) async fn view(
     } else {
         None
     };
-    let crl = if device.revocation.is_some() {
-        Some(current_crl(&console).await)
+    // The owner's CRLs, not the caller's: a platform operator's own is the platform's.
+    let crls = if device.revocation.is_some() {
+        Some(owner_crls(&console, &device.owner).await)
     } else {
         None
     };
@@ -257,7 +258,7 @@ pub(crate) async fn view(
         &console,
         &device,
         audit.as_ref(),
-        crl.as_ref(),
+        crls.as_ref(),
         query.revoked.is_some(),
     );
     Ok(page(&console, Section::Devices, &title, &body))
@@ -281,13 +282,13 @@ fn body(
     console: &Console,
     device: &Device,
     audit: Option<&Result<Vec<AuditEntry>, PageError>>,
-    crl: Option<&Result<CrlFacts, PageError>>,
+    crls: Option<&OwnerCrls>,
     just_revoked: bool,
 ) -> Markup {
     let id = &device.device_id;
     html! {
         @if just_revoked && device.revocation.is_some() {
-            p.notice #revoked-notice { "Revoked. " (crl_status(device, crl)) }
+            p.notice #revoked-notice { "Revoked. " (crl_status(device, crls)) }
         }
         div.actions {
             @if console.can_revoke() && device.revocation.is_none() {
@@ -314,7 +315,7 @@ fn body(
                     dt { "Revoked" } dd { (when(revocation.revoked_at.as_ref())) " by " (shown(&revocation.revoked_by)) }
                     dt { "Reason" } dd #revocation-reason { (reason_name(revocation.reason)) }
                     dt { "Comment" } dd { (shown(&revocation.comment)) }
-                    dt { "CRL" } dd #crl-status { (crl_status(device, crl)) }
+                    dt { "CRL" } dd #crl-status { (crl_status(device, crls)) }
                 }
             }
         }
@@ -366,19 +367,6 @@ fn body(
     }
 }
 
-/// The PEM text, which is printable ASCII when it is PEM at all (shown like any service text).
-fn shown_pem(pem: &str) -> std::borrow::Cow<'_, str> {
-    // Line breaks belong in a <pre>; everything else goes through the one rule.
-    if pem
-        .bytes()
-        .all(|b| b == b'\n' || b == b'\r' || (b' '..=b'~').contains(&b))
-    {
-        std::borrow::Cow::Borrowed(pem)
-    } else {
-        shown(pem)
-    }
-}
-
 /// A certificate's state, marking the device's current one.
 fn credential_state_label(device: &Device, state: i32, serial: &str) -> String {
     let current = device
@@ -418,8 +406,14 @@ fn registration(device: &Device) -> Markup {
     }
 }
 
-/// Whether the current CRL lists the device's revoked certificates, and its number.
-fn crl_status(device: &Device, crl: Option<&Result<CrlFacts, PageError>>) -> Markup {
+/// The owner's current CRLs as (issuing CA id, CRL), active first, or why they could not be
+/// read.
+type OwnerCrls = Result<Vec<(String, CrlFacts)>, PageError>;
+
+/// Whether the owner's current CRLs list the device's revoked certificates: the number and
+/// issuing CA of the CRL that lists them (a rotation's overlap has two live CRLs, and a
+/// device's certificate is on its own CA's).
+fn crl_status(device: &Device, crls: Option<&OwnerCrls>) -> Markup {
     let revoked: Vec<&str> = device
         .credential_history
         .iter()
@@ -427,19 +421,30 @@ fn crl_status(device: &Device, crl: Option<&Result<CrlFacts, PageError>>) -> Mar
         .map(|c| c.serial.as_str())
         .collect();
     html! {
-        @match crl {
+        @match crls {
             None => "",
             Some(Err(error)) => span.warn { "the CRL could not be read: " (shown(&error.to_string())) },
-            Some(Ok(crl)) => {
-                @if revoked.is_empty() {
-                    "No certificate of this device was live when it was revoked. Current CRL: #" (crl.number) "."
-                } @else {
-                    @let listed: Vec<&&str> = revoked.iter().filter(|s| crl.lists(s)).collect();
-                    "CRL #" span #crl-number { (crl.number) } " (next update " (crl.next_update) ") lists "
-                    (listed.len()) " of this device's " (revoked.len()) " revoked serial(s): "
-                    @for serial in &revoked {
-                        code data-listed=(crl.lists(serial)) { (shown(serial)) } " "
+            Some(Ok(crls)) => {
+                @let listed_anywhere = |serial: &str| crls.iter().any(|(_, crl)| crl.lists(serial));
+                @let shown_crl = crls
+                    .iter()
+                    .find(|(_, crl)| revoked.iter().any(|s| crl.lists(s)))
+                    .or(crls.first());
+                @if let Some((issuer, crl)) = shown_crl {
+                    @if revoked.is_empty() {
+                        "No certificate of this device was live when it was revoked. Current CRL of issuing CA "
+                        code { (shown(issuer)) } ": #" (crl.number) "."
+                    } @else {
+                        @let listed = revoked.iter().filter(|s| listed_anywhere(s)).count();
+                        "CRL #" span #crl-number { (crl.number) } " of issuing CA " code #crl-issuer { (shown(issuer)) }
+                        " (next update " (crl.next_update) ") lists "
+                        (listed) " of this device's " (revoked.len()) " revoked serial(s): "
+                        @for serial in &revoked {
+                            code data-listed=(listed_anywhere(serial)) { (shown(serial)) } " "
+                        }
                     }
+                } @else {
+                    span.warn { "the service sent no CRL" }
                 }
             }
         }
