@@ -3,7 +3,8 @@
 //! owners onboard and each verifies only against its own owner's trust, the keys show in
 //! `pkcs11-tool` as sensitive and never extractable while no file holds key material, a
 //! SIGKILL and a restart keep working with the same token, and a token that goes away in the
-//! middle of a batch turns health NOT_SERVING until it is back, with nothing issued twice.
+//! middle of a batch turns health NOT_SERVING until it is back (the console's CA page says so),
+//! with nothing issued twice.
 //!
 //! Each test makes a throwaway token under its own `SOFTHSM2_CONF`, which only the child
 //! processes (the service, `pkcs11-tool`) read: this process never loads SoftHSM.
@@ -26,9 +27,12 @@ use std::time::{Duration, Instant};
 use common::process::{Service, bin, start_with_env};
 use enroll_service::fleet::{EmulatedDevice, Outcome};
 use enroll_service::store::{Registry, SledRegistry};
+use enrollctl::args::ConnectionArgs;
+use enrollctl::console::{ConsoleOptions, RunningConsole};
 use oxroot_proto::v1;
 use oxroot_proto::v1::device_enrollment_client::DeviceEnrollmentClient;
 use oxroot_proto::v1::operator_client::OperatorClient;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
@@ -469,6 +473,44 @@ async fn wait_for_health(channel: &Channel, want: ServingStatus) {
     }
 }
 
+/// GET `path` of a console over plain HTTP/1.1 (`Connection: close`): its headers and body.
+async fn console_get(console: &RunningConsole, path: &str, cookie: &str) -> (String, String) {
+    let address = console.address();
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let (headers, body) = text.split_once("\r\n\r\n").unwrap();
+    (headers.to_owned(), body.to_owned())
+}
+
+/// The console of the state directory's first admin (a platform admin), logged in: the
+/// console and its session cookie (`name=value`).
+async fn admin_console(url: &str, state: &Path) -> (RunningConsole, String) {
+    let connection = ConnectionArgs {
+        service: Some(url.to_owned()),
+        profile: Some(state.join("admin")),
+        ..ConnectionArgs::default()
+    };
+    let console = enrollctl::console::start(&connection, ConsoleOptions::default())
+        .await
+        .unwrap();
+    let login = console.login_url().to_owned();
+    let path = login.split_once(&console.address().to_string()).unwrap().1;
+    let (headers, _) = console_get(&console, path, "").await;
+    let cookie = headers
+        .lines()
+        .find_map(|line| line.strip_prefix("set-cookie: "))
+        .and_then(|cookie| cookie.split(';').next())
+        .unwrap()
+        .to_owned();
+    (console, cookie)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_token_going_away_mid_batch_pauses_issuing_and_nothing_is_issued_twice() {
     const DEVICES: u32 = 24;
@@ -511,10 +553,25 @@ async fn the_token_going_away_mid_batch_pauses_issuing_and_nothing_is_issued_twi
         .await
         .expect_err("no key can be made while the token is away");
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
+    // The console's CA page says so, above the owner's CAs whose keys are in the token.
+    let (console, cookie) = admin_console(&service.url, &state).await;
+    let (_, page) = console_get(&console, "/ca?owner=acme", &cookie).await;
+    assert!(page.contains("data-status=\"not-serving\""), "{page}");
+    assert!(
+        page.contains("in a PKCS#11 token: <code class=\"wrap\">pkcs11:"),
+        "{page}"
+    );
 
     // The token comes back: health recovers by itself and the batch resumes.
     std::fs::rename(&away, &token_dir).unwrap();
     wait_for_health(&device_channel, ServingStatus::Serving).await;
+    let (_, page) = console_get(&console, "/ca?owner=acme", &cookie).await;
+    assert!(page.contains("data-status=\"serving\""), "{page}");
+    assert!(
+        page.contains("yes: its key verifies the CRL's signature"),
+        "{page}"
+    );
+    console.stop().await;
     for (index, device) in devices.iter().enumerate() {
         let bundle = onboarded(device.onboard(&mut client).await.unwrap());
         if let Some(before) = received.get(&index) {

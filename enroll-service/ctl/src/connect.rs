@@ -72,6 +72,15 @@ pub(crate) fn resolve(args: &ConnectionArgs) -> Result<Target, CtlError> {
 /// [`CtlError::Io`] / [`CtlError::Credential`] for unreadable or wrong credential files, and
 /// [`CtlError::Connect`] if the TCP connection or the TLS handshake fails.
 pub(crate) async fn connect(args: &ConnectionArgs) -> Result<OperatorClient<Channel>, CtlError> {
+    connect_channel(args).await.map(OperatorClient::new)
+}
+
+/// The mutual-TLS channel [`connect`] makes, for clients of the service's other gRPC services
+/// on the same connection (the console's health check).
+///
+/// # Errors
+/// As [`connect`].
+pub(crate) async fn connect_channel(args: &ConnectionArgs) -> Result<Channel, CtlError> {
     let target = resolve(args)?;
     let endpoint = endpoint(&target.service)?;
 
@@ -87,13 +96,12 @@ pub(crate) async fn connect(args: &ConnectionArgs) -> Result<OperatorClient<Chan
             path: target.cert.clone(),
             problem: format!("unusable with {}: {}", target.key.display(), chain(&e)),
         })?;
-    let channel = channel::connect(&endpoint)
+    channel::connect(&endpoint)
         .await
         .map_err(|e| CtlError::Connect {
             service: target.service.clone(),
             detail: e.detail().to_owned(),
-        })?;
-    Ok(OperatorClient::new(channel))
+        })
 }
 
 /// The endpoint for a URL, which must be `https://`: the service speaks TLS only.

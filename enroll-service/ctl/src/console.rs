@@ -21,8 +21,8 @@
 //! `page` (the shell, the error pages, and `shown` for text from the service), `fleet_index`
 //! (the device list the overview and the search read, refreshed in the background), `stats`
 //! and `chart` (what the overview counts and draws), one module per section (`overview`,
-//! `batches` with `live`, `devices` with `revoke` and `evidence`, `audit`, `ca`), and `assets`
-//! (the script and the stylesheet).
+//! `batches` with `live`, `devices` with `revoke` and `evidence`, `audit`, `ca` for the owner's
+//! CAs, their CRLs and the service's health), and `assets` (the script and the stylesheet).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), enrollctl::CtlError> {
@@ -69,9 +69,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
+use tonic_health::pb::health_client::HealthClient;
 
 use crate::args::ConnectionArgs;
-use crate::connect::{connect, resolve};
+use crate::connect::{connect_channel, resolve};
 use crate::error::CtlError;
 
 pub use access::CONTENT_SECURITY_POLICY;
@@ -105,11 +106,13 @@ impl Default for ConsoleOptions {
 pub(crate) struct Console {
     /// The operator's client; clones share its one HTTP/2 connection.
     client: OperatorClient<Channel>,
+    /// gRPC health on the same connection, for the CA page.
+    health: HealthClient<Channel>,
     /// Who the console acts as, from WhoAmI at start.
     me: WhoAmIResponse,
     access: access::Access,
     fleet: Arc<fleet_index::FleetIndex>,
-    /// The profile's CA certificates (its chain and root), for the CA page.
+    /// The profile's CA certificates (the platform CA's), for the CA page.
     trust: ca::TrustFiles,
     live_views: Arc<Semaphore>,
 }
@@ -129,6 +132,11 @@ impl Console {
     /// A client for one call.
     fn client(&self) -> OperatorClient<Channel> {
         self.client.clone()
+    }
+
+    /// A health client for one call.
+    fn health(&self) -> HealthClient<Channel> {
+        self.health.clone()
     }
 
     fn role(&self) -> Role {
@@ -208,7 +216,8 @@ pub async fn start(
 ) -> Result<RunningConsole, CtlError> {
     access::check_loopback(options.listen)?;
     let target = resolve(connection)?;
-    let client = connect(connection).await?;
+    let channel = connect_channel(connection).await?;
+    let client = OperatorClient::new(channel.clone());
     let me = client
         .clone()
         .who_am_i(WhoAmIRequest {})
@@ -229,6 +238,7 @@ pub async fn start(
     fleet.warm_up();
     let console = Arc::new(Console {
         client,
+        health: HealthClient::new(channel),
         me: me.clone(),
         access,
         fleet,

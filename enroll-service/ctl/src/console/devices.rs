@@ -13,8 +13,8 @@ use maud::{Markup, html};
 use oxroot_proto::v1::{AuditEntry, CredentialState, Device, GetDeviceRequest};
 use serde::Deserialize;
 
-use super::ca::{CrlFacts, current_crl};
-use super::page::{PageError, Section, page, shown, when};
+use super::ca::{CrlFacts, owner_crls};
+use super::page::{PageError, Section, page, shown, shown_pem, when};
 use super::stats::{DeviceSummary, Standing};
 use super::{Console, SharedConsole, audit};
 use crate::output::{credential_state_name, reason_name, state_name};
@@ -241,8 +241,9 @@ pub(crate) async fn view(
     } else {
         None
     };
-    let crl = if device.revocation.is_some() {
-        Some(current_crl(&console).await)
+    // The owner's CRLs, not the caller's: a platform operator's own is the platform's.
+    let crls = if device.revocation.is_some() {
+        Some(owner_crls(&console, &device.owner).await)
     } else {
         None
     };
@@ -257,7 +258,7 @@ pub(crate) async fn view(
         &console,
         &device,
         audit.as_ref(),
-        crl.as_ref(),
+        crls.as_ref(),
         query.revoked.is_some(),
     );
     Ok(page(&console, Section::Devices, &title, &body))
@@ -281,13 +282,13 @@ fn body(
     console: &Console,
     device: &Device,
     audit: Option<&Result<Vec<AuditEntry>, PageError>>,
-    crl: Option<&Result<CrlFacts, PageError>>,
+    crls: Option<&OwnerCrls>,
     just_revoked: bool,
 ) -> Markup {
     let id = &device.device_id;
     html! {
         @if just_revoked && device.revocation.is_some() {
-            p.notice #revoked-notice { "Revoked. " (crl_status(device, crl)) }
+            p.notice #revoked-notice { "Revoked. " (crl_status(device, crls)) }
         }
         div.actions {
             @if console.can_revoke() && device.revocation.is_none() {
@@ -306,23 +307,7 @@ fn body(
             dt { "Last seen" } dd { (when(device.last_seen.as_ref())) }
             dt { "Refusals" } dd { (device.refusals) }
         }
-        section #registration {
-            h2 { "Registration" }
-            dl.fields {
-                dt { "Registered" } dd { (when(device.registered_at.as_ref())) }
-                dt { "EPK" } dd { code.wrap { (hex::encode(&device.epk)) } }
-                @if let Some(context) = &device.registration_context {
-                    @for (label, value) in [("Site", &context.site), ("Station", &context.station), ("Firmware", &context.firmware_version)] {
-                        @if !value.is_empty() {
-                            dt { (label) } dd.context { (shown(value)) }
-                        }
-                    }
-                    @for (key, value) in sorted(&context.labels) {
-                        dt.context { "Label " (shown(key)) } dd.context { (shown(value)) }
-                    }
-                }
-            }
-        }
+        (registration(device))
         @if let Some(revocation) = &device.revocation {
             section #revocation {
                 h2 { "Revocation" }
@@ -330,7 +315,7 @@ fn body(
                     dt { "Revoked" } dd { (when(revocation.revoked_at.as_ref())) " by " (shown(&revocation.revoked_by)) }
                     dt { "Reason" } dd #revocation-reason { (reason_name(revocation.reason)) }
                     dt { "Comment" } dd { (shown(&revocation.comment)) }
-                    dt { "CRL" } dd #crl-status { (crl_status(device, crl)) }
+                    dt { "CRL" } dd #crl-status { (crl_status(device, crls)) }
                 }
             }
         }
@@ -382,19 +367,6 @@ fn body(
     }
 }
 
-/// The PEM text, which is printable ASCII when it is PEM at all (shown like any service text).
-fn shown_pem(pem: &str) -> std::borrow::Cow<'_, str> {
-    // Line breaks belong in a <pre>; everything else goes through the one rule.
-    if pem
-        .bytes()
-        .all(|b| b == b'\n' || b == b'\r' || (b' '..=b'~').contains(&b))
-    {
-        std::borrow::Cow::Borrowed(pem)
-    } else {
-        shown(pem)
-    }
-}
-
 /// A certificate's state, marking the device's current one.
 fn credential_state_label(device: &Device, state: i32, serial: &str) -> String {
     let current = device
@@ -409,8 +381,39 @@ fn credential_state_label(device: &Device, state: i32, serial: &str) -> String {
     }
 }
 
-/// Whether the current CRL lists the device's revoked certificates, and its number.
-fn crl_status(device: &Device, crl: Option<&Result<CrlFacts, PageError>>) -> Markup {
+/// What the device said when it registered. Its context is text from an unauthenticated
+/// device: the service refuses control and invisible characters in it, and a record from before
+/// that check (or from a service that misses one) still shows them only as visible escapes.
+fn registration(device: &Device) -> Markup {
+    html! {
+        section #registration {
+            h2 { "Registration" }
+            dl.fields {
+                dt { "Registered" } dd { (when(device.registered_at.as_ref())) }
+                dt { "EPK" } dd { code.wrap { (hex::encode(&device.epk)) } }
+                @if let Some(context) = &device.registration_context {
+                    @for (label, value) in [("Site", &context.site), ("Station", &context.station), ("Firmware", &context.firmware_version)] {
+                        @if !value.is_empty() {
+                            dt { (label) } dd.context { (shown(value)) }
+                        }
+                    }
+                    @for (key, value) in sorted(&context.labels) {
+                        dt.context { "Label " (shown(key)) } dd.context { (shown(value)) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The owner's current CRLs as (issuing CA id, CRL), active first, or why they could not be
+/// read.
+type OwnerCrls = Result<Vec<(String, CrlFacts)>, PageError>;
+
+/// Whether the owner's current CRLs list the device's revoked certificates: the number and
+/// issuing CA of the CRL that lists them (a rotation's overlap has two live CRLs, and a
+/// device's certificate is on its own CA's).
+fn crl_status(device: &Device, crls: Option<&OwnerCrls>) -> Markup {
     let revoked: Vec<&str> = device
         .credential_history
         .iter()
@@ -418,19 +421,30 @@ fn crl_status(device: &Device, crl: Option<&Result<CrlFacts, PageError>>) -> Mar
         .map(|c| c.serial.as_str())
         .collect();
     html! {
-        @match crl {
+        @match crls {
             None => "",
             Some(Err(error)) => span.warn { "the CRL could not be read: " (shown(&error.to_string())) },
-            Some(Ok(crl)) => {
-                @if revoked.is_empty() {
-                    "No certificate of this device was live when it was revoked. Current CRL: #" (crl.number) "."
-                } @else {
-                    @let listed: Vec<&&str> = revoked.iter().filter(|s| crl.lists(s)).collect();
-                    "CRL #" span #crl-number { (crl.number) } " (next update " (crl.next_update) ") lists "
-                    (listed.len()) " of this device's " (revoked.len()) " revoked serial(s): "
-                    @for serial in &revoked {
-                        code data-listed=(crl.lists(serial)) { (shown(serial)) } " "
+            Some(Ok(crls)) => {
+                @let listed_anywhere = |serial: &str| crls.iter().any(|(_, crl)| crl.lists(serial));
+                @let shown_crl = crls
+                    .iter()
+                    .find(|(_, crl)| revoked.iter().any(|s| crl.lists(s)))
+                    .or(crls.first());
+                @if let Some((issuer, crl)) = shown_crl {
+                    @if revoked.is_empty() {
+                        "No certificate of this device was live when it was revoked. Current CRL of issuing CA "
+                        code { (shown(issuer)) } ": #" (crl.number) "."
+                    } @else {
+                        @let listed = revoked.iter().filter(|s| listed_anywhere(s)).count();
+                        "CRL #" span #crl-number { (crl.number) } " of issuing CA " code #crl-issuer { (shown(issuer)) }
+                        " (next update " (crl.next_update) ") lists "
+                        (listed) " of this device's " (revoked.len()) " revoked serial(s): "
+                        @for serial in &revoked {
+                            code data-listed=(listed_anywhere(serial)) { (shown(serial)) } " "
+                        }
                     }
+                } @else {
+                    span.warn { "the service sent no CRL" }
                 }
             }
         }
@@ -510,6 +524,41 @@ mod tests {
     fn url_components_are_percent_encoded() {
         assert_eq!(url_component("b-1_x.y~"), "b-1_x.y~");
         assert_eq!(url_component("a b/&\"<"), "a%20b%2F%26%22%3C");
+    }
+
+    #[test]
+    fn a_registration_context_is_text_with_its_controls_visible() {
+        let hostile = "<script>alert(1)</script>\u{1b}[31m\u{202e}fdp.exe";
+        let device = Device {
+            registration_context: Some(oxroot_proto::v1::RegistrationContext {
+                site: hostile.into(),
+                station: "line 1 <b>bold</b>".into(),
+                firmware_version: "1.0\r\n\u{7}".into(),
+                labels: [(
+                    "lot\u{200b}".to_owned(),
+                    "<img src=x onerror=alert(2)>".to_owned(),
+                )]
+                .into(),
+            }),
+            ..Device::default()
+        };
+        let html = registration(&device).into_string();
+        assert!(
+            html.contains("&lt;script&gt;alert(1)&lt;/script&gt;\\x1b[31m\\u{202e}fdp.exe"),
+            "{html}"
+        );
+        assert!(html.contains("line 1 &lt;b&gt;bold&lt;/b&gt;"), "{html}");
+        assert!(html.contains("1.0\\r\\n\\x07"), "{html}");
+        assert!(html.contains("Label lot\\u{200b}"), "{html}");
+        assert!(
+            html.contains("&lt;img src=x onerror=alert(2)&gt;"),
+            "{html}"
+        );
+        for raw in [
+            "<script", "<b>", "<img", "\u{1b}", "\u{202e}", "\u{200b}", "\r", "\u{7}",
+        ] {
+            assert!(!html.contains(raw), "{raw:?} in {html}");
+        }
     }
 
     #[test]

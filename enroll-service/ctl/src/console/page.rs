@@ -24,6 +24,19 @@ pub(crate) fn shown(text: &str) -> Cow<'_, str> {
     escape(text)
 }
 
+/// PEM text (a certificate, a CSR) for a `<pre>`: as it is when it is printable ASCII and line
+/// breaks, as PEM always is; otherwise through [`shown`] like any other text from the service.
+pub(crate) fn shown_pem(pem: &str) -> Cow<'_, str> {
+    if pem
+        .bytes()
+        .all(|b| b == b'\n' || b == b'\r' || (b' '..=b'~').contains(&b))
+    {
+        Cow::Borrowed(pem)
+    } else {
+        shown(pem)
+    }
+}
+
 /// The sections of the console, for the navigation bar.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Section {
@@ -337,6 +350,14 @@ mod tests {
             !page.contains('\u{1b}') && !page.contains('\u{202e}'),
             "{page}"
         );
+    }
+
+    #[test]
+    fn pem_keeps_its_line_breaks_and_anything_else_is_shown_escaped() {
+        let pem = "-----BEGIN CERTIFICATE-----\r\nMIIB<>\n-----END CERTIFICATE-----\n";
+        assert_eq!(shown_pem(pem), pem, "maud escapes the < and >");
+        assert_eq!(shown_pem("MIIB\x1b[2J\n"), "MIIB\\x1b[2J\\n");
+        assert_eq!(shown_pem("MIIB\u{202e}"), "MIIB\\u{202e}");
     }
 
     #[test]
