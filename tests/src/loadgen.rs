@@ -33,7 +33,7 @@ use oxroot_proto::v1;
 use oxroot_proto::v1::operator_client::OperatorClient;
 
 pub use floor::CryptoFloor;
-pub use service::Target;
+pub use service::{CaBackend, Target};
 
 use onboard::Connections;
 use service::Service;
@@ -73,6 +73,9 @@ pub struct Report {
     pub devices: u32,
     /// `shared` or `per-device`.
     pub mode: &'static str,
+    /// Where the service's CA keys live: `sealed`, `pkcs11`, or `unknown` for a service this
+    /// run did not start.
+    pub ca_backend: &'static str,
     /// TLS connections (equal to `devices` for one per device).
     pub connections: usize,
     /// Onboardings in flight.
@@ -267,6 +270,10 @@ pub async fn run(options: &Options) -> Result<Report, Error> {
         } else {
             "shared"
         },
+        ca_backend: match &options.target {
+            Target::Spawn { ca_backend, .. } => ca_backend.name(),
+            Target::Existing { .. } => "unknown",
+        },
         connections: if options.connection_per_device {
             options.devices as usize
         } else {
@@ -324,8 +331,8 @@ impl Report {
         };
         writeln!(
             out,
-            "loadgen: {} devices, {mode}, {} in flight",
-            self.devices, self.concurrency
+            "loadgen: {} devices, {mode}, {} in flight, CA keys {}",
+            self.devices, self.concurrency, self.ca_backend
         )?;
         writeln!(
             out,

@@ -162,3 +162,46 @@ fn the_binary_starts_its_own_service_and_prints_one_json_line() {
         .expect("the registry opens: the started service is gone");
     assert_eq!(registry.credential_count().expect("count"), 16);
 }
+
+/// `--ca-backend both`: the same fleet against a service with sealed CA keys, then one with
+/// its CA keys in a throwaway SoftHSM2 token, side by side in one JSON object. The rate ratio
+/// is reported, not asserted (it belongs in the README, measured on an idle machine).
+#[test]
+fn both_ca_backends_run_side_by_side() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args([
+            "--devices",
+            "12",
+            "--connections",
+            "2",
+            "--ca-backend",
+            "both",
+        ])
+        .args(["--concurrency", "6", "--floor-iterations", "20", "--json"])
+        .arg("--service-bin")
+        .arg(built::bin_dir().join("enroll-service"))
+        .output()
+        .expect("loadgen runs");
+    let stdout = String::from_utf8(output.stdout).expect("text");
+    assert!(
+        output.status.success(),
+        "loadgen failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "--json prints only the JSON object: {stdout}"
+    );
+    let both: serde_json::Value = serde_json::from_str(lines[0]).expect("a JSON object");
+    for backend in ["sealed", "pkcs11"] {
+        assert_eq!(both[backend]["ca_backend"], backend, "{both}");
+        assert_eq!(both[backend]["onboarded"], 12, "{both}");
+        assert_eq!(both[backend]["batch_onboarded"], 12, "{both}");
+    }
+    let ratio = both["pkcs11_rate_to_sealed"].as_f64().expect("a ratio");
+    let expected = both["pkcs11"]["devices_per_s"].as_f64().expect("rate")
+        / both["sealed"]["devices_per_s"].as_f64().expect("rate");
+    assert!((ratio - expected).abs() < 1e-9, "{both}");
+}

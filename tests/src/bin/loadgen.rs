@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use enroll_service::fleet::DeviceSigner;
-use oxroot_tests::loadgen::{self, Options, Target};
+use oxroot_tests::loadgen::{self, CaBackend, Options, Target};
 
 /// Fleet load generator for the oxroot enrolment service.
 ///
@@ -43,8 +43,12 @@ struct Cli {
     #[arg(long, conflicts_with = "service")]
     service_bin: Option<PathBuf>,
     /// Keep the started service's state here instead of a temporary directory.
-    #[arg(long, conflicts_with = "service")]
+    #[arg(long, conflicts_with_all = ["service", "ca_backend"])]
     state_dir: Option<PathBuf>,
+    /// Where the started service's CA keys live: sealed files, a throwaway SoftHSM2 token, or
+    /// both one after the other with the same fleet settings, compared side by side.
+    #[arg(long, value_parser = ["sealed", "pkcs11", "both"], default_value = "sealed", conflicts_with = "service")]
+    ca_backend: String,
     /// Owner of the load test's policy and batch.
     #[arg(long, default_value = "loadgen")]
     owner: String,
@@ -64,7 +68,7 @@ struct Cli {
     json: bool,
 }
 
-fn target(cli: &Cli) -> Result<Target, loadgen::Error> {
+fn target(cli: &Cli, ca_backend: CaBackend) -> Result<Target, loadgen::Error> {
     if let Some(url) = &cli.service {
         return Ok(Target::Existing {
             url: url.clone(),
@@ -82,16 +86,71 @@ fn target(cli: &Cli) -> Result<Target, loadgen::Error> {
     Ok(Target::Spawn {
         service_bin,
         state_dir: cli.state_dir.clone(),
+        ca_backend,
     })
 }
 
+/// The backends a run compares.
+fn backends(cli: &Cli) -> Vec<CaBackend> {
+    match cli.ca_backend.as_str() {
+        "both" => vec![CaBackend::Sealed, CaBackend::Pkcs11],
+        "pkcs11" => vec![CaBackend::Pkcs11],
+        _ => vec![CaBackend::Sealed],
+    }
+}
+
 async fn run(cli: Cli) -> Result<bool, loadgen::Error> {
+    let mut reports = Vec::new();
+    for backend in backends(&cli) {
+        reports.push(run_one(&cli, backend).await?);
+    }
+    let mut out = std::io::stdout();
+    if !cli.json {
+        for report in &reports {
+            report.write_summary(&mut out)?;
+        }
+    }
+    let ok = reports.iter().all(|report| {
+        report.onboarded == u64::from(report.devices) && report.batch_onboarded >= report.onboarded
+    });
+    if let [sealed, pkcs11] = reports.as_slice() {
+        let rate = pkcs11.devices_per_s / sealed.devices_per_s.max(1e-9);
+        if !cli.json {
+            println!(
+                "CA keys in SoftHSM2: {:.0} devices/s against {:.0} sealed ({:.0} %), service CPU \
+                 {} against {} per device",
+                pkcs11.devices_per_s,
+                sealed.devices_per_s,
+                rate * 100.0,
+                per_device(pkcs11.service_cpu_us_per_device),
+                per_device(sealed.service_cpu_us_per_device),
+            );
+        }
+        println!(
+            "{}",
+            serde_json::json!({
+                "sealed": sealed,
+                "pkcs11": pkcs11,
+                "pkcs11_rate_to_sealed": rate,
+            })
+        );
+    } else if let Some(report) = reports.first() {
+        println!("{}", serde_json::to_string(report)?);
+    }
+    Ok(ok)
+}
+
+fn per_device(us: Option<f64>) -> String {
+    us.map_or_else(|| "n/a".to_owned(), |us| format!("{us:.0} µs"))
+}
+
+async fn run_one(cli: &Cli, ca_backend: CaBackend) -> Result<loadgen::Report, loadgen::Error> {
     let options = Options {
         devices: cli.devices,
         connections: cli.connections,
         connection_per_device: cli.connection_per_device,
         concurrency: cli.concurrency,
-        target: target(&cli)?,
+        target: target(cli, ca_backend)?,
         owner: cli.owner.clone(),
         floor_iterations: cli.floor_iterations,
         perf_record: cli.perf_record.clone(),
@@ -102,13 +161,7 @@ async fn run(cli: Cli) -> Result<bool, loadgen::Error> {
         },
         progress: !cli.json && std::io::stderr().is_terminal(),
     };
-    let report = loadgen::run(&options).await?;
-    let mut out = std::io::stdout();
-    if !cli.json {
-        report.write_summary(&mut out)?;
-    }
-    println!("{}", serde_json::to_string(&report)?);
-    Ok(report.onboarded == u64::from(report.devices) && report.batch_onboarded >= report.onboarded)
+    loadgen::run(&options).await
 }
 
 #[tokio::main]

@@ -25,6 +25,8 @@ pub enum Target {
         service_bin: PathBuf,
         /// Keep the state here instead of a temporary directory.
         state_dir: Option<PathBuf>,
+        /// Where the CA keys live.
+        ca_backend: CaBackend,
     },
     /// A running service.
     Existing {
@@ -35,6 +37,74 @@ pub enum Target {
         /// Its process ID, for CPU and memory; found from the listening port if not given.
         pid: Option<u32>,
     },
+}
+
+/// Where a spawned service keeps its CA keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CaBackend {
+    /// Sealed files under a throwaway passphrase.
+    Sealed,
+    /// A throwaway SoftHSM2 token (`softhsm2-util` and the module must be installed).
+    Pkcs11,
+}
+
+impl CaBackend {
+    /// `sealed` or `pkcs11`.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Sealed => "sealed",
+            Self::Pkcs11 => "pkcs11",
+        }
+    }
+}
+
+/// Debian's SoftHSM2 module.
+const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// A throwaway SoftHSM2 token in `dir`: its config and the token URI `init` takes.
+fn softhsm_token(dir: &Path) -> Result<(PathBuf, String), Error> {
+    let tokens = dir.join("tokens");
+    std::fs::create_dir_all(&tokens)?;
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )?;
+    let mut pin = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut pin).map_err(|_| "RNG failed")?;
+    let pin = hex::encode(pin);
+    let pin_file = dir.join("pin");
+    std::fs::write(&pin_file, format!("{pin}\n"))?;
+    let made = std::process::Command::new("softhsm2-util")
+        .env("SOFTHSM2_CONF", &conf)
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            "loadgen",
+            "--so-pin",
+            &pin,
+            "--pin",
+            &pin,
+        ])
+        .output()
+        .map_err(|e| format!("softhsm2-util (apt-get install softhsm2): {e}"))?;
+    if !made.status.success() {
+        return Err(format!(
+            "softhsm2-util --init-token failed: {}",
+            String::from_utf8_lossy(&made.stderr).trim()
+        )
+        .into());
+    }
+    let uri = format!(
+        "pkcs11:token=loadgen?module-path={SOFTHSM_MODULE}&pin-source=file:{}",
+        pin_file.display()
+    );
+    Ok((conf, uri))
 }
 
 /// A service this run talks to.
@@ -65,7 +135,8 @@ impl Service {
             Target::Spawn {
                 service_bin,
                 state_dir,
-            } => spawn(service_bin, state_dir.as_deref()).await,
+                ca_backend,
+            } => spawn(service_bin, state_dir.as_deref(), *ca_backend).await,
             Target::Existing { url, profile, pid } => {
                 let root_pem = read(&profile.join("root.pem"))?;
                 let pid = match pid {
@@ -158,7 +229,11 @@ fn read(path: &Path) -> Result<Vec<u8>, Error> {
     std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()).into())
 }
 
-async fn spawn(service_bin: &Path, state_dir: Option<&Path>) -> Result<Service, Error> {
+async fn spawn(
+    service_bin: &Path,
+    state_dir: Option<&Path>,
+    ca_backend: CaBackend,
+) -> Result<Service, Error> {
     if !service_bin.exists() {
         return Err(format!(
             "{} not found: build it with `cargo build --release -p enroll-service`, or pass \
@@ -179,14 +254,23 @@ async fn spawn(service_bin: &Path, state_dir: Option<&Path>) -> Result<Service, 
     let mut passphrase = [0u8; 16];
     aws_lc_rs::rand::fill(&mut passphrase).map_err(|_| "RNG failed")?;
     let passphrase = hex::encode(passphrase);
-    let init = Command::new(service_bin)
-        .arg("init")
-        .arg("--state-dir")
-        .arg(&state)
-        .env("OXROOT_CA_PASSPHRASE", &passphrase)
-        .stdout(Stdio::null())
-        .output()
-        .await?;
+    let mut init = Command::new(service_bin);
+    init.arg("init").arg("--state-dir").arg(&state);
+    // The token sits beside the state directory, and lives as long as it.
+    let softhsm = match ca_backend {
+        CaBackend::Sealed => {
+            init.env("OXROOT_CA_PASSPHRASE", &passphrase);
+            None
+        }
+        CaBackend::Pkcs11 => {
+            let hsm_dir = state.with_file_name("softhsm");
+            let (conf, uri) = softhsm_token(&hsm_dir)?;
+            init.args(["--ca-backend", "pkcs11", "--pkcs11-token", &uri])
+                .env("SOFTHSM2_CONF", &conf);
+            Some(conf)
+        }
+    };
+    let init = init.stdout(Stdio::null()).output().await?;
     if !init.status.success() {
         return Err(format!(
             "enroll-service init failed: {}",
@@ -201,7 +285,10 @@ async fn spawn(service_bin: &Path, state_dir: Option<&Path>) -> Result<Service, 
         .arg("--state-dir")
         .arg(&state)
         .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
-        .env("OXROOT_CA_PASSPHRASE", &passphrase)
+        .envs(match &softhsm {
+            Some(conf) => vec![("SOFTHSM2_CONF", conf.as_os_str().to_owned())],
+            None => vec![("OXROOT_CA_PASSPHRASE", passphrase.clone().into())],
+        })
         .stdout(Stdio::piped())
         .stderr(log)
         .kill_on_drop(true)
