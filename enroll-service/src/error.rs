@@ -84,9 +84,14 @@ impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Unavailable(m) => Self::Unavailable(m),
-            // A conflict that reaches a caller is one the handler did not expect (it checks
-            // the guards it relies on first): report it as a failed precondition, precisely.
-            StoreError::Conflict(m) => Self::FailedPrecondition(m),
+            // A concurrent writer kept winning past the handler's re-reads (another replica
+            // busy with the same record): the client's retry will find it settled.
+            StoreError::Conflict(c) if c.is_concurrent_change() => {
+                Self::Unavailable(format!("{c}; retry"))
+            }
+            // Any other conflict that reaches a caller is one the handler did not expect (it
+            // checks the guards it relies on first): a failed precondition, said precisely.
+            StoreError::Conflict(c) => Self::FailedPrecondition(c.to_string()),
             StoreError::Corrupt { .. } | StoreError::Unrecordable(_) => {
                 Self::Internal(e.to_string())
             }

@@ -120,6 +120,11 @@ pub struct DeviceRecord {
     pub refusals: u64,
     /// Assignment of the current credential; differs from `assignment` after a transfer.
     pub credential_assignment: Option<u64>,
+    /// The registry's version of this record, set on every read: 0 for a record not stored
+    /// yet. Writing the record back is compare-and-set on it (see
+    /// [`crate::store::Op::PutDevice`]). Not part of the record's encoding: the store keeps it.
+    #[serde(skip)]
+    pub version: u64,
 }
 
 impl DeviceRecord {
@@ -142,6 +147,7 @@ impl DeviceRecord {
             last_seen: None,
             refusals: 0,
             credential_assignment: None,
+            version: 0,
         }
     }
 

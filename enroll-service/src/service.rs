@@ -3,7 +3,7 @@
 //! ```text
 //!  DeviceEnrollment (service/device.rs) ─┐                ┌─ registry, CA       (the data)
 //!                                        ├─▶ ServiceCore ─┼─ ChallengeBook       (nonces, rate)
-//!  Operator (service/operator.rs) ───────┘                ├─ DeviceLocks         (per device)
+//!  Operator (service/operator.rs) ───────┘                ├─ DeviceLocks         (per device, an optimisation)
 //!                                                         ├─ CrlSigner           (the CRL)
 //!                                                         ├─ Limits              (edge bounds)
 //!                                                         └─ Metrics
@@ -11,9 +11,11 @@
 //!
 //! Each part is its own type with its own rules; [`ServiceCore`] only holds them together.
 //! Every write goes through the registry as one [`Change`](crate::store::Change) that includes
-//! its audit entries, so the audit log and the state never disagree. Writes that concern one
-//! device hold that device's lock from the read to the durable commit, so two streams of the
-//! same device cannot both issue a credential.
+//! its audit entries, so the audit log and the state never disagree. A write that concerns a
+//! device is compare-and-set on the version of the device record it read, so two streams of
+//! the same device (on one replica or on two) cannot both issue a credential: the loser reads
+//! again. Within a replica the device's lock, held from the read to the durable commit, spares
+//! the loser that work (see `locks.rs`).
 
 mod auth;
 mod authorities;
@@ -39,7 +41,7 @@ pub use auth::Caller;
 pub use authorities::{Authorities, Issuer, PLATFORM_ISSUER};
 pub use challenge::{ChallengeBook, ChallengeId, ForeignChallenge};
 pub use config::ServiceConfig;
-pub use crl::{CrlSigner, PublishedCrl};
+pub use crl::CrlSigner;
 pub use device::{DeviceService, verify_signature};
 pub use operator::{OperatorService, issue_operator_certificate, record_operator_certificate};
 
@@ -57,8 +59,6 @@ pub struct ServiceCore {
     device_locks: DeviceLocks,
     crls: CrlSigner,
     limits: Limits,
-    /// Serialises operator certificate revocations (rare, and each must see the last).
-    operator_revocations: Arc<tokio::sync::Mutex<()>>,
     metrics: Arc<Metrics>,
 }
 
@@ -111,7 +111,6 @@ impl ServiceCore {
             authorities,
             challenges,
             device_locks: DeviceLocks::new(4096),
-            operator_revocations: Arc::new(tokio::sync::Mutex::new(())),
             config,
             metrics,
         })

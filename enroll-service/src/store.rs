@@ -1,244 +1,135 @@
-//! The registry: devices, policies, batches, issued certificates, the CRL and the audit log,
-//! behind the [`Registry`] trait so a server-grade backend (PostgreSQL, shared by stateless
-//! replicas) can replace the embedded one ([`SledRegistry`]).
+//! The registry: devices, policies, batches, issued certificates, CRLs and the audit log,
+//! behind the [`Registry`] trait, so that a networked, transactional backend (PostgreSQL shared
+//! by stateless service replicas) can stand in for the embedded one ([`SledRegistry`]).
 //!
-//! Writes are [`Change`]s: a list of [`Guard`]s and [`Op`]s applied atomically, audit entries
-//! included. [`Registry::submit`] resolves only once the change is *durable*; the service sends a
-//! credential only after that. The sled backend batches concurrent changes into one
-//! write + fsync (group commit), which is what keeps throughput up when every onboarding must be
-//! durable.
+//! ```text
+//!  handler ──read (async)──────────────────────────────▶ Registry ──▶ committed state
+//!  handler ──commit(Change { guards, ops, events })────▶ Registry: guards checked and ops
+//!          ◀── Ok(Receipt) once durable                   applied atomically, audit entries
+//!          ◀── Err(Conflict::…) naming the failed guard   sealed into the chain, events
+//!                                                          numbered; all inside the commit
+//!  watcher ──subscribe()──▶ Subscription ◀── events of every writer (every replica), in order
+//! ```
 //!
-//! Reads see committed changes; they are plain synchronous calls because the embedded backend
-//! answers them from memory.
+//! # The contract
+//! Every backend keeps these rules; `tests/registry_conformance.rs` checks each of them, and
+//! runs against every backend.
+//!
+//! - **Atomic, durable commits.** A [`Change`] is applied entirely or not at all, audit entries
+//!   included, and [`Registry::commit`] answers `Ok` only once it is durable: the service hands
+//!   out a credential only after that.
+//! - **Guards are checked inside the commit**, against the state the change is applied to, never
+//!   against what the caller read earlier. A change whose guard fails is refused with a typed
+//!   [`Conflict`] and leaves no trace (no record, no audit entry, no event).
+//! - **Read-modify-write is optimistic.** Device and owner records carry a `version` that the
+//!   store sets on every read; [`Op::PutDevice`] and [`Op::PutOwner`] are compare-and-set on it.
+//!   A writer that loses sees [`Conflict::DeviceChanged`] / [`Conflict::OwnerChanged`], reads
+//!   again and decides again. Correctness never rests on an in-process lock: the service's
+//!   per-device locks (`service/locks.rs`) only spare one replica needless conflicts.
+//! - **Uniqueness is the store's:** a serial is stored once ([`Guard::SerialAbsent`]), an
+//!   idempotency key once per owner, a policy, batch or owner name once.
+//! - **Ordered state belongs to the store and is assigned inside the commit:** the audit
+//!   sequence and hash chain (one chain, in commit order, across every writer), batch counts
+//!   ([`Op::AdjustCounts`], deltas that compose), CRL numbers (strictly increasing per issuer,
+//!   [`Op::PutCrl`]) and the event order.
+//! - **Events reach every subscriber of every replica** ([`Registry::subscribe`]), after the
+//!   change is durable, in commit order, never for a refused change.
+//! - **Back-pressure, bounded:** a commit waits for room when the backend's queue is full; no
+//!   backend spawns a task or queues without bound per waiting commit.
+//! - **Reads are async** so that a network round trip does not block a runtime worker, and see
+//!   committed state only.
+//!
+//! Who retries what is in [`Conflict`]: only the conflicts of a concurrent writer
+//! ([`Conflict::is_concurrent_change`]) are worth a re-read; a certificate is signed again only
+//! when the re-read still calls for one (a serial collision, or a device that changed in a way
+//! that leaves a new certificate due).
+//!
+//! # sled (embedded; one process)
+//! One writer thread applies queued changes in groups with one `fdatasync` per group (see
+//! `sled_backend.rs`): guards, versions and CRL numbers are checked against the committed
+//! state plus the group's earlier changes; the writer seals audit entries and numbers events in
+//! the order it applies changes, so its queue order *is* the commit order. Versions are stored
+//! in front of the record (`codec::VERSIONED`). Events go to an in-process broadcast.
+//!
+//! # PostgreSQL (stage 2: several stateless replicas on one database)
+//! Every rule maps to SQL that CockroachDB and YugabyteDB accept too: SERIALIZABLE
+//! transactions, `ON CONFLICT`, `SELECT … FOR UPDATE`, savepoints; no advisory locks, no
+//! `LISTEN`-only designs.
+//!
+//! - **Transactions.** Each replica keeps group commit: the changes queued on it are applied
+//!   in one SERIALIZABLE transaction, each change under its own `SAVEPOINT`, so a failed guard
+//!   rolls back (and refuses) that change only. `COMMIT` with `synchronous_commit = on` is the
+//!   durability point. A serialization failure (`40001`) or deadlock (`40P01`) retries the
+//!   whole group inside the backend, guards re-checked; callers see latency, not an error.
+//! - **Versions.** `devices(device_id PK, version bigint, owner, batch_id, state, record)` and
+//!   `owners(name PK, version, record)`. `PutDevice` at version 0 is `INSERT … ON CONFLICT
+//!   (device_id) DO NOTHING`, at version v is `UPDATE devices SET record = $r, version = v + 1
+//!   … WHERE device_id = $id AND version = v`; no row touched means `DeviceChanged` (the
+//!   current version is read for the conflict). Same for owners.
+//! - **Uniqueness.** Primary keys and unique constraints carry every "absent" guard:
+//!   `credentials(serial)`, `request_ids(owner, request_id)`, `policies(owner, name)`,
+//!   `batches(batch_id)`, `owners(name)`. The guard is checked first with a `SELECT` for the
+//!   typed answer; a unique violation (`23505`) on the same key maps to the same conflict, so a
+//!   racing replica cannot slip between the check and the insert.
+//!   `operator_certificates(serial, revoked …)`: a revocation is `UPDATE … WHERE serial = $s
+//!   AND NOT revoked` (no row: `OperatorRevoked`).
+//! - **Batch counters.** Columns of `batches`; `AdjustCounts` is `UPDATE batches SET enrolled =
+//!   enrolled + $d … WHERE batch_id = $b` (no row: `BatchAbsent`). A group sums its deltas per
+//!   batch first, so a batch row is written once per group; the row lock serialises only the
+//!   groups that touch the same batch. (If one batch's row becomes the hot spot on a
+//!   distributed engine, counts can move to per-replica shard rows summed on read.)
+//! - **CRL numbers per issuer.** `crls(issuer PK, number, record)`; `PutCrl` is `INSERT …
+//!   ON CONFLICT (issuer) DO UPDATE SET … WHERE crls.number < excluded.number`; no row
+//!   written means `CrlNumberTaken`. Revocations (`crl_entries(issuer, serial)`) only grow, and
+//!   the signer reads the number before the entries, so a CRL with a higher number never lists
+//!   fewer serials.
+//! - **The audit chain head.** One row, `registry_head(audit_seq, audit_hash, event_seq)`. A
+//!   group transaction does all its other work first; its last statements are `SELECT … FROM
+//!   registry_head FOR UPDATE`, sealing the group's entries in order after that head (sequence
+//!   and hash chain computed by the service, as the sled writer does), inserting them into
+//!   `audit(seq PK, prev_hash, hash, record)` and its events into `events(seq PK, payload)`,
+//!   and updating the head. The head row is therefore held only from that `SELECT` to
+//!   `COMMIT` — one round trip and the commit's flush — so groups of different replicas
+//!   serialise there and nowhere else, and the chain's order is the commit order. A change with
+//!   neither audit entries nor events does not touch the head.
+//! - **Events.** Rows of `events`, numbered from the head row under its lock, so that their
+//!   sequence is the commit order with no gaps (a `bigserial` would not be: sequence values are
+//!   taken at insert, and commits land in another order). Each replica runs one tail: `SELECT
+//!   seq, payload FROM events WHERE seq > $last ORDER BY seq`, polled every ~50 ms and woken
+//!   early by `NOTIFY registry_events` on PostgreSQL (CockroachDB and YugabyteDB lack LISTEN /
+//!   NOTIFY, so polling is the portable baseline), fanned out to that replica's
+//!   [`Subscription`]s. A tail that reconnects resumes at `$last`; events older than the
+//!   retention (pruned by age) are reported as [`SubscriptionError::Missed`].
+//! - **Back-pressure.** The per-replica group queue is bounded like sled's; the connection pool
+//!   bounds concurrent reads. Neither spawns per waiting caller.
+//! - **Availability.** [`Registry::failed`] is true while the database is unreachable (health
+//!   NOT_SERVING, calls UNAVAILABLE) and false again once the pool reconnects; a commit whose
+//!   `COMMIT` outcome is unknown is reported unavailable, and the caller's re-read decides (a
+//!   credential is sent only after an acknowledged commit).
 
 pub mod codec;
+mod change;
+mod conflict;
+mod events;
 mod sled_backend;
 
 use std::fmt;
 
+use async_trait::async_trait;
 use rot_core::keys::DeviceId;
-use tokio::sync::{broadcast, oneshot};
 
-use crate::audit::{AuditDraft, StoredAuditEntry};
+use crate::audit::StoredAuditEntry;
 use crate::model::{
-    BatchRecord, CountsDelta, CredentialRecord, CrlEntryRecord, CrlRecord, DeviceEvent,
-    DeviceRecord, OperatorCertificateRecord, OwnerRecord,
+    BatchRecord, CredentialRecord, CrlEntryRecord, CrlRecord, DeviceRecord,
+    OperatorCertificateRecord, OwnerRecord,
 };
 use crate::pki::Serial;
 use crate::policy::PolicySpec;
 
+pub use change::{Change, Guard, Op, Receipt};
+pub use conflict::{Conflict, StoreError};
+pub use events::{CrlNotice, Published, RegistryEvent, Subscription, SubscriptionError};
 pub use sled_backend::SledRegistry;
-
-/// A precondition of a [`Change`]; if one fails the whole change is refused with
-/// [`StoreError::Conflict`] and nothing of it is applied.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Guard {
-    /// No policy of that owner and name exists.
-    PolicyAbsent {
-        /// Owner.
-        owner: String,
-        /// Name.
-        name: String,
-    },
-    /// No batch with that ID exists.
-    BatchAbsent(String),
-    /// No owner of that name exists.
-    OwnerAbsent(String),
-    /// No credential with that serial was ever stored: a serial is never issued twice.
-    SerialAbsent(Serial),
-    /// The owner has not used this CreateBatch idempotency key.
-    RequestIdAbsent {
-        /// Owner.
-        owner: String,
-        /// Client-chosen key.
-        request_id: String,
-    },
-}
-
-/// One write of a [`Change`].
-#[derive(Clone, Debug)]
-#[allow(
-    clippy::large_enum_variant,
-    reason = "ops live briefly in one change; boxing devices buys nothing"
-)]
-pub enum Op {
-    /// Insert or replace a device.
-    PutDevice(DeviceRecord),
-    /// Insert a policy (guard with [`Guard::PolicyAbsent`]; policies are immutable).
-    PutPolicy(Box<PolicySpec>),
-    /// Insert or replace a batch's descriptive fields. The counts of an existing batch are
-    /// kept: they change only through [`Op::AdjustCounts`].
-    PutBatch(BatchRecord),
-    /// Make a device a member of a batch (the membership index used for listing).
-    AddToBatch {
-        /// Batch.
-        batch_id: String,
-        /// Device.
-        device_id: DeviceId,
-    },
-    /// Remove a device from a batch's membership index.
-    RemoveFromBatch {
-        /// Batch.
-        batch_id: String,
-        /// Device.
-        device_id: DeviceId,
-    },
-    /// Insert or replace an issued certificate record.
-    PutCredential(Box<CredentialRecord>),
-    /// Insert or replace an operator certificate record.
-    PutOperatorCertificate(Box<OperatorCertificateRecord>),
-    /// Put a serial on the revocation list of the CA that issued it.
-    Revoke {
-        /// The issuing CA's id (`platform`, `<owner>/<n>`).
-        issuer: String,
-        /// Serial.
-        serial: Serial,
-        /// CRL entry.
-        entry: CrlEntryRecord,
-    },
-    /// Insert or replace an owner and its CAs (guard a new one with [`Guard::OwnerAbsent`]).
-    PutOwner(Box<OwnerRecord>),
-    /// Add to a batch's counts (applied in commit order, so concurrent changes compose).
-    AdjustCounts {
-        /// Batch.
-        batch_id: String,
-        /// Delta.
-        delta: CountsDelta,
-    },
-    /// Store the latest signed CRL of an issuing CA.
-    PutCrl {
-        /// The issuing CA's id.
-        issuer: String,
-        /// The CRL.
-        record: CrlRecord,
-    },
-    /// Remember a CreateBatch idempotency key.
-    PutRequestId {
-        /// Owner.
-        owner: String,
-        /// Key.
-        request_id: String,
-        /// Batch created for it.
-        batch_id: String,
-    },
-    /// Append an audit entry (sequence number and hash chain assigned at commit).
-    Audit(AuditDraft),
-}
-
-/// Something that happened, published to watchers once durable.
-#[derive(Clone, Debug)]
-pub enum RegistryEvent {
-    /// A device of a batch changed state.
-    Device {
-        /// The batch.
-        batch_id: String,
-        /// The event.
-        event: DeviceEvent,
-    },
-    /// A batch's counts changed.
-    CountsChanged {
-        /// The batch.
-        batch_id: String,
-    },
-}
-
-/// An atomic, durable unit of writes.
-#[derive(Clone, Debug, Default)]
-pub struct Change {
-    /// Preconditions.
-    pub guards: Vec<Guard>,
-    /// Writes, applied in order.
-    pub ops: Vec<Op>,
-    /// Published after the change is durable.
-    pub events: Vec<RegistryEvent>,
-}
-
-impl Change {
-    /// An empty change.
-    #[must_use]
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Adds a write.
-    pub fn op(&mut self, op: Op) -> &mut Self {
-        self.ops.push(op);
-        self
-    }
-
-    /// Adds a precondition.
-    pub fn guard(&mut self, guard: Guard) -> &mut Self {
-        self.guards.push(guard);
-        self
-    }
-
-    /// Adds an audit entry.
-    pub fn audit(&mut self, draft: AuditDraft) -> &mut Self {
-        self.ops.push(Op::Audit(draft));
-        self
-    }
-
-    /// Adds an event to publish.
-    pub fn event(&mut self, event: RegistryEvent) -> &mut Self {
-        self.events.push(event);
-        self
-    }
-
-    /// A device of `batch_id` moved its batch's counts by `delta`, and watchers hear of it: the
-    /// device's event (if any) and that the counts changed. Every change of a batch member's
-    /// state says all three together, so a watcher's counts never lag its events.
-    pub fn batch_moved(
-        &mut self,
-        batch_id: &str,
-        delta: CountsDelta,
-        event: Option<DeviceEvent>,
-    ) -> &mut Self {
-        self.op(Op::AdjustCounts {
-            batch_id: batch_id.to_owned(),
-            delta,
-        });
-        if let Some(event) = event {
-            self.event(RegistryEvent::Device {
-                batch_id: batch_id.to_owned(),
-                event,
-            });
-        }
-        self.event(RegistryEvent::CountsChanged {
-            batch_id: batch_id.to_owned(),
-        })
-    }
-}
-
-/// What a durable commit assigned.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Receipt {
-    /// Sequence numbers of the change's audit entries.
-    pub audit_seqs: Vec<u64>,
-}
-
-/// Registry failures.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// A [`Guard`] failed; nothing was written.
-    #[error("conflict: {0}")]
-    Conflict(String),
-    /// The change cannot be recorded as given (an audit entry with no canonical form);
-    /// nothing of it was written.
-    #[error("unrecordable change: {0}")]
-    Unrecordable(String),
-    /// The store cannot be read or written (I/O error, or stopped after a failed fsync).
-    #[error("registry unavailable: {0}")]
-    Unavailable(String),
-    /// A stored record could not be decoded.
-    #[error("registry record {key} is corrupt: {reason}")]
-    Corrupt {
-        /// The record's key.
-        key: String,
-        /// Decoder message.
-        reason: String,
-    },
-}
 
 /// Filters of [`Registry::devices`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -251,25 +142,35 @@ pub struct DeviceFilter {
     pub state: Option<crate::model::DeviceState>,
 }
 
-/// The registry.
+/// The registry. Used as `Arc<dyn Registry>`; see the module documentation for the rules every
+/// implementation keeps.
+#[async_trait]
 pub trait Registry: Send + Sync + fmt::Debug + 'static {
-    /// Queues a change; the receiver resolves once it is durable (or refused).
-    fn submit(&self, change: Change) -> oneshot::Receiver<Result<Receipt, StoreError>>;
+    /// Applies `change` atomically and durably, or refuses it whole.
+    ///
+    /// Waits while the backend's commit queue is full (back-pressure). Dropping the returned
+    /// future once the change was handed over does not withdraw it: it may still commit, as a
+    /// networked commit whose acknowledgement is lost may. A caller that must know reads again.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] naming the guard that failed (nothing written);
+    /// [`StoreError::Unrecordable`]; [`StoreError::Unavailable`] when the store cannot commit.
+    async fn commit(&self, change: Change) -> Result<Receipt, StoreError>;
 
-    /// Events of durable changes.
-    fn subscribe(&self) -> broadcast::Receiver<RegistryEvent>;
+    /// Events of durable changes from now on, of every writer of this store, in commit order.
+    fn subscribe(&self) -> Subscription;
 
-    /// A device.
+    /// A device, with its stored version.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] or [`StoreError::Corrupt`].
-    fn device(&self, device_id: &DeviceId) -> Result<Option<DeviceRecord>, StoreError>;
+    async fn device(&self, device_id: &DeviceId) -> Result<Option<DeviceRecord>, StoreError>;
 
     /// Devices ordered by DeviceId, after `after`, at most `limit` of them matching `filter`.
     ///
     /// # Errors
     /// As [`Registry::device`].
-    fn devices(
+    async fn devices(
         &self,
         filter: &DeviceFilter,
         after: Option<&DeviceId>,
@@ -280,13 +181,13 @@ pub trait Registry: Send + Sync + fmt::Debug + 'static {
     ///
     /// # Errors
     /// As [`Registry::device`].
-    fn policy(&self, owner: &str, name: &str) -> Result<Option<PolicySpec>, StoreError>;
+    async fn policy(&self, owner: &str, name: &str) -> Result<Option<PolicySpec>, StoreError>;
 
     /// Policies ordered by (owner, name), after `after`, at most `limit`, of `owner` if given.
     ///
     /// # Errors
     /// As [`Registry::device`].
-    fn policies(
+    async fn policies(
         &self,
         owner: Option<&str>,
         after: Option<(&str, &str)>,
@@ -297,14 +198,14 @@ pub trait Registry: Send + Sync + fmt::Debug + 'static {
     ///
     /// # Errors
     /// As [`Registry::device`].
-    fn batch(&self, batch_id: &str) -> Result<Option<BatchRecord>, StoreError>;
+    async fn batch(&self, batch_id: &str) -> Result<Option<BatchRecord>, StoreError>;
 
     /// Batches newest first, strictly older than `before` (a batch ID), at most `limit`, of
     /// `owner` if given.
     ///
     /// # Errors
     /// As [`Registry::device`].
-    fn batches(
+    async fn batches(
         &self,
         owner: Option<&str>,
         before: Option<&str>,
@@ -315,19 +216,20 @@ pub trait Registry: Send + Sync + fmt::Debug + 'static {
     ///
     /// # Errors
     /// As [`Registry::device`].
-    fn request_id(&self, owner: &str, request_id: &str) -> Result<Option<String>, StoreError>;
+    async fn request_id(&self, owner: &str, request_id: &str)
+    -> Result<Option<String>, StoreError>;
 
     /// An issued certificate.
     ///
     /// # Errors
     /// As [`Registry::device`].
-    fn credential(&self, serial: Serial) -> Result<Option<CredentialRecord>, StoreError>;
+    async fn credential(&self, serial: Serial) -> Result<Option<CredentialRecord>, StoreError>;
 
     /// An operator certificate this service issued.
     ///
     /// # Errors
     /// As [`Registry::device`].
-    fn operator_certificate(
+    async fn operator_certificate(
         &self,
         serial: Serial,
     ) -> Result<Option<OperatorCertificateRecord>, StoreError>;
@@ -337,70 +239,77 @@ pub trait Registry: Send + Sync + fmt::Debug + 'static {
     ///
     /// # Errors
     /// As [`Registry::device`].
-    fn operator_certificates(
+    async fn operator_certificates(
         &self,
         owner: Option<&str>,
         after: Option<Serial>,
         limit: usize,
     ) -> Result<Vec<OperatorCertificateRecord>, StoreError>;
 
-    /// Number of certificates ever stored.
+    /// Number of distinct certificates ever stored.
     ///
     /// # Errors
     /// As [`Registry::device`].
-    fn credential_count(&self) -> Result<u64, StoreError>;
+    async fn credential_count(&self) -> Result<u64, StoreError>;
 
     /// Every serial an issuing CA revoked, with its CRL entry.
     ///
     /// # Errors
     /// As [`Registry::device`].
-    fn revoked(&self, issuer: &str) -> Result<Vec<(Serial, CrlEntryRecord)>, StoreError>;
+    async fn revoked(&self, issuer: &str) -> Result<Vec<(Serial, CrlEntryRecord)>, StoreError>;
 
     /// Number of serials an issuing CA revoked (what its complete CRL lists).
     ///
     /// # Errors
     /// As [`Registry::device`].
-    fn revoked_count(&self, issuer: &str) -> Result<u64, StoreError>;
+    async fn revoked_count(&self, issuer: &str) -> Result<u64, StoreError>;
 
     /// The latest signed CRL of an issuing CA.
     ///
     /// # Errors
     /// As [`Registry::device`].
-    fn crl(&self, issuer: &str) -> Result<Option<CrlRecord>, StoreError>;
+    async fn crl(&self, issuer: &str) -> Result<Option<CrlRecord>, StoreError>;
 
-    /// An owner and its CAs.
+    /// An owner and its CAs, with its stored version.
     ///
     /// # Errors
     /// As [`Registry::device`].
-    fn owner(&self, name: &str) -> Result<Option<OwnerRecord>, StoreError>;
+    async fn owner(&self, name: &str) -> Result<Option<OwnerRecord>, StoreError>;
 
     /// Owners ordered by name, after `after`, at most `limit`.
     ///
     /// # Errors
     /// As [`Registry::device`].
-    fn owners(&self, after: Option<&str>, limit: usize) -> Result<Vec<OwnerRecord>, StoreError>;
+    async fn owners(&self, after: Option<&str>, limit: usize)
+    -> Result<Vec<OwnerRecord>, StoreError>;
 
-    /// Audit entries with `seq >= start`, ascending, at most `limit`.
+    /// Audit entries with `seq >= start`, ascending, at most `limit`; durable entries only.
     ///
     /// # Errors
     /// As [`Registry::device`].
-    fn audit(&self, start: u64, limit: usize) -> Result<Vec<(u64, StoredAuditEntry)>, StoreError>;
+    async fn audit(
+        &self,
+        start: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, StoredAuditEntry)>, StoreError>;
 
-    /// Sequence number of the newest audit entry (0 if none).
-    fn audit_head(&self) -> u64;
+    /// Sequence number of the newest durable audit entry (0 if none).
+    ///
+    /// # Errors
+    /// As [`Registry::device`].
+    async fn audit_head(&self) -> Result<u64, StoreError>;
 
-    /// True once a write failed to become durable: from then on the registry refuses reads and
-    /// writes until the service restarts (what was applied but not synced must not be served).
+    /// True while the registry cannot serve: the embedded store after a write failed to become
+    /// durable (until the service restarts: what was applied but not synced must not be
+    /// served); a networked store while its database is unreachable.
     fn failed(&self) -> bool;
 }
 
-/// Submits a change and waits until it is durable.
+/// Commits `change` and waits until it is durable: [`Registry::commit`] for callers holding a
+/// `&dyn Registry`.
 ///
 /// # Errors
-/// The registry's refusal, or [`StoreError::Unavailable`] if it stopped.
+/// As [`Registry::commit`].
 pub async fn commit(registry: &dyn Registry, change: Change) -> Result<Receipt, StoreError> {
-    registry
-        .submit(change)
-        .await
-        .map_err(|_| StoreError::Unavailable("the registry writer stopped".to_owned()))?
+    registry.commit(change).await
 }

@@ -72,6 +72,11 @@ pub struct OwnerRecord {
     pub created_at: OffsetDateTime,
     /// Who created it (`<owner>/<name>` of a platform operator, or `system:…`).
     pub created_by: String,
+    /// The registry's version of this record, set on every read: 0 for a record not stored
+    /// yet. Writing the record back is compare-and-set on it (see
+    /// [`crate::store::Op::PutOwner`]). Not part of the record's encoding: the store keeps it.
+    #[serde(skip)]
+    pub version: u64,
 }
 
 impl OwnerRecord {

@@ -10,6 +10,11 @@
 //!                     stays in its trust, retired, until it expires
 //! ```
 //!
+//! Owner records are written compare-and-set on their version ([`Op::PutOwner`]), so two
+//! replicas changing one owner's CAs at once cannot both win: the loser's rotation fails
+//! (its new key was made for a record that moved on), its import is checked again. The
+//! `changes` lock only keeps one replica's own calls from racing each other.
+//!
 //! No owner's devices chain to a certificate another owner's trust accepts: each owner has its
 //! own root. Rotation makes a new issuing CA that issues from then on; the old one is retired
 //! but signs its CRL until its last certificate expires, and exports carry both meanwhile.
@@ -28,7 +33,7 @@ use crate::pki::{
     CertificateAuthority, ISSUING_LIFETIME, KeyBackend, PLATFORM_OWNER, PkiError, SignerError,
     Validity, is_valid_owner,
 };
-use crate::store::{Change, Guard, Op, Registry, commit};
+use crate::store::{Change, Conflict, Guard, Op, Registry, StoreError, commit};
 
 /// The id of the platform's issuing CA.
 pub const PLATFORM_ISSUER: &str = "platform";
@@ -49,8 +54,8 @@ pub struct Authorities {
     platform: Arc<CertificateAuthority>,
     keys: KeyBackend,
     built: RwLock<HashMap<String, Arc<CertificateAuthority>>>,
-    /// One change of an owner's CAs at a time (create, rotate, import): each reads the record
-    /// it replaces.
+    /// One change of an owner's CAs at a time on this replica (create, rotate, import), so that
+    /// its own calls do not conflict; the record's version guards against other replicas.
     changes: Mutex<()>,
 }
 
@@ -111,8 +116,8 @@ impl Authorities {
     ///
     /// # Errors
     /// [`ServiceError::FailedPrecondition`] when the owner has no CA yet.
-    pub fn owner(&self, owner: &str) -> Result<OwnerRecord, ServiceError> {
-        self.registry.owner(owner)?.ok_or_else(|| {
+    pub async fn owner(&self, owner: &str) -> Result<OwnerRecord, ServiceError> {
+        self.registry.owner(owner).await?.ok_or_else(|| {
             ServiceError::FailedPrecondition(format!(
                 "owner {owner} has no certificate authority yet: a platform admin creates it \
                  (enrollctl owner create {owner})"
@@ -125,8 +130,8 @@ impl Authorities {
     /// # Errors
     /// [`ServiceError::FailedPrecondition`] when the owner has no active CA; registry and key
     /// failures.
-    pub fn issuing(&self, owner: &str) -> Result<Issuer, ServiceError> {
-        let record = self.owner(owner)?;
+    pub async fn issuing(&self, owner: &str) -> Result<Issuer, ServiceError> {
+        let record = self.owner(owner).await?;
         match record.active() {
             Some(active) => Ok(Issuer {
                 id: active.id.clone(),
@@ -146,8 +151,8 @@ impl Authorities {
     ///
     /// # Errors
     /// As [`Authorities::issuing`].
-    pub fn live(&self, owner: &str) -> Result<Vec<Issuer>, ServiceError> {
-        let record = self.owner(owner)?;
+    pub async fn live(&self, owner: &str) -> Result<Vec<Issuer>, ServiceError> {
+        let record = self.owner(owner).await?;
         let now = OffsetDateTime::now_utc();
         let mut live = Vec::new();
         for state in [AuthorityState::Active, AuthorityState::Retired] {
@@ -171,14 +176,15 @@ impl Authorities {
     ///
     /// # Errors
     /// [`ServiceError::NotFound`] for an unknown id.
-    pub fn by_id(&self, id: &str) -> Result<Arc<CertificateAuthority>, ServiceError> {
+    pub async fn by_id(&self, id: &str) -> Result<Arc<CertificateAuthority>, ServiceError> {
         if id == PLATFORM_ISSUER {
             return Ok(self.platform.clone());
         }
         let owner = id.split('/').next().unwrap_or_default();
         let record = self
             .registry
-            .owner(owner)?
+            .owner(owner)
+            .await?
             .ok_or_else(|| ServiceError::NotFound(format!("CA {id}")))?;
         let authority = record
             .issuing
@@ -194,13 +200,17 @@ impl Authorities {
     /// # Errors
     /// [`ServiceError::Internal`] when none did: the registry holds a certificate no known CA
     /// signed.
-    pub fn issuer_of(&self, owner: &str, certificate_pem: &str) -> Result<Issuer, ServiceError> {
+    pub async fn issuer_of(
+        &self,
+        owner: &str,
+        certificate_pem: &str,
+    ) -> Result<Issuer, ServiceError> {
         let der = pem::parse(certificate_pem)
             .map_err(|e| ServiceError::Internal(format!("stored certificate: {e}")))?
             .into_contents();
         let aki = authority_key_id(&der);
-        let mut candidates = self.live(owner).unwrap_or_default();
-        if let Ok(record) = self.owner(owner) {
+        let mut candidates = self.live(owner).await.unwrap_or_default();
+        if let Ok(record) = self.owner(owner).await {
             // Expired ones too: a certificate on record may outlive nothing, but its revocation
             // still has to name the CA that signed it.
             for authority in record
@@ -232,11 +242,11 @@ impl Authorities {
     ///
     /// # Errors
     /// Registry failures.
-    pub fn crl_issuers(&self) -> Result<Vec<String>, ServiceError> {
+    pub async fn crl_issuers(&self) -> Result<Vec<String>, ServiceError> {
         let mut ids = vec![PLATFORM_ISSUER.to_owned()];
         let mut after: Option<String> = None;
         loop {
-            let page = self.registry.owners(after.as_deref(), 256)?;
+            let page = self.registry.owners(after.as_deref(), 256).await?;
             let Some(last) = page.last() else { break };
             after = Some(last.name.clone());
             ids.extend(page.iter().flat_map(signing_ids));
@@ -248,8 +258,8 @@ impl Authorities {
     ///
     /// # Errors
     /// As [`Authorities::owner`].
-    pub fn crl_issuers_of(&self, owner: &str) -> Result<Vec<String>, ServiceError> {
-        let record = self.owner(owner)?;
+    pub async fn crl_issuers_of(&self, owner: &str) -> Result<Vec<String>, ServiceError> {
+        let record = self.owner(owner).await?;
         let mut ids = signing_ids(&record);
         if record.ca_mode == CaMode::SharedPlatform {
             ids.push(PLATFORM_ISSUER.to_owned());
@@ -321,7 +331,7 @@ impl Authorities {
             ));
         }
         let _change = self.changes.lock().await;
-        if self.registry.owner(name)?.is_some() {
+        if self.registry.owner(name).await?.is_some() {
             return Err(ServiceError::AlreadyExists(format!("owner {name}")));
         }
         let now = OffsetDateTime::now_utc();
@@ -354,6 +364,7 @@ impl Authorities {
             // The contract's `<owner>/<name>` (as policies and batches record it), not the
             // audit actor's `operator:` form; `system:…` stays as it is.
             created_by: actor.strip_prefix("operator:").unwrap_or(actor).to_owned(),
+            version: 0,
         };
         let mut change = Change::new();
         change
@@ -372,8 +383,14 @@ impl Authorities {
                 .detail("issuing_ca", record.issuing[0].id.clone())
                 .detail("key", record.issuing[0].key.location()),
             );
-        commit(self.registry.as_ref(), change).await?;
-        Ok(record)
+        match commit(self.registry.as_ref(), change).await {
+            Ok(_) => Ok(record),
+            // Another replica created it meanwhile (the keys made here stay unused).
+            Err(StoreError::Conflict(Conflict::OwnerExists(_))) => {
+                Err(ServiceError::AlreadyExists(format!("owner {name}")))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The owner, created managed if it has no record yet (the first operator a platform
@@ -382,11 +399,11 @@ impl Authorities {
     /// # Errors
     /// As [`Authorities::create_owner`].
     pub async fn ensure_owner(&self, name: &str, actor: &str) -> Result<OwnerRecord, ServiceError> {
-        if let Some(record) = self.registry.owner(name)? {
+        if let Some(record) = self.registry.owner(name).await? {
             return Ok(record);
         }
         match self.create_owner(name, CaMode::Managed, "", actor).await {
-            Err(ServiceError::AlreadyExists(_)) => self.owner(name),
+            Err(ServiceError::AlreadyExists(_)) => self.owner(name).await,
             other => other,
         }
     }
@@ -402,18 +419,24 @@ impl Authorities {
         let mut names = std::collections::BTreeSet::new();
         let mut after: Option<(String, String)> = None;
         loop {
-            let page = self.registry.policies(
-                None,
-                after.as_ref().map(|(o, n)| (o.as_str(), n.as_str())),
-                256,
-            )?;
+            let page = self
+                .registry
+                .policies(
+                    None,
+                    after.as_ref().map(|(o, n)| (o.as_str(), n.as_str())),
+                    256,
+                )
+                .await?;
             let Some(last) = page.last() else { break };
             after = Some((last.owner.clone(), last.name.clone()));
             names.extend(page.into_iter().map(|policy| policy.owner));
         }
         let mut after = None;
         loop {
-            let page = self.registry.operator_certificates(None, after, 256)?;
+            let page = self
+                .registry
+                .operator_certificates(None, after, 256)
+                .await?;
             let Some(last) = page.last() else { break };
             after = Some(last.serial);
             names.extend(page.into_iter().map(|operator| operator.owner));
@@ -421,7 +444,7 @@ impl Authorities {
         let _change = self.changes.lock().await;
         let mut adopted = Vec::new();
         for name in names {
-            if name == PLATFORM_OWNER || self.registry.owner(&name)?.is_some() {
+            if name == PLATFORM_OWNER || self.registry.owner(&name).await?.is_some() {
                 continue;
             }
             let now = OffsetDateTime::now_utc();
@@ -432,6 +455,7 @@ impl Authorities {
                 issuing: Vec::new(),
                 created_at: now,
                 created_by: "system:migration".to_owned(),
+                version: 0,
             };
             let mut change = Change::new();
             change
@@ -445,8 +469,12 @@ impl Authorities {
                     format!("owner:{name}"),
                     "ok",
                 ));
-            commit(self.registry.as_ref(), change).await?;
-            adopted.push(name);
+            match commit(self.registry.as_ref(), change).await {
+                Ok(_) => adopted.push(name),
+                // Another replica starting at the same time adopted it.
+                Err(StoreError::Conflict(Conflict::OwnerExists(_))) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(adopted)
     }
@@ -467,7 +495,35 @@ impl Authorities {
         actor: &str,
     ) -> Result<OwnerRecord, ServiceError> {
         let _change = self.changes.lock().await;
-        let mut record = self.owner(owner)?;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let (record, pending_id) = self
+                .imported(owner, certificate_pem, chain_pem)
+                .await?;
+            let now = OffsetDateTime::now_utc();
+            match self
+                .commit_owner(&record, actor, "owner.import_ca", &pending_id, now)
+                .await
+            {
+                Ok(()) => return Ok(record),
+                // Changed by another replica meanwhile: check the certificate against the
+                // record as it is now (nothing was made for this attempt but the record).
+                Err(StoreError::Conflict(Conflict::OwnerChanged { .. })) if attempts < 3 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The owner's record with `certificate_pem` made its active issuing CA, checked, and the
+    /// id of the CA that was pending.
+    async fn imported(
+        &self,
+        owner: &str,
+        certificate_pem: &str,
+        chain_pem: &str,
+    ) -> Result<(OwnerRecord, String), ServiceError> {
+        let mut record = self.owner(owner).await?;
         let pending = record.pending().cloned().ok_or_else(|| {
             ServiceError::FailedPrecondition(format!(
                 "owner {owner} has no issuing CA waiting for a certificate"
@@ -486,7 +542,6 @@ impl Authorities {
             };
             ServiceError::invalid("certificate_pem", message)
         })?;
-        let now = OffsetDateTime::now_utc();
         for authority in &mut record.issuing {
             if authority.state == AuthorityState::Active {
                 authority.state = AuthorityState::Retired;
@@ -498,9 +553,7 @@ impl Authorities {
                 authority.csr_pem.clear();
             }
         }
-        self.commit_owner(&record, actor, "owner.import_ca", &pending.id, now)
-            .await?;
-        Ok(record)
+        Ok((record, pending.id))
     }
 
     /// Rotates the owner's issuing CA. Managed: a new issuing CA under the owner's root is
@@ -513,7 +566,7 @@ impl Authorities {
     /// failures.
     pub async fn rotate(&self, owner: &str, actor: &str) -> Result<OwnerRecord, ServiceError> {
         let _change = self.changes.lock().await;
-        let mut record = self.owner(owner)?;
+        let mut record = self.owner(owner).await?;
         if record.pending().is_some() {
             return Err(ServiceError::FailedPrecondition(format!(
                 "owner {owner} already has an issuing CA waiting for its certificate"
@@ -544,11 +597,25 @@ impl Authorities {
         };
         let id = new.id.clone();
         record.issuing.push(new);
-        self.commit_owner(&record, actor, "owner.rotate_ca", &id, now)
-            .await?;
-        Ok(record)
+        match self
+            .commit_owner(&record, actor, "owner.rotate_ca", &id, now)
+            .await
+        {
+            Ok(()) => Ok(record),
+            // Not retried: the new key was made for the record as it was, and a second
+            // rotation is the caller's decision (the key made here stays unused).
+            Err(StoreError::Conflict(Conflict::OwnerChanged { .. })) => {
+                Err(ServiceError::FailedPrecondition(format!(
+                    "owner {owner}'s CAs changed while this rotation was prepared (another \
+                     replica rotated or imported); look at the owner and rotate again if still \
+                     needed"
+                )))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
+    /// Commits an owner record read (and changed) by this call, compare-and-set on its version.
     async fn commit_owner(
         &self,
         record: &OwnerRecord,
@@ -556,7 +623,7 @@ impl Authorities {
         action: &str,
         ca: &str,
         now: OffsetDateTime,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<(), StoreError> {
         let mut change = Change::new();
         change.op(Op::PutOwner(Box::new(record.clone()))).audit(
             AuditDraft::new(

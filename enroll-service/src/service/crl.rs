@@ -1,18 +1,33 @@
 //! CRLs, one per issuing CA: re-signed when a revocation is not on one yet or half its validity
 //! has passed, and stored with the issuer's next CRL number.
+//!
+//! ```text
+//!  resign(issuer): read stored number n ─▶ read revoked serials ─▶ sign CRL n+1 ─▶ commit PutCrl
+//!     ├─ Ok ─────────────────────────────────────────────────────▶ the CRL (WatchCrls hears of it)
+//!     └─ CrlNumberTaken (another signer, maybe on another replica, stored n+1 first)
+//!          ├─ the stored CRL lists every revocation and is fresh ─▶ that CRL: nothing to sign
+//!          └─ otherwise ──────────────────────────────────────────▶ read again, sign n+2 …
+//! ```
+//!
+//! The registry orders CRL numbers ([`Op::PutCrl`] refuses a number that is not above the
+//! stored one), so several signers (concurrent calls, replicas) need no lock between them. The
+//! number is read before the revoked serials: a CRL stored with a higher number was signed from
+//! a list read later, and revocations only grow, so a newer CRL never lists fewer serials.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use time::OffsetDateTime;
-use tokio::sync::{Mutex, broadcast};
 
 use super::authorities::Authorities;
 use crate::audit::AuditDraft;
 use crate::error::ServiceError;
 use crate::model::CrlRecord;
 use crate::pki::RevokedEntry;
-use crate::store::{Change, Op, Registry, commit};
+use crate::store::{Change, Conflict, CrlNotice, Op, Registry, RegistryEvent, StoreError};
+
+/// Most CRLs one call signs while other signers keep storing theirs first.
+const MAX_ATTEMPTS: u32 = 5;
 
 /// Signs and keeps every issuing CA's CRL.
 #[derive(Debug)]
@@ -20,19 +35,6 @@ pub struct CrlSigner {
     registry: Arc<dyn Registry>,
     authorities: Arc<Authorities>,
     validity: Duration,
-    /// Serialises re-signing: two concurrent signers would both take the same next number.
-    signing: Mutex<()>,
-    /// Every CRL signed, as it is stored (WatchCrls).
-    published: broadcast::Sender<PublishedCrl>,
-}
-
-/// A CRL just signed and stored.
-#[derive(Clone, Debug)]
-pub struct PublishedCrl {
-    /// The CA that signed it.
-    pub issuer: String,
-    /// The stored CRL.
-    pub record: CrlRecord,
 }
 
 impl CrlSigner {
@@ -45,8 +47,6 @@ impl CrlSigner {
             registry,
             authorities,
             validity,
-            signing: Mutex::new(()),
-            published: broadcast::channel(256).0,
         }
     }
 
@@ -56,62 +56,83 @@ impl CrlSigner {
         self.validity
     }
 
-    /// Every CRL signed from now on.
-    #[must_use]
-    pub fn subscribe(&self) -> broadcast::Receiver<PublishedCrl> {
-        self.published.subscribe()
-    }
-
     /// Re-signs the CRL of `issuer` (a CA id) from every serial it revoked and stores it with
-    /// its next CRL number. Callers hold no device lock.
+    /// its next CRL number; if another signer stores a CRL first, that one is returned when it
+    /// is complete and fresh, else the CRL is signed again. Every CRL stored is announced as a
+    /// [`RegistryEvent::CrlSigned`]. Callers hold no device lock.
     ///
     /// # Errors
-    /// Registry or CA failures ([`ServiceError::Unavailable`] when its key store is).
+    /// Registry or CA failures ([`ServiceError::Unavailable`] when its key store is, or when
+    /// other signers kept winning).
     pub async fn resign(&self, issuer: &str, actor: &str) -> Result<CrlRecord, ServiceError> {
-        let _signing = self.signing.lock().await;
-        let ca = self.authorities.by_id(issuer)?;
+        let ca = self.authorities.by_id(issuer).await?;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let now = OffsetDateTime::now_utc();
+            // The number first, then the serials: see the module documentation.
+            let number = self.registry.crl(issuer).await?.map_or(1, |c| c.number + 1);
+            let entries: Vec<RevokedEntry> = self
+                .registry
+                .revoked(issuer)
+                .await?
+                .into_iter()
+                .map(|(serial, entry)| RevokedEntry {
+                    serial,
+                    revoked_at: entry.revoked_at,
+                    reason: entry.reason,
+                })
+                .collect();
+            // A retired CA's last CRL may not promise more than the CA itself lives.
+            let next_update = (now + self.validity).min(ca.not_after());
+            let crl = ca.sign_crl(&entries, now, next_update, number)?;
+            let record = CrlRecord {
+                number,
+                this_update: now,
+                next_update,
+                der_hex: hex::encode(&crl.der),
+                pem: crl.pem,
+                revoked_count: entries.len() as u64,
+            };
+            let mut change = Change::new();
+            change
+                .op(Op::PutCrl {
+                    issuer: issuer.to_owned(),
+                    record: record.clone(),
+                })
+                .event(RegistryEvent::CrlSigned(CrlNotice::of(issuer, &record)))
+                .audit(
+                    AuditDraft::new(now, actor, owner_of(issuer), "crl.sign", "crl", "ok")
+                        .detail("issuer", issuer)
+                        .detail("crl_number", number.to_string())
+                        .detail("revoked_count", entries.len().to_string()),
+                );
+            match self.registry.commit(change).await {
+                Ok(_) => return Ok(record),
+                Err(StoreError::Conflict(Conflict::CrlNumberTaken { .. }))
+                    if attempts < MAX_ATTEMPTS =>
+                {
+                    // Another signer stored a CRL since the number was read: if it lists
+                    // every revocation and is fresh, it is the CRL asked for.
+                    if let Some(stored) = self.usable(issuer).await? {
+                        return Ok(stored);
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The stored CRL of `issuer` if it lists every serial revoked so far and less than half
+    /// of its validity has passed.
+    async fn usable(&self, issuer: &str) -> Result<Option<CrlRecord>, ServiceError> {
         let now = OffsetDateTime::now_utc();
-        let entries: Vec<RevokedEntry> = self
-            .registry
-            .revoked(issuer)?
-            .into_iter()
-            .map(|(serial, entry)| RevokedEntry {
-                serial,
-                revoked_at: entry.revoked_at,
-                reason: entry.reason,
-            })
-            .collect();
-        let number = self.registry.crl(issuer)?.map_or(1, |c| c.number + 1);
-        // A retired CA's last CRL may not promise more than the CA itself lives.
-        let next_update = (now + self.validity).min(ca.not_after());
-        let crl = ca.sign_crl(&entries, now, next_update, number)?;
-        let record = CrlRecord {
-            number,
-            this_update: now,
-            next_update,
-            der_hex: hex::encode(&crl.der),
-            pem: crl.pem,
-            revoked_count: entries.len() as u64,
+        let Some(crl) = self.registry.crl(issuer).await? else {
+            return Ok(None);
         };
-        let mut change = Change::new();
-        change
-            .op(Op::PutCrl {
-                issuer: issuer.to_owned(),
-                record: record.clone(),
-            })
-            .audit(
-                AuditDraft::new(now, actor, owner_of(issuer), "crl.sign", "crl", "ok")
-                    .detail("issuer", issuer)
-                    .detail("crl_number", number.to_string())
-                    .detail("revoked_count", entries.len().to_string()),
-            );
-        commit(self.registry.as_ref(), change).await?;
-        // Nobody listening is fine: watchers come and go.
-        let _ = self.published.send(PublishedCrl {
-            issuer: issuer.to_owned(),
-            record: record.clone(),
-        });
-        Ok(record)
+        let half = (crl.next_update - crl.this_update) / 2;
+        let complete = crl.revoked_count == self.registry.revoked_count(issuer).await?;
+        Ok((complete && now < crl.this_update + half).then_some(crl))
     }
 
     /// The current CRL of `issuer`. A new one is signed when there is none, when a revocation
@@ -122,15 +143,10 @@ impl CrlSigner {
     /// # Errors
     /// As [`CrlSigner::resign`].
     pub async fn current(&self, issuer: &str) -> Result<CrlRecord, ServiceError> {
-        let now = OffsetDateTime::now_utc();
-        if let Some(crl) = self.registry.crl(issuer)? {
-            let half = (crl.next_update - crl.this_update) / 2;
-            let complete = crl.revoked_count == self.registry.revoked_count(issuer)?;
-            if complete && now < crl.this_update + half {
-                return Ok(crl);
-            }
+        match self.usable(issuer).await? {
+            Some(crl) => Ok(crl),
+            None => self.resign(issuer, "system").await,
         }
-        self.resign(issuer, "system").await
     }
 }
 
@@ -144,12 +160,12 @@ impl CrlSigner {
     pub async fn refresh_all(&self) -> Result<Vec<(String, ServiceError)>, ServiceError> {
         let mut failures = Vec::new();
         let now = OffsetDateTime::now_utc();
-        for issuer in self.authorities.crl_issuers()? {
+        for issuer in self.authorities.crl_issuers().await? {
             // An expired CA's certificates have all expired too: its last CRL is final.
-            let expired = self
-                .authorities
-                .by_id(&issuer)
-                .is_ok_and(|ca| ca.not_after() <= now);
+            let expired = match self.authorities.by_id(&issuer).await {
+                Ok(ca) => ca.not_after() <= now,
+                Err(_) => false,
+            };
             if expired {
                 continue;
             }

@@ -61,14 +61,14 @@ impl DeviceService {
 /// and for a renewal its current credential's slot. `known` is a batch and its policy read
 /// earlier in the same exchange: a batch's policy never changes and policies are immutable,
 /// so they are reused if the device is still in that batch.
-fn read_facts(
+async fn read_facts(
     core: &ServiceCore,
     device_id: &DeviceId,
     exchange: Exchange,
     known: Option<(&BatchRecord, &PolicySpec)>,
 ) -> Result<DeviceFacts, ServiceError> {
     let registry = core.registry.as_ref();
-    let Some(device) = registry.device(device_id)? else {
+    let Some(device) = registry.device(device_id).await? else {
         return Ok(DeviceFacts::default());
     };
     let placement = match (&device.batch_id, known) {
@@ -76,16 +76,18 @@ fn read_facts(
         (Some(batch_id), Some((batch, policy))) if batch.batch_id == *batch_id => {
             Some((batch.clone(), policy.clone()))
         }
-        (Some(batch_id), _) => match registry.batch(batch_id)? {
+        (Some(batch_id), _) => match registry.batch(batch_id).await? {
             Some(batch) => registry
-                .policy(&batch.owner, &batch.policy_name)?
+                .policy(&batch.owner, &batch.policy_name)
+                .await?
                 .map(|policy| (batch, policy)),
             None => None,
         },
     };
     let current_slot = match (exchange, device.current_serial) {
         (Exchange::Renew { .. }, Some(serial)) => registry
-            .credential(serial)?
+            .credential(serial)
+            .await?
             .map(|c: CredentialRecord| c.key_slot),
         _ => None,
     };
@@ -283,10 +285,8 @@ impl DeviceEnrollment for DeviceService {
             )
             .into());
         }
-        Ok(Response::new(status::device_status(
-            &self.core,
-            &device_id,
-            &request.serial,
-        )?))
+        Ok(Response::new(
+            status::device_status(&self.core, &device_id, &request.serial).await?,
+        ))
     }
 }

@@ -1,6 +1,20 @@
-//! Per-device locks: a write that concerns one device holds its lock from the read to the
-//! durable commit, so two streams (or an import and a stream) of the same device cannot both
-//! act on the same old record.
+//! Per-device locks: an *optimisation*, not a guard.
+//!
+//! What keeps two writers of one device from both acting on the same old record is the
+//! registry: every device write is compare-and-set on the version that was read
+//! ([`crate::store::Op::PutDevice`]), and the loser gets
+//! [`Conflict::DeviceChanged`](crate::store::Conflict), reads again and decides again. That holds
+//! across replicas, which share nothing but the registry, and for a handler cancelled halfway.
+//!
+//! Within one replica the lock spares that work: two streams (or an import and a stream) of
+//! the same device take turns instead of both reading, both signing and one of them doing it
+//! again. A handler holds the lock from its read to its commit; if it is cancelled meanwhile,
+//! the lock is released while its change may still commit, and the next holder's stale read
+//! simply loses the version check.
+//!
+//! [`MAX_ATTEMPTS`] bounds the re-reads of a handler that keeps losing (another replica writing
+//! the same device in a loop); past it the conflict reaches the client as UNAVAILABLE, which it
+//! retries.
 
 use std::collections::BTreeSet;
 use std::hash::BuildHasher;
@@ -9,10 +23,14 @@ use std::sync::Arc;
 use rot_core::keys::DeviceId;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::store::{Change, Receipt, Registry, StoreError};
+use crate::error::ServiceError;
+use crate::store::StoreError;
 
-/// A held device lock. Owned (not borrowed from the lock table) so that it can outlive the
-/// handler that took it: see [`commit_locked`].
+/// Most times a handler reads, decides and commits one device's change before it gives up on a
+/// device that keeps changing under it.
+pub(crate) const MAX_ATTEMPTS: u32 = 5;
+
+/// A held device lock (owned, so that an import chunk can hold many).
 pub(crate) type DeviceGuard = OwnedMutexGuard<()>;
 
 /// Per-device locks, striped: a fixed set of mutexes indexed by a hash of the DeviceId, so
@@ -60,29 +78,27 @@ impl DeviceLocks {
     }
 }
 
-/// Commits `change` and holds `guards` until it is durable, *even if the caller is cancelled*
-/// (a client reset or deadline drops the handler's future): the wait runs in its own task.
-/// Releasing a device lock while its change is queued but not applied would let another
-/// handler read the old record and overwrite the change. The guards come back to the caller
-/// (for a retry under the same locks) unless it was cancelled.
-pub(crate) async fn commit_locked(
-    registry: &dyn Registry,
-    change: Change,
-    guards: Vec<DeviceGuard>,
-) -> (Result<Receipt, StoreError>, Vec<DeviceGuard>) {
-    let pending = registry.submit(change);
-    let waiter = tokio::spawn(async move {
-        let outcome = pending.await.unwrap_or_else(|_| {
-            Err(StoreError::Unavailable(
-                "the registry writer stopped".into(),
-            ))
-        });
-        (outcome, guards)
-    });
-    waiter.await.unwrap_or_else(|e| {
-        (
-            Err(StoreError::Unavailable(format!("commit task failed: {e}"))),
-            Vec::new(),
-        )
-    })
+/// Runs `attempt` (read the device, decide, commit) again while its commit loses the device's
+/// version check ([`StoreError::is_device_changed`]), at most [`MAX_ATTEMPTS`] times.
+/// `attempt` returns the commit's outcome inside its own result: `Ok(Err(_))` is a commit the
+/// store refused, `Err(_)` a failure before it.
+///
+/// # Errors
+/// `attempt`'s, the store's refusals other than a changed device, and a device that kept
+/// changing (UNAVAILABLE: the client retries).
+pub(crate) async fn retry_device_changes<T, F>(
+    mut attempt: impl FnMut() -> F,
+) -> Result<T, ServiceError>
+where
+    F: Future<Output = Result<Result<T, StoreError>, ServiceError>>,
+{
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match attempt().await? {
+            Ok(value) => return Ok(value),
+            Err(e) if e.is_device_changed() && attempts < MAX_ATTEMPTS => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
 }

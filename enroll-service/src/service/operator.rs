@@ -135,20 +135,25 @@ impl OperatorService {
     /// # Errors
     /// [`ServiceError::Unauthenticated`]; [`ServiceError::Unavailable`] if the registry cannot
     /// be read.
-    pub(crate) fn authenticate<T>(&self, request: &Request<T>) -> Result<Caller, ServiceError> {
-        let caller = Caller::from_request(request)?;
-        self.check_still_valid(caller)
+    pub(crate) fn authenticate<T>(
+        &self,
+        request: &Request<T>,
+    ) -> impl Future<Output = Result<Caller, ServiceError>> + Send + '_ {
+        // Read from the request now: the future must not hold it (a streaming request's body
+        // is not `Sync`, so a future holding a reference to it would not be `Send`).
+        let caller = Caller::from_request(request);
+        async move { self.check_still_valid(caller?).await }
     }
 
     /// The expiry and revocation half of [`OperatorService::authenticate`].
-    fn check_still_valid(&self, caller: Caller) -> Result<Caller, ServiceError> {
+    async fn check_still_valid(&self, caller: Caller) -> Result<Caller, ServiceError> {
         // rustls checks validity during the handshake; a long-lived connection can outlast it.
         if caller.not_after < OffsetDateTime::now_utc() {
             return Err(ServiceError::Unauthenticated(
                 "the operator certificate has expired".into(),
             ));
         }
-        match self.core.registry.operator_certificate(caller.serial)? {
+        match self.core.registry.operator_certificate(caller.serial).await? {
             None => Err(ServiceError::Unauthenticated(
                 "the operator certificate is not on this service's record".into(),
             )),
@@ -172,7 +177,7 @@ impl OperatorService {
     where
         F: Future<Output = Result<Resp, ServiceError>>,
     {
-        let (caller, _slot) = self.admit(&request)?;
+        let (caller, _slot) = self.admit(&request).await?;
         let result = handler(caller.clone(), request.into_inner()).await;
         Ok(Response::new(
             self.audit_denial(&caller, rpc, result).await?,
@@ -181,10 +186,16 @@ impl OperatorService {
 
     /// Authenticates a call and gives it one of its operator's call slots, which the call holds
     /// until it ends (a stream: until the client closes it).
-    fn admit<T>(&self, request: &Request<T>) -> Result<(Caller, CallSlot), ServiceError> {
-        let caller = self.authenticate(request)?;
-        let slot = self.core.limits.open_operator_call(&caller)?;
-        Ok((caller, slot))
+    fn admit<T>(
+        &self,
+        request: &Request<T>,
+    ) -> impl Future<Output = Result<(Caller, CallSlot), ServiceError>> + Send + '_ {
+        let caller = self.authenticate(request);
+        async move {
+            let caller = caller.await?;
+            let slot = self.core.limits.open_operator_call(&caller)?;
+            Ok((caller, slot))
+        }
     }
 }
 
@@ -241,7 +252,7 @@ impl Operator for OperatorService {
     ) -> Result<Response<v1::GetPolicyResponse>, Status> {
         let _timer = self.timer("get_policy");
         self.unary(request, "GetPolicy", |caller, req| async move {
-            self.get_policy_as(&caller, &req)
+            self.get_policy_as(&caller, &req).await
         })
         .await
     }
@@ -252,7 +263,7 @@ impl Operator for OperatorService {
     ) -> Result<Response<v1::ListPoliciesResponse>, Status> {
         let _timer = self.timer("list_policies");
         self.unary(request, "ListPolicies", |caller, req| async move {
-            self.list_policies_as(&caller, &req)
+            self.list_policies_as(&caller, &req).await
         })
         .await
     }
@@ -285,7 +296,7 @@ impl Operator for OperatorService {
     ) -> Result<Response<v1::GetBatchResponse>, Status> {
         let _timer = self.timer("get_batch");
         self.unary(request, "GetBatch", |caller, req| async move {
-            self.get_batch_as(&caller, &req)
+            self.get_batch_as(&caller, &req).await
         })
         .await
     }
@@ -296,7 +307,7 @@ impl Operator for OperatorService {
     ) -> Result<Response<v1::ListBatchesResponse>, Status> {
         let _timer = self.timer("list_batches");
         self.unary(request, "ListBatches", |caller, req| async move {
-            self.list_batches_as(&caller, &req)
+            self.list_batches_as(&caller, &req).await
         })
         .await
     }
@@ -309,9 +320,10 @@ impl Operator for OperatorService {
     ) -> Result<Response<Self::WatchBatchStream>, Status> {
         // Times the set-up only: the stream itself runs until the client cancels it.
         let _timer = self.timer("watch_batch");
-        let (caller, slot) = self.admit(&request)?;
+        let (caller, slot) = self.admit(&request).await?;
         let result = self
             .watch_batch_as(&caller, request.get_ref())
+            .await
             .map(|stream| -> WatchStream {
                 // The slot goes with the stream: it is freed when the client lets go.
                 Box::pin(stream.map(move |message| {
@@ -330,7 +342,7 @@ impl Operator for OperatorService {
     ) -> Result<Response<v1::ListDevicesResponse>, Status> {
         let _timer = self.timer("list_devices");
         self.unary(request, "ListDevices", |caller, req| async move {
-            self.list_devices_as(&caller, &req)
+            self.list_devices_as(&caller, &req).await
         })
         .await
     }
@@ -341,7 +353,7 @@ impl Operator for OperatorService {
     ) -> Result<Response<v1::GetDeviceResponse>, Status> {
         let _timer = self.timer("get_device");
         self.unary(request, "GetDevice", |caller, req| async move {
-            self.get_device_as(&caller, &req)
+            self.get_device_as(&caller, &req).await
         })
         .await
     }
@@ -398,7 +410,7 @@ impl Operator for OperatorService {
     ) -> Result<Response<Self::WatchCrlsStream>, Status> {
         // Times the set-up only: the stream runs until the client cancels it.
         let _timer = self.timer("watch_crls");
-        let (caller, slot) = self.admit(&request)?;
+        let (caller, slot) = self.admit(&request).await?;
         let result = self.watch_crls_as(&caller, request.get_ref()).await.map(
             |stream| -> admin::CrlWatchStream {
                 // The slot goes with the stream: it is freed when the client lets go.
@@ -419,7 +431,7 @@ impl Operator for OperatorService {
     ) -> Result<Response<v1::QueryAuditResponse>, Status> {
         let _timer = self.timer("query_audit");
         self.unary(request, "QueryAudit", |caller, req| async move {
-            self.query_audit_as(&caller, &req)
+            self.query_audit_as(&caller, &req).await
         })
         .await
     }
@@ -469,7 +481,7 @@ impl Operator for OperatorService {
         self.unary(
             request,
             "ListOperatorCertificates",
-            |caller, req| async move { self.list_operator_certificates_as(&caller, &req) },
+            |caller, req| async move { self.list_operator_certificates_as(&caller, &req).await },
         )
         .await
     }
@@ -491,7 +503,7 @@ impl Operator for OperatorService {
     ) -> Result<Response<v1::GetOwnerResponse>, Status> {
         let _timer = self.timer("get_owner");
         self.unary(request, "GetOwner", |caller, req| async move {
-            self.get_owner_as(&caller, &req)
+            self.get_owner_as(&caller, &req).await
         })
         .await
     }
@@ -502,7 +514,7 @@ impl Operator for OperatorService {
     ) -> Result<Response<v1::ListOwnersResponse>, Status> {
         let _timer = self.timer("list_owners");
         self.unary(request, "ListOwners", |caller, req| async move {
-            self.list_owners_as(&caller, &req)
+            self.list_owners_as(&caller, &req).await
         })
         .await
     }

@@ -2,8 +2,9 @@
 //! (serde, varint integers, no field names).
 //!
 //! ```text
-//!  0x01 ‖ postcard(record)      written since the binary encoding
-//!  {...} / "..." / digits       JSON, as registries written before it hold; still read
+//!  0x02 ‖ version (u64 BE) ‖ postcard(record)   devices and owners, since records carry versions
+//!  0x01 ‖ postcard(record)                      other records; devices and owners before versions
+//!  {...} / "..." / digits                       JSON, as registries written before postcard hold
 //! ```
 //!
 //! JSON cost more than the rest of the commit path once an onboarding's records (device,
@@ -11,6 +12,11 @@
 //! several times per request; postcard is several times faster both ways and about half the
 //! size. The format byte cannot begin a JSON text, so old and new values live side by side and
 //! a registry is converted record by record as it is rewritten.
+//!
+//! Devices and owners are read-modify-written under compare-and-set on their version (see
+//! [`super::Op::PutDevice`]), so the version is stored in front of the record, in the same value:
+//! one read gives both, and no reader can see a record with another record's version. A record
+//! stored before versions reads as version 1, and its next write stores version 2.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -21,6 +27,11 @@ use crate::policy::{CloudParams, PolicySpec, aws_iot::AwsIotParams, azure_dps::A
 
 /// The format byte of postcard-encoded records.
 pub const POSTCARD: u8 = 0x01;
+
+/// The format byte of records stored with their version (devices, owners).
+pub const VERSIONED: u8 = 0x02;
+/// Bytes of the version that follows [`VERSIONED`].
+const VERSION_BYTES: usize = 8;
 
 /// Encodes a record.
 ///
@@ -35,7 +46,37 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     postcard::to_extend(value, vec![POSTCARD]).expect("records encode")
 }
 
-/// Decodes a record stored under `key`, in either format.
+/// Encodes a record with its version.
+///
+/// # Panics
+/// As [`encode`].
+#[must_use]
+pub fn encode_versioned<T: Serialize>(version: u64, value: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.push(VERSIONED);
+    out.extend_from_slice(&version.to_be_bytes());
+    #[allow(
+        clippy::expect_used,
+        reason = "records are plain data; serialising cannot fail"
+    )]
+    postcard::to_extend(value, out).expect("records encode")
+}
+
+/// The version of a stored value: what [`encode_versioned`] wrote, or 1 for a value stored
+/// before versions (any other format).
+#[must_use]
+pub fn version_of(bytes: &[u8]) -> u64 {
+    match bytes.split_first() {
+        Some((&VERSIONED, rest)) => rest
+            .get(..VERSION_BYTES)
+            .and_then(|b| b.try_into().ok())
+            .map_or(1, u64::from_be_bytes),
+        _ => 1,
+    }
+}
+
+/// Decodes a record stored under `key`, in any format (a version in front is skipped: see
+/// [`version_of`]).
 ///
 /// # Errors
 /// [`StoreError::Corrupt`] naming the key.
@@ -44,17 +85,18 @@ pub fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreE
         key: String::from_utf8_lossy(key).into_owned(),
         reason,
     };
-    match bytes.split_first() {
-        Some((&POSTCARD, record)) => {
-            let (value, rest) =
-                postcard::take_from_bytes(record).map_err(|e| corrupt(e.to_string()))?;
-            if rest.is_empty() {
-                Ok(value)
-            } else {
-                Err(corrupt(format!("{} bytes after the record", rest.len())))
-            }
-        }
-        _ => serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string())),
+    let record = match bytes.split_first() {
+        Some((&POSTCARD, record)) => record,
+        Some((&VERSIONED, rest)) => rest
+            .get(VERSION_BYTES..)
+            .ok_or_else(|| corrupt("the version is cut short".into()))?,
+        _ => return serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string())),
+    };
+    let (value, rest) = postcard::take_from_bytes(record).map_err(|e| corrupt(e.to_string()))?;
+    if rest.is_empty() {
+        Ok(value)
+    } else {
+        Err(corrupt(format!("{} bytes after the record", rest.len())))
     }
 }
 
@@ -327,6 +369,19 @@ mod tests {
         bad.device_id = "not a device id".into();
         let error = decode::<CredentialRecord>(b"c/1f", &encode(&bad)).unwrap_err();
         assert!(matches!(error, StoreError::Corrupt { ref key, .. } if key == "c/1f"));
+    }
+
+    #[test]
+    fn versioned_records_carry_their_version_in_front() {
+        let record = device();
+        let stored = encode_versioned(41, &record);
+        assert_eq!(stored[0], VERSIONED);
+        assert_eq!(version_of(&stored), 41);
+        assert_eq!(decode::<DeviceRecord>(b"d/", &stored).unwrap(), record);
+        // Records stored before versions are the first version.
+        assert_eq!(version_of(&encode(&record)), 1);
+        assert_eq!(version_of(&serde_json::to_vec(&record).unwrap()), 1);
+        assert!(decode::<DeviceRecord>(b"d/", &stored[..5]).is_err());
     }
 
     #[test]

@@ -1,11 +1,21 @@
 //! The embedded registry: one sled tree, one writer thread, group commit with a real `fsync`.
 //!
 //! ```text
-//!  handlers ──submit(Change)──▶ queue ──▶ writer thread: take every queued change (≤ MAX_GROUP)
-//!                                          check guards, stage writes (later changes see earlier ones)
-//!                                          apply_batch (atomic) ─▶ flush ─▶ fdatasync(db file)
-//!  handlers ◀──────────── Ok(Receipt) ◀──── only now: every change of the group is durable
+//!  handlers ──commit(Change)──▶ bounded queue ──▶ writer thread: take every queued change (≤ MAX_GROUP)
+//!           (waits for room)                       check guards, versions, CRL numbers; stage writes
+//!                                                  (later changes see earlier ones); seal audit entries
+//!                                                  apply_batch (atomic) ─▶ flush ─▶ fdatasync(db file)
+//!  handlers ◀──────────── Ok(Receipt) ◀─────────── only now: every change of the group is durable
+//!  watchers ◀── events, numbered in apply order ◀── published after the fsync
 //! ```
+//!
+//! The writer is the commit: every rule of the [`Registry`] contract that needs an order (audit
+//! chain, batch counts, CRL numbers, versions, event sequence) is decided by it, in the order it
+//! takes changes from the queue, against the committed state plus the earlier changes of its
+//! group. A change that fails a check is refused alone; the rest of the group commits.
+//!
+//! Back-pressure: [`Registry::commit`] waits for room in the bounded queue (`QUEUE`); nothing is
+//! spawned per waiting commit.
 //!
 //! Why the extra `fdatasync`: sled 0.34's `flush()` writes its buffers and then calls
 //! `sync_file_range`, which neither flushes the drive's cache nor the file's metadata, so it is
@@ -21,6 +31,7 @@
 //! membership · `c/<serial>` credential · `r/<issuer>/<serial>` CRL entry · `q/<owner>/<request>`
 //! batch idempotency key · `w/<owner>` owner and its CAs · `a/<seq: u64 BE>` audit entry ·
 //! `x/crl/<issuer>` latest CRL · `x/credentials` count · `x/layout` layout version.
+//! Devices and owners are stored with their version in front ([`super::codec::VERSIONED`]).
 //!
 //! Layout 2 keys CRL entries and CRLs by issuing CA; a registry of layout 1 (one CA, `r/<serial>`,
 //! `x/crl`) is moved to it once, at open, as the platform CA's, in one atomic batch.
@@ -36,11 +47,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 
+use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::codec::{decode, decode_policy, encode, encode_policy};
-use super::{Change, DeviceFilter, Guard, Op, Receipt, Registry, RegistryEvent, StoreError};
+use super::codec::{decode, decode_policy, encode, encode_policy, encode_versioned, version_of};
+use super::{
+    Change, Conflict, DeviceFilter, Guard, Op, Published, Receipt, Registry, StoreError,
+    Subscription,
+};
 use crate::audit::{self, GENESIS_HASH, StoredAuditEntry};
 use crate::model::{
     BatchRecord, CountsDelta, CredentialRecord, CrlEntryRecord, CrlRecord, DeviceRecord,
@@ -52,7 +67,7 @@ use rot_core::keys::DeviceId;
 
 /// Most changes one group commit takes: bounds the latency of the first change in a group.
 const MAX_GROUP: usize = 1024;
-/// Queue length; `submit` waits (back-pressure) when the writer is this far behind.
+/// Queue length; `commit` waits (back-pressure) when the writer is this far behind.
 const QUEUE: usize = 8192;
 /// Events kept for slow watchers before they start losing device events.
 const EVENT_BUFFER: usize = 16_384;
@@ -66,9 +81,36 @@ type Reply = oneshot::Sender<Result<Receipt, StoreError>>;
 pub struct SledRegistry {
     db: sled::Db,
     queue: mpsc::Sender<(Change, Reply)>,
-    events: broadcast::Sender<RegistryEvent>,
+    events: broadcast::Sender<Published>,
     audit_head: Arc<AtomicU64>,
     failed: Arc<AtomicBool>,
+}
+
+/// Records stored with their version, which the store sets on every read.
+trait Versioned {
+    fn set_version(&mut self, version: u64);
+}
+
+impl Versioned for DeviceRecord {
+    fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
+}
+
+impl Versioned for OwnerRecord {
+    fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
+}
+
+/// A record stored with its version (devices, owners), version set.
+fn decode_versioned<T: DeserializeOwned + Versioned>(
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    let mut record: T = decode(key, bytes)?;
+    record.set_version(version_of(bytes));
+    Ok(record)
 }
 
 impl std::fmt::Debug for SledRegistry {
@@ -220,6 +262,7 @@ impl SledRegistry {
             db: db.clone(),
             data_file,
             events: events.clone(),
+            event_seq: 0,
             audit_seq: seq,
             audit_hash: hash,
             audit_head: audit_head.clone(),
@@ -258,45 +301,51 @@ impl SledRegistry {
             .map(|v| decode(key, &v))
             .transpose()
     }
+
+    fn get_versioned<T: DeserializeOwned + Versioned>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        self.check()?;
+        self.db
+            .get(key)
+            .map_err(unavailable)?
+            .map(|v| decode_versioned(key, &v))
+            .transpose()
+    }
 }
 
+/// The reads answer from sled's page cache or the OS's: they complete without waiting, so they
+/// run on the caller's task (a `spawn_blocking` per read would cost more than the read).
+#[async_trait]
 impl Registry for SledRegistry {
-    fn submit(&self, change: Change) -> oneshot::Receiver<Result<Receipt, StoreError>> {
-        let (reply, receiver) = oneshot::channel();
+    async fn commit(&self, change: Change) -> Result<Receipt, StoreError> {
         if self.failed.load(Ordering::Acquire) {
-            let _ = reply.send(Err(StoreError::Unavailable(
+            return Err(StoreError::Unavailable(
                 "a previous write failed; restart the service".into(),
-            )));
-            return receiver;
+            ));
         }
-        let queue = self.queue.clone();
-        // `try_send` keeps `submit` synchronous; when the queue is full, a task waits for room
-        // so callers see back-pressure as latency, not as an error.
-        match queue.try_send((change, reply)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(item)) => {
-                tokio::spawn(async move {
-                    let _ = queue.send(item).await;
-                });
-            }
-            Err(mpsc::error::TrySendError::Closed((_, reply))) => {
-                let _ = reply.send(Err(StoreError::Unavailable(
-                    "registry writer stopped".into(),
-                )));
-            }
-        }
+        let (reply, receiver) = oneshot::channel();
+        // Waits for room while the writer is `QUEUE` changes behind: back-pressure as latency,
+        // held by the caller's own task.
+        self.queue
+            .send((change, reply))
+            .await
+            .map_err(|_| StoreError::Unavailable("registry writer stopped".into()))?;
         receiver
+            .await
+            .map_err(|_| StoreError::Unavailable("registry writer stopped".into()))?
     }
 
-    fn subscribe(&self) -> broadcast::Receiver<RegistryEvent> {
-        self.events.subscribe()
+    fn subscribe(&self) -> Subscription {
+        Subscription::new(self.events.subscribe())
     }
 
-    fn device(&self, device_id: &DeviceId) -> Result<Option<DeviceRecord>, StoreError> {
-        self.get(&device_key(device_id))
+    async fn device(&self, device_id: &DeviceId) -> Result<Option<DeviceRecord>, StoreError> {
+        self.get_versioned(&device_key(device_id))
     }
 
-    fn devices(
+    async fn devices(
         &self,
         filter: &DeviceFilter,
         after: Option<&DeviceId>,
@@ -330,7 +379,7 @@ impl Registry for SledRegistry {
                     .ok()
                     .and_then(|text| text.parse::<DeviceId>().ok())
                     .ok_or_else(|| corrupt_key(&key, "not a DeviceId"))?;
-                if let Some(device) = self.device(&device_id)?
+                if let Some(device) = self.get_versioned::<DeviceRecord>(&device_key(&device_id))?
                     && keep(&device)
                 {
                     out.push(device);
@@ -349,7 +398,7 @@ impl Registry for SledRegistry {
                 if !key.starts_with(b"d/") {
                     break;
                 }
-                let device: DeviceRecord = decode(&key, &value)?;
+                let device: DeviceRecord = decode_versioned(&key, &value)?;
                 if keep(&device) {
                     out.push(device);
                     if out.len() >= limit {
@@ -361,7 +410,7 @@ impl Registry for SledRegistry {
         Ok(out)
     }
 
-    fn policy(&self, owner: &str, name: &str) -> Result<Option<PolicySpec>, StoreError> {
+    async fn policy(&self, owner: &str, name: &str) -> Result<Option<PolicySpec>, StoreError> {
         self.check()?;
         let key = policy_key(owner, name);
         self.db
@@ -371,7 +420,7 @@ impl Registry for SledRegistry {
             .transpose()
     }
 
-    fn policies(
+    async fn policies(
         &self,
         owner: Option<&str>,
         after: Option<(&str, &str)>,
@@ -394,11 +443,11 @@ impl Registry for SledRegistry {
         Ok(out)
     }
 
-    fn batch(&self, batch_id: &str) -> Result<Option<BatchRecord>, StoreError> {
+    async fn batch(&self, batch_id: &str) -> Result<Option<BatchRecord>, StoreError> {
         self.get(&batch_key(batch_id))
     }
 
-    fn batches(
+    async fn batches(
         &self,
         owner: Option<&str>,
         before: Option<&str>,
@@ -420,22 +469,22 @@ impl Registry for SledRegistry {
         Ok(out)
     }
 
-    fn request_id(&self, owner: &str, request_id: &str) -> Result<Option<String>, StoreError> {
+    async fn request_id(&self, owner: &str, request_id: &str) -> Result<Option<String>, StoreError> {
         self.get(&request_key(owner, request_id))
     }
 
-    fn credential(&self, serial: Serial) -> Result<Option<CredentialRecord>, StoreError> {
+    async fn credential(&self, serial: Serial) -> Result<Option<CredentialRecord>, StoreError> {
         self.get(&credential_key(serial))
     }
 
-    fn operator_certificate(
+    async fn operator_certificate(
         &self,
         serial: Serial,
     ) -> Result<Option<OperatorCertificateRecord>, StoreError> {
         self.get(&operator_key(serial))
     }
 
-    fn operator_certificates(
+    async fn operator_certificates(
         &self,
         owner: Option<&str>,
         after: Option<Serial>,
@@ -461,11 +510,11 @@ impl Registry for SledRegistry {
         Ok(out)
     }
 
-    fn credential_count(&self) -> Result<u64, StoreError> {
+    async fn credential_count(&self) -> Result<u64, StoreError> {
         Ok(self.get(CREDENTIAL_COUNT_KEY)?.unwrap_or(0))
     }
 
-    fn revoked(&self, issuer: &str) -> Result<Vec<(Serial, CrlEntryRecord)>, StoreError> {
+    async fn revoked(&self, issuer: &str) -> Result<Vec<(Serial, CrlEntryRecord)>, StoreError> {
         self.check()?;
         let prefix = revoked_prefix(issuer);
         self.db
@@ -481,20 +530,20 @@ impl Registry for SledRegistry {
             .collect()
     }
 
-    fn revoked_count(&self, issuer: &str) -> Result<u64, StoreError> {
+    async fn revoked_count(&self, issuer: &str) -> Result<u64, StoreError> {
         self.check()?;
         Ok(self.db.scan_prefix(revoked_prefix(issuer)).keys().count() as u64)
     }
 
-    fn crl(&self, issuer: &str) -> Result<Option<CrlRecord>, StoreError> {
+    async fn crl(&self, issuer: &str) -> Result<Option<CrlRecord>, StoreError> {
         self.get(&crl_key(issuer))
     }
 
-    fn owner(&self, name: &str) -> Result<Option<OwnerRecord>, StoreError> {
-        self.get(&owner_key(name))
+    async fn owner(&self, name: &str) -> Result<Option<OwnerRecord>, StoreError> {
+        self.get_versioned(&owner_key(name))
     }
 
-    fn owners(&self, after: Option<&str>, limit: usize) -> Result<Vec<OwnerRecord>, StoreError> {
+    async fn owners(&self, after: Option<&str>, limit: usize) -> Result<Vec<OwnerRecord>, StoreError> {
         self.check()?;
         let start = after.map_or_else(
             || b"w/".to_vec(),
@@ -506,12 +555,12 @@ impl Registry for SledRegistry {
             if !key.starts_with(b"w/") || out.len() >= limit {
                 break;
             }
-            out.push(decode(&key, &value)?);
+            out.push(decode_versioned(&key, &value)?);
         }
         Ok(out)
     }
 
-    fn audit(&self, start: u64, limit: usize) -> Result<Vec<(u64, StoredAuditEntry)>, StoreError> {
+    async fn audit(&self, start: u64, limit: usize) -> Result<Vec<(u64, StoredAuditEntry)>, StoreError> {
         self.check()?;
         // Only durable entries: those past the head are applied but may not survive a crash.
         let head = self.audit_head.load(Ordering::Acquire);
@@ -533,8 +582,9 @@ impl Registry for SledRegistry {
         Ok(out)
     }
 
-    fn audit_head(&self) -> u64 {
-        self.audit_head.load(Ordering::Acquire)
+    async fn audit_head(&self) -> Result<u64, StoreError> {
+        self.check()?;
+        Ok(self.audit_head.load(Ordering::Acquire))
     }
 
     fn failed(&self) -> bool {
@@ -542,11 +592,14 @@ impl Registry for SledRegistry {
     }
 }
 
-/// The single writer: owns the audit chain head and every write to the tree.
+/// The single writer: every write to the tree, and so the order of everything the store orders
+/// (audit chain head, event sequence, versions, counts, CRL numbers).
 struct Writer {
     db: sled::Db,
     data_file: File,
-    events: broadcast::Sender<RegistryEvent>,
+    events: broadcast::Sender<Published>,
+    /// Sequence number of the last event published (per process: sled keeps no events).
+    event_seq: u64,
     audit_seq: u64,
     audit_hash: [u8; 32],
     audit_head: Arc<AtomicU64>,
@@ -635,8 +688,12 @@ impl Writer {
             let _ = reply.send(outcome);
         }
         for event in events {
+            self.event_seq += 1;
             // No receivers is fine: nobody is watching.
-            let _ = self.events.send(event);
+            let _ = self.events.send(Published {
+                seq: self.event_seq,
+                event,
+            });
         }
     }
 
@@ -728,9 +785,7 @@ impl Writer {
         let key = batch_key(batch_id);
         if !matches!(staged.get(&key), Some(Staged::Batch(_))) {
             let Some(batch) = self.read_batch(overlay, staged, &key)? else {
-                return Err(StoreError::Conflict(format!(
-                    "batch {batch_id} does not exist"
-                )));
+                return Err(Conflict::BatchAbsent(batch_id.to_owned()).into());
             };
             staged.insert(key.clone(), Staged::Batch(Box::new(batch)));
         }
@@ -748,27 +803,54 @@ impl Writer {
         guards: &[Guard],
     ) -> Result<(), StoreError> {
         for guard in guards {
-            let (key, what) = match guard {
+            let (key, conflict) = match guard {
                 Guard::PolicyAbsent { owner, name } => (
                     policy_key(owner, name),
-                    format!("policy {owner}/{name} exists"),
+                    Conflict::PolicyExists {
+                        owner: owner.clone(),
+                        name: name.clone(),
+                    },
                 ),
-                Guard::BatchAbsent(id) => (batch_key(id), format!("batch {id} exists")),
-                Guard::OwnerAbsent(name) => (owner_key(name), format!("owner {name} exists")),
-                Guard::SerialAbsent(serial) => (
-                    credential_key(*serial),
-                    format!("serial {serial} was already issued"),
-                ),
+                Guard::BatchAbsent(id) => (batch_key(id), Conflict::BatchExists(id.clone())),
+                Guard::OwnerAbsent(name) => (owner_key(name), Conflict::OwnerExists(name.clone())),
+                Guard::SerialAbsent(serial) => {
+                    (credential_key(*serial), Conflict::SerialTaken(*serial))
+                }
                 Guard::RequestIdAbsent { owner, request_id } => (
                     request_key(owner, request_id),
-                    format!("request id {request_id} was already used"),
+                    Conflict::RequestIdUsed {
+                        owner: owner.clone(),
+                        request_id: request_id.clone(),
+                    },
                 ),
+                Guard::OperatorUnrevoked(serial) => {
+                    let record: Option<OperatorCertificateRecord> =
+                        self.read(overlay, staged, &operator_key(*serial))?;
+                    if record.is_none_or(|r| r.revocation.is_some()) {
+                        return Err(Conflict::OperatorRevoked(*serial).into());
+                    }
+                    continue;
+                }
             };
             if self.exists(overlay, staged, &key)? {
-                return Err(StoreError::Conflict(what));
+                return Err(conflict.into());
             }
         }
         Ok(())
+    }
+
+    /// The version stored (or staged by the group) under `key`: 0 when there is no record.
+    fn version(&self, overlay: &Overlay, staged: &Overlay, key: &[u8]) -> Result<u64, StoreError> {
+        Ok(match Self::staged(overlay, staged, key) {
+            Some(Staged::Bytes(bytes)) => version_of(bytes),
+            // Devices and owners are only ever staged as bytes, or removed (never).
+            Some(_) => 0,
+            None => self
+                .db
+                .get(key)
+                .map_err(unavailable)?
+                .map_or(0, |bytes| version_of(&bytes)),
+        })
     }
 
     fn stage(
@@ -782,7 +864,17 @@ impl Writer {
         for op in &change.ops {
             match op {
                 Op::PutDevice(device) => {
-                    staged.insert(device_key(&device.device_id), Staged::Bytes(encode(device)));
+                    let key = device_key(&device.device_id);
+                    let found = self.version(overlay, staged, &key)?;
+                    if found != device.version {
+                        return Err(Conflict::DeviceChanged {
+                            device_id: device.device_id,
+                            expected: device.version,
+                            found,
+                        }
+                        .into());
+                    }
+                    staged.insert(key, Staged::Bytes(encode_versioned(found + 1, device)));
                 }
                 Op::PutPolicy(policy) => {
                     staged.insert(
@@ -829,13 +921,35 @@ impl Writer {
                     staged.insert(revoked_key(issuer, *serial), Staged::Bytes(encode(entry)));
                 }
                 Op::PutOwner(owner) => {
-                    staged.insert(owner_key(&owner.name), Staged::Bytes(encode(owner)));
+                    let key = owner_key(&owner.name);
+                    let found = self.version(overlay, staged, &key)?;
+                    if found != owner.version {
+                        return Err(Conflict::OwnerChanged {
+                            name: owner.name.clone(),
+                            expected: owner.version,
+                            found,
+                        }
+                        .into());
+                    }
+                    staged.insert(key, Staged::Bytes(encode_versioned(found + 1, &**owner)));
                 }
                 Op::AdjustCounts { batch_id, delta } => {
                     self.adjust_counts(overlay, staged, batch_id, delta)?;
                 }
                 Op::PutCrl { issuer, record } => {
-                    staged.insert(crl_key(issuer), Staged::Bytes(encode(record)));
+                    let key = crl_key(issuer);
+                    let stored: Option<CrlRecord> = self.read(overlay, staged, &key)?;
+                    if let Some(stored) = stored
+                        && stored.number >= record.number
+                    {
+                        return Err(Conflict::CrlNumberTaken {
+                            issuer: issuer.clone(),
+                            number: record.number,
+                            stored: stored.number,
+                        }
+                        .into());
+                    }
+                    staged.insert(key, Staged::Bytes(encode(record)));
                 }
                 Op::PutRequestId {
                     owner,

@@ -1,5 +1,14 @@
-//! Issuing a credential for a verified proof: under the device lock, re-check, return the
-//! unchanged credential (idempotent) or sign a leaf, and make it durable before it is sent.
+//! Issuing a credential for a verified proof: re-check, return the unchanged credential
+//! (idempotent) or sign a leaf, and make it durable before it is sent.
+//!
+//! ```text
+//!  read the device (version v) ─▶ re-check ─▶ still current? ─▶ the same bundle again
+//!                                      └─▶ sign ─▶ commit (PutDevice at v, serial unused)
+//!     SerialTaken ─────▶ draw another serial, sign again (a retry that can succeed)
+//!     DeviceChanged ───▶ read the device again and decide again from the top: another stream
+//!                        (maybe on another replica) may have issued what this proof asks for
+//!     anything else ───▶ an error; nothing signed again (a batch that is gone stays gone)
+//! ```
 
 use rot_core::keys::{DeviceId, KeySlot, PublicKey};
 use time::OffsetDateTime;
@@ -17,13 +26,16 @@ use crate::model::{
 };
 use crate::pki::{CertificateAuthority, LeafRequest, RevocationReason, Serial, Validity};
 use crate::policy::PolicySpec;
-use crate::service::locks::commit_locked;
+use crate::service::locks::MAX_ATTEMPTS;
 use crate::service::{Issuer, ServiceCore};
-use crate::store::{Change, Guard, Op, StoreError};
+use crate::store::{Change, Conflict, Guard, Op, StoreError};
 use crate::wire::timestamp;
 
 /// Certificates start a little in the past so devices with a slightly slow clock accept them.
 const BACKDATE: time::Duration = time::Duration::minutes(5);
+/// Most serials drawn for one credential: a random 127-bit serial collides with one issued
+/// before practically never, so more than one collision means something else is wrong.
+const MAX_SERIALS: u32 = 3;
 
 /// The credential bundle for an issued certificate: what the device stores and uses.
 #[must_use]
@@ -100,8 +112,17 @@ fn still_current(
     }
 }
 
-/// Issues (or returns the unchanged) credential for a verified proof, under the device lock,
-/// and makes it durable before returning it.
+/// What one read-decide-commit of [`issue`] came to.
+enum Attempt {
+    /// The answer: a bundle (new, or the unchanged one again) or a refusal.
+    Done(Result<v1::CredentialBundle, Refusal>),
+    /// The device changed between the read and the commit: read again.
+    DeviceChanged(StoreError),
+}
+
+/// Issues (or returns the unchanged) credential for a verified proof, and makes it durable
+/// before returning it. The device's lock (an optimisation within this replica) is held
+/// throughout; the device record's version is what guards the commit.
 pub(super) async fn issue(
     core: &ServiceCore,
     exchange: Exchange,
@@ -111,8 +132,30 @@ pub(super) async fn issue(
     dpk: &PublicKey,
     correlation: &str,
 ) -> Result<Result<v1::CredentialBundle, Refusal>, ServiceError> {
+    let _lock = core.device_locks.lock(device_id).await;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match attempt(core, exchange, device_id, epk, earlier, dpk, correlation).await? {
+            Attempt::Done(answer) => return Ok(answer),
+            Attempt::DeviceChanged(_) if attempts < MAX_ATTEMPTS => {}
+            Attempt::DeviceChanged(conflict) => return Err(conflict.into()),
+        }
+    }
+}
+
+/// One read of the device, the decision, and at most one commit (several signatures only for
+/// serial collisions).
+async fn attempt(
+    core: &ServiceCore,
+    exchange: Exchange,
+    device_id: &DeviceId,
+    epk: &PublicKey,
+    earlier: &Eligible,
+    dpk: &PublicKey,
+    correlation: &str,
+) -> Result<Attempt, ServiceError> {
     let slot = earlier.slot;
-    let mut held = vec![core.device_locks.lock(device_id).await];
     // The world may have changed while the device was signing: check again (the device
     // record; its batch and policy, if it is still in the same batch, cannot change).
     let facts = read_facts(
@@ -120,40 +163,46 @@ pub(super) async fn issue(
         device_id,
         exchange,
         Some((&earlier.batch, &earlier.policy)),
-    )?;
+    )
+    .await?;
     let eligible = match check_eligible(exchange, device_id, epk, || Ok(()), facts) {
         Ok(e) => e,
-        Err(refusal) => return Ok(Err(refusal)),
+        Err(refusal) => return Ok(Attempt::Done(Err(refusal))),
     };
     if eligible.slot != slot {
-        return Ok(Err(RefusalDetail::SlotMismatch.into()));
+        return Ok(Attempt::Done(Err(RefusalDetail::SlotMismatch.into())));
     }
     let now = OffsetDateTime::now_utc();
-    // Checked at proof time against the Hello-time record; again under the lock, so two
-    // concurrent streams cannot certify two different keys for one slot.
+    // Checked at proof time against the Hello-time record; again on the record this commit is
+    // conditional on, so two concurrent streams cannot certify two different keys for one slot.
     if eligible
         .device
         .slot_keys
         .get(&slot.get())
         .is_some_and(|known| known != dpk)
     {
-        return Ok(Err(RefusalDetail::DpkMismatch.into()));
+        return Ok(Attempt::Done(Err(RefusalDetail::DpkMismatch.into())));
     }
     let current = match eligible.device.current_serial {
-        Some(serial) => core.registry.credential(serial)?,
+        Some(serial) => core.registry.credential(serial).await?,
         None => None,
     };
     // The owner's CA that issues now: after a rotation, renewals move devices to it.
-    let issuer = core.authorities().issuing(&eligible.policy.owner)?;
+    let issuer = core.authorities().issuing(&eligible.policy.owner).await?;
     if let Some(current) = &current
         && still_current(exchange, current, &eligible, dpk, now)
     {
         let issued_by = core
             .authorities()
-            .issuer_of(&current.owner, &current.certificate_pem)?;
+            .issuer_of(&current.owner, &current.certificate_pem)
+            .await?;
         // A certificate of a CA retired since is not what this proof would be issued now.
         if issued_by.id == issuer.id {
-            return Ok(Ok(bundle(&issued_by.ca, current, &eligible.policy)));
+            return Ok(Attempt::Done(Ok(bundle(
+                &issued_by.ca,
+                current,
+                &eligible.policy,
+            ))));
         }
     }
     // The CA that issued the credential being replaced, whose CRL it may go on.
@@ -161,15 +210,16 @@ pub(super) async fn issue(
         Some(previous) if previous.status == CredentialStatus::Active => {
             let issued_by = core
                 .authorities()
-                .issuer_of(&previous.owner, &previous.certificate_pem)?;
+                .issuer_of(&previous.owner, &previous.certificate_pem)
+                .await?;
             Some((previous, issued_by.id))
         }
         _ => None,
     };
     let subject_cn = eligible.policy.subject_cn(device_id)?;
-    let mut attempts = 0;
+    let mut serials = 0;
     let credential = loop {
-        attempts += 1;
+        serials += 1;
         let credential = sign(&issuer, &eligible, slot, dpk, &subject_cn, now)?;
         let change = onboarding_change(
             exchange,
@@ -179,21 +229,24 @@ pub(super) async fn issue(
             now,
             correlation,
         );
-        let (outcome, guards) = commit_locked(core.registry.as_ref(), change, held).await;
-        held = guards;
-        match outcome {
+        match core.registry.commit(change).await {
             Ok(_) => break credential,
             // A random 127-bit serial collided with one already issued: draw another.
-            Err(StoreError::Conflict(_)) if attempts < 3 => {}
+            Err(StoreError::Conflict(Conflict::SerialTaken(_))) if serials < MAX_SERIALS => {}
+            Err(e) if e.is_device_changed() => return Ok(Attempt::DeviceChanged(e)),
+            // Not retried, not signed again: the batch is gone, the store is down…
             Err(e) => return Err(e.into()),
         }
     };
-    drop(held);
     match exchange {
         Exchange::Onboard => core.metrics.onboarded(),
         Exchange::Renew { .. } => core.metrics.renewed(),
     }
-    Ok(Ok(bundle(&issuer.ca, &credential, &eligible.policy)))
+    Ok(Attempt::Done(Ok(bundle(
+        &issuer.ca,
+        &credential,
+        &eligible.policy,
+    ))))
 }
 
 /// Signs a leaf for `dpk` with the owner's issuing CA under a fresh random serial, pointing at

@@ -13,8 +13,8 @@ use crate::audit::AuditDraft;
 use crate::error::ServiceError;
 use crate::model::{CountsDelta, DeviceEvent, DeviceEventKind, RefusalDetail};
 use crate::service::ServiceCore;
-use crate::service::locks::commit_locked;
-use crate::store::Change;
+use crate::service::locks::retry_device_changes;
+use crate::store::{Change, StoreError};
 use crate::wire::refusal_reason;
 
 /// A refusal of an Onboard or Renew.
@@ -81,7 +81,27 @@ pub(crate) async fn record_refusal(
     correlation: &str,
     peer: Option<IpAddr>,
 ) -> Result<bool, ServiceError> {
-    let lock = core.device_locks.lock(device_id).await;
+    let _lock = core.device_locks.lock(device_id).await;
+    let audited = retry_device_changes(|| {
+        record_refusal_once(core, device_id, rpc, refusal, correlation, peer)
+    })
+    .await?;
+    if audited {
+        core.metrics.refused(refusal.detail.as_str());
+    }
+    Ok(audited)
+}
+
+/// One read of the device and one commit of the refusal (or none, for an unknown device past
+/// its address's budget).
+async fn record_refusal_once(
+    core: &ServiceCore,
+    device_id: &DeviceId,
+    rpc: &str,
+    refusal: &Refusal,
+    correlation: &str,
+    peer: Option<IpAddr>,
+) -> Result<Result<bool, StoreError>, ServiceError> {
     let now = OffsetDateTime::now_utc();
     let detail = refusal.detail;
     let mut change = Change::new();
@@ -90,7 +110,7 @@ pub(crate) async fn record_refusal(
     let device = if detail == RefusalDetail::DeviceIdMismatch {
         None
     } else {
-        core.registry.device(device_id)?
+        core.registry.device(device_id).await?
     };
     if device.is_none()
         && let Some(ip) = peer
@@ -98,7 +118,7 @@ pub(crate) async fn record_refusal(
     {
         core.metrics.refused(detail.as_str());
         core.metrics.refusal_unaudited();
-        return Ok(false);
+        return Ok(Ok(false));
     }
     let owner = device
         .as_ref()
@@ -133,9 +153,5 @@ pub(crate) async fn record_refusal(
         .detail("refusal_reason", refusal.reason().as_str_name())
         .correlation(correlation),
     );
-    commit_locked(core.registry.as_ref(), change, vec![lock])
-        .await
-        .0?;
-    core.metrics.refused(detail.as_str());
-    Ok(true)
+    Ok(core.registry.commit(change).await.map(|_| true))
 }

@@ -13,9 +13,9 @@ use crate::error::ServiceError;
 use crate::model::{
     CountsDelta, DeviceEvent, DeviceEventKind, DeviceRecord, Registration, RegistrationMetadata,
 };
-use crate::service::locks::commit_locked;
+use crate::service::locks::retry_device_changes;
 use crate::service::{ServiceCore, parse_device_id};
-use crate::store::{Change, Op};
+use crate::store::{Change, Op, StoreError};
 
 /// Limits of the registration metadata (see `RegistrationContext` in common.proto).
 const MAX_CONTEXT_STRING: usize = 128;
@@ -161,14 +161,29 @@ pub(crate) async fn register(
     actor: &str,
     correlation: &str,
 ) -> Result<(DeviceRecord, bool), ServiceError> {
+    let _lock = core.device_locks.lock(&registration.device_id).await;
+    let (device, newly) =
+        retry_device_changes(|| register_once(core, registration, actor, correlation)).await?;
+    if newly {
+        core.metrics.registered();
+    }
+    Ok((device, newly))
+}
+
+/// One read of the device and, unless it is registered already, one commit.
+async fn register_once(
+    core: &ServiceCore,
+    registration: &VerifiedRegistration,
+    actor: &str,
+    correlation: &str,
+) -> Result<Result<(DeviceRecord, bool), StoreError>, ServiceError> {
     let id = registration.device_id;
-    let lock = core.device_locks.lock(&id).await;
     let now = OffsetDateTime::now_utc();
-    let existing = core.registry.device(&id)?;
+    let existing = core.registry.device(&id).await?;
     if let Some(device) = &existing
         && device.registration.is_some()
     {
-        return Ok((device.clone(), false));
+        return Ok(Ok((device.clone(), false)));
     }
     let mut device = existing.unwrap_or_else(|| DeviceRecord::new(id));
     let before = device.state();
@@ -199,9 +214,9 @@ pub(crate) async fn register(
         )
         .correlation(correlation),
     );
-    commit_locked(core.registry.as_ref(), change, vec![lock])
+    Ok(core
+        .registry
+        .commit(change)
         .await
-        .0?;
-    core.metrics.registered();
-    Ok((device, true))
+        .map(|_| (device, true)))
 }

@@ -15,7 +15,7 @@ use crate::wire::timestamp;
 ///
 /// # Errors
 /// Registry failures.
-pub(crate) fn device_status(
+pub(crate) async fn device_status(
     core: &ServiceCore,
     device_id: &DeviceId,
     presented_serial: &str,
@@ -27,23 +27,23 @@ pub(crate) fn device_status(
         next_check_after: Some(timestamp(now + time::Duration::hours(1))),
         ..v1::StatusResponse::default()
     };
-    let Some(device) = core.registry.device(device_id)? else {
+    let Some(device) = core.registry.device(device_id).await? else {
         response.status = S::NotRegistered as i32;
         return Ok(response);
     };
     let batch = match &device.batch_id {
-        Some(id) => core.registry.batch(id)?,
+        Some(id) => core.registry.batch(id).await?,
         None => None,
     };
     let policy = match &batch {
-        Some(b) => core.registry.policy(&b.owner, &b.policy_name)?,
+        Some(b) => core.registry.policy(&b.owner, &b.policy_name).await?,
         None => None,
     };
     if let Some(policy) = &policy {
         response.policy_kind = policy.kind() as i32;
     }
     let credential = match device.current_serial {
-        Some(serial) => core.registry.credential(serial)?,
+        Some(serial) => core.registry.credential(serial).await?,
         None => None,
     };
     if let Some(c) = &credential {

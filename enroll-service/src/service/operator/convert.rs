@@ -35,27 +35,28 @@ impl<'a> Views<'a> {
 
     /// The kind of a policy, UNSPECIFIED if it is gone (policies are never deleted, but a
     /// listing should not fail on one inconsistent record).
-    fn kind(&mut self, owner: &str, name: &str) -> Result<v1::PolicyKind, ServiceError> {
+    async fn kind(&mut self, owner: &str, name: &str) -> Result<v1::PolicyKind, ServiceError> {
         let key = (owner.to_owned(), name.to_owned());
         if let Some(kind) = self.kinds.get(&key) {
             return Ok(*kind);
         }
         let kind = self
             .registry
-            .policy(owner, name)?
+            .policy(owner, name)
+            .await?
             .map_or(v1::PolicyKind::Unspecified, |p| p.kind());
         self.kinds.insert(key, kind);
         Ok(kind)
     }
 
     /// A batch with its counts and its policy's kind.
-    pub(super) fn batch(&mut self, batch: &BatchRecord) -> Result<v1::Batch, ServiceError> {
+    pub(super) async fn batch(&mut self, batch: &BatchRecord) -> Result<v1::Batch, ServiceError> {
         Ok(v1::Batch {
             batch_id: batch.batch_id.clone(),
             owner: batch.owner.clone(),
             name: batch.name.clone(),
             policy_name: batch.policy_name.clone(),
-            policy_kind: self.kind(&batch.owner, &batch.policy_name)? as i32,
+            policy_kind: self.kind(&batch.owner, &batch.policy_name).await? as i32,
             description: batch.description.clone(),
             created_at: Some(timestamp(batch.created_at)),
             created_by: batch.created_by.clone(),
@@ -65,7 +66,7 @@ impl<'a> Views<'a> {
 
     /// One issued certificate. EXPIRED wins over ACTIVE/SUPERSEDED once `not_after` is past;
     /// REVOKED wins over everything since the CRL says so.
-    pub(super) fn credential(
+    pub(super) async fn credential(
         &mut self,
         credential: &CredentialRecord,
     ) -> Result<v1::CredentialSummary, ServiceError> {
@@ -80,7 +81,9 @@ impl<'a> Views<'a> {
             state: state as i32,
             key_slot: u32::from(credential.key_slot),
             policy_name: credential.policy_name.clone(),
-            policy_kind: self.kind(&credential.owner, &credential.policy_name)? as i32,
+            policy_kind: self
+                .kind(&credential.owner, &credential.policy_name)
+                .await? as i32,
             subject_cn: credential.subject_cn.clone(),
             issued_at: Some(timestamp(credential.issued_at)),
             not_before: Some(timestamp(credential.not_before)),
@@ -90,28 +93,31 @@ impl<'a> Views<'a> {
     }
 
     /// A device; with `history`, every credential it was issued, newest first (GetDevice).
-    pub(super) fn device(
+    pub(super) async fn device(
         &mut self,
         device: &DeviceRecord,
         history: bool,
     ) -> Result<v1::Device, ServiceError> {
         let current = match device.current_serial {
-            Some(serial) => self.registry.credential(serial)?,
+            Some(serial) => self.registry.credential(serial).await?,
             None => None,
         }
         // A revoked certificate is not one the device "should be using" (e.g. after a move to
         // another owner, until it re-onboards).
         .filter(|c| c.status != CredentialStatus::Revoked);
-        let current_credential = current.as_ref().map(|c| self.credential(c)).transpose()?;
+        let current_credential = match &current {
+            Some(c) => Some(self.credential(c).await?),
+            None => None,
+        };
         let mut credential_history = Vec::new();
         if history {
             let owner = device.owner.as_deref().unwrap_or_default();
             for &serial in device.serials.iter().rev() {
-                if let Some(c) = self.registry.credential(serial)? {
+                if let Some(c) = self.registry.credential(serial).await? {
                     // After a move to another owner the new owner sees only its own
                     // certificates: the old owner's policies and names are not theirs to read.
                     if c.owner == owner {
-                        credential_history.push(self.credential(&c)?);
+                        credential_history.push(self.credential(&c).await?);
                     }
                 } else {
                     tracing::warn!(

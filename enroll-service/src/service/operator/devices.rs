@@ -1,8 +1,9 @@
 //! ListDevices, GetDevice, RevokeDevice, TransferDevice.
 //!
-//! Revocations and transfers hold the device's lock from the read to the durable commit (as
-//! Onboard does), and re-sign the CRL only after releasing it: `resign_crl` serialises on its
-//! own lock and must never wait behind a device.
+//! Revocations and transfers are read-modify-writes of the device, committed compare-and-set
+//! on the version read: one that loses to a concurrent writer (an onboarding, another replica)
+//! reads the device again and decides again. They hold the device's lock meanwhile (as Onboard
+//! does; an optimisation within one replica), and re-sign the CRL only after releasing it.
 //!
 //! ```text
 //!  TransferDevice, same owner:    assignment+1, batch A ─▶ B; the old certificate stays valid
@@ -27,9 +28,9 @@ use crate::model::{
     DeviceRecord, DeviceState, RevocationRecord,
 };
 use crate::pki::{PLATFORM_OWNER, RevocationReason, Serial, is_valid_owner};
-use crate::service::locks::commit_locked;
+use crate::service::locks::retry_device_changes;
 use crate::service::{Caller, parse_device_id, random_hex};
-use crate::store::{Change, DeviceFilter, Op};
+use crate::store::{Change, DeviceFilter, Op, StoreError};
 use crate::wire::device_state_filter;
 use rot_core::keys::DeviceId;
 
@@ -116,6 +117,22 @@ fn joined(revoked: &[(Serial, String)]) -> String {
         .join(",")
 }
 
+/// What a revocation came to.
+enum Revocation {
+    /// Revoked now, with the serials revoked and the CAs whose CRLs list them.
+    Done {
+        /// The device as committed.
+        device: DeviceRecord,
+        /// The serials revoked.
+        revoked: Vec<(Serial, String)>,
+    },
+    /// It was revoked before.
+    Already(DeviceRecord),
+}
+
+/// A committed transfer: the device as committed, the plan, and the serials revoked.
+type Moved = (DeviceRecord, Move, Vec<(Serial, String)>);
+
 /// A planned transfer, before it is committed.
 struct Move {
     /// The owner after the move.
@@ -129,14 +146,15 @@ struct Move {
 impl OperatorService {
     /// The device if the caller may see it: another owner's device, or an unclaimed one for a
     /// non-platform caller, is NOT_FOUND.
-    fn visible_device(
+    async fn visible_device(
         &self,
         caller: &Caller,
         device_id: &DeviceId,
     ) -> Result<DeviceRecord, ServiceError> {
         self.core
             .registry
-            .device(device_id)?
+            .device(device_id)
+            .await?
             .filter(|d| caller.can_see(d.owner.as_deref()))
             .ok_or_else(|| ServiceError::NotFound(format!("device {device_id}")))
     }
@@ -144,7 +162,7 @@ impl OperatorService {
     /// Stages the revocation of every live (unexpired ACTIVE or SUPERSEDED) certificate of
     /// `device` into `change`, each on the CRL of the CA that issued it; returns the serials
     /// with those CAs' ids.
-    fn revoke_credentials(
+    async fn revoke_credentials(
         &self,
         device: &DeviceRecord,
         now: OffsetDateTime,
@@ -153,7 +171,7 @@ impl OperatorService {
     ) -> Result<Vec<(Serial, String)>, ServiceError> {
         let mut revoked = Vec::new();
         for &serial in &device.serials {
-            let Some(mut credential) = self.core.registry.credential(serial)? else {
+            let Some(mut credential) = self.core.registry.credential(serial).await? else {
                 continue;
             };
             let live = matches!(
@@ -166,7 +184,8 @@ impl OperatorService {
             let issuer = self
                 .core
                 .authorities()
-                .issuer_of(&credential.owner, &credential.certificate_pem)?
+                .issuer_of(&credential.owner, &credential.certificate_pem)
+                .await?
                 .id;
             let entry = CrlEntryRecord {
                 revoked_at: now,
@@ -203,7 +222,7 @@ impl OperatorService {
     }
 
     /// ListDevices for an authenticated caller.
-    pub(crate) fn list_devices_as(
+    pub(crate) async fn list_devices_as(
         &self,
         caller: &Caller,
         request: &v1::ListDevicesRequest,
@@ -229,33 +248,43 @@ impl OperatorService {
         );
         let start: Option<DeviceId> = pager.resume(&request.page_token)?;
         let registry = self.core.registry.as_ref();
-        let (devices, next) = pager.collect(
-            start,
-            |after: Option<&DeviceId>, n| Ok(registry.devices(&filter, after, n)?),
-            |d: &DeviceRecord| d.device_id,
-            |_| true,
-        )?;
+        let filter = &filter;
+        let (devices, next) = pager
+            .collect(
+                start,
+                |after: Option<DeviceId>, n| async move {
+                    Ok(registry.devices(filter, after.as_ref(), n).await?)
+                },
+                |d: &DeviceRecord| d.device_id,
+                |_| true,
+            )
+            .await?;
         let mut views = Views::new(registry);
+        let mut listed = Vec::with_capacity(devices.len());
+        for device in &devices {
+            listed.push(views.device(device, false).await?);
+        }
         Ok(v1::ListDevicesResponse {
-            devices: devices
-                .iter()
-                .map(|d| views.device(d, false))
-                .collect::<Result<_, _>>()?,
+            devices: listed,
             next_page_token: pager.token(next.as_ref()),
         })
     }
 
     /// GetDevice for an authenticated caller.
-    pub(crate) fn get_device_as(
+    pub(crate) async fn get_device_as(
         &self,
         caller: &Caller,
         request: &v1::GetDeviceRequest,
     ) -> Result<v1::GetDeviceResponse, ServiceError> {
         caller.require("GetDevice", ANY_ROLE)?;
         let device_id = parse_device_id("device_id", &request.device_id)?;
-        let device = self.visible_device(caller, &device_id)?;
+        let device = self.visible_device(caller, &device_id).await?;
         Ok(v1::GetDeviceResponse {
-            device: Some(Views::new(self.core.registry.as_ref()).device(&device, true)?),
+            device: Some(
+                Views::new(self.core.registry.as_ref())
+                    .device(&device, true)
+                    .await?,
+            ),
         })
     }
 
@@ -273,25 +302,65 @@ impl OperatorService {
         let reason = RevocationReason::from(reason);
         let correlation = random_hex(12)?;
         let lock = self.core.device_locks.lock(&device_id).await;
-        let mut device = self.visible_device(caller, &device_id)?;
-        if device.revocation.is_some() {
-            // Idempotent: revocation is final, and a retry must not fail. A retry after a
-            // failed re-signing still gets the serials onto the CRLs.
-            drop(lock);
-            if let Some(owner) = &device.owner {
-                for issuer in self.core.authorities().live(owner)? {
-                    self.core.crls.current(&issuer.id).await?;
+        let outcome = retry_device_changes(|| {
+            self.revoke_once(caller, request, &device_id, reason, &correlation)
+        })
+        .await?;
+        drop(lock);
+        let (device, revoked) = match outcome {
+            Revocation::Done { device, revoked } => (device, revoked),
+            Revocation::Already(device) => {
+                // Idempotent: revocation is final, and a retry must not fail. A retry after a
+                // failed re-signing still gets the serials onto the CRLs.
+                if let Some(owner) = &device.owner {
+                    for issuer in self.core.authorities().live(owner).await? {
+                        self.core.crls.current(&issuer.id).await?;
+                    }
                 }
+                return Ok(v1::RevokeDeviceResponse {
+                    device: Some(
+                        Views::new(self.core.registry.as_ref())
+                            .device(&device, false)
+                            .await?,
+                    ),
+                    revoked_serials: Vec::new(),
+                });
             }
-            return Ok(v1::RevokeDeviceResponse {
-                device: Some(Views::new(self.core.registry.as_ref()).device(&device, false)?),
-                revoked_serials: Vec::new(),
-            });
+        };
+        tracing::info!(operator = %caller.name, %device_id, serials = revoked.len(), "device revoked");
+        self.resign_crls(&revoked, &caller.actor()).await?;
+        Ok(v1::RevokeDeviceResponse {
+            device: Some(
+                Views::new(self.core.registry.as_ref())
+                    .device(&device, false)
+                    .await?,
+            ),
+            revoked_serials: revoked
+                .iter()
+                .map(|(serial, _)| serial.to_string())
+                .collect(),
+        })
+    }
+
+    /// One read of the device and, unless it is revoked already, one commit of its revocation.
+    async fn revoke_once(
+        &self,
+        caller: &Caller,
+        request: &v1::RevokeDeviceRequest,
+        device_id: &DeviceId,
+        reason: RevocationReason,
+        correlation: &str,
+    ) -> Result<Result<Revocation, StoreError>, ServiceError> {
+        let mut device = self.visible_device(caller, device_id).await?;
+        if device.revocation.is_some() {
+            return Ok(Ok(Revocation::Already(device)));
         }
         let now = OffsetDateTime::now_utc();
         let before = device.state();
         let mut change = Change::new();
-        let revoked = self.revoke_credentials(&device, now, reason, &mut change)?;
+        let revoked = self
+            .revoke_credentials(&device, now, reason, &mut change)
+            .await?;
         device.revocation = Some(RevocationRecord {
             revoked_at: now,
             reason,
@@ -299,7 +368,7 @@ impl OperatorService {
             revoked_by: caller.qualified_name(),
         });
         if let Some(batch_id) = &device.batch_id {
-            let event = DeviceEvent::new(device_id, DeviceEventKind::Revoked, now, &correlation);
+            let event = DeviceEvent::new(*device_id, DeviceEventKind::Revoked, now, correlation);
             change.batch_moved(
                 batch_id,
                 CountsDelta::transition(before, device.state()),
@@ -313,28 +382,22 @@ impl OperatorService {
                 device.owner.as_deref().unwrap_or(PLATFORM_OWNER),
                 "device.revoke",
                 format!("device:{device_id}"),
-                &correlation,
+                correlation,
             )
             .detail("reason", reason.as_str())
             .detail("serials", joined(&revoked))
             .detail("comment", request.comment.clone()),
         );
-        commit_locked(self.core.registry.as_ref(), change, vec![lock])
+        Ok(self
+            .core
+            .registry
+            .commit(change)
             .await
-            .0?;
-        tracing::info!(operator = %caller.name, %device_id, serials = revoked.len(), "device revoked");
-        self.resign_crls(&revoked, &caller.actor()).await?;
-        Ok(v1::RevokeDeviceResponse {
-            device: Some(Views::new(self.core.registry.as_ref()).device(&device, false)?),
-            revoked_serials: revoked
-                .iter()
-                .map(|(serial, _)| serial.to_string())
-                .collect(),
-        })
+            .map(|_| Revocation::Done { device, revoked }))
     }
 
     /// Checks a transfer against the contract's rules and resolves its target.
-    fn plan_move(
+    async fn plan_move(
         &self,
         caller: &Caller,
         device: &DeviceRecord,
@@ -378,7 +441,8 @@ impl OperatorService {
             let batch = self
                 .core
                 .registry
-                .batch(&request.target_batch_id)?
+                .batch(&request.target_batch_id)
+                .await?
                 .filter(|b| b.owner == target_owner && caller.can_see(Some(&b.owner)))
                 .ok_or_else(|| {
                     ServiceError::NotFound(format!("batch {:?}", request.target_batch_id))
@@ -414,12 +478,40 @@ impl OperatorService {
                 ));
             }
             // The device must be able to onboard where it lands: under the owner's CA.
-            self.core.authorities().owner(&request.target_owner)?;
+            self.core.authorities().owner(&request.target_owner).await?;
         }
         let correlation = random_hex(12)?;
         let lock = self.core.device_locks.lock(&device_id).await;
-        let mut device = self.visible_device(caller, &device_id)?;
-        let plan = self.plan_move(caller, &device, request)?;
+        let (device, plan, revoked) = retry_device_changes(|| {
+            self.transfer_once(caller, request, &device_id, &correlation)
+        })
+        .await?;
+        drop(lock);
+        tracing::info!(operator = %caller.name, %device_id, to_owner = %plan.target_owner, "device transferred");
+        self.resign_crls(&revoked, &caller.actor()).await?;
+        Ok(v1::TransferDeviceResponse {
+            device: Some(
+                Views::new(self.core.registry.as_ref())
+                    .device(&device, false)
+                    .await?,
+            ),
+            revoked_serials: revoked
+                .iter()
+                .map(|(serial, _)| serial.to_string())
+                .collect(),
+        })
+    }
+
+    /// One read of the device, the plan, and one commit of the move.
+    async fn transfer_once(
+        &self,
+        caller: &Caller,
+        request: &v1::TransferDeviceRequest,
+        device_id: &DeviceId,
+        correlation: &str,
+    ) -> Result<Result<Moved, StoreError>, ServiceError> {
+        let mut device = self.visible_device(caller, device_id).await?;
+        let plan = self.plan_move(caller, &device, request).await?;
         let now = OffsetDateTime::now_utc();
         let mut change = Change::new();
         let revoked = if plan.across_owners {
@@ -428,7 +520,8 @@ impl OperatorService {
                 now,
                 RevocationReason::AffiliationChanged,
                 &mut change,
-            )?
+            )
+            .await?
         } else {
             Vec::new()
         };
@@ -449,7 +542,7 @@ impl OperatorService {
             before,
             old_batch.as_deref(),
             now,
-            &correlation,
+            correlation,
         );
         change.op(Op::PutDevice(device.clone()));
         // Both owners' auditors see a move between them, each only their own side: the old
@@ -462,7 +555,7 @@ impl OperatorService {
                 owner,
                 "device.transfer",
                 format!("device:{device_id}"),
-                &correlation,
+                correlation,
             )
             .detail("to_owner", plan.target_owner.clone())
         };
@@ -485,17 +578,11 @@ impl OperatorService {
         } else {
             change.audit(new_side(old_side(entry(old_owner_name))));
         }
-        commit_locked(self.core.registry.as_ref(), change, vec![lock])
+        Ok(self
+            .core
+            .registry
+            .commit(change)
             .await
-            .0?;
-        tracing::info!(operator = %caller.name, %device_id, to_owner = %plan.target_owner, "device transferred");
-        self.resign_crls(&revoked, &caller.actor()).await?;
-        Ok(v1::TransferDeviceResponse {
-            device: Some(Views::new(self.core.registry.as_ref()).device(&device, false)?),
-            revoked_serials: revoked
-                .iter()
-                .map(|(serial, _)| serial.to_string())
-                .collect(),
-        })
+            .map(|_| (device, plan, revoked)))
     }
 }

@@ -7,12 +7,15 @@
 //!    ├─ offline registrations that would be accepted: Register them (concurrently, one lock each)
 //!    └─ lock every remaining device (stripes once, ascending) ─▶ read, decide, stage
 //!         ─▶ ONE Change: devices + memberships + summed counts + events + one batch.import entry
+//!         ─▶ a device changed meanwhile (DeviceChanged): read and decide the chunk again
 //! ```
 //!
 //! One durable commit per chunk instead of one per device is what makes a 100,000-device import
-//! take seconds: every commit costs an fsync. The device locks are held from the read to the
-//! commit so that a concurrent Register or Onboard of the same device cannot overwrite (or be
-//! overwritten by) the staged record.
+//! take seconds: every commit costs an fsync. Each staged device is written compare-and-set on
+//! the version read, so a concurrent Register or Onboard of the same device (on any replica)
+//! cannot overwrite (or be overwritten by) the staged record: the chunk loses, and is read and
+//! decided again. The device locks, held from the read to the commit, spare this replica's own
+//! streams that conflict.
 
 use std::collections::HashSet;
 
@@ -31,9 +34,9 @@ use crate::model::{BatchRecord, CountsDelta, DeviceEvent, DeviceEventKind, Devic
 use crate::service::device::{
     RegistrationProblem, VerifiedRegistration, register, verify_registration,
 };
-use crate::service::locks::commit_locked;
+use crate::service::locks::retry_device_changes;
 use crate::service::{Caller, parse_device_id, random_hex};
-use crate::store::{Change, Op, RegistryEvent};
+use crate::store::{Change, Op, RegistryEvent, StoreError};
 
 /// Most records one ImportDevices chunk may carry.
 const MAX_CHUNK: usize = 1_000;
@@ -183,6 +186,15 @@ fn parse(record: Option<v1::import_record::Record>) -> Result<Candidate, Refused
     }
 }
 
+/// What a chunk's commit came to.
+#[derive(Default)]
+struct ChunkOutcome {
+    accepted: u64,
+    unchanged: u64,
+    /// Refusals decided on the devices' records, with positions and lines.
+    rejected: Vec<(u64, u64, Refused)>,
+}
+
 /// Adds records to one batch, chunk by chunk, and builds the report.
 pub(super) struct Importer<'a> {
     service: &'a OperatorService,
@@ -298,7 +310,7 @@ impl<'a> Importer<'a> {
             let Some(registration) = &candidate.registration else {
                 continue;
             };
-            let existing = core.registry.device(&candidate.device_id)?;
+            let existing = core.registry.device(&candidate.device_id).await?;
             if matches!(
                 decide(existing, &self.batch, candidate.device_id),
                 Decision::Reject(..)
@@ -316,29 +328,49 @@ impl<'a> Importer<'a> {
         Ok(())
     }
 
-    /// Locks, reads and decides the chunk's devices, then commits the accepted ones at once.
+    /// Locks, reads and decides the chunk's devices, then commits the accepted ones at once;
+    /// again, from the reads, if a device changed meanwhile.
     async fn stage_and_commit(&mut self, candidates: Vec<Candidate>) -> Result<(), ServiceError> {
         let core = &self.service.core;
         let guards = core
             .device_locks
             .lock_many(candidates.iter().map(|c| &c.device_id))
             .await;
+        let this = &*self;
+        let outcome = retry_device_changes(|| this.commit_chunk(&candidates)).await?;
+        drop(guards);
+        for (position, line, refused) in outcome.rejected {
+            self.reject(position, line, refused);
+        }
+        self.report.accepted += outcome.accepted;
+        self.report.unchanged += outcome.unchanged;
+        Ok(())
+    }
+
+    /// Reads and decides the chunk's devices and commits the accepted ones in one change.
+    async fn commit_chunk(
+        &self,
+        candidates: &[Candidate],
+    ) -> Result<Result<ChunkOutcome, StoreError>, ServiceError> {
+        let core = &self.service.core;
         let now = OffsetDateTime::now_utc();
         let batch_id = self.batch.batch_id.clone();
         let mut change = Change::new();
         let mut delta = CountsDelta::default();
-        let (mut accepted, mut unchanged) = (0u64, 0u64);
+        let mut outcome = ChunkOutcome::default();
         let lines = (
             candidates.first().map_or(0, |c| c.line),
             candidates.last().map_or(0, |c| c.line),
         );
         for candidate in candidates {
-            let existing = core.registry.device(&candidate.device_id)?;
+            let existing = core.registry.device(&candidate.device_id).await?;
             match decide(existing, &self.batch, candidate.device_id) {
-                Decision::Unchanged => unchanged += 1,
+                Decision::Unchanged => outcome.unchanged += 1,
                 Decision::Reject(reason, message) => {
                     let refused = Refused::new(candidate.device_id.to_string(), reason, message);
-                    self.reject(candidate.position, candidate.line, refused);
+                    outcome
+                        .rejected
+                        .push((candidate.position, candidate.line, refused));
                 }
                 Decision::Add(mut device) => {
                     device.owner = Some(self.batch.owner.clone());
@@ -360,47 +392,43 @@ impl<'a> Importer<'a> {
                             event,
                         })
                         .op(Op::PutDevice(*device));
-                    accepted += 1;
+                    outcome.accepted += 1;
                 }
             }
         }
-        if accepted > 0 {
-            // The chunk's devices joined together: one adjustment of the counts for all of them.
-            change.batch_moved(&batch_id, delta, None).audit(
-                operator_audit(
-                    self.caller,
-                    now,
-                    &self.batch.owner,
-                    "batch.import",
-                    format!("batch:{batch_id}"),
-                    &self.correlation,
-                )
-                .detail("accepted", accepted.to_string())
-                .detail("unchanged", unchanged.to_string())
-                .detail("rejected", self.pending.len().to_string())
-                .detail("lines", format!("{}-{}", lines.0, lines.1)),
-            );
-            commit_locked(core.registry.as_ref(), change, guards)
-                .await
-                .0?;
-        } else {
-            drop(guards);
+        if outcome.accepted == 0 {
+            return Ok(Ok(outcome));
         }
-        self.report.accepted += accepted;
-        self.report.unchanged += unchanged;
-        Ok(())
+        // The chunk's devices joined together: one adjustment of the counts for all of them.
+        let rejected = self.pending.len() + outcome.rejected.len();
+        change.batch_moved(&batch_id, delta, None).audit(
+            operator_audit(
+                self.caller,
+                now,
+                &self.batch.owner,
+                "batch.import",
+                format!("batch:{batch_id}"),
+                &self.correlation,
+            )
+            .detail("accepted", outcome.accepted.to_string())
+            .detail("unchanged", outcome.unchanged.to_string())
+            .detail("rejected", rejected.to_string())
+            .detail("lines", format!("{}-{}", lines.0, lines.1)),
+        );
+        Ok(core.registry.commit(change).await.map(|_| outcome))
     }
 
     /// The batch as it is now (counts included) and the report.
     ///
     /// # Errors
     /// Registry failures.
-    pub(super) fn finish(self) -> Result<(BatchRecord, v1::ImportReport), ServiceError> {
+    pub(super) async fn finish(self) -> Result<(BatchRecord, v1::ImportReport), ServiceError> {
         let batch = self
             .service
             .core
             .registry
-            .batch(&self.batch.batch_id)?
+            .batch(&self.batch.batch_id)
+            .await?
             .unwrap_or(self.batch);
         Ok((batch, self.report))
     }
@@ -434,7 +462,9 @@ impl OperatorService {
                 ));
             }
         };
-        let batch = self.visible_batch(caller, "header.batch_id", &header.batch_id)?;
+        let batch = self
+            .visible_batch(caller, "header.batch_id", &header.batch_id)
+            .await?;
         let mut importer = Importer::new(self, caller, batch, random_hex(12)?);
         while let Some(message) = stream.next().await {
             match message
@@ -468,7 +498,7 @@ impl OperatorService {
                 }
             }
         }
-        let (batch, report) = importer.finish()?;
+        let (batch, report) = importer.finish().await?;
         tracing::info!(
             operator = %caller.name,
             batch_id = %batch.batch_id,

@@ -173,20 +173,23 @@ impl Pager {
     ///
     /// # Errors
     /// `fetch`'s.
-    pub(super) fn collect<T, K: Clone>(
+    pub(super) async fn collect<T, K: Clone, F>(
         &self,
         start: Option<K>,
-        mut fetch: impl FnMut(Option<&K>, usize) -> Result<Vec<T>, ServiceError>,
+        mut fetch: impl FnMut(Option<K>, usize) -> F,
         key: impl Fn(&T) -> K,
         mut keep: impl FnMut(&T) -> bool,
-    ) -> Result<(Vec<T>, Option<K>), ServiceError> {
+    ) -> Result<(Vec<T>, Option<K>), ServiceError>
+    where
+        F: Future<Output = Result<Vec<T>, ServiceError>>,
+    {
         let mut page = Vec::with_capacity(self.size);
         let mut cursor = start;
         let mut scanned = 0;
         // One more than a page, so a full last page is recognised without an empty extra page.
         let block = self.size + 1;
         loop {
-            let items = fetch(cursor.as_ref(), block)?;
+            let items = fetch(cursor.clone(), block).await?;
             let exhausted = items.len() < block;
             for item in items {
                 let item_key = key(&item);
@@ -255,25 +258,28 @@ mod tests {
         );
     }
 
-    #[test]
-    fn collect_filters_and_resumes() {
+    #[tokio::test]
+    async fn collect_filters_and_resumes() {
         let items: Vec<u32> = (1..=50).collect();
         let pager = Pager::new("x", &[], 4);
-        let fetch = |after: Option<&u32>, n: usize| {
-            Ok(items
+        let fetch = |after: Option<u32>, n: usize| {
+            let page = items
                 .iter()
                 .copied()
-                .filter(|i| after.is_none_or(|a| i > a))
+                .filter(|i| after.is_none_or(|a| *i > a))
                 .take(n)
-                .collect())
+                .collect();
+            async move { Ok(page) }
         };
         let (page, next) = pager
             .collect(None, fetch, |i| *i, |i| i % 3 == 0)
+            .await
             .expect("page");
         assert_eq!(page, vec![3, 6, 9, 12]);
         assert_eq!(next, Some(12));
         let (page, next) = pager
             .collect(Some(45), fetch, |i| *i, |i| i % 3 == 0)
+            .await
             .expect("page");
         assert_eq!(page, vec![48]);
         assert_eq!(next, None);
