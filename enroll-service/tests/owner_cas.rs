@@ -676,6 +676,19 @@ async fn an_owner_brings_its_own_root_and_bad_certificates_are_refused() {
             "not a CA certificate",
         ),
         (
+            "a CA whose key may not sign certificates",
+            import(
+                root.sign(&csr, "no_cert_sign", "no-cert-sign.pem"),
+                root.pem(),
+            ),
+            "has no keyUsage keyCertSign",
+        ),
+        (
+            "a certificate that is not valid now",
+            import(root.sign_expired(&csr, "expired.pem"), root.pem()),
+            "is not valid now",
+        ),
+        (
             "a chain that does not link",
             import(root.sign(&csr, "issuing", "byo-1.pem"), other_root.pem()),
             "is not the next certificate's subject",

@@ -133,8 +133,8 @@ fn check_key_matches(
     }
 }
 
-/// Checks a chain from a CA certificate up to a self-signed root: every certificate a CA,
-/// each signed by the next, the root by itself, and no path length exceeded.
+/// Checks a chain from a CA certificate up to a self-signed root: every certificate a CA
+/// whose key may sign certificates, each signed by the next, the root by itself, and no path length exceeded.
 fn check_chain(ca_der: &[u8], above: &[Vec<u8>]) -> Result<(), PkiError> {
     const WHAT: &str = "CA certificate chain";
     let mut chain = vec![parse_cert("CA certificate", ca_der)?];
@@ -144,7 +144,20 @@ fn check_chain(ca_der: &[u8], above: &[Vec<u8>]) -> Result<(), PkiError> {
     for (depth, cert) in chain.iter().enumerate() {
         // Below the certificate at `depth` the path holds `depth` CA certificates (this CA's
         // included) before the leaf: its path length (RFC 5280 §4.2.1.9) must allow them.
-        if let Some(limit) = path_len(WHAT, cert)?
+        let limit = path_len(WHAT, cert)?;
+        // RFC 5280 §4.2.1.3: a CA's certificate must say its key signs certificates; one that
+        // does not would make every leaf it signs fail at the relying party instead of here.
+        let signs_certificates = cert
+            .key_usage()
+            .map_err(|e| PkiError::parse(WHAT, e))?
+            .is_some_and(|usage| usage.value.key_cert_sign());
+        if !signs_certificates {
+            return Err(PkiError::NotIssuedByRoot(format!(
+                "\"{}\" has no keyUsage keyCertSign: its key may not sign certificates",
+                cert.subject()
+            )));
+        }
+        if let Some(limit) = limit
             && (depth as u64) > u64::from(limit)
         {
             return Err(PkiError::NotIssuedByRoot(format!(

@@ -482,11 +482,24 @@ impl Authorities {
                      made for it",
                     pending.id
                 ),
+                // Subjects from the owner's certificates pass as they are: each client escapes
+                // them for where it shows them (enrollctl for a terminal, the console for a page).
                 other => other.to_string(),
             };
             ServiceError::invalid("certificate_pem", message)
         })?;
         let now = OffsetDateTime::now_utc();
+        // A certificate that is not valid now would make every leaf it signs fail at once.
+        if ca.not_before() > now + time::Duration::minutes(5) || ca.not_after() <= now {
+            return Err(ServiceError::invalid(
+                "certificate_pem",
+                format!(
+                    "is not valid now: valid from {} until {}",
+                    ca.not_before(),
+                    ca.not_after()
+                ),
+            ));
+        }
         for authority in &mut record.issuing {
             if authority.state == AuthorityState::Active {
                 authority.state = AuthorityState::Retired;

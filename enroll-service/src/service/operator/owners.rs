@@ -8,7 +8,7 @@ use super::paging::Pager;
 use super::{ADMINS, ANY_ROLE, OperatorService};
 use crate::error::ServiceError;
 use crate::model::{AuthorityState, CaMode, OwnerRecord};
-use crate::pki::{PLATFORM_OWNER, Validity, certs_pem_to_der};
+use crate::pki::{Validity, certs_pem_to_der};
 use crate::service::{Caller, PLATFORM_ISSUER};
 use crate::wire::timestamp;
 
@@ -220,13 +220,8 @@ impl OperatorService {
         request: &v1::RotateOwnerCaRequest,
     ) -> Result<v1::RotateOwnerCaResponse, ServiceError> {
         caller.require("RotateOwnerCa", ADMINS)?;
+        // "*" is no owner's record: it answers NOT_FOUND like any unknown owner.
         let owner = self.visible_owner(caller, &request.owner)?;
-        if owner.name == PLATFORM_OWNER {
-            return Err(ServiceError::invalid(
-                "owner",
-                "names an owner, not the platform",
-            ));
-        }
         let record = self
             .core
             .authorities()
