@@ -107,8 +107,11 @@ impl From<crate::pki::PkiError> for ServiceError {
     fn from(e: crate::pki::PkiError) -> Self {
         match e {
             // A CA key store that went away: retry later, as with a registry that cannot write.
+            // Its detail names the module, tokens and keys of the service's host: logged here,
+            // and the peer (a device, any owner's operator) hears only that it may retry.
             crate::pki::PkiError::Signer(crate::pki::SignerError::Unavailable(detail)) => {
-                Self::Unavailable(format!("CA key store: {detail}"))
+                tracing::warn!(%detail, "CA key store unavailable");
+                Self::Unavailable("the CA key store is unavailable; retry later".into())
             }
             other => Self::Internal(format!("certificate authority: {other}")),
         }
@@ -156,6 +159,17 @@ mod tests {
         let status = Status::from(ServiceError::Internal("/var/lib/oxroot/db: EIO".into()));
         assert_eq!(status.code(), Code::Internal);
         assert!(!status.message().contains("/var/lib"));
+    }
+
+    #[test]
+    fn key_store_details_stay_in_the_log() {
+        let error = crate::pki::PkiError::Signer(crate::pki::SignerError::Unavailable(
+            "C_Login: CKR_TOKEN_NOT_PRESENT (module /usr/lib/softhsm/libsofthsm2.so)".into(),
+        ));
+        let status = Status::from(ServiceError::from(error));
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(!status.message().contains("softhsm"), "{status:?}");
+        assert!(status.message().contains("retry"), "{status:?}");
     }
 
     #[test]

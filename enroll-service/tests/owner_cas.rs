@@ -685,6 +685,14 @@ async fn an_owner_brings_its_own_root_and_bad_certificates_are_refused() {
             "has no keyUsage keyCertSign",
         ),
         (
+            "a CA whose key may not sign its CRLs",
+            import(
+                root.sign(&csr, "no_crl_sign", "no-crl-sign.pem"),
+                root.pem(),
+            ),
+            "has no keyUsage cRLSign",
+        ),
+        (
             "a certificate that is not valid now",
             import(root.sign_expired(&csr, "expired.pem"), root.pem()),
             "is not valid now",

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use rcgen::{CertificateParams, DistinguishedName, DnType, Issuer};
 use time::{Duration, OffsetDateTime};
+use x509_parser::extensions::KeyUsage;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::keystore::pem_encode;
@@ -147,13 +148,20 @@ fn check_chain(ca_der: &[u8], above: &[Vec<u8>]) -> Result<(), PkiError> {
         let limit = path_len(WHAT, cert)?;
         // RFC 5280 §4.2.1.3: a CA's certificate must say its key signs certificates; one that
         // does not would make every leaf it signs fail at the relying party instead of here.
-        let signs_certificates = cert
+        let usage = cert
             .key_usage()
             .map_err(|e| PkiError::parse(WHAT, e))?
-            .is_some_and(|usage| usage.value.key_cert_sign());
-        if !signs_certificates {
+            .map(|usage| *usage.value);
+        if !usage.as_ref().is_some_and(KeyUsage::key_cert_sign) {
             return Err(PkiError::NotIssuedByRoot(format!(
                 "\"{}\" has no keyUsage keyCertSign: its key may not sign certificates",
+                cert.subject()
+            )));
+        }
+        // The CA itself also signs its CRLs, which relying parties refuse without cRLSign.
+        if depth == 0 && !usage.as_ref().is_some_and(KeyUsage::crl_sign) {
+            return Err(PkiError::NotIssuedByRoot(format!(
+                "\"{}\" has no keyUsage cRLSign: its key may not sign the CRLs it must publish",
                 cert.subject()
             )));
         }

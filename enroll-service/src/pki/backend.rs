@@ -39,12 +39,28 @@ impl fmt::Debug for KeyReference {
 }
 
 impl KeyReference {
-    /// Where the key is, for operators: `sealed` or the URI.
+    /// Where the key is, for operators of any owner: `sealed`, or the URI's token and object
+    /// attributes only. The module's path and the PIN's source are the service host's
+    /// configuration, not the caller's business.
     #[must_use]
     pub fn location(&self) -> String {
         match self {
             Self::Sealed(_) => "sealed".to_owned(),
-            Self::Pkcs11(uri) => uri.clone(),
+            Self::Pkcs11(uri) => {
+                let path = uri.split_once('?').map_or(uri.as_str(), |(path, _)| path);
+                let shown: Vec<&str> = path
+                    .trim_start_matches("pkcs11:")
+                    .split(';')
+                    .filter(|attribute| {
+                        let name = attribute.split_once('=').map_or(*attribute, |(n, _)| n);
+                        !matches!(
+                            name,
+                            "pin-source" | "pin-value" | "module-path" | "module-name"
+                        )
+                    })
+                    .collect();
+                format!("pkcs11:{}", shown.join(";"))
+            }
         }
     }
 }
@@ -264,5 +280,24 @@ impl CaKey for HsmKey {
 
     fn probe(&self) -> Result<(), SignerError> {
         self.0.probe().map_err(signer_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_location_names_the_token_and_object_only() {
+        let reference = KeyReference::Pkcs11(
+            "pkcs11:token=oxroot;object=oxroot%3Aacme%2F1;id=%01%02;pin-source=file:/run/pin\
+             ?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=env:PIN"
+                .into(),
+        );
+        assert_eq!(
+            reference.location(),
+            "pkcs11:token=oxroot;object=oxroot%3Aacme%2F1;id=%01%02"
+        );
+        assert_eq!(KeyReference::Sealed(Vec::new()).location(), "sealed");
     }
 }

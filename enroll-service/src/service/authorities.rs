@@ -489,7 +489,8 @@ impl Authorities {
             ServiceError::invalid("certificate_pem", message)
         })?;
         let now = OffsetDateTime::now_utc();
-        // A certificate that is not valid now would make every leaf it signs fail at once.
+        // A certificate that is not valid now, or a chain above it that is not, would make
+        // every leaf it signs fail at once.
         if ca.not_before() > now + time::Duration::minutes(5) || ca.not_after() <= now {
             return Err(ServiceError::invalid(
                 "certificate_pem",
@@ -499,6 +500,24 @@ impl Authorities {
                     ca.not_after()
                 ),
             ));
+        }
+        for der in crate::pki::certs_pem_to_der("chain", chain_pem)
+            .map_err(|e| ServiceError::invalid("chain_pem", e.to_string()))?
+        {
+            let (_, cert) = x509_parser::parse_x509_certificate(&der)
+                .map_err(|e| ServiceError::invalid("chain_pem", e.to_string()))?;
+            let validity = cert.validity();
+            if !validity.is_valid_at(x509_parser::time::ASN1Time::from(now)) {
+                return Err(ServiceError::invalid(
+                    "chain_pem",
+                    format!(
+                        "\"{}\" is not valid now: valid from {} until {}",
+                        cert.subject(),
+                        validity.not_before,
+                        validity.not_after
+                    ),
+                ));
+            }
         }
         for authority in &mut record.issuing {
             if authority.state == AuthorityState::Active {

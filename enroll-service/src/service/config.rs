@@ -18,7 +18,7 @@ pub struct ServiceConfig {
     pub challenges_per_device_window: u32,
     /// Window of the challenge rate limit.
     pub rate_window: Duration,
-    /// Concurrent Onboard / Renew streams per client IP address.
+    /// Concurrent Onboard / Renew streams per client IP address (IPv6: per /64).
     pub max_streams_per_peer: usize,
     /// Concurrent calls and streams (WatchBatch, ImportDevices) per operator.
     pub max_calls_per_operator: usize,

@@ -110,14 +110,15 @@ impl Limits {
             .map(ConnectionSlot)
     }
 
-    /// Takes a stream slot for `peer`, or refuses when the peer has too many open.
+    /// Takes a stream slot for `peer` (IPv6: its /64, like every other per-address limit),
+    /// or refuses when the peer has too many open.
     pub(crate) fn open_stream(&self, peer: Option<IpAddr>) -> Result<StreamSlot, ServiceError> {
         let Some(ip) = peer else {
             return Ok(StreamSlot(None));
         };
         let limit = self.max_streams_per_peer;
         self.peer_streams
-            .try_take(ip, limit)
+            .try_take(address_key(ip), limit)
             .map(|slot| StreamSlot(Some(slot)))
             .ok_or_else(|| {
                 ServiceError::ResourceExhausted(format!(
@@ -147,5 +148,39 @@ impl Limits {
     /// budget per window.
     pub(crate) fn audit_unknown_refusal(&self, peer: IpAddr) -> bool {
         self.unknown_refusals.admit(&address_key(peer)).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> Option<IpAddr> {
+        text.parse().ok()
+    }
+
+    #[test]
+    fn streams_are_limited_per_ipv6_64_and_per_ipv4_address() {
+        let limits = Limits::new(&ServiceConfig {
+            max_streams_per_peer: 1,
+            ..ServiceConfig::default()
+        });
+        let held = limits
+            .open_stream(ip("2001:db8:0:1::1"))
+            .map_err(|e| e.to_string());
+        assert!(held.is_ok(), "{held:?}");
+        // Another address of the same /64 shares its budget.
+        let error = limits
+            .open_stream(ip("2001:db8:0:1::2"))
+            .expect_err("the /64's one stream is taken");
+        assert!(
+            matches!(error, ServiceError::ResourceExhausted(_)),
+            "{error:?}"
+        );
+        // Another /64 and an IPv4 address have their own.
+        assert!(limits.open_stream(ip("2001:db8:0:2::1")).is_ok());
+        assert!(limits.open_stream(ip("192.0.2.1")).is_ok());
+        drop(held);
+        assert!(limits.open_stream(ip("2001:db8:0:1::2")).is_ok());
     }
 }

@@ -187,6 +187,11 @@ basicConstraints = critical, CA:true, pathlen:0
 keyUsage = critical, cRLSign
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid:always
+[no_crl_sign]
+basicConstraints = critical, CA:true, pathlen:0
+keyUsage = critical, keyCertSign
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
 [not_a_ca]
 basicConstraints = critical, CA:false
 keyUsage = critical, digitalSignature
