@@ -181,6 +181,9 @@ pub struct Limits {
     pub http2_keepalive_interval_secs: u64,
     /// How long an HTTP/2 PING may go unanswered before the connection is closed, seconds.
     pub http2_keepalive_timeout_secs: u64,
+    /// How often superseded certificates whose policy grace ended are looked for and revoked,
+    /// seconds: also the longest such a certificate outlives its grace.
+    pub superseded_sweep_secs: u64,
 }
 
 impl Default for Limits {
@@ -201,6 +204,7 @@ impl Default for Limits {
             tcp_keepalive_secs: defaults.tcp_keepalive.as_secs(),
             http2_keepalive_interval_secs: defaults.http2_keepalive.0.as_secs(),
             http2_keepalive_timeout_secs: defaults.http2_keepalive.1.as_secs(),
+            superseded_sweep_secs: defaults.superseded_sweep_interval.as_secs(),
         }
     }
 }
@@ -238,6 +242,9 @@ impl Config {
             http2_keepalive: (
                 Duration::from_secs(self.limits.http2_keepalive_interval_secs.max(1)),
                 Duration::from_secs(self.limits.http2_keepalive_timeout_secs.max(1)),
+            ),
+            superseded_sweep_interval: Duration::from_secs(
+                self.limits.superseded_sweep_secs.max(1),
             ),
             ..ServiceConfig::default()
         }

@@ -42,6 +42,9 @@ pub struct ServiceConfig {
     pub tcp_keepalive: Duration,
     /// HTTP/2 PING interval on an idle connection, and how long the answer may take.
     pub http2_keepalive: (Duration, Duration),
+    /// How often superseded credentials whose grace ended are looked for and revoked: also
+    /// the longest such a credential outlives its grace.
+    pub superseded_sweep_interval: Duration,
 }
 
 impl Default for ServiceConfig {
@@ -64,6 +67,7 @@ impl Default for ServiceConfig {
             http2_preface_timeout: Duration::from_secs(10),
             tcp_keepalive: Duration::from_secs(60),
             http2_keepalive: (Duration::from_secs(30), Duration::from_secs(20)),
+            superseded_sweep_interval: Duration::from_secs(60),
         }
     }
 }

@@ -16,6 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::StoreError;
+use crate::policy::{PolicyBeforeGrace, PolicySpec};
 
 /// The format byte of postcard-encoded records.
 pub const POSTCARD: u8 = 0x01;
@@ -54,6 +55,20 @@ pub fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreE
         }
         _ => serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string())),
     }
+}
+
+/// Decodes a stored policy, written before or after [`PolicySpec::superseded_grace`]: a
+/// binary record has no field names, so one of the older layout ([`PolicyBeforeGrace`]) is
+/// decoded as that and gets the default grace.
+///
+/// # Errors
+/// [`StoreError::Corrupt`] naming the key, with the current layout's decoding error.
+pub fn decode_policy(key: &[u8], bytes: &[u8]) -> Result<PolicySpec, StoreError> {
+    decode::<PolicySpec>(key, bytes).or_else(|error| {
+        decode::<PolicyBeforeGrace>(key, bytes)
+            .map(PolicySpec::from)
+            .map_err(|_| error)
+    })
 }
 
 #[cfg(test)]
@@ -176,7 +191,67 @@ mod tests {
             cloud,
             created_at: at(1_700_000_000),
             created_by: "alice".into(),
+            superseded_grace: Duration::days(2),
         }
+    }
+
+    /// A policy as the registry stored it before `superseded_grace`.
+    #[derive(Serialize)]
+    struct PolicyWithoutGrace {
+        name: String,
+        owner: String,
+        description: String,
+        certificate_lifetime: Duration,
+        renew_window: Duration,
+        subject_cn_template: String,
+        cloud: CloudParams,
+        #[serde(with = "time::serde::rfc3339")]
+        created_at: OffsetDateTime,
+        created_by: String,
+    }
+
+    #[test]
+    fn policies_stored_before_the_grace_read_with_the_default() {
+        let current = policy(CloudParams::Mosquitto(MosquittoParams {
+            host: "broker.example".into(),
+            port: 8883,
+            topic_root: "devices".into(),
+            broker_ca_pem: String::new(),
+            tls_versions: vec![crate::policy::TlsVersion::Tls12],
+        }));
+        let old = PolicyWithoutGrace {
+            name: current.name.clone(),
+            owner: current.owner.clone(),
+            description: current.description.clone(),
+            certificate_lifetime: current.certificate_lifetime,
+            renew_window: current.renew_window,
+            subject_cn_template: current.subject_cn_template.clone(),
+            cloud: current.cloud.clone(),
+            created_at: current.created_at,
+            created_by: current.created_by.clone(),
+        };
+        let expected = PolicySpec {
+            superseded_grace: crate::policy::DEFAULT_SUPERSEDED_GRACE,
+            ..current.clone()
+        };
+        // Binary: the old layout does not decode as the new one, and is read as the old one.
+        assert!(decode::<PolicySpec>(b"p/acme/broker", &encode(&old)).is_err());
+        assert_eq!(
+            decode_policy(b"p/acme/broker", &encode(&old)).unwrap(),
+            expected
+        );
+        // JSON names its fields: the missing one takes its default.
+        let json = serde_json::to_vec(&old).unwrap();
+        assert_eq!(decode_policy(b"p/acme/broker", &json).unwrap(), expected);
+        // The current layout reads as itself, and damage is still reported.
+        assert_eq!(
+            decode_policy(b"p/acme/broker", &encode(&current)).unwrap(),
+            current
+        );
+        let mut damaged = encode(&current);
+        damaged.push(0);
+        damaged.push(0);
+        assert!(decode_policy(b"p/acme/broker", &damaged[..damaged.len() - 9]).is_err());
     }
 
     /// A credential as the registry stored it before its identifiers were typed: the same
