@@ -198,12 +198,18 @@ pub struct Limits {
     pub tls_handshake_timeout_secs: u64,
     /// Longest wait for the HTTP/2 preface after the handshake, seconds.
     pub http2_preface_timeout_secs: u64,
+    /// The CRL endpoint's longest wait for a request's headers, seconds (a connection lives
+    /// at most three times this).
+    pub crl_request_timeout_secs: u64,
     /// TCP keepalive idle time, seconds.
     pub tcp_keepalive_secs: u64,
     /// HTTP/2 PING interval on idle connections, seconds.
     pub http2_keepalive_interval_secs: u64,
     /// How long an HTTP/2 PING may go unanswered before the connection is closed, seconds.
     pub http2_keepalive_timeout_secs: u64,
+    /// How often superseded certificates whose policy grace ended are looked for and revoked,
+    /// seconds: also the longest such a certificate outlives its grace.
+    pub superseded_sweep_secs: u64,
 }
 
 impl Default for Limits {
@@ -221,9 +227,11 @@ impl Default for Limits {
             max_connections_per_peer: defaults.max_connections_per_peer,
             tls_handshake_timeout_secs: defaults.tls_handshake_timeout.as_secs(),
             http2_preface_timeout_secs: defaults.http2_preface_timeout.as_secs(),
+            crl_request_timeout_secs: defaults.crl_request_timeout.as_secs(),
             tcp_keepalive_secs: defaults.tcp_keepalive.as_secs(),
             http2_keepalive_interval_secs: defaults.http2_keepalive.0.as_secs(),
             http2_keepalive_timeout_secs: defaults.http2_keepalive.1.as_secs(),
+            superseded_sweep_secs: defaults.superseded_sweep_interval.as_secs(),
         }
     }
 }
@@ -258,12 +266,16 @@ impl Config {
             http2_preface_timeout: Duration::from_secs(
                 self.limits.http2_preface_timeout_secs.max(1),
             ),
+            crl_request_timeout: Duration::from_secs(self.limits.crl_request_timeout_secs.max(1)),
             tcp_keepalive: Duration::from_secs(self.limits.tcp_keepalive_secs.max(1)),
             http2_keepalive: (
                 Duration::from_secs(self.limits.http2_keepalive_interval_secs.max(1)),
                 Duration::from_secs(self.limits.http2_keepalive_timeout_secs.max(1)),
             ),
             crl_validity: Duration::from_secs(self.ca.crl_validity_secs.max(10)),
+            superseded_sweep_interval: Duration::from_secs(
+                self.limits.superseded_sweep_secs.max(1),
+            ),
             ..ServiceConfig::default()
         }
     }

@@ -105,6 +105,17 @@ pub enum Op {
         /// Delta.
         delta: CountsDelta,
     },
+    /// Schedule the revocation of a credential a renewal superseded: due when its grace ends
+    /// (replaces an earlier schedule of the same serial).
+    ScheduleRevocation {
+        /// The superseded credential.
+        serial: Serial,
+        /// When it is revoked unless the device proves its successor first.
+        due: time::OffsetDateTime,
+    },
+    /// Drop a credential's scheduled revocation (it was revoked, or needs none any more).
+    /// Nothing happens if none is scheduled.
+    CancelScheduledRevocation(Serial),
     /// Store the latest signed CRL of an issuing CA.
     PutCrl {
         /// The issuing CA's id.
@@ -367,6 +378,26 @@ pub trait Registry: Send + Sync + fmt::Debug + 'static {
     /// # Errors
     /// As [`Registry::device`].
     fn crl(&self, issuer: &str) -> Result<Option<CrlRecord>, StoreError>;
+
+    /// Scheduled revocations due at or before `due_by`, at most `limit` of them, in no
+    /// particular order (see [`Op::ScheduleRevocation`]).
+    ///
+    /// # Errors
+    /// As [`Registry::device`].
+    fn scheduled_revocations(
+        &self,
+        due_by: time::OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<(Serial, time::OffsetDateTime)>, StoreError>;
+
+    /// When a credential's scheduled revocation is due, if one is scheduled.
+    ///
+    /// # Errors
+    /// As [`Registry::device`].
+    fn scheduled_revocation(
+        &self,
+        serial: Serial,
+    ) -> Result<Option<time::OffsetDateTime>, StoreError>;
 
     /// An owner and its CAs.
     ///

@@ -12,11 +12,12 @@ mod common;
 use std::time::Duration;
 
 use common::{Harness, bundle, fleet, refusal, register, seed_batch};
-use enroll_service::fleet::{EmulatedDevice, Outcome};
+use enroll_service::fleet::{EmulatedDevice, HeldCredential, Outcome};
 use enroll_service::service::ServiceConfig;
 use oxroot_proto::v1;
 use oxroot_proto::v1::device_enrollment_client::DeviceEnrollmentClient;
 use rot_core::attestation::ChallengeKind;
+use rot_core::keys::KeySlot;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -176,23 +177,23 @@ async fn onboarding_issues_a_certificate_for_the_proved_key_and_is_idempotent() 
     assert_eq!(batch.counts.onboarded, 2);
     assert_eq!(batch.counts.total, 2);
 
-    let status = client
-        .status(v1::StatusRequest {
-            device_id: devices[0].device_id().to_string(),
-            serial: issued.serial.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let held = HeldCredential {
+        serial: issued.serial.clone(),
+        key_slot: KeySlot::FIRST,
+    };
+    let status = devices[0].status(&mut client, Some(&held)).await.unwrap();
     assert_eq!(status.status(), v1::DeviceStatus::Enrolled);
-    let stale = client
-        .status(v1::StatusRequest {
-            device_id: devices[0].device_id().to_string(),
-            serial: "abc".into(),
-        })
+    // A serial the service never issued to the device: its device-key proof names no key on
+    // record, so the client signs again with the enrolment key, and hears that the serial is
+    // not its current credential.
+    let unknown = HeldCredential {
+        serial: "abc".into(),
+        ..held
+    };
+    let stale = devices[0]
+        .status(&mut client, Some(&unknown))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(stale.status(), v1::DeviceStatus::PolicyChanged);
 }
 
@@ -212,14 +213,7 @@ async fn unregistered_unassigned_and_mismatched_devices_are_refused() {
     let r = refusal(&outcome);
     assert_eq!(r.reason(), v1::RefusalReason::NotProvisioned);
     assert_eq!(audited_detail(&harness, r), "not_in_batch");
-    let status = client
-        .status(v1::StatusRequest {
-            device_id: devices[1].device_id().to_string(),
-            serial: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let status = devices[1].status(&mut client, None).await.unwrap();
     assert_eq!(status.status(), v1::DeviceStatus::NotOnboarded);
     assert!(!status.onboarding_ready);
 

@@ -18,6 +18,10 @@ use rot_core::keys::DeviceId;
 
 use super::rate::{FixedWindow, address_key, lock};
 
+mod status;
+
+pub use status::{StatusChallenge, StatusChallengeProblem, StatusChallenges};
+
 /// A 16-byte challenge identifier.
 pub type ChallengeId = [u8; 16];
 
@@ -115,6 +119,14 @@ impl ChallengeBook {
                 true
             }
         }
+    }
+
+    /// Spends the id of a status challenge whose proof just verified; `false` if it was spent
+    /// already (a replay). Status challenges are never issued into the book
+    /// ([`StatusChallenges`] keeps no state): it learns of one here, and remembers it as long as
+    /// any spent id, which is longer than a status challenge is accepted.
+    pub fn spend(&self, id: &ChallengeId) -> bool {
+        self.consume(id)
     }
 
     /// Classifies a challenge ID that is not the presenting stream's own.

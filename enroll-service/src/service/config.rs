@@ -38,10 +38,16 @@ pub struct ServiceConfig {
     pub tls_handshake_timeout: Duration,
     /// Longest wait for the HTTP/2 preface after the handshake.
     pub http2_preface_timeout: Duration,
+    /// The CRL endpoint's longest wait for a request's headers; a connection (one request)
+    /// lives at most three times this.
+    pub crl_request_timeout: Duration,
     /// TCP keepalive: idle time before the first probe (a vanished peer is noticed).
     pub tcp_keepalive: Duration,
     /// HTTP/2 PING interval on an idle connection, and how long the answer may take.
     pub http2_keepalive: (Duration, Duration),
+    /// How often superseded credentials whose grace ended are looked for and revoked: also
+    /// the longest such a credential outlives its grace.
+    pub superseded_sweep_interval: Duration,
 }
 
 impl Default for ServiceConfig {
@@ -62,8 +68,10 @@ impl Default for ServiceConfig {
             max_connections_per_peer: 1024,
             tls_handshake_timeout: Duration::from_secs(10),
             http2_preface_timeout: Duration::from_secs(10),
+            crl_request_timeout: Duration::from_secs(10),
             tcp_keepalive: Duration::from_secs(60),
             http2_keepalive: (Duration::from_secs(30), Duration::from_secs(20)),
+            superseded_sweep_interval: Duration::from_secs(60),
         }
     }
 }

@@ -1,5 +1,10 @@
 //! Issuing a credential for a verified proof: under the device lock, re-check, return the
 //! unchanged credential (idempotent) or sign a leaf, and make it durable before it is sent.
+//!
+//! The credential a new one replaces is superseded, not revoked: the device may not get the new
+//! one. Its revocation is scheduled for the end of the policy's grace, and comes sooner when
+//! the device proves it uses a later credential: here, a renewal that names the credential it
+//! holds and proves that credential's key (see [`crate::service::supersede`]).
 
 use rot_core::keys::{DeviceId, KeySlot, PublicKey};
 use time::OffsetDateTime;
@@ -18,6 +23,7 @@ use crate::model::{
 use crate::pki::{CertificateAuthority, LeafRequest, RevocationReason, Serial, Validity};
 use crate::policy::PolicySpec;
 use crate::service::locks::commit_locked;
+use crate::service::supersede::{self, Cause};
 use crate::service::{Issuer, ServiceCore};
 use crate::store::{Change, Guard, Op, StoreError};
 use crate::wire::timestamp;
@@ -57,9 +63,9 @@ pub(crate) fn bundle(
     }
 }
 
-/// What happens to the credential being replaced: superseded (still valid until it expires),
-/// or revoked when the device moved within its owner since it was issued. Returns whether it
-/// goes on the CRL.
+/// What happens to the credential being replaced: superseded (still valid until the device
+/// proves its successor or the policy's grace ends), or revoked when the device moved within
+/// its owner since it was issued. Returns whether it goes on the CRL now.
 fn retire(previous: &mut CredentialRecord, device: &DeviceRecord, now: OffsetDateTime) -> bool {
     if previous.assignment == device.assignment {
         previous.status = CredentialStatus::Superseded;
@@ -100,8 +106,92 @@ fn still_current(
     }
 }
 
+/// What a renewal's proof retires: the device named `held_serial` as the credential it holds
+/// and proved that credential's key, so the credentials a renewal replaced before it are no
+/// longer needed ([`supersede::predecessors`]); their revocation goes into the renewal's own
+/// change.
+struct Retirement<'a> {
+    core: &'a ServiceCore,
+    /// The credential the device proved it uses, if it did.
+    successor: Option<Serial>,
+    /// The credentials that proof retires.
+    retired: Vec<CredentialRecord>,
+    device_id: &'a DeviceId,
+    owner: &'a str,
+    rpc: &'static str,
+    now: OffsetDateTime,
+    correlation: &'a str,
+}
+
+impl<'a> Retirement<'a> {
+    /// What a proof by `eligible.slot`'s key, `dpk`, retires when the device says it holds
+    /// `held_serial`: nothing unless that is one of its credentials, for that very key, not
+    /// revoked.
+    fn of_proof(
+        core: &'a ServiceCore,
+        eligible: &'a Eligible,
+        held_serial: Option<Serial>,
+        dpk: &PublicKey,
+        rpc: &'static str,
+        now: OffsetDateTime,
+        correlation: &'a str,
+    ) -> Result<Self, ServiceError> {
+        let device = &eligible.device;
+        let proved = match held_serial {
+            Some(serial) => core.registry.credential(serial)?.is_some_and(|held| {
+                held.device_id == device.device_id
+                    && held.key_slot == eligible.slot.get()
+                    && held.dpk == *dpk
+                    && held.status != CredentialStatus::Revoked
+            }),
+            None => false,
+        };
+        let successor = held_serial.filter(|_| proved);
+        let retired = match successor {
+            Some(serial) => supersede::predecessors(core, device, serial)?,
+            None => Vec::new(),
+        };
+        Ok(Self {
+            core,
+            successor,
+            retired,
+            device_id: &device.device_id,
+            owner: &eligible.policy.owner,
+            rpc,
+            now,
+            correlation,
+        })
+    }
+
+    /// Stages the revocations and their audit entry into `change`.
+    fn stage(&self, change: &mut Change) -> Result<(), ServiceError> {
+        let revoked =
+            supersede::stage_revocations(self.core, self.retired.clone(), self.now, change)?;
+        if let (Some(successor), false) = (self.successor, revoked.is_empty()) {
+            let cause = Cause::SuccessorProved {
+                successor,
+                rpc: self.rpc,
+            };
+            change.audit(supersede::audit(
+                self.device_id,
+                self.owner,
+                &revoked,
+                cause,
+                self.now,
+                self.correlation,
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Issues (or returns the unchanged) credential for a verified proof, under the device lock,
-/// and makes it durable before returning it.
+/// and makes it durable before returning it. `held_serial` is the credential the device says
+/// it holds (RenewHello.serial).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one exchange's facts; a struct would only rename them"
+)]
 pub(super) async fn issue(
     core: &ServiceCore,
     exchange: Exchange,
@@ -109,6 +199,7 @@ pub(super) async fn issue(
     epk: &PublicKey,
     earlier: &Eligible,
     dpk: &PublicKey,
+    held_serial: Option<Serial>,
     correlation: &str,
 ) -> Result<Result<v1::CredentialBundle, Refusal>, ServiceError> {
     let slot = earlier.slot;
@@ -145,14 +236,31 @@ pub(super) async fn issue(
     };
     // The owner's CA that issues now: after a rotation, renewals move devices to it.
     let issuer = core.authorities().issuing(&eligible.policy.owner)?;
+    let retirement = Retirement::of_proof(
+        core,
+        &eligible,
+        held_serial,
+        dpk,
+        exchange.rpc(),
+        now,
+        correlation,
+    )?;
     if let Some(current) = &current
         && still_current(exchange, current, &eligible, dpk, now)
     {
         let issued_by = core
             .authorities()
             .issuer_of(&current.owner, &current.certificate_pem)?;
-        // A certificate of a CA retired since is not what this proof would be issued now.
+        // A certificate of a CA retired since is not what this proof would be issued now: it
+        // is replaced below, and the retirement goes with that change.
         if issued_by.id == issuer.id {
+            if !retirement.retired.is_empty() {
+                let mut change = Change::new();
+                retirement.stage(&mut change)?;
+                commit_locked(core.registry.as_ref(), change, held)
+                    .await
+                    .0?;
+            }
             return Ok(Ok(bundle(&issued_by.ca, current, &eligible.policy)));
         }
     }
@@ -171,7 +279,7 @@ pub(super) async fn issue(
     let credential = loop {
         attempts += 1;
         let credential = sign(&issuer, &eligible, slot, dpk, &subject_cn, now)?;
-        let change = onboarding_change(
+        let mut change = onboarding_change(
             exchange,
             &eligible,
             replaced.clone(),
@@ -179,6 +287,7 @@ pub(super) async fn issue(
             now,
             correlation,
         );
+        retirement.stage(&mut change)?;
         let (outcome, guards) = commit_locked(core.registry.as_ref(), change, held).await;
         held = guards;
         match outcome {
@@ -251,6 +360,7 @@ fn onboarding_change(
     let device = &eligible.device;
     let (policy, batch) = (&eligible.policy, &eligible.batch);
     let slot = credential.key_slot;
+    let mut superseded = None;
     let mut updated = device.clone();
     updated.key_slot = slot;
     updated.slot_keys.insert(slot, credential.dpk);
@@ -267,16 +377,23 @@ fn onboarding_change(
     if let Some((mut previous, previous_issuer)) = current
         && previous.status == CredentialStatus::Active
     {
-        if retire(&mut previous, device, now)
-            && let Some(entry) = previous.revocation
-        {
-            // Not on the device's response path: the CRL refresher (and any GetCrl)
-            // re-signs as soon as it sees a revoked serial that the CRL does not list yet.
-            change.op(Op::Revoke {
-                issuer: previous_issuer,
+        if retire(&mut previous, device, now) {
+            if let Some(entry) = previous.revocation {
+                // Not on the device's response path: the CRL refresher (and any GetCrl)
+                // re-signs as soon as it sees a revoked serial that the CRL does not list yet.
+                change.op(Op::Revoke {
+                    issuer: previous_issuer,
+                    serial: previous.serial,
+                    entry,
+                });
+            }
+        } else {
+            let due = now + policy.superseded_grace;
+            change.op(Op::ScheduleRevocation {
                 serial: previous.serial,
-                entry,
+                due,
             });
+            superseded = Some((previous.serial, due));
         }
         change.op(Op::PutCredential(Box::new(previous)));
     }
@@ -286,6 +403,26 @@ fn onboarding_change(
         Exchange::Renew { .. } => DeviceEventKind::Renewed { serial, key_slot },
     };
     let id = device.device_id;
+    let mut entry = AuditDraft::new(
+        now,
+        format!("device:{id}"),
+        policy.owner.clone(),
+        format!("device.{}", exchange.rpc()),
+        format!("device:{id}"),
+        "ok",
+    )
+    .detail("serial", serial.to_string())
+    .detail("key_slot", slot.to_string())
+    .detail("policy", format!("{}/{}", policy.owner, policy.name))
+    .detail("batch", batch.batch_id.clone())
+    .correlation(correlation);
+    if let Some((previous, due)) = superseded {
+        entry = entry.detail("superseded", previous.to_string()).detail(
+            "superseded_revoked_by",
+            due.format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+        );
+    }
     change
         .batch_moved(
             &batch.batch_id,
@@ -293,20 +430,91 @@ fn onboarding_change(
             Some(DeviceEvent::new(id, kind, now, correlation)),
         )
         .op(Op::PutDevice(updated))
-        .audit(
-            AuditDraft::new(
-                now,
-                format!("device:{id}"),
-                policy.owner.clone(),
-                format!("device.{}", exchange.rpc()),
-                format!("device:{id}"),
-                "ok",
-            )
-            .detail("serial", serial.to_string())
-            .detail("key_slot", slot.to_string())
-            .detail("policy", format!("{}/{}", policy.owner, policy.name))
-            .detail("batch", batch.batch_id.clone())
-            .correlation(correlation),
-        );
+        .audit(entry);
     change
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used, reason = "a failed expect is a failed test")]
+
+    use super::*;
+    use crate::service::ServiceConfig;
+    use crate::service::testing::{BATCH, Fixture, chip};
+
+    /// A renewal that replaces a credential never revokes it: it is superseded, its
+    /// revocation scheduled for the end of the policy's grace, and the audit entry says when.
+    #[tokio::test]
+    async fn a_replaced_credential_is_superseded_and_scheduled_not_revoked() {
+        let f = Fixture::new(ServiceConfig::default()).await;
+        let seeds = chip(0);
+        let id = f.register(seeds).await;
+        let first = f.issue(seeds, 1).await;
+        let previous = f.credential(first);
+        let issuer = f
+            .core
+            .authorities()
+            .issuer_of(&previous.owner, &previous.certificate_pem)
+            .expect("issuer")
+            .id;
+        let batch = f
+            .core
+            .registry()
+            .batch(BATCH)
+            .expect("read")
+            .expect("batch");
+        let slot = KeySlot::new(2).expect("slot");
+        let eligible = Eligible {
+            device: f.device(&id),
+            batch,
+            policy: f.policy.clone(),
+            slot,
+        };
+        let now = OffsetDateTime::now_utc();
+        let renewed = CredentialRecord {
+            serial: Serial::random().expect("serial"),
+            key_slot: 2,
+            dpk: seeds.device_key(slot).public_key(),
+            ..previous.clone()
+        };
+        let change = onboarding_change(
+            Exchange::Renew { target_slot: 2 },
+            &eligible,
+            Some((previous, issuer)),
+            &renewed,
+            now,
+            "c-1",
+        );
+        let due = now + f.policy.superseded_grace;
+        assert!(
+            !change.ops.iter().any(|op| matches!(op, Op::Revoke { .. })),
+            "{change:?}"
+        );
+        assert!(change.ops.iter().any(|op| matches!(
+            op,
+            Op::ScheduleRevocation { serial, due: at } if *serial == first && *at == due
+        )));
+        assert!(change.ops.iter().any(|op| matches!(
+            op,
+            Op::PutCredential(c) if c.serial == first && c.status == CredentialStatus::Superseded
+        )));
+        let audited = change
+            .ops
+            .iter()
+            .find_map(|op| match op {
+                Op::Audit(draft) => Some(draft.clone()),
+                _ => None,
+            })
+            .expect("an audit entry");
+        assert_eq!(audited.details["superseded"], first.to_string());
+        assert!(audited.details.contains_key("superseded_revoked_by"));
+        crate::store::commit(f.core.registry(), change)
+            .await
+            .expect("commit");
+        assert_eq!(
+            f.core.registry().scheduled_revocation(first).expect("read"),
+            Some(due.replace_nanosecond(0).expect("0"))
+        );
+        assert!(f.crl_entries().is_empty());
+    }
 }

@@ -172,6 +172,10 @@ impl OperatorService {
                 revoked_at: now,
                 reason,
             };
+            if credential.status == CredentialStatus::Superseded {
+                // Revoked now, for this reason: the end of its grace has nothing left to do.
+                change.op(Op::CancelScheduledRevocation(serial));
+            }
             credential.status = CredentialStatus::Revoked;
             credential.revocation = Some(entry);
             change

@@ -638,6 +638,183 @@ async fn create_batch_with_a_request_id_is_idempotent() {
     assert!(is_invalid(&f.svc.create_batch_as(&admin, too_many).await));
 }
 
+/// Another owner's devices, whatever their state, are all answered alike: one reason, one
+/// message, naming neither the owner nor the state. The precise reason is in the platform's
+/// audit log, and nowhere the importing owner can read.
+#[tokio::test]
+async fn import_of_another_owners_device_tells_nothing_about_it() {
+    use v1::ImportRejectionReason as R;
+    let f = fixture().await;
+    let acme = f.caller("ada", "acme", Role::Admin);
+    let globex = f.caller("gus", "globex", Role::Admin);
+    let platform = f.caller("root", "*", Role::Admin);
+    f.policy(&acme, "", "p1").await;
+    f.policy(&globex, "", "p1").await;
+    let target = f.batch(&acme, "", "p1", &[]).await;
+
+    // globex's devices: listed but never registered, registered, onboarded, revoked.
+    let (listed, (registration, registered)) = (device_id(30), offline_registration());
+    let (onboarded, revoked) = (device_id(31), device_id(32));
+    let globex_batch = f
+        .batch(
+            &globex,
+            "",
+            "p1",
+            &[listed.clone(), onboarded.clone(), revoked.clone()],
+        )
+        .await;
+    let imported = f
+        .import(
+            &globex,
+            vec![
+                header(&globex_batch),
+                chunk(vec![by_registration(registration.clone())]),
+            ],
+        )
+        .await
+        .expect("globex import");
+    assert_eq!(imported.report.expect("report").accepted, 1);
+    f.onboard_directly(&onboarded).await;
+    f.svc
+        .revoke_device_as(
+            &globex,
+            &v1::RevokeDeviceRequest {
+                device_id: revoked.clone(),
+                ..v1::RevokeDeviceRequest::default()
+            },
+        )
+        .await
+        .expect("revoke");
+    let globex_before: Vec<_> = [&listed, &registered, &onboarded, &revoked]
+        .iter()
+        .map(|id| {
+            f.svc
+                .get_device_as(
+                    &globex,
+                    &v1::GetDeviceRequest {
+                        device_id: (*id).clone(),
+                    },
+                )
+                .expect("globex sees its device")
+        })
+        .collect();
+    let acme_log_before = f.audit_actions().len();
+
+    let response = f
+        .import(
+            &acme,
+            vec![
+                header(&target),
+                chunk(vec![
+                    by_id(0, &listed),
+                    by_registration(registration),
+                    by_id(0, &onboarded),
+                    by_id(0, &revoked),
+                ]),
+            ],
+        )
+        .await
+        .expect("import");
+    let report = response.report.expect("report");
+    assert_eq!((report.accepted, report.rejected), (0, 4));
+    let answers: Vec<(i32, String)> = report
+        .rejections
+        .iter()
+        .map(|r| (r.reason, r.message.clone()))
+        .collect();
+    assert!(
+        answers.iter().all(|answer| *answer == answers[0]),
+        "{answers:?}"
+    );
+    let (reason, message) = &answers[0];
+    assert_eq!(*reason, R::Unavailable as i32);
+    assert_ne!(*reason, R::OtherOwner as i32);
+    for word in [
+        "globex",
+        "owner ",
+        "revoked",
+        "registered",
+        "onboarded",
+        "batch ",
+    ] {
+        assert!(!message.contains(word), "{word:?} in {message:?}");
+    }
+    // Nothing changed for globex, and acme's batch is as empty as before.
+    for (id, before) in [&listed, &registered, &onboarded, &revoked]
+        .iter()
+        .zip(&globex_before)
+    {
+        let now = f
+            .svc
+            .get_device_as(
+                &globex,
+                &v1::GetDeviceRequest {
+                    device_id: (*id).clone(),
+                },
+            )
+            .expect("globex sees its device");
+        assert_eq!(now.device, before.device, "{id}");
+    }
+    assert_eq!(f.counts(&target).total, 0);
+
+    // The precise reason: one platform entry per record, which acme's auditors cannot read.
+    let records: Vec<_> = f
+        .core
+        .registry
+        .audit(1, 10_000)
+        .expect("audit")
+        .into_iter()
+        .map(|(_, e)| e.decode().expect("record"))
+        .collect();
+    let unavailable: Vec<_> = records
+        .iter()
+        .filter(|r| r.action == "batch.import_unavailable")
+        .collect();
+    assert_eq!(unavailable.len(), 4);
+    for entry in &unavailable {
+        assert_eq!(entry.owner, "*");
+        assert_eq!(entry.outcome, "refused");
+        assert_eq!(entry.details["reason"], "other_owner");
+        assert_eq!(entry.details["holder"], "globex");
+        assert_eq!(entry.details["importing_owner"], "acme");
+        assert!(message.contains(&entry.correlation_id), "{message}");
+    }
+    assert!(
+        records[acme_log_before..]
+            .iter()
+            .filter(|r| r.owner != "*")
+            .all(|r| !r.details.values().any(|v| v.contains("globex"))),
+        "acme's log names globex"
+    );
+    let acme_view = f
+        .svc
+        .query_audit_as(&acme_auditor(&f), &v1::QueryAuditRequest::default())
+        .expect("acme's audit");
+    assert!(
+        acme_view
+            .entries
+            .iter()
+            .all(|e| e.action != "batch.import_unavailable"),
+        "acme's auditor reads the platform's entry"
+    );
+    let platform_view = f
+        .svc
+        .query_audit_as(&platform, &v1::QueryAuditRequest::default())
+        .expect("platform audit");
+    assert_eq!(
+        platform_view
+            .entries
+            .iter()
+            .filter(|e| e.action == "batch.import_unavailable")
+            .count(),
+        4
+    );
+}
+
+fn acme_auditor(f: &Fixture) -> Caller {
+    f.caller("audrey", "acme", Role::Auditor)
+}
+
 #[tokio::test]
 async fn import_rejects_each_record_with_its_reason_and_line() {
     use v1::ImportRejectionReason as R;
@@ -705,7 +882,7 @@ async fn import_rejects_each_record_with_its_reason_and_line() {
             (2, R::InvalidDeviceId as i32),
             (3, R::Duplicate as i32),
             (4, R::InOtherBatch as i32),
-            (5, R::OtherOwner as i32),
+            (5, R::Unavailable as i32),
             (6, R::Revoked as i32),
             (7, R::Malformed as i32),
             (9, R::InvalidRegistration as i32),
@@ -719,8 +896,9 @@ async fn import_rejects_each_record_with_its_reason_and_line() {
         "{}",
         forged_rejection.message
     );
-    // The other owner's device is not described beyond "another owner".
-    assert!(!report.rejections[4].message.contains("globex"));
+    // The other owner's device is not described at all (see
+    // import_of_another_owners_device_tells_nothing_about_it).
+    assert!(!report.rejections[3].message.contains("globex"));
 
     let counts = response.counts.expect("counts");
     assert_eq!(
