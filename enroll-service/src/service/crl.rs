@@ -69,6 +69,11 @@ impl CrlSigner {
     /// Registry or CA failures ([`ServiceError::Unavailable`] when its key store is).
     pub async fn resign(&self, issuer: &str, actor: &str) -> Result<CrlRecord, ServiceError> {
         let _signing = self.signing.lock().await;
+        self.sign_locked(issuer, actor).await
+    }
+
+    /// [`CrlSigner::resign`]'s work, for a caller that holds `signing`.
+    async fn sign_locked(&self, issuer: &str, actor: &str) -> Result<CrlRecord, ServiceError> {
         let ca = self.authorities.by_id(issuer)?;
         let now = OffsetDateTime::now_utc();
         let entries: Vec<RevokedEntry> = self
@@ -122,15 +127,28 @@ impl CrlSigner {
     /// # Errors
     /// As [`CrlSigner::resign`].
     pub async fn current(&self, issuer: &str) -> Result<CrlRecord, ServiceError> {
-        let now = OffsetDateTime::now_utc();
-        if let Some(crl) = self.registry.crl(issuer)? {
-            let half = (crl.next_update - crl.this_update) / 2;
-            let complete = crl.revoked_count == self.registry.revoked_count(issuer)?;
-            if complete && now < crl.this_update + half {
-                return Ok(crl);
-            }
+        if let Some(crl) = self.fresh(issuer)? {
+            return Ok(crl);
         }
-        self.resign(issuer, "system").await
+        let _signing = self.signing.lock().await;
+        // Callers that found it stale together (a burst of CRL fetches) sign it once: the
+        // first signs, the others find its CRL fresh here.
+        if let Some(crl) = self.fresh(issuer)? {
+            return Ok(crl);
+        }
+        self.sign_locked(issuer, "system").await
+    }
+
+    /// The stored CRL of `issuer` if it lists every revocation and is in the first half of
+    /// its validity.
+    fn fresh(&self, issuer: &str) -> Result<Option<CrlRecord>, ServiceError> {
+        let now = OffsetDateTime::now_utc();
+        let Some(crl) = self.registry.crl(issuer)? else {
+            return Ok(None);
+        };
+        let half = (crl.next_update - crl.this_update) / 2;
+        let complete = crl.revoked_count == self.registry.revoked_count(issuer)?;
+        Ok((complete && now < crl.this_update + half).then_some(crl))
     }
 }
 
