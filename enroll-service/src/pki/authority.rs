@@ -248,7 +248,7 @@ impl CertificateAuthority {
             Validity::starting(now, ROOT_LIFETIME)?,
             1,
         )?;
-        let signer = SigningKeyOf(key.clone());
+        let signer = SigningKeyOf::new(key.clone());
         let certificate = params
             .self_signed(&signer)
             .map_err(|e| Self::signing_error(&signer, e))?;
@@ -330,7 +330,8 @@ impl CertificateAuthority {
             cert.validity().not_before.to_datetime(),
             cert.validity().not_after.to_datetime(),
         );
-        let issuer = Issuer::from_ca_cert_der(&der.to_vec().into(), SigningKeyOf(key.clone()))?;
+        let issuer =
+            Issuer::from_ca_cert_der(&der.to_vec().into(), SigningKeyOf::new(key.clone()))?;
         Ok(Self {
             der: der.to_vec(),
             pem: pem_encode("CERTIFICATE", der),
@@ -385,7 +386,7 @@ impl CertificateAuthority {
         subject.push(DnType::OrganizationName, organisation);
         subject.push(DnType::CommonName, common_name);
         params.distinguished_name = subject;
-        let signer = SigningKeyOf(key);
+        let signer = SigningKeyOf::new(key);
         params
             .serialize_request(&signer)
             .and_then(|request| request.pem())

@@ -42,6 +42,26 @@ pub struct Issuer {
     pub ca: Arc<CertificateAuthority>,
 }
 
+/// Runs `work` (a signature with `ca`'s key) where it cannot stall the runtime: on a blocking
+/// thread when the key is in a token, where each signature is a round trip and a token that is
+/// reconnecting holds the call up to its pool's acquire timeout; in place for a key in memory,
+/// whose signature costs less than the hand-off.
+///
+/// # Errors
+/// [`ServiceError::Internal`] if the blocking task panicked.
+pub(crate) async fn sign_off_runtime<T: Send + 'static>(
+    ca: &Arc<CertificateAuthority>,
+    work: impl FnOnce(&CertificateAuthority) -> T + Send + 'static,
+) -> Result<T, ServiceError> {
+    if ca.key().as_sealed().is_some() {
+        return Ok(work(ca));
+    }
+    let ca = ca.clone();
+    tokio::task::spawn_blocking(move || work(&ca))
+        .await
+        .map_err(|e| ServiceError::Internal(format!("a signing task failed: {e}")))
+}
+
 /// The platform's and every owner's CAs.
 #[derive(Debug)]
 pub struct Authorities {
@@ -199,7 +219,13 @@ impl Authorities {
             .map_err(|e| ServiceError::Internal(format!("stored certificate: {e}")))?
             .into_contents();
         let aki = authority_key_id(&der);
-        let mut candidates = self.live(owner).unwrap_or_default();
+        // An owner without CAs of its own (certificates of the platform's) has none live; a
+        // key store that is away is an outage, not a certificate nobody issued.
+        let mut candidates = match self.live(owner) {
+            Ok(live) => live,
+            Err(unavailable @ ServiceError::Unavailable(_)) => return Err(unavailable),
+            Err(_) => Vec::new(),
+        };
         if let Ok(record) = self.owner(owner) {
             // Expired ones too: a certificate on record may outlive nothing, but its revocation
             // still has to name the CA that signed it.

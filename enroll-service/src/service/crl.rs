@@ -7,7 +7,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::{Mutex, broadcast};
 
-use super::authorities::Authorities;
+use super::authorities::{Authorities, sign_off_runtime};
 use crate::audit::AuditDraft;
 use crate::error::ServiceError;
 use crate::model::CrlRecord;
@@ -89,7 +89,13 @@ impl CrlSigner {
         let number = self.registry.crl(issuer)?.map_or(1, |c| c.number + 1);
         // A retired CA's last CRL may not promise more than the CA itself lives.
         let next_update = (now + self.validity).min(ca.not_after());
-        let crl = ca.sign_crl(&entries, now, next_update, number)?;
+        let crl = {
+            let entries = entries.clone();
+            sign_off_runtime(&ca, move |ca| {
+                ca.sign_crl(&entries, now, next_update, number)
+            })
+            .await??
+        };
         let record = CrlRecord {
             number,
             this_update: now,

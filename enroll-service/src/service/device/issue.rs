@@ -22,6 +22,7 @@ use crate::model::{
 };
 use crate::pki::{CertificateAuthority, LeafRequest, RevocationReason, Serial, Validity};
 use crate::policy::PolicySpec;
+use crate::service::authorities::sign_off_runtime;
 use crate::service::locks::commit_locked;
 use crate::service::supersede::{self, Cause};
 use crate::service::{Issuer, ServiceCore};
@@ -278,7 +279,7 @@ pub(super) async fn issue(
     let mut attempts = 0;
     let credential = loop {
         attempts += 1;
-        let credential = sign(&issuer, &eligible, slot, dpk, &subject_cn, now)?;
+        let credential = sign(&issuer, &eligible, slot, dpk, &subject_cn, now).await?;
         let mut change = onboarding_change(
             exchange,
             &eligible,
@@ -307,7 +308,7 @@ pub(super) async fn issue(
 
 /// Signs a leaf for `dpk` with the owner's issuing CA under a fresh random serial, pointing at
 /// that CA's CRL if the policy names a CRL base URL.
-fn sign(
+async fn sign(
     issuer: &Issuer,
     eligible: &Eligible,
     slot: KeySlot,
@@ -318,13 +319,15 @@ fn sign(
     let policy = &eligible.policy;
     let serial = Serial::random()?;
     let validity = Validity::new(now - BACKDATE, now + policy.certificate_lifetime)?;
-    let leaf = issuer.ca.issue_device_certificate(&LeafRequest {
+    let request = LeafRequest {
         public_key: *dpk.as_bytes(),
         common_name: subject_cn.to_owned(),
         validity,
         serial,
         crl_distribution_point: policy.crl_distribution_point(&issuer.id),
-    })?;
+    };
+    let leaf =
+        sign_off_runtime(&issuer.ca, move |ca| ca.issue_device_certificate(&request)).await??;
     Ok(CredentialRecord {
         serial,
         device_id: eligible.device.device_id,
