@@ -188,6 +188,8 @@ pub struct Limits {
     pub max_calls_per_operator: usize,
     /// Refusals of unregistered DeviceIds audited per client address per minute.
     pub audited_unknown_refusals_per_minute: u32,
+    /// Signed Status requests verified per client address (IPv6: per /64) per minute.
+    pub status_proofs_per_minute: u32,
     /// Largest device message, bytes.
     pub max_device_message: usize,
     /// Largest operator message, bytes.
@@ -222,6 +224,7 @@ impl Default for Limits {
             max_streams_per_peer: defaults.max_streams_per_peer,
             max_calls_per_operator: defaults.max_calls_per_operator,
             audited_unknown_refusals_per_minute: defaults.audited_unknown_refusals_per_peer,
+            status_proofs_per_minute: defaults.status_proofs_per_peer,
             max_device_message: defaults.max_device_message,
             max_operator_message: defaults.max_operator_message,
             max_connections_per_peer: defaults.max_connections_per_peer,
@@ -257,6 +260,7 @@ impl Config {
             max_streams_per_peer: self.limits.max_streams_per_peer.max(1),
             max_calls_per_operator: self.limits.max_calls_per_operator.max(1),
             audited_unknown_refusals_per_peer: self.limits.audited_unknown_refusals_per_minute,
+            status_proofs_per_peer: self.limits.status_proofs_per_minute.max(1),
             max_device_message: self.limits.max_device_message,
             max_operator_message: self.limits.max_operator_message,
             max_connections_per_peer: self.limits.max_connections_per_peer.max(1),

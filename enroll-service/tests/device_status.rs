@@ -179,3 +179,52 @@ async fn a_device_hears_its_status_only_over_a_fresh_signed_request() {
     let invalid = client.status(unnamed).await.expect_err("no serial");
     assert_eq!(invalid.code(), tonic::Code::InvalidArgument);
 }
+
+/// A revoked credential's key proves nothing any more: a Status signed with it is refused like
+/// any bad proof, while the device still hears that it is revoked through its enrolment key.
+#[tokio::test]
+async fn a_revoked_credentials_key_no_longer_signs_a_status() {
+    let harness = Harness::start().await;
+    let devices = fleet(1, 0x73);
+    let mut client = harness.device_client().await;
+    register(&mut client, &devices[0]).await;
+    seed_batch(&harness, "acme", "b1", &[&devices[0]]).await;
+    let issued = bundle(&devices[0].onboard(&mut client).await.expect("onboard")).clone();
+    let mut admin = harness
+        .operator("admin", "acme", enroll_service::pki::Role::Admin)
+        .await;
+    admin
+        .revoke_device(v1::RevokeDeviceRequest {
+            device_id: issued.device_id.clone(),
+            reason: v1::RevocationReason::KeyCompromise as i32,
+            comment: "lost".into(),
+        })
+        .await
+        .expect("RevokeDevice");
+
+    let device_id = devices[0].device_id().to_string();
+    let challenge = scan(&mut client, &device_id, "")
+        .await
+        .challenge
+        .expect("a challenge");
+    let by_revoked_key = client
+        .status(v1::StatusRequest {
+            device_id: device_id.clone(),
+            serial: issued.serial.clone(),
+            proof: Some(
+                status_proof(
+                    &devices[0],
+                    &challenge,
+                    StatusSigner::DeviceKey(KeySlot::FIRST),
+                    &issued.serial,
+                )
+                .expect("proof"),
+            ),
+        })
+        .await
+        .expect_err("a revoked credential's key");
+    assert_eq!(by_revoked_key.code(), tonic::Code::Unauthenticated);
+
+    let revoked = devices[0].status(&mut client, None).await.expect("status");
+    assert_eq!(revoked.status(), v1::DeviceStatus::Revoked);
+}

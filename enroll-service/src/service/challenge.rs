@@ -126,6 +126,9 @@ impl ChallengeBook {
     /// ([`StatusChallenges`] keeps no state): it learns of one here, and remembers it as long as
     /// any spent id, which is longer than a status challenge is accepted.
     pub fn spend(&self, id: &ChallengeId) -> bool {
+        // Status calls admit nothing into the book, so they sweep it themselves: a device that
+        // only ever asks for its status must not grow the spent ids without bound.
+        self.sweep(Instant::now());
         self.consume(id)
     }
 

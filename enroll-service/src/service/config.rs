@@ -26,6 +26,9 @@ pub struct ServiceConfig {
     /// client address (IPv6: per /64) per `rate_window`. Anyone can invent such IDs; beyond
     /// this budget they are still refused, but not written to the audit log.
     pub audited_unknown_refusals_per_peer: u32,
+    /// Signed Status requests verified per client address (IPv6: per /64) per `rate_window`:
+    /// each costs an ECDSA verification, and Status needs no stream.
+    pub status_proofs_per_peer: u32,
     /// Validity of each signed CRL; it is re-signed when half of it has passed.
     pub crl_validity: Duration,
     /// Largest device request message.
@@ -62,6 +65,7 @@ impl Default for ServiceConfig {
             max_streams_per_peer: 4096,
             max_calls_per_operator: 64,
             audited_unknown_refusals_per_peer: 600,
+            status_proofs_per_peer: 6000,
             crl_validity: Duration::from_secs(7 * 24 * 3600),
             max_device_message: 16 * 1024,
             max_operator_message: 4 * 1024 * 1024,

@@ -271,7 +271,8 @@ impl DeviceEnrollment for DeviceService {
         request: Request<v1::StatusRequest>,
     ) -> Result<Response<v1::StatusResponse>, Status> {
         let _timer = self.core.metrics.clone().time("status");
-        let answer = status::answer(&self.core, &request.into_inner()).await;
+        let peer = request.remote_addr().map(|addr| addr.ip());
+        let answer = status::answer(&self.core, peer, &request.into_inner()).await;
         if let Err(e) = &answer {
             tracing::info!(error = %e, "status refused");
         }

@@ -84,6 +84,7 @@ pub(crate) struct Limits {
     peer_streams: Arc<Concurrency<IpAddr>>,
     operator_calls: Arc<Concurrency<String>>,
     unknown_refusals: FixedWindow<IpAddr>,
+    status_proofs: FixedWindow<IpAddr>,
 }
 
 impl Limits {
@@ -99,6 +100,7 @@ impl Limits {
                 config.rate_window,
                 config.audited_unknown_refusals_per_peer,
             ),
+            status_proofs: FixedWindow::new(config.rate_window, config.status_proofs_per_peer),
         }
     }
 
@@ -149,6 +151,19 @@ impl Limits {
     pub(crate) fn audit_unknown_refusal(&self, peer: IpAddr) -> bool {
         self.unknown_refusals.admit(&address_key(peer)).is_ok()
     }
+
+    /// Takes one signed Status request's verification from `peer`'s budget (IPv6: its /64),
+    /// or refuses when the budget of the window is spent.
+    pub(crate) fn admit_status_proof(&self, peer: Option<IpAddr>) -> Result<(), ServiceError> {
+        let Some(ip) = peer else {
+            return Ok(());
+        };
+        self.status_proofs.admit(&address_key(ip)).map_err(|_| {
+            ServiceError::ResourceExhausted(
+                "too many signed status requests from this address; retry later".into(),
+            )
+        })
+    }
 }
 
 #[cfg(test)]
@@ -182,5 +197,26 @@ mod tests {
         assert!(limits.open_stream(ip("192.0.2.1")).is_ok());
         drop(held);
         assert!(limits.open_stream(ip("2001:db8:0:1::2")).is_ok());
+    }
+
+    #[test]
+    fn signed_status_requests_are_budgeted_per_address() {
+        let limits = Limits::new(&ServiceConfig {
+            status_proofs_per_peer: 2,
+            ..ServiceConfig::default()
+        });
+        for _ in 0..2 {
+            assert!(limits.admit_status_proof(ip("2001:db8:0:1::1")).is_ok());
+        }
+        let error = limits
+            .admit_status_proof(ip("2001:db8:0:1::9"))
+            .expect_err("the /64's budget is spent");
+        assert!(
+            matches!(error, ServiceError::ResourceExhausted(_)),
+            "{error:?}"
+        );
+        assert!(limits.admit_status_proof(ip("192.0.2.1")).is_ok());
+        // A caller whose address is unknown (an in-process transport) is not limited here.
+        assert!(limits.admit_status_proof(None).is_ok());
     }
 }

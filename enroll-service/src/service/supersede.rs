@@ -203,19 +203,34 @@ fn owner_of(device: &DeviceRecord, credentials: &[CredentialRecord]) -> String {
 
 /// Revokes every superseded credential whose grace ended at or before `now`, and drops the
 /// schedules of those that need no revocation any more. Idempotent. Returns the revoked serials.
+/// One credential that cannot be revoked now (its issuer's key store away, a record that does
+/// not read) is logged and left scheduled for the next sweep; it does not hold up the others.
 ///
 /// # Errors
-/// Registry failures (what was committed before stays committed; the next sweep goes on).
+/// Registry failures reading the schedule (what was committed before stays committed).
 pub async fn sweep(core: &ServiceCore, now: OffsetDateTime) -> Result<Vec<Serial>, ServiceError> {
     let mut revoked_all = Vec::new();
+    let mut failed = std::collections::HashSet::new();
     loop {
-        let due = core.registry.scheduled_revocations(now, SWEEP_PAGE)?;
+        // Handled entries leave the schedule; failed ones stay at its front, so read past them.
+        let limit = SWEEP_PAGE + failed.len();
+        let due = core.registry.scheduled_revocations(now, limit)?;
         let page = due.len();
+        let mut progressed = false;
         for (serial, _) in due {
-            revoked_all.extend(end_grace(core, serial, now).await?);
+            if failed.contains(&serial) {
+                continue;
+            }
+            progressed = true;
+            match end_grace(core, serial, now).await {
+                Ok(revoked) => revoked_all.extend(revoked),
+                Err(e) => {
+                    tracing::warn!(%serial, error = %e, "a superseded credential was not revoked; the next sweep retries");
+                    failed.insert(serial);
+                }
+            }
         }
-        // Every entry of a page is dropped from the schedule, so the next read moves on.
-        if page < SWEEP_PAGE {
+        if page < limit || !progressed {
             return Ok(revoked_all);
         }
     }

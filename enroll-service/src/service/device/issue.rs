@@ -148,10 +148,20 @@ impl<'a> Retirement<'a> {
             None => false,
         };
         let successor = held_serial.filter(|_| proved);
-        let retired = match successor {
+        let mut retired = match successor {
             Some(serial) => supersede::predecessors(core, device, serial)?,
             None => Vec::new(),
         };
+        // Best effort: these revocations ride along with the renewal, which must not fail
+        // because of them (an old credential's issuer whose key store is away, say). What
+        // cannot be staged now is left to the grace sweep.
+        if !retired.is_empty()
+            && let Err(e) =
+                supersede::stage_revocations(core, retired.clone(), now, &mut Change::new())
+        {
+            tracing::warn!(device_id = %device.device_id, error = %e, "superseded credentials left to the grace sweep");
+            retired.clear();
+        }
         Ok(Self {
             core,
             successor,

@@ -20,7 +20,7 @@ use oxroot_proto::v1;
 
 use super::registration::verify_signature;
 use crate::error::ServiceError;
-use crate::model::DeviceState;
+use crate::model::{CredentialStatus, DeviceState};
 use crate::pki::Serial;
 use crate::service::{ServiceCore, StatusChallengeProblem, parse_device_id, random_hex, supersede};
 use crate::wire::{duration, timestamp};
@@ -51,9 +51,10 @@ pub(crate) fn check_serial(field: &str, serial: &str) -> Result<(), ServiceError
 ///
 /// # Errors
 /// INVALID_ARGUMENT for malformed fields, UNAUTHENTICATED for a proof that is not accepted,
-/// registry failures.
+/// RESOURCE_EXHAUSTED when `peer` sent too many signed requests, registry failures.
 pub(crate) async fn answer(
     core: &ServiceCore,
+    peer: Option<std::net::IpAddr>,
     request: &v1::StatusRequest,
 ) -> Result<v1::StatusResponse, ServiceError> {
     let device_id = parse_device_id("device_id", &request.device_id)?;
@@ -68,6 +69,7 @@ pub(crate) async fn answer(
         });
     };
     let signer = proof_signer(proof, &request.serial)?;
+    core.limits().admit_status_proof(peer)?;
     let (challenge_id, nonce) = core
         .status_challenges
         .nonce_of(&device_id, &proof.challenge_id)
@@ -113,7 +115,13 @@ pub(crate) async fn answer(
     if let StatusSigner::DeviceKey(_) = signer
         && let Ok(serial) = request.serial.parse::<Serial>()
     {
-        supersede::successor_proved(core, &device_id, serial, "status", &random_hex(12)?).await?;
+        // Best effort: the device asked for its status, which needs no CA; a revocation that
+        // fails here (its issuer's key store away) is left to the grace sweep.
+        if let Err(e) =
+            supersede::successor_proved(core, &device_id, serial, "status", &random_hex(12)?).await
+        {
+            tracing::warn!(%device_id, error = %e, "superseded credentials not revoked after a status proof");
+        }
     }
     Ok(response)
 }
@@ -165,10 +173,25 @@ fn key_on_record(
             let Ok(serial) = serial.parse::<Serial>() else {
                 return Ok(None);
             };
+            // Only a key that still counts: a credential of this device on that slot, not
+            // revoked, not expired, of the device's current owner, on a slot not retired (a
+            // transfer retires the old owner's slots). A revoked device still hears its state
+            // through its enrolment key.
+            let device = core.registry.device(device_id)?;
+            let now = OffsetDateTime::now_utc();
             Ok(core
                 .registry
                 .credential(serial)?
-                .filter(|c| c.device_id == *device_id && c.key_slot == slot.get())
+                .filter(|c| {
+                    c.device_id == *device_id
+                        && c.key_slot == slot.get()
+                        && c.status != CredentialStatus::Revoked
+                        && now < c.not_after
+                        && device.as_ref().is_some_and(|d| {
+                            d.owner.as_deref() == Some(c.owner.as_str())
+                                && !d.retired_slots.contains(&slot.get())
+                        })
+                })
                 .map(|c| c.dpk))
         }
     }

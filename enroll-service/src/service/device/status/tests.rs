@@ -26,7 +26,7 @@ fn unsigned(device_id: &DeviceId, serial: &str) -> v1::StatusRequest {
 
 /// The challenge of an unsigned answer.
 async fn challenge(f: &Fixture, device_id: &DeviceId) -> v1::StatusChallenge {
-    answer(&f.core, &unsigned(device_id, ""))
+    answer(&f.core, None, &unsigned(device_id, ""))
         .await
         .expect("an unsigned answer")
         .challenge
@@ -113,7 +113,7 @@ async fn an_unsigned_status_says_the_same_about_every_device_id() {
         ("onboarded, no serial", onboarded, String::new()),
         ("revoked", revoked, String::new()),
     ] {
-        let mut response = answer(&f.core, &unsigned(&device_id, &serial))
+        let mut response = answer(&f.core, None, &unsigned(&device_id, &serial))
             .await
             .expect(what);
         // The challenge is random and bound to the DeviceId asked about: the only thing that
@@ -144,6 +144,7 @@ async fn a_signed_status_tells_the_device_its_own_status() {
     let c = challenge(&f, &id).await;
     let before = answer(
         &f.core,
+        None,
         &signed(seeds, &id, "", StatusSigner::EnrolmentKey, &c),
     )
     .await
@@ -159,6 +160,7 @@ async fn a_signed_status_tells_the_device_its_own_status() {
     let serial = f.issue(seeds, 1).await.to_string();
     let by_dsk = answer(
         &f.core,
+        None,
         &signed(seeds, &id, &serial, StatusSigner::DeviceKey(slot(1)), &next),
     )
     .await
@@ -174,6 +176,7 @@ async fn a_signed_status_tells_the_device_its_own_status() {
     let c = challenge(&f, &id).await;
     let by_esk = answer(
         &f.core,
+        None,
         &signed(seeds, &id, &serial, StatusSigner::EnrolmentKey, &c),
     )
     .await
@@ -193,9 +196,9 @@ async fn a_proof_is_refused_alike_whatever_is_wrong_with_it() {
 
     let c = challenge(&f, &id).await;
     let good = signed(seeds, &id, &serial, dsk, &c);
-    assert!(answer(&f.core, &good).await.is_ok());
+    assert!(answer(&f.core, None, &good).await.is_ok());
     // Replayed: the challenge is single use.
-    let replayed = unauthenticated(answer(&f.core, &good).await);
+    let replayed = unauthenticated(answer(&f.core, None, &good).await);
     assert!(replayed.contains("already used"), "{replayed}");
 
     // Every way a proof can fail to verify gets the same answer: a stranger's key, another
@@ -236,7 +239,7 @@ async fn a_proof_is_refused_alike_whatever_is_wrong_with_it() {
     ));
     let mut messages = Vec::new();
     for (what, request) in cases {
-        messages.push((what, unauthenticated(answer(&f.core, &request).await)));
+        messages.push((what, unauthenticated(answer(&f.core, None, &request).await)));
     }
     for (what, message) in &messages {
         assert_eq!(message, "the status proof does not verify", "{what}");
@@ -245,27 +248,30 @@ async fn a_proof_is_refused_alike_whatever_is_wrong_with_it() {
     // Malformed proofs are malformed requests.
     let c = challenge(&f, &id).await;
     let mut no_serial = signed(seeds, &id, "", dsk, &c);
-    assert!(is_invalid(&answer(&f.core, &no_serial).await, "serial"));
+    assert!(is_invalid(
+        &answer(&f.core, None, &no_serial).await,
+        "serial"
+    ));
     no_serial.proof.as_mut().expect("proof").key_slot = 8;
     assert!(is_invalid(
-        &answer(&f.core, &no_serial).await,
+        &answer(&f.core, None, &no_serial).await,
         "proof.key_slot"
     ));
     let mut short = signed(seeds, &id, &serial, dsk, &c);
     short.proof.as_mut().expect("proof").signature.pop();
     assert!(is_invalid(
-        &answer(&f.core, &short).await,
+        &answer(&f.core, None, &short).await,
         "proof.signature"
     ));
     let mut odd_id = signed(seeds, &id, &serial, dsk, &c);
     odd_id.proof.as_mut().expect("proof").challenge_id.push(0);
     assert!(is_invalid(
-        &answer(&f.core, &odd_id).await,
+        &answer(&f.core, None, &odd_id).await,
         "proof.challenge_id"
     ));
     // The challenge was never spent by those: it still answers.
     assert!(
-        answer(&f.core, &signed(seeds, &id, &serial, dsk, &c))
+        answer(&f.core, None, &signed(seeds, &id, &serial, dsk, &c))
             .await
             .is_ok()
     );
@@ -287,6 +293,7 @@ async fn an_expired_challenge_is_refused() {
     let late = unauthenticated(
         answer(
             &f.core,
+            None,
             &signed(seeds, &id, "", StatusSigner::EnrolmentKey, &c),
         )
         .await,
