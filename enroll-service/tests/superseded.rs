@@ -116,13 +116,13 @@ async fn a_replaced_certificate_stays_valid_until_a_status_signed_with_its_succe
         .await
         .expect("retry");
     assert_eq!(bundle(&retried).serial, second.serial);
-    // It asks for its status with the first certificate's key: told to onboard again, and the
-    // first still stays valid.
+    // It asks for its status with the first certificate's key: told to renew (which gets it
+    // the current certificate), not that its policy changed, and the first stays valid.
     let status = device
         .status(&mut client, Some(&held(&first)))
         .await
         .expect("status");
-    assert_eq!(status.status(), v1::DeviceStatus::PolicyChanged);
+    assert_eq!(status.status(), v1::DeviceStatus::RenewalDue);
     assert!(!listed(&crl(&mut admin).await, &first.serial));
 
     // Once it signs a Status with the second certificate's key, the first goes on the CRL,

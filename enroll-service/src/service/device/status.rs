@@ -272,6 +272,16 @@ fn device_status(
         }
         DeviceState::ReonboardPending => S::PolicyChanged,
         DeviceState::Onboarded => match &credential {
+            // A device on a certificate a renewal replaced (it lost the renewal's answer and
+            // fell back to --previous): renewing gets it the current one, which is not a
+            // policy change.
+            Some(c)
+                if !presented_serial.is_empty()
+                    && presented_serial != c.serial.to_string()
+                    && still_superseded(core, device_id, presented_serial)? =>
+            {
+                S::RenewalDue
+            }
             Some(c) if !presented_serial.is_empty() && presented_serial != c.serial.to_string() => {
                 S::PolicyChanged
             }
@@ -295,3 +305,19 @@ fn device_status(
 
 #[cfg(test)]
 mod tests;
+
+/// Whether `serial` names one of `device_id`'s credentials that a renewal superseded and that
+/// is not revoked yet.
+fn still_superseded(
+    core: &ServiceCore,
+    device_id: &DeviceId,
+    serial: &str,
+) -> Result<bool, ServiceError> {
+    let Ok(serial) = serial.parse::<Serial>() else {
+        return Ok(false);
+    };
+    Ok(core
+        .registry
+        .credential(serial)?
+        .is_some_and(|c| c.device_id == *device_id && c.status == CredentialStatus::Superseded))
+}
