@@ -451,6 +451,19 @@ async fn ca_keys_in_softhsm_two_owners_and_a_sigkill() {
     assert!(crl.crl.starts_with(b"-----BEGIN X509 CRL-----"));
 }
 
+/// GetCrl of acme, PEM.
+async fn get_crl(operator: &mut OperatorClient<Channel>) -> v1::GetCrlResponse {
+    operator
+        .get_crl(v1::GetCrlRequest {
+            format: v1::CrlFormat::Pem as i32,
+            owner: "acme".into(),
+            issuer_id: String::new(),
+        })
+        .await
+        .expect("GetCrl")
+        .into_inner()
+}
+
 async fn health(channel: Channel) -> ServingStatus {
     HealthClient::new(channel)
         .check(HealthCheckRequest {
@@ -535,6 +548,7 @@ async fn the_token_going_away_mid_batch_pauses_issuing_and_nothing_is_issued_twi
         let bundle = onboarded(device.onboard(&mut client).await.unwrap());
         received.insert(index, bundle.serial);
     }
+    let crl_before = get_crl(&mut operator).await;
     let token_dir = hsm.token_dir();
     let away = hsm.dir.path().join("away");
     std::fs::rename(&token_dir, &away).unwrap();
@@ -554,6 +568,25 @@ async fn the_token_going_away_mid_batch_pauses_issuing_and_nothing_is_issued_twi
         .await
         .expect_err("no key can be made while the token is away");
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
+    // A revocation while the token is away is recorded, but no CRL can be signed for it;
+    // relying parties still get the owner's stored CRL, valid until its nextUpdate.
+    let revoked = operator
+        .revoke_device(v1::RevokeDeviceRequest {
+            device_id: devices[0].device_id().to_string(),
+            reason: v1::RevocationReason::KeyCompromise as i32,
+            comment: "lost".into(),
+        })
+        .await;
+    assert!(
+        revoked
+            .as_ref()
+            .err()
+            .is_some_and(|status| status.code() == tonic::Code::Unavailable),
+        "{revoked:?}"
+    );
+    let stored = get_crl(&mut operator).await;
+    assert_eq!(stored.crl_number, crl_before.crl_number, "{stored:?}");
+    assert_eq!(stored.revoked_count, 0, "{stored:?}");
     // The console's CA page says so, above the owner's CAs whose keys are in the token.
     let (console, cookie) = admin_console(&service.url, &state).await;
     let (_, page) = console_get(&console, "/ca?owner=acme", &cookie).await;
@@ -573,7 +606,11 @@ async fn the_token_going_away_mid_batch_pauses_issuing_and_nothing_is_issued_twi
         "{page}"
     );
     console.stop().await;
-    for (index, device) in devices.iter().enumerate() {
+    // The revocation made while it was away reaches the CRL now.
+    let after = get_crl(&mut operator).await;
+    assert!(after.crl_number > crl_before.crl_number, "{after:?}");
+    assert_eq!(after.revoked_count, 1, "{after:?}");
+    for (index, device) in devices.iter().enumerate().skip(1) {
         let bundle = onboarded(device.onboard(&mut client).await.unwrap());
         if let Some(before) = received.get(&index) {
             assert_eq!(
@@ -592,7 +629,13 @@ async fn the_token_going_away_mid_batch_pauses_issuing_and_nothing_is_issued_twi
         .into_inner()
         .batch
         .unwrap();
-    assert_eq!(batch.counts.unwrap().onboarded, u64::from(DEVICES));
+    let counts = batch.counts.unwrap();
+    // Device 0 was revoked while the token was away; the others are onboarded.
+    assert_eq!(
+        (counts.onboarded, counts.revoked),
+        (u64::from(DEVICES) - 1, 1),
+        "{counts:?}"
+    );
     drop(service);
 
     // Nothing issued twice: one certificate per device, as many as devices in the store.

@@ -86,14 +86,15 @@ async fn crl(State(core): State<Arc<ServiceCore>>, Path(path): Path<String>) -> 
         return (StatusCode::NOT_FOUND, "CRLs are at /crl/<issuer id>.crl\n").into_response();
     };
     // A live issuing CA or the platform's; a pending CA has no CRL, an expired one's is final.
+    // Read from the record, so that a stored CRL is served while the CA's key store is away.
     let live = core
         .authorities()
-        .by_id(issuer)
-        .is_ok_and(|ca| ca.not_after() > time::OffsetDateTime::now_utc());
+        .not_after_of(issuer)
+        .is_ok_and(|not_after| not_after > time::OffsetDateTime::now_utc());
     if !live {
         return (StatusCode::NOT_FOUND, "no such issuing CA\n").into_response();
     }
-    match core.crls().current(issuer).await {
+    match core.crls().to_serve(issuer).await {
         Ok(record) => match hex::decode(&record.der_hex) {
             Ok(der) => {
                 // Caches may keep it a little while, never past a re-signing's usual lead.

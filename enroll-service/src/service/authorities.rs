@@ -62,6 +62,17 @@ pub(crate) async fn sign_off_runtime<T: Send + 'static>(
         .map_err(|e| ServiceError::Internal(format!("a signing task failed: {e}")))
 }
 
+/// When a (not pending) CA of a record stops being valid, from its stored certificate.
+fn record_not_after(authority: &AuthorityRecord) -> Result<OffsetDateTime, ServiceError> {
+    let id = &authority.id;
+    let der = pem::parse(&authority.certificate_pem)
+        .map_err(|e| ServiceError::Internal(format!("stored certificate of {id}: {e}")))?
+        .into_contents();
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| ServiceError::Internal(format!("stored certificate of {id}: {e}")))?;
+    Ok(cert.validity().not_after.to_datetime())
+}
+
 /// The platform's and every owner's CAs.
 #[derive(Debug)]
 pub struct Authorities {
@@ -206,6 +217,52 @@ impl Authorities {
             .find(|a| a.id == id && a.state != AuthorityState::Pending)
             .ok_or_else(|| ServiceError::NotFound(format!("CA {id}")))?;
         self.build(&record, authority)
+    }
+
+    /// When the CA `id` (not pending) stops being valid, read from its record's certificate
+    /// without opening its key: enough to tell whether it still has a CRL to serve while its
+    /// key store is away.
+    ///
+    /// # Errors
+    /// [`ServiceError::NotFound`] for a CA that does not exist or is pending; registry
+    /// failures; [`ServiceError::Internal`] for a stored certificate that does not parse.
+    pub fn not_after_of(&self, id: &str) -> Result<OffsetDateTime, ServiceError> {
+        if id == PLATFORM_ISSUER {
+            return Ok(self.platform.not_after());
+        }
+        let owner = id.split('/').next().unwrap_or_default();
+        let record = self
+            .registry
+            .owner(owner)?
+            .ok_or_else(|| ServiceError::NotFound(format!("CA {id}")))?;
+        let authority = record
+            .issuing
+            .iter()
+            .find(|a| a.id == id && a.state != AuthorityState::Pending)
+            .ok_or_else(|| ServiceError::NotFound(format!("CA {id}")))?;
+        record_not_after(authority)
+    }
+
+    /// The ids of [`Authorities::live`], newest active first, read from the owner's record
+    /// without opening any key (a CRL can be served while the key store is away).
+    ///
+    /// # Errors
+    /// As [`Authorities::not_after_of`].
+    pub fn live_ids(&self, owner: &str) -> Result<Vec<String>, ServiceError> {
+        let record = self.owner(owner)?;
+        let now = OffsetDateTime::now_utc();
+        let mut live = Vec::new();
+        for state in [AuthorityState::Active, AuthorityState::Retired] {
+            for authority in record.issuing.iter().rev().filter(|a| a.state == state) {
+                if record_not_after(authority)? > now {
+                    live.push(authority.id.clone());
+                }
+            }
+        }
+        if record.ca_mode == CaMode::SharedPlatform && self.platform.not_after() > now {
+            live.push(PLATFORM_ISSUER.to_owned());
+        }
+        Ok(live)
     }
 
     /// Which of the owner's CAs (or the platform's) issued a certificate, by its authority key

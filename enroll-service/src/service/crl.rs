@@ -145,6 +145,25 @@ impl CrlSigner {
         self.sign_locked(issuer, "system").await
     }
 
+    /// [`CrlSigner::current`] for relying parties (the CRL endpoint, GetCrl): while the CA's
+    /// key store is away, the stored CRL as long as it is before its nextUpdate. It may lack a
+    /// revocation made since, but it is a valid CRL, which beats none.
+    ///
+    /// # Errors
+    /// As [`CrlSigner::current`], when there is no such stored CRL.
+    pub async fn to_serve(&self, issuer: &str) -> Result<CrlRecord, ServiceError> {
+        match self.current(issuer).await {
+            Err(ServiceError::Unavailable(why)) => match self.registry.crl(issuer)? {
+                Some(stored) if OffsetDateTime::now_utc() < stored.next_update => {
+                    tracing::warn!(%issuer, %why, "serving the stored CRL: its CA's key store is away");
+                    Ok(stored)
+                }
+                _ => Err(ServiceError::Unavailable(why)),
+            },
+            other => other,
+        }
+    }
+
     /// The stored CRL of `issuer` if it lists every revocation and is in the first half of
     /// its validity.
     fn fresh(&self, issuer: &str) -> Result<Option<CrlRecord>, ServiceError> {
@@ -172,8 +191,8 @@ impl CrlSigner {
             // An expired CA's certificates have all expired too: its last CRL is final.
             let expired = self
                 .authorities
-                .by_id(&issuer)
-                .is_ok_and(|ca| ca.not_after() <= now);
+                .not_after_of(&issuer)
+                .is_ok_and(|not_after| not_after <= now);
             if expired {
                 continue;
             }

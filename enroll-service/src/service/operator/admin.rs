@@ -119,7 +119,7 @@ impl OperatorService {
         }
         let mut crls = Vec::with_capacity(issuers.len());
         for issuer in &issuers {
-            crls.push(self.core.crls.current(issuer).await?);
+            crls.push(self.core.crls.to_serve(issuer).await?);
         }
         let first = crls
             .first()
@@ -164,7 +164,7 @@ impl OperatorService {
             return Ok(vec![PLATFORM_ISSUER.to_owned()]);
         }
         let owner = caller.owner_for("owner", &request.owner)?;
-        let live = self.core.authorities().live(&owner)?;
+        let live = self.core.authorities().live_ids(&owner)?;
         if request.issuer_id.is_empty() {
             // An owner whose own root has not certified its first issuing CA yet has no CRL:
             // a state to report, not a failure of the service.
@@ -173,7 +173,7 @@ impl OperatorService {
                     "owner {owner} has no live issuing CA, so no CRL"
                 )));
             }
-            return Ok(live.into_iter().map(|issuer| issuer.id).collect());
+            return Ok(live);
         }
         // Retired CAs past their life have no CRL to serve; anything else of another owner
         // looks absent.
