@@ -7,6 +7,11 @@
 //! NONCE_FOREIGN). Challenges are not persisted: a stream does not survive a restart, and a
 //! proof is only ever accepted for the challenge of its own stream, so a restart cannot revive
 //! a nonce.
+//!
+//! Status challenges (`status.rs` here) are different: stateless, bound to the DeviceId and to
+//! this service process by a keyed MAC, never admitted into the book. The book learns of one
+//! only when its proof verifies ([`ChallengeBook::spend`]), and keeps its id as spent for as
+//! long as any spent id, which is longer than a status challenge is accepted.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -9,8 +9,9 @@
 //! ```
 //!
 //! A refused proof gets one answer whatever was wrong with it (an unknown DeviceId, a serial
-//! that is not the device's, a bad signature), and always after one signature verification, so
-//! neither the answer nor its time tells a scanner whether a DeviceId is registered.
+//! that is not the device's, a bad signature), and always after one signature verification:
+//! the answer does not tell a scanner whether a DeviceId is registered, and its time differs
+//! only by a record read (microseconds), behind a per-address budget of signed requests.
 
 use rot_core::attestation::{self, StatusContext, StatusSigner};
 use rot_core::keys::{DeviceId, KeySlot, PublicKey};
