@@ -11,18 +11,17 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use common::process::{init, start, start_with_file_size_limit};
+use common::process::{channel, init, start, start_with_file_size_limit};
 
 use enroll_service::fleet::{EmulatedDevice, Outcome};
 use enroll_service::store::{Registry, SledRegistry};
 use oxroot_proto::v1;
 use oxroot_proto::v1::device_enrollment_client::DeviceEnrollmentClient;
 use oxroot_proto::v1::operator_client::OperatorClient;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::transport::Channel;
 
 const DEVICES: u32 = 1000;
 const KILL_AFTER: usize = 400;
@@ -56,28 +55,6 @@ async fn create_batch(
         .await
         .unwrap()
         .into_inner()
-}
-
-async fn channel(url: &str, state: &Path, operator: bool) -> Channel {
-    let admin = state.join("admin");
-    let mut tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(
-            std::fs::read(admin.join("root.pem")).unwrap(),
-        ))
-        .domain_name("localhost");
-    if operator {
-        tls = tls.identity(Identity::from_pem(
-            std::fs::read(admin.join("operator.pem")).unwrap(),
-            std::fs::read(admin.join("operator.key")).unwrap(),
-        ));
-    }
-    Channel::from_shared(url.to_owned())
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
 }
 
 /// Onboards every device not yet in `received`, concurrently, until done or the channel dies.

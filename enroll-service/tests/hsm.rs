@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::process::{Service, bin, start_with_env};
+use common::process::{Service, bin, channel, start_with_env};
 use enroll_service::fleet::{EmulatedDevice, Outcome};
 use enroll_service::store::{Registry, SledRegistry};
 use enrollctl::args::ConnectionArgs;
@@ -33,7 +33,7 @@ use oxroot_proto::v1;
 use oxroot_proto::v1::device_enrollment_client::DeviceEnrollmentClient;
 use oxroot_proto::v1::operator_client::OperatorClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
@@ -149,28 +149,6 @@ fn serve(hsm: &SoftHsm, state: &Path) -> Service {
     let env = hsm.env();
     let env: Vec<(&str, &OsStr)> = env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
     start_with_env(state, &env)
-}
-
-async fn channel(url: &str, state: &Path, operator: bool) -> Channel {
-    let admin = state.join("admin");
-    let mut tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(
-            std::fs::read(admin.join("root.pem")).unwrap(),
-        ))
-        .domain_name("localhost");
-    if operator {
-        tls = tls.identity(Identity::from_pem(
-            std::fs::read(admin.join("operator.pem")).unwrap(),
-            std::fs::read(admin.join("operator.key")).unwrap(),
-        ));
-    }
-    Channel::from_shared(url.to_owned())
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
 }
 
 /// Registers `devices`, and makes `owner` with a Mosquitto policy and a batch of them.

@@ -206,6 +206,13 @@ impl Authorities {
         if id == PLATFORM_ISSUER {
             return Ok(self.platform.clone());
         }
+        let (record, authority) = self.signing_record(id)?;
+        self.build(&record, &authority)
+    }
+
+    /// The owner's record and the record of its CA `id`, which must be active or retired (a
+    /// pending CA signs nothing).
+    fn signing_record(&self, id: &str) -> Result<(OwnerRecord, AuthorityRecord), ServiceError> {
         let owner = id.split('/').next().unwrap_or_default();
         let record = self
             .registry
@@ -215,8 +222,9 @@ impl Authorities {
             .issuing
             .iter()
             .find(|a| a.id == id && a.state != AuthorityState::Pending)
+            .cloned()
             .ok_or_else(|| ServiceError::NotFound(format!("CA {id}")))?;
-        self.build(&record, authority)
+        Ok((record, authority))
     }
 
     /// When the CA `id` (not pending) stops being valid, read from its record's certificate
@@ -230,17 +238,8 @@ impl Authorities {
         if id == PLATFORM_ISSUER {
             return Ok(self.platform.not_after());
         }
-        let owner = id.split('/').next().unwrap_or_default();
-        let record = self
-            .registry
-            .owner(owner)?
-            .ok_or_else(|| ServiceError::NotFound(format!("CA {id}")))?;
-        let authority = record
-            .issuing
-            .iter()
-            .find(|a| a.id == id && a.state != AuthorityState::Pending)
-            .ok_or_else(|| ServiceError::NotFound(format!("CA {id}")))?;
-        record_not_after(authority)
+        let (_, authority) = self.signing_record(id)?;
+        record_not_after(&authority)
     }
 
     /// The ids of [`Authorities::live`], newest active first, read from the owner's record

@@ -77,6 +77,13 @@ fn read_trust(path: &Path) -> Result<Vec<Vec<u8>>, CtlError> {
 /// name, and each numbers its own CRLs).
 pub(crate) type Seen = HashMap<Vec<u8>, u64>;
 
+/// A CRL's number (0 when it has none, which this service never issues).
+fn crl_number(crl: &CertificateRevocationList<'_>) -> u64 {
+    crl.crl_number()
+        .and_then(|n| u64::try_from(n).ok())
+        .unwrap_or_default()
+}
+
 /// The CA of `trust` that signed `crl`.
 fn signer_of<'t>(
     crl: &CertificateRevocationList<'_>,
@@ -105,10 +112,7 @@ pub(crate) fn seen_in_file(pem_text: &[u8], trust: &[Vec<u8>]) -> Seen {
             continue;
         };
         if let Some(signer) = signer_of(&crl, &trust) {
-            let number = crl
-                .crl_number()
-                .and_then(|n| u64::try_from(n).ok())
-                .unwrap_or_default();
+            let number = crl_number(&crl);
             let key = signer.public_key().raw.to_vec();
             let last = seen.entry(key).or_default();
             *last = (*last).max(number);
@@ -164,10 +168,7 @@ pub(crate) fn verify_crls(
                 "the CRL of {issuer} is stale (nextUpdate {next_update})"
             ));
         }
-        let number = crl
-            .crl_number()
-            .and_then(|n| u64::try_from(n).ok())
-            .unwrap_or_default();
+        let number = crl_number(&crl);
         if let Some(&last) = numbers.get(&signer_key)
             && number < last
         {
