@@ -81,8 +81,13 @@ pub enum Command {
         #[command(flatten)]
         service: ServiceArgs,
     },
-    /// Show the local state and, with --service, what the service says.
+    /// Show the local state and, with --service, what the service says (asked with a request
+    /// signed by the current credential's device key, or the enrolment key before onboarding:
+    /// needs the silicon).
     Status {
+        /// The silicon (with --service only).
+        #[command(flatten)]
+        silicon: SiliconArgs,
         /// The service (optional).
         #[command(flatten)]
         service: ServiceArgs,

@@ -59,7 +59,9 @@ pub async fn execute(cli: Cli, console: &mut Console<'_>) -> Result<(), AgentErr
             service,
             rotate,
         } => onboard::renew(&state, &silicon, &service, rotate, console).await,
-        Command::Status { service } => status::status(&state, &service, console).await,
+        Command::Status { silicon, service } => {
+            status::status(&state, &silicon, &service, console).await
+        }
         Command::Connect {
             silicon,
             topic,

@@ -75,7 +75,8 @@ async fn mqtt_over_mutual_tls_with_a_silicon_derived_key() {
     assert!(message.contains("NotAuthorized"), "{message}");
 
     // After a rotation the new slot's key connects, and the replaced certificate still works
-    // until its not_after (the fallback a failed rotation relies on).
+    // until the device proves the new one (the fallback a failed rotation relies on; see
+    // a_replaced_certificate_works_until_the_device_proves_its_successor).
     alice
         .run_with_service(&["renew", "--rotate"], &harness)
         .await
@@ -182,4 +183,106 @@ async fn aws_and_azure_credentials_are_checked_locally_and_not_connected() {
     let mismatch = aws.run(&["connect"]).await;
     let message = mismatch.fails(3);
     assert!(message.contains("credential check failed"), "{message}");
+}
+
+/// The owner's current CRL, PEM, as GetCrl serves it.
+async fn current_crl(
+    operator: &mut oxroot_proto::v1::operator_client::OperatorClient<tonic::transport::Channel>,
+) -> Vec<u8> {
+    operator
+        .get_crl(v1::GetCrlRequest {
+            format: v1::CrlFormat::Pem.into(),
+            ..v1::GetCrlRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .crl
+}
+
+/// Publishes the current CRL to the broker, then waits (bounded: SIGHUP is handled
+/// asynchronously) until `connect --previous` is refused as revoked.
+async fn previous_refused_after_reload(
+    agent: &Agent,
+    broker: &Broker,
+    operator: &mut oxroot_proto::v1::operator_client::OperatorClient<tonic::transport::Channel>,
+) -> String {
+    broker.reload_crl(&current_crl(operator).await);
+    for _ in 0..50 {
+        let run = agent
+            .run(&["connect", "--previous", "--timeout", "5"])
+            .await;
+        if run.code != 0 {
+            return run.fails(3).to_owned();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the broker kept accepting the superseded certificate");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_certificate_works_until_the_device_proves_its_successor() {
+    let harness = Harness::start().await;
+    let work = tempfile::tempdir().unwrap();
+    let broker_dir = work.path().join("broker");
+    std::fs::create_dir(&broker_dir).unwrap();
+    let port = free_port();
+    let mut operator = harness.operator("acme").await;
+    let batch = policy_and_batch(
+        &mut operator,
+        "broker",
+        v1::policy::Params::Mosquitto(v1::MosquittoPolicyParams {
+            host: "127.0.0.1".into(),
+            port: u32::from(port),
+            ..Default::default()
+        }),
+    )
+    .await;
+    let (carol, _) = device(&harness, &mut operator, &batch, work.path(), 0x23).await;
+    let mut platform = harness.operator("*").await;
+    let broker = Broker::start(&mut platform, "acme", "broker", &broker_dir, port).await;
+
+    // Rotate to slot 2: both certificates connect, and the broker's fresh CRL (re-read on
+    // SIGHUP) still lists neither.
+    let first = carol.json(&["status"], None).await["serial"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let rotated = carol.json(&["renew", "--rotate"], Some(&harness)).await;
+    assert_eq!(rotated["previous_serial"], first.as_str());
+    broker.reload_crl(&current_crl(&mut operator).await);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(carol.json(&["connect"], None).await["key_slot"], 2);
+    assert_eq!(
+        carol.json(&["connect", "--previous"], None).await["key_slot"],
+        1
+    );
+
+    // `status` signs with the slot-2 key and names the new serial: that is the proof. From
+    // then on the slot-1 certificate is on the CRL (reason superseded), and the broker refuses
+    // it once it has the new CRL; the current one still connects.
+    let status = carol.json(&["status"], Some(&harness)).await;
+    assert_eq!(status["service_status"], "ENROLLED");
+    assert_eq!(status["signed_with"], "device key, slot 2");
+    let message = previous_refused_after_reload(&carol, &broker, &mut operator).await;
+    assert!(message.contains("CertificateRevoked"), "{message}");
+    assert_eq!(carol.json(&["connect"], None).await["key_slot"], 2);
+
+    // Rotate again (slot 3): the slot-2 certificate is the fallback now, and it connects.
+    // A renewal that keeps the slot names the slot-3 certificate and proves its key: the
+    // slot-2 one goes on the CRL too.
+    let rotated = carol.json(&["renew", "--rotate"], Some(&harness)).await;
+    assert_eq!(rotated["key_slot"], 3);
+    assert_eq!(
+        carol.json(&["connect", "--previous"], None).await["key_slot"],
+        2
+    );
+    let unchanged = carol.run_with_service(&["renew"], &harness).await;
+    assert!(
+        unchanged.ok().starts_with("credential unchanged"),
+        "{unchanged:#?}"
+    );
+    let message = previous_refused_after_reload(&carol, &broker, &mut operator).await;
+    assert!(message.contains("CertificateRevoked"), "{message}");
+    assert_eq!(carol.json(&["connect"], None).await["key_slot"], 3);
 }

@@ -84,8 +84,10 @@ async fn enrol_register_onboard_renew_revoke_and_no_secret_leaks() {
     let registered = agent.run_with_service(&["register"], &harness).await;
     assert!(registered.ok().starts_with("already registered"));
 
+    // The service answers only a signed request: before onboarding, the enrolment key signs.
     let status = agent.json(&["status"], Some(&harness)).await;
     assert_eq!(status["service_status"], "NOT_ONBOARDED");
+    assert_eq!(status["signed_with"], "enrolment key");
 
     let mut operator = harness.operator("acme").await;
     let batch = policy_and_batch(&mut operator, "broker", mosquitto_params()).await;
@@ -111,6 +113,7 @@ async fn enrol_register_onboard_renew_revoke_and_no_secret_leaks() {
     let status = agent.json(&["status"], Some(&harness)).await;
     assert_eq!(status["service_status"], "ENROLLED");
     assert_eq!(status["serial"], first_serial.as_str());
+    assert_eq!(status["signed_with"], "device key, slot 1");
     // Without --service, status is local only and needs no silicon.
     let local = agent.json(&["status"], None).await;
     assert_eq!(local["serial"], first_serial.as_str());

@@ -198,6 +198,7 @@ async fn an_owners_broker_accepts_its_devices_and_refuses_everyone_else_at_tls()
         .core
         .authorities()
         .issuing("acme")
+        .await
         .expect("acme's issuing CA")
         .ca
         .issue_device_certificate(&LeafRequest {

@@ -216,10 +216,13 @@ fn store_commit(c: &mut Criterion) {
                     runtime.block_on(async {
                         // Submitted together, as concurrent onboardings are: one group, one
                         // fdatasync.
-                        let pending: Vec<_> =
-                            changes.into_iter().map(|c| registry.submit(c)).collect();
-                        for receipt in pending {
-                            receipt.await.expect("writer").expect("commits");
+                        let mut pending = tokio::task::JoinSet::new();
+                        for change in changes {
+                            let registry = registry.clone();
+                            pending.spawn(async move { registry.commit(change).await });
+                        }
+                        while let Some(receipt) = pending.join_next().await {
+                            receipt.expect("task").expect("commits");
                         }
                     });
                 },

@@ -188,6 +188,8 @@ pub struct Limits {
     pub max_calls_per_operator: usize,
     /// Refusals of unregistered DeviceIds audited per client address per minute.
     pub audited_unknown_refusals_per_minute: u32,
+    /// Signed Status requests verified per client address (IPv6: per /64) per minute.
+    pub status_proofs_per_minute: u32,
     /// Largest device message, bytes.
     pub max_device_message: usize,
     /// Largest operator message, bytes.
@@ -198,12 +200,18 @@ pub struct Limits {
     pub tls_handshake_timeout_secs: u64,
     /// Longest wait for the HTTP/2 preface after the handshake, seconds.
     pub http2_preface_timeout_secs: u64,
+    /// The CRL endpoint's longest wait for a request's headers, seconds (a connection lives
+    /// at most three times this).
+    pub crl_request_timeout_secs: u64,
     /// TCP keepalive idle time, seconds.
     pub tcp_keepalive_secs: u64,
     /// HTTP/2 PING interval on idle connections, seconds.
     pub http2_keepalive_interval_secs: u64,
     /// How long an HTTP/2 PING may go unanswered before the connection is closed, seconds.
     pub http2_keepalive_timeout_secs: u64,
+    /// How often superseded certificates whose policy grace ended are looked for and revoked,
+    /// seconds: also the longest such a certificate outlives its grace.
+    pub superseded_sweep_secs: u64,
 }
 
 impl Default for Limits {
@@ -216,14 +224,17 @@ impl Default for Limits {
             max_streams_per_peer: defaults.max_streams_per_peer,
             max_calls_per_operator: defaults.max_calls_per_operator,
             audited_unknown_refusals_per_minute: defaults.audited_unknown_refusals_per_peer,
+            status_proofs_per_minute: defaults.status_proofs_per_peer,
             max_device_message: defaults.max_device_message,
             max_operator_message: defaults.max_operator_message,
             max_connections_per_peer: defaults.max_connections_per_peer,
             tls_handshake_timeout_secs: defaults.tls_handshake_timeout.as_secs(),
             http2_preface_timeout_secs: defaults.http2_preface_timeout.as_secs(),
+            crl_request_timeout_secs: defaults.crl_request_timeout.as_secs(),
             tcp_keepalive_secs: defaults.tcp_keepalive.as_secs(),
             http2_keepalive_interval_secs: defaults.http2_keepalive.0.as_secs(),
             http2_keepalive_timeout_secs: defaults.http2_keepalive.1.as_secs(),
+            superseded_sweep_secs: defaults.superseded_sweep_interval.as_secs(),
         }
     }
 }
@@ -249,6 +260,7 @@ impl Config {
             max_streams_per_peer: self.limits.max_streams_per_peer.max(1),
             max_calls_per_operator: self.limits.max_calls_per_operator.max(1),
             audited_unknown_refusals_per_peer: self.limits.audited_unknown_refusals_per_minute,
+            status_proofs_per_peer: self.limits.status_proofs_per_minute.max(1),
             max_device_message: self.limits.max_device_message,
             max_operator_message: self.limits.max_operator_message,
             max_connections_per_peer: self.limits.max_connections_per_peer.max(1),
@@ -258,12 +270,16 @@ impl Config {
             http2_preface_timeout: Duration::from_secs(
                 self.limits.http2_preface_timeout_secs.max(1),
             ),
+            crl_request_timeout: Duration::from_secs(self.limits.crl_request_timeout_secs.max(1)),
             tcp_keepalive: Duration::from_secs(self.limits.tcp_keepalive_secs.max(1)),
             http2_keepalive: (
                 Duration::from_secs(self.limits.http2_keepalive_interval_secs.max(1)),
                 Duration::from_secs(self.limits.http2_keepalive_timeout_secs.max(1)),
             ),
             crl_validity: Duration::from_secs(self.ca.crl_validity_secs.max(10)),
+            superseded_sweep_interval: Duration::from_secs(
+                self.limits.superseded_sweep_secs.max(1),
+            ),
             ..ServiceConfig::default()
         }
     }

@@ -49,6 +49,9 @@ pub enum ServiceError {
     /// The peer was too slow.
     #[error("{0}")]
     DeadlineExceeded(String),
+    /// The client went away mid-call (it cancelled, or its stream broke off).
+    #[error("{0}")]
+    Cancelled(String),
     /// The registry or a dependency cannot be reached.
     #[error("{0}")]
     Unavailable(String),
@@ -70,13 +73,18 @@ impl ServiceError {
 impl ServiceError {
     /// An error the client's request stream produced (tonic decodes before the handler sees a
     /// message). An oversized message keeps tonic's OUT_OF_RANGE and its text, which says how
-    /// large the message was and what the limit is.
+    /// large the message was and what the limit is; one that does not decode is a malformed
+    /// request; a client that cancelled, ran out of time or whose stream broke off is not (logs
+    /// and metrics must not count a disconnect as a bad request).
     #[must_use]
     pub fn from_client_stream(status: &Status) -> Self {
-        if status.code() == Code::OutOfRange {
-            return Self::OutOfRange(status.message().to_owned());
+        let message = status.message().to_owned();
+        match status.code() {
+            Code::OutOfRange => Self::OutOfRange(message),
+            Code::InvalidArgument => Self::Protocol(format!("stream error: {message}")),
+            Code::DeadlineExceeded => Self::DeadlineExceeded(message),
+            _ => Self::Cancelled(format!("the request stream ended: {message}")),
         }
-        Self::Protocol(format!("stream error: {}", status.message()))
     }
 }
 
@@ -112,8 +120,11 @@ impl From<crate::pki::PkiError> for ServiceError {
     fn from(e: crate::pki::PkiError) -> Self {
         match e {
             // A CA key store that went away: retry later, as with a registry that cannot write.
+            // Its detail names the module, tokens and keys of the service's host: logged here,
+            // and the peer (a device, any owner's operator) hears only that it may retry.
             crate::pki::PkiError::Signer(crate::pki::SignerError::Unavailable(detail)) => {
-                Self::Unavailable(format!("CA key store: {detail}"))
+                tracing::warn!(%detail, "CA key store unavailable");
+                Self::Unavailable("the CA key store is unavailable; retry later".into())
             }
             other => Self::Internal(format!("certificate authority: {other}")),
         }
@@ -134,6 +145,7 @@ impl From<&ServiceError> for Status {
             ServiceError::PermissionDenied(_) => Code::PermissionDenied,
             ServiceError::ResourceExhausted(_) => Code::ResourceExhausted,
             ServiceError::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            ServiceError::Cancelled(_) => Code::Cancelled,
             ServiceError::Unavailable(_) => Code::Unavailable,
             ServiceError::Internal(_) => Code::Internal,
         };
@@ -161,6 +173,33 @@ mod tests {
         let status = Status::from(ServiceError::Internal("/var/lib/oxroot/db: EIO".into()));
         assert_eq!(status.code(), Code::Internal);
         assert!(!status.message().contains("/var/lib"));
+    }
+
+    #[test]
+    fn a_client_that_went_away_is_not_a_malformed_request() {
+        let code = |status: Status| Status::from(ServiceError::from_client_stream(&status)).code();
+        assert_eq!(code(Status::cancelled("h2 reset")), Code::Cancelled);
+        assert_eq!(code(Status::unknown("connection lost")), Code::Cancelled);
+        assert_eq!(
+            code(Status::deadline_exceeded("late")),
+            Code::DeadlineExceeded
+        );
+        assert_eq!(
+            code(Status::invalid_argument("bad protobuf")),
+            Code::InvalidArgument
+        );
+        assert_eq!(code(Status::out_of_range("too large")), Code::OutOfRange);
+    }
+
+    #[test]
+    fn key_store_details_stay_in_the_log() {
+        let error = crate::pki::PkiError::Signer(crate::pki::SignerError::Unavailable(
+            "C_Login: CKR_TOKEN_NOT_PRESENT (module /usr/lib/softhsm/libsofthsm2.so)".into(),
+        ));
+        let status = Status::from(ServiceError::from(error));
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(!status.message().contains("softhsm"), "{status:?}");
+        assert!(status.message().contains("retry"), "{status:?}");
     }
 
     #[test]

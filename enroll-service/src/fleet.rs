@@ -28,7 +28,7 @@ use zeroize::Zeroizing;
 use oxroot_proto::v1;
 use oxroot_proto::v1::device_enrollment_client::DeviceEnrollmentClient;
 
-pub use oxroot_client::device::Outcome;
+pub use oxroot_client::device::{HeldCredential, Outcome};
 
 /// Why a simulated device could not act.
 #[derive(Debug, thiserror::Error)]
@@ -185,7 +185,8 @@ impl EmulatedDevice {
         Ok(device::onboard(client, self).await?)
     }
 
-    /// Runs a Renew exchange for `target_slot` (0 keeps the current slot).
+    /// Runs a Renew exchange for `target_slot` (0 keeps the current slot), naming no held
+    /// credential.
     ///
     /// # Errors
     /// [`FleetError`] for RPC failures and protocol violations.
@@ -194,7 +195,35 @@ impl EmulatedDevice {
         client: &mut DeviceEnrollmentClient<Channel>,
         target_slot: u32,
     ) -> Result<Outcome, FleetError> {
-        Ok(device::renew(client, self, target_slot).await?)
+        Ok(device::renew(client, self, target_slot, "").await?)
+    }
+
+    /// Runs a Renew exchange for `target_slot` from a device that holds and uses the
+    /// credential `held_serial` (see [`device::renew`]).
+    ///
+    /// # Errors
+    /// [`FleetError`] for RPC failures and protocol violations.
+    pub async fn renew_holding(
+        &self,
+        client: &mut DeviceEnrollmentClient<Channel>,
+        target_slot: u32,
+        held_serial: &str,
+    ) -> Result<Outcome, FleetError> {
+        Ok(device::renew(client, self, target_slot, held_serial).await?)
+    }
+
+    /// Asks for the device's status, signed by the device key of `held` (or the enrolment key
+    /// when it holds nothing); see [`device::status`].
+    ///
+    /// # Errors
+    /// [`FleetError`] for RPC failures (UNAUTHENTICATED for a proof the service refused) and
+    /// protocol violations.
+    pub async fn status(
+        &self,
+        client: &mut DeviceEnrollmentClient<Channel>,
+        held: Option<&HeldCredential>,
+    ) -> Result<v1::StatusResponse, FleetError> {
+        Ok(device::status(client, self, held).await?.response)
     }
 }
 

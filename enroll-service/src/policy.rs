@@ -36,6 +36,13 @@ pub const DEFAULT_CERTIFICATE_LIFETIME: Duration = Duration::days(365);
 pub const MIN_CERTIFICATE_LIFETIME: Duration = Duration::hours(1);
 /// Auto-renew window when the policy leaves it unset.
 pub const DEFAULT_RENEW_WINDOW: Duration = Duration::days(30);
+/// How long a certificate that a renewal replaced stays valid, when the policy leaves it unset
+/// and the device does not prove its successor sooner: long enough for a device that checks
+/// its status daily to be offline for most of a week.
+pub const DEFAULT_SUPERSEDED_GRACE: Duration = Duration::days(7);
+/// The longest such grace a policy may set: the default renew window, the longest a
+/// renewal-due certificate is replaced before it expires anyway.
+pub const MAX_SUPERSEDED_GRACE: Duration = Duration::days(30);
 /// Subject CN template when the policy leaves it empty.
 pub const DEFAULT_SUBJECT_CN_TEMPLATE: &str = "{device_id}";
 /// Longest policy name.
@@ -86,6 +93,15 @@ pub struct PolicySpec {
     pub created_at: OffsetDateTime,
     /// The operator who created it.
     pub created_by: String,
+    /// How long a certificate that a renewal replaced stays valid when the device does not
+    /// prove it uses its successor: more than zero, at most [`MAX_SUPERSEDED_GRACE`]. Policies
+    /// stored before it had this field get the default.
+    #[serde(default = "default_superseded_grace")]
+    pub superseded_grace: Duration,
+}
+
+fn default_superseded_grace() -> Duration {
+    DEFAULT_SUPERSEDED_GRACE
 }
 
 /// The per-cloud half of a policy.
@@ -252,6 +268,19 @@ impl PolicySpec {
                 ),
             ));
         }
+        let superseded_grace = match &policy.superseded_grace {
+            None => DEFAULT_SUPERSEDED_GRACE,
+            Some(grace) => validate::duration("policy.superseded_grace", grace)?,
+        };
+        if superseded_grace <= Duration::ZERO || superseded_grace > MAX_SUPERSEDED_GRACE {
+            return Err(PolicyError::new(
+                "policy.superseded_grace",
+                format!(
+                    "must be more than zero and at most {MAX_SUPERSEDED_GRACE}; when unset it is \
+                     {DEFAULT_SUPERSEDED_GRACE}"
+                ),
+            ));
+        }
         let subject_cn_template = if policy.subject_cn_template.is_empty() {
             DEFAULT_SUBJECT_CN_TEMPLATE.to_owned()
         } else {
@@ -285,6 +314,7 @@ impl PolicySpec {
             cloud,
             created_at: now,
             created_by: created_by.to_owned(),
+            superseded_grace,
         };
         spec.check_subject_cn_template()?;
         Ok(spec)
@@ -323,6 +353,7 @@ impl PolicySpec {
             }),
             created_at: Some(timestamp_to_proto(self.created_at)),
             created_by: self.created_by.clone(),
+            superseded_grace: Some(duration_to_proto(self.superseded_grace)),
         }
     }
 

@@ -215,6 +215,9 @@ pub async fn serve(
         }
     });
 
+    // Superseded credentials whose grace ended are revoked on a schedule too.
+    let sweeper = crate::service::supersede::spawn_sweeper(core.clone());
+
     let (ping_interval, ping_timeout) = config.http2_keepalive;
     let result = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(ping_interval))
@@ -228,6 +231,7 @@ pub async fn serve(
         .serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown)
         .await;
     crl_task.abort();
+    sweeper.abort();
     health_task.abort();
     Ok(result?)
 }

@@ -5,11 +5,14 @@
 //!                                        ├─▶ ServiceCore ─┼─ ChallengeBook       (nonces, rate)
 //!  Operator (service/operator.rs) ───────┘                ├─ DeviceLocks         (per device, an optimisation)
 //!                                                         ├─ CrlSigner           (the CRL)
+//!                                                         ├─ StatusChallenges    (Status nonces)
 //!                                                         ├─ Limits              (edge bounds)
 //!                                                         └─ Metrics
 //! ```
 //!
 //! Each part is its own type with its own rules; [`ServiceCore`] only holds them together.
+//! [`supersede`] retires the credentials renewals replaced: when the device proves their
+//! successor, or by a sweep the server runs when their grace ends.
 //! Every write goes through the registry as one [`Change`](crate::store::Change) that includes
 //! its audit entries, so the audit log and the state never disagree. A write that concerns a
 //! device is compare-and-set on the version of the device record it read, so two streams of
@@ -27,6 +30,9 @@ mod limits;
 mod locks;
 mod operator;
 mod rate;
+pub mod supersede;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::sync::Arc;
 
@@ -39,7 +45,10 @@ use crate::store::Registry;
 
 pub use auth::Caller;
 pub use authorities::{Authorities, Issuer, PLATFORM_ISSUER};
-pub use challenge::{ChallengeBook, ChallengeId, ForeignChallenge};
+pub use challenge::{
+    ChallengeBook, ChallengeId, ForeignChallenge, StatusChallenge, StatusChallengeProblem,
+    StatusChallenges,
+};
 pub use config::ServiceConfig;
 pub use crl::CrlSigner;
 pub use device::{DeviceService, verify_signature};
@@ -56,6 +65,7 @@ pub struct ServiceCore {
     authorities: Arc<Authorities>,
     config: ServiceConfig,
     challenges: ChallengeBook,
+    status_challenges: StatusChallenges,
     device_locks: DeviceLocks,
     crls: CrlSigner,
     limits: Limits,
@@ -97,8 +107,11 @@ impl ServiceCore {
         config: ServiceConfig,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
+        // Spent ids are remembered longer than any challenge is accepted (a status challenge's
+        // expiry is rounded up to the next second).
         let challenges = ChallengeBook::new(
-            config.challenge_ttl * 3,
+            (config.challenge_ttl * 3)
+                .max(config.challenge_ttl + std::time::Duration::from_secs(2)),
             config.rate_window,
             config.challenges_per_window,
             config.challenges_per_device_window,
@@ -110,6 +123,7 @@ impl ServiceCore {
             registry,
             authorities,
             challenges,
+            status_challenges: StatusChallenges::new(config.challenge_ttl),
             device_locks: DeviceLocks::new(4096),
             config,
             metrics,

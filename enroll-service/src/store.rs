@@ -107,8 +107,8 @@
 //!   `COMMIT` outcome is unknown is reported unavailable, and the caller's re-read decides (a
 //!   credential is sent only after an acknowledged commit).
 
-pub mod codec;
 mod change;
+pub mod codec;
 mod conflict;
 mod events;
 mod sled_backend;
@@ -270,6 +270,26 @@ pub trait Registry: Send + Sync + fmt::Debug + 'static {
     /// As [`Registry::device`].
     async fn crl(&self, issuer: &str) -> Result<Option<CrlRecord>, StoreError>;
 
+    /// Scheduled revocations due at or before `due_by`, at most `limit` of them, in no
+    /// particular order (see [`Op::ScheduleRevocation`]).
+    ///
+    /// # Errors
+    /// As [`Registry::device`].
+    async fn scheduled_revocations(
+        &self,
+        due_by: time::OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<(Serial, time::OffsetDateTime)>, StoreError>;
+
+    /// When a credential's scheduled revocation is due, if one is scheduled.
+    ///
+    /// # Errors
+    /// As [`Registry::device`].
+    async fn scheduled_revocation(
+        &self,
+        serial: Serial,
+    ) -> Result<Option<time::OffsetDateTime>, StoreError>;
+
     /// An owner and its CAs, with its stored version.
     ///
     /// # Errors
@@ -280,8 +300,11 @@ pub trait Registry: Send + Sync + fmt::Debug + 'static {
     ///
     /// # Errors
     /// As [`Registry::device`].
-    async fn owners(&self, after: Option<&str>, limit: usize)
-    -> Result<Vec<OwnerRecord>, StoreError>;
+    async fn owners(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<OwnerRecord>, StoreError>;
 
     /// Audit entries with `seq >= start`, ascending, at most `limit`; durable entries only.
     ///

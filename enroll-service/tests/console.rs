@@ -586,7 +586,7 @@ async fn an_admin_follows_a_batch_live_then_finds_and_revokes_a_device() {
     browser.screenshot("console-device", &shots).await;
 
     // The serial is on the CRL of acme's active issuing CA, which the device page names.
-    let issuer = scene.harness.issuer("acme");
+    let issuer = scene.harness.issuer("acme").await;
     assert_eq!(browser.text("#crl-status #crl-issuer").await, issuer);
     browser.goto(&format!("{base}/ca")).await;
     assert_eq!(
@@ -1015,6 +1015,7 @@ async fn an_auditor_console_is_read_only_and_guards_its_forms() {
         .harness
         .registry()
         .audit(1, usize::MAX)
+        .await
         .unwrap()
         .into_iter()
         .map(|(_, e)| e.decode().unwrap())

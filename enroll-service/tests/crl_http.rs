@@ -98,7 +98,7 @@ async fn device_certificates_point_at_a_crl_that_openssl_downloads() {
         let outcome = device.onboard(&mut client).await.unwrap();
         leaves.push(bundle(&outcome).clone());
     }
-    let issuer = harness.issuer("acme");
+    let issuer = harness.issuer("acme").await;
     let url = format!("{base}/{issuer}.crl");
 
     let dir = tempfile::tempdir().unwrap();
@@ -190,4 +190,81 @@ async fn device_certificates_point_at_a_crl_that_openssl_downloads() {
     assert!(!ok && text.contains("certificate revoked"), "{text}");
     let (ok, text) = verify(&leaves[1].certificate_pem);
     assert!(ok, "the other device: {text}");
+}
+
+/// Reads until the server closes the connection; how long that took (`None` if it was still
+/// open after `limit`).
+fn closed_within(
+    stream: &mut std::net::TcpStream,
+    limit: std::time::Duration,
+) -> Option<std::time::Duration> {
+    let began = std::time::Instant::now();
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut sink = [0u8; 4096];
+    loop {
+        match stream.read(&mut sink) {
+            Ok(0) => return Some(began.elapsed()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Some(began.elapsed());
+            }
+            Err(_) => return None,
+        }
+        if began.elapsed() > limit {
+            return None;
+        }
+    }
+}
+
+/// The CRL port is unauthenticated: a connection that sends nothing, or its headers too
+/// slowly, is closed after `crl_request_timeout`; one request per connection; and connections
+/// beyond the per-address cap are closed at once, while the port keeps answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_slow_and_excess_connections_are_closed() {
+    use std::time::Duration;
+    let harness = Harness::start_with(enroll_service::service::ServiceConfig {
+        crl_request_timeout: Duration::from_secs(1),
+        max_connections_per_peer: 3,
+        ..Default::default()
+    })
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(enroll_service::server::crl_http::serve(
+        listener,
+        harness.core.clone(),
+        std::future::pending(),
+    ));
+    let outcome = tokio::task::spawn_blocking(move || {
+        let connect = || std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut idle = connect();
+        let mut slow = connect();
+        slow.write_all(b"GET /crl/platform.crl HTTP/1.1\r\nHost: 127.0.0")
+            .unwrap();
+        // A third connection fits the cap of 3 only while the other two are open: the
+        // fourth is closed at once.
+        let third = connect();
+        std::thread::sleep(Duration::from_millis(200));
+        let mut excess = connect();
+        let excess_closed = closed_within(&mut excess, Duration::from_secs(1));
+        drop(third);
+        let idle_closed = closed_within(&mut idle, Duration::from_secs(5));
+        let slow_closed = closed_within(&mut slow, Duration::from_secs(5));
+        // Once they are gone the port answers again, one request per connection.
+        let (status, headers, _) = http_get(port, "/crl/platform.crl");
+        (excess_closed, idle_closed, slow_closed, status, headers)
+    })
+    .await
+    .unwrap();
+    let (excess_closed, idle_closed, slow_closed, status, headers) = outcome;
+    assert!(excess_closed.is_some(), "the fourth connection stayed open");
+    for (what, closed) in [("idle", idle_closed), ("slow", slow_closed)] {
+        let after = closed.unwrap_or_else(|| panic!("the {what} connection stayed open"));
+        assert!(
+            after < Duration::from_secs(4),
+            "{what}: closed after {after:?}"
+        );
+    }
+    assert!(status.contains("200"), "{status}");
+    assert!(headers.contains("application/pkix-crl"), "{headers}");
 }

@@ -194,6 +194,7 @@ async fn an_operator_drives_a_batch_from_import_to_revocation() {
     let record = harness
         .registry()
         .device(&victim.parse().unwrap())
+        .await
         .unwrap()
         .unwrap();
     assert!(
@@ -259,7 +260,7 @@ async fn an_operator_drives_a_batch_from_import_to_revocation() {
     .await;
     assert_eq!(exit, Exit::Success, "{log}");
     assert_eq!(report["report"]["accepted"], "2500", "{report}");
-    let batch = harness.registry().batch(&second_id).unwrap().unwrap();
+    let batch = harness.registry().batch(&second_id).await.unwrap().unwrap();
     assert_eq!(batch.counts.awaiting_registration, 2500);
 }
 

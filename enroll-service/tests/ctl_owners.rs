@@ -332,7 +332,17 @@ async fn an_owners_own_ca_through_enrollctl() {
         der(&certificate)
     );
 
-    // A rotation waits for the root again: the new CSR goes to --csr-out.
+    // A rotation waits for the root again: the new CSR goes to --csr-out, and without one
+    // enrollctl refuses before the service makes a key whose CSR would go nowhere.
+    let run = enrollctl(&harness, &platform, &["owner", "rotate", "--owner", "byo"]).await;
+    run.exits(Exit::Usage, 2);
+    assert!(run.stderr.contains("needs --csr-out FILE"), "{run:#?}");
+    let run = enrollctl(&harness, &platform, &["--json", "owner", "get", "byo"]).await;
+    let unchanged = run.exits(Exit::Success, 0).json();
+    assert!(
+        unchanged.to_string().contains("byo/1") && !unchanged.to_string().contains("byo/2"),
+        "{unchanged}"
+    );
     let csr2 = path(w, "byo-2.csr");
     let run = enrollctl(
         &harness,

@@ -12,11 +12,12 @@ mod common;
 use std::time::Duration;
 
 use common::{Harness, bundle, fleet, refusal, register, seed_batch};
-use enroll_service::fleet::{EmulatedDevice, Outcome};
+use enroll_service::fleet::{EmulatedDevice, HeldCredential, Outcome};
 use enroll_service::service::ServiceConfig;
 use oxroot_proto::v1;
 use oxroot_proto::v1::device_enrollment_client::DeviceEnrollmentClient;
 use rot_core::attestation::ChallengeKind;
+use rot_core::keys::KeySlot;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -119,8 +120,8 @@ async fn status_after_one_message(
     responses.message().await.unwrap_err()
 }
 
-fn audited_detail(harness: &Harness, refusal: &v1::Refusal) -> String {
-    let entries = harness.audit_for(&refusal.reference);
+async fn audited_detail(harness: &Harness, refusal: &v1::Refusal) -> String {
+    let entries = harness.audit_for(&refusal.reference).await;
     let entry = entries
         .iter()
         .find(|e| e.action == "device.refuse")
@@ -167,32 +168,32 @@ async fn onboarding_issues_a_certificate_for_the_proved_key_and_is_idempotent() 
     // A dropped stream retried: the same credential, not a second one.
     let again = devices[0].onboard(&mut client).await.unwrap();
     assert_eq!(bundle(&again).serial, issued.serial);
-    assert_eq!(harness.registry().credential_count().unwrap(), 1);
+    assert_eq!(harness.registry().credential_count().await.unwrap(), 1);
 
     let other = devices[1].onboard(&mut client).await.unwrap();
     assert_ne!(bundle(&other).serial, issued.serial);
 
-    let batch = harness.registry().batch("b1").unwrap().unwrap();
+    let batch = harness.registry().batch("b1").await.unwrap().unwrap();
     assert_eq!(batch.counts.onboarded, 2);
     assert_eq!(batch.counts.total, 2);
 
-    let status = client
-        .status(v1::StatusRequest {
-            device_id: devices[0].device_id().to_string(),
-            serial: issued.serial.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let held = HeldCredential {
+        serial: issued.serial.clone(),
+        key_slot: KeySlot::FIRST,
+    };
+    let status = devices[0].status(&mut client, Some(&held)).await.unwrap();
     assert_eq!(status.status(), v1::DeviceStatus::Enrolled);
-    let stale = client
-        .status(v1::StatusRequest {
-            device_id: devices[0].device_id().to_string(),
-            serial: "abc".into(),
-        })
+    // A serial the service never issued to the device: its device-key proof names no key on
+    // record, so the client signs again with the enrolment key, and hears that the serial is
+    // not its current credential.
+    let unknown = HeldCredential {
+        serial: "abc".into(),
+        ..held
+    };
+    let stale = devices[0]
+        .status(&mut client, Some(&unknown))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(stale.status(), v1::DeviceStatus::PolicyChanged);
 }
 
@@ -205,21 +206,14 @@ async fn unregistered_unassigned_and_mismatched_devices_are_refused() {
     let outcome = devices[0].onboard(&mut client).await.unwrap();
     let r = refusal(&outcome);
     assert_eq!(r.reason(), v1::RefusalReason::UnknownDevice);
-    assert_eq!(audited_detail(&harness, r), "unregistered");
+    assert_eq!(audited_detail(&harness, r).await, "unregistered");
 
     register(&mut client, &devices[1]).await;
     let outcome = devices[1].onboard(&mut client).await.unwrap();
     let r = refusal(&outcome);
     assert_eq!(r.reason(), v1::RefusalReason::NotProvisioned);
-    assert_eq!(audited_detail(&harness, r), "not_in_batch");
-    let status = client
-        .status(v1::StatusRequest {
-            device_id: devices[1].device_id().to_string(),
-            serial: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    assert_eq!(audited_detail(&harness, r).await, "not_in_batch");
+    let status = devices[1].status(&mut client, None).await.unwrap();
     assert_eq!(status.status(), v1::DeviceStatus::NotOnboarded);
     assert!(!status.onboarding_ready);
 
@@ -244,13 +238,14 @@ async fn unregistered_unassigned_and_mismatched_devices_are_refused() {
         panic!("expected a refusal");
     };
     assert_eq!(r.reason(), v1::RefusalReason::UnknownDevice);
-    assert_eq!(audited_detail(&harness, &r), "device_id_mismatch");
+    assert_eq!(audited_detail(&harness, &r).await, "device_id_mismatch");
     // Devices are told nothing precise.
     assert!(!r.message.contains("mismatch"));
     // Someone else's EPK proves nothing about devices[1]: its record is not touched.
     let record = harness
         .registry()
         .device(devices[1].device_id())
+        .await
         .unwrap()
         .unwrap();
     assert_eq!(
@@ -278,6 +273,7 @@ async fn register_checks_the_claimed_hash_the_signature_and_sizes() {
         harness
             .registry()
             .device(devices[0].device_id())
+            .await
             .unwrap()
             .is_none()
     );
@@ -338,7 +334,7 @@ async fn tampered_replayed_and_foreign_proofs_are_refused() {
     let outcome = exchange.prove(proof).await;
     let r = refusal(&outcome);
     assert_eq!(r.reason(), v1::RefusalReason::ProofRejected);
-    assert_eq!(audited_detail(&harness, r), "bad_esk_signature");
+    assert_eq!(audited_detail(&harness, r).await, "bad_esk_signature");
 
     // Wrong DSK signature.
     let exchange = open(&mut client, device).await;
@@ -348,7 +344,7 @@ async fn tampered_replayed_and_foreign_proofs_are_refused() {
     proof.dpk_signature[40] ^= 0x80;
     let outcome = exchange.prove(proof).await;
     assert_eq!(
-        audited_detail(&harness, refusal(&outcome)),
+        audited_detail(&harness, refusal(&outcome)).await,
         "bad_dsk_signature"
     );
 
@@ -359,7 +355,7 @@ async fn tampered_replayed_and_foreign_proofs_are_refused() {
         .unwrap();
     let outcome = exchange.prove(proof).await;
     assert_eq!(
-        audited_detail(&harness, refusal(&outcome)),
+        audited_detail(&harness, refusal(&outcome)).await,
         "bad_esk_signature"
     );
 
@@ -370,7 +366,10 @@ async fn tampered_replayed_and_foreign_proofs_are_refused() {
         .answer(ChallengeKind::Onboarding, &theirs.challenge)
         .unwrap();
     let outcome = mine.prove(foreign).await;
-    assert_eq!(audited_detail(&harness, refusal(&outcome)), "nonce_foreign");
+    assert_eq!(
+        audited_detail(&harness, refusal(&outcome)).await,
+        "nonce_foreign"
+    );
     drop(theirs);
 
     // A valid proof, used once, then replayed on a new stream.
@@ -384,7 +383,7 @@ async fn tampered_replayed_and_foreign_proofs_are_refused() {
     let outcome = replay.prove(proof).await;
     let r = refusal(&outcome);
     assert_eq!(r.reason(), v1::RefusalReason::ProofRejected);
-    assert_eq!(audited_detail(&harness, r), "nonce_replayed");
+    assert_eq!(audited_detail(&harness, r).await, "nonce_replayed");
 
     // Slot mismatch.
     let exchange = open(&mut client, device).await;
@@ -393,12 +392,16 @@ async fn tampered_replayed_and_foreign_proofs_are_refused() {
         .unwrap();
     proof.key_slot = 2;
     let outcome = exchange.prove(proof).await;
-    assert_eq!(audited_detail(&harness, refusal(&outcome)), "slot_mismatch");
+    assert_eq!(
+        audited_detail(&harness, refusal(&outcome)).await,
+        "slot_mismatch"
+    );
 
     // Refusals never disturbed the issued credential; they are counted on the batch.
     let record = harness
         .registry()
         .device(device.device_id())
+        .await
         .unwrap()
         .unwrap();
     assert_eq!(
@@ -410,6 +413,7 @@ async fn tampered_replayed_and_foreign_proofs_are_refused() {
         harness
             .registry()
             .batch("b1")
+            .await
             .unwrap()
             .unwrap()
             .counts
@@ -444,7 +448,7 @@ async fn an_expired_challenge_is_refused() {
         panic!("expected a refusal");
     };
     assert_eq!(r.reason(), v1::RefusalReason::ChallengeExpired);
-    assert_eq!(audited_detail(&harness, &r), "nonce_expired");
+    assert_eq!(audited_detail(&harness, &r).await, "nonce_expired");
     assert!(exchange.tx.capacity() > 0);
 }
 
@@ -479,6 +483,7 @@ async fn renewal_rotates_slots_and_refuses_devices_never_onboarded() {
     let old = harness
         .registry()
         .credential(first.serial.parse().unwrap())
+        .await
         .unwrap()
         .unwrap();
     assert_eq!(
@@ -488,7 +493,8 @@ async fn renewal_rotates_slots_and_refuses_devices_never_onboarded() {
     assert!(
         harness
             .registry()
-            .revoked(&harness.issuer("acme"))
+            .revoked(&harness.issuer("acme").await)
+            .await
             .unwrap()
             .is_empty()
     );
@@ -594,7 +600,7 @@ async fn streams_per_peer_and_challenges_per_device_are_bounded() {
         r.retry_after.as_ref().is_some_and(|d| d.seconds > 0),
         "{r:?}"
     );
-    assert_eq!(audited_detail(&harness, r), "rate_limited");
+    assert_eq!(audited_detail(&harness, r).await, "rate_limited");
 }
 
 /// Anyone can invent DeviceIds: refusals of IDs the registry has no record of are audited only
@@ -619,12 +625,13 @@ async fn refusals_of_invented_device_ids_are_audited_within_a_budget_per_address
     }
     for reference in &references[..3] {
         assert!(!reference.is_empty());
-        assert_eq!(harness.audit_for(reference).len(), 1);
+        assert_eq!(harness.audit_for(reference).await.len(), 1);
     }
     assert_eq!(references[3..], [String::new(), String::new()]);
     let refusals_audited = harness
         .registry()
         .audit(1, 10_000)
+        .await
         .unwrap()
         .iter()
         .filter(|(_, e)| e.decode().unwrap().action == "device.refuse")
@@ -640,7 +647,10 @@ async fn refusals_of_invented_device_ids_are_audited_within_a_budget_per_address
     let known = fleet(1, 42);
     register(&mut client, &known[0]).await;
     let outcome = known[0].onboard(&mut client).await.unwrap();
-    assert_eq!(audited_detail(&harness, refusal(&outcome)), "not_in_batch");
+    assert_eq!(
+        audited_detail(&harness, refusal(&outcome)).await,
+        "not_in_batch"
+    );
 }
 
 /// A codec that sends bytes as they are: a body no protobuf decoder accepts.
@@ -750,6 +760,7 @@ async fn registration_metadata_with_control_characters_is_refused() {
         harness
             .registry()
             .device(device.device_id())
+            .await
             .unwrap()
             .is_none()
     );

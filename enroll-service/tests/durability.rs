@@ -11,18 +11,17 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use common::process::{init, start, start_with_file_size_limit};
+use common::process::{channel, init, start, start_with_file_size_limit};
 
 use enroll_service::fleet::{EmulatedDevice, Outcome};
 use enroll_service::store::{Registry, SledRegistry};
 use oxroot_proto::v1;
 use oxroot_proto::v1::device_enrollment_client::DeviceEnrollmentClient;
 use oxroot_proto::v1::operator_client::OperatorClient;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::transport::Channel;
 
 const DEVICES: u32 = 1000;
 const KILL_AFTER: usize = 400;
@@ -56,28 +55,6 @@ async fn create_batch(
         .await
         .unwrap()
         .into_inner()
-}
-
-async fn channel(url: &str, state: &Path, operator: bool) -> Channel {
-    let admin = state.join("admin");
-    let mut tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(
-            std::fs::read(admin.join("root.pem")).unwrap(),
-        ))
-        .domain_name("localhost");
-    if operator {
-        tls = tls.identity(Identity::from_pem(
-            std::fs::read(admin.join("operator.pem")).unwrap(),
-            std::fs::read(admin.join("operator.key")).unwrap(),
-        ));
-    }
-    Channel::from_shared(url.to_owned())
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
 }
 
 /// Onboards every device not yet in `received`, concurrently, until done or the channel dies.
@@ -202,16 +179,17 @@ async fn sigkill_mid_batch_loses_no_issued_credential() {
 
     // Every credential a device received is in the registry, as that device's, and current.
     let registry = SledRegistry::open(&state.join("registry")).unwrap();
-    let received = received.lock().unwrap();
+    let received = received.lock().unwrap().clone();
     let mut serials = HashSet::new();
-    for (index, serial) in received.iter() {
+    for (index, serial) in &received {
         let device_id = *devices[*index].device_id();
         let credential = registry
             .credential(serial.parse().unwrap())
+            .await
             .unwrap()
             .unwrap_or_else(|| panic!("credential {serial} of device {index} was lost"));
         assert_eq!(credential.device_id, device_id);
-        let device = registry.device(&device_id).unwrap().unwrap();
+        let device = registry.device(&device_id).await.unwrap().unwrap();
         assert_eq!(
             device.current_serial.map(|s| s.to_string()).as_deref(),
             Some(serial.as_str())
@@ -224,7 +202,7 @@ async fn sigkill_mid_batch_loses_no_issued_credential() {
     // No serial issued twice: each device holds exactly one, and the store counts as many
     // certificates as devices (a retried onboarding reused the durable credential).
     for device in devices.iter() {
-        let record = registry.device(device.device_id()).unwrap().unwrap();
+        let record = registry.device(device.device_id()).await.unwrap().unwrap();
         assert_eq!(
             record.serials.len(),
             1,
@@ -232,9 +210,13 @@ async fn sigkill_mid_batch_loses_no_issued_credential() {
             record.serials
         );
     }
-    assert_eq!(registry.credential_count().unwrap(), u64::from(DEVICES));
+    assert_eq!(
+        registry.credential_count().await.unwrap(),
+        u64::from(DEVICES)
+    );
     let batch = registry
         .batch(&batch.batch.unwrap().batch_id)
+        .await
         .unwrap()
         .unwrap();
     assert_eq!(batch.counts.onboarded, u64::from(DEVICES));

@@ -282,14 +282,7 @@ async fn a_revoked_device_is_refused_and_its_certificate_fails_crl_checks() {
     assert_eq!(refusal(&outcome).reason(), v1::RefusalReason::Revoked);
     let outcome = devices[0].renew(&mut client, 0).await.unwrap();
     assert_eq!(refusal(&outcome).reason(), v1::RefusalReason::Revoked);
-    let status = client
-        .status(v1::StatusRequest {
-            device_id: revoked_id,
-            serial: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let status = devices[0].status(&mut client, None).await.unwrap();
     assert_eq!(status.status(), v1::DeviceStatus::Revoked);
 
     // OpenSSL with the service's CRL: the revoked leaf fails, the other passes.
@@ -561,14 +554,13 @@ async fn a_device_moved_to_another_owner_re_onboards_on_the_next_key_slot() {
             .into_inner();
         assert_eq!(moved.revoked_serials.len(), 1);
     }
-    let status = client
-        .status(v1::StatusRequest {
-            device_id: devices[0].device_id().to_string(),
-            serial: first[0].serial.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    // Signed with the key of the old owner's credential, which the service still knows as the
+    // device's (a revoked certificate's key is still the chip's).
+    let held = enroll_service::fleet::HeldCredential {
+        serial: first[0].serial.clone(),
+        key_slot: rot_core::keys::KeySlot::FIRST,
+    };
+    let status = devices[0].status(&mut client, Some(&held)).await.unwrap();
     assert_eq!(status.status(), v1::DeviceStatus::PolicyChanged);
 
     // Before re-issue, a moved device cannot renew back onto the old owner's key.

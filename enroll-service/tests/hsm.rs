@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::process::{Service, bin, start_with_env};
+use common::process::{Service, bin, channel, start_with_env};
 use enroll_service::fleet::{EmulatedDevice, Outcome};
 use enroll_service::store::{Registry, SledRegistry};
 use enrollctl::args::ConnectionArgs;
@@ -33,7 +33,7 @@ use oxroot_proto::v1;
 use oxroot_proto::v1::device_enrollment_client::DeviceEnrollmentClient;
 use oxroot_proto::v1::operator_client::OperatorClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
@@ -149,28 +149,6 @@ fn serve(hsm: &SoftHsm, state: &Path) -> Service {
     let env = hsm.env();
     let env: Vec<(&str, &OsStr)> = env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
     start_with_env(state, &env)
-}
-
-async fn channel(url: &str, state: &Path, operator: bool) -> Channel {
-    let admin = state.join("admin");
-    let mut tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(
-            std::fs::read(admin.join("root.pem")).unwrap(),
-        ))
-        .domain_name("localhost");
-    if operator {
-        tls = tls.identity(Identity::from_pem(
-            std::fs::read(admin.join("operator.pem")).unwrap(),
-            std::fs::read(admin.join("operator.key")).unwrap(),
-        ));
-    }
-    Channel::from_shared(url.to_owned())
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
 }
 
 /// Registers `devices`, and makes `owner` with a Mosquitto policy and a batch of them.
@@ -358,7 +336,8 @@ async fn ca_keys_in_softhsm_two_owners_and_a_sigkill() {
     ] {
         let object = listed
             .split("Private Key Object")
-            .find(|object| object.contains(&format!("label:      {label}\n")))
+            // Labels end in a random suffix (`oxroot:acme/1#3fa2c1d0`).
+            .find(|object| object.contains(&format!("label:      {label}#")))
             .unwrap_or_else(|| panic!("no key {label} in:\n{listed}"));
         for attribute in [
             "sensitive",
@@ -450,6 +429,19 @@ async fn ca_keys_in_softhsm_two_owners_and_a_sigkill() {
     assert!(crl.crl.starts_with(b"-----BEGIN X509 CRL-----"));
 }
 
+/// GetCrl of acme, PEM.
+async fn get_crl(operator: &mut OperatorClient<Channel>) -> v1::GetCrlResponse {
+    operator
+        .get_crl(v1::GetCrlRequest {
+            format: v1::CrlFormat::Pem as i32,
+            owner: "acme".into(),
+            issuer_id: String::new(),
+        })
+        .await
+        .expect("GetCrl")
+        .into_inner()
+}
+
 async fn health(channel: Channel) -> ServingStatus {
     HealthClient::new(channel)
         .check(HealthCheckRequest {
@@ -534,6 +526,7 @@ async fn the_token_going_away_mid_batch_pauses_issuing_and_nothing_is_issued_twi
         let bundle = onboarded(device.onboard(&mut client).await.unwrap());
         received.insert(index, bundle.serial);
     }
+    let crl_before = get_crl(&mut operator).await;
     let token_dir = hsm.token_dir();
     let away = hsm.dir.path().join("away");
     std::fs::rename(&token_dir, &away).unwrap();
@@ -553,6 +546,25 @@ async fn the_token_going_away_mid_batch_pauses_issuing_and_nothing_is_issued_twi
         .await
         .expect_err("no key can be made while the token is away");
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
+    // A revocation while the token is away is recorded, but no CRL can be signed for it;
+    // relying parties still get the owner's stored CRL, valid until its nextUpdate.
+    let revoked = operator
+        .revoke_device(v1::RevokeDeviceRequest {
+            device_id: devices[0].device_id().to_string(),
+            reason: v1::RevocationReason::KeyCompromise as i32,
+            comment: "lost".into(),
+        })
+        .await;
+    assert!(
+        revoked
+            .as_ref()
+            .err()
+            .is_some_and(|status| status.code() == tonic::Code::Unavailable),
+        "{revoked:?}"
+    );
+    let stored = get_crl(&mut operator).await;
+    assert_eq!(stored.crl_number, crl_before.crl_number, "{stored:?}");
+    assert_eq!(stored.revoked_count, 0, "{stored:?}");
     // The console's CA page says so, above the owner's CAs whose keys are in the token.
     let (console, cookie) = admin_console(&service.url, &state).await;
     let (_, page) = console_get(&console, "/ca?owner=acme", &cookie).await;
@@ -572,7 +584,11 @@ async fn the_token_going_away_mid_batch_pauses_issuing_and_nothing_is_issued_twi
         "{page}"
     );
     console.stop().await;
-    for (index, device) in devices.iter().enumerate() {
+    // The revocation made while it was away reaches the CRL now.
+    let after = get_crl(&mut operator).await;
+    assert!(after.crl_number > crl_before.crl_number, "{after:?}");
+    assert_eq!(after.revoked_count, 1, "{after:?}");
+    for (index, device) in devices.iter().enumerate().skip(1) {
         let bundle = onboarded(device.onboard(&mut client).await.unwrap());
         if let Some(before) = received.get(&index) {
             assert_eq!(
@@ -591,7 +607,13 @@ async fn the_token_going_away_mid_batch_pauses_issuing_and_nothing_is_issued_twi
         .into_inner()
         .batch
         .unwrap();
-    assert_eq!(batch.counts.unwrap().onboarded, u64::from(DEVICES));
+    let counts = batch.counts.unwrap();
+    // Device 0 was revoked while the token was away; the others are onboarded.
+    assert_eq!(
+        (counts.onboarded, counts.revoked),
+        (u64::from(DEVICES) - 1, 1),
+        "{counts:?}"
+    );
     drop(service);
 
     // Nothing issued twice: one certificate per device, as many as devices in the store.
@@ -599,10 +621,13 @@ async fn the_token_going_away_mid_batch_pauses_issuing_and_nothing_is_issued_twi
     let serials: HashSet<&String> = received.values().collect();
     assert_eq!(serials.len(), devices.len());
     for device in &devices {
-        let record = registry.device(device.device_id()).unwrap().unwrap();
+        let record = registry.device(device.device_id()).await.unwrap().unwrap();
         assert_eq!(record.serials.len(), 1, "{:?}", record.serials);
     }
-    assert_eq!(registry.credential_count().unwrap(), u64::from(DEVICES));
+    assert_eq!(
+        registry.credential_count().await.unwrap(),
+        u64::from(DEVICES)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

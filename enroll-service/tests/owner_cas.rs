@@ -9,6 +9,7 @@
 //! - an owner brings its own root (made with `openssl`): the CSR, the import, the checks that
 //!   refuse a certificate for another key, a non-CA, a chain that does not link and a path
 //!   length exceeded;
+//! - a transfer re-issues under the new owner's CA and revokes on the old owner's CRL;
 //! - owner-scoped operators see and change only their own owner.
 #![allow(clippy::expect_used, reason = "a failed expect is a failed test")]
 #![allow(clippy::too_many_lines, reason = "scenario tests read top to bottom")]
@@ -676,6 +677,27 @@ async fn an_owner_brings_its_own_root_and_bad_certificates_are_refused() {
             "not a CA certificate",
         ),
         (
+            "a CA whose key may not sign certificates",
+            import(
+                root.sign(&csr, "no_cert_sign", "no-cert-sign.pem"),
+                root.pem(),
+            ),
+            "has no keyUsage keyCertSign",
+        ),
+        (
+            "a CA whose key may not sign its CRLs",
+            import(
+                root.sign(&csr, "no_crl_sign", "no-crl-sign.pem"),
+                root.pem(),
+            ),
+            "has no keyUsage cRLSign",
+        ),
+        (
+            "a certificate that is not valid now",
+            import(root.sign_expired(&csr, "expired.pem"), root.pem()),
+            "is not valid now",
+        ),
+        (
             "a chain that does not link",
             import(root.sign(&csr, "issuing", "byo-1.pem"), other_root.pem()),
             "is not the next certificate's subject",
@@ -1037,4 +1059,98 @@ async fn owner_scoped_operators_see_and_change_only_their_own_owner() {
         .await
         .expect_err("the platform");
     assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+}
+
+/// A device of acme moves to globex: the transfer revokes its acme certificate on acme's CRL
+/// (signed by acme's issuing CA), and its re-onboarding issues under globex's CA, so that the
+/// new certificate verifies under globex's trust only and the old one fails a CRL check under
+/// acme's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_reissues_under_the_new_owners_ca_and_revokes_on_the_old_owners_crl() {
+    let harness = Harness::start().await;
+    let mut platform = harness.operator("root-admin", "*", Role::Admin).await;
+    let work = tempfile::tempdir().expect("tempdir");
+    let d = work.path();
+    create_owner(&mut platform, "acme", v1::CaMode::Managed).await;
+    let globex = create_owner(&mut platform, "globex", v1::CaMode::Managed).await;
+    let mut acme_admin = harness.operator("admin", "acme", Role::Admin).await;
+    let mut globex_admin = harness.operator("admin", "globex", Role::Admin).await;
+
+    let devices = fleet(1, 70);
+    let before = onboard_batch(&harness, &mut acme_admin, &devices).await;
+    // globex: the same kind of policy and an empty batch to receive the device.
+    let received = onboard_batch(&harness, &mut globex_admin, &[]).await;
+    assert!(received.is_empty());
+    let target_batch_id = globex_admin
+        .list_batches(v1::ListBatchesRequest::default())
+        .await
+        .expect("ListBatches")
+        .into_inner()
+        .batches
+        .first()
+        .expect("globex's batch")
+        .batch_id
+        .clone();
+
+    let moved = platform
+        .transfer_device(v1::TransferDeviceRequest {
+            device_id: devices[0].device_id().to_string(),
+            target_owner: "globex".into(),
+            target_batch_id,
+            comment: "sold".into(),
+        })
+        .await
+        .expect("TransferDevice")
+        .into_inner();
+    assert_eq!(moved.revoked_serials, vec![before[0].serial.clone()]);
+
+    let mut client = harness.device_client().await;
+    let outcome = devices[0].onboard(&mut client).await.expect("Onboard");
+    let after = bundle(&outcome).clone();
+    let globex_issuing = issuing_ca(&globex, "globex/1");
+    assert_eq!(der(&after.root_pem), der(&globex.root_pem));
+    assert_issued_by(&after.certificate_pem, &globex_issuing.certificate_pem);
+
+    write(
+        d,
+        "acme-ca.pem",
+        &export(&mut acme_admin, "").await["ca.pem"],
+    );
+    write(
+        d,
+        "globex-ca.pem",
+        &export(&mut globex_admin, "").await["ca.pem"],
+    );
+    write(d, "before.pem", &before[0].certificate_pem);
+    write(d, "after.pem", &after.certificate_pem);
+    assert_verifies(d, "globex-ca.pem", None, "after.pem");
+    assert_no_chain(d, "acme-ca.pem", None, "after.pem");
+
+    write(d, "acme-crl.pem", &crl(&mut acme_admin, "", "").await.crl);
+    write(
+        d,
+        "globex-crl.pem",
+        &crl(&mut globex_admin, "", "").await.crl,
+    );
+    let (ok, out) = crl_signed_by(d, "acme-crl.pem", "acme-ca.pem", false);
+    assert!(ok, "acme's CRL is signed by acme's issuing CA: {out}");
+    assert_eq!(
+        crl_serials(d, "acme-crl.pem", false),
+        vec![openssl_serial(&before[0].serial)]
+    );
+    assert!(crl_serials(d, "globex-crl.pem", false).is_empty());
+    let (ok, out) = openssl(
+        d,
+        &[
+            "verify",
+            "-x509_strict",
+            "-crl_check",
+            "-CAfile",
+            "acme-ca.pem",
+            "-CRLfile",
+            "acme-crl.pem",
+            "before.pem",
+        ],
+    );
+    assert!(!ok && out.contains("certificate revoked"), "{out}");
 }

@@ -12,6 +12,12 @@
 //! therefore never be replayed as another, and no field can bleed into the
 //! next. Messages are built in a fixed 512-byte buffer: no allocation.
 //!
+//! | purpose | signed by | fields |
+//! |---|---|---|
+//! | 1 registration | ESK | EPK, registration context |
+//! | 2 onboarding, 3 renewal | ESK and DSK | DeviceId, challenge id, nonce, DPK, key slot |
+//! | 4 status | ESK, or the DSK of the held credential | DeviceId, challenge id, nonce, (key slot), serial |
+//!
 //! Signatures are ECDSA P-256 with SHA-256 over these bytes, encoded as 64-byte
 //! `r ‖ s` (the same as aws-lc-rs's `ECDSA_P256_SHA256_FIXED`).
 
@@ -26,7 +32,7 @@ use crate::keys::{DeviceId, KeySlot, PublicKey, SignatureBytes};
 pub const DOMAIN: &[u8] = b"oxroot-attestation-v1";
 /// Capacity of a message buffer.
 pub const MAX_MESSAGE_BYTES: usize = 512;
-/// Longest caller-supplied context (registration context, challenge id).
+/// Longest caller-supplied context (registration context, challenge id, serial).
 pub const MAX_CONTEXT_BYTES: usize = 128;
 /// Length of a service nonce.
 pub const NONCE_BYTES: usize = 32;
@@ -41,6 +47,8 @@ enum Purpose {
     Onboarding = 2,
     /// Answer to a renewal challenge.
     Renewal = 3,
+    /// A status request answering a status challenge.
+    Status = 4,
 }
 
 /// Which of the device's keys signs.
@@ -62,6 +70,7 @@ enum Tag {
     Nonce = 5,
     DevicePublicKey = 6,
     KeySlot = 7,
+    Serial = 8,
 }
 
 /// A context field is longer than [`MAX_CONTEXT_BYTES`].
@@ -204,6 +213,58 @@ pub fn challenge_message(
         .field(Tag::Nonce, context.nonce)
         .field(Tag::DevicePublicKey, context.dpk.as_bytes())
         .field(Tag::KeySlot, &[context.key_slot.get()]))
+}
+
+/// What a signed status request covers: which device asks, the service's status challenge it
+/// answers, and the credential it says it holds.
+#[derive(Clone, Copy, Debug)]
+pub struct StatusContext<'a> {
+    /// The device asking.
+    pub device_id: &'a DeviceId,
+    /// The service's identifier for the status challenge.
+    pub challenge_id: &'a [u8],
+    /// The status challenge's nonce.
+    pub nonce: &'a [u8; NONCE_BYTES],
+    /// The serial of the credential the device holds, as it sends it (lowercase hex); empty
+    /// when it holds none.
+    pub serial: &'a [u8],
+}
+
+/// Which key signs a status request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusSigner {
+    /// The enrolment key: a device that holds no credential yet.
+    EnrolmentKey,
+    /// The device key of the slot whose credential the device holds (the one named by
+    /// [`StatusContext::serial`]).
+    DeviceKey(KeySlot),
+}
+
+/// Builds the message of a signed status request. The device key's message also carries its
+/// slot, so a signature names the key that made it.
+///
+/// # Errors
+/// [`ContextTooLong`] if the challenge id or the serial exceeds [`MAX_CONTEXT_BYTES`].
+pub fn status_message(
+    signer: StatusSigner,
+    context: &StatusContext<'_>,
+) -> Result<Message, ContextTooLong> {
+    if context.challenge_id.len() > MAX_CONTEXT_BYTES || context.serial.len() > MAX_CONTEXT_BYTES {
+        return Err(ContextTooLong);
+    }
+    let role = match signer {
+        StatusSigner::EnrolmentKey => SignerRole::EnrolmentKey,
+        StatusSigner::DeviceKey(_) => SignerRole::DeviceKey,
+    };
+    let message = Message::new(Purpose::Status, role)
+        .field(Tag::DeviceId, context.device_id.as_bytes())
+        .field(Tag::ChallengeId, context.challenge_id)
+        .field(Tag::Nonce, context.nonce);
+    let message = match signer {
+        StatusSigner::EnrolmentKey => message,
+        StatusSigner::DeviceKey(slot) => message.field(Tag::KeySlot, &[slot.get()]),
+    };
+    Ok(message.field(Tag::Serial, context.serial))
 }
 
 /// Verifies a device signature over `message` with `public_key`.

@@ -167,3 +167,100 @@ fn device_key_signs_only_tls13_certificate_verify_content() {
         assert!(dsk.sign_tls13_client_certificate_verify(refused).is_err());
     }
 }
+
+#[test]
+fn status_requests_are_bound_to_signer_challenge_and_serial() {
+    use rot_core::attestation::{StatusContext, StatusSigner, status_message};
+    let seeds = seeds(0x42);
+    let esk = seeds.enrolment_key();
+    let slot = KeySlot::new(2).expect("valid");
+    let dsk = seeds.device_key(slot);
+    let (id, epk, dpk) = (esk.device_id(), esk.public_key(), dsk.public_key());
+    let nonce = [0x5c; 32];
+    let context = StatusContext {
+        device_id: &id,
+        challenge_id: b"status-1",
+        nonce: &nonce,
+        serial: b"0badc0de",
+    };
+    let by_device_key = status_message(StatusSigner::DeviceKey(slot), &context).expect("fits");
+    let signature = dsk.sign(&by_device_key);
+    assert!(verify(&dpk, &by_device_key, &signature).is_ok());
+
+    // Not for another slot, the enrolment key's form, another serial, nonce or challenge.
+    let other_slot =
+        status_message(StatusSigner::DeviceKey(KeySlot::FIRST), &context).expect("fits");
+    let as_enrolment_key = status_message(StatusSigner::EnrolmentKey, &context).expect("fits");
+    let other_nonce = [0x5d; 32];
+    let variants = [
+        StatusContext {
+            serial: b"0badc0df",
+            ..context
+        },
+        StatusContext {
+            serial: b"",
+            ..context
+        },
+        StatusContext {
+            nonce: &other_nonce,
+            ..context
+        },
+        StatusContext {
+            challenge_id: b"status-2",
+            ..context
+        },
+    ];
+    assert!(verify(&dpk, &other_slot, &signature).is_err());
+    assert!(verify(&dpk, &as_enrolment_key, &signature).is_err());
+    for variant in &variants {
+        let message = status_message(StatusSigner::DeviceKey(slot), variant).expect("fits");
+        assert!(verify(&dpk, &message, &signature).is_err(), "{variant:?}");
+    }
+
+    // A status signature is no answer to a renewal challenge over the same fields, and the
+    // ESK's status signature verifies only under the EPK.
+    let renewal = challenge_message(
+        ChallengeKind::Renewal,
+        SignerRole::DeviceKey,
+        &ChallengeContext {
+            device_id: &id,
+            challenge_id: b"status-1",
+            nonce: &nonce,
+            dpk: &dpk,
+            key_slot: slot,
+        },
+    )
+    .expect("fits");
+    assert!(verify(&dpk, &renewal, &signature).is_err());
+    let esk_signature = esk.sign(&as_enrolment_key);
+    assert!(verify(&epk, &as_enrolment_key, &esk_signature).is_ok());
+    assert!(verify(&dpk, &as_enrolment_key, &esk_signature).is_err());
+
+    // Every message starts with the domain label; oversized fields are refused.
+    assert_eq!(
+        &by_device_key.as_bytes()[..23],
+        b"\x00\x15oxroot-attestation-v1"
+    );
+    assert_eq!(by_device_key.as_bytes()[23..25], [4, 2]);
+    let long = [0u8; MAX_CONTEXT_BYTES + 1];
+    assert!(
+        status_message(
+            StatusSigner::EnrolmentKey,
+            &StatusContext {
+                serial: &long,
+                ..context
+            }
+        )
+        .is_err()
+    );
+    assert!(
+        status_message(
+            StatusSigner::EnrolmentKey,
+            &StatusContext {
+                challenge_id: &long,
+                ..context
+            }
+        )
+        .is_err()
+    );
+}

@@ -62,6 +62,8 @@ pub struct Options {
     pub device_signer: DeviceSigner,
     /// Record the service with `perf record -g` during the measured loop, into this file.
     pub perf_record: Option<std::path::PathBuf>,
+    /// Idle connections to open (and close) before the loop, to measure their memory.
+    pub idle_connections: usize,
     /// Show progress bars.
     pub progress: bool,
 }
@@ -110,12 +112,20 @@ pub struct Report {
     pub service_rss_mb: Option<f64>,
     /// Registry size on disk at the end (services this run started).
     pub registry_disk_mb: Option<f64>,
-    /// Service-side crypto of one onboarding, aws-lc-rs, one core, this run.
+    /// Service-side crypto of one onboarding, aws-lc-rs, one core, this run: the two proof
+    /// verifications and the certificate, plus, with a connection per device, the server's
+    /// side of the TLS 1.3 handshake, so that both modes' ratios mean the same thing.
     pub crypto_floor_us_per_device: f64,
     /// Its parts.
     pub crypto_floor: CryptoFloor,
     /// `service_cpu_us_per_device / crypto_floor_us_per_device`.
     pub ratio_to_floor: Option<f64>,
+    /// Idle TLS + HTTP/2 connections opened before the setup to measure what one costs the
+    /// service (`--idle-connections`), and closed again.
+    pub idle_connections: usize,
+    /// The service's resident memory per idle connection (VmRSS before and after they were
+    /// opened and had settled), in KiB.
+    pub service_kib_per_idle_connection: Option<f64>,
     /// One device's answer to a challenge on one core (reconstruct, derive, two
     /// signatures), median.
     pub device_us_per_onboarding: f64,
@@ -186,6 +196,10 @@ pub async fn run(options: &Options) -> Result<Report, Error> {
         channels.push(endpoint.connect().await?);
     }
     let mut operator = OperatorClient::new(service.operator_channel().await?);
+    // Before the setup: a heap that registration and import have grown and freed would take
+    // new connections into memory it already holds, and show none.
+    let service_kib_per_idle_connection =
+        idle_connection_memory(&service, &endpoint, options.idle_connections).await?;
 
     let began = Instant::now();
     let making = progress_bar(u64::from(options.devices), "manufacture", options.progress);
@@ -263,6 +277,11 @@ pub async fn run(options: &Options) -> Result<Report, Error> {
         (tally.onboarded > 0).then(|| used.as_secs_f64() * 1e6 / tally.onboarded as f64)
     };
     let service_cpu_us_per_device = per_device(service_before, service_after);
+    let floor_us = if options.connection_per_device {
+        floor.per_onboarding_us + floor.handshake_us
+    } else {
+        floor.per_onboarding_us
+    };
     Ok(Report {
         devices: options.devices,
         mode: if options.connection_per_device {
@@ -298,9 +317,11 @@ pub async fn run(options: &Options) -> Result<Report, Error> {
         service_peak_rss_mb: memory.map(|(peak, _)| peak as f64 / MB),
         service_rss_mb: memory.map(|(_, now)| now as f64 / MB),
         registry_disk_mb: registry_bytes.map(|b| b as f64 / MB),
-        crypto_floor_us_per_device: floor.per_onboarding_us,
+        crypto_floor_us_per_device: floor_us,
         crypto_floor: floor,
-        ratio_to_floor: service_cpu_us_per_device.map(|s| s / floor.per_onboarding_us),
+        ratio_to_floor: service_cpu_us_per_device.map(|s| s / floor_us),
+        idle_connections: options.idle_connections,
+        service_kib_per_idle_connection,
         device_us_per_onboarding: device_answer.as_secs_f64() * 1e6,
         device_signer: options.device_signer.name(),
         loadgen_cpu_us_per_device: per_device(self_before, self_after),
@@ -313,6 +334,33 @@ pub async fn run(options: &Options) -> Result<Report, Error> {
         load_after,
         first_problem: tally.first_problem,
     })
+}
+
+/// Opens `count` TLS + HTTP/2 connections that send nothing, waits for the service to settle,
+/// and returns its resident memory per connection in KiB; closes them again. `None` without
+/// connections or when the service's memory cannot be read.
+async fn idle_connection_memory(
+    service: &Service,
+    endpoint: &tonic::transport::Endpoint,
+    count: usize,
+) -> Result<Option<f64>, Error> {
+    const SETTLE: Duration = Duration::from_millis(500);
+    if count == 0 {
+        return Ok(None);
+    }
+    tokio::time::sleep(SETTLE).await;
+    let before = service.memory().map(|(_, now)| now);
+    let mut idle = Vec::with_capacity(count);
+    for _ in 0..count {
+        // connect() completes TCP, TLS and the HTTP/2 preface and settings exchange.
+        idle.push(endpoint.connect().await?);
+    }
+    tokio::time::sleep(SETTLE).await;
+    let after = service.memory().map(|(_, now)| now);
+    drop(idle);
+    Ok(before
+        .zip(after)
+        .map(|(before, after)| after.saturating_sub(before) as f64 / 1024.0 / count as f64))
 }
 
 fn opt(value: Option<f64>, precision: usize, unit: &str) -> String {
@@ -376,9 +424,28 @@ impl Report {
             opt(self.service_rss_mb, 1, " MB"),
             opt(self.registry_disk_mb, 1, " MB")
         )?;
+        if self.idle_connections > 0 {
+            writeln!(
+                out,
+                "  idle conns     {} per connection over {} idle TLS + HTTP/2 connections (VmRSS)",
+                opt(self.service_kib_per_idle_connection, 1, " KiB"),
+                self.idle_connections
+            )?;
+        }
+        let handshake = if self.mode == "shared" {
+            format!(
+                "; a TLS 1.3 handshake would add {:.1} µs",
+                self.crypto_floor.handshake_us
+            )
+        } else {
+            format!(
+                " + the server's TLS 1.3 handshake {:.1} µs",
+                self.crypto_floor.handshake_us
+            )
+        };
         writeln!(
             out,
-            "  crypto floor   {:.1} µs per device (2 verifications {:.1} µs + certificate {:.1} µs; aws-lc-rs, one core)",
+            "  crypto floor   {:.1} µs per device (2 verifications {:.1} µs + certificate {:.1} µs{handshake}; aws-lc-rs, one core)",
             self.crypto_floor_us_per_device,
             self.crypto_floor.verify_two_us,
             self.crypto_floor.issue_us

@@ -15,6 +15,7 @@ use enroll_service::service::{ServiceConfig, ServiceCore, issue_operator_certifi
 use enroll_service::store::{Registry, SledRegistry};
 use oxroot_tests::loadgen::{self, Options, Target};
 
+#[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_fleet_onboards_and_the_report_adds_up() {
     let dir = tempfile::tempdir().expect("temporary directory");
@@ -72,10 +73,28 @@ async fn a_small_fleet_onboards_and_the_report_adds_up() {
             floor_iterations: 50,
             device_signer: DeviceSigner::AwsLc,
             perf_record: None,
+            idle_connections: if connection_per_device { 0 } else { 6 },
             progress: false,
         })
         .await
         .expect("the load test runs");
+        // With a connection per device the floor carries the server's handshake too.
+        let floor = report.crypto_floor;
+        assert!(floor.handshake_us > 0.0);
+        let expected_floor = if connection_per_device {
+            floor.per_onboarding_us + floor.handshake_us
+        } else {
+            floor.per_onboarding_us
+        };
+        assert!(
+            (report.crypto_floor_us_per_device - expected_floor).abs() < 1e-9,
+            "{report:?}"
+        );
+        assert_eq!(
+            report.service_kib_per_idle_connection.is_some(),
+            !connection_per_device,
+            "idle connections are measured only when asked for: {report:?}"
+        );
         assert_eq!(report.onboarded, 24, "{:?}", report.first_problem);
         assert_eq!((report.refused, report.failed), (0, 0));
         assert_eq!(report.batch_onboarded, 24);
@@ -112,13 +131,14 @@ async fn a_small_fleet_onboards_and_the_report_adds_up() {
 /// The README's command at a tiny size: `loadgen --json` runs `enroll-service init` and
 /// `serve` itself, reads the service's CPU and memory from `/proc`, stops it, and prints one
 /// line of JSON whose ratio is the service's CPU over the floor measured in the same run.
-#[test]
-fn the_binary_starts_its_own_service_and_prints_one_json_line() {
+#[tokio::test]
+async fn the_binary_starts_its_own_service_and_prints_one_json_line() {
     let state = tempfile::tempdir().expect("temporary directory");
     let state_dir = state.path().join("state");
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
         .args(["--devices", "16", "--connections", "2"])
         .args(["--concurrency", "8", "--floor-iterations", "20", "--json"])
+        .args(["--idle-connections", "8"])
         .arg("--service-bin")
         .arg(built::bin_dir().join("enroll-service"))
         .arg("--state-dir")
@@ -149,6 +169,8 @@ fn the_binary_starts_its_own_service_and_prints_one_json_line() {
     // The service is another process here, so its CPU and memory come from /proc.
     assert!(number("service_cpu_us_per_device") >= 0.0);
     assert!(number("service_peak_rss_mb") > 1.0, "{report}");
+    assert_eq!(report["idle_connections"], 8);
+    assert!(number("service_kib_per_idle_connection") >= 0.0);
     let floor = number("crypto_floor_us_per_device");
     assert!(floor > 0.0);
     let ratio = number("ratio_to_floor");
@@ -160,7 +182,7 @@ fn the_binary_starts_its_own_service_and_prints_one_json_line() {
     // credential it sent in its durable registry.
     let registry = SledRegistry::open(&state_dir.join("registry"))
         .expect("the registry opens: the started service is gone");
-    assert_eq!(registry.credential_count().expect("count"), 16);
+    assert_eq!(registry.credential_count().await.expect("count"), 16);
 }
 
 /// `--ca-backend both`: the same fleet against a service with sealed CA keys, then one with

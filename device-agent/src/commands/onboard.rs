@@ -52,7 +52,7 @@ pub(super) async fn renew(
     };
     let outcome = retry
         .run(&target, console.err, async |client| {
-            device::renew(client, &chip, target_slot)
+            device::renew(client, &chip, target_slot, &current.serial)
                 .await
                 .map_err(|e| exchange_error(e, &target))
         })

@@ -1,10 +1,16 @@
 //! `status`: what the state directory holds and, with `--service`, what the service says the
-//! device should do next. Needs no silicon: everything here is public.
+//! device should do next. The local part needs no silicon: everything in the state directory
+//! is public. The service tells a device its status only when the request is signed (see
+//! `oxroot_client::device::status`): by the device key of the credential it holds, which also
+//! shows the service that the device has moved to that credential, or by the enrolment key
+//! before it holds one.
 
+use oxroot_client::device::{self, HeldCredential};
 use oxroot_proto::v1;
+use rot_core::attestation::StatusSigner;
 
-use super::service;
-use crate::cli::ServiceArgs;
+use super::{exchange_error, key_slot, open_chip, service};
+use crate::cli::{ServiceArgs, SiliconArgs};
 use crate::credential::timestamp;
 use crate::error::AgentError;
 use crate::lockout::{Lockout, MAX_CONSECUTIVE_FAILURES};
@@ -13,6 +19,7 @@ use crate::state::StateDir;
 
 pub(super) async fn status(
     state: &StateDir,
+    silicon: &SiliconArgs,
     service_args: &ServiceArgs,
     console: &mut Console<'_>,
 ) -> Result<(), AgentError> {
@@ -47,29 +54,35 @@ pub(super) async fn status(
 
     if service_args.service.is_some() || service_args.ca.is_some() {
         let (target, retry) = service(service_args)?;
-        let request = v1::StatusRequest {
-            device_id: identity.device_id.clone(),
-            serial: credential
-                .as_ref()
-                .map(|c| c.serial.clone())
-                .unwrap_or_default(),
+        let held = match &credential {
+            Some(current) => Some(HeldCredential {
+                serial: current.serial.clone(),
+                key_slot: key_slot(current.key_slot)?,
+            }),
+            None => None,
         };
-        let answer = retry
+        let chip = open_chip(state, silicon)?;
+        let signed = retry
             .run(&target, console.err, async |client| {
-                client
-                    .status(request.clone())
+                device::status(client, &chip, held.as_ref())
                     .await
-                    .map(tonic::Response::into_inner)
-                    .map_err(|status| target.status_error(&status))
+                    .map_err(|e| exchange_error(e, &target))
             })
             .await?;
+        let answer = signed.response;
         let name = answer
             .status()
             .as_str_name()
             .trim_start_matches("DEVICE_STATUS_")
             .to_owned();
+        let signed_with = match signed.signed_by {
+            Some(StatusSigner::DeviceKey(slot)) => format!("device key, slot {}", slot.get()),
+            Some(StatusSigner::EnrolmentKey) => "enrolment key".to_owned(),
+            None => "nothing (the service did not ask for a proof)".to_owned(),
+        };
         report = report
             .field("service_status", name)
+            .field("signed_with", signed_with)
             .field("next_step", next_step(&answer))
             .field("service_serial", non_empty(&answer.serial))
             .field(
@@ -100,6 +113,7 @@ fn next_step(answer: &v1::StatusResponse) -> &'static str {
         v1::DeviceStatus::RenewalDue => "renew (device-agent renew)",
         v1::DeviceStatus::PolicyChanged => "onboard again (device-agent onboard)",
         v1::DeviceStatus::Revoked => "stop: the device is revoked; do not use its credentials",
+        v1::DeviceStatus::ProofRequired => "the service wants a signed request; retry",
         v1::DeviceStatus::Unspecified => "unknown status; ask the operator",
     }
 }

@@ -162,6 +162,10 @@ pub struct PolicyCreateArgs {
     /// Auto-renew window before expiry, e.g. 30d; 0s disables (service default 30d).
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub renew_window: Option<Duration>,
+    /// How long a certificate a renewal replaced stays valid if the device does not prove its
+    /// successor sooner, e.g. 3d (service default 7d, at most 30d).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub superseded_grace: Option<Duration>,
     /// Subject CN template; must contain {device_id} (default "{device_id}").
     #[arg(long, value_name = "TEMPLATE")]
     pub cn_template: Option<String>,

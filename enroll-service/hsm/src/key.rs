@@ -615,6 +615,13 @@ fn check_private(attrs: &[Attribute], what: &str) -> Result<(), HsmError> {
             "is extractable (CKA_EXTRACTABLE true): it could be wrapped out of the token",
         );
     }
+    // A key that was readable or extractable at some point may have a copy outside the token.
+    if !p.always_sensitive || !p.never_extractable {
+        return refuse(
+            "was readable or extractable once (CKA_ALWAYS_SENSITIVE or CKA_NEVER_EXTRACTABLE \
+             false): a copy of it may exist outside the token",
+        );
+    }
     if bool_attr(attrs, AttributeType::AlwaysAuthenticate) == Some(true) {
         return refuse("needs a login per use (CKA_ALWAYS_AUTHENTICATE), which is not supported");
     }

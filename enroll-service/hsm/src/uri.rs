@@ -50,10 +50,8 @@ impl PinSource {
         match self {
             PinSource::File(path) => read_pin_file(path),
             PinSource::Env(name) => {
-                let value = Zeroizing::new(
-                    std::env::var(name)
-                        .map_err(|e| HsmError::Config(format!("pin-source env:{name}: {e}")))?,
-                );
+                let value =
+                    Zeroizing::new(std::env::var(name).map_err(|e| env_pin_error(name, e))?);
                 if value.is_empty() {
                     return Err(HsmError::Config(format!(
                         "pin-source env:{name}: the variable is empty"
@@ -65,21 +63,43 @@ impl PinSource {
     }
 }
 
+/// The error for a PIN variable that cannot be read. `VarError`'s own text would quote a
+/// value that is not UTF-8, which is the PIN: it is wiped instead.
+fn env_pin_error(name: &str, error: std::env::VarError) -> HsmError {
+    let why = match error {
+        std::env::VarError::NotPresent => "the variable is not set",
+        std::env::VarError::NotUnicode(value) => {
+            use std::os::unix::ffi::OsStringExt as _;
+            drop(Zeroizing::new(value.into_vec()));
+            "the variable is not valid UTF-8"
+        }
+    };
+    HsmError::Config(format!("pin-source env:{name}: {why}"))
+}
+
 fn read_pin_file(path: &Path) -> Result<Zeroizing<String>, HsmError> {
     use std::io::Read as _;
     let describe =
         |e: &dyn fmt::Display| HsmError::Config(format!("pin-source file:{}: {e}", path.display()));
     let mut file = std::fs::File::open(path).map_err(|e| describe(&e))?;
-    // Sized up front so that the buffer is not reallocated (and an unwiped copy left behind)
-    // while it is read.
-    let len = file.metadata().map_err(|e| describe(&e))?.len();
-    if len > 4096 {
+    // A fixed buffer, read to at most one byte past the limit (a FIFO or a growing file has
+    // no trustworthy length up front): never reallocated, so no unwiped copy is left behind.
+    let mut buffer = Zeroizing::new([0u8; 4097]);
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match file.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(read) => filled += read,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(describe(&e)),
+        }
+    }
+    if filled > 4096 {
         return Err(describe(
             &"the file is larger than 4 KiB; it should hold one line",
         ));
     }
-    let mut bytes = Zeroizing::new(Vec::with_capacity(len as usize + 1));
-    file.read_to_end(&mut bytes).map_err(|e| describe(&e))?;
+    let bytes = &buffer[..filled];
     let first = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
     let first = first.strip_suffix(b"\r").unwrap_or(first);
     if first.is_empty() {
@@ -521,5 +541,23 @@ impl fmt::Display for Pkcs11Uri {
             encode(f, source.to_string().as_bytes(), Part::Query)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pin_variable_that_is_not_text_is_not_quoted() {
+        use std::os::unix::ffi::OsStringExt as _;
+        let value = std::ffi::OsString::from_vec(b"s3cret-\xff-PIN".to_vec());
+        let error = env_pin_error("PIN", std::env::VarError::NotUnicode(value));
+        let shown = format!("{error} {error:?}");
+        assert!(
+            shown.contains("env:PIN: the variable is not valid UTF-8"),
+            "{shown}"
+        );
+        assert!(!shown.contains("s3cret"), "{shown}");
     }
 }

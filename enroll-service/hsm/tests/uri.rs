@@ -272,3 +272,16 @@ fn the_types_are_shareable_across_threads() {
     send_sync::<Pkcs11Uri>();
     send_sync::<HsmError>();
 }
+
+#[test]
+fn a_pin_file_that_is_too_large_is_refused_without_showing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let pin_file = dir.path().join("pin");
+    std::fs::write(&pin_file, "s3cret".repeat(1000)).unwrap();
+    let err = PinSource::File(pin_file).read().unwrap_err();
+    let shown = err.to_string();
+    assert!(
+        shown.contains("larger than 4 KiB") && !shown.contains("s3cret"),
+        "{shown}"
+    );
+}

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use rcgen::{CertificateParams, DistinguishedName, DnType, Issuer};
 use time::{Duration, OffsetDateTime};
+use x509_parser::extensions::KeyUsage;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::keystore::pem_encode;
@@ -133,8 +134,8 @@ fn check_key_matches(
     }
 }
 
-/// Checks a chain from a CA certificate up to a self-signed root: every certificate a CA,
-/// each signed by the next, the root by itself, and no path length exceeded.
+/// Checks a chain from a CA certificate up to a self-signed root: every certificate a CA
+/// whose key may sign certificates, each signed by the next, the root by itself, and no path length exceeded.
 fn check_chain(ca_der: &[u8], above: &[Vec<u8>]) -> Result<(), PkiError> {
     const WHAT: &str = "CA certificate chain";
     let mut chain = vec![parse_cert("CA certificate", ca_der)?];
@@ -144,7 +145,27 @@ fn check_chain(ca_der: &[u8], above: &[Vec<u8>]) -> Result<(), PkiError> {
     for (depth, cert) in chain.iter().enumerate() {
         // Below the certificate at `depth` the path holds `depth` CA certificates (this CA's
         // included) before the leaf: its path length (RFC 5280 §4.2.1.9) must allow them.
-        if let Some(limit) = path_len(WHAT, cert)?
+        let limit = path_len(WHAT, cert)?;
+        // RFC 5280 §4.2.1.3: a CA's certificate must say its key signs certificates; one that
+        // does not would make every leaf it signs fail at the relying party instead of here.
+        let usage = cert
+            .key_usage()
+            .map_err(|e| PkiError::parse(WHAT, e))?
+            .map(|usage| *usage.value);
+        if !usage.as_ref().is_some_and(KeyUsage::key_cert_sign) {
+            return Err(PkiError::NotIssuedByRoot(format!(
+                "\"{}\" has no keyUsage keyCertSign: its key may not sign certificates",
+                cert.subject()
+            )));
+        }
+        // The CA itself also signs its CRLs, which relying parties refuse without cRLSign.
+        if depth == 0 && !usage.as_ref().is_some_and(KeyUsage::crl_sign) {
+            return Err(PkiError::NotIssuedByRoot(format!(
+                "\"{}\" has no keyUsage cRLSign: its key may not sign the CRLs it must publish",
+                cert.subject()
+            )));
+        }
+        if let Some(limit) = limit
             && (depth as u64) > u64::from(limit)
         {
             return Err(PkiError::NotIssuedByRoot(format!(
@@ -227,7 +248,7 @@ impl CertificateAuthority {
             Validity::starting(now, ROOT_LIFETIME)?,
             1,
         )?;
-        let signer = SigningKeyOf(key.clone());
+        let signer = SigningKeyOf::new(key.clone());
         let certificate = params
             .self_signed(&signer)
             .map_err(|e| Self::signing_error(&signer, e))?;
@@ -309,7 +330,8 @@ impl CertificateAuthority {
             cert.validity().not_before.to_datetime(),
             cert.validity().not_after.to_datetime(),
         );
-        let issuer = Issuer::from_ca_cert_der(&der.to_vec().into(), SigningKeyOf(key.clone()))?;
+        let issuer =
+            Issuer::from_ca_cert_der(&der.to_vec().into(), SigningKeyOf::new(key.clone()))?;
         Ok(Self {
             der: der.to_vec(),
             pem: pem_encode("CERTIFICATE", der),
@@ -364,7 +386,7 @@ impl CertificateAuthority {
         subject.push(DnType::OrganizationName, organisation);
         subject.push(DnType::CommonName, common_name);
         params.distinguished_name = subject;
-        let signer = SigningKeyOf(key);
+        let signer = SigningKeyOf::new(key);
         params
             .serialize_request(&signer)
             .and_then(|request| request.pem())

@@ -39,12 +39,28 @@ impl fmt::Debug for KeyReference {
 }
 
 impl KeyReference {
-    /// Where the key is, for operators: `sealed` or the URI.
+    /// Where the key is, for operators of any owner: `sealed`, or the URI's token and object
+    /// attributes only. The module's path and the PIN's source are the service host's
+    /// configuration, not the caller's business.
     #[must_use]
     pub fn location(&self) -> String {
         match self {
             Self::Sealed(_) => "sealed".to_owned(),
-            Self::Pkcs11(uri) => uri.clone(),
+            Self::Pkcs11(uri) => {
+                let path = uri.split_once('?').map_or(uri.as_str(), |(path, _)| path);
+                let shown: Vec<&str> = path
+                    .trim_start_matches("pkcs11:")
+                    .split(';')
+                    .filter(|attribute| {
+                        let name = attribute.split_once('=').map_or(*attribute, |(n, _)| n);
+                        !matches!(
+                            name,
+                            "pin-source" | "pin-value" | "module-path" | "module-name"
+                        )
+                    })
+                    .collect();
+                format!("pkcs11:{}", shown.join(";"))
+            }
         }
     }
 }
@@ -155,9 +171,8 @@ impl KeyBackend {
     /// [`SignerError::Unavailable`] while it is away).
     pub fn generate(&self, label: &str) -> Result<(Arc<dyn CaKey>, KeyReference), PkiError> {
         if let Some(token) = &self.token {
-            let key = token
-                .generate_key(&token_label(label), &key_id(label))
-                .map_err(signer_error)?;
+            let (object, id) = token_names(label)?;
+            let key = token.generate_key(&object, &id).map_err(signer_error)?;
             let reference = KeyReference::Pkcs11(key.uri().to_string());
             return Ok((Arc::new(HsmKey(key)), reference));
         }
@@ -223,17 +238,20 @@ impl KeyBackend {
     }
 }
 
-/// The token label of a CA's key: `oxroot:` and the CA's id (`oxroot:acme/1`).
-fn token_label(label: &str) -> String {
-    format!("oxroot:{label}")
-}
-
-/// A CKA_ID for a CA's key: the first 8 bytes of SHA-256 of its label, so that the id is
-/// stable for a label and differs between CAs.
-fn key_id(label: &str) -> Vec<u8> {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token_label(label).as_bytes()).as_ref()
-        [..8]
-        .to_vec()
+/// The token label and CKA_ID of a new key for the CA `label`: `oxroot:<CA id>#<8 hex>`
+/// (`oxroot:acme/1#3fa2c1d0`) and 8 random bytes. Unique per key, not per CA: a key whose
+/// record never committed (a create or rotation that failed after the key was made) must not
+/// block the retry, which would find its label taken, and two deployments sharing a token
+/// partition must not collide. Records keep the key's URI, and keys are opened by it.
+fn token_names(label: &str) -> Result<(String, Vec<u8>), PkiError> {
+    let mut random = [0u8; 12];
+    aws_lc_rs::rand::fill(&mut random)
+        .map_err(|_| PkiError::parse("key backend", "the random generator failed"))?;
+    let (suffix, id) = random.split_at(4);
+    Ok((
+        format!("oxroot:{label}#{}", hex::encode(suffix)),
+        id.to_vec(),
+    ))
 }
 
 /// The token's errors as the signer's: an outage is [`SignerError::Unavailable`] (the service
@@ -264,5 +282,36 @@ impl CaKey for HsmKey {
 
     fn probe(&self) -> Result<(), SignerError> {
         self.0.probe().map_err(signer_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_location_names_the_token_and_object_only() {
+        let reference = KeyReference::Pkcs11(
+            "pkcs11:token=oxroot;object=oxroot%3Aacme%2F1;id=%01%02;pin-source=file:/run/pin\
+             ?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=env:PIN"
+                .into(),
+        );
+        assert_eq!(
+            reference.location(),
+            "pkcs11:token=oxroot;object=oxroot%3Aacme%2F1;id=%01%02"
+        );
+        assert_eq!(KeyReference::Sealed(Vec::new()).location(), "sealed");
+    }
+
+    #[test]
+    fn every_new_token_key_gets_its_own_label_and_id() {
+        let (first_label, first_id) = token_names("acme/1").unwrap();
+        let (second_label, second_id) = token_names("acme/1").unwrap();
+        // A retry for the same CA never finds its label or id taken by an orphaned key.
+        assert_ne!(first_label, second_label);
+        assert_ne!(first_id, second_id);
+        assert!(first_label.starts_with("oxroot:acme/1#"), "{first_label}");
+        assert_eq!(first_label.len(), "oxroot:acme/1#".len() + 8);
+        assert_eq!(first_id.len(), 8);
     }
 }

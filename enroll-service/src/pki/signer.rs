@@ -8,7 +8,7 @@
 //! ```
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
@@ -142,17 +142,27 @@ impl CaKey for SealedKey {
 }
 
 /// A [`CaKey`] as rcgen's `SigningKey`. rcgen reports any signing failure as one opaque
-/// error; [`SigningKeyOf::classify`] asks the key's store what happened, so the caller can tell
-/// a store that went away (UNAVAILABLE) from anything else.
-pub(crate) struct SigningKeyOf(pub(crate) Arc<dyn CaKey>);
+/// error; the adapter keeps the key's own error, which [`SigningKeyOf::classify`] returns, so
+/// the caller can tell a store that went away (UNAVAILABLE) from anything else, with its reason.
+pub(crate) struct SigningKeyOf(pub(crate) Arc<dyn CaKey>, Mutex<Option<SignerError>>);
 
 impl SigningKeyOf {
-    /// What a failed signature means: the store is unavailable, or it failed otherwise.
+    pub(crate) fn new(key: Arc<dyn CaKey>) -> Self {
+        Self(key, Mutex::new(None))
+    }
+
+    /// What the failed signature was: the key's own error, or (if rcgen failed without asking
+    /// the key) whatever a probe of its store says now.
     pub(crate) fn classify(&self) -> SignerError {
-        match self.0.probe() {
+        let kept = self
+            .1
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        kept.unwrap_or_else(|| match self.0.probe() {
             Err(unavailable) => unavailable,
             Ok(()) => SignerError::Failed(format!("{} refused to sign", self.0.location())),
-        }
+        })
     }
 }
 
@@ -168,8 +178,12 @@ impl PublicKeyData for SigningKeyOf {
 
 impl rcgen::SigningKey for SigningKeyOf {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
-        self.0
-            .sign(message)
-            .map_err(|_| rcgen::Error::RemoteKeyError)
+        self.0.sign(message).map_err(|error| {
+            *self
+                .1
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error);
+            rcgen::Error::RemoteKeyError
+        })
     }
 }

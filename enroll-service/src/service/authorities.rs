@@ -47,6 +47,37 @@ pub struct Issuer {
     pub ca: Arc<CertificateAuthority>,
 }
 
+/// Runs `work` (a signature with `ca`'s key) where it cannot stall the runtime: on a blocking
+/// thread when the key is in a token, where each signature is a round trip and a token that is
+/// reconnecting holds the call up to its pool's acquire timeout; in place for a key in memory,
+/// whose signature costs less than the hand-off.
+///
+/// # Errors
+/// [`ServiceError::Internal`] if the blocking task panicked.
+pub(crate) async fn sign_off_runtime<T: Send + 'static>(
+    ca: &Arc<CertificateAuthority>,
+    work: impl FnOnce(&CertificateAuthority) -> T + Send + 'static,
+) -> Result<T, ServiceError> {
+    if ca.key().as_sealed().is_some() {
+        return Ok(work(ca));
+    }
+    let ca = ca.clone();
+    tokio::task::spawn_blocking(move || work(&ca))
+        .await
+        .map_err(|e| ServiceError::Internal(format!("a signing task failed: {e}")))
+}
+
+/// When a (not pending) CA of a record stops being valid, from its stored certificate.
+fn record_not_after(authority: &AuthorityRecord) -> Result<OffsetDateTime, ServiceError> {
+    let id = &authority.id;
+    let der = pem::parse(&authority.certificate_pem)
+        .map_err(|e| ServiceError::Internal(format!("stored certificate of {id}: {e}")))?
+        .into_contents();
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| ServiceError::Internal(format!("stored certificate of {id}: {e}")))?;
+    Ok(cert.validity().not_after.to_datetime())
+}
+
 /// The platform's and every owner's CAs.
 #[derive(Debug)]
 pub struct Authorities {
@@ -180,6 +211,16 @@ impl Authorities {
         if id == PLATFORM_ISSUER {
             return Ok(self.platform.clone());
         }
+        let (record, authority) = self.signing_record(id).await?;
+        self.build(&record, &authority)
+    }
+
+    /// The owner's record and the record of its CA `id`, which must be active or retired (a
+    /// pending CA signs nothing).
+    async fn signing_record(
+        &self,
+        id: &str,
+    ) -> Result<(OwnerRecord, AuthorityRecord), ServiceError> {
         let owner = id.split('/').next().unwrap_or_default();
         let record = self
             .registry
@@ -190,8 +231,46 @@ impl Authorities {
             .issuing
             .iter()
             .find(|a| a.id == id && a.state != AuthorityState::Pending)
+            .cloned()
             .ok_or_else(|| ServiceError::NotFound(format!("CA {id}")))?;
-        self.build(&record, authority)
+        Ok((record, authority))
+    }
+
+    /// When the CA `id` (not pending) stops being valid, read from its record's certificate
+    /// without opening its key: enough to tell whether it still has a CRL to serve while its
+    /// key store is away.
+    ///
+    /// # Errors
+    /// [`ServiceError::NotFound`] for a CA that does not exist or is pending; registry
+    /// failures; [`ServiceError::Internal`] for a stored certificate that does not parse.
+    pub async fn not_after_of(&self, id: &str) -> Result<OffsetDateTime, ServiceError> {
+        if id == PLATFORM_ISSUER {
+            return Ok(self.platform.not_after());
+        }
+        let (_, authority) = self.signing_record(id).await?;
+        record_not_after(&authority)
+    }
+
+    /// The ids of [`Authorities::live`], newest active first, read from the owner's record
+    /// without opening any key (a CRL can be served while the key store is away).
+    ///
+    /// # Errors
+    /// As [`Authorities::not_after_of`].
+    pub async fn live_ids(&self, owner: &str) -> Result<Vec<String>, ServiceError> {
+        let record = self.owner(owner).await?;
+        let now = OffsetDateTime::now_utc();
+        let mut live = Vec::new();
+        for state in [AuthorityState::Active, AuthorityState::Retired] {
+            for authority in record.issuing.iter().rev().filter(|a| a.state == state) {
+                if record_not_after(authority)? > now {
+                    live.push(authority.id.clone());
+                }
+            }
+        }
+        if record.ca_mode == CaMode::SharedPlatform && self.platform.not_after() > now {
+            live.push(PLATFORM_ISSUER.to_owned());
+        }
+        Ok(live)
     }
 
     /// Which of the owner's CAs (or the platform's) issued a certificate, by its authority key
@@ -209,7 +288,13 @@ impl Authorities {
             .map_err(|e| ServiceError::Internal(format!("stored certificate: {e}")))?
             .into_contents();
         let aki = authority_key_id(&der);
-        let mut candidates = self.live(owner).await.unwrap_or_default();
+        // An owner without CAs of its own (certificates of the platform's) has none live; a
+        // key store that is away is an outage, not a certificate nobody issued.
+        let mut candidates = match self.live(owner).await {
+            Ok(live) => live,
+            Err(unavailable @ ServiceError::Unavailable(_)) => return Err(unavailable),
+            Err(_) => Vec::new(),
+        };
         if let Ok(record) = self.owner(owner).await {
             // Expired ones too: a certificate on record may outlive nothing, but its revocation
             // still has to name the CA that signed it.
@@ -498,9 +583,7 @@ impl Authorities {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let (record, pending_id) = self
-                .imported(owner, certificate_pem, chain_pem)
-                .await?;
+            let (record, pending_id) = self.imported(owner, certificate_pem, chain_pem).await?;
             let now = OffsetDateTime::now_utc();
             match self
                 .commit_owner(&record, actor, "owner.import_ca", &pending_id, now)
@@ -538,10 +621,43 @@ impl Authorities {
                      made for it",
                     pending.id
                 ),
+                // Subjects from the owner's certificates pass as they are: each client escapes
+                // them for where it shows them (enrollctl for a terminal, the console for a page).
                 other => other.to_string(),
             };
             ServiceError::invalid("certificate_pem", message)
         })?;
+        let now = OffsetDateTime::now_utc();
+        // A certificate that is not valid now, or a chain above it that is not, would make
+        // every leaf it signs fail at once.
+        if ca.not_before() > now + time::Duration::minutes(5) || ca.not_after() <= now {
+            return Err(ServiceError::invalid(
+                "certificate_pem",
+                format!(
+                    "is not valid now: valid from {} until {}",
+                    ca.not_before(),
+                    ca.not_after()
+                ),
+            ));
+        }
+        for der in crate::pki::certs_pem_to_der("chain", chain_pem)
+            .map_err(|e| ServiceError::invalid("chain_pem", e.to_string()))?
+        {
+            let (_, cert) = x509_parser::parse_x509_certificate(&der)
+                .map_err(|e| ServiceError::invalid("chain_pem", e.to_string()))?;
+            let validity = cert.validity();
+            if !validity.is_valid_at(x509_parser::time::ASN1Time::from(now)) {
+                return Err(ServiceError::invalid(
+                    "chain_pem",
+                    format!(
+                        "\"{}\" is not valid now: valid from {} until {}",
+                        cert.subject(),
+                        validity.not_before,
+                        validity.not_after
+                    ),
+                ));
+            }
+        }
         for authority in &mut record.issuing {
             if authority.state == AuthorityState::Active {
                 authority.state = AuthorityState::Retired;

@@ -7,6 +7,11 @@
 //! NONCE_FOREIGN). Challenges are not persisted: a stream does not survive a restart, and a
 //! proof is only ever accepted for the challenge of its own stream, so a restart cannot revive
 //! a nonce.
+//!
+//! Status challenges (`status.rs` here) are different: stateless, bound to the DeviceId and to
+//! this service process by a keyed MAC, never admitted into the book. The book learns of one
+//! only when its proof verifies ([`ChallengeBook::spend`]), and keeps its id as spent for as
+//! long as any spent id, which is longer than a status challenge is accepted.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -17,6 +22,10 @@ use std::net::IpAddr;
 use rot_core::keys::DeviceId;
 
 use super::rate::{FixedWindow, address_key, lock};
+
+mod status;
+
+pub use status::{StatusChallenge, StatusChallengeProblem, StatusChallenges};
 
 /// A 16-byte challenge identifier.
 pub type ChallengeId = [u8; 16];
@@ -115,6 +124,17 @@ impl ChallengeBook {
                 true
             }
         }
+    }
+
+    /// Spends the id of a status challenge whose proof just verified; `false` if it was spent
+    /// already (a replay). Status challenges are never issued into the book
+    /// ([`StatusChallenges`] keeps no state): it learns of one here, and remembers it as long as
+    /// any spent id, which is longer than a status challenge is accepted.
+    pub fn spend(&self, id: &ChallengeId) -> bool {
+        // Status calls admit nothing into the book, so they sweep it themselves: a device that
+        // only ever asks for its status must not grow the spent ids without bound.
+        self.sweep(Instant::now());
+        self.consume(id)
     }
 
     /// Classifies a challenge ID that is not the presenting stream's own.

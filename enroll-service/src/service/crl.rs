@@ -10,7 +10,8 @@
 //! ```
 //!
 //! The registry orders CRL numbers ([`Op::PutCrl`] refuses a number that is not above the
-//! stored one), so several signers (concurrent calls, replicas) need no lock between them. The
+//! stored one), so several signers (replicas) need no lock between them; within one process a
+//! mutex still lets a burst of callers that found the CRL stale sign it once. The
 //! number is read before the revoked serials: a CRL stored with a higher number was signed from
 //! a list read later, and revocations only grow, so a newer CRL never lists fewer serials.
 
@@ -18,8 +19,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use time::OffsetDateTime;
+use tokio::sync::Mutex;
 
-use super::authorities::Authorities;
+use super::authorities::{Authorities, sign_off_runtime};
 use crate::audit::AuditDraft;
 use crate::error::ServiceError;
 use crate::model::CrlRecord;
@@ -35,6 +37,9 @@ pub struct CrlSigner {
     registry: Arc<dyn Registry>,
     authorities: Arc<Authorities>,
     validity: Duration,
+    /// Lets this process's callers that found a CRL stale together sign it once. Correctness
+    /// across replicas rests on the registry's CRL numbers, not on this.
+    signing: Mutex<()>,
 }
 
 impl CrlSigner {
@@ -47,6 +52,7 @@ impl CrlSigner {
             registry,
             authorities,
             validity,
+            signing: Mutex::new(()),
         }
     }
 
@@ -65,6 +71,12 @@ impl CrlSigner {
     /// Registry or CA failures ([`ServiceError::Unavailable`] when its key store is, or when
     /// other signers kept winning).
     pub async fn resign(&self, issuer: &str, actor: &str) -> Result<CrlRecord, ServiceError> {
+        let _signing = self.signing.lock().await;
+        self.sign_locked(issuer, actor).await
+    }
+
+    /// [`CrlSigner::resign`]'s work, for a caller that holds `signing`.
+    async fn sign_locked(&self, issuer: &str, actor: &str) -> Result<CrlRecord, ServiceError> {
         let ca = self.authorities.by_id(issuer).await?;
         let mut attempts = 0;
         loop {
@@ -85,7 +97,13 @@ impl CrlSigner {
                 .collect();
             // A retired CA's last CRL may not promise more than the CA itself lives.
             let next_update = (now + self.validity).min(ca.not_after());
-            let crl = ca.sign_crl(&entries, now, next_update, number)?;
+            let crl = {
+                let entries = entries.clone();
+                sign_off_runtime(&ca, move |ca| {
+                    ca.sign_crl(&entries, now, next_update, number)
+                })
+                .await??
+            };
             let record = CrlRecord {
                 number,
                 this_update: now,
@@ -114,25 +132,13 @@ impl CrlSigner {
                 {
                     // Another signer stored a CRL since the number was read: if it lists
                     // every revocation and is fresh, it is the CRL asked for.
-                    if let Some(stored) = self.usable(issuer).await? {
+                    if let Some(stored) = self.fresh(issuer).await? {
                         return Ok(stored);
                     }
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-    }
-
-    /// The stored CRL of `issuer` if it lists every serial revoked so far and less than half
-    /// of its validity has passed.
-    async fn usable(&self, issuer: &str) -> Result<Option<CrlRecord>, ServiceError> {
-        let now = OffsetDateTime::now_utc();
-        let Some(crl) = self.registry.crl(issuer).await? else {
-            return Ok(None);
-        };
-        let half = (crl.next_update - crl.this_update) / 2;
-        let complete = crl.revoked_count == self.registry.revoked_count(issuer).await?;
-        Ok((complete && now < crl.this_update + half).then_some(crl))
     }
 
     /// The current CRL of `issuer`. A new one is signed when there is none, when a revocation
@@ -143,10 +149,47 @@ impl CrlSigner {
     /// # Errors
     /// As [`CrlSigner::resign`].
     pub async fn current(&self, issuer: &str) -> Result<CrlRecord, ServiceError> {
-        match self.usable(issuer).await? {
-            Some(crl) => Ok(crl),
-            None => self.resign(issuer, "system").await,
+        if let Some(crl) = self.fresh(issuer).await? {
+            return Ok(crl);
         }
+        let _signing = self.signing.lock().await;
+        // Callers that found it stale together (a burst of CRL fetches) sign it once: the
+        // first signs, the others find its CRL fresh here.
+        if let Some(crl) = self.fresh(issuer).await? {
+            return Ok(crl);
+        }
+        self.sign_locked(issuer, "system").await
+    }
+
+    /// [`CrlSigner::current`] for relying parties (the CRL endpoint, GetCrl): while the CA's
+    /// key store is away, the stored CRL as long as it is before its nextUpdate. It may lack a
+    /// revocation made since, but it is a valid CRL, which beats none.
+    ///
+    /// # Errors
+    /// As [`CrlSigner::current`], when there is no such stored CRL.
+    pub async fn to_serve(&self, issuer: &str) -> Result<CrlRecord, ServiceError> {
+        match self.current(issuer).await {
+            Err(ServiceError::Unavailable(why)) => match self.registry.crl(issuer).await? {
+                Some(stored) if OffsetDateTime::now_utc() < stored.next_update => {
+                    tracing::warn!(%issuer, %why, "serving the stored CRL: its CA's key store is away");
+                    Ok(stored)
+                }
+                _ => Err(ServiceError::Unavailable(why)),
+            },
+            other => other,
+        }
+    }
+
+    /// The stored CRL of `issuer` if it lists every revocation and is in the first half of
+    /// its validity.
+    async fn fresh(&self, issuer: &str) -> Result<Option<CrlRecord>, ServiceError> {
+        let now = OffsetDateTime::now_utc();
+        let Some(crl) = self.registry.crl(issuer).await? else {
+            return Ok(None);
+        };
+        let half = (crl.next_update - crl.this_update) / 2;
+        let complete = crl.revoked_count == self.registry.revoked_count(issuer).await?;
+        Ok((complete && now < crl.this_update + half).then_some(crl))
     }
 }
 
@@ -162,10 +205,11 @@ impl CrlSigner {
         let now = OffsetDateTime::now_utc();
         for issuer in self.authorities.crl_issuers().await? {
             // An expired CA's certificates have all expired too: its last CRL is final.
-            let expired = match self.authorities.by_id(&issuer).await {
-                Ok(ca) => ca.not_after() <= now,
-                Err(_) => false,
-            };
+            let expired = self
+                .authorities
+                .not_after_of(&issuer)
+                .await
+                .is_ok_and(|not_after| not_after <= now);
             if expired {
                 continue;
             }

@@ -3,7 +3,8 @@
 //! ```text
 //!  Register ─▶ registration: verify the EPK's proof ─▶ record (shared with offline imports)
 //!  Onboard / Renew ─▶ exchange (stream driver) ─▶ checks (pure) ─▶ issue (lock, commit) ─▶ bundle
-//!  Status ─▶ status
+//!  Status ─▶ status: a challenge, or the status for a signed request (which may retire
+//!            superseded credentials, see [`crate::service::supersede`])
 //! ```
 //!
 //! Submodules, one concept each: [`registration`], [`checks`] (the pure eligibility and proof
@@ -30,7 +31,7 @@ use tonic::{Request, Response, Status, Streaming};
 use oxroot_proto::v1;
 use oxroot_proto::v1::device_enrollment_server::DeviceEnrollment;
 
-use super::{ServiceCore, parse_device_id, random_hex};
+use super::{ServiceCore, random_hex};
 use crate::error::ServiceError;
 use crate::model::{BatchRecord, CredentialRecord};
 use crate::policy::PolicySpec;
@@ -166,6 +167,7 @@ fn onboard_in(message: v1::OnboardRequest) -> Result<Incoming, ServiceError> {
             device_id: hello.device_id,
             epk: hello.epk,
             target_slot: 0,
+            held_serial: String::new(),
         }),
         Some(v1::onboard_request::Msg::Proof(proof)) => Ok(Incoming::Proof(proof)),
         None => Err(ServiceError::Protocol(
@@ -191,6 +193,7 @@ fn renew_in(message: v1::RenewRequest) -> Result<Incoming, ServiceError> {
             device_id: hello.device_id,
             epk: hello.epk,
             target_slot: hello.target_key_slot,
+            held_serial: hello.serial,
         }),
         Some(v1::renew_request::Msg::Proof(proof)) => Ok(Incoming::Proof(proof)),
         None => Err(ServiceError::Protocol(
@@ -270,23 +273,11 @@ impl DeviceEnrollment for DeviceService {
         request: Request<v1::StatusRequest>,
     ) -> Result<Response<v1::StatusResponse>, Status> {
         let _timer = self.core.metrics.clone().time("status");
-        let request = request.into_inner();
-        let device_id = parse_device_id("device_id", &request.device_id)?;
-        if !request.serial.is_empty()
-            && (request.serial.len() > 40
-                || !request
-                    .serial
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-        {
-            return Err(ServiceError::invalid(
-                "serial",
-                "must be lowercase hex, at most 40 characters",
-            )
-            .into());
+        let peer = request.remote_addr().map(|addr| addr.ip());
+        let answer = status::answer(&self.core, peer, &request.into_inner()).await;
+        if let Err(e) = &answer {
+            tracing::info!(error = %e, "status refused");
         }
-        Ok(Response::new(
-            status::device_status(&self.core, &device_id, &request.serial).await?,
-        ))
+        Ok(Response::new(answer?))
     }
 }

@@ -84,6 +84,7 @@ pub(crate) struct Limits {
     peer_streams: Arc<Concurrency<IpAddr>>,
     operator_calls: Arc<Concurrency<String>>,
     unknown_refusals: FixedWindow<IpAddr>,
+    status_proofs: FixedWindow<IpAddr>,
 }
 
 impl Limits {
@@ -99,6 +100,7 @@ impl Limits {
                 config.rate_window,
                 config.audited_unknown_refusals_per_peer,
             ),
+            status_proofs: FixedWindow::new(config.rate_window, config.status_proofs_per_peer),
         }
     }
 
@@ -110,14 +112,15 @@ impl Limits {
             .map(ConnectionSlot)
     }
 
-    /// Takes a stream slot for `peer`, or refuses when the peer has too many open.
+    /// Takes a stream slot for `peer` (IPv6: its /64, like every other per-address limit),
+    /// or refuses when the peer has too many open.
     pub(crate) fn open_stream(&self, peer: Option<IpAddr>) -> Result<StreamSlot, ServiceError> {
         let Some(ip) = peer else {
             return Ok(StreamSlot(None));
         };
         let limit = self.max_streams_per_peer;
         self.peer_streams
-            .try_take(ip, limit)
+            .try_take(address_key(ip), limit)
             .map(|slot| StreamSlot(Some(slot)))
             .ok_or_else(|| {
                 ServiceError::ResourceExhausted(format!(
@@ -147,5 +150,73 @@ impl Limits {
     /// budget per window.
     pub(crate) fn audit_unknown_refusal(&self, peer: IpAddr) -> bool {
         self.unknown_refusals.admit(&address_key(peer)).is_ok()
+    }
+
+    /// Takes one signed Status request's verification from `peer`'s budget (IPv6: its /64),
+    /// or refuses when the budget of the window is spent.
+    pub(crate) fn admit_status_proof(&self, peer: Option<IpAddr>) -> Result<(), ServiceError> {
+        let Some(ip) = peer else {
+            return Ok(());
+        };
+        self.status_proofs.admit(&address_key(ip)).map_err(|_| {
+            ServiceError::ResourceExhausted(
+                "too many signed status requests from this address; retry later".into(),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> Option<IpAddr> {
+        text.parse().ok()
+    }
+
+    #[test]
+    fn streams_are_limited_per_ipv6_64_and_per_ipv4_address() {
+        let limits = Limits::new(&ServiceConfig {
+            max_streams_per_peer: 1,
+            ..ServiceConfig::default()
+        });
+        let held = limits
+            .open_stream(ip("2001:db8:0:1::1"))
+            .map_err(|e| e.to_string());
+        assert!(held.is_ok(), "{held:?}");
+        // Another address of the same /64 shares its budget.
+        let error = limits
+            .open_stream(ip("2001:db8:0:1::2"))
+            .expect_err("the /64's one stream is taken");
+        assert!(
+            matches!(error, ServiceError::ResourceExhausted(_)),
+            "{error:?}"
+        );
+        // Another /64 and an IPv4 address have their own.
+        assert!(limits.open_stream(ip("2001:db8:0:2::1")).is_ok());
+        assert!(limits.open_stream(ip("192.0.2.1")).is_ok());
+        drop(held);
+        assert!(limits.open_stream(ip("2001:db8:0:1::2")).is_ok());
+    }
+
+    #[test]
+    fn signed_status_requests_are_budgeted_per_address() {
+        let limits = Limits::new(&ServiceConfig {
+            status_proofs_per_peer: 2,
+            ..ServiceConfig::default()
+        });
+        for _ in 0..2 {
+            assert!(limits.admit_status_proof(ip("2001:db8:0:1::1")).is_ok());
+        }
+        let error = limits
+            .admit_status_proof(ip("2001:db8:0:1::9"))
+            .expect_err("the /64's budget is spent");
+        assert!(
+            matches!(error, ServiceError::ResourceExhausted(_)),
+            "{error:?}"
+        );
+        assert!(limits.admit_status_proof(ip("192.0.2.1")).is_ok());
+        // A caller whose address is unknown (an in-process transport) is not limited here.
+        assert!(limits.admit_status_proof(None).is_ok());
     }
 }

@@ -153,7 +153,12 @@ impl OperatorService {
                 "the operator certificate has expired".into(),
             ));
         }
-        match self.core.registry.operator_certificate(caller.serial).await? {
+        match self
+            .core
+            .registry
+            .operator_certificate(caller.serial)
+            .await?
+        {
             None => Err(ServiceError::Unauthenticated(
                 "the operator certificate is not on this service's record".into(),
             )),
@@ -321,16 +326,16 @@ impl Operator for OperatorService {
         // Times the set-up only: the stream itself runs until the client cancels it.
         let _timer = self.timer("watch_batch");
         let (caller, slot) = self.admit(&request).await?;
-        let result = self
-            .watch_batch_as(&caller, request.get_ref())
-            .await
-            .map(|stream| -> WatchStream {
-                // The slot goes with the stream: it is freed when the client lets go.
-                Box::pin(stream.map(move |message| {
-                    let _held = &slot;
-                    message
-                }))
-            });
+        let result =
+            self.watch_batch_as(&caller, request.get_ref())
+                .await
+                .map(|stream| -> WatchStream {
+                    // The slot goes with the stream: it is freed when the client lets go.
+                    Box::pin(stream.map(move |message| {
+                        let _held = &slot;
+                        message
+                    }))
+                });
         Ok(Response::new(
             self.audit_denial(&caller, "WatchBatch", result).await?,
         ))

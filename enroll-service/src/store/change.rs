@@ -104,6 +104,17 @@ pub enum Op {
         /// Delta.
         delta: CountsDelta,
     },
+    /// Schedule the revocation of a credential a renewal superseded: due when its grace ends
+    /// (replaces an earlier schedule of the same serial).
+    ScheduleRevocation {
+        /// The superseded credential.
+        serial: Serial,
+        /// When it is revoked unless the device proves its successor first.
+        due: time::OffsetDateTime,
+    },
+    /// Drop a credential's scheduled revocation (it was revoked, or needs none any more).
+    /// Nothing happens if none is scheduled.
+    CancelScheduledRevocation(Serial),
     /// Store the latest signed CRL of an issuing CA. Its number must be above the stored CRL's
     /// (CRL numbers strictly increase per issuer, RFC 5280 §5.2.3), else the change is refused
     /// with [`Conflict::CrlNumberTaken`](super::Conflict): another signer got there first.

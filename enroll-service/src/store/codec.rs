@@ -181,6 +181,7 @@ impl From<PolicySpecV1> for PolicySpec {
             cloud,
             created_at: old.created_at,
             created_by: old.created_by,
+            superseded_grace: crate::policy::DEFAULT_SUPERSEDED_GRACE,
         }
     }
 }
@@ -306,7 +307,59 @@ mod tests {
             cloud,
             created_at: at(1_700_000_000),
             created_by: "alice".into(),
+            superseded_grace: Duration::days(2),
         }
+    }
+
+    /// A policy as the registry stored it before `superseded_grace`.
+    #[derive(Serialize)]
+    struct PolicyWithoutGrace {
+        name: String,
+        owner: String,
+        description: String,
+        certificate_lifetime: Duration,
+        renew_window: Duration,
+        subject_cn_template: String,
+        cloud: CloudParams,
+        #[serde(with = "time::serde::rfc3339")]
+        created_at: OffsetDateTime,
+        created_by: String,
+    }
+
+    #[test]
+    fn policies_stored_before_the_grace_read_with_the_default() {
+        let current = policy(CloudParams::Mosquitto(MosquittoParams {
+            host: "broker.example".into(),
+            port: 8883,
+            topic_root: "devices".into(),
+            broker_ca_pem: String::new(),
+            tls_versions: vec![crate::policy::TlsVersion::Tls12],
+        }));
+        let old = PolicyWithoutGrace {
+            name: current.name.clone(),
+            owner: current.owner.clone(),
+            description: current.description.clone(),
+            certificate_lifetime: current.certificate_lifetime,
+            renew_window: current.renew_window,
+            subject_cn_template: current.subject_cn_template.clone(),
+            cloud: current.cloud.clone(),
+            created_at: current.created_at,
+            created_by: current.created_by.clone(),
+        };
+        let expected = PolicySpec {
+            superseded_grace: crate::policy::DEFAULT_SUPERSEDED_GRACE,
+            ..current.clone()
+        };
+        // Policies are JSON, which names its fields: the missing one takes its default.
+        let json = serde_json::to_vec(&old).unwrap();
+        assert_eq!(decode_policy(b"p/acme/broker", &json).unwrap(), expected);
+        // The current layout reads as itself, and damage is still reported.
+        assert_eq!(
+            decode_policy(b"p/acme/broker", &encode_policy(&current)).unwrap(),
+            current
+        );
+        let damaged = encode_policy(&current);
+        assert!(decode_policy(b"p/acme/broker", &damaged[..damaged.len() - 9]).is_err());
     }
 
     /// A credential as the registry stored it before its identifiers were typed: the same

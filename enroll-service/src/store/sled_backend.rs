@@ -30,11 +30,16 @@
 //! `d/<device>` device · `p/<owner>/<name>` policy · `b/<batch>` batch · `m/<batch>/<device>`
 //! membership · `c/<serial>` credential · `r/<issuer>/<serial>` CRL entry · `q/<owner>/<request>`
 //! batch idempotency key · `w/<owner>` owner and its CAs · `a/<seq: u64 BE>` audit entry ·
-//! `x/crl/<issuer>` latest CRL · `x/credentials` count · `x/layout` layout version.
+//! `x/crl/<issuer>` latest CRL · `x/credentials` count · `x/layout` layout version ·
+//! `s/<serial>` when a superseded credential is due for revocation.
 //! Devices and owners are stored with their version in front ([`super::codec::VERSIONED`]).
 //!
 //! Layout 2 keys CRL entries and CRLs by issuing CA; a registry of layout 1 (one CA, `r/<serial>`,
-//! `x/crl`) is moved to it once, at open, as the platform CA's, in one atomic batch.
+//! `x/crl`) is moved to it once, at open, as the platform CA's, in one atomic batch. Layout 3
+//! schedules the revocation of every credential that was superseded before the schedule
+//! existed ([`SUPERSEDED_GRACE_AT_MIGRATION`] after the move), so none stays valid for good.
+//! Policies stored before their `superseded_grace` read with the default
+//! ([`decode_policy`]).
 //! Values are records in the [`super::codec`] encoding (postcard; older JSON values are read).
 //!
 //! Within a group the batch counts and the credential count stay decoded while the group's
@@ -57,13 +62,15 @@ use super::{
     Subscription,
 };
 use crate::audit::{self, GENESIS_HASH, StoredAuditEntry};
+use crate::model::CredentialStatus;
 use crate::model::{
     BatchRecord, CountsDelta, CredentialRecord, CrlEntryRecord, CrlRecord, DeviceRecord,
     OperatorCertificateRecord, OwnerRecord,
 };
 use crate::pki::Serial;
-use crate::policy::PolicySpec;
+use crate::policy::{DEFAULT_SUPERSEDED_GRACE, PolicySpec};
 use rot_core::keys::DeviceId;
+use time::OffsetDateTime;
 
 /// Most changes one group commit takes: bounds the latency of the first change in a group.
 const MAX_GROUP: usize = 1024;
@@ -165,6 +172,9 @@ fn owner_key(name: &str) -> Vec<u8> {
 fn request_key(owner: &str, request: &str) -> Vec<u8> {
     format!("q/{owner}/{request}").into_bytes()
 }
+fn schedule_key(serial: Serial) -> Vec<u8> {
+    format!("s/{serial}").into_bytes()
+}
 fn audit_key(seq: u64) -> Vec<u8> {
     let mut key = b"a/".to_vec();
     key.extend_from_slice(&seq.to_be_bytes());
@@ -174,12 +184,21 @@ fn audit_key(seq: u64) -> Vec<u8> {
 const LAYOUT_1_CRL_KEY: &[u8] = b"x/crl";
 const PLATFORM_ISSUER: &str = "platform";
 const LAYOUT_KEY: &[u8] = b"x/layout";
-const LAYOUT: u64 = 2;
+const LAYOUT: u64 = 3;
 const CREDENTIAL_COUNT_KEY: &[u8] = b"x/credentials";
+/// How long after the move to layout 3 the credentials superseded before it are revoked: the
+/// policies' default grace, counted from the upgrade (their renewals are older than the
+/// schedule, and their devices had no way to prove their successors yet).
+const SUPERSEDED_GRACE_AT_MIGRATION: time::Duration = DEFAULT_SUPERSEDED_GRACE;
 
-/// Moves a layout-1 registry to layout 2 in one atomic, synced batch: every CRL entry
-/// `r/<serial>` to `r/platform/<serial>` and the CRL `x/crl` to `x/crl/platform`. Before
-/// per-owner CAs, the platform's one issuing CA issued everything.
+/// A scheduled revocation's due time, stored as Unix seconds.
+fn decode_due(key: &[u8], bytes: &[u8]) -> Result<OffsetDateTime, StoreError> {
+    let seconds: i64 = decode(key, bytes)?;
+    OffsetDateTime::from_unix_timestamp(seconds).map_err(|e| corrupt_key(key, &e.to_string()))
+}
+
+/// Moves an older registry to the current layout in one atomic, synced batch: to layout 2
+/// ([`move_crls_per_issuer`]), then to layout 3 ([`schedule_superseded`]).
 fn migrate_layout(db: &sled::Db, data_file: &File) -> Result<(), StoreError> {
     let layout: u64 = match db.get(LAYOUT_KEY).map_err(unavailable)? {
         Some(value) => decode(LAYOUT_KEY, &value)?,
@@ -189,6 +208,42 @@ fn migrate_layout(db: &sled::Db, data_file: &File) -> Result<(), StoreError> {
         return Ok(());
     }
     let mut batch = sled::Batch::default();
+    if layout < 2 {
+        move_crls_per_issuer(db, &mut batch)?;
+    }
+    schedule_superseded(db, &mut batch, OffsetDateTime::now_utc())?;
+    batch.insert(LAYOUT_KEY, encode(&LAYOUT));
+    db.apply_batch(batch).map_err(unavailable)?;
+    db.flush().map_err(unavailable)?;
+    data_file.sync_data().map_err(unavailable)?;
+    tracing::info!(
+        "registry moved to layout {LAYOUT}: CRL entries and CRLs per issuing CA, superseded \
+         credentials scheduled for revocation"
+    );
+    Ok(())
+}
+
+/// Layout 3: every superseded, unexpired credential is scheduled for revocation
+/// [`SUPERSEDED_GRACE_AT_MIGRATION`] after `now`.
+fn schedule_superseded(
+    db: &sled::Db,
+    batch: &mut sled::Batch,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    let due = (now + SUPERSEDED_GRACE_AT_MIGRATION).unix_timestamp();
+    for item in db.scan_prefix(b"c/") {
+        let (key, value) = item.map_err(unavailable)?;
+        let credential: CredentialRecord = decode(&key, &value)?;
+        if credential.status == CredentialStatus::Superseded && now < credential.not_after {
+            batch.insert(schedule_key(credential.serial), encode(&due));
+        }
+    }
+    Ok(())
+}
+
+/// Layout 2: every CRL entry `r/<serial>` moves to `r/platform/<serial>` and the CRL `x/crl`
+/// to `x/crl/platform`. Before per-owner CAs, the platform's one issuing CA issued everything.
+fn move_crls_per_issuer(db: &sled::Db, batch: &mut sled::Batch) -> Result<(), StoreError> {
     for item in db.scan_prefix(b"r/") {
         let (key, value) = item.map_err(unavailable)?;
         let Ok(serial) = std::str::from_utf8(&key[2..]).map(str::parse::<Serial>) else {
@@ -205,11 +260,6 @@ fn migrate_layout(db: &sled::Db, data_file: &File) -> Result<(), StoreError> {
         batch.remove(LAYOUT_1_CRL_KEY);
         batch.insert(crl_key(PLATFORM_ISSUER), crl);
     }
-    batch.insert(LAYOUT_KEY, encode(&LAYOUT));
-    db.apply_batch(batch).map_err(unavailable)?;
-    db.flush().map_err(unavailable)?;
-    data_file.sync_data().map_err(unavailable)?;
-    tracing::info!("registry moved to layout {LAYOUT}: CRL entries and CRLs per issuing CA");
     Ok(())
 }
 
@@ -469,7 +519,11 @@ impl Registry for SledRegistry {
         Ok(out)
     }
 
-    async fn request_id(&self, owner: &str, request_id: &str) -> Result<Option<String>, StoreError> {
+    async fn request_id(
+        &self,
+        owner: &str,
+        request_id: &str,
+    ) -> Result<Option<String>, StoreError> {
         self.get(&request_key(owner, request_id))
     }
 
@@ -539,11 +593,54 @@ impl Registry for SledRegistry {
         self.get(&crl_key(issuer))
     }
 
+    async fn scheduled_revocations(
+        &self,
+        due_by: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<(Serial, OffsetDateTime)>, StoreError> {
+        self.check()?;
+        // Only credentials a renewal superseded and nothing revoked yet are scheduled: few,
+        // next to the fleet, so they are all read.
+        let mut out = Vec::new();
+        for item in self.db.scan_prefix(b"s/") {
+            let (key, value) = item.map_err(unavailable)?;
+            let serial = std::str::from_utf8(&key[2..])
+                .ok()
+                .and_then(|text| text.parse::<Serial>().ok())
+                .ok_or_else(|| corrupt_key(&key, "not a serial"))?;
+            let due = decode_due(&key, &value)?;
+            if due <= due_by {
+                out.push((serial, due));
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn scheduled_revocation(
+        &self,
+        serial: Serial,
+    ) -> Result<Option<OffsetDateTime>, StoreError> {
+        self.check()?;
+        let key = schedule_key(serial);
+        self.db
+            .get(&key)
+            .map_err(unavailable)?
+            .map(|v| decode_due(&key, &v))
+            .transpose()
+    }
+
     async fn owner(&self, name: &str) -> Result<Option<OwnerRecord>, StoreError> {
         self.get_versioned(&owner_key(name))
     }
 
-    async fn owners(&self, after: Option<&str>, limit: usize) -> Result<Vec<OwnerRecord>, StoreError> {
+    async fn owners(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<OwnerRecord>, StoreError> {
         self.check()?;
         let start = after.map_or_else(
             || b"w/".to_vec(),
@@ -560,7 +657,11 @@ impl Registry for SledRegistry {
         Ok(out)
     }
 
-    async fn audit(&self, start: u64, limit: usize) -> Result<Vec<(u64, StoredAuditEntry)>, StoreError> {
+    async fn audit(
+        &self,
+        start: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, StoredAuditEntry)>, StoreError> {
         self.check()?;
         // Only durable entries: those past the head are applied but may not survive a crash.
         let head = self.audit_head.load(Ordering::Acquire);
@@ -853,6 +954,51 @@ impl Writer {
         })
     }
 
+    /// Stages a device record if its version is still the one it was read at.
+    fn put_device(
+        &self,
+        overlay: &Overlay,
+        staged: &mut Overlay,
+        device: &DeviceRecord,
+    ) -> Result<(), StoreError> {
+        let key = device_key(&device.device_id);
+        let found = self.version(overlay, staged, &key)?;
+        if found != device.version {
+            return Err(Conflict::DeviceChanged {
+                device_id: device.device_id,
+                expected: device.version,
+                found,
+            }
+            .into());
+        }
+        staged.insert(key, Staged::Bytes(encode_versioned(found + 1, device)));
+        Ok(())
+    }
+
+    /// Stages a CRL if its number is above the stored CRL's.
+    fn put_crl(
+        &self,
+        overlay: &Overlay,
+        staged: &mut Overlay,
+        issuer: &str,
+        record: &CrlRecord,
+    ) -> Result<(), StoreError> {
+        let key = crl_key(issuer);
+        let stored: Option<CrlRecord> = self.read(overlay, staged, &key)?;
+        if let Some(stored) = stored
+            && stored.number >= record.number
+        {
+            return Err(Conflict::CrlNumberTaken {
+                issuer: issuer.to_owned(),
+                number: record.number,
+                stored: stored.number,
+            }
+            .into());
+        }
+        staged.insert(key, Staged::Bytes(encode(record)));
+        Ok(())
+    }
+
     fn stage(
         &mut self,
         overlay: &Overlay,
@@ -863,19 +1009,8 @@ impl Writer {
         let mut receipt = Receipt::default();
         for op in &change.ops {
             match op {
-                Op::PutDevice(device) => {
-                    let key = device_key(&device.device_id);
-                    let found = self.version(overlay, staged, &key)?;
-                    if found != device.version {
-                        return Err(Conflict::DeviceChanged {
-                            device_id: device.device_id,
-                            expected: device.version,
-                            found,
-                        }
-                        .into());
-                    }
-                    staged.insert(key, Staged::Bytes(encode_versioned(found + 1, device)));
-                }
+                Op::PutDevice(device) => self.put_device(overlay, staged, device)?,
+                Op::PutCrl { issuer, record } => self.put_crl(overlay, staged, issuer, record)?,
                 Op::PutPolicy(policy) => {
                     staged.insert(
                         policy_key(&policy.owner, &policy.name),
@@ -936,20 +1071,14 @@ impl Writer {
                 Op::AdjustCounts { batch_id, delta } => {
                     self.adjust_counts(overlay, staged, batch_id, delta)?;
                 }
-                Op::PutCrl { issuer, record } => {
-                    let key = crl_key(issuer);
-                    let stored: Option<CrlRecord> = self.read(overlay, staged, &key)?;
-                    if let Some(stored) = stored
-                        && stored.number >= record.number
-                    {
-                        return Err(Conflict::CrlNumberTaken {
-                            issuer: issuer.clone(),
-                            number: record.number,
-                            stored: stored.number,
-                        }
-                        .into());
-                    }
-                    staged.insert(key, Staged::Bytes(encode(record)));
+                Op::ScheduleRevocation { serial, due } => {
+                    staged.insert(
+                        schedule_key(*serial),
+                        Staged::Bytes(encode(&due.unix_timestamp())),
+                    );
+                }
+                Op::CancelScheduledRevocation(serial) => {
+                    staged.insert(schedule_key(*serial), Staged::Removed);
                 }
                 Op::PutRequestId {
                     owner,

@@ -77,9 +77,10 @@ impl Harness {
     }
 
     /// The audit entries of one correlation ID (a refusal's reference).
-    pub fn audit_for(&self, correlation: &str) -> Vec<enroll_service::audit::AuditRecord> {
+    pub async fn audit_for(&self, correlation: &str) -> Vec<enroll_service::audit::AuditRecord> {
         self.registry
             .audit(1, usize::MAX)
+            .await
             .unwrap()
             .into_iter()
             .map(|(_, e)| e.decode().unwrap())
@@ -168,6 +169,7 @@ pub async fn seed_batch(
         let mut record = harness
             .registry()
             .device(&id)
+            .await
             .unwrap()
             .unwrap_or_else(|| DeviceRecord::new(id));
         record.owner = Some(owner.into());
@@ -189,8 +191,8 @@ pub async fn seed_batch(
 
 impl Harness {
     /// The id of the owner's active issuing CA (whose CRL lists its devices' revocations).
-    pub fn issuer(&self, owner: &str) -> String {
-        self.core.authorities().issuing(owner).unwrap().id
+    pub async fn issuer(&self, owner: &str) -> String {
+        self.core.authorities().issuing(owner).await.unwrap().id
     }
 
     /// A fresh operator certificate for (name, owner, role): (chain PEM, PKCS#8 key PEM).

@@ -106,3 +106,27 @@ fn start_command(mut command: Command, state: &Path) -> Service {
         url: format!("https://{addr}"),
     }
 }
+
+/// A TLS channel to a service `init` made in `state`: pinned to its root (`admin/root.pem`),
+/// with the first admin's certificate when `operator`, without one (as a device) otherwise.
+pub async fn channel(url: &str, state: &Path, operator: bool) -> tonic::transport::Channel {
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+    let admin = state.join("admin");
+    let read = |name: &str| std::fs::read(admin.join(name)).expect("the admin profile");
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read("root.pem")))
+        .domain_name("localhost");
+    if operator {
+        tls = tls.identity(Identity::from_pem(
+            read("operator.pem"),
+            read("operator.key"),
+        ));
+    }
+    Channel::from_shared(url.to_owned())
+        .expect("a service URL")
+        .tls_config(tls)
+        .expect("a TLS configuration")
+        .connect()
+        .await
+        .expect("the service accepts a connection")
+}

@@ -153,6 +153,18 @@ pub fn assert_issued_by(leaf_pem: &str, ca_pem: &str) {
 
 /// Extensions for the certificates an owner's root (made with the openssl CLI) issues.
 const CA_CONFIG: &str = "\
+[ca]
+default_ca = expired
+[expired]
+database = expired-index.txt
+serial = expired-serial.txt
+new_certs_dir = .
+default_md = sha256
+policy = any_name
+preserve = yes
+[any_name]
+organizationName = optional
+commonName = optional
 [req]
 distinguished_name = dn
 prompt = no
@@ -168,6 +180,16 @@ subjectKeyIdentifier = hash
 [issuing]
 basicConstraints = critical, CA:true, pathlen:0
 keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+[no_cert_sign]
+basicConstraints = critical, CA:true, pathlen:0
+keyUsage = critical, cRLSign
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+[no_crl_sign]
+basicConstraints = critical, CA:true, pathlen:0
+keyUsage = critical, keyCertSign
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid:always
 [not_a_ca]
@@ -259,6 +281,45 @@ impl OpensslRoot {
                 extensions,
                 "-out",
                 out,
+            ],
+        );
+        assert!(ok, "openssl signed nothing: {said}");
+        std::fs::read_to_string(self.dir.join(out)).expect("certificate")
+    }
+
+    /// Signs `csr_pem` as a proper issuing CA (the `issuing` extensions) valid only in
+    /// January 2020, with `openssl ca` (`openssl x509` cannot back-date); writes it to `out`.
+    pub fn sign_expired(&self, csr_pem: &str, out: &str) -> String {
+        let csr = format!("{out}.csr");
+        std::fs::write(self.dir.join(&csr), csr_pem).expect("CSR");
+        std::fs::write(self.dir.join("expired-index.txt"), "").expect("index");
+        std::fs::write(
+            self.dir.join("expired-serial.txt"),
+            hex::encode(rand_serial()),
+        )
+        .expect("serial");
+        let (ok, said) = openssl(
+            &self.dir,
+            &[
+                "ca",
+                "-batch",
+                "-config",
+                "ca.cnf",
+                "-cert",
+                &self.certificate,
+                "-keyfile",
+                &self.key,
+                "-in",
+                &csr,
+                "-out",
+                out,
+                "-notext",
+                "-extensions",
+                "issuing",
+                "-startdate",
+                "20200101000000Z",
+                "-enddate",
+                "20200201000000Z",
             ],
         );
         assert!(ok, "openssl signed nothing: {said}");

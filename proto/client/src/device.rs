@@ -1,10 +1,13 @@
-//! The device side of the enrolment protocol: Register, Onboard and Renew, as one client
-//! exchange shared by the device agent, the service's simulated fleet and the load generator.
+//! The device side of the enrolment protocol: Register, Onboard, Renew and Status, as one
+//! client exchange shared by the device agent, the service's simulated fleet and the load
+//! generator.
 //!
 //! ```text
 //!  Register(EPK, sig_ESK(registration msg))                      ─▶  RegisterResponse
 //!  Onboard / Renew:  Hello ─▶ ◀─ Challenge(id, nonce, slot) ─▶ Proof(sig_ESK, DPK, sig_DSK)
 //!                    ◀─ CredentialBundle | Refusal
+//!  Status:  StatusRequest ─▶ ◀─ PROOF_REQUIRED + StatusChallenge(id, nonce)
+//!           StatusRequest + StatusProof(sig_DSK of the held credential, or sig_ESK) ─▶ ◀─ status
 //! ```
 //!
 //! Everything is generic over a [`Chip`]: something with a public identity that can power up
@@ -15,7 +18,9 @@
 use oxroot_proto::v1;
 use oxroot_proto::v1::device_enrollment_client::DeviceEnrollmentClient;
 use rot_core::SignatureBytes;
-use rot_core::attestation::{self, ChallengeContext, ChallengeKind, Message, SignerRole};
+use rot_core::attestation::{
+    self, ChallengeContext, ChallengeKind, Message, SignerRole, StatusContext, StatusSigner,
+};
 use rot_core::keys::{DeviceId, DeviceKey, EnrolmentKey, KeySlot, PublicKey, Seeds};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -262,7 +267,9 @@ pub async fn onboard<C: Chip + ?Sized>(
     exchange::<Onboarding, C>(chip, tx, responses).await
 }
 
-/// Runs a Renew exchange for `target_slot` (0 keeps the current slot).
+/// Runs a Renew exchange for `target_slot` (0 keeps the current slot). `held_serial` is the
+/// serial of the credential the device holds and uses, or empty: when the renewal's proof is
+/// made with that credential's slot, the service revokes the credentials it superseded.
 ///
 /// # Errors
 /// As [`onboard`].
@@ -270,6 +277,7 @@ pub async fn renew<C: Chip + ?Sized>(
     client: &mut DeviceEnrollmentClient<Channel>,
     chip: &C,
     target_slot: u32,
+    held_serial: &str,
 ) -> Result<Outcome, ExchangeError<C::Error>> {
     use v1::renew_request::Msg;
     let hello = v1::RenewRequest {
@@ -277,12 +285,130 @@ pub async fn renew<C: Chip + ?Sized>(
             device_id: chip.device_id().to_string(),
             epk: chip.epk().as_bytes().to_vec(),
             target_key_slot: target_slot,
+            serial: held_serial.to_owned(),
         })),
     };
     let (tx, rx) = mpsc::channel(2);
     send(&tx, hello).await?;
     let responses = client.renew(ReceiverStream::new(rx)).await?.into_inner();
     exchange::<Renewal, C>(chip, tx, responses).await
+}
+
+/// The credential a device holds: what its signed status request names, and whose key signs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldCredential {
+    /// The credential's serial, as the service issued it (lowercase hex).
+    pub serial: String,
+    /// The key slot it certifies.
+    pub key_slot: KeySlot,
+}
+
+/// What the service said to a status request, and which key signed the request that got it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatusAnswer {
+    /// The service's answer.
+    pub response: v1::StatusResponse,
+    /// The key that signed; `None` when the service answered without asking for a proof (a
+    /// service from before signed Status).
+    pub signed_by: Option<StatusSigner>,
+}
+
+/// Signs a status request answering `challenge` with `signer`'s key, naming `serial`.
+///
+/// # Errors
+/// [`ExchangeError::Protocol`] for a malformed challenge; the chip's error.
+pub fn status_proof<C: Chip + ?Sized>(
+    chip: &C,
+    challenge: &v1::StatusChallenge,
+    signer: StatusSigner,
+    serial: &str,
+) -> Result<v1::StatusProof, ExchangeError<C::Error>> {
+    let nonce: [u8; attestation::NONCE_BYTES] =
+        challenge.nonce.as_slice().try_into().map_err(|_| {
+            ExchangeError::Protocol("status challenge nonce is not 32 bytes".into())
+        })?;
+    let context = StatusContext {
+        device_id: chip.device_id(),
+        challenge_id: &challenge.challenge_id,
+        nonce: &nonce,
+        serial: serial.as_bytes(),
+    };
+    let message = attestation::status_message(signer, &context).map_err(|_| {
+        ExchangeError::Protocol("status challenge id or serial over 128 bytes".into())
+    })?;
+    let (slot, key_slot) = match signer {
+        // The enrolment key signs; the slot only picks which device key is derived beside it.
+        StatusSigner::EnrolmentKey => (KeySlot::FIRST, 0),
+        StatusSigner::DeviceKey(slot) => (slot, u32::from(slot.get())),
+    };
+    let keys = {
+        let seeds = chip.seeds().map_err(ExchangeError::Chip)?;
+        chip.answer_keys(&seeds, slot)
+            .map_err(ExchangeError::Chip)?
+    };
+    let signature = match signer {
+        StatusSigner::EnrolmentKey => keys.esk.sign(&message),
+        StatusSigner::DeviceKey(_) => keys.dsk.sign(&message),
+    };
+    Ok(v1::StatusProof {
+        challenge_id: challenge.challenge_id.clone(),
+        key_slot,
+        signature: signature.0.to_vec(),
+    })
+}
+
+/// Asks the service what the device should do next: a call for a challenge, then the request
+/// signed over it. A device that holds a credential signs with that credential's device key
+/// and names its serial (which also tells the service the device has moved to it); one that
+/// holds none signs with its enrolment key. If the service does not accept the device key's
+/// proof (UNAUTHENTICATED: it does not know that credential as this device's), the enrolment
+/// key signs a new challenge once.
+///
+/// # Errors
+/// [`ExchangeError::Rpc`] with the service's status; as [`status_proof`].
+pub async fn status<C: Chip + ?Sized>(
+    client: &mut DeviceEnrollmentClient<Channel>,
+    chip: &C,
+    held: Option<&HeldCredential>,
+) -> Result<StatusAnswer, ExchangeError<C::Error>> {
+    let (signer, serial) = match held {
+        Some(held) => (StatusSigner::DeviceKey(held.key_slot), held.serial.as_str()),
+        None => (StatusSigner::EnrolmentKey, ""),
+    };
+    match signed_status(client, chip, signer, serial).await {
+        Err(ExchangeError::Rpc(status))
+            if status.code() == tonic::Code::Unauthenticated
+                && signer != StatusSigner::EnrolmentKey =>
+        {
+            signed_status(client, chip, StatusSigner::EnrolmentKey, serial).await
+        }
+        outcome => outcome,
+    }
+}
+
+async fn signed_status<C: Chip + ?Sized>(
+    client: &mut DeviceEnrollmentClient<Channel>,
+    chip: &C,
+    signer: StatusSigner,
+    serial: &str,
+) -> Result<StatusAnswer, ExchangeError<C::Error>> {
+    let mut request = v1::StatusRequest {
+        device_id: chip.device_id().to_string(),
+        serial: serial.to_owned(),
+        proof: None,
+    };
+    let first = client.status(request.clone()).await?.into_inner();
+    let Some(challenge) = first.challenge.as_ref() else {
+        return Ok(StatusAnswer {
+            response: first,
+            signed_by: None,
+        });
+    };
+    request.proof = Some(status_proof(chip, challenge, signer, serial)?);
+    Ok(StatusAnswer {
+        response: client.status(request).await?.into_inner(),
+        signed_by: Some(signer),
+    })
 }
 
 /// What the server sent, whichever stream it came on.
@@ -504,6 +630,51 @@ mod tests {
         attestation::verify(&dpk, &dsk, &sig(&proof.dpk_signature)).unwrap();
         // The roles cannot be swapped.
         assert!(attestation::verify(&dpk, &esk, &sig(&proof.dpk_signature)).is_err());
+    }
+
+    #[test]
+    fn a_status_proof_verifies_under_the_key_that_signed_it_only() {
+        let chip = TestChip::new();
+        let challenge = v1::StatusChallenge {
+            challenge_id: vec![4; 16],
+            nonce: vec![6; 32],
+            ..Default::default()
+        };
+        let slot = KeySlot::new(2).unwrap();
+        let sig = |bytes: &[u8]| rot_core::SignatureBytes(bytes.try_into().unwrap());
+        let message = |signer, serial: &'static [u8]| {
+            let context = StatusContext {
+                device_id: chip.device_id(),
+                challenge_id: &challenge.challenge_id,
+                nonce: &[6; 32],
+                serial,
+            };
+            attestation::status_message(signer, &context).unwrap()
+        };
+
+        let by_dsk = status_proof(&chip, &challenge, StatusSigner::DeviceKey(slot), "abc").unwrap();
+        assert_eq!(
+            (by_dsk.key_slot, &by_dsk.challenge_id),
+            (2, &challenge.challenge_id)
+        );
+        let dpk = chip.seeds().unwrap().device_key(slot).public_key();
+        let signed = message(StatusSigner::DeviceKey(slot), b"abc");
+        attestation::verify(&dpk, &signed, &sig(&by_dsk.signature)).unwrap();
+        assert!(attestation::verify(chip.epk(), &signed, &sig(&by_dsk.signature)).is_err());
+
+        let by_esk = status_proof(&chip, &challenge, StatusSigner::EnrolmentKey, "").unwrap();
+        assert_eq!(by_esk.key_slot, 0);
+        let signed = message(StatusSigner::EnrolmentKey, b"");
+        attestation::verify(chip.epk(), &signed, &sig(&by_esk.signature)).unwrap();
+
+        let short = v1::StatusChallenge {
+            nonce: vec![6; 31],
+            ..challenge.clone()
+        };
+        assert!(matches!(
+            status_proof(&chip, &short, StatusSigner::EnrolmentKey, ""),
+            Err(ExchangeError::Protocol(_))
+        ));
     }
 
     #[test]

@@ -63,11 +63,12 @@ const TLS13_PADDING: [u8; 64] = [0x20; 64];
 const TLS13_CLIENT_CONTEXT: &[u8] = b"TLS 1.3, client CertificateVerify\0";
 
 /// Whether `content` is a TLS 1.3 client `CertificateVerify` content: 64 spaces, the client
-/// context string, a zero byte, then the transcript hash (not empty).
+/// context string, a zero byte, then the transcript hash: 32 bytes (SHA-256 suites) or 48
+/// (SHA-384), the only hashes of TLS 1.3's suites.
 #[must_use]
 pub fn is_tls13_client_certificate_verify_content(content: &[u8]) -> bool {
     let prefix_len = TLS13_PADDING.len() + TLS13_CLIENT_CONTEXT.len();
-    content.len() > prefix_len
+    matches!(content.len().checked_sub(prefix_len), Some(32 | 48))
         && content[..TLS13_PADDING.len()] == TLS13_PADDING
         && &content[TLS13_PADDING.len()..prefix_len] == TLS13_CLIENT_CONTEXT
 }
@@ -377,6 +378,23 @@ pub(crate) mod tests {
         assert!(!is_tls12_client_certificate_verify_transcript(&content));
         // Only the context and padding, no hash: not a content.
         assert_eq!(certificate_verify_version(&content[..98]), None);
+        // A SHA-384 transcript hash is one too; any other length is not.
+        let prefix = &content[..98];
+        for (hash_len, is_content) in [
+            (48, true),
+            (1, false),
+            (31, false),
+            (33, false),
+            (64, false),
+        ] {
+            let mut other = prefix.to_vec();
+            other.extend(std::iter::repeat_n(0xab, hash_len));
+            assert_eq!(
+                is_tls13_client_certificate_verify_content(&other),
+                is_content,
+                "a {hash_len}-byte hash"
+            );
+        }
     }
 
     fn ems() -> Vec<u8> {

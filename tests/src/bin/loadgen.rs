@@ -63,6 +63,12 @@ struct Cli {
     /// installed: apt-get install linux-perf).
     #[arg(long, value_name = "FILE")]
     perf_record: Option<PathBuf>,
+    /// Before the loop, open this many TLS + HTTP/2 connections that stay idle, report the
+    /// service's resident memory per connection, and close them (a programming station
+    /// holds its waiting devices' connections). The service allows 1024 per client address
+    /// by default (`[limits] max_connections_per_peer`).
+    #[arg(long, default_value_t = 0)]
+    idle_connections: usize,
     /// Print only the JSON object.
     #[arg(long)]
     json: bool,
@@ -159,6 +165,7 @@ async fn run_one(cli: &Cli, ca_backend: CaBackend) -> Result<loadgen::Report, lo
         } else {
             DeviceSigner::AwsLc
         },
+        idle_connections: cli.idle_connections,
         progress: !cli.json && std::io::stderr().is_terminal(),
     };
     loadgen::run(&options).await

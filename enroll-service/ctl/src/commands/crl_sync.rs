@@ -10,10 +10,13 @@
 //! ```
 //!
 //! A CRL is accepted only if a CA certificate of the pinned trust file (the broker's own CA
-//! file) signed it, it is current (thisUpdate not in the future, nextUpdate not past), and its
-//! CRL number is not lower than the last one written for that CA: a service or a path that
-//! hands out an old or foreign CRL cannot make the broker forget a revocation. Whatever fails
-//! is logged and retried; the file is only ever replaced by one that verifies.
+//! file, read again every round so that a CA added after a rotation is trusted without a
+//! restart) signed it, it is current (thisUpdate not in the future, nextUpdate not past), and
+//! its CRL number is not lower than the last one written for that CA's key, counting the CRLs
+//! already in the file when the sync starts: a service or a path that hands out an old or
+//! foreign CRL cannot make the broker forget a revocation, not even across a restart of the
+//! sync. Whatever fails is logged and retried; the file is only ever replaced by one that
+//! verifies.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -70,8 +73,57 @@ fn read_trust(path: &Path) -> Result<Vec<Vec<u8>>, CtlError> {
     Ok(certificates)
 }
 
+/// The last CRL number accepted per signing CA, by the CA's public key (two CAs may share a
+/// name, and each numbers its own CRLs).
+pub(crate) type Seen = HashMap<Vec<u8>, u64>;
+
+/// A CRL's number (0 when it has none, which this service never issues).
+fn crl_number(crl: &CertificateRevocationList<'_>) -> u64 {
+    crl.crl_number()
+        .and_then(|n| u64::try_from(n).ok())
+        .unwrap_or_default()
+}
+
+/// The CA of `trust` that signed `crl`.
+fn signer_of<'t>(
+    crl: &CertificateRevocationList<'_>,
+    trust: &'t [X509Certificate<'t>],
+) -> Option<&'t X509Certificate<'t>> {
+    trust
+        .iter()
+        .find(|ca| ca.subject() == crl.issuer() && crl.verify_signature(ca.public_key()).is_ok())
+}
+
+fn parse_trust(trust: &[Vec<u8>]) -> Vec<X509Certificate<'_>> {
+    trust
+        .iter()
+        .filter_map(|der| X509Certificate::from_der(der).ok().map(|(_, c)| c))
+        .collect()
+}
+
+/// The CRL numbers of a file written before (by an earlier run of the sync), for the CRLs in
+/// it that a CA of `trust` signed, stale or not: the floor each CA's next CRL must reach.
+/// Anything that does not parse or verify counts for nothing.
+pub(crate) fn seen_in_file(pem_text: &[u8], trust: &[Vec<u8>]) -> Seen {
+    let trust = parse_trust(trust);
+    let mut seen = Seen::new();
+    for block in pem::parse_many(pem_text).unwrap_or_default() {
+        let Ok((_, crl)) = CertificateRevocationList::from_der(block.contents()) else {
+            continue;
+        };
+        if let Some(signer) = signer_of(&crl, &trust) {
+            let number = crl_number(&crl);
+            let key = signer.public_key().raw.to_vec();
+            let last = seen.entry(key).or_default();
+            *last = (*last).max(number);
+        }
+    }
+    seen
+}
+
 /// Verifies every CRL of a PEM file: each signed by a certificate of `trust`, current at
-/// `now`, and numbered no lower than the last one accepted for its issuer (`seen`, updated).
+/// `now`, and numbered no lower than the last one accepted for its signing CA (`seen`,
+/// updated).
 ///
 /// # Errors
 /// What was wrong, for the log.
@@ -79,16 +131,13 @@ pub(crate) fn verify_crls(
     pem_text: &[u8],
     trust: &[Vec<u8>],
     now: OffsetDateTime,
-    seen: &mut HashMap<String, u64>,
+    seen: &mut Seen,
 ) -> Result<Vec<VerifiedCrl>, String> {
     let blocks = pem::parse_many(pem_text).map_err(|e| format!("the answer is not PEM: {e}"))?;
     if blocks.is_empty() {
         return Err("the answer holds no CRL".into());
     }
-    let trust: Vec<X509Certificate<'_>> = trust
-        .iter()
-        .filter_map(|der| X509Certificate::from_der(der).ok().map(|(_, c)| c))
-        .collect();
+    let trust = parse_trust(trust);
     let mut verified = Vec::new();
     let mut numbers = seen.clone();
     for block in &blocks {
@@ -98,14 +147,12 @@ pub(crate) fn verify_crls(
         let (_, crl) = CertificateRevocationList::from_der(block.contents())
             .map_err(|e| format!("a CRL does not parse: {e}"))?;
         let issuer = crl.issuer().to_string();
-        let signer = trust.iter().find(|ca| {
-            ca.subject() == crl.issuer() && crl.verify_signature(ca.public_key()).is_ok()
-        });
-        if signer.is_none() {
+        let Some(signer) = signer_of(&crl, &trust) else {
             return Err(format!(
                 "the CRL of {issuer} is not signed by any CA of the pinned trust"
             ));
-        }
+        };
+        let signer_key = signer.public_key().raw.to_vec();
         let this_update = crl.last_update().to_datetime();
         if this_update > now + CLOCK_SKEW {
             return Err(format!(
@@ -121,18 +168,15 @@ pub(crate) fn verify_crls(
                 "the CRL of {issuer} is stale (nextUpdate {next_update})"
             ));
         }
-        let number = crl
-            .crl_number()
-            .and_then(|n| u64::try_from(n).ok())
-            .unwrap_or_default();
-        if let Some(&last) = numbers.get(&issuer)
+        let number = crl_number(&crl);
+        if let Some(&last) = numbers.get(&signer_key)
             && number < last
         {
             return Err(format!(
                 "the CRL of {issuer} is #{number}, older than #{last} already written"
             ));
         }
-        numbers.insert(issuer.clone(), number);
+        numbers.insert(signer_key, number);
         verified.push(VerifiedCrl {
             issuer,
             number,
@@ -157,13 +201,16 @@ struct Syncer<'a> {
     args: &'a CrlSyncArgs,
     owner: String,
     trust: Vec<Vec<u8>>,
-    seen: HashMap<String, u64>,
+    seen: Seen,
     written: Option<Vec<u8>>,
 }
 
 impl Syncer<'_> {
     /// Fetches, verifies, and writes if changed.
     async fn round(&mut self, ctx: &mut Ctx<'_>) -> Result<Round, CtlError> {
+        // The broker's CA file changes when an owner's CA rotates: follow it. One that cannot
+        // be read now keeps the last good one (the error is the round's).
+        self.trust = read_trust(&self.args.trust)?;
         let response = ctx
             .client()
             .await?
@@ -275,11 +322,18 @@ fn now_text() -> String {
 }
 
 pub(super) async fn run(args: CrlSyncArgs, ctx: &mut Ctx<'_>) -> Result<(), CtlError> {
+    let trust = read_trust(&args.trust)?;
+    // What an earlier run wrote is the floor: a restart must not let an older CRL back in.
+    let seen = match std::fs::read(&args.out) {
+        Ok(previous) => seen_in_file(&previous, &trust),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Seen::new(),
+        Err(e) => return Err(CtlError::io(&args.out)(e)),
+    };
     let mut syncer = Syncer {
-        trust: read_trust(&args.trust)?,
+        trust,
         owner: owner(args.owner.clone()),
         args: &args,
-        seen: HashMap::new(),
+        seen,
         written: None,
     };
     if args.once {

@@ -1,6 +1,7 @@
 //! `export` (cloud-side artefacts of a policy) and `crl`.
 
 use std::fs;
+use std::io::IsTerminal as _;
 use std::path::{Component, Path};
 
 use oxroot_proto::v1::{CrlFormat, ExportArtifactsRequest, GetCrlRequest, MosquittoExportOptions};
@@ -151,6 +152,12 @@ pub(super) async fn crl(args: CrlArgs, ctx: &mut Ctx<'_>) -> Result<(), CtlError
     }
     // Without --out the CRL itself is the output, so that `enrollctl crl > crl.pem` works. A
     // PEM CRL is text that may reach a terminal: it must be PEM and nothing else.
+    if answered == CrlFormat::Der && std::io::stdout().is_terminal() {
+        // DER is binary, and the issuer names in it come from the owner's certificates.
+        return Err(CtlError::Usage(
+            "a DER CRL is binary: write it with --out FILE or redirect standard output".into(),
+        ));
+    }
     if answered == CrlFormat::Pem && !is_pem_text(&response.crl) {
         return Err(CtlError::BadAnswer(
             "the PEM CRL holds characters that PEM does not use".into(),

@@ -142,6 +142,25 @@ async fn import_ca(request: ImportOwnerCaRequest, ctx: &mut Ctx<'_>) -> Result<(
 
 async fn rotate(owner: String, csr_out: Option<&Path>, ctx: &mut Ctx<'_>) -> Result<(), CtlError> {
     refuse_existing(csr_out)?;
+    if csr_out.is_none() {
+        // An own-CA rotation makes a key whose CSR must reach the owner's root: ask first, so
+        // that it is never made with nowhere to write its CSR.
+        let current = ctx
+            .client()
+            .await?
+            .get_owner(GetOwnerRequest {
+                name: owner.clone(),
+            })
+            .await
+            .map_err(CtlError::rpc("GetOwner"))?
+            .into_inner();
+        if answered_owner(current.owner.as_ref(), "GetOwner")?.ca_mode == CaMode::OwnCa as i32 {
+            return Err(CtlError::Usage(
+                "this owner's root is its own: the new issuing CA's CSR needs --csr-out FILE"
+                    .into(),
+            ));
+        }
+    }
     let response = ctx
         .client()
         .await?

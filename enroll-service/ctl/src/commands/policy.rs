@@ -151,6 +151,7 @@ fn policy_from(args: PolicyCreateArgs) -> Result<Policy, CtlError> {
         description: args.description.unwrap_or_default(),
         certificate_lifetime: args.lifetime.map(to_proto),
         renew_window: args.renew_window.map(to_proto),
+        superseded_grace: args.superseded_grace.map(to_proto),
         subject_cn_template: args.cn_template.unwrap_or_default(),
         crl_base_url: args.crl_base_url.unwrap_or_default(),
         params: Some(params),
@@ -201,6 +202,8 @@ mod tests {
             "90d",
             "--renew-window",
             "0s",
+            "--superseded-grace",
+            "3d",
             "--owner",
             "acme",
         ]))
@@ -212,6 +215,10 @@ mod tests {
         );
         // Zero is meaningful (auto-renew off), so it must be sent, not dropped.
         assert_eq!(policy.renew_window, Some(to_proto(Duration::ZERO)));
+        assert_eq!(
+            policy.superseded_grace,
+            Some(to_proto(Duration::from_secs(3 * 86_400)))
+        );
         assert_eq!(
             policy.params,
             Some(Params::Mosquitto(MosquittoPolicyParams {
@@ -267,6 +274,7 @@ mod tests {
             policy_from(create_args(&["--azure-id-scope", "0ne00000000"])).expect("builds");
         assert_eq!(policy.certificate_lifetime, None);
         assert_eq!(policy.renew_window, None);
+        assert_eq!(policy.superseded_grace, None);
         assert_eq!(policy.owner, "");
         let Some(Params::AzureDps(azure)) = policy.params else {
             panic!()

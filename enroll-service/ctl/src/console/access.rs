@@ -29,6 +29,7 @@
 //! carries the port, because browsers share cookies between the ports of one host.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use axum::extract::{FromRequest, Query, Request, State};
@@ -96,6 +97,9 @@ pub(crate) struct Access {
     login_token: Mutex<Option<String>>,
     /// The one session: a console serves the one operator who started it.
     session: OnceLock<Session>,
+    /// Set by logging out: the session is over for every copy of its cookie, for good (a new
+    /// one needs a new console, with a new login link).
+    ended: AtomicBool,
     /// `Host` header values that name this console.
     hosts: Vec<String>,
     /// The session cookie's name (with the port: cookies are shared between a host's ports).
@@ -123,6 +127,7 @@ impl Access {
         Ok(Self {
             login_token: Mutex::new(Some(random_secret()?)),
             session: OnceLock::new(),
+            ended: AtomicBool::new(false),
             base_url: format!("http://{address}"),
             hosts,
             cookie: format!("oxroot_console_{port}"),
@@ -178,7 +183,7 @@ impl Access {
 
     /// True if the request carries this console's session cookie.
     fn has_session(&self, headers: &HeaderMap) -> bool {
-        let Some(session) = self.session.get() else {
+        let Some(session) = self.live_session() else {
             return false;
         };
         headers
@@ -204,9 +209,20 @@ impl Access {
 
     /// True if `given` is the session's CSRF token.
     fn is_csrf_token(&self, given: &str) -> bool {
+        self.live_session()
+            .is_some_and(|session| same_secret(given, &session.csrf))
+    }
+
+    /// The session, unless nobody logged in yet or it was logged out.
+    fn live_session(&self) -> Option<&Session> {
         self.session
             .get()
-            .is_some_and(|session| same_secret(given, &session.csrf))
+            .filter(|_| !self.ended.load(Ordering::SeqCst))
+    }
+
+    /// Ends the session for every copy of its cookie.
+    fn end_session(&self) {
+        self.ended.store(true, Ordering::SeqCst);
     }
 }
 
@@ -238,9 +254,10 @@ pub(crate) async fn login(
     }
 }
 
-/// `POST /logout`: forgets the cookie in this browser. The session itself stays valid until
-/// the console stops (a console has one session, and a new one needs a restart).
+/// `POST /logout`: ends the session (a copied cookie stops working too) and expires the
+/// cookie in this browser. A console has one session: a new one needs a new console.
 pub(crate) async fn logout(State(console): State<SharedConsole>) -> Response {
+    console.access.end_session();
     let mut response = super::page::logged_out().into_response();
     let expired = format!(
         "{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",
@@ -450,6 +467,17 @@ mod tests {
         assert!(access.is_csrf_token(&csrf));
         assert!(!access.is_csrf_token(""));
         assert!(!access.is_csrf_token(&csrf[1..]));
+    }
+
+    #[test]
+    fn logging_out_ends_the_session_for_every_copy_of_its_cookie() {
+        let access = access();
+        let cookie = access.exchange(&token_of(&access)).expect("logs in");
+        let csrf = access.csrf_token().to_owned();
+        assert!(access.has_session(&cookie_headers(&cookie)));
+        access.end_session();
+        assert!(!access.has_session(&cookie_headers(&cookie)));
+        assert!(!access.is_csrf_token(&csrf));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use oxroot_proto::v1::{
     AuditEntry, Batch, BatchCounts, GetBatchRequest, ListBatchesRequest, QueryAuditRequest,
 };
 
+use super::devices::url_component;
 use super::fleet_index::Fleet;
 use super::page::{PageError, Section, page, percent, shown, when, when_at};
 use super::stats::DeviceSummary;
@@ -55,7 +56,7 @@ pub(crate) async fn list(State(console): State<SharedConsole>) -> Result<Markup,
                     @for batch in &batches {
                         @let counts = batch.counts.unwrap_or_default();
                         tr {
-                            td { a href={ "/batches/" (batch.batch_id) } { (name_of(batch)) } }
+                            td { a href={ "/batches/" (url_component(&batch.batch_id)) } { (name_of(batch)) } }
                             td { (shown(&batch.owner)) }
                             td { (shown(&batch.policy_name)) " " span.muted { (kind_name(batch.policy_kind)) } }
                             td { (progress_bar(&counts)) " " (percent(counts.onboarded, counts.total)) " %" }
@@ -239,7 +240,7 @@ fn body(
             (refused_table(refused, causes, console.can_read_audit()))
             p.muted {
                 "Refusal counts as of the device list of " (when_at(fleet.taken_at)) ". "
-                a href={ "/devices?batch=" (batch.batch_id) } { "All devices of this batch" }
+                a href={ "/devices?batch=" (url_component(&batch.batch_id)) } { "All devices of this batch" }
             }
         }
     }
@@ -264,7 +265,7 @@ fn refused_table(
                     @for device in refused {
                         @let entry = causes.and_then(|c| c.get(&device.device_id));
                         tr {
-                            td { a href={ "/devices/" (device.device_id) } { code { (device.device_id) } } }
+                            td { a href={ "/devices/" (url_component(&device.device_id)) } { code { (device.device_id) } } }
                             td.num { (device.refusals) }
                             @if let Some(entry) = entry {
                                 td.cause { (shown(entry.details.get("refusal_detail").map_or("", String::as_str))) }

@@ -169,7 +169,7 @@ pub(crate) async fn search(
                 tbody {
                     @for device in shown_devices {
                         tr {
-                            td { a href={ "/devices/" (device.device_id) } { code { (shown(&device.device_id)) } } }
+                            td { a href={ "/devices/" (url_component(&device.device_id)) } { code { (shown(&device.device_id)) } } }
                             td data-standing=(device.standing.slug()) { (device.standing.label()) }
                             td { (shown(&device.owner)) }
                             td { @if !device.batch_id.is_empty() {
@@ -292,9 +292,9 @@ fn body(
         }
         div.actions {
             @if console.can_revoke() && device.revocation.is_none() {
-                a.button.danger #revoke href={ "/devices/" (id) "/revoke" } { "Revoke…" }
+                a.button.danger #revoke href={ "/devices/" (url_component(id)) "/revoke" } { "Revoke…" }
             }
-            a.button #evidence href={ "/devices/" (id) "/evidence" } download { "Download evidence (JSON)" }
+            a.button #evidence href={ "/devices/" (url_component(id)) "/evidence" } download { "Download evidence (JSON)" }
         }
         dl.fields #device {
             dt { "DeviceId" } dd { code #device-id { (shown(id)) } }

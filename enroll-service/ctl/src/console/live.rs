@@ -22,7 +22,8 @@ use serde_json::json;
 use tokio_stream::{Stream, StreamExt as _};
 
 use super::SharedConsole;
-use super::page::{PageError, percent, when};
+use super::devices::url_component;
+use super::page::{PageError, percent, shown, when};
 use crate::error::code_name;
 use crate::output::{event_name, refusal_detail_name};
 
@@ -110,15 +111,15 @@ fn device_json(device: &DeviceEvent) -> serde_json::Value {
     } else if device.serial.is_empty() {
         String::new()
     } else {
-        format!("serial {}", device.serial)
+        format!("serial {}", shown(&device.serial))
     };
     json!({
-        "device_id": device.device_id,
-        "href": format!("/devices/{}", device.device_id),
+        "device_id": shown(&device.device_id),
+        "href": format!("/devices/{}", url_component(&device.device_id)),
         "kind": event_name(device.kind),
         "refused": refused,
         "detail": detail,
-        "reference": device.correlation_id,
+        "reference": shown(&device.correlation_id),
         "time": when(device.time.as_ref()),
     })
 }

@@ -258,8 +258,8 @@ fn rpc_refusal(rpc: &str, status: &tonic::Status) -> (&'static str, Markup) {
             (shown(status.message()))
         }
         @if status.code() == Code::PermissionDenied {
-            p { "Your operator's role does not allow this. Nothing was changed, and the service "
-                "wrote the denial to its audit log." }
+            p { "Your operator's role or owner does not allow this. Nothing was changed, and the "
+                "service wrote the denial to its audit log." }
         }
         p { a href="/" { "Back to the fleet overview" } }
     };

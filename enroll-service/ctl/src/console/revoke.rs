@@ -14,7 +14,7 @@ use oxroot_proto::v1::{CredentialState, RevocationReason, RevokeDeviceRequest};
 use serde::Deserialize;
 
 use super::SharedConsole;
-use super::devices::get_device;
+use super::devices::{get_device, url_component};
 use super::page::{PageError, Section, csrf_field, page, shown, when};
 use crate::output::role_name;
 
@@ -71,7 +71,7 @@ pub(crate) async fn confirm(
         })
         .collect();
     let body = html! {
-        p { "Device " a href={ "/devices/" (id) } { code { (shown(id)) } } }
+        p { "Device " a href={ "/devices/" (url_component(id)) } { code { (shown(id)) } } }
         @if device.revocation.is_some() {
             p { "This device is already revoked." }
         } @else if !console.can_revoke() {
@@ -104,7 +104,7 @@ pub(crate) async fn confirm(
                 textarea #comment name="comment" maxlength=(MAX_COMMENT) rows="3" {}
                 div.actions {
                     button.danger type="submit" { "Revoke device" }
-                    a.button href={ "/devices/" (id) } { "Cancel" }
+                    a.button href={ "/devices/" (url_component(id)) } { "Cancel" }
                 }
             }
         }

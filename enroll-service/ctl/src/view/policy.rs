@@ -30,6 +30,10 @@ pub(crate) fn fields(policy: &Policy) -> Fields {
             duration_text(policy.renew_window.as_ref(), "30d (default)"),
         )
         .field(
+            "superseded grace",
+            duration_text(policy.superseded_grace.as_ref(), "7d (default)"),
+        )
+        .field(
             "cn template",
             or_default(&policy.subject_cn_template, "{device_id}"),
         )
@@ -189,10 +193,17 @@ mod tests {
         assert!(json.get("certificate_lifetime").is_none(), "{json}");
         assert!(json.get("aws_iot").is_none());
         let text = human(|out| out.fields(&fields(&policy)));
-        assert!(text.contains("lifetime:      365d (default)"), "{text}");
-        assert!(text.contains("broker:        [::1]:8883"), "{text}");
-        assert!(text.contains("topic root:    devices (default)"), "{text}");
-        assert!(text.contains("tls versions:  1.2, 1.3 (default)"), "{text}");
+        assert!(text.contains("lifetime:          365d (default)"), "{text}");
+        assert!(text.contains("superseded grace:  7d (default)"), "{text}");
+        assert!(text.contains("broker:            [::1]:8883"), "{text}");
+        assert!(
+            text.contains("topic root:        devices (default)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tls versions:      1.2, 1.3 (default)"),
+            "{text}"
+        );
         assert_eq!(tls_versions(&[2]), "1.3");
         assert_eq!(tls_versions(&[1, 2, 7]), "1.2, 1.3, 7");
     }

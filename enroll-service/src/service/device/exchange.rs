@@ -32,8 +32,10 @@ use super::issue::issue;
 use super::read_facts;
 use super::refusal::{Refusal, record_refusal};
 use super::registration::parse_public_key;
+use super::status::check_serial;
 use crate::error::ServiceError;
 use crate::model::RefusalDetail;
+use crate::pki::Serial;
 use crate::service::{ServiceCore, parse_device_id, random_hex};
 use crate::wire::{duration, timestamp};
 
@@ -43,6 +45,8 @@ pub(super) enum Incoming {
         device_id: String,
         epk: Vec<u8>,
         target_slot: u32,
+        /// The serial of the credential the device holds (Renew; empty when it does not say).
+        held_serial: String,
     },
     Proof(v1::Proof),
 }
@@ -69,6 +73,8 @@ struct Challenged {
     epk: PublicKey,
     eligible: Eligible,
     challenge: IssuedChallenge,
+    /// The credential the device says it holds (RenewHello.serial), if it names one.
+    held: Option<Serial>,
 }
 
 /// What a step decided.
@@ -128,8 +134,12 @@ impl Driver<'_> {
         exchange: Exchange,
         device_id: &str,
         epk: &[u8],
+        held_serial: &str,
     ) -> Result<Step, ServiceError> {
         let device_id = parse_device_id("hello.device_id", device_id)?;
+        check_serial("hello.serial", held_serial)?;
+        // A well-formed serial that no credential can have (a leading zero) names none.
+        let held = held_serial.parse::<Serial>().ok();
         let epk = parse_public_key(epk).ok_or_else(|| {
             ServiceError::invalid(
                 "hello.epk",
@@ -163,6 +173,7 @@ impl Driver<'_> {
             epk,
             eligible,
             challenge,
+            held,
         }))))
     }
 
@@ -190,6 +201,7 @@ impl Driver<'_> {
             epk,
             eligible,
             challenge,
+            held,
         } = state;
         check_proof_shape(proof)?;
         // The stream's own challenge is spent by the first proof, whatever happens next.
@@ -213,6 +225,7 @@ impl Driver<'_> {
             epk,
             eligible,
             &dpk,
+            *held,
             &self.correlation,
         )
         .await?;
@@ -272,12 +285,15 @@ pub(super) async fn run_exchange(
                         device_id,
                         epk,
                         target_slot,
+                        held_serial,
                     })) => {
                         let exchange = match exchange {
                             Exchange::Onboard => Exchange::Onboard,
                             Exchange::Renew { .. } => Exchange::Renew { target_slot },
                         };
-                        driver.on_hello(exchange, &device_id, &epk).await?
+                        driver
+                            .on_hello(exchange, &device_id, &epk, &held_serial)
+                            .await?
                     }
                     Some(Ok(Incoming::Proof(_))) => {
                         return Err(ServiceError::Protocol(

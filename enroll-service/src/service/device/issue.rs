@@ -9,6 +9,11 @@
 //!                        (maybe on another replica) may have issued what this proof asks for
 //!     anything else ───▶ an error; nothing signed again (a batch that is gone stays gone)
 //! ```
+//!
+//! The credential a new one replaces is superseded, not revoked: the device may not get the new
+//! one. Its revocation is scheduled for the end of the policy's grace, and comes sooner when
+//! the device proves it uses a later credential: here, a renewal that names the credential it
+//! holds and proves that credential's key (see [`crate::service::supersede`]).
 
 use rot_core::keys::{DeviceId, KeySlot, PublicKey};
 use time::OffsetDateTime;
@@ -26,7 +31,9 @@ use crate::model::{
 };
 use crate::pki::{CertificateAuthority, LeafRequest, RevocationReason, Serial, Validity};
 use crate::policy::PolicySpec;
+use crate::service::authorities::sign_off_runtime;
 use crate::service::locks::MAX_ATTEMPTS;
+use crate::service::supersede::{self, Cause};
 use crate::service::{Issuer, ServiceCore};
 use crate::store::{Change, Conflict, Guard, Op, StoreError};
 use crate::wire::timestamp;
@@ -69,9 +76,9 @@ pub(crate) fn bundle(
     }
 }
 
-/// What happens to the credential being replaced: superseded (still valid until it expires),
-/// or revoked when the device moved within its owner since it was issued. Returns whether it
-/// goes on the CRL.
+/// What happens to the credential being replaced: superseded (still valid until the device
+/// proves its successor or the policy's grace ends), or revoked when the device moved within
+/// its owner since it was issued. Returns whether it goes on the CRL now.
 fn retire(previous: &mut CredentialRecord, device: &DeviceRecord, now: OffsetDateTime) -> bool {
     if previous.assignment == device.assignment {
         previous.status = CredentialStatus::Superseded;
@@ -112,7 +119,100 @@ fn still_current(
     }
 }
 
+/// What a renewal's proof retires: the device named `held_serial` as the credential it holds
+/// and proved that credential's key, so the credentials a renewal replaced before it are no
+/// longer needed ([`supersede::predecessors`]); their revocation goes into the renewal's own
+/// change.
+struct Retirement<'a> {
+    core: &'a ServiceCore,
+    /// The credential the device proved it uses, if it did.
+    successor: Option<Serial>,
+    /// The credentials that proof retires.
+    retired: Vec<CredentialRecord>,
+    device_id: &'a DeviceId,
+    owner: &'a str,
+    rpc: &'static str,
+    now: OffsetDateTime,
+    correlation: &'a str,
+}
+
+impl<'a> Retirement<'a> {
+    /// What a proof by `eligible.slot`'s key, `dpk`, retires when the device says it holds
+    /// `held_serial`: nothing unless that is one of its credentials, for that very key, not
+    /// revoked.
+    async fn of_proof(
+        core: &'a ServiceCore,
+        eligible: &'a Eligible,
+        held_serial: Option<Serial>,
+        dpk: &PublicKey,
+        rpc: &'static str,
+        now: OffsetDateTime,
+        correlation: &'a str,
+    ) -> Result<Self, ServiceError> {
+        let device = &eligible.device;
+        let proved = match held_serial {
+            Some(serial) => core.registry.credential(serial).await?.is_some_and(|held| {
+                held.device_id == device.device_id
+                    && held.key_slot == eligible.slot.get()
+                    && held.dpk == *dpk
+                    && held.status != CredentialStatus::Revoked
+            }),
+            None => false,
+        };
+        let successor = held_serial.filter(|_| proved);
+        let mut retired = match successor {
+            Some(serial) => supersede::predecessors(core, device, serial).await?,
+            None => Vec::new(),
+        };
+        // Best effort: these revocations ride along with the renewal, which must not fail
+        // because of them (an old credential's issuer whose key store is away, say). What
+        // cannot be staged now is left to the grace sweep.
+        if !retired.is_empty()
+            && let Err(e) =
+                supersede::stage_revocations(core, retired.clone(), now, &mut Change::new()).await
+        {
+            tracing::warn!(device_id = %device.device_id, error = %e, "superseded credentials left to the grace sweep");
+            retired.clear();
+        }
+        Ok(Self {
+            core,
+            successor,
+            retired,
+            device_id: &device.device_id,
+            owner: &eligible.policy.owner,
+            rpc,
+            now,
+            correlation,
+        })
+    }
+
+    /// Stages the revocations and their audit entry into `change`.
+    async fn stage(&self, change: &mut Change) -> Result<(), ServiceError> {
+        let revoked =
+            supersede::stage_revocations(self.core, self.retired.clone(), self.now, change).await?;
+        if let (Some(successor), false) = (self.successor, revoked.is_empty()) {
+            let cause = Cause::SuccessorProved {
+                successor,
+                rpc: self.rpc,
+            };
+            change.audit(supersede::audit(
+                self.device_id,
+                self.owner,
+                &revoked,
+                cause,
+                self.now,
+                self.correlation,
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// What one read-decide-commit of [`issue`] came to.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per attempt, returned at once; boxing buys nothing"
+)]
 enum Attempt {
     /// The answer: a bundle (new, or the unchanged one again) or a refusal.
     Done(Result<v1::CredentialBundle, Refusal>),
@@ -121,8 +221,13 @@ enum Attempt {
 }
 
 /// Issues (or returns the unchanged) credential for a verified proof, and makes it durable
-/// before returning it. The device's lock (an optimisation within this replica) is held
+/// before returning it. `held_serial` is the credential the device says it holds
+/// (RenewHello.serial). The device's lock (an optimisation within this replica) is held
 /// throughout; the device record's version is what guards the commit.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one exchange's facts; a struct would only rename them"
+)]
 pub(super) async fn issue(
     core: &ServiceCore,
     exchange: Exchange,
@@ -130,13 +235,23 @@ pub(super) async fn issue(
     epk: &PublicKey,
     earlier: &Eligible,
     dpk: &PublicKey,
+    held_serial: Option<Serial>,
     correlation: &str,
 ) -> Result<Result<v1::CredentialBundle, Refusal>, ServiceError> {
     let _lock = core.device_locks.lock(device_id).await;
+    let facts = Proved {
+        exchange,
+        device_id,
+        epk,
+        earlier,
+        dpk,
+        held_serial,
+        correlation,
+    };
     let mut attempts = 0;
     loop {
         attempts += 1;
-        match attempt(core, exchange, device_id, epk, earlier, dpk, correlation).await? {
+        match attempt(core, &facts).await? {
             Attempt::Done(answer) => return Ok(answer),
             Attempt::DeviceChanged(_) if attempts < MAX_ATTEMPTS => {}
             Attempt::DeviceChanged(conflict) => return Err(conflict.into()),
@@ -144,17 +259,30 @@ pub(super) async fn issue(
     }
 }
 
+/// What a verified proof established, for [`attempt`].
+#[derive(Clone, Copy)]
+struct Proved<'a> {
+    exchange: Exchange,
+    device_id: &'a DeviceId,
+    epk: &'a PublicKey,
+    earlier: &'a Eligible,
+    dpk: &'a PublicKey,
+    held_serial: Option<Serial>,
+    correlation: &'a str,
+}
+
 /// One read of the device, the decision, and at most one commit (several signatures only for
 /// serial collisions).
-async fn attempt(
-    core: &ServiceCore,
-    exchange: Exchange,
-    device_id: &DeviceId,
-    epk: &PublicKey,
-    earlier: &Eligible,
-    dpk: &PublicKey,
-    correlation: &str,
-) -> Result<Attempt, ServiceError> {
+async fn attempt(core: &ServiceCore, proved: &Proved<'_>) -> Result<Attempt, ServiceError> {
+    let Proved {
+        exchange,
+        device_id,
+        epk,
+        earlier,
+        dpk,
+        held_serial,
+        correlation,
+    } = *proved;
     let slot = earlier.slot;
     // The world may have changed while the device was signing: check again (the device
     // record; its batch and policy, if it is still in the same batch, cannot change).
@@ -189,6 +317,16 @@ async fn attempt(
     };
     // The owner's CA that issues now: after a rotation, renewals move devices to it.
     let issuer = core.authorities().issuing(&eligible.policy.owner).await?;
+    let retirement = Retirement::of_proof(
+        core,
+        &eligible,
+        held_serial,
+        dpk,
+        exchange.rpc(),
+        now,
+        correlation,
+    )
+    .await?;
     if let Some(current) = &current
         && still_current(exchange, current, &eligible, dpk, now)
     {
@@ -196,8 +334,21 @@ async fn attempt(
             .authorities()
             .issuer_of(&current.owner, &current.certificate_pem)
             .await?;
-        // A certificate of a CA retired since is not what this proof would be issued now.
+        // A certificate of a CA retired since is not what this proof would be issued now: it
+        // is replaced below, and the retirement goes with that change.
         if issued_by.id == issuer.id {
+            if !retirement.retired.is_empty() {
+                // The device record is written back unchanged so that its version guards the
+                // credentials this change rewrites, as every credential rewrite is guarded.
+                let mut change = Change::new();
+                change.op(Op::PutDevice(eligible.device.clone()));
+                retirement.stage(&mut change).await?;
+                match core.registry.commit(change).await {
+                    Ok(_) => {}
+                    Err(e) if e.is_device_changed() => return Ok(Attempt::DeviceChanged(e)),
+                    Err(e) => return Err(e.into()),
+                }
+            }
             return Ok(Attempt::Done(Ok(bundle(
                 &issued_by.ca,
                 current,
@@ -217,18 +368,63 @@ async fn attempt(
         _ => None,
     };
     let subject_cn = eligible.policy.subject_cn(device_id)?;
+    let issued = IssuedNow {
+        eligible: &eligible,
+        issuer: &issuer,
+        replaced,
+        retirement: &retirement,
+        subject_cn: &subject_cn,
+        now,
+    };
+    sign_and_commit(core, proved, &issued).await
+}
+
+/// What a new credential is issued from, once [`attempt`] decided one is due.
+struct IssuedNow<'a> {
+    eligible: &'a Eligible,
+    issuer: &'a Issuer,
+    /// The credential it replaces, with the id of the CA that issued that one.
+    replaced: Option<(CredentialRecord, String)>,
+    retirement: &'a Retirement<'a>,
+    subject_cn: &'a str,
+    now: OffsetDateTime,
+}
+
+/// Signs the new credential and commits it with everything it changes; a serial collision
+/// draws another serial, a device changed since the read sends the caller back to read.
+async fn sign_and_commit(
+    core: &ServiceCore,
+    proved: &Proved<'_>,
+    issued: &IssuedNow<'_>,
+) -> Result<Attempt, ServiceError> {
+    let IssuedNow {
+        eligible,
+        issuer,
+        subject_cn,
+        now,
+        ..
+    } = *issued;
     let mut serials = 0;
     let credential = loop {
         serials += 1;
-        let credential = sign(&issuer, &eligible, slot, dpk, &subject_cn, now)?;
-        let change = onboarding_change(
-            exchange,
-            &eligible,
-            replaced.clone(),
+        let credential = sign(
+            issuer,
+            eligible,
+            proved.earlier.slot,
+            proved.dpk,
+            subject_cn,
+            now,
+        )
+        .await?;
+        let mut change = onboarding_change(
+            proved.exchange,
+            eligible,
+            issued.replaced.clone(),
             &credential,
             now,
-            correlation,
+            proved.correlation,
         );
+        issued.retirement.stage(&mut change).await?;
         match core.registry.commit(change).await {
             Ok(_) => break credential,
             // A random 127-bit serial collided with one already issued: draw another.
@@ -238,7 +434,7 @@ async fn attempt(
             Err(e) => return Err(e.into()),
         }
     };
-    match exchange {
+    match proved.exchange {
         Exchange::Onboard => core.metrics.onboarded(),
         Exchange::Renew { .. } => core.metrics.renewed(),
     }
@@ -251,7 +447,7 @@ async fn attempt(
 
 /// Signs a leaf for `dpk` with the owner's issuing CA under a fresh random serial, pointing at
 /// that CA's CRL if the policy names a CRL base URL.
-fn sign(
+async fn sign(
     issuer: &Issuer,
     eligible: &Eligible,
     slot: KeySlot,
@@ -262,13 +458,15 @@ fn sign(
     let policy = &eligible.policy;
     let serial = Serial::random()?;
     let validity = Validity::new(now - BACKDATE, now + policy.certificate_lifetime)?;
-    let leaf = issuer.ca.issue_device_certificate(&LeafRequest {
+    let request = LeafRequest {
         public_key: *dpk.as_bytes(),
         common_name: subject_cn.to_owned(),
         validity,
         serial,
         crl_distribution_point: policy.crl_distribution_point(&issuer.id),
-    })?;
+    };
+    let leaf =
+        sign_off_runtime(&issuer.ca, move |ca| ca.issue_device_certificate(&request)).await??;
     Ok(CredentialRecord {
         serial,
         device_id: eligible.device.device_id,
@@ -304,6 +502,7 @@ fn onboarding_change(
     let device = &eligible.device;
     let (policy, batch) = (&eligible.policy, &eligible.batch);
     let slot = credential.key_slot;
+    let mut superseded = None;
     let mut updated = device.clone();
     updated.key_slot = slot;
     updated.slot_keys.insert(slot, credential.dpk);
@@ -320,16 +519,23 @@ fn onboarding_change(
     if let Some((mut previous, previous_issuer)) = current
         && previous.status == CredentialStatus::Active
     {
-        if retire(&mut previous, device, now)
-            && let Some(entry) = previous.revocation
-        {
-            // Not on the device's response path: the CRL refresher (and any GetCrl)
-            // re-signs as soon as it sees a revoked serial that the CRL does not list yet.
-            change.op(Op::Revoke {
-                issuer: previous_issuer,
+        if retire(&mut previous, device, now) {
+            if let Some(entry) = previous.revocation {
+                // Not on the device's response path: the CRL refresher (and any GetCrl)
+                // re-signs as soon as it sees a revoked serial that the CRL does not list yet.
+                change.op(Op::Revoke {
+                    issuer: previous_issuer,
+                    serial: previous.serial,
+                    entry,
+                });
+            }
+        } else {
+            let due = now + policy.superseded_grace;
+            change.op(Op::ScheduleRevocation {
                 serial: previous.serial,
-                entry,
+                due,
             });
+            superseded = Some((previous.serial, due));
         }
         change.op(Op::PutCredential(Box::new(previous)));
     }
@@ -339,6 +545,26 @@ fn onboarding_change(
         Exchange::Renew { .. } => DeviceEventKind::Renewed { serial, key_slot },
     };
     let id = device.device_id;
+    let mut entry = AuditDraft::new(
+        now,
+        format!("device:{id}"),
+        policy.owner.clone(),
+        format!("device.{}", exchange.rpc()),
+        format!("device:{id}"),
+        "ok",
+    )
+    .detail("serial", serial.to_string())
+    .detail("key_slot", slot.to_string())
+    .detail("policy", format!("{}/{}", policy.owner, policy.name))
+    .detail("batch", batch.batch_id.clone())
+    .correlation(correlation);
+    if let Some((previous, due)) = superseded {
+        entry = entry.detail("superseded", previous.to_string()).detail(
+            "superseded_revoked_by",
+            due.format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+        );
+    }
     change
         .batch_moved(
             &batch.batch_id,
@@ -346,20 +572,97 @@ fn onboarding_change(
             Some(DeviceEvent::new(id, kind, now, correlation)),
         )
         .op(Op::PutDevice(updated))
-        .audit(
-            AuditDraft::new(
-                now,
-                format!("device:{id}"),
-                policy.owner.clone(),
-                format!("device.{}", exchange.rpc()),
-                format!("device:{id}"),
-                "ok",
-            )
-            .detail("serial", serial.to_string())
-            .detail("key_slot", slot.to_string())
-            .detail("policy", format!("{}/{}", policy.owner, policy.name))
-            .detail("batch", batch.batch_id.clone())
-            .correlation(correlation),
-        );
+        .audit(entry);
     change
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used, reason = "a failed expect is a failed test")]
+
+    use super::*;
+    use crate::service::ServiceConfig;
+    use crate::service::testing::{BATCH, Fixture, chip};
+
+    /// A renewal that replaces a credential never revokes it: it is superseded, its
+    /// revocation scheduled for the end of the policy's grace, and the audit entry says when.
+    #[tokio::test]
+    async fn a_replaced_credential_is_superseded_and_scheduled_not_revoked() {
+        let f = Fixture::new(ServiceConfig::default()).await;
+        let seeds = chip(0);
+        let id = f.register(seeds).await;
+        let first = f.issue(seeds, 1).await;
+        let previous = f.credential(first).await;
+        let issuer = f
+            .core
+            .authorities()
+            .issuer_of(&previous.owner, &previous.certificate_pem)
+            .await
+            .expect("issuer")
+            .id;
+        let batch = f
+            .core
+            .registry()
+            .batch(BATCH)
+            .await
+            .expect("read")
+            .expect("batch");
+        let slot = KeySlot::new(2).expect("slot");
+        let eligible = Eligible {
+            device: f.device(&id).await,
+            batch,
+            policy: f.policy.clone(),
+            slot,
+        };
+        let now = OffsetDateTime::now_utc();
+        let renewed = CredentialRecord {
+            serial: Serial::random().expect("serial"),
+            key_slot: 2,
+            dpk: seeds.device_key(slot).public_key(),
+            ..previous.clone()
+        };
+        let change = onboarding_change(
+            Exchange::Renew { target_slot: 2 },
+            &eligible,
+            Some((previous, issuer)),
+            &renewed,
+            now,
+            "c-1",
+        );
+        let due = now + f.policy.superseded_grace;
+        assert!(
+            !change.ops.iter().any(|op| matches!(op, Op::Revoke { .. })),
+            "{change:?}"
+        );
+        assert!(change.ops.iter().any(|op| matches!(
+            op,
+            Op::ScheduleRevocation { serial, due: at } if *serial == first && *at == due
+        )));
+        assert!(change.ops.iter().any(|op| matches!(
+            op,
+            Op::PutCredential(c) if c.serial == first && c.status == CredentialStatus::Superseded
+        )));
+        let audited = change
+            .ops
+            .iter()
+            .find_map(|op| match op {
+                Op::Audit(draft) => Some(draft.clone()),
+                _ => None,
+            })
+            .expect("an audit entry");
+        assert_eq!(audited.details["superseded"], first.to_string());
+        assert!(audited.details.contains_key("superseded_revoked_by"));
+        crate::store::commit(f.core.registry(), change)
+            .await
+            .expect("commit");
+        assert_eq!(
+            f.core
+                .registry()
+                .scheduled_revocation(first)
+                .await
+                .expect("read"),
+            Some(due.replace_nanosecond(0).expect("0"))
+        );
+        assert!(f.crl_entries().await.is_empty());
+    }
 }

@@ -214,9 +214,5 @@ async fn register_once(
         )
         .correlation(correlation),
     );
-    Ok(core
-        .registry
-        .commit(change)
-        .await
-        .map(|_| (device, true)))
+    Ok(core.registry.commit(change).await.map(|_| (device, true)))
 }

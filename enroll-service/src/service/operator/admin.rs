@@ -8,11 +8,10 @@ use oxroot_proto::v1;
 use super::policies::check_policy_name;
 use super::{ANY_ROLE, OPERATORS, OperatorService, check_text, operator_audit};
 use crate::error::ServiceError;
-use crate::model::CrlRecord;
 use crate::pki::PLATFORM_OWNER;
 use crate::policy;
 use crate::service::{Caller, PLATFORM_ISSUER, random_hex};
-use crate::store::Change;
+use crate::store::{Change, CrlNotice, Published, RegistryEvent, SubscriptionError};
 use crate::wire::timestamp;
 
 impl OperatorService {
@@ -59,9 +58,10 @@ impl OperatorService {
         let spec = self
             .core
             .registry
-            .policy(&owner, &request.policy_name)?
+            .policy(&owner, &request.policy_name)
+            .await?
             .ok_or_else(|| ServiceError::NotFound(format!("policy {:?}", request.policy_name)))?;
-        let live = self.core.authorities().live(&owner)?;
+        let live = self.core.authorities().live(&owner).await?;
         let (issuing, retired) = live.split_first().ok_or_else(|| {
             ServiceError::FailedPrecondition(format!("owner {owner} has no live issuing CA"))
         })?;
@@ -109,7 +109,7 @@ impl OperatorService {
             Ok(v1::CrlFormat::Pem | v1::CrlFormat::Unspecified) => v1::CrlFormat::Pem,
             Err(_) => return Err(ServiceError::invalid("format", "is not a CrlFormat")),
         };
-        let issuers = self.crl_issuers_for(caller, request)?;
+        let issuers = self.crl_issuers_for(caller, request).await?;
         if format == v1::CrlFormat::Der && issuers.len() > 1 {
             return Err(ServiceError::FailedPrecondition(format!(
                 "owner has {} live issuing CAs ({}): a DER CRL is one CA's, name it in issuer_id",
@@ -119,7 +119,7 @@ impl OperatorService {
         }
         let mut crls = Vec::with_capacity(issuers.len());
         for issuer in &issuers {
-            crls.push(self.core.crls.current(issuer).await?);
+            crls.push(self.core.crls.to_serve(issuer).await?);
         }
         let first = crls
             .first()
@@ -147,7 +147,7 @@ impl OperatorService {
     /// Which CRLs a GetCrl asks for, of those the caller may see: `owner` "*" (or empty, for a
     /// platform caller) is the platform's; an owner is its live issuing CAs, or the one
     /// `issuer_id` names.
-    fn crl_issuers_for(
+    async fn crl_issuers_for(
         &self,
         caller: &Caller,
         request: &v1::GetCrlRequest,
@@ -164,7 +164,7 @@ impl OperatorService {
             return Ok(vec![PLATFORM_ISSUER.to_owned()]);
         }
         let owner = caller.owner_for("owner", &request.owner)?;
-        let live = self.core.authorities().live(&owner)?;
+        let live = self.core.authorities().live_ids(&owner).await?;
         if request.issuer_id.is_empty() {
             // An owner whose own root has not certified its first issuing CA yet has no CRL:
             // a state to report, not a failure of the service.
@@ -173,11 +173,11 @@ impl OperatorService {
                     "owner {owner} has no live issuing CA, so no CRL"
                 )));
             }
-            return Ok(live.into_iter().map(|issuer| issuer.id).collect());
+            return Ok(live);
         }
         // Retired CAs past their life have no CRL to serve; anything else of another owner
         // looks absent.
-        let known = self.core.authorities().crl_issuers_of(&owner)?;
+        let known = self.core.authorities().crl_issuers_of(&owner).await?;
         if known.contains(&request.issuer_id) {
             Ok(vec![request.issuer_id.clone()])
         } else {
@@ -194,13 +194,13 @@ pub(crate) type CrlWatchStream = std::pin::Pin<
     Box<dyn tokio_stream::Stream<Item = Result<v1::WatchCrlsResponse, tonic::Status>> + Send>,
 >;
 
-fn crl_notice(issuer: &str, crl: &CrlRecord) -> v1::WatchCrlsResponse {
+fn crl_notice(notice: &CrlNotice) -> v1::WatchCrlsResponse {
     v1::WatchCrlsResponse {
-        issuer_id: issuer.to_owned(),
-        crl_number: crl.number,
-        this_update: Some(timestamp(crl.this_update)),
-        next_update: Some(timestamp(crl.next_update)),
-        revoked_count: crl.revoked_count,
+        issuer_id: notice.issuer.clone(),
+        crl_number: notice.number,
+        this_update: Some(timestamp(notice.this_update)),
+        next_update: Some(timestamp(notice.next_update)),
+        revoked_count: notice.revoked_count,
     }
 }
 
@@ -217,14 +217,14 @@ impl OperatorService {
             owner: request.owner.clone(),
             ..v1::GetCrlRequest::default()
         };
-        let issuers = self.crl_issuers_for(caller, &scope)?;
+        let issuers = self.crl_issuers_for(caller, &scope).await?;
         // Subscribe first: a CRL signed between the snapshot and the subscription would
         // otherwise never be announced.
-        let mut published = self.core.crls.subscribe();
+        let mut published = self.core.registry.subscribe();
         let (outbox, inbox) = tokio::sync::mpsc::channel(64);
         for issuer in &issuers {
             let crl = self.core.crls.current(issuer).await?;
-            let _ = outbox.try_send(Ok(crl_notice(issuer, &crl)));
+            let _ = outbox.try_send(Ok(crl_notice(&CrlNotice::of(issuer, &crl))));
         }
         let core = self.core.clone();
         let owner = if request.owner == PLATFORM_OWNER
@@ -241,25 +241,30 @@ impl OperatorService {
                     crl = published.recv() => crl,
                 };
                 let notice = match crl {
-                    Ok(crl) => {
+                    Ok(Published {
+                        event: RegistryEvent::CrlSigned(crl),
+                        ..
+                    }) => {
                         // The owner's issuers now (a rotation adds one while the stream runs).
                         let watched = match &owner {
                             None => crl.issuer == PLATFORM_ISSUER,
                             Some(owner) => core
                                 .authorities()
                                 .crl_issuers_of(owner)
+                                .await
                                 .is_ok_and(|ids| ids.contains(&crl.issuer)),
                         };
                         if !watched {
                             continue;
                         }
-                        Ok(crl_notice(&crl.issuer, &crl.record))
+                        Ok(crl_notice(&crl))
                     }
+                    Ok(_) => continue,
                     // Missed notices: the client cannot know which, so it must re-read all.
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Err(
-                        tonic::Status::data_loss("CRL notices were missed: reconnect and re-read"),
-                    ),
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    Err(SubscriptionError::Missed(_)) => Err(tonic::Status::data_loss(
+                        "CRL notices were missed: reconnect and re-read",
+                    )),
+                    Err(SubscriptionError::Closed) => return,
                 };
                 let end = notice.is_err();
                 if outbox.send(notice).await.is_err() || end {

@@ -37,12 +37,12 @@ struct Decoded {
 }
 
 /// Checks the hash chain over `[start, end]` (`end` 0: the newest entry).
-fn verify_range(
+async fn verify_range(
     registry: &dyn Registry,
     start: u64,
     end: u64,
 ) -> Result<v1::VerifyAuditResponse, ServiceError> {
-    let head = registry.audit_head();
+    let head = registry.audit_head().await?;
     let end = if end == 0 { head } else { end.min(head) };
     let mut response = v1::VerifyAuditResponse {
         ok: true,
@@ -56,7 +56,8 @@ fn verify_range(
     let mut prev = match start {
         1 => None,
         _ => registry
-            .audit(start - 1, 1)?
+            .audit(start - 1, 1)
+            .await?
             .into_iter()
             .find(|(seq, _)| *seq == start - 1)
             .map(|(_, entry)| entry.hash),
@@ -66,7 +67,7 @@ fn verify_range(
         let limit = usize::try_from(end - next + 1)
             .unwrap_or(usize::MAX)
             .min(VERIFY_BLOCK);
-        let block = registry.audit(next, limit)?;
+        let block = registry.audit(next, limit).await?;
         let first = block.first().map(|(seq, _)| *seq);
         let last = block.last().map(|(seq, _)| *seq);
         let report = if first == Some(next) {
@@ -96,7 +97,7 @@ fn verify_range(
 
 impl OperatorService {
     /// QueryAudit for an authenticated caller.
-    pub(crate) fn query_audit_as(
+    pub(crate) async fn query_audit_as(
         &self,
         caller: &Caller,
         request: &v1::QueryAuditRequest,
@@ -141,30 +142,33 @@ impl OperatorService {
                 && (request.subject.is_empty() || r.subject == request.subject)
                 && (request.correlation_id.is_empty() || r.correlation_id == request.correlation_id)
         };
-        let (page, next) = pager.collect(
-            start,
-            |after: Option<&u64>, n| {
-                let from = after.map_or(request.start_seq.max(1), |s| s + 1);
-                registry
-                    .audit(from, n)?
-                    .into_iter()
-                    .map(|(seq, stored)| {
-                        let record = stored.decode().map_err(|e| {
-                            ServiceError::Internal(format!(
-                                "audit entry {seq} does not decode: {e}"
-                            ))
-                        })?;
-                        Ok(Decoded {
-                            seq,
-                            record,
-                            stored,
+        let (page, next) = pager
+            .collect(
+                start,
+                |after: Option<u64>, n| async move {
+                    let from = after.map_or(request.start_seq.max(1), |s| s + 1);
+                    registry
+                        .audit(from, n)
+                        .await?
+                        .into_iter()
+                        .map(|(seq, stored)| {
+                            let record = stored.decode().map_err(|e| {
+                                ServiceError::Internal(format!(
+                                    "audit entry {seq} does not decode: {e}"
+                                ))
+                            })?;
+                            Ok(Decoded {
+                                seq,
+                                record,
+                                stored,
+                            })
                         })
-                    })
-                    .collect()
-            },
-            |d: &Decoded| d.seq,
-            keep,
-        )?;
+                        .collect()
+                },
+                |d: &Decoded| d.seq,
+                keep,
+            )
+            .await?;
         let entries = page
             .iter()
             .map(|d| {
@@ -176,7 +180,7 @@ impl OperatorService {
         Ok(v1::QueryAuditResponse {
             entries,
             next_page_token: pager.token(next.as_ref()),
-            head_seq: registry.audit_head(),
+            head_seq: registry.audit_head().await?,
         })
     }
 
@@ -193,10 +197,7 @@ impl OperatorService {
                 "must not be below start_seq",
             ));
         }
-        let core = self.core.clone();
         let (start, end) = (request.start_seq.max(1), request.end_seq);
-        tokio::task::spawn_blocking(move || verify_range(core.registry.as_ref(), start, end))
-            .await
-            .map_err(|e| ServiceError::Internal(format!("audit verification task: {e}")))?
+        verify_range(self.core.registry.as_ref(), start, end).await
     }
 }

@@ -33,7 +33,7 @@ fn new_batch_id(now: OffsetDateTime) -> Result<String, ServiceError> {
 
 impl OperatorService {
     /// The batch `batch_id` if the caller may see it; another owner's batch is NOT_FOUND.
-    pub(super) fn visible_batch(
+    pub(super) async fn visible_batch(
         &self,
         caller: &Caller,
         field: &str,
@@ -50,7 +50,8 @@ impl OperatorService {
         }
         self.core
             .registry
-            .batch(batch_id)?
+            .batch(batch_id)
+            .await?
             .filter(|b| caller.can_see(Some(&b.owner)))
             .ok_or_else(|| ServiceError::NotFound(format!("batch {batch_id:?}")))
     }
@@ -79,7 +80,8 @@ impl OperatorService {
         if self
             .core
             .registry
-            .policy(&owner, &request.policy_name)?
+            .policy(&owner, &request.policy_name)
+            .await?
             .is_none()
         {
             return Err(ServiceError::NotFound(format!(
@@ -88,7 +90,7 @@ impl OperatorService {
             )));
         }
         let correlation = random_hex(12)?;
-        let batch = match self.earlier_attempt(&owner, &request.request_id)? {
+        let batch = match self.earlier_attempt(&owner, &request.request_id).await? {
             Some(batch) => batch,
             None => {
                 self.insert_batch(caller, &owner, &request, &correlation)
@@ -115,8 +117,10 @@ impl OperatorService {
             }
             importer.add(records).await?;
         }
-        let (batch, report) = importer.finish()?;
-        let batch = Views::new(self.core.registry.as_ref()).batch(&batch)?;
+        let (batch, report) = importer.finish().await?;
+        let batch = Views::new(self.core.registry.as_ref())
+            .batch(&batch)
+            .await?;
         Ok(v1::CreateBatchResponse {
             batch: Some(batch),
             report: Some(report),
@@ -124,7 +128,7 @@ impl OperatorService {
     }
 
     /// The batch an earlier CreateBatch with this idempotency key created, if any.
-    fn earlier_attempt(
+    async fn earlier_attempt(
         &self,
         owner: &str,
         request_id: &str,
@@ -132,12 +136,13 @@ impl OperatorService {
         if request_id.is_empty() {
             return Ok(None);
         }
-        let Some(batch_id) = self.core.registry.request_id(owner, request_id)? else {
+        let Some(batch_id) = self.core.registry.request_id(owner, request_id).await? else {
             return Ok(None);
         };
         self.core
             .registry
-            .batch(&batch_id)?
+            .batch(&batch_id)
+            .await?
             .map(Some)
             .ok_or_else(|| {
                 ServiceError::Internal(format!(
@@ -200,7 +205,8 @@ impl OperatorService {
                 Ok(batch)
             }
             Err(StoreError::Conflict(why)) => self
-                .earlier_attempt(owner, &request.request_id)?
+                .earlier_attempt(owner, &request.request_id)
+                .await?
                 .ok_or(ServiceError::Unavailable(format!(
                     "batch creation collided ({why}); retry"
                 ))),
@@ -209,20 +215,26 @@ impl OperatorService {
     }
 
     /// GetBatch for an authenticated caller.
-    pub(crate) fn get_batch_as(
+    pub(crate) async fn get_batch_as(
         &self,
         caller: &Caller,
         request: &v1::GetBatchRequest,
     ) -> Result<v1::GetBatchResponse, ServiceError> {
         caller.require("GetBatch", ANY_ROLE)?;
-        let batch = self.visible_batch(caller, "batch_id", &request.batch_id)?;
+        let batch = self
+            .visible_batch(caller, "batch_id", &request.batch_id)
+            .await?;
         Ok(v1::GetBatchResponse {
-            batch: Some(Views::new(self.core.registry.as_ref()).batch(&batch)?),
+            batch: Some(
+                Views::new(self.core.registry.as_ref())
+                    .batch(&batch)
+                    .await?,
+            ),
         })
     }
 
     /// ListBatches for an authenticated caller.
-    pub(crate) fn list_batches_as(
+    pub(crate) async fn list_batches_as(
         &self,
         caller: &Caller,
         request: &v1::ListBatchesRequest,
@@ -239,20 +251,24 @@ impl OperatorService {
         );
         let start: Option<String> = pager.resume(&request.page_token)?;
         let registry = self.core.registry.as_ref();
-        let (batches, next) = pager.collect(
-            start,
-            |before: Option<&String>, n| {
-                Ok(registry.batches(owner.as_deref(), before.map(String::as_str), n)?)
-            },
-            |b: &BatchRecord| b.batch_id.clone(),
-            |b| request.policy_name.is_empty() || b.policy_name == request.policy_name,
-        )?;
+        let (batches, next) = pager
+            .collect(
+                start,
+                |before: Option<String>, n| {
+                    let owner = owner.as_deref();
+                    async move { Ok(registry.batches(owner, before.as_deref(), n).await?) }
+                },
+                |b: &BatchRecord| b.batch_id.clone(),
+                |b| request.policy_name.is_empty() || b.policy_name == request.policy_name,
+            )
+            .await?;
         let mut views = Views::new(registry);
+        let mut listed = Vec::with_capacity(batches.len());
+        for batch in &batches {
+            listed.push(views.batch(batch).await?);
+        }
         Ok(v1::ListBatchesResponse {
-            batches: batches
-                .iter()
-                .map(|b| views.batch(b))
-                .collect::<Result<_, _>>()?,
+            batches: listed,
             next_page_token: pager.token(next.as_ref()),
         })
     }

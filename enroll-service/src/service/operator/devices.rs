@@ -191,6 +191,10 @@ impl OperatorService {
                 revoked_at: now,
                 reason,
             };
+            if credential.status == CredentialStatus::Superseded {
+                // Revoked now, for this reason: the end of its grace has nothing left to do.
+                change.op(Op::CancelScheduledRevocation(serial));
+            }
             credential.status = CredentialStatus::Revoked;
             credential.revocation = Some(entry);
             change
@@ -482,10 +486,9 @@ impl OperatorService {
         }
         let correlation = random_hex(12)?;
         let lock = self.core.device_locks.lock(&device_id).await;
-        let (device, plan, revoked) = retry_device_changes(|| {
-            self.transfer_once(caller, request, &device_id, &correlation)
-        })
-        .await?;
+        let (device, plan, revoked) =
+            retry_device_changes(|| self.transfer_once(caller, request, &device_id, &correlation))
+                .await?;
         drop(lock);
         tracing::info!(operator = %caller.name, %device_id, to_owner = %plan.target_owner, "device transferred");
         self.resign_crls(&revoked, &caller.actor()).await?;

@@ -16,6 +16,11 @@
 //! cannot overwrite (or be overwritten by) the staged record: the chunk loses, and is read and
 //! decided again. The device locks, held from the read to the commit, spare this replica's own
 //! streams that conflict.
+//!
+//! A record naming another owner's device is answered UNAVAILABLE, with one message whatever
+//! that device's owner, state or batch: the importer hears nothing about the other owner. The
+//! precise reason goes to the platform's audit log (owner `*`) in the chunk's one commit, so
+//! such a record costs the same commit as a device that was added.
 
 use std::collections::HashSet;
 
@@ -29,8 +34,10 @@ use oxroot_proto::v1::ImportRejectionReason as Reason;
 use rot_core::keys::{DeviceId, PublicKey};
 
 use super::{OPERATORS, OperatorService, operator_audit};
+use crate::audit::AuditDraft;
 use crate::error::ServiceError;
 use crate::model::{BatchRecord, CountsDelta, DeviceEvent, DeviceEventKind, DeviceRecord};
+use crate::pki::PLATFORM_OWNER;
 use crate::service::device::{
     RegistrationProblem, VerifiedRegistration, register, verify_registration,
 };
@@ -46,6 +53,8 @@ const MAX_RECORDS: usize = 100_000;
 const MAX_LISTED_REJECTIONS: usize = 10_000;
 /// Longest rejection message (contract: 256 characters).
 const MAX_MESSAGE: usize = 256;
+/// The platform audit action of a record answered UNAVAILABLE.
+const UNAVAILABLE_ACTION: &str = "batch.import_unavailable";
 
 /// A record that parsed and is not a duplicate.
 struct Candidate {
@@ -85,8 +94,14 @@ enum Decision {
     Add(Box<DeviceRecord>),
     /// It is in this batch already.
     Unchanged,
-    /// It cannot be added.
+    /// It cannot be added, for a reason the importer may know.
     Reject(Reason, String),
+    /// It cannot be added because another owner (named here, for the platform's audit log
+    /// only) holds it.
+    Unavailable {
+        /// The owner that holds it.
+        holder: String,
+    },
 }
 
 /// The rules of the contract's ImportRejectionReason, in an order that discloses nothing about
@@ -95,11 +110,10 @@ fn decide(existing: Option<DeviceRecord>, batch: &BatchRecord, device_id: Device
     let Some(device) = existing else {
         return Decision::Add(Box::new(DeviceRecord::new(device_id)));
     };
-    if device.owner.as_ref().is_some_and(|o| *o != batch.owner) {
-        return Decision::Reject(
-            Reason::OtherOwner,
-            "the device belongs to another owner".into(),
-        );
+    if let Some(holder) = device.owner.as_ref().filter(|o| **o != batch.owner) {
+        return Decision::Unavailable {
+            holder: holder.clone(),
+        };
     }
     if device.batch_id.as_ref() == Some(&batch.batch_id) {
         return Decision::Unchanged;
@@ -191,6 +205,8 @@ fn parse(record: Option<v1::import_record::Record>) -> Result<Candidate, Refused
 struct ChunkOutcome {
     accepted: u64,
     unchanged: u64,
+    /// Records naming another owner's device (refused UNAVAILABLE, audited for the platform).
+    unavailable: u64,
     /// Refusals decided on the devices' records, with positions and lines.
     rejected: Vec<(u64, u64, Refused)>,
 }
@@ -313,7 +329,7 @@ impl<'a> Importer<'a> {
             let existing = core.registry.device(&candidate.device_id).await?;
             if matches!(
                 decide(existing, &self.batch, candidate.device_id),
-                Decision::Reject(..)
+                Decision::Reject(..) | Decision::Unavailable { .. }
             ) {
                 // A record that will be rejected has no effect, registration included.
                 continue;
@@ -372,6 +388,22 @@ impl<'a> Importer<'a> {
                         .rejected
                         .push((candidate.position, candidate.line, refused));
                 }
+                Decision::Unavailable { holder } => {
+                    change.audit(self.unavailable_entry(candidate, &holder, now));
+                    let refused = Refused::new(
+                        candidate.device_id.to_string(),
+                        Reason::Unavailable,
+                        format!(
+                            "the device cannot be added to this owner's batches; a platform \
+                             operator can look up why (reference {})",
+                            self.correlation
+                        ),
+                    );
+                    outcome
+                        .rejected
+                        .push((candidate.position, candidate.line, refused));
+                    outcome.unavailable += 1;
+                }
                 Decision::Add(mut device) => {
                     device.owner = Some(self.batch.owner.clone());
                     device.batch_id = Some(batch_id.clone());
@@ -397,7 +429,11 @@ impl<'a> Importer<'a> {
             }
         }
         if outcome.accepted == 0 {
-            return Ok(Ok(outcome));
+            if outcome.unavailable == 0 {
+                return Ok(Ok(outcome));
+            }
+            // The platform's entries alone: the same one commit an added device costs.
+            return Ok(core.registry.commit(change).await.map(|_| outcome));
         }
         // The chunk's devices joined together: one adjustment of the counts for all of them.
         let rejected = self.pending.len() + outcome.rejected.len();
@@ -416,6 +452,31 @@ impl<'a> Importer<'a> {
             .detail("lines", format!("{}-{}", lines.0, lines.1)),
         );
         Ok(core.registry.commit(change).await.map(|_| outcome))
+    }
+
+    /// The platform's audit entry of a record answered UNAVAILABLE: the precise reason, which
+    /// the importing owner does not see.
+    fn unavailable_entry(
+        &self,
+        candidate: &Candidate,
+        holder: &str,
+        now: OffsetDateTime,
+    ) -> AuditDraft {
+        let mut entry = operator_audit(
+            self.caller,
+            now,
+            PLATFORM_OWNER,
+            UNAVAILABLE_ACTION,
+            format!("device:{}", candidate.device_id),
+            &self.correlation,
+        );
+        "refused".clone_into(&mut entry.outcome);
+        entry
+            .detail("reason", "other_owner")
+            .detail("holder", holder)
+            .detail("importing_owner", self.batch.owner.clone())
+            .detail("batch", self.batch.batch_id.clone())
+            .detail("line", candidate.line.to_string())
     }
 
     /// The batch as it is now (counts included) and the report.

@@ -33,9 +33,8 @@ use crate::pki::{
     OperatorCredentials, OperatorKey, P256_PUBLIC_KEY_LEN, PLATFORM_OWNER, RevocationReason, Role,
     Serial, Validity, is_valid_owner,
 };
-use crate::service::locks::commit_locked;
 use crate::service::{Caller, PLATFORM_ISSUER, ServiceCore, random_hex};
-use crate::store::{Change, Op, Registry, commit};
+use crate::store::{Change, Conflict, Guard, Op, Registry, StoreError, commit};
 use crate::wire::timestamp;
 
 /// Operator certificate validity when the request leaves it unset.
@@ -211,7 +210,7 @@ impl OperatorService {
                     .ensure_owner(&owner, &caller.actor())
                     .await?;
             } else {
-                self.core.authorities().owner(&owner)?;
+                self.core.authorities().owner(&owner).await?;
             }
         }
         if validity > Self::ca_remaining(self.core.ca(), now)? {
@@ -293,19 +292,15 @@ impl OperatorService {
                 "this is the caller's own certificate; another admin must revoke it".into(),
             ));
         }
-        // Two concurrent calls for the same serial must not both write a record (the second
-        // would overwrite the first's time and reason). Revocations of operators are rare:
-        // one lock serialises them all.
-        let guard = self.core.operator_revocations.clone().lock_owned().await;
         let mut record = self
             .core
             .registry
-            .operator_certificate(serial)?
+            .operator_certificate(serial)
+            .await?
             .filter(|r| caller.can_see(Some(&r.owner)))
             .ok_or_else(|| ServiceError::NotFound(format!("operator certificate {serial}")))?;
         if record.revocation.is_some() {
             // Idempotent; a retry after a failed re-signing still gets the serial on the CRL.
-            drop(guard);
             self.core.crls.current(PLATFORM_ISSUER).await?;
             return Ok(v1::RevokeOperatorCertificateResponse {
                 certificate: Some(operator_certificate_to_proto(&record)),
@@ -319,7 +314,10 @@ impl OperatorService {
             revoked_by: caller.qualified_name(),
         });
         let mut change = Change::new();
+        // Two concurrent calls for the same serial (on any replica) must not both write a
+        // record: the second would overwrite the first's time and reason.
         change
+            .guard(Guard::OperatorUnrevoked(serial))
             .op(Op::PutOperatorCertificate(Box::new(record.clone())))
             .op(Op::Revoke {
                 issuer: PLATFORM_ISSUER.to_owned(),
@@ -342,10 +340,23 @@ impl OperatorService {
                 .detail("reason", reason.as_str())
                 .detail("comment", request.comment.clone()),
             );
-        // Held until durable even if this call is cancelled (see `commit_locked`).
-        commit_locked(self.core.registry.as_ref(), change, vec![guard])
-            .await
-            .0?;
+        match self.core.registry.commit(change).await {
+            Ok(_) => {}
+            // Another call revoked it first: answer as for a certificate already revoked.
+            Err(StoreError::Conflict(Conflict::OperatorRevoked(_))) => {
+                let stored = self
+                    .core
+                    .registry
+                    .operator_certificate(serial)
+                    .await?
+                    .unwrap_or(record);
+                self.core.crls.current(PLATFORM_ISSUER).await?;
+                return Ok(v1::RevokeOperatorCertificateResponse {
+                    certificate: Some(operator_certificate_to_proto(&stored)),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
         tracing::info!(revoker = %caller.name, name = %record.name, %serial, "operator certificate revoked");
         self.core
             .crls
@@ -357,7 +368,7 @@ impl OperatorService {
     }
 
     /// ListOperatorCertificates for an authenticated caller.
-    pub(crate) fn list_operator_certificates_as(
+    pub(crate) async fn list_operator_certificates_as(
         &self,
         caller: &Caller,
         request: &v1::ListOperatorCertificatesRequest,
@@ -376,14 +387,17 @@ impl OperatorService {
         );
         let start: Option<Serial> = pager.resume(&request.page_token)?;
         let registry = self.core.registry.as_ref();
-        let (records, next) = pager.collect(
-            start,
-            |after: Option<&Serial>, n| {
-                Ok(registry.operator_certificates(owner.as_deref(), after.copied(), n)?)
-            },
-            |r: &OperatorCertificateRecord| r.serial,
-            |_| true,
-        )?;
+        let (records, next) = pager
+            .collect(
+                start,
+                |after: Option<Serial>, n| {
+                    let owner = owner.as_deref();
+                    async move { Ok(registry.operator_certificates(owner, after, n).await?) }
+                },
+                |r: &OperatorCertificateRecord| r.serial,
+                |_| true,
+            )
+            .await?;
         Ok(v1::ListOperatorCertificatesResponse {
             certificates: records.iter().map(operator_certificate_to_proto).collect(),
             next_page_token: pager.token(next.as_ref()),

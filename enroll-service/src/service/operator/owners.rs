@@ -8,7 +8,7 @@ use super::paging::Pager;
 use super::{ADMINS, ANY_ROLE, OperatorService};
 use crate::error::ServiceError;
 use crate::model::{AuthorityState, CaMode, OwnerRecord};
-use crate::pki::{PLATFORM_OWNER, Validity, certs_pem_to_der};
+use crate::pki::{Validity, certs_pem_to_der};
 use crate::service::{Caller, PLATFORM_ISSUER};
 use crate::wire::timestamp;
 
@@ -99,7 +99,11 @@ impl OperatorService {
     }
 
     /// The owner a request names, which the caller may see (others' owners look absent).
-    fn visible_owner(&self, caller: &Caller, requested: &str) -> Result<OwnerRecord, ServiceError> {
+    async fn visible_owner(
+        &self,
+        caller: &Caller,
+        requested: &str,
+    ) -> Result<OwnerRecord, ServiceError> {
         let name = if requested.is_empty() && !caller.is_platform() {
             caller.owner.clone()
         } else {
@@ -110,7 +114,8 @@ impl OperatorService {
         }
         self.core
             .registry
-            .owner(&name)?
+            .owner(&name)
+            .await?
             .ok_or_else(|| ServiceError::NotFound(format!("owner {name:?}")))
     }
 
@@ -149,27 +154,27 @@ impl OperatorService {
     }
 
     /// GetOwner for an authenticated caller.
-    pub(crate) fn get_owner_as(
+    pub(crate) async fn get_owner_as(
         &self,
         caller: &Caller,
         request: &v1::GetOwnerRequest,
     ) -> Result<v1::GetOwnerResponse, ServiceError> {
         caller.require("GetOwner", ANY_ROLE)?;
-        let record = self.visible_owner(caller, &request.name)?;
+        let record = self.visible_owner(caller, &request.name).await?;
         Ok(v1::GetOwnerResponse {
             owner: Some(self.owner_view(&record)),
         })
     }
 
     /// ListOwners for an authenticated caller.
-    pub(crate) fn list_owners_as(
+    pub(crate) async fn list_owners_as(
         &self,
         caller: &Caller,
         request: &v1::ListOwnersRequest,
     ) -> Result<v1::ListOwnersResponse, ServiceError> {
         caller.require("ListOwners", ANY_ROLE)?;
         if !caller.is_platform() {
-            let own = self.core.registry.owner(&caller.owner)?;
+            let own = self.core.registry.owner(&caller.owner).await?;
             return Ok(v1::ListOwnersResponse {
                 owners: own.iter().map(|o| self.owner_view(o)).collect(),
                 next_page_token: String::new(),
@@ -178,12 +183,16 @@ impl OperatorService {
         let pager = Pager::new("ListOwners", &[], request.page_size);
         let start: Option<String> = pager.resume(&request.page_token)?;
         let registry = self.core.registry.as_ref();
-        let (owners, next) = pager.collect(
-            start,
-            |after: Option<&String>, n| Ok(registry.owners(after.map(String::as_str), n)?),
-            |o: &OwnerRecord| o.name.clone(),
-            |_| true,
-        )?;
+        let (owners, next) = pager
+            .collect(
+                start,
+                |after: Option<String>, n| async move {
+                    Ok(registry.owners(after.as_deref(), n).await?)
+                },
+                |o: &OwnerRecord| o.name.clone(),
+                |_| true,
+            )
+            .await?;
         Ok(v1::ListOwnersResponse {
             owners: owners.iter().map(|o| self.owner_view(o)).collect(),
             next_page_token: pager.token(next.as_ref()),
@@ -197,7 +206,7 @@ impl OperatorService {
         request: &v1::ImportOwnerCaRequest,
     ) -> Result<v1::ImportOwnerCaResponse, ServiceError> {
         caller.require("ImportOwnerCa", ADMINS)?;
-        let owner = self.visible_owner(caller, &request.owner)?;
+        let owner = self.visible_owner(caller, &request.owner).await?;
         let record = self
             .core
             .authorities()
@@ -220,13 +229,8 @@ impl OperatorService {
         request: &v1::RotateOwnerCaRequest,
     ) -> Result<v1::RotateOwnerCaResponse, ServiceError> {
         caller.require("RotateOwnerCa", ADMINS)?;
-        let owner = self.visible_owner(caller, &request.owner)?;
-        if owner.name == PLATFORM_OWNER {
-            return Err(ServiceError::invalid(
-                "owner",
-                "names an owner, not the platform",
-            ));
-        }
+        // "*" is no owner's record: it answers NOT_FOUND like any unknown owner.
+        let owner = self.visible_owner(caller, &request.owner).await?;
         let record = self
             .core
             .authorities()

@@ -71,7 +71,7 @@ impl OperatorService {
                 .ensure_owner(&owner, &caller.actor())
                 .await?;
         }
-        let issuing = self.core.authorities().issuing(&owner)?;
+        let issuing = self.core.authorities().issuing(&owner).await?;
         let spec = PolicySpec::from_proto(
             &policy,
             &owner,
@@ -115,7 +115,7 @@ impl OperatorService {
     }
 
     /// GetPolicy for an authenticated caller.
-    pub(crate) fn get_policy_as(
+    pub(crate) async fn get_policy_as(
         &self,
         caller: &Caller,
         request: &v1::GetPolicyRequest,
@@ -126,7 +126,8 @@ impl OperatorService {
         let policy = self
             .core
             .registry
-            .policy(&owner, &request.name)?
+            .policy(&owner, &request.name)
+            .await?
             .ok_or_else(|| ServiceError::NotFound(format!("policy {:?}", request.name)))?;
         Ok(v1::GetPolicyResponse {
             policy: Some(policy.to_proto()),
@@ -134,7 +135,7 @@ impl OperatorService {
     }
 
     /// ListPolicies for an authenticated caller.
-    pub(crate) fn list_policies_as(
+    pub(crate) async fn list_policies_as(
         &self,
         caller: &Caller,
         request: &v1::ListPoliciesRequest,
@@ -150,18 +151,20 @@ impl OperatorService {
         );
         let start: Option<(String, String)> = pager.resume(&request.page_token)?;
         let registry = self.core.registry.as_ref();
-        let (policies, next) = pager.collect(
-            start,
-            |after: Option<&(String, String)>, n| {
-                Ok(registry.policies(
-                    owner.as_deref(),
-                    after.map(|(o, p)| (o.as_str(), p.as_str())),
-                    n,
-                )?)
-            },
-            |p: &PolicySpec| (p.owner.clone(), p.name.clone()),
-            |p| kind == v1::PolicyKind::Unspecified || p.kind() == kind,
-        )?;
+        let (policies, next) = pager
+            .collect(
+                start,
+                |after: Option<(String, String)>, n| {
+                    let owner = owner.as_deref();
+                    async move {
+                        let after = after.as_ref().map(|(o, p)| (o.as_str(), p.as_str()));
+                        Ok(registry.policies(owner, after, n).await?)
+                    }
+                },
+                |p: &PolicySpec| (p.owner.clone(), p.name.clone()),
+                |p| kind == v1::PolicyKind::Unspecified || p.kind() == kind,
+            )
+            .await?;
         Ok(v1::ListPoliciesResponse {
             policies: policies.iter().map(PolicySpec::to_proto).collect(),
             next_page_token: pager.token(next.as_ref()),

@@ -93,10 +93,11 @@ impl Fixture {
     }
 
     /// The id of the owner's active issuing CA.
-    fn issuer(&self, owner: &str) -> String {
+    async fn issuer(&self, owner: &str) -> String {
         self.core
             .authorities()
             .issuing(owner)
+            .await
             .expect("issuing CA")
             .id
     }
@@ -145,10 +146,11 @@ impl Fixture {
         self.svc.import_devices_as(caller, stream).await
     }
 
-    fn audit_actions(&self) -> Vec<(String, String, String)> {
+    async fn audit_actions(&self) -> Vec<(String, String, String)> {
         self.core
             .registry
             .audit(1, 10_000)
+            .await
             .expect("audit")
             .into_iter()
             .map(|(_, e)| {
@@ -158,10 +160,11 @@ impl Fixture {
             .collect()
     }
 
-    fn counts(&self, batch_id: &str) -> crate::model::BatchCounts {
+    async fn counts(&self, batch_id: &str) -> crate::model::BatchCounts {
         self.core
             .registry
             .batch(batch_id)
+            .await
             .expect("read")
             .expect("batch")
             .counts
@@ -171,9 +174,13 @@ impl Fixture {
     async fn onboard_directly(&self, device_id: &str) -> String {
         let registry = self.core.registry.as_ref();
         let id: DeviceId = device_id.parse().expect("a DeviceId");
-        let mut device = registry.device(&id).expect("read").expect("device");
+        let mut device = registry.device(&id).await.expect("read").expect("device");
         let batch_id = device.batch_id.clone().expect("in a batch");
-        let batch = registry.batch(&batch_id).expect("read").expect("batch");
+        let batch = registry
+            .batch(&batch_id)
+            .await
+            .expect("read")
+            .expect("batch");
         let before = device.state();
         let serial = Serial::random().expect("serial");
         let serial_hex = serial.to_string();
@@ -190,6 +197,7 @@ impl Fixture {
             .core
             .authorities()
             .issuing(&owner)
+            .await
             .expect("issuing CA")
             .ca
             .issue_device_certificate(&LeafRequest {
@@ -382,11 +390,11 @@ async fn roles_are_enforced_and_every_denial_is_audited() {
         .checked(
             &operator,
             "QueryAudit",
-            f.svc.query_audit_as(&operator, &query),
+            f.svc.query_audit_as(&operator, &query).await,
         )
         .await;
     assert!(is_denied(&denied));
-    assert!(f.svc.query_audit_as(&auditor, &query).is_ok());
+    assert!(f.svc.query_audit_as(&auditor, &query).await.is_ok());
     assert!(
         f.svc
             .verify_audit_as(&auditor, &v1::VerifyAuditRequest::default())
@@ -434,6 +442,7 @@ async fn roles_are_enforced_and_every_denial_is_audited() {
         .core
         .registry
         .audit(1, 1000)
+        .await
         .expect("audit")
         .into_iter()
         .map(|(_, e)| e.decode().expect("record"))
@@ -449,7 +458,7 @@ async fn roles_are_enforced_and_every_denial_is_audited() {
     assert_eq!(denials[0].details["rpc"], "CreatePolicy");
     assert!(denials[0].details["reason"].contains("admin"));
     assert_eq!(denials[1].actor, "operator:acme/aud");
-    let actions = f.audit_actions();
+    let actions = f.audit_actions().await;
     for action in [
         "policy.create",
         "batch.create",
@@ -475,21 +484,25 @@ async fn another_owners_resources_look_absent() {
     let get_batch = v1::GetBatchRequest {
         batch_id: batch_id.clone(),
     };
-    assert!(is_not_found(&f.svc.get_batch_as(&globex, &get_batch)));
-    assert!(f.svc.get_batch_as(&acme, &get_batch).is_ok());
+    assert!(is_not_found(&f.svc.get_batch_as(&globex, &get_batch).await));
+    assert!(f.svc.get_batch_as(&acme, &get_batch).await.is_ok());
     let get_policy = |owner: &str| v1::GetPolicyRequest {
         owner: owner.into(),
         name: "p1".into(),
     };
-    assert!(is_not_found(&f.svc.get_policy_as(&globex, &get_policy(""))));
+    assert!(is_not_found(
+        &f.svc.get_policy_as(&globex, &get_policy("")).await
+    ));
     // Naming the other owner is a denial, not a lookup.
     assert!(is_denied(
-        &f.svc.get_policy_as(&globex, &get_policy("acme"))
+        &f.svc.get_policy_as(&globex, &get_policy("acme")).await
     ));
     let get_device = v1::GetDeviceRequest {
         device_id: id.clone(),
     };
-    assert!(is_not_found(&f.svc.get_device_as(&globex, &get_device)));
+    assert!(is_not_found(
+        &f.svc.get_device_as(&globex, &get_device).await
+    ));
     let revoke = v1::RevokeDeviceRequest {
         device_id: id.clone(),
         ..v1::RevokeDeviceRequest::default()
@@ -501,7 +514,7 @@ async fn another_owners_resources_look_absent() {
         batch_id: batch_id.clone(),
         ..v1::WatchBatchRequest::default()
     };
-    assert!(f.svc.watch_batch_as(&globex, &watch).is_err());
+    assert!(f.svc.watch_batch_as(&globex, &watch).await.is_err());
     let import = f
         .import(
             &globex,
@@ -513,16 +526,19 @@ async fn another_owners_resources_look_absent() {
     let batches = f
         .svc
         .list_batches_as(&globex, &v1::ListBatchesRequest::default())
+        .await
         .expect("list");
     assert!(batches.batches.is_empty());
     let devices = f
         .svc
         .list_devices_as(&globex, &v1::ListDevicesRequest::default())
+        .await
         .expect("list");
     assert!(devices.devices.is_empty());
     let policies = f
         .svc
         .list_policies_as(&globex, &v1::ListPoliciesRequest::default())
+        .await
         .expect("list");
     assert!(policies.policies.is_empty());
     // A batch under another owner's policy name is simply a missing policy.
@@ -551,11 +567,13 @@ async fn platform_operators_name_the_owner_and_see_every_owner() {
     let all = f
         .svc
         .list_batches_as(&platform, &v1::ListBatchesRequest::default())
+        .await
         .expect("list");
     assert_eq!(all.batches.len(), 2);
     let mine = f
         .svc
         .list_batches_as(&acme, &v1::ListBatchesRequest::default())
+        .await
         .expect("list");
     assert_eq!(mine.batches.len(), 1);
     assert_eq!(mine.batches[0].owner, "acme");
@@ -563,10 +581,11 @@ async fn platform_operators_name_the_owner_and_see_every_owner() {
         owner: "globex".into(),
         ..v1::ListBatchesRequest::default()
     };
-    assert!(is_denied(&f.svc.list_batches_as(&acme, &theirs)));
+    assert!(is_denied(&f.svc.list_batches_as(&acme, &theirs).await));
     assert_eq!(
         f.svc
             .list_policies_as(&platform, &v1::ListPoliciesRequest::default())
+            .await
             .expect("list")
             .policies
             .len(),
@@ -626,6 +645,7 @@ async fn create_batch_with_a_request_id_is_idempotent() {
     let batches = f
         .svc
         .list_batches_as(&admin, &v1::ListBatchesRequest::default())
+        .await
         .expect("list");
     assert_eq!(batches.batches.len(), 1);
     assert!(b1.batch_id.starts_with("bt") && b1.batch_id.len() <= 64);
@@ -636,6 +656,188 @@ async fn create_batch_with_a_request_id_is_idempotent() {
         ..v1::CreateBatchRequest::default()
     };
     assert!(is_invalid(&f.svc.create_batch_as(&admin, too_many).await));
+}
+
+/// Another owner's devices, whatever their state, are all answered alike: one reason, one
+/// message, naming neither the owner nor the state. The precise reason is in the platform's
+/// audit log, and nowhere the importing owner can read.
+#[tokio::test]
+async fn import_of_another_owners_device_tells_nothing_about_it() {
+    use v1::ImportRejectionReason as R;
+    let f = fixture().await;
+    let acme = f.caller("ada", "acme", Role::Admin);
+    let globex = f.caller("gus", "globex", Role::Admin);
+    let platform = f.caller("root", "*", Role::Admin);
+    f.policy(&acme, "", "p1").await;
+    f.policy(&globex, "", "p1").await;
+    let target = f.batch(&acme, "", "p1", &[]).await;
+
+    // globex's devices: listed but never registered, registered, onboarded, revoked.
+    let (listed, (registration, registered)) = (device_id(30), offline_registration());
+    let (onboarded, revoked) = (device_id(31), device_id(32));
+    let globex_batch = f
+        .batch(
+            &globex,
+            "",
+            "p1",
+            &[listed.clone(), onboarded.clone(), revoked.clone()],
+        )
+        .await;
+    let imported = f
+        .import(
+            &globex,
+            vec![
+                header(&globex_batch),
+                chunk(vec![by_registration(registration.clone())]),
+            ],
+        )
+        .await
+        .expect("globex import");
+    assert_eq!(imported.report.expect("report").accepted, 1);
+    f.onboard_directly(&onboarded).await;
+    f.svc
+        .revoke_device_as(
+            &globex,
+            &v1::RevokeDeviceRequest {
+                device_id: revoked.clone(),
+                ..v1::RevokeDeviceRequest::default()
+            },
+        )
+        .await
+        .expect("revoke");
+    let mut globex_before = Vec::new();
+    for id in [&listed, &registered, &onboarded, &revoked] {
+        globex_before.push(
+            f.svc
+                .get_device_as(
+                    &globex,
+                    &v1::GetDeviceRequest {
+                        device_id: id.clone(),
+                    },
+                )
+                .await
+                .expect("globex sees its device"),
+        );
+    }
+    let acme_log_before = f.audit_actions().await.len();
+
+    let response = f
+        .import(
+            &acme,
+            vec![
+                header(&target),
+                chunk(vec![
+                    by_id(0, &listed),
+                    by_registration(registration),
+                    by_id(0, &onboarded),
+                    by_id(0, &revoked),
+                ]),
+            ],
+        )
+        .await
+        .expect("import");
+    let report = response.report.expect("report");
+    assert_eq!((report.accepted, report.rejected), (0, 4));
+    let answers: Vec<(i32, String)> = report
+        .rejections
+        .iter()
+        .map(|r| (r.reason, r.message.clone()))
+        .collect();
+    assert!(
+        answers.iter().all(|answer| *answer == answers[0]),
+        "{answers:?}"
+    );
+    let (reason, message) = &answers[0];
+    assert_eq!(*reason, R::Unavailable as i32);
+    assert_ne!(*reason, R::OtherOwner as i32);
+    for word in [
+        "globex",
+        "owner ",
+        "revoked",
+        "registered",
+        "onboarded",
+        "batch ",
+    ] {
+        assert!(!message.contains(word), "{word:?} in {message:?}");
+    }
+    // Nothing changed for globex, and acme's batch is as empty as before.
+    for (id, before) in [&listed, &registered, &onboarded, &revoked]
+        .iter()
+        .zip(&globex_before)
+    {
+        let now = f
+            .svc
+            .get_device_as(
+                &globex,
+                &v1::GetDeviceRequest {
+                    device_id: (*id).clone(),
+                },
+            )
+            .await
+            .expect("globex sees its device");
+        assert_eq!(now.device, before.device, "{id}");
+    }
+    assert_eq!(f.counts(&target).await.total, 0);
+
+    // The precise reason: one platform entry per record, which acme's auditors cannot read.
+    let records: Vec<_> = f
+        .core
+        .registry
+        .audit(1, 10_000)
+        .await
+        .expect("audit")
+        .into_iter()
+        .map(|(_, e)| e.decode().expect("record"))
+        .collect();
+    let unavailable: Vec<_> = records
+        .iter()
+        .filter(|r| r.action == "batch.import_unavailable")
+        .collect();
+    assert_eq!(unavailable.len(), 4);
+    for entry in &unavailable {
+        assert_eq!(entry.owner, "*");
+        assert_eq!(entry.outcome, "refused");
+        assert_eq!(entry.details["reason"], "other_owner");
+        assert_eq!(entry.details["holder"], "globex");
+        assert_eq!(entry.details["importing_owner"], "acme");
+        assert!(message.contains(&entry.correlation_id), "{message}");
+    }
+    assert!(
+        records[acme_log_before..]
+            .iter()
+            .filter(|r| r.owner != "*")
+            .all(|r| !r.details.values().any(|v| v.contains("globex"))),
+        "acme's log names globex"
+    );
+    let acme_view = f
+        .svc
+        .query_audit_as(&acme_auditor(&f), &v1::QueryAuditRequest::default())
+        .await
+        .expect("acme's audit");
+    assert!(
+        acme_view
+            .entries
+            .iter()
+            .all(|e| e.action != "batch.import_unavailable"),
+        "acme's auditor reads the platform's entry"
+    );
+    let platform_view = f
+        .svc
+        .query_audit_as(&platform, &v1::QueryAuditRequest::default())
+        .await
+        .expect("platform audit");
+    assert_eq!(
+        platform_view
+            .entries
+            .iter()
+            .filter(|e| e.action == "batch.import_unavailable")
+            .count(),
+        4
+    );
+}
+
+fn acme_auditor(f: &Fixture) -> Caller {
+    f.caller("audrey", "acme", Role::Auditor)
 }
 
 #[tokio::test]
@@ -705,7 +907,7 @@ async fn import_rejects_each_record_with_its_reason_and_line() {
             (2, R::InvalidDeviceId as i32),
             (3, R::Duplicate as i32),
             (4, R::InOtherBatch as i32),
-            (5, R::OtherOwner as i32),
+            (5, R::Unavailable as i32),
             (6, R::Revoked as i32),
             (7, R::Malformed as i32),
             (9, R::InvalidRegistration as i32),
@@ -719,8 +921,9 @@ async fn import_rejects_each_record_with_its_reason_and_line() {
         "{}",
         forged_rejection.message
     );
-    // The other owner's device is not described beyond "another owner".
-    assert!(!report.rejections[4].message.contains("globex"));
+    // The other owner's device is not described at all (see
+    // import_of_another_owners_device_tells_nothing_about_it).
+    assert!(!report.rejections[3].message.contains("globex"));
 
     let counts = response.counts.expect("counts");
     assert_eq!(
@@ -734,6 +937,7 @@ async fn import_rejects_each_record_with_its_reason_and_line() {
     let device = f
         .svc
         .get_device_as(&acme, &v1::GetDeviceRequest { device_id: good_id })
+        .await
         .expect("device")
         .device
         .expect("device");
@@ -781,7 +985,7 @@ async fn paging_walks_every_page_and_binds_the_filters() {
     let mut listed = Vec::new();
     let mut pages = 0;
     loop {
-        let page = f.svc.list_devices_as(&admin, &request).expect("page");
+        let page = f.svc.list_devices_as(&admin, &request).await.expect("page");
         pages += 1;
         listed.extend(page.devices.into_iter().map(|d| d.device_id));
         if page.next_page_token.is_empty() {
@@ -804,6 +1008,7 @@ async fn paging_walks_every_page_and_binds_the_filters() {
                 ..v1::ListDevicesRequest::default()
             },
         )
+        .await
         .expect("page");
     let mismatched = v1::ListDevicesRequest {
         batch_id,
@@ -812,12 +1017,16 @@ async fn paging_walks_every_page_and_binds_the_filters() {
         page_token: first.next_page_token.clone(),
         ..v1::ListDevicesRequest::default()
     };
-    assert!(is_invalid(&f.svc.list_devices_as(&admin, &mismatched)));
+    assert!(is_invalid(
+        &f.svc.list_devices_as(&admin, &mismatched).await
+    ));
     let foreign_rpc = v1::ListBatchesRequest {
         page_token: first.next_page_token,
         ..v1::ListBatchesRequest::default()
     };
-    assert!(is_invalid(&f.svc.list_batches_as(&admin, &foreign_rpc)));
+    assert!(is_invalid(
+        &f.svc.list_batches_as(&admin, &foreign_rpc).await
+    ));
 
     // Batches: newest first, across pages.
     let third = f.batch(&admin, "", "p1", &[]).await;
@@ -830,6 +1039,7 @@ async fn paging_walks_every_page_and_binds_the_filters() {
                 ..v1::ListBatchesRequest::default()
             },
         )
+        .await
         .expect("page");
     assert_eq!(page.batches[0].batch_id, third);
     let rest = f
@@ -842,6 +1052,7 @@ async fn paging_walks_every_page_and_binds_the_filters() {
                 ..v1::ListBatchesRequest::default()
             },
         )
+        .await
         .expect("page");
     assert_eq!(rest.batches.len(), 1);
     assert!(rest.next_page_token.is_empty());
@@ -857,6 +1068,7 @@ async fn paging_walks_every_page_and_binds_the_filters() {
                 ..v1::QueryAuditRequest::default()
             },
         )
+        .await
         .expect("page");
     assert_eq!(page.entries.len(), 2);
     assert!(page.entries[0].seq < page.entries[1].seq);
@@ -871,6 +1083,7 @@ async fn paging_walks_every_page_and_binds_the_filters() {
                 ..v1::QueryAuditRequest::default()
             },
         )
+        .await
         .expect("page");
     assert_eq!(rest.entries.len(), 1);
     assert!(rest.next_page_token.is_empty());
@@ -909,7 +1122,7 @@ async fn revocation_is_idempotent_and_puts_the_serial_on_the_crl() {
     let operator = f.caller("otto", "acme", Role::Operator);
     f.policy(&admin, "", "p1").await;
     let (batch_id, id, serial) = onboarded_device(&f, &admin, "").await;
-    assert_eq!(f.counts(&batch_id).onboarded, 1);
+    assert_eq!(f.counts(&batch_id).await.onboarded, 1);
 
     let request = v1::RevokeDeviceRequest {
         device_id: id.clone(),
@@ -928,7 +1141,7 @@ async fn revocation_is_idempotent_and_puts_the_serial_on_the_crl() {
         device.revocation.expect("revocation").revoked_by,
         "acme/otto"
     );
-    let counts = f.counts(&batch_id);
+    let counts = f.counts(&batch_id).await;
     assert_eq!((counts.onboarded, counts.revoked, counts.total), (0, 1, 1));
 
     let again = f
@@ -937,7 +1150,7 @@ async fn revocation_is_idempotent_and_puts_the_serial_on_the_crl() {
         .await
         .expect("again");
     assert!(again.revoked_serials.is_empty());
-    assert_eq!(f.counts(&batch_id).revoked, 1);
+    assert_eq!(f.counts(&batch_id).await.revoked, 1);
 
     let crl = f
         .svc
@@ -966,6 +1179,7 @@ async fn revocation_is_idempotent_and_puts_the_serial_on_the_crl() {
     let history = f
         .svc
         .get_device_as(&operator, &v1::GetDeviceRequest { device_id: id })
+        .await
         .expect("device")
         .device
         .expect("device")
@@ -974,6 +1188,7 @@ async fn revocation_is_idempotent_and_puts_the_serial_on_the_crl() {
     assert_eq!(history[0].state, v1::CredentialState::Revoked as i32);
     let revocations = f
         .audit_actions()
+        .await
         .into_iter()
         .filter(|(a, _, _)| a == "device.revoke")
         .count();
@@ -1014,20 +1229,22 @@ async fn a_move_within_the_owner_keeps_the_certificate() {
         device.current_credential.expect("credential").serial,
         serial
     );
-    assert_eq!(f.counts(&from).total, 0);
-    let counts = f.counts(&to);
+    assert_eq!(f.counts(&from).await.total, 0);
+    let counts = f.counts(&to).await;
     assert_eq!((counts.total, counts.reonboard_pending), (1, 1));
     let record = f
         .core
         .registry
         .device(&id.parse().expect("a DeviceId"))
+        .await
         .expect("read")
         .expect("device");
     assert_eq!((record.assignment, record.key_slot), (1, 1));
     assert!(
         f.core
             .registry
-            .revoked(&f.issuer("acme"))
+            .revoked(&f.issuer("acme").await)
+            .await
             .expect("revoked")
             .is_empty()
     );
@@ -1046,6 +1263,7 @@ async fn a_move_within_the_owner_keeps_the_certificate() {
                 ..v1::ListDevicesRequest::default()
             },
         )
+        .await
         .expect("list");
     assert!(listed.devices.is_empty());
 }
@@ -1095,23 +1313,35 @@ async fn a_move_to_another_owner_revokes_and_takes_the_next_slot() {
         .core
         .registry
         .device(&id.parse().expect("a DeviceId"))
+        .await
         .expect("read")
         .expect("device");
     assert_eq!((record.key_slot, record.assignment), (2, 1));
-    let revoked = f.core.registry.revoked(&f.issuer("acme")).expect("revoked");
+    let revoked = f
+        .core
+        .registry
+        .revoked(&f.issuer("acme").await)
+        .await
+        .expect("revoked");
     assert_eq!(revoked.len(), 1);
     assert_eq!(revoked[0].1.reason, RevocationReason::AffiliationChanged);
-    let crl = f.core.crls().current(&f.issuer("acme")).await.expect("CRL");
+    let crl = f
+        .core
+        .crls()
+        .current(&f.issuer("acme").await)
+        .await
+        .expect("CRL");
     assert_eq!(
         crl_serials(&hex::decode(crl.der_hex).expect("hex")),
         vec![(serial.clone(), Some(ReasonCode::AffiliationChanged))]
     );
-    assert_eq!(f.counts(&from).total, 0);
+    assert_eq!(f.counts(&from).await.total, 0);
     // Each owner's copy of the transfer holds only its own side.
     let sides: Vec<_> = f
         .core
         .registry
         .audit(1, 10_000)
+        .await
         .expect("audit")
         .into_iter()
         .map(|(_, e)| e.decode().expect("record"))
@@ -1142,8 +1372,8 @@ async fn a_move_to_another_owner_revokes_and_takes_the_next_slot() {
     let get = v1::GetDeviceRequest {
         device_id: id.clone(),
     };
-    assert!(is_not_found(&f.svc.get_device_as(&admin, &get)));
-    assert!(f.svc.get_device_as(&globex, &get).is_ok());
+    assert!(is_not_found(&f.svc.get_device_as(&admin, &get).await));
+    assert!(f.svc.get_device_as(&globex, &get).await.is_ok());
     let claimed = f
         .import(
             &globex,
@@ -1169,17 +1399,19 @@ async fn a_move_to_another_owner_revokes_and_takes_the_next_slot() {
         .await
         .expect("move");
     assert!(moved.revoked_serials.is_empty());
-    assert_eq!(f.counts(&globex_batch).total, 0);
-    assert_eq!(f.counts(&initech_batch).total, 1);
+    assert_eq!(f.counts(&globex_batch).await.total, 0);
+    assert_eq!(f.counts(&initech_batch).await.total, 1);
     let record = f
         .core
         .registry
         .device(&id.parse().expect("a DeviceId"))
+        .await
         .expect("read")
         .expect("device");
     assert_eq!(record.key_slot, 3);
     let transfers: Vec<String> = f
         .audit_actions()
+        .await
         .into_iter()
         .filter(|(a, _, _)| a == "device.transfer")
         .map(|(_, _, owner)| owner)
@@ -1208,7 +1440,7 @@ async fn the_audit_chain_verifies_and_auditors_see_their_owner_only() {
     f.policy(&globex, "", "p1").await;
     f.batch(&acme, "", "p1", &[device_id(1)]).await;
     f.batch(&globex, "", "p1", &[device_id(2)]).await;
-    let head = f.core.registry.audit_head();
+    let head = f.core.registry.audit_head().await.expect("head");
     assert!(head >= 6);
 
     let all = f
@@ -1249,6 +1481,7 @@ async fn the_audit_chain_verifies_and_auditors_see_their_owner_only() {
     let seen = f
         .svc
         .query_audit_as(&auditor, &v1::QueryAuditRequest::default())
+        .await
         .expect("query");
     assert!(!seen.entries.is_empty());
     assert!(seen.entries.iter().all(|e| e.owner == "globex"));
@@ -1264,6 +1497,7 @@ async fn the_audit_chain_verifies_and_auditors_see_their_owner_only() {
     let everything = f
         .svc
         .query_audit_as(&platform, &v1::QueryAuditRequest::default())
+        .await
         .expect("query");
     assert_eq!(everything.entries.len() as u64, head);
 }
@@ -1408,6 +1642,7 @@ async fn operator_certificates_round_trip_through_a_csr() {
     assert_eq!(platform_operator.owner, "*");
     let issued = f
         .audit_actions()
+        .await
         .into_iter()
         .filter(|(a, _, _)| a == "operator.issue")
         .count();
@@ -1439,6 +1674,7 @@ async fn watch_batch_reports_progress_and_events_until_settled() {
                 until_settled: true,
             },
         )
+        .await
         .expect("watch");
     let Some(Event::Progress(first)) = next_message(&mut stream).await else {
         panic!("the first message is a progress snapshot");
@@ -1511,7 +1747,7 @@ async fn ten_thousand_device_import() {
     eprintln!("imported 10,000 devices in {elapsed:?}");
     let report = response.report.expect("report");
     assert_eq!((report.accepted, report.rejected), (10_000, 0));
-    let counts = f.counts(&batch_id);
+    let counts = f.counts(&batch_id).await;
     assert_eq!(
         (counts.total, counts.awaiting_registration),
         (10_000, 10_000)
@@ -1527,6 +1763,7 @@ async fn ten_thousand_device_import() {
                 ..v1::ListDevicesRequest::default()
             },
         )
+        .await
         .expect("list");
     assert_eq!(listed.devices.len(), 1000);
     assert!(!listed.next_page_token.is_empty());
@@ -1571,6 +1808,7 @@ async fn control_and_invisible_characters_are_refused_where_text_enters() {
     let batches = f
         .svc
         .list_batches_as(&admin, &v1::ListBatchesRequest::default())
+        .await
         .expect("list");
     assert!(batches.batches.is_empty());
 }

@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use time::OffsetDateTime;
-use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::Stream;
@@ -30,7 +29,7 @@ use super::{ANY_ROLE, OperatorService};
 use crate::error::ServiceError;
 use crate::model::{BatchCounts, DeviceEvent};
 use crate::service::{Caller, ServiceCore};
-use crate::store::RegistryEvent;
+use crate::store::{RegistryEvent, Subscription, SubscriptionError};
 use crate::wire::timestamp;
 
 /// The stream WatchBatch returns.
@@ -58,7 +57,7 @@ struct Watcher {
     /// Whether the stream ends once the batch is settled.
     until_settled: bool,
     /// Registry events, subscribed before the snapshot was read.
-    events: broadcast::Receiver<RegistryEvent>,
+    events: Subscription,
     /// Messages for the client.
     outbox: mpsc::Sender<Result<v1::WatchBatchResponse, Status>>,
     /// Device events lost since the last progress message.
@@ -72,7 +71,7 @@ enum Wake {
     /// A progress message (coalesced change or heartbeat) is due.
     Due,
     /// A registry event, or how many were missed.
-    Event(Result<RegistryEvent, RecvError>),
+    Event(Result<RegistryEvent, SubscriptionError>),
 }
 
 fn progress_message(counts: &BatchCounts, dropped: u64) -> v1::WatchBatchResponse {
@@ -96,7 +95,7 @@ impl Watcher {
             let wake = tokio::select! {
                 () = self.outbox.closed() => Wake::ClientGone,
                 () = tokio::time::sleep_until(due) => Wake::Due,
-                event = self.events.recv() => Wake::Event(event),
+                event = self.events.recv() => Wake::Event(event.map(|published| published.event)),
             };
             match wake {
                 Wake::ClientGone => return,
@@ -123,7 +122,7 @@ impl Watcher {
                     self.forward(&event);
                 }
                 Wake::Event(Ok(_)) => {}
-                Wake::Event(Err(RecvError::Lagged(missed))) => {
+                Wake::Event(Err(SubscriptionError::Missed(missed))) => {
                     // The missed events are gone, whichever batch they were for: count them
                     // all (an upper bound) and re-read the counts, which may have moved.
                     if self.device_events {
@@ -131,7 +130,7 @@ impl Watcher {
                     }
                     dirty = true;
                 }
-                Wake::Event(Err(RecvError::Closed)) => {
+                Wake::Event(Err(SubscriptionError::Closed)) => {
                     let status = Status::unavailable("the registry stopped; reconnect");
                     let _ = self.outbox.send(Err(status)).await;
                     return;
@@ -154,7 +153,7 @@ impl Watcher {
         )
         .await
         {
-            if let RegistryEvent::Device { batch_id, event } = event
+            if let RegistryEvent::Device { batch_id, event } = event.event
                 && batch_id == self.batch_id
             {
                 self.forward(&event);
@@ -175,7 +174,7 @@ impl Watcher {
     /// Sends a progress message (waiting for the client); returns whether the batch is
     /// settled, or `None` if the stream is over.
     async fn progress(&mut self) -> Option<bool> {
-        let counts = match self.core.registry.batch(&self.batch_id) {
+        let counts = match self.core.registry.batch(&self.batch_id).await {
             Ok(Some(batch)) => batch.counts,
             Ok(None) => BatchCounts::default(),
             Err(e) => {
@@ -193,14 +192,15 @@ impl Watcher {
 impl OperatorService {
     /// WatchBatch for an authenticated caller: checks access, sends the snapshot and starts
     /// the watcher task.
-    pub(crate) fn watch_batch_as(
+    pub(crate) async fn watch_batch_as(
         &self,
         caller: &Caller,
         request: &v1::WatchBatchRequest,
     ) -> Result<WatchStream, ServiceError> {
         caller.require("WatchBatch", ANY_ROLE)?;
         let batch_id = self
-            .visible_batch(caller, "batch_id", &request.batch_id)?
+            .visible_batch(caller, "batch_id", &request.batch_id)
+            .await?
             .batch_id;
         // Subscribe first: a change committed between the snapshot and the subscription would
         // otherwise never be reported.
@@ -208,7 +208,8 @@ impl OperatorService {
         let counts = self
             .core
             .registry
-            .batch(&batch_id)?
+            .batch(&batch_id)
+            .await?
             .map(|b| b.counts)
             .unwrap_or_default();
         let (outbox, inbox) = mpsc::channel(OUTBOX);

@@ -78,6 +78,7 @@ fn policy() -> PolicySpec {
         }),
         created_at: OffsetDateTime::UNIX_EPOCH,
         created_by: "alice".into(),
+        superseded_grace: crate::policy::DEFAULT_SUPERSEDED_GRACE,
     }
 }
 

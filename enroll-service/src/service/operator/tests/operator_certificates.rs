@@ -74,7 +74,7 @@ impl Fixture {
             .await
     }
 
-    fn listed(&self, caller: &Caller, owner: &str) -> Vec<String> {
+    async fn listed(&self, caller: &Caller, owner: &str) -> Vec<String> {
         self.svc
             .list_operator_certificates_as(
                 caller,
@@ -83,6 +83,7 @@ impl Fixture {
                     ..Default::default()
                 },
             )
+            .await
             .expect("list")
             .certificates
             .into_iter()
@@ -97,7 +98,11 @@ async fn a_revoked_operator_certificate_stops_authenticating_and_is_on_the_crl()
     let admin = f.recorded_caller("ada", "acme", Role::Admin).await;
     let otto = f.issued_through_the_api(&admin, "otto", "").await;
     assert_eq!(
-        f.svc.check_still_valid(otto.clone()).expect("valid").name,
+        f.svc
+            .check_still_valid(otto.clone())
+            .await
+            .expect("valid")
+            .name,
         "otto"
     );
 
@@ -112,12 +117,12 @@ async fn a_revoked_operator_certificate_stops_authenticating_and_is_on_the_crl()
     assert_eq!(revocation.revoked_by, "acme/ada");
     assert_eq!(revocation.comment, "laptop stolen");
 
-    match f.svc.check_still_valid(otto.clone()) {
+    match f.svc.check_still_valid(otto.clone()).await {
         Err(ServiceError::Unauthenticated(message)) => assert!(message.contains("revoked")),
         other => panic!("a revoked certificate authenticated: {other:?}"),
     }
     // The admin who revoked it still authenticates.
-    f.svc.check_still_valid(admin.clone()).expect("admin");
+    f.svc.check_still_valid(admin.clone()).await.expect("admin");
 
     let crl = f
         .svc
@@ -145,7 +150,7 @@ async fn a_revoked_operator_certificate_stops_authenticating_and_is_on_the_crl()
         .certificate
         .expect("certificate");
     assert_eq!(again.revocation, revoked.revocation);
-    let actions = f.audit_actions();
+    let actions = f.audit_actions().await;
     let count = |action: &str| actions.iter().filter(|(a, _, _)| a == action).count();
     assert_eq!(count("operator.revoke"), 1);
     // ada (harness) and otto (API) were both recorded with an audit entry.
@@ -158,7 +163,7 @@ async fn only_recorded_certificates_authenticate() {
     // Issued by the CA but never recorded (as a certificate made with the CA key outside the
     // service would be): it chains to the root, and is still refused.
     let unrecorded = f.caller("mallory", "acme", Role::Admin);
-    match f.svc.check_still_valid(unrecorded) {
+    match f.svc.check_still_valid(unrecorded).await {
         Err(ServiceError::Unauthenticated(message)) => {
             assert!(
                 message.contains("not on this service's record"),
@@ -197,6 +202,7 @@ async fn revocation_is_scoped_to_the_admins_owner() {
     ));
     assert!(
         f.audit_actions()
+            .await
             .iter()
             .any(|(action, outcome, _)| action == "access.denied" && outcome == "denied")
     );
@@ -216,6 +222,7 @@ async fn revocation_is_scoped_to_the_admins_owner() {
     }
     f.svc
         .check_still_valid(globex_operator.clone())
+        .await
         .expect("untouched");
 
     // The right admins can.
@@ -239,27 +246,31 @@ async fn listing_shows_each_owner_its_own_operators() {
     f.recorded_caller("gil", "globex", Role::Operator).await;
     let acme_auditor = f.recorded_caller("audrey", "acme", Role::Auditor).await;
 
-    let mut acme = f.listed(&acme_admin, "");
+    let mut acme = f.listed(&acme_admin, "").await;
     acme.sort();
     assert_eq!(acme, ["ada", "audrey", "otto"]);
-    assert_eq!(f.listed(&platform, "*"), ["root"]);
-    assert_eq!(f.listed(&platform, "").len(), 5);
-    assert_eq!(f.listed(&platform, "globex"), ["gil"]);
+    assert_eq!(f.listed(&platform, "*").await, ["root"]);
+    assert_eq!(f.listed(&platform, "").await.len(), 5);
+    assert_eq!(f.listed(&platform, "globex").await, ["gil"]);
     assert!(matches!(
-        f.svc.list_operator_certificates_as(
-            &acme_admin,
-            &v1::ListOperatorCertificatesRequest {
-                owner: "globex".into(),
-                ..Default::default()
-            },
-        ),
+        f.svc
+            .list_operator_certificates_as(
+                &acme_admin,
+                &v1::ListOperatorCertificatesRequest {
+                    owner: "globex".into(),
+                    ..Default::default()
+                },
+            )
+            .await,
         Err(ServiceError::PermissionDenied(_))
     ));
     assert!(matches!(
-        f.svc.list_operator_certificates_as(
-            &acme_auditor,
-            &v1::ListOperatorCertificatesRequest::default(),
-        ),
+        f.svc
+            .list_operator_certificates_as(
+                &acme_auditor,
+                &v1::ListOperatorCertificatesRequest::default(),
+            )
+            .await,
         Err(ServiceError::PermissionDenied(_))
     ));
 
@@ -277,6 +288,7 @@ async fn listing_shows_each_owner_its_own_operators() {
                     page_token: token,
                 },
             )
+            .await
             .expect("page");
         assert!(page.certificates.len() <= 2);
         seen.extend(page.certificates.into_iter().map(|c| c.serial));
@@ -322,6 +334,7 @@ async fn operator_names_are_checked_once_and_qualified_by_owner_in_every_record(
         .core
         .registry
         .operator_certificates(None, None, 100)
+        .await
         .expect("list");
     let acme_named_admin = records
         .iter()
@@ -332,6 +345,7 @@ async fn operator_names_are_checked_once_and_qualified_by_owner_in_every_record(
         .core
         .registry
         .audit(1, 1000)
+        .await
         .expect("audit")
         .into_iter()
         .map(|(_, e)| e.decode().expect("record"))
