@@ -28,7 +28,7 @@ use crate::pki::{
 };
 use crate::server::{ServerTls, serve as serve_grpc};
 use crate::service::{ServiceConfig, ServiceCore};
-use crate::store::SledRegistry;
+use crate::store::{PostgresConfig, PostgresRegistry, Registry, SledRegistry};
 
 /// Environment variable holding the CA key passphrase.
 pub const PASSPHRASE_ENV: &str = "OXROOT_CA_PASSPHRASE";
@@ -56,6 +56,92 @@ pub struct Config {
     /// Where CA keys live.
     #[serde(default)]
     pub ca: CaConfig,
+    /// Where the registry lives.
+    #[serde(default)]
+    pub registry: RegistryConfig,
+}
+
+/// The `[registry]` table: the embedded sled registry in the state directory (the default:
+/// one process), or a PostgreSQL database that several `serve` replicas share.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// `sled` or `postgres`.
+    #[serde(default)]
+    pub backend: RegistryBackend,
+    /// `postgres` only: a libpq-style connection string, e.g.
+    /// `host=db.internal port=5432 user=oxroot dbname=oxroot`. No password here: see
+    /// `postgres_password_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<String>,
+    /// `postgres` only: a file whose first line is the database password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres_password_file: Option<PathBuf>,
+    /// `postgres` only: connections per replica (reads and the group-commit writer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_size: Option<usize>,
+}
+
+/// The registry backends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistryBackend {
+    /// sled in `<state-dir>/registry`.
+    #[default]
+    Sled,
+    /// A PostgreSQL database shared by every replica.
+    Postgres,
+}
+
+impl RegistryConfig {
+    /// The PostgreSQL configuration, with the password read from its file.
+    ///
+    /// # Errors
+    /// No connection string, or an unreadable password file.
+    pub fn postgres_config(&self) -> Result<PostgresConfig, AppError> {
+        let url = self
+            .postgres
+            .clone()
+            .ok_or("[registry] backend = \"postgres\" needs `postgres`, a connection string")?;
+        let parsed: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| format!("[registry] postgres does not parse: {e}"))?;
+        if parsed.get_password().is_some() {
+            return Err(
+                "[registry] postgres must not carry a password: use postgres_password_file".into(),
+            );
+        }
+        let password = match &self.postgres_password_file {
+            Some(file) => Some(
+                fs::read_to_string(file)
+                    .map_err(|e| format!("cannot read {}: {e}", file.display()))?
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+            ),
+            None => None,
+        };
+        Ok(PostgresConfig {
+            url,
+            password,
+            pool_size: self.pool_size.unwrap_or(16),
+        })
+    }
+
+    /// Opens the configured registry: sled under `state_dir`, or the PostgreSQL database
+    /// (whose schema must be current: `enroll-service migrate`).
+    ///
+    /// # Errors
+    /// The store's, when it cannot be opened or reached.
+    pub async fn open(&self, state_dir: &Path) -> Result<Arc<dyn Registry>, AppError> {
+        Ok(match self.backend {
+            RegistryBackend::Sled => SledRegistry::open(&state_dir.join("registry"))?,
+            RegistryBackend::Postgres => {
+                PostgresRegistry::connect(&self.postgres_config()?).await?
+            }
+        })
+    }
 }
 
 /// The `[ca]` table: where new CA keys are generated, and the CRLs' lifetime. It names the
@@ -248,6 +334,7 @@ impl Config {
             server_names: vec!["127.0.0.1".into(), "::1".into(), "localhost".into()],
             limits: Limits::default(),
             ca: CaConfig::default(),
+            registry: RegistryConfig::default(),
         }
     }
 
@@ -406,10 +493,15 @@ fn create_platform_ca(
 ///
 /// # Errors
 /// The directory is already initialised, inputs are unreadable or invalid, or writing fails.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one per init flag; a struct would only rename them"
+)]
 pub async fn init(
     state_dir: &Path,
     keys: &CaKeys,
     organisation: Option<String>,
+    registry_config: &RegistryConfig,
     import: Option<ImportedIntermediate>,
     admin_name: &str,
     admin_out: Option<&Path>,
@@ -434,6 +526,11 @@ pub async fn init(
         names.organisation = organisation;
     }
     let mut config = Config::defaults();
+    config.registry = registry_config.clone();
+    // The database first: a state directory whose registry cannot be reached is no use.
+    if registry_config.backend == RegistryBackend::Postgres {
+        crate::store::postgres::migrate(&registry_config.postgres_config()?).await?;
+    }
     let ca = create_platform_ca(&ca_dir, keys, &names, import, &mut config, now)?;
     let config_file = state_dir.join("config.toml");
     oxroot_files::write_atomically(
@@ -454,7 +551,7 @@ pub async fn init(
         Serial::random()?,
     )?;
     // On record before its key is written: only recorded operator certificates authenticate.
-    let registry = SledRegistry::open(&state_dir.join("registry"))?;
+    let registry = registry_config.open(state_dir).await?;
     crate::service::record_operator_certificate(
         registry.as_ref(),
         &admin.certificate.der,
@@ -652,7 +749,7 @@ pub fn load_config(state_dir: &Path, config: Option<&Path>) -> Result<Config, Ap
 ///
 /// # Errors
 /// Wrong passphrase, missing files, or a registry that cannot be opened.
-pub fn open_state(
+pub async fn open_state(
     state_dir: &Path,
     passphrase: Option<Passphrase>,
     config: &Config,
@@ -661,7 +758,7 @@ pub fn open_state(
     // the configured token.
     let keys = config.ca.key_backend(passphrase)?;
     let ca = CertificateAuthority::load_with(&state_dir.join("ca"), &keys)?;
-    let registry = SledRegistry::open(&state_dir.join("registry"))?;
+    let registry = config.registry.open(state_dir).await?;
     Ok(ServiceCore::with_keys(
         registry,
         Arc::new(ca),
@@ -669,6 +766,33 @@ pub fn open_state(
         config.service_config(),
         Arc::new(Metrics::new()),
     ))
+}
+
+/// `enroll-service migrate`: brings the configured PostgreSQL database's schema to this
+/// build's version.
+///
+/// # Errors
+/// The registry is not PostgreSQL, or the migration fails (nothing of it stays).
+pub async fn migrate(config: &Config, out: &mut dyn Write) -> Result<(), AppError> {
+    if config.registry.backend != RegistryBackend::Postgres {
+        return Err("the registry is sled (embedded): it needs no migration; \
+                    `migrate` is for [registry] backend = \"postgres\""
+            .into());
+    }
+    let (before, after) =
+        crate::store::postgres::migrate(&config.registry.postgres_config()?).await?;
+    if before == after {
+        writeln!(
+            out,
+            "the database schema is at version {after}: nothing to do"
+        )?;
+    } else {
+        writeln!(
+            out,
+            "migrated the database schema from version {before} to {after}"
+        )?;
+    }
+    Ok(())
 }
 
 /// `enroll-service serve`: serves until SIGINT or SIGTERM.

@@ -59,6 +59,13 @@ enum Command {
         /// The root certificate (PEM) that signed the imported intermediate.
         #[arg(long)]
         root: Option<PathBuf>,
+        /// Keep the registry in this PostgreSQL database (a libpq connection string, no
+        /// password) instead of the embedded sled store; its schema is migrated first.
+        #[arg(long, value_name = "CONNINFO")]
+        postgres: Option<String>,
+        /// The database password's file (first line), for --postgres.
+        #[arg(long, requires = "postgres")]
+        postgres_password_file: Option<PathBuf>,
         /// Name of the first platform admin.
         #[arg(long, default_value = "admin")]
         admin_name: String,
@@ -88,6 +95,16 @@ enum Command {
         /// Override the CRL endpoint's listen address (plain HTTP).
         #[arg(long)]
         crl_listen: Option<std::net::SocketAddr>,
+    },
+    /// Bring the PostgreSQL registry's schema to this build's version (`serve` refuses a
+    /// database that is behind).
+    Migrate {
+        /// State directory made by `init`.
+        #[arg(long, env = "OXROOT_STATE_DIR")]
+        state_dir: PathBuf,
+        /// Config file (default: <state-dir>/config.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Where CA keys live: show it, or choose where new ones go.
     Ca {
@@ -156,9 +173,20 @@ async fn run(cli: Cli) -> Result<(), app::AppError> {
             import_intermediate,
             intermediate_key,
             root,
+            postgres,
+            postgres_password_file,
             admin_name,
             admin_out,
         } => {
+            let registry = match postgres {
+                Some(conninfo) => app::RegistryConfig {
+                    backend: app::RegistryBackend::Postgres,
+                    postgres: Some(conninfo),
+                    postgres_password_file,
+                    pool_size: None,
+                },
+                None => app::RegistryConfig::default(),
+            };
             let keys = match pkcs11_token {
                 Some(token) if ca_backend == "pkcs11" => app::CaKeys::Pkcs11 {
                     token,
@@ -178,6 +206,7 @@ async fn run(cli: Cli) -> Result<(), app::AppError> {
                 &state_dir,
                 &keys,
                 organisation,
+                &registry,
                 import,
                 &admin_name,
                 admin_out.as_deref(),
@@ -204,8 +233,12 @@ async fn run(cli: Cli) -> Result<(), app::AppError> {
                 config.crl_listen = crl_listen;
             }
             let passphrase = app::load_passphrase_if_given(passphrase_file.as_deref())?;
-            let core = app::open_state(&state_dir, passphrase, &config)?;
+            let core = app::open_state(&state_dir, passphrase, &config).await?;
             app::serve(core, &config, &mut out).await
+        }
+        Command::Migrate { state_dir, config } => {
+            let config = app::load_config(&state_dir, config.as_deref())?;
+            app::migrate(&config, &mut out).await
         }
         Command::Ca {
             state_dir,

@@ -161,38 +161,44 @@ pub async fn serve(
     let operator = OperatorServer::new(OperatorService::new(core.clone()))
         .max_decoding_message_size(config.max_operator_message);
 
-    // Health follows the registry and the CA key store. Once a registry write fails every call
-    // answers UNAVAILABLE until a restart. While the key store is away (a PKCS#11 token removed,
-    // its module failing) signing calls answer UNAVAILABLE, and health says NOT_SERVING until
-    // the token answers again, so that orchestrators and load balancers send traffic elsewhere.
+    // Health follows the registry and the CA key store, both ways. An embedded registry whose
+    // write failed stays failed until a restart (what was applied but not synced must not be
+    // served); a database registry is failed while the database is unreachable and recovers
+    // with it. While the key store is away (a PKCS#11 token removed, its module failing)
+    // signing calls answer UNAVAILABLE. Either way health says NOT_SERVING meanwhile, so that
+    // orchestrators and load balancers send traffic elsewhere.
     let health_core = core.clone();
     let health_task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(HEALTH_CHECK_INTERVAL);
-        let mut serving = true;
+        let (mut registry_ok, mut keys_ok) = (true, true);
         loop {
             tick.tick().await;
-            if health_core.registry().failed() {
-                tracing::error!("registry failed: health is NOT_SERVING until a restart");
-                set_health(&health_reporter, tonic_health::ServingStatus::NotServing).await;
-                break;
-            }
+            let registry_now = !health_core.registry().failed();
             let probe_core = health_core.clone();
             let keys = tokio::task::spawn_blocking(move || probe_core.authorities().probe())
                 .await
                 .unwrap_or_else(|e| Err(SignerError::Failed(e.to_string())));
-            match (keys, serving) {
-                (Err(e), true) => {
-                    tracing::error!(error = %e, "CA key store unavailable: health is NOT_SERVING");
-                    set_health(&health_reporter, tonic_health::ServingStatus::NotServing).await;
-                    serving = false;
-                }
-                (Ok(()), false) => {
-                    tracing::info!("CA key store back: health is SERVING");
-                    set_health(&health_reporter, tonic_health::ServingStatus::Serving).await;
-                    serving = true;
-                }
+            match (&keys, keys_ok) {
+                (Err(e), true) => tracing::error!(error = %e, "CA key store unavailable"),
+                (Ok(()), false) => tracing::info!("CA key store back"),
                 _ => {}
             }
+            match (registry_now, registry_ok) {
+                (false, true) => tracing::error!("registry unavailable"),
+                (true, false) => tracing::info!("registry back"),
+                _ => {}
+            }
+            let keys_now = keys.is_ok();
+            if (registry_now && keys_now) != (registry_ok && keys_ok) {
+                let status = if registry_now && keys_now {
+                    tonic_health::ServingStatus::Serving
+                } else {
+                    tonic_health::ServingStatus::NotServing
+                };
+                tracing::info!(?status, "health");
+                set_health(&health_reporter, status).await;
+            }
+            (registry_ok, keys_ok) = (registry_now, keys_now);
         }
     });
 

@@ -111,6 +111,7 @@ mod change;
 pub mod codec;
 mod conflict;
 mod events;
+pub mod postgres;
 mod sled_backend;
 
 use std::fmt;
@@ -129,6 +130,7 @@ use crate::policy::PolicySpec;
 pub use change::{Change, Guard, Op, Receipt};
 pub use conflict::{Conflict, StoreError};
 pub use events::{CrlNotice, Published, RegistryEvent, Subscription, SubscriptionError};
+pub use postgres::{PostgresConfig, PostgresRegistry};
 pub use sled_backend::SledRegistry;
 
 /// Filters of [`Registry::devices`].

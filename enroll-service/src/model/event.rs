@@ -2,13 +2,14 @@
 //! refused. The service converts both to the wire ([`crate::wire`]).
 
 use rot_core::keys::DeviceId;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::pki::Serial;
 
 /// Why an Onboard or Renew was refused, precisely: what operators see in the audit log and in
 /// WatchBatch. The device hears only the coarse reason each detail maps to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum RefusalDetail {
     /// The DeviceId has no registration.
     Unregistered,
@@ -82,7 +83,7 @@ impl RefusalDetail {
 }
 
 /// What happened to a device of a batch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DeviceEventKind {
     /// Added to the batch (CreateBatch, ImportDevices, TransferDevice).
     Added,
@@ -111,13 +112,15 @@ pub enum DeviceEventKind {
 }
 
 /// A device event of a batch, published to watchers once the change is durable.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceEvent {
     /// The device.
+    #[serde(with = "super::stored_as_text::device_id")]
     pub device_id: DeviceId,
     /// What happened.
     pub kind: DeviceEventKind,
     /// When.
+    #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
     /// The audit entries' correlation ID.
     pub correlation: String,

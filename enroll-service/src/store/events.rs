@@ -11,13 +11,15 @@
 //! ([`SubscriptionError::Missed`]) and goes on with the newest. Watchers that can re-read
 //! state (batch counts) re-read it; others end their stream and let the client reconnect.
 
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use crate::model::{CrlRecord, DeviceEvent};
 
-/// Something that happened, published to watchers once durable.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Something that happened, published to watchers once durable. Serialisable: a networked
+/// store carries events between replicas.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RegistryEvent {
     /// A device of a batch changed state.
     Device {
@@ -36,15 +38,17 @@ pub enum RegistryEvent {
 }
 
 /// What WatchCrls announces of a stored CRL (not the CRL itself: clients fetch it).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CrlNotice {
     /// The issuing CA's id.
     pub issuer: String,
     /// CRL number.
     pub number: u64,
     /// thisUpdate.
+    #[serde(with = "time::serde::rfc3339")]
     pub this_update: OffsetDateTime,
     /// nextUpdate.
+    #[serde(with = "time::serde::rfc3339")]
     pub next_update: OffsetDateTime,
     /// Serials listed.
     pub revoked_count: u64,

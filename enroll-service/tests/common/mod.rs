@@ -6,6 +6,7 @@
     clippy::unwrap_used
 )]
 
+pub mod postgres;
 pub mod process;
 
 use std::sync::Arc;

@@ -29,7 +29,7 @@ use super::{ANY_ROLE, OperatorService};
 use crate::error::ServiceError;
 use crate::model::{BatchCounts, DeviceEvent};
 use crate::service::{Caller, ServiceCore};
-use crate::store::{RegistryEvent, Subscription, SubscriptionError};
+use crate::store::{RegistryEvent, StoreError, Subscription, SubscriptionError};
 use crate::wire::timestamp;
 
 /// The stream WatchBatch returns.
@@ -177,6 +177,13 @@ impl Watcher {
         let counts = match self.core.registry.batch(&self.batch_id).await {
             Ok(Some(batch)) => batch.counts,
             Ok(None) => BatchCounts::default(),
+            // The database is away (a restart, a failover): the stream stays open and the
+            // next heartbeat reads again; no event is lost meanwhile, the registry's event
+            // order resumes where it stopped.
+            Err(StoreError::Unavailable(why)) => {
+                tracing::warn!(batch_id = %self.batch_id, %why, "batch progress unavailable; retrying");
+                return Some(false);
+            }
             Err(e) => {
                 let _ = self.outbox.send(Err(ServiceError::from(e).into())).await;
                 return None;

@@ -1,0 +1,1410 @@
+//! The registry on PostgreSQL: several stateless service replicas share one database.
+//!
+//! ```text
+//!  replica A ─┐ commit queue ─▶ writer task ─▶ one transaction per group of changes
+//!  replica B ─┤                               (a SAVEPOINT per change: a refused change rolls
+//!  …          │                                back alone), then the chain head, then COMMIT
+//!             └ event tail ◀── SELECT … FROM events WHERE seq > last (woken by its own commits,
+//!                              polled every EVENT_POLL for the other replicas') ─▶ subscribers
+//! ```
+//!
+//! How each rule of the [`Registry`] contract maps to SQL is in the module documentation of
+//! [`crate::store`]; in short:
+//!
+//! - **Isolation.** Transactions run at READ COMMITTED, and every guard is a row lock or a
+//!   constraint: compare-and-set is `UPDATE … WHERE version = $v`, "absent" guards are primary
+//!   keys (a unique violation maps to the same typed conflict as the guard's `SELECT`), batch
+//!   counts are `UPDATE … SET n = n + $d`, CRL numbers are an `ON CONFLICT … WHERE number <`
+//!   upsert, an operator revocation locks its row (`FOR UPDATE`). None of them depends on the
+//!   isolation level, so the same statements are correct under SERIALIZABLE (CockroachDB's and
+//!   YugabyteDB's default); a serialization failure or deadlock (`40001`, `40P01`) retries the
+//!   whole group with its guards re-checked. No advisory locks, no LISTEN.
+//! - **The audit chain head** is one row, `registry_head`. A group does all its other work
+//!   first and locks the head last (`SELECT … FOR UPDATE`), seals its entries after it, writes
+//!   them and its events, updates the head and commits: the head is held for one round trip
+//!   and the commit's flush, so groups of different replicas serialise there and nowhere else,
+//!   and the chain's order is the commit order. A group with no audit entry and no event does
+//!   not touch it.
+//! - **Events** are rows numbered from the head under its lock: their order is the commit order
+//!   with no gaps (a sequence would hand out numbers at insert, in another order).
+//! - **Durability.** `synchronous_commit` must be `on` ([`PostgresRegistry::connect`] refuses
+//!   otherwise): an acknowledged `COMMIT` is flushed, and only then is a commit answered `Ok`.
+//!   A `COMMIT` whose answer is lost is reported unavailable; the caller's re-read decides.
+//! - **Availability.** [`Registry::failed`] follows the database: set by a failed round trip,
+//!   cleared by a probe once the pool reconnects; no restart needed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use rot_core::keys::DeviceId;
+use time::OffsetDateTime;
+use tokio::sync::{Notify, broadcast, mpsc, oneshot};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{GenericClient, NoTls};
+
+use super::codec::{decode, decode_policy, encode, encode_policy};
+use super::{
+    Change, Conflict, DeviceFilter, Guard, Op, Published, Receipt, Registry, RegistryEvent,
+    StoreError, Subscription,
+};
+use crate::audit::{self, GENESIS_HASH, StoredAuditEntry};
+use crate::model::{
+    BatchCounts, BatchRecord, CountsDelta, CredentialRecord, CrlEntryRecord, CrlRecord,
+    DeviceRecord, OperatorCertificateRecord, OwnerRecord,
+};
+use crate::pki::Serial;
+use crate::policy::PolicySpec;
+
+/// The schema this build reads and writes; [`migrate`] brings a database to it.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// Each migration, by the version it brings the schema to.
+const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("postgres/schema_v1.sql"))];
+
+/// Most changes one transaction carries (group commit).
+const MAX_GROUP: usize = 256;
+/// Changes that may wait for the writer before a commit waits for room (back-pressure).
+const QUEUE: usize = 4096;
+/// Events buffered per subscriber before it is told it missed some.
+const EVENT_BUFFER: usize = 16_384;
+/// How often the tail looks for other replicas' events.
+const EVENT_POLL: Duration = Duration::from_millis(50);
+/// Most events one tail read fetches.
+const EVENT_PAGE: i64 = 1000;
+/// Events kept in the table for tails that reconnect; older ones are pruned.
+const EVENT_RETENTION: i64 = 200_000;
+/// How often the availability probe runs.
+const PROBE: Duration = Duration::from_secs(1);
+/// Times a group is retried after a serialization failure or deadlock.
+const GROUP_RETRIES: u32 = 8;
+
+/// Where the database is and how many connections the pool holds.
+#[derive(Clone)]
+pub struct PostgresConfig {
+    /// A libpq-style connection string or `postgres://` URL.
+    pub url: String,
+    /// The password, if the server asks for one (kept out of `url` so that it is never
+    /// printed).
+    pub password: Option<String>,
+    /// Pool size (reads and the writer).
+    pub pool_size: usize,
+}
+
+impl std::fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("url", &self.url)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+/// The registry on a PostgreSQL database.
+pub struct PostgresRegistry {
+    pool: Pool,
+    queue: mpsc::Sender<(Change, Reply)>,
+    events: broadcast::Sender<Published>,
+    failed: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for PostgresRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresRegistry")
+            .field("failed", &self.failed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+type Reply = oneshot::Sender<Result<Receipt, StoreError>>;
+
+fn pool(config: &PostgresConfig) -> Result<Pool, StoreError> {
+    let mut pg: tokio_postgres::Config = config
+        .url
+        .parse()
+        .map_err(|e| StoreError::Unavailable(format!("the PostgreSQL URL does not parse: {e}")))?;
+    if let Some(password) = &config.password {
+        pg.password(password.as_bytes());
+    }
+    let manager = Manager::from_config(
+        pg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(config.pool_size.max(2))
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .map_err(|e| StoreError::Unavailable(format!("connection pool: {e}")))
+}
+
+/// A database error as the registry reports it. Connection failures make the store
+/// unavailable; the text of a server error names what failed, never a parameter's value.
+fn db_error(e: &tokio_postgres::Error) -> StoreError {
+    StoreError::Unavailable(match e.as_db_error() {
+        Some(db) => format!("PostgreSQL: {} ({})", db.message(), db.code().code()),
+        None => format!("PostgreSQL: {e}"),
+    })
+}
+
+fn pool_error(e: &deadpool_postgres::PoolError) -> StoreError {
+    StoreError::Unavailable(format!("PostgreSQL connection: {e}"))
+}
+
+fn corrupt(key: impl Into<String>, reason: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        key: key.into(),
+        reason: reason.to_string(),
+    }
+}
+
+/// A stored `bigint` as the `u64` the records use (never negative when this code wrote it).
+fn unsigned(value: i64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| corrupt(what, "negative"))
+}
+
+fn signed(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// Applies every migration above the database's version, each in its own transaction.
+/// Returns the version before and after.
+///
+/// # Errors
+/// [`StoreError::Unavailable`] when the database cannot be reached or a migration fails
+/// (nothing of the failed migration stays).
+pub async fn migrate(config: &PostgresConfig) -> Result<(i32, i32), StoreError> {
+    let pool = pool(config)?;
+    let mut client = pool.get().await.map_err(|e| pool_error(&e))?;
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_version (
+                 singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+                 version integer NOT NULL
+             )",
+        )
+        .await
+        .map_err(|e| db_error(&e))?;
+    let before = schema_version(&**client).await?;
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > before) {
+        let tx = client.transaction().await.map_err(|e| db_error(&e))?;
+        tx.batch_execute(sql).await.map_err(|e| db_error(&e))?;
+        tx.execute(
+            "INSERT INTO schema_version (singleton, version) VALUES (true, $1)
+             ON CONFLICT (singleton) DO UPDATE SET version = excluded.version",
+            &[version],
+        )
+        .await
+        .map_err(|e| db_error(&e))?;
+        tx.commit().await.map_err(|e| db_error(&e))?;
+    }
+    Ok((before, schema_version(&**client).await?))
+}
+
+async fn schema_version(client: &impl GenericClient) -> Result<i32, StoreError> {
+    let exists = client
+        .query_one("SELECT to_regclass('schema_version') IS NOT NULL", &[])
+        .await
+        .map_err(|e| db_error(&e))?
+        .get::<_, bool>(0);
+    if !exists {
+        return Ok(0);
+    }
+    Ok(client
+        .query_opt("SELECT version FROM schema_version", &[])
+        .await
+        .map_err(|e| db_error(&e))?
+        .map_or(0, |row| row.get(0)))
+}
+
+impl PostgresRegistry {
+    /// Connects, checks the schema and durability settings, and starts the writer, the event
+    /// tail and the availability probe.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`]: the database cannot be reached, its schema is not this
+    /// build's (run `enroll-service migrate`), or `synchronous_commit` is off.
+    pub async fn connect(config: &PostgresConfig) -> Result<Arc<Self>, StoreError> {
+        let pool = pool(config)?;
+        let client = pool.get().await.map_err(|e| pool_error(&e))?;
+        let version = schema_version(&**client).await?;
+        if version != SCHEMA_VERSION {
+            return Err(StoreError::Unavailable(format!(
+                "the database schema is at version {version}, this build needs \
+                 {SCHEMA_VERSION}: run `enroll-service migrate`"
+            )));
+        }
+        let synchronous: String = client
+            .query_one("SHOW synchronous_commit", &[])
+            .await
+            .map_err(|e| db_error(&e))?
+            .get(0);
+        if synchronous != "on" && synchronous != "remote_apply" && synchronous != "remote_write" {
+            return Err(StoreError::Unavailable(format!(
+                "synchronous_commit is {synchronous}: a commit must be durable before a \
+                 credential leaves the service; set it to on"
+            )));
+        }
+        let last_event: i64 = client
+            .query_one("SELECT event_seq FROM registry_head", &[])
+            .await
+            .map_err(|e| db_error(&e))?
+            .get(0);
+        drop(client);
+        let (queue, receiver) = mpsc::channel(QUEUE);
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let failed = Arc::new(AtomicBool::new(false));
+        let committed = Arc::new(Notify::new());
+        let writer = Writer {
+            pool: pool.clone(),
+            failed: failed.clone(),
+            committed: committed.clone(),
+            groups: 0,
+        };
+        tokio::spawn(writer.run(receiver));
+        let tail = Tail {
+            pool: pool.clone(),
+            events: events.clone(),
+            last: AtomicU64::new(unsigned(last_event, "registry_head.event_seq")?),
+            committed,
+        };
+        tokio::spawn(tail.run());
+        tokio::spawn(probe(pool.clone(), failed.clone()));
+        Ok(Arc::new(Self {
+            pool,
+            queue,
+            events,
+            failed,
+        }))
+    }
+
+    /// A pooled connection; a failure marks the store unavailable until the probe succeeds.
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(|e| {
+            self.failed.store(true, Ordering::Release);
+            pool_error(&e)
+        })
+    }
+
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(sql)
+            .await
+            .map_err(|e| self.read_error(&e))?;
+        client
+            .query(&statement, params)
+            .await
+            .map_err(|e| self.read_error(&e))
+    }
+
+    fn read_error(&self, e: &tokio_postgres::Error) -> StoreError {
+        if e.as_db_error().is_none() {
+            self.failed.store(true, Ordering::Release);
+        }
+        db_error(e)
+    }
+}
+
+/// Runs `SELECT 1` every [`PROBE`]: the store is failed while it does not answer.
+async fn probe(pool: Pool, failed: Arc<AtomicBool>) {
+    loop {
+        let ok = match pool.get().await {
+            Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
+            Err(_) => false,
+        };
+        let was = failed.swap(!ok, Ordering::AcqRel);
+        if was != !ok {
+            if ok {
+                tracing::info!("PostgreSQL is reachable again");
+            } else {
+                tracing::error!("PostgreSQL is unreachable; the service answers UNAVAILABLE");
+            }
+        }
+        if Arc::strong_count(&failed) == 1 {
+            return; // the registry and its writer are gone
+        }
+        tokio::time::sleep(PROBE).await;
+    }
+}
+
+/// Reads every replica's events in commit order and fans them out to this process.
+struct Tail {
+    pool: Pool,
+    events: broadcast::Sender<Published>,
+    last: AtomicU64,
+    committed: Arc<Notify>,
+}
+
+impl Tail {
+    async fn run(self) {
+        loop {
+            // Woken at once by this replica's commits; other replicas' within EVENT_POLL.
+            let _ = tokio::time::timeout(EVENT_POLL, self.committed.notified()).await;
+            if Arc::strong_count(&self.committed) == 1 {
+                return; // the writer is gone: the registry was dropped
+            }
+            if let Err(e) = self.read().await {
+                tracing::debug!(error = %e, "event tail read failed; retrying");
+            }
+        }
+    }
+
+    async fn read(&self) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(|e| pool_error(&e))?;
+        loop {
+            let last = self.last.load(Ordering::Acquire);
+            let rows = client
+                .query(
+                    "SELECT seq, payload FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+                    &[&signed(last), &EVENT_PAGE],
+                )
+                .await
+                .map_err(|e| db_error(&e))?;
+            let count = rows.len();
+            for row in rows {
+                let seq = unsigned(row.get(0), "events.seq")?;
+                let payload: Vec<u8> = row.get(1);
+                let event: RegistryEvent = decode(format!("event {seq}").as_bytes(), &payload)?;
+                // Nobody listening is fine: watchers come and go.
+                let _ = self.events.send(Published { seq, event });
+                self.last.store(seq, Ordering::Release);
+            }
+            if count < usize::try_from(EVENT_PAGE).unwrap_or(usize::MAX) {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Applies queued changes in groups, one transaction each.
+struct Writer {
+    pool: Pool,
+    failed: Arc<AtomicBool>,
+    committed: Arc<Notify>,
+    groups: u64,
+}
+
+/// Why a group's transaction did not commit.
+enum GroupFailure {
+    /// Serialization failure or deadlock: run the whole group again.
+    Retry(StoreError),
+    /// The database failed: every change of the group is answered with this.
+    Failed(StoreError),
+}
+
+impl From<tokio_postgres::Error> for GroupFailure {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match e.code() {
+            Some(code) if *code == SqlState::T_R_SERIALIZATION_FAILURE => Self::Retry(db_error(&e)),
+            Some(code) if *code == SqlState::T_R_DEADLOCK_DETECTED => Self::Retry(db_error(&e)),
+            _ => Self::Failed(db_error(&e)),
+        }
+    }
+}
+
+impl Writer {
+    async fn run(mut self, mut receiver: mpsc::Receiver<(Change, Reply)>) {
+        while let Some(first) = receiver.recv().await {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match receiver.try_recv() {
+                    Ok(next) => group.push(next),
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(group).await;
+        }
+    }
+
+    async fn commit_group(&mut self, group: Vec<(Change, Reply)>) {
+        let (changes, replies): (Vec<Change>, Vec<Reply>) = group.into_iter().unzip();
+        let mut attempt = 0;
+        let outcomes = loop {
+            attempt += 1;
+            match self.try_group(&changes).await {
+                Ok(outcomes) => break outcomes,
+                Err(GroupFailure::Retry(e)) if attempt < GROUP_RETRIES => {
+                    tracing::debug!(error = %e, attempt, "registry group retried");
+                }
+                Err(GroupFailure::Retry(e) | GroupFailure::Failed(e)) => {
+                    if matches!(e, StoreError::Unavailable(_)) {
+                        self.failed.store(true, Ordering::Release);
+                    }
+                    tracing::error!(error = %e, "registry group failed");
+                    break changes.iter().map(|_| Err(e.clone())).collect();
+                }
+            }
+        };
+        self.committed.notify_one();
+        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+            let _ = reply.send(outcome);
+        }
+        self.groups += 1;
+        if self.groups % 1024 == 0 {
+            self.prune_events().await;
+        }
+    }
+
+    /// One transaction for the group. Refused changes get their conflict; the others their
+    /// receipts once the transaction committed.
+    async fn try_group(
+        &self,
+        changes: &[Change],
+    ) -> Result<Vec<Result<Receipt, StoreError>>, GroupFailure> {
+        let client = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| GroupFailure::Failed(pool_error(&e)))?;
+        client.batch_execute("BEGIN").await?;
+        let result = self.group_in_transaction(&client, changes).await;
+        match result {
+            Ok(outcomes) => match client.batch_execute("COMMIT").await {
+                Ok(()) => {
+                    self.failed.store(false, Ordering::Release);
+                    Ok(outcomes)
+                }
+                Err(e) if e.as_db_error().is_none() => {
+                    Err(GroupFailure::Failed(StoreError::Unavailable(format!(
+                        "the commit's outcome is unknown (PostgreSQL: {e}); read again"
+                    ))))
+                }
+                Err(e) => Err(e.into()),
+            },
+            Err(failure) => {
+                let _ = client.batch_execute("ROLLBACK").await;
+                Err(failure)
+            }
+        }
+    }
+
+    async fn group_in_transaction(
+        &self,
+        client: &deadpool_postgres::Object,
+        changes: &[Change],
+    ) -> Result<Vec<Result<Receipt, StoreError>>, GroupFailure> {
+        let mut outcomes = Vec::with_capacity(changes.len());
+        // Audit drafts and events of the changes that stay, in order, with their change.
+        let mut sealed_for = Vec::new();
+        for (index, change) in changes.iter().enumerate() {
+            client.batch_execute("SAVEPOINT change").await?;
+            match apply(&***client, change).await {
+                Ok(()) => {
+                    client.batch_execute("RELEASE SAVEPOINT change").await?;
+                    sealed_for.push(index);
+                    outcomes.push(Ok(Receipt::default()));
+                }
+                Err(Applied::Refused(e)) => {
+                    client.batch_execute("ROLLBACK TO SAVEPOINT change").await?;
+                    outcomes.push(Err(e));
+                }
+                Err(Applied::Database(e)) => return Err(e.into()),
+            }
+        }
+        let drafts: Vec<(usize, &audit::AuditDraft)> = sealed_for
+            .iter()
+            .flat_map(|&i| {
+                changes[i].ops.iter().filter_map(move |op| match op {
+                    Op::Audit(draft) => Some((i, draft)),
+                    _ => None,
+                })
+            })
+            .collect();
+        let events: Vec<&RegistryEvent> = sealed_for
+            .iter()
+            .flat_map(|&i| changes[i].events.iter())
+            .collect();
+        if drafts.is_empty() && events.is_empty() {
+            return Ok(outcomes);
+        }
+        // The chain head, last: held from here to COMMIT only.
+        let head = client
+            .query_one(
+                "SELECT audit_seq, audit_hash, event_seq FROM registry_head FOR UPDATE",
+                &[],
+            )
+            .await?;
+        let mut seq =
+            unsigned(head.get(0), "registry_head.audit_seq").map_err(GroupFailure::Failed)?;
+        let stored_hash: Vec<u8> = head.get(1);
+        let mut hash: [u8; 32] = stored_hash.as_slice().try_into().map_err(|_| {
+            GroupFailure::Failed(corrupt("registry_head.audit_hash", "not 32 bytes"))
+        })?;
+        let mut event_seq =
+            unsigned(head.get(2), "registry_head.event_seq").map_err(GroupFailure::Failed)?;
+        let (mut audit_seqs, mut audit_records) = (Vec::new(), Vec::new());
+        for (index, draft) in drafts {
+            seq += 1;
+            // Recordable: checked when the change was applied.
+            let entry = audit::seal(draft, seq, &hash)
+                .map_err(|e| GroupFailure::Failed(StoreError::Unrecordable(e.to_string())))?;
+            hash.copy_from_slice(&entry.hash);
+            audit_seqs.push(signed(seq));
+            audit_records.push(encode(&entry));
+            if let Some(Ok(receipt)) = outcomes.get_mut(index) {
+                receipt.audit_seqs.push(seq);
+            }
+        }
+        let (mut event_seqs, mut payloads) = (Vec::new(), Vec::new());
+        for event in events {
+            event_seq += 1;
+            event_seqs.push(signed(event_seq));
+            payloads.push(encode(event));
+        }
+        client
+            .execute(
+                "INSERT INTO audit (seq, entry) SELECT * FROM UNNEST($1::bigint[], $2::bytea[])",
+                &[&audit_seqs, &audit_records],
+            )
+            .await?;
+        client
+            .execute(
+                "INSERT INTO events (seq, payload) SELECT * FROM UNNEST($1::bigint[], $2::bytea[])",
+                &[&event_seqs, &payloads],
+            )
+            .await?;
+        client
+            .execute(
+                "UPDATE registry_head SET audit_seq = $1, audit_hash = $2, event_seq = $3",
+                &[&signed(seq), &hash.as_slice(), &signed(event_seq)],
+            )
+            .await?;
+        Ok(outcomes)
+    }
+
+    /// Drops events every tail has long read (a tail that reconnects after more than
+    /// [`EVENT_RETENTION`] events tells its subscribers they missed some).
+    async fn prune_events(&self) {
+        if let Ok(client) = self.pool.get().await {
+            let _ = client
+                .execute(
+                    "DELETE FROM events WHERE seq < (SELECT event_seq FROM registry_head) - $1",
+                    &[&EVENT_RETENTION],
+                )
+                .await;
+        }
+    }
+}
+
+/// Why a change was not applied.
+enum Applied {
+    /// A guard failed or the change cannot be recorded: this change is refused, the group
+    /// goes on.
+    Refused(StoreError),
+    /// The database failed: the group fails.
+    Database(tokio_postgres::Error),
+}
+
+impl From<tokio_postgres::Error> for Applied {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Database(e)
+    }
+}
+
+impl From<Conflict> for Applied {
+    fn from(conflict: Conflict) -> Self {
+        Self::Refused(conflict.into())
+    }
+}
+
+/// A unique violation of the insert a guard protects: the same conflict as the guard's.
+fn unique_or(e: tokio_postgres::Error, conflict: Conflict) -> Applied {
+    if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+        Applied::Refused(conflict.into())
+    } else {
+        Applied::Database(e)
+    }
+}
+
+/// Checks a change's guards and applies its writes (audit entries and events are the group's).
+async fn apply(client: &impl GenericClient, change: &Change) -> Result<(), Applied> {
+    for guard in &change.guards {
+        check_guard(client, guard).await?;
+    }
+    let absent_serials: Vec<Serial> = change
+        .guards
+        .iter()
+        .filter_map(|g| match g {
+            Guard::SerialAbsent(serial) => Some(*serial),
+            _ => None,
+        })
+        .collect();
+    let absent_batches: Vec<&str> = change
+        .guards
+        .iter()
+        .filter_map(|g| match g {
+            Guard::BatchAbsent(id) => Some(id.as_str()),
+            _ => None,
+        })
+        .collect();
+    for op in &change.ops {
+        apply_op(client, op, &absent_serials, &absent_batches).await?;
+    }
+    Ok(())
+}
+
+async fn exists(
+    client: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<bool, tokio_postgres::Error> {
+    Ok(client.query_opt(sql, params).await?.is_some())
+}
+
+async fn check_guard(client: &impl GenericClient, guard: &Guard) -> Result<(), Applied> {
+    let taken = match guard {
+        Guard::PolicyAbsent { owner, name } => exists(
+            client,
+            "SELECT 1 FROM policies WHERE owner = $1 AND name = $2",
+            &[owner, name],
+        )
+        .await?
+        .then(|| Conflict::PolicyExists {
+            owner: owner.clone(),
+            name: name.clone(),
+        }),
+        Guard::BatchAbsent(id) => {
+            exists(client, "SELECT 1 FROM batches WHERE batch_id = $1", &[id])
+                .await?
+                .then(|| Conflict::BatchExists(id.clone()))
+        }
+        Guard::OwnerAbsent(name) => exists(client, "SELECT 1 FROM owners WHERE name = $1", &[name])
+            .await?
+            .then(|| Conflict::OwnerExists(name.clone())),
+        Guard::SerialAbsent(serial) => exists(
+            client,
+            "SELECT 1 FROM credentials WHERE serial = $1",
+            &[&serial.to_string()],
+        )
+        .await?
+        .then(|| Conflict::SerialTaken(*serial)),
+        Guard::RequestIdAbsent { owner, request_id } => exists(
+            client,
+            "SELECT 1 FROM request_ids WHERE owner = $1 AND request_id = $2",
+            &[owner, request_id],
+        )
+        .await?
+        .then(|| Conflict::RequestIdUsed {
+            owner: owner.clone(),
+            request_id: request_id.clone(),
+        }),
+        Guard::OperatorUnrevoked(serial) => {
+            // Locked until the group commits: a concurrent revocation waits, then sees it.
+            let row = client
+                .query_opt(
+                    "SELECT revoked FROM operator_certificates WHERE serial = $1 FOR UPDATE",
+                    &[&serial.to_string()],
+                )
+                .await?;
+            row.is_none_or(|r| r.get::<_, bool>(0))
+                .then_some(Conflict::OperatorRevoked(*serial))
+        }
+    };
+    match taken {
+        Some(conflict) => Err(conflict.into()),
+        None => Ok(()),
+    }
+}
+
+/// The stored version of a row (0: none), for the conflict that names it.
+async fn version_of(
+    client: &impl GenericClient,
+    sql: &str,
+    key: &str,
+) -> Result<u64, tokio_postgres::Error> {
+    Ok(client
+        .query_opt(sql, &[&key])
+        .await?
+        .map_or(0, |row| u64::try_from(row.get::<_, i64>(0)).unwrap_or(0)))
+}
+
+fn counts_params(delta: &CountsDelta) -> [i64; 7] {
+    [
+        delta.total,
+        delta.awaiting_registration,
+        delta.registered,
+        delta.onboarded,
+        delta.reonboard_pending,
+        delta.revoked,
+        delta.refusals,
+    ]
+}
+
+fn counts_of(counts: &BatchCounts) -> [i64; 7] {
+    [
+        signed(counts.total),
+        signed(counts.awaiting_registration),
+        signed(counts.registered),
+        signed(counts.onboarded),
+        signed(counts.reonboard_pending),
+        signed(counts.revoked),
+        signed(counts.refusals),
+    ]
+}
+
+#[allow(
+    clippy::too_many_lines,
+    reason = "one arm per op, each a statement; splitting would only scatter them"
+)]
+async fn apply_op(
+    client: &impl GenericClient,
+    op: &Op,
+    absent_serials: &[Serial],
+    absent_batches: &[&str],
+) -> Result<(), Applied> {
+    match op {
+        Op::PutDevice(device) => {
+            let id = device.device_id.to_string();
+            let state = format!("{:?}", device.state());
+            let record = encode(device);
+            let written = if device.version == 0 {
+                client
+                    .execute(
+                        "INSERT INTO devices (device_id, version, owner, batch_id, state, record)
+                         VALUES ($1, 1, $2, $3, $4, $5) ON CONFLICT (device_id) DO NOTHING",
+                        &[&id, &device.owner, &device.batch_id, &state, &record],
+                    )
+                    .await?
+            } else {
+                client
+                    .execute(
+                        "UPDATE devices SET version = version + 1, owner = $2, batch_id = $3,
+                         state = $4, record = $5 WHERE device_id = $1 AND version = $6",
+                        &[
+                            &id,
+                            &device.owner,
+                            &device.batch_id,
+                            &state,
+                            &record,
+                            &signed(device.version),
+                        ],
+                    )
+                    .await?
+            };
+            if written == 0 {
+                let found = version_of(
+                    client,
+                    "SELECT version FROM devices WHERE device_id = $1",
+                    &id,
+                )
+                .await?;
+                return Err(Conflict::DeviceChanged {
+                    device_id: device.device_id,
+                    expected: device.version,
+                    found,
+                }
+                .into());
+            }
+        }
+        Op::PutPolicy(policy) => {
+            client
+                .execute(
+                    "INSERT INTO policies (owner, name, record) VALUES ($1, $2, $3)",
+                    &[&policy.owner, &policy.name, &encode_policy(policy)],
+                )
+                .await
+                .map_err(|e| {
+                    unique_or(
+                        e,
+                        Conflict::PolicyExists {
+                            owner: policy.owner.clone(),
+                            name: policy.name.clone(),
+                        },
+                    )
+                })?;
+        }
+        Op::PutBatch(batch) => {
+            let counts = counts_of(&batch.counts);
+            let record = encode(batch);
+            let params: [&(dyn ToSql + Sync); 10] = [
+                &batch.batch_id,
+                &batch.owner,
+                &record,
+                &counts[0],
+                &counts[1],
+                &counts[2],
+                &counts[3],
+                &counts[4],
+                &counts[5],
+                &counts[6],
+            ];
+            let insert = "INSERT INTO batches (batch_id, owner, record, total,
+                 awaiting_registration, registered, onboarded, reonboard_pending, revoked,
+                 refusals) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+            if absent_batches.contains(&batch.batch_id.as_str()) {
+                client
+                    .execute(insert, &params)
+                    .await
+                    .map_err(|e| unique_or(e, Conflict::BatchExists(batch.batch_id.clone())))?;
+            } else {
+                // The counts of an existing batch are kept: only AdjustCounts moves them.
+                client
+                    .execute(
+                        &format!(
+                            "{insert} ON CONFLICT (batch_id) DO UPDATE SET owner = excluded.owner,
+                             record = excluded.record"
+                        ),
+                        &params,
+                    )
+                    .await?;
+            }
+        }
+        // Membership is the devices.batch_id column, indexed for listing.
+        Op::AddToBatch { .. } | Op::RemoveFromBatch { .. } => {}
+        Op::PutCredential(credential) => {
+            let serial = credential.serial.to_string();
+            let record = encode(credential);
+            if absent_serials.contains(&credential.serial) {
+                client
+                    .execute(
+                        "INSERT INTO credentials (serial, record) VALUES ($1, $2)",
+                        &[&serial, &record],
+                    )
+                    .await
+                    .map_err(|e| unique_or(e, Conflict::SerialTaken(credential.serial)))?;
+            } else {
+                client
+                    .execute(
+                        "INSERT INTO credentials (serial, record) VALUES ($1, $2)
+                         ON CONFLICT (serial) DO UPDATE SET record = excluded.record",
+                        &[&serial, &record],
+                    )
+                    .await?;
+            }
+        }
+        Op::PutOperatorCertificate(record) => {
+            client
+                .execute(
+                    "INSERT INTO operator_certificates (serial, owner, revoked, record)
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (serial) DO UPDATE SET
+                     owner = excluded.owner, revoked = excluded.revoked, record = excluded.record",
+                    &[
+                        &record.serial.to_string(),
+                        &record.owner,
+                        &record.revocation.is_some(),
+                        &encode(record),
+                    ],
+                )
+                .await?;
+        }
+        Op::Revoke {
+            issuer,
+            serial,
+            entry,
+        } => {
+            client
+                .execute(
+                    "INSERT INTO crl_entries (issuer, serial, record) VALUES ($1, $2, $3)
+                     ON CONFLICT (issuer, serial) DO UPDATE SET record = excluded.record",
+                    &[issuer, &serial.to_string(), &encode(entry)],
+                )
+                .await?;
+        }
+        Op::PutOwner(owner) => {
+            let record = encode(&**owner);
+            let written = if owner.version == 0 {
+                client
+                    .execute(
+                        "INSERT INTO owners (name, version, record) VALUES ($1, 1, $2)
+                         ON CONFLICT (name) DO NOTHING",
+                        &[&owner.name, &record],
+                    )
+                    .await?
+            } else {
+                client
+                    .execute(
+                        "UPDATE owners SET version = version + 1, record = $2
+                         WHERE name = $1 AND version = $3",
+                        &[&owner.name, &record, &signed(owner.version)],
+                    )
+                    .await?
+            };
+            if written == 0 {
+                let found = version_of(
+                    client,
+                    "SELECT version FROM owners WHERE name = $1",
+                    &owner.name,
+                )
+                .await?;
+                return Err(Conflict::OwnerChanged {
+                    name: owner.name.clone(),
+                    expected: owner.version,
+                    found,
+                }
+                .into());
+            }
+        }
+        Op::AdjustCounts { batch_id, delta } => {
+            let d = counts_params(delta);
+            // Clamped at zero as BatchCounts::apply is: one bug cannot poison every read.
+            let written = client
+                .execute(
+                    "UPDATE batches SET total = GREATEST(0, total + $2),
+                     awaiting_registration = GREATEST(0, awaiting_registration + $3),
+                     registered = GREATEST(0, registered + $4),
+                     onboarded = GREATEST(0, onboarded + $5),
+                     reonboard_pending = GREATEST(0, reonboard_pending + $6),
+                     revoked = GREATEST(0, revoked + $7),
+                     refusals = GREATEST(0, refusals + $8) WHERE batch_id = $1",
+                    &[batch_id, &d[0], &d[1], &d[2], &d[3], &d[4], &d[5], &d[6]],
+                )
+                .await?;
+            if written == 0 {
+                return Err(Conflict::BatchAbsent(batch_id.clone()).into());
+            }
+        }
+        Op::PutCrl { issuer, record } => {
+            let written = client
+                .execute(
+                    "INSERT INTO crls (issuer, number, record) VALUES ($1, $2, $3)
+                     ON CONFLICT (issuer) DO UPDATE SET number = excluded.number,
+                     record = excluded.record WHERE crls.number < excluded.number",
+                    &[issuer, &signed(record.number), &encode(record)],
+                )
+                .await?;
+            if written == 0 {
+                let stored =
+                    version_of(client, "SELECT number FROM crls WHERE issuer = $1", issuer).await?;
+                return Err(Conflict::CrlNumberTaken {
+                    issuer: issuer.clone(),
+                    number: record.number,
+                    stored,
+                }
+                .into());
+            }
+        }
+        Op::ScheduleRevocation { serial, due } => {
+            client
+                .execute(
+                    "INSERT INTO scheduled_revocations (serial, due) VALUES ($1, $2)
+                     ON CONFLICT (serial) DO UPDATE SET due = excluded.due",
+                    &[&serial.to_string(), &due.unix_timestamp()],
+                )
+                .await?;
+        }
+        Op::CancelScheduledRevocation(serial) => {
+            client
+                .execute(
+                    "DELETE FROM scheduled_revocations WHERE serial = $1",
+                    &[&serial.to_string()],
+                )
+                .await?;
+        }
+        Op::PutRequestId {
+            owner,
+            request_id,
+            batch_id,
+        } => {
+            client
+                .execute(
+                    "INSERT INTO request_ids (owner, request_id, batch_id) VALUES ($1, $2, $3)",
+                    &[owner, request_id, batch_id],
+                )
+                .await
+                .map_err(|e| {
+                    unique_or(
+                        e,
+                        Conflict::RequestIdUsed {
+                            owner: owner.clone(),
+                            request_id: request_id.clone(),
+                        },
+                    )
+                })?;
+        }
+        Op::Audit(draft) => {
+            // Sealed into the chain at the end of the group; a draft that has no canonical
+            // form refuses its change now, before anything of the group depends on it.
+            audit::seal(draft, 1, &GENESIS_HASH)
+                .map_err(|e| Applied::Refused(StoreError::Unrecordable(e.to_string())))?;
+        }
+    }
+    Ok(())
+}
+
+fn device_from(row: &tokio_postgres::Row) -> Result<DeviceRecord, StoreError> {
+    let id: String = row.get("device_id");
+    let bytes: Vec<u8> = row.get("record");
+    let mut device: DeviceRecord = decode(format!("devices/{id}").as_bytes(), &bytes)?;
+    device.version = unsigned(row.get("version"), "devices.version")?;
+    Ok(device)
+}
+
+fn batch_from(row: &tokio_postgres::Row) -> Result<BatchRecord, StoreError> {
+    let id: String = row.get("batch_id");
+    let bytes: Vec<u8> = row.get("record");
+    let mut batch: BatchRecord = decode(format!("batches/{id}").as_bytes(), &bytes)?;
+    let count = |column: &str| unsigned(row.get(column), "batches counts");
+    batch.counts = BatchCounts {
+        total: count("total")?,
+        awaiting_registration: count("awaiting_registration")?,
+        registered: count("registered")?,
+        onboarded: count("onboarded")?,
+        reonboard_pending: count("reonboard_pending")?,
+        revoked: count("revoked")?,
+        refusals: count("refusals")?,
+    };
+    Ok(batch)
+}
+
+fn owner_from(row: &tokio_postgres::Row) -> Result<OwnerRecord, StoreError> {
+    let name: String = row.get("name");
+    let bytes: Vec<u8> = row.get("record");
+    let mut owner: OwnerRecord = decode(format!("owners/{name}").as_bytes(), &bytes)?;
+    owner.version = unsigned(row.get("version"), "owners.version")?;
+    Ok(owner)
+}
+
+fn record_from<T: serde::de::DeserializeOwned>(
+    row: &tokio_postgres::Row,
+    key: &str,
+) -> Result<T, StoreError> {
+    let bytes: Vec<u8> = row.get("record");
+    decode(key.as_bytes(), &bytes)
+}
+
+fn serial_from(text: &str) -> Result<Serial, StoreError> {
+    text.parse()
+        .map_err(|_| corrupt(format!("serial {text}"), "not a serial"))
+}
+
+const BATCH_COLUMNS: &str = "batch_id, record, total, awaiting_registration, registered, \
+     onboarded, reonboard_pending, revoked, refusals";
+
+#[async_trait]
+impl Registry for PostgresRegistry {
+    async fn commit(&self, change: Change) -> Result<Receipt, StoreError> {
+        let (reply, receiver) = oneshot::channel();
+        // Waits for room while the writer is QUEUE changes behind: back-pressure as latency.
+        self.queue
+            .send((change, reply))
+            .await
+            .map_err(|_| StoreError::Unavailable("registry writer stopped".into()))?;
+        receiver
+            .await
+            .map_err(|_| StoreError::Unavailable("registry writer stopped".into()))?
+    }
+
+    fn subscribe(&self) -> Subscription {
+        Subscription::new(self.events.subscribe())
+    }
+
+    async fn device(&self, device_id: &DeviceId) -> Result<Option<DeviceRecord>, StoreError> {
+        self.query(
+            "SELECT device_id, version, record FROM devices WHERE device_id = $1",
+            &[&device_id.to_string()],
+        )
+        .await?
+        .first()
+        .map(device_from)
+        .transpose()
+    }
+
+    async fn devices(
+        &self,
+        filter: &DeviceFilter,
+        after: Option<&DeviceId>,
+        limit_to: usize,
+    ) -> Result<Vec<DeviceRecord>, StoreError> {
+        let after = after.map_or_else(String::new, ToString::to_string);
+        let state = filter.state.map(|s| format!("{s:?}"));
+        self.query(
+            "SELECT device_id, version, record FROM devices WHERE device_id > $1
+             AND ($2::text IS NULL OR batch_id = $2) AND ($3::text IS NULL OR owner = $3)
+             AND ($4::text IS NULL OR state = $4) ORDER BY device_id LIMIT $5",
+            &[
+                &after,
+                &filter.batch_id,
+                &filter.owner,
+                &state,
+                &limit(limit_to),
+            ],
+        )
+        .await?
+        .iter()
+        .map(device_from)
+        .collect()
+    }
+
+    async fn policy(&self, owner: &str, name: &str) -> Result<Option<PolicySpec>, StoreError> {
+        self.query(
+            "SELECT record FROM policies WHERE owner = $1 AND name = $2",
+            &[&owner, &name],
+        )
+        .await?
+        .first()
+        .map(|row| decode_policy(format!("policies/{owner}/{name}").as_bytes(), row.get(0)))
+        .transpose()
+    }
+
+    async fn policies(
+        &self,
+        owner: Option<&str>,
+        after: Option<(&str, &str)>,
+        limit_to: usize,
+    ) -> Result<Vec<PolicySpec>, StoreError> {
+        let (after_owner, after_name) = after.unwrap_or(("", ""));
+        self.query(
+            "SELECT owner, name, record FROM policies WHERE ($1::text IS NULL OR owner = $1)
+             AND (owner, name) > ($2, $3) ORDER BY owner, name LIMIT $4",
+            &[&owner, &after_owner, &after_name, &limit(limit_to)],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            let key = format!(
+                "policies/{}/{}",
+                row.get::<_, &str>(0),
+                row.get::<_, &str>(1)
+            );
+            decode_policy(key.as_bytes(), row.get(2))
+        })
+        .collect()
+    }
+
+    async fn batch(&self, batch_id: &str) -> Result<Option<BatchRecord>, StoreError> {
+        self.query(
+            &format!("SELECT {BATCH_COLUMNS} FROM batches WHERE batch_id = $1"),
+            &[&batch_id],
+        )
+        .await?
+        .first()
+        .map(batch_from)
+        .transpose()
+    }
+
+    async fn batches(
+        &self,
+        owner: Option<&str>,
+        before: Option<&str>,
+        limit_to: usize,
+    ) -> Result<Vec<BatchRecord>, StoreError> {
+        self.query(
+            &format!(
+                "SELECT {BATCH_COLUMNS} FROM batches WHERE ($1::text IS NULL OR owner = $1)
+                 AND ($2::text IS NULL OR batch_id < $2) ORDER BY batch_id DESC LIMIT $3"
+            ),
+            &[&owner, &before, &limit(limit_to)],
+        )
+        .await?
+        .iter()
+        .map(batch_from)
+        .collect()
+    }
+
+    async fn request_id(
+        &self,
+        owner: &str,
+        request_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .query(
+                "SELECT batch_id FROM request_ids WHERE owner = $1 AND request_id = $2",
+                &[&owner, &request_id],
+            )
+            .await?
+            .first()
+            .map(|row| row.get(0)))
+    }
+
+    async fn credential(&self, serial: Serial) -> Result<Option<CredentialRecord>, StoreError> {
+        self.query(
+            "SELECT record FROM credentials WHERE serial = $1",
+            &[&serial.to_string()],
+        )
+        .await?
+        .first()
+        .map(|row| record_from(row, &format!("credentials/{serial}")))
+        .transpose()
+    }
+
+    async fn operator_certificate(
+        &self,
+        serial: Serial,
+    ) -> Result<Option<OperatorCertificateRecord>, StoreError> {
+        self.query(
+            "SELECT record FROM operator_certificates WHERE serial = $1",
+            &[&serial.to_string()],
+        )
+        .await?
+        .first()
+        .map(|row| record_from(row, &format!("operator_certificates/{serial}")))
+        .transpose()
+    }
+
+    async fn operator_certificates(
+        &self,
+        owner: Option<&str>,
+        after: Option<Serial>,
+        limit_to: usize,
+    ) -> Result<Vec<OperatorCertificateRecord>, StoreError> {
+        let after = after.map_or_else(String::new, |s| s.to_string());
+        self.query(
+            "SELECT serial, record FROM operator_certificates WHERE serial > $1
+             AND ($2::text IS NULL OR owner = $2) ORDER BY serial LIMIT $3",
+            &[&after, &owner, &limit(limit_to)],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            record_from(
+                row,
+                &format!("operator_certificates/{}", row.get::<_, &str>(0)),
+            )
+        })
+        .collect()
+    }
+
+    async fn credential_count(&self) -> Result<u64, StoreError> {
+        let rows = self.query("SELECT count(*) FROM credentials", &[]).await?;
+        unsigned(rows.first().map_or(0, |r| r.get(0)), "credential count")
+    }
+
+    async fn revoked(&self, issuer: &str) -> Result<Vec<(Serial, CrlEntryRecord)>, StoreError> {
+        self.query(
+            "SELECT serial, record FROM crl_entries WHERE issuer = $1 ORDER BY serial",
+            &[&issuer],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            let serial = serial_from(row.get(0))?;
+            Ok((
+                serial,
+                record_from(row, &format!("crl_entries/{issuer}/{serial}"))?,
+            ))
+        })
+        .collect()
+    }
+
+    async fn revoked_count(&self, issuer: &str) -> Result<u64, StoreError> {
+        let rows = self
+            .query(
+                "SELECT count(*) FROM crl_entries WHERE issuer = $1",
+                &[&issuer],
+            )
+            .await?;
+        unsigned(rows.first().map_or(0, |r| r.get(0)), "revoked count")
+    }
+
+    async fn crl(&self, issuer: &str) -> Result<Option<CrlRecord>, StoreError> {
+        self.query("SELECT record FROM crls WHERE issuer = $1", &[&issuer])
+            .await?
+            .first()
+            .map(|row| record_from(row, &format!("crls/{issuer}")))
+            .transpose()
+    }
+
+    async fn scheduled_revocations(
+        &self,
+        due_by: OffsetDateTime,
+        limit_to: usize,
+    ) -> Result<Vec<(Serial, OffsetDateTime)>, StoreError> {
+        self.query(
+            "SELECT serial, due FROM scheduled_revocations WHERE due <= $1 ORDER BY due, serial
+             LIMIT $2",
+            &[&due_by.unix_timestamp(), &limit(limit_to)],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            let serial = serial_from(row.get(0))?;
+            let due = OffsetDateTime::from_unix_timestamp(row.get(1))
+                .map_err(|e| corrupt(format!("scheduled_revocations/{serial}"), e))?;
+            Ok((serial, due))
+        })
+        .collect()
+    }
+
+    async fn scheduled_revocation(
+        &self,
+        serial: Serial,
+    ) -> Result<Option<OffsetDateTime>, StoreError> {
+        self.query(
+            "SELECT due FROM scheduled_revocations WHERE serial = $1",
+            &[&serial.to_string()],
+        )
+        .await?
+        .first()
+        .map(|row| {
+            OffsetDateTime::from_unix_timestamp(row.get(0))
+                .map_err(|e| corrupt(format!("scheduled_revocations/{serial}"), e))
+        })
+        .transpose()
+    }
+
+    async fn owner(&self, name: &str) -> Result<Option<OwnerRecord>, StoreError> {
+        self.query(
+            "SELECT name, version, record FROM owners WHERE name = $1",
+            &[&name],
+        )
+        .await?
+        .first()
+        .map(owner_from)
+        .transpose()
+    }
+
+    async fn owners(
+        &self,
+        after: Option<&str>,
+        limit_to: usize,
+    ) -> Result<Vec<OwnerRecord>, StoreError> {
+        self.query(
+            "SELECT name, version, record FROM owners WHERE name > $1 ORDER BY name LIMIT $2",
+            &[&after.unwrap_or(""), &limit(limit_to)],
+        )
+        .await?
+        .iter()
+        .map(owner_from)
+        .collect()
+    }
+
+    async fn audit(
+        &self,
+        start: u64,
+        limit_to: usize,
+    ) -> Result<Vec<(u64, StoredAuditEntry)>, StoreError> {
+        self.query(
+            "SELECT seq, entry FROM audit WHERE seq >= $1 ORDER BY seq LIMIT $2",
+            &[&signed(start.max(1)), &limit(limit_to)],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            let seq = unsigned(row.get(0), "audit.seq")?;
+            let bytes: Vec<u8> = row.get(1);
+            Ok((seq, decode(format!("audit/{seq}").as_bytes(), &bytes)?))
+        })
+        .collect()
+    }
+
+    async fn audit_head(&self) -> Result<u64, StoreError> {
+        let rows = self
+            .query("SELECT audit_seq FROM registry_head", &[])
+            .await?;
+        unsigned(
+            rows.first().map_or(0, |r| r.get(0)),
+            "registry_head.audit_seq",
+        )
+    }
+
+    fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+}
