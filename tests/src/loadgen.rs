@@ -33,7 +33,7 @@ use oxroot_proto::v1;
 use oxroot_proto::v1::operator_client::OperatorClient;
 
 pub use floor::CryptoFloor;
-pub use service::{CaBackend, Target};
+pub use service::{CaBackend, RegistryChoice, Target};
 
 use onboard::Connections;
 use service::Service;
@@ -78,6 +78,11 @@ pub struct Report {
     /// Where the service's CA keys live: `sealed`, `pkcs11`, or `unknown` for a service this
     /// run did not start.
     pub ca_backend: &'static str,
+    /// Where the registry lives: `sled`, `postgres`, or `unknown` for a service this run did
+    /// not start.
+    pub registry: &'static str,
+    /// `serve` replicas the devices were spread over.
+    pub replicas: usize,
     /// TLS connections (equal to `devices` for one per device).
     pub connections: usize,
     /// Onboardings in flight.
@@ -110,8 +115,19 @@ pub struct Report {
     pub service_peak_rss_mb: Option<f64>,
     /// The service's resident memory at the end.
     pub service_rss_mb: Option<f64>,
-    /// Registry size on disk at the end (services this run started).
+    /// Registry size on disk at the end (services this run started): sled's directory, or
+    /// the whole PostgreSQL cluster's data directory (WAL included).
     pub registry_disk_mb: Option<f64>,
+    /// PostgreSQL only: CPU of the database's processes (postmaster and backends) per
+    /// onboarded device, during the loop.
+    pub database_cpu_us_per_device: Option<f64>,
+    /// PostgreSQL only: committed transactions per onboarded device (group commit makes it
+    /// less than one).
+    pub database_transactions_per_device: Option<f64>,
+    /// PostgreSQL only: WAL bytes per onboarded device.
+    pub database_wal_bytes_per_device: Option<f64>,
+    /// PostgreSQL only: WAL flushes (fsync) per onboarded device.
+    pub database_fsyncs_per_device: Option<f64>,
     /// Service-side crypto of one onboarding, aws-lc-rs, one core, this run: the two proof
     /// verifications and the certificate, plus, with a connection per device, the server's
     /// side of the TLS 1.3 handshake, so that both modes' ratios mean the same thing.
@@ -189,11 +205,13 @@ const MB: f64 = 1024.0 * 1024.0;
 )]
 pub async fn run(options: &Options) -> Result<Report, Error> {
     let service = Service::start(&options.target).await?;
-    let endpoint = service.device_endpoint()?;
-    let shared_count = options.connections.max(1);
+    let endpoints = service.device_endpoints()?;
+    let endpoint = endpoints[0].clone();
+    // At least one shared connection per replica; device i uses connection i mod K.
+    let shared_count = options.connections.max(service.replicas());
     let mut channels = Vec::with_capacity(shared_count);
-    for _ in 0..shared_count {
-        channels.push(endpoint.connect().await?);
+    for index in 0..shared_count {
+        channels.push(endpoints[index % endpoints.len()].connect().await?);
     }
     let mut operator = OperatorClient::new(service.operator_channel().await?);
     // Before the setup: a heap that registration and import have grown and freed would take
@@ -238,7 +256,7 @@ pub async fn run(options: &Options) -> Result<Report, Error> {
     };
 
     let connections = if options.connection_per_device {
-        Connections::PerDevice(Box::new(endpoint))
+        Connections::PerDevice(endpoints)
     } else {
         Connections::Shared(channels.clone())
     };
@@ -248,6 +266,7 @@ pub async fn run(options: &Options) -> Result<Report, Error> {
         (None, _) => None,
     };
     let load_before = load_average();
+    let database_before = service.database_counters().await;
     let service_before = service.cpu();
     let self_before = service::process_cpu(std::process::id());
     let onboarding = progress_bar(u64::from(options.devices), "onboard", options.progress);
@@ -256,6 +275,14 @@ pub async fn run(options: &Options) -> Result<Report, Error> {
     let service_after = service.cpu();
     let self_after = service::process_cpu(std::process::id());
     let load_after = load_average();
+    let database_after = match database_before {
+        Some(_) => {
+            // The server publishes its statistics about once a second.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            service.database_counters().await
+        }
+        None => None,
+    };
     if let Some(perf) = perf {
         perf.stop().await;
     }
@@ -269,6 +296,7 @@ pub async fn run(options: &Options) -> Result<Report, Error> {
         .map_or(0, |c| c.onboarded);
     let memory = service.memory();
     let registry_bytes = service.registry_bytes();
+    let replicas = service.replicas();
     drop(channels);
     service.stop().await;
 
@@ -277,6 +305,8 @@ pub async fn run(options: &Options) -> Result<Report, Error> {
         (tally.onboarded > 0).then(|| used.as_secs_f64() * 1e6 / tally.onboarded as f64)
     };
     let service_cpu_us_per_device = per_device(service_before, service_after);
+    let database = database_before.zip(database_after);
+    let per_onboarding = |count: f64| count / tally.onboarded.max(1) as f64;
     let floor_us = if options.connection_per_device {
         floor.per_onboarding_us + floor.handshake_us
     } else {
@@ -293,6 +323,11 @@ pub async fn run(options: &Options) -> Result<Report, Error> {
             Target::Spawn { ca_backend, .. } => ca_backend.name(),
             Target::Existing { .. } => "unknown",
         },
+        registry: match &options.target {
+            Target::Spawn { registry, .. } => registry.name(),
+            Target::Existing { .. } => "unknown",
+        },
+        replicas,
         connections: if options.connection_per_device {
             options.devices as usize
         } else {
@@ -317,6 +352,16 @@ pub async fn run(options: &Options) -> Result<Report, Error> {
         service_peak_rss_mb: memory.map(|(peak, _)| peak as f64 / MB),
         service_rss_mb: memory.map(|(_, now)| now as f64 / MB),
         registry_disk_mb: registry_bytes.map(|b| b as f64 / MB),
+        database_cpu_us_per_device: per_device(
+            database_before.map(|d| d.cpu),
+            database_after.map(|d| d.cpu),
+        ),
+        database_transactions_per_device: database
+            .map(|(b, a)| per_onboarding((a.transactions - b.transactions) as f64)),
+        database_wal_bytes_per_device: database
+            .map(|(b, a)| per_onboarding(a.wal_bytes - b.wal_bytes)),
+        database_fsyncs_per_device: database
+            .map(|(b, a)| per_onboarding((a.wal_syncs - b.wal_syncs) as f64)),
         crypto_floor_us_per_device: floor_us,
         crypto_floor: floor,
         ratio_to_floor: service_cpu_us_per_device.map(|s| s / floor_us),
@@ -368,10 +413,29 @@ fn opt(value: Option<f64>, precision: usize, unit: &str) -> String {
 }
 
 impl Report {
+    /// The database's line of the summary (PostgreSQL registries only).
+    fn write_database(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        if self.database_cpu_us_per_device.is_none() {
+            return Ok(());
+        }
+        writeln!(
+            out,
+            "  database       CPU {} per device; {} transactions, {} WAL, {} fsyncs per device",
+            opt(self.database_cpu_us_per_device, 1, " µs"),
+            opt(self.database_transactions_per_device, 3, ""),
+            opt(self.database_wal_bytes_per_device, 0, " B"),
+            opt(self.database_fsyncs_per_device, 3, "")
+        )
+    }
+
     /// The human-readable summary (without the JSON line).
     ///
     /// # Errors
     /// Writing failed.
+    #[allow(
+        clippy::too_many_lines,
+        reason = "one statement per line of the summary, in the order they print"
+    )]
     pub fn write_summary(&self, out: &mut dyn Write) -> std::io::Result<()> {
         let mode = match self.mode {
             "shared" => format!("{} shared TLS connections", self.connections),
@@ -379,8 +443,13 @@ impl Report {
         };
         writeln!(
             out,
-            "loadgen: {} devices, {mode}, {} in flight, CA keys {}",
-            self.devices, self.concurrency, self.ca_backend
+            "loadgen: {} devices, {mode}, {} in flight, CA keys {}, registry {} ({} replica{})",
+            self.devices,
+            self.concurrency,
+            self.ca_backend,
+            self.registry,
+            self.replicas,
+            if self.replicas == 1 { "" } else { "s" }
         )?;
         writeln!(
             out,
@@ -424,6 +493,7 @@ impl Report {
             opt(self.service_rss_mb, 1, " MB"),
             opt(self.registry_disk_mb, 1, " MB")
         )?;
+        self.write_database(out)?;
         if self.idle_connections > 0 {
             writeln!(
                 out,

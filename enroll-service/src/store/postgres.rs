@@ -329,8 +329,9 @@ async fn probe(pool: Pool, failed: Arc<AtomicBool>) {
             Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
             Err(_) => false,
         };
-        let was = failed.swap(!ok, Ordering::AcqRel);
-        if was != !ok {
+        let now_failed = !ok;
+        let was_failed = failed.swap(now_failed, Ordering::AcqRel);
+        if was_failed != now_failed {
             if ok {
                 tracing::info!("PostgreSQL is reachable again");
             } else {
@@ -457,7 +458,7 @@ impl Writer {
             let _ = reply.send(outcome);
         }
         self.groups += 1;
-        if self.groups % 1024 == 0 {
+        if self.groups.is_multiple_of(1024) {
             self.prune_events().await;
         }
     }
@@ -694,7 +695,7 @@ async fn check_guard(client: &impl GenericClient, guard: &Guard) -> Result<(), A
             &[&serial.to_string()],
         )
         .await?
-        .then(|| Conflict::SerialTaken(*serial)),
+        .then_some(Conflict::SerialTaken(*serial)),
         Guard::RequestIdAbsent { owner, request_id } => exists(
             client,
             "SELECT 1 FROM request_ids WHERE owner = $1 AND request_id = $2",

@@ -402,6 +402,9 @@ impl Registry for SledRegistry {
         limit: usize,
     ) -> Result<Vec<DeviceRecord>, StoreError> {
         self.check()?;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         let keep = |device: &DeviceRecord| {
             filter
                 .owner
@@ -504,6 +507,9 @@ impl Registry for SledRegistry {
         limit: usize,
     ) -> Result<Vec<BatchRecord>, StoreError> {
         self.check()?;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         let end = before.map_or_else(|| b"b0".to_vec(), batch_key);
         let mut out = Vec::new();
         for item in self.db.range(b"b/".to_vec()..end).rev() {
@@ -573,6 +579,11 @@ impl Registry for SledRegistry {
         let prefix = revoked_prefix(issuer);
         self.db
             .scan_prefix(&prefix)
+            // `r/platform/` also covers `r/platform/1/…`, an owner named `platform`'s CA.
+            .filter(|item| {
+                item.as_ref()
+                    .map_or(true, |(key, _)| !key[prefix.len()..].contains(&b'/'))
+            })
             .map(|item| {
                 let (key, value) = item.map_err(unavailable)?;
                 let serial = std::str::from_utf8(&key[prefix.len()..])
@@ -586,7 +597,15 @@ impl Registry for SledRegistry {
 
     async fn revoked_count(&self, issuer: &str) -> Result<u64, StoreError> {
         self.check()?;
-        Ok(self.db.scan_prefix(revoked_prefix(issuer)).keys().count() as u64)
+        let prefix = revoked_prefix(issuer);
+        let mut count = 0;
+        for key in self.db.scan_prefix(&prefix).keys() {
+            // Not another CA's whose id extends this one's (`platform` and `platform/1`).
+            if !key.map_err(unavailable)?[prefix.len()..].contains(&b'/') {
+                count += 1;
+            }
+        }
+        Ok(count)
     }
 
     async fn crl(&self, issuer: &str) -> Result<Option<CrlRecord>, StoreError> {
@@ -599,6 +618,9 @@ impl Registry for SledRegistry {
         limit: usize,
     ) -> Result<Vec<(Serial, OffsetDateTime)>, StoreError> {
         self.check()?;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         // Only credentials a renewal superseded and nothing revoked yet are scheduled: few,
         // next to the fleet, so they are all read.
         let mut out = Vec::new();

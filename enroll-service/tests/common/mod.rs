@@ -6,6 +6,8 @@
     clippy::unwrap_used
 )]
 
+// One throwaway-cluster helper for every suite that needs PostgreSQL (loadgen uses it too).
+#[path = "../../../tests/src/postgres.rs"]
 pub mod postgres;
 pub mod process;
 

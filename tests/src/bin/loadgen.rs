@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use enroll_service::fleet::DeviceSigner;
-use oxroot_tests::loadgen::{self, CaBackend, Options, Target};
+use oxroot_tests::loadgen::{self, CaBackend, Options, RegistryChoice, Target};
 
 /// Fleet load generator for the oxroot enrolment service.
 ///
@@ -49,6 +49,14 @@ struct Cli {
     /// both one after the other with the same fleet settings, compared side by side.
     #[arg(long, value_parser = ["sealed", "pkcs11", "both"], default_value = "sealed", conflicts_with = "service")]
     ca_backend: String,
+    /// Where the started service's registry lives: embedded sled, a throwaway PostgreSQL
+    /// cluster (initdb + pg_ctl, as an unprivileged user when run as root), or both one after
+    /// the other with the same fleet settings, compared side by side.
+    #[arg(long, value_parser = ["sled", "postgres", "both"], default_value = "sled", conflicts_with_all = ["service", "state_dir"])]
+    registry: String,
+    /// `serve` replicas on the PostgreSQL database; devices are spread over them.
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
     /// Owner of the load test's policy and batch.
     #[arg(long, default_value = "loadgen")]
     owner: String,
@@ -74,7 +82,11 @@ struct Cli {
     json: bool,
 }
 
-fn target(cli: &Cli, ca_backend: CaBackend) -> Result<Target, loadgen::Error> {
+fn target(
+    cli: &Cli,
+    ca_backend: CaBackend,
+    registry: RegistryChoice,
+) -> Result<Target, loadgen::Error> {
     if let Some(url) = &cli.service {
         return Ok(Target::Existing {
             url: url.clone(),
@@ -93,22 +105,41 @@ fn target(cli: &Cli, ca_backend: CaBackend) -> Result<Target, loadgen::Error> {
         service_bin,
         state_dir: cli.state_dir.clone(),
         ca_backend,
+        registry,
     })
 }
 
-/// The backends a run compares.
-fn backends(cli: &Cli) -> Vec<CaBackend> {
-    match cli.ca_backend.as_str() {
+/// The configurations a run compares: CA key stores, or registries (not both at once).
+fn configurations(cli: &Cli) -> Result<Vec<(CaBackend, RegistryChoice)>, loadgen::Error> {
+    let postgres = RegistryChoice::Postgres {
+        replicas: cli.replicas.max(1),
+    };
+    if cli.replicas > 1 && cli.registry == "sled" {
+        return Err("--replicas needs --registry postgres (sled is one process's)".into());
+    }
+    let registries = match cli.registry.as_str() {
+        "both" => vec![RegistryChoice::Sled, postgres],
+        "postgres" => vec![postgres],
+        _ => vec![RegistryChoice::Sled],
+    };
+    let backends = match cli.ca_backend.as_str() {
         "both" => vec![CaBackend::Sealed, CaBackend::Pkcs11],
         "pkcs11" => vec![CaBackend::Pkcs11],
         _ => vec![CaBackend::Sealed],
+    };
+    if backends.len() > 1 && registries.len() > 1 {
+        return Err("compare CA key stores or registries, not both in one run".into());
     }
+    Ok(backends
+        .iter()
+        .flat_map(|backend| registries.iter().map(move |registry| (*backend, *registry)))
+        .collect())
 }
 
 async fn run(cli: Cli) -> Result<bool, loadgen::Error> {
     let mut reports = Vec::new();
-    for backend in backends(&cli) {
-        reports.push(run_one(&cli, backend).await?);
+    for (backend, registry) in configurations(&cli)? {
+        reports.push(run_one(&cli, backend, registry).await?);
     }
     let mut out = std::io::stdout();
     if !cli.json {
@@ -119,7 +150,33 @@ async fn run(cli: Cli) -> Result<bool, loadgen::Error> {
     let ok = reports.iter().all(|report| {
         report.onboarded == u64::from(report.devices) && report.batch_onboarded >= report.onboarded
     });
-    if let [sealed, pkcs11] = reports.as_slice() {
+    if let [sled, postgres] = reports.as_slice()
+        && sled.registry != postgres.registry
+    {
+        let rate = postgres.devices_per_s / sled.devices_per_s.max(1e-9);
+        if !cli.json {
+            println!(
+                "PostgreSQL registry ({} replica{}): {:.0} devices/s against {:.0} on sled \
+                 ({:.0} %); service CPU {} against {} per device, database CPU {} per device",
+                postgres.replicas,
+                if postgres.replicas == 1 { "" } else { "s" },
+                postgres.devices_per_s,
+                sled.devices_per_s,
+                rate * 100.0,
+                per_device(postgres.service_cpu_us_per_device),
+                per_device(sled.service_cpu_us_per_device),
+                per_device(postgres.database_cpu_us_per_device),
+            );
+        }
+        println!(
+            "{}",
+            serde_json::json!({
+                "sled": sled,
+                "postgres": postgres,
+                "postgres_rate_to_sled": rate,
+            })
+        );
+    } else if let [sealed, pkcs11] = reports.as_slice() {
         let rate = pkcs11.devices_per_s / sealed.devices_per_s.max(1e-9);
         if !cli.json {
             println!(
@@ -150,13 +207,17 @@ fn per_device(us: Option<f64>) -> String {
     us.map_or_else(|| "n/a".to_owned(), |us| format!("{us:.0} µs"))
 }
 
-async fn run_one(cli: &Cli, ca_backend: CaBackend) -> Result<loadgen::Report, loadgen::Error> {
+async fn run_one(
+    cli: &Cli,
+    ca_backend: CaBackend,
+    registry: RegistryChoice,
+) -> Result<loadgen::Report, loadgen::Error> {
     let options = Options {
         devices: cli.devices,
         connections: cli.connections,
         connection_per_device: cli.connection_per_device,
         concurrency: cli.concurrency,
-        target: target(cli, ca_backend)?,
+        target: target(cli, ca_backend, registry)?,
         owner: cli.owner.clone(),
         floor_iterations: cli.floor_iterations,
         perf_record: cli.perf_record.clone(),

@@ -20,8 +20,9 @@ pub(super) enum Connections {
     /// Devices multiplexed over these channels (device `i` on channel `i mod K`), as behind a
     /// programming station that relays for its devices.
     Shared(Vec<Channel>),
-    /// Each device opens its own TLS connection (TCP + handshake inside its latency).
-    PerDevice(Box<Endpoint>),
+    /// Each device opens its own TLS connection (TCP + handshake inside its latency), to
+    /// replica `i mod R` of these.
+    PerDevice(Vec<Endpoint>),
 }
 
 /// What the loop saw.
@@ -47,10 +48,12 @@ async fn one(device: &PoweredDevice, connections: &Connections, index: usize) ->
     let began = Instant::now();
     let channel = match connections {
         Connections::Shared(channels) => channels[index % channels.len()].clone(),
-        Connections::PerDevice(endpoint) => match endpoint.connect().await {
-            Ok(channel) => channel,
-            Err(e) => return (Err(format!("connect: {e:?}")), began.elapsed()),
-        },
+        Connections::PerDevice(endpoints) => {
+            match endpoints[index % endpoints.len()].connect().await {
+                Ok(channel) => channel,
+                Err(e) => return (Err(format!("connect: {e:?}")), began.elapsed()),
+            }
+        }
     };
     let mut client = DeviceEnrollmentClient::new(channel);
     let outcome = device.onboard(&mut client).await.map_err(|e| e.to_string());

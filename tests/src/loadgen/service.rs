@@ -27,6 +27,8 @@ pub enum Target {
         state_dir: Option<PathBuf>,
         /// Where the CA keys live.
         ca_backend: CaBackend,
+        /// Where the registry lives, and how many `serve` replicas share it.
+        registry: RegistryChoice,
     },
     /// A running service.
     Existing {
@@ -55,6 +57,38 @@ impl CaBackend {
         match self {
             Self::Sealed => "sealed",
             Self::Pkcs11 => "pkcs11",
+        }
+    }
+}
+
+/// Where a spawned service keeps its registry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegistryChoice {
+    /// The embedded sled store in the state directory (one process).
+    Sled,
+    /// A throwaway PostgreSQL cluster, shared by this many `serve` replicas.
+    Postgres {
+        /// `serve` processes on the one database.
+        replicas: usize,
+    },
+}
+
+impl RegistryChoice {
+    /// `sled` or `postgres`.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Sled => "sled",
+            Self::Postgres { .. } => "postgres",
+        }
+    }
+
+    /// `serve` processes.
+    #[must_use]
+    pub const fn replicas(self) -> usize {
+        match self {
+            Self::Sled => 1,
+            Self::Postgres { replicas } => replicas,
         }
     }
 }
@@ -107,21 +141,41 @@ fn softhsm_token(dir: &Path) -> Result<(PathBuf, String), Error> {
     Ok((conf, uri))
 }
 
-/// A service this run talks to.
+/// A service this run talks to: one process, or several replicas on one database.
 #[derive(Debug)]
 pub(super) struct Service {
-    /// `https://127.0.0.1:PORT`.
+    /// `https://127.0.0.1:PORT` of the first replica (the operator's).
     pub(super) url: String,
+    /// Every replica's URL; devices are spread over them.
+    pub(super) urls: Vec<String>,
     /// The root devices pin.
     pub(super) root_pem: Vec<u8>,
     /// The operator profile (platform admin for a spawned service).
     pub(super) profile: PathBuf,
-    /// Process ID, when known.
+    /// Process ID of the first replica, when known.
     pub(super) pid: Option<u32>,
-    /// The registry directory, when known (spawned services).
+    /// Every replica's process ID.
+    pids: Vec<u32>,
+    /// The registry directory, when known (spawned services on sled).
     pub(super) registry_dir: Option<PathBuf>,
-    child: Option<Child>,
+    children: Vec<Child>,
+    /// The database, for services on PostgreSQL this run started (stopped when dropped, after
+    /// the replicas).
+    cluster: Option<crate::postgres::Cluster>,
     _temp: Option<tempfile::TempDir>,
+}
+
+/// What the database did during a run: its counters, read before and after.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct DatabaseCounters {
+    /// Committed transactions (`pg_stat_database.xact_commit`).
+    pub(super) transactions: i64,
+    /// WAL bytes written (`pg_stat_wal.wal_bytes`).
+    pub(super) wal_bytes: f64,
+    /// WAL flushes to disk (`pg_stat_wal.wal_sync`).
+    pub(super) wal_syncs: i64,
+    /// CPU of the postmaster and every backend, all of them.
+    pub(super) cpu: Duration,
 }
 
 impl Service {
@@ -136,7 +190,8 @@ impl Service {
                 service_bin,
                 state_dir,
                 ca_backend,
-            } => spawn(service_bin, state_dir.as_deref(), *ca_backend).await,
+                registry,
+            } => spawn(service_bin, state_dir.as_deref(), *ca_backend, *registry).await,
             Target::Existing { url, profile, pid } => {
                 let root_pem = read(&profile.join("root.pem"))?;
                 let pid = match pid {
@@ -145,11 +200,14 @@ impl Service {
                 };
                 Ok(Self {
                     url: url.clone(),
+                    urls: vec![url.clone()],
                     root_pem,
                     profile: profile.clone(),
                     pid,
+                    pids: pid.into_iter().collect(),
                     registry_dir: None,
-                    child: None,
+                    children: Vec::new(),
+                    cluster: None,
                     _temp: None,
                 })
             }
@@ -171,22 +229,74 @@ impl Service {
         Ok(channel::connect(&endpoint).await?)
     }
 
-    /// The device-side endpoint: TLS pinned to the service's root, no client certificate.
+    /// The device-side endpoints, one per replica: TLS pinned to the service's root, no
+    /// client certificate.
     ///
     /// # Errors
     /// A malformed URL or root.
-    pub(super) fn device_endpoint(&self) -> Result<Endpoint, Error> {
-        // Thousands of handshakes queue on two cores: a device waits longer than a person would.
-        Ok(
-            channel::tls_endpoint(channel::service_endpoint(&self.url)?, &self.root_pem, None)?
-                .connect_timeout(Duration::from_secs(30)),
-        )
+    pub(super) fn device_endpoints(&self) -> Result<Vec<Endpoint>, Error> {
+        self.urls
+            .iter()
+            .map(|url| {
+                // Thousands of handshakes queue on two cores: a device waits longer than a
+                // person would.
+                Ok(
+                    channel::tls_endpoint(channel::service_endpoint(url)?, &self.root_pem, None)?
+                        .connect_timeout(Duration::from_secs(30)),
+                )
+            })
+            .collect()
     }
 
-    /// CPU time the service has used so far (all threads, user + system), if its PID is known.
+    /// CPU time the service has used so far (every replica, all threads, user + system), if
+    /// its process IDs are known.
     #[must_use]
     pub(super) fn cpu(&self) -> Option<Duration> {
-        self.pid.and_then(process_cpu)
+        if self.pids.is_empty() {
+            return None;
+        }
+        self.pids.iter().map(|pid| process_cpu(*pid)).sum()
+    }
+
+    /// Replicas serving.
+    #[must_use]
+    pub(super) fn replicas(&self) -> usize {
+        self.urls.len()
+    }
+
+    /// The database's counters now, for a service on a PostgreSQL cluster this run started.
+    /// The server publishes its statistics about once a second, so callers wait that long
+    /// after the work they measure.
+    pub(super) async fn database_counters(&self) -> Option<DatabaseCounters> {
+        let cluster = self.cluster.as_ref()?;
+        let (client, connection) = tokio_postgres::connect(&cluster.url(), tokio_postgres::NoTls)
+            .await
+            .ok()?;
+        tokio::spawn(connection);
+        let transactions: i64 = client
+            .query_one(
+                "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+                &[],
+            )
+            .await
+            .ok()?
+            .get(0);
+        let wal = client
+            .query_one("SELECT wal_bytes::float8, wal_sync FROM pg_stat_wal", &[])
+            .await
+            .ok()?;
+        let postmaster = cluster.postmaster_pid()?;
+        let cpu = process_cpu(postmaster)?
+            + children_of(postmaster)
+                .into_iter()
+                .filter_map(process_cpu)
+                .sum::<Duration>();
+        Some(DatabaseCounters {
+            transactions,
+            wal_bytes: wal.get(0),
+            wal_syncs: wal.get(1),
+            cpu,
+        })
     }
 
     /// `(VmHWM, VmRSS)` in bytes: peak and current resident memory.
@@ -199,28 +309,34 @@ impl Service {
         ))
     }
 
-    /// Bytes the registry directory holds on disk.
+    /// Bytes the registry holds on disk: sled's directory, or the database cluster's.
     #[must_use]
     pub(super) fn registry_bytes(&self) -> Option<u64> {
-        self.registry_dir.as_deref().map(directory_bytes)
+        match &self.cluster {
+            Some(cluster) => Some(cluster.data_bytes()),
+            None => self.registry_dir.as_deref().map(directory_bytes),
+        }
     }
 
-    /// Stops a service this run started (SIGTERM, then SIGKILL after 10 s).
+    /// Stops the replicas this run started (SIGTERM, then SIGKILL after 10 s), then the
+    /// database.
     pub(super) async fn stop(mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if let Some(pid) = child.id() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status()
-                .await;
+        for mut child in std::mem::take(&mut self.children) {
+            if let Some(pid) = child.id() {
+                let _ = Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status()
+                    .await;
+            }
+            if tokio::time::timeout(Duration::from_secs(10), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.kill().await;
+            }
         }
-        if tokio::time::timeout(Duration::from_secs(10), child.wait())
-            .await
-            .is_err()
-        {
-            let _ = child.kill().await;
+        if let Some(cluster) = self.cluster.take() {
+            let _ = tokio::task::spawn_blocking(move || drop(cluster)).await;
         }
     }
 }
@@ -233,6 +349,7 @@ async fn spawn(
     service_bin: &Path,
     state_dir: Option<&Path>,
     ca_backend: CaBackend,
+    registry: RegistryChoice,
 ) -> Result<Service, Error> {
     if !service_bin.exists() {
         return Err(format!(
@@ -270,6 +387,14 @@ async fn spawn(
             Some(conf)
         }
     };
+    let cluster = match registry {
+        RegistryChoice::Sled => None,
+        RegistryChoice::Postgres { .. } => {
+            let cluster = tokio::task::spawn_blocking(crate::postgres::Cluster::start).await?;
+            init.args(["--postgres", &cluster.url()]);
+            Some(cluster)
+        }
+    };
     let init = init.stdout(Stdio::null()).output().await?;
     if !init.status.success() {
         return Err(format!(
@@ -278,17 +403,48 @@ async fn spawn(
         )
         .into());
     }
+    let envs = match &softhsm {
+        Some(conf) => vec![("SOFTHSM2_CONF", conf.as_os_str().to_owned())],
+        None => vec![("OXROOT_CA_PASSPHRASE", passphrase.clone().into())],
+    };
+    let (mut urls, mut pids, mut children) = (Vec::new(), Vec::new(), Vec::new());
+    for replica in 0..registry.replicas() {
+        let (url, child) = serve(service_bin, &state, replica, &envs).await?;
+        urls.push(url);
+        pids.extend(child.id());
+        children.push(child);
+    }
+    let profile = state.join("admin");
+    Ok(Service {
+        url: urls[0].clone(),
+        urls,
+        root_pem: read(&profile.join("root.pem"))?,
+        profile,
+        pid: pids.first().copied(),
+        pids,
+        registry_dir: Some(state.join("registry")),
+        children,
+        cluster,
+        _temp: temp,
+    })
+}
+
+/// Starts one `serve` replica of `state` and waits until it listens; returns its URL.
+async fn serve(
+    service_bin: &Path,
+    state: &Path,
+    replica: usize,
+    envs: &[(&str, std::ffi::OsString)],
+) -> Result<(String, Child), Error> {
     // The service logs at its default level into a file, as a deployment would.
-    let log = std::fs::File::create(state.join("serve.log"))?;
+    let log_file = state.join(format!("serve-{replica}.log"));
+    let log = std::fs::File::create(&log_file)?;
     let mut child = Command::new(service_bin)
         .arg("serve")
         .arg("--state-dir")
-        .arg(&state)
+        .arg(state)
         .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
-        .envs(match &softhsm {
-            Some(conf) => vec![("SOFTHSM2_CONF", conf.as_os_str().to_owned())],
-            None => vec![("OXROOT_CA_PASSPHRASE", passphrase.clone().into())],
-        })
+        .envs(envs.iter().map(|(k, v)| (*k, v.clone())))
         .stdout(Stdio::piped())
         .stderr(log)
         .kill_on_drop(true)
@@ -313,21 +469,32 @@ async fn spawn(
     .ok_or_else(|| {
         format!(
             "enroll-service serve exited before listening; see {}",
-            state.join("serve.log").display()
+            log_file.display()
         )
     })?;
     // Keep draining stdout so the service never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let profile = state.join("admin");
-    Ok(Service {
-        url: format!("https://{addr}"),
-        root_pem: read(&profile.join("root.pem"))?,
-        profile,
-        pid: child.id(),
-        registry_dir: Some(state.join("registry")),
-        child: Some(child),
-        _temp: temp,
-    })
+    Ok((format!("https://{addr}"), child))
+}
+
+/// Processes whose parent is `pid` (a postmaster's backends), from `/proc/<pid>/stat`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let rest = stat.get(stat.rfind(')')? + 1..)?;
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
 }
 
 /// Clock ticks per second of `/proc/<pid>/stat` times (`getconf CLK_TCK`, 100 on Linux).

@@ -4,6 +4,13 @@
 //!
 //! PostgreSQL refuses to run as root: when the tests run as root, the cluster runs as the
 //! unprivileged `postgres` account the Debian package creates, through `runuser`.
+//!
+//! A test helper: a cluster that cannot be made is a failed test, so it panics.
+#![allow(
+    clippy::expect_used,
+    clippy::missing_panics_doc,
+    reason = "a test helper: failing to make a cluster fails the test that asked for it"
+)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -12,6 +19,7 @@ use std::process::Command;
 use enroll_service::store::PostgresConfig;
 
 /// A running throwaway cluster.
+#[derive(Debug)]
 pub struct Cluster {
     // Removed after the cluster stopped (field order: `Drop` runs first).
     dir: tempfile::TempDir,
@@ -209,6 +217,36 @@ impl Cluster {
             password: None,
             pool_size: 8,
         }
+    }
+
+    /// The postmaster's process ID (first line of `postmaster.pid`), while it runs.
+    #[must_use]
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.data().join("postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Bytes the cluster's data directory holds.
+    #[must_use]
+    pub fn data_bytes(&self) -> u64 {
+        fn walk(dir: &Path) -> u64 {
+            std::fs::read_dir(dir).map_or(0, |entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|entry| match entry.metadata() {
+                        Ok(m) if m.is_dir() => walk(&entry.path()),
+                        Ok(m) => m.len(),
+                        Err(_) => 0,
+                    })
+                    .sum()
+            })
+        }
+        walk(&self.data())
     }
 
     /// The cluster's directory (its server log is `server.log` there).
