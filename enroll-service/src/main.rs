@@ -160,6 +160,22 @@ fn init_logging(format: &str, default_level: &str) {
     }
 }
 
+/// The `[registry]` `init` writes: PostgreSQL when given a connection string, else sled.
+fn registry_config(
+    postgres: Option<String>,
+    postgres_password_file: Option<PathBuf>,
+) -> app::RegistryConfig {
+    match postgres {
+        Some(conninfo) => app::RegistryConfig {
+            backend: app::RegistryBackend::Postgres,
+            postgres: Some(conninfo),
+            postgres_password_file,
+            pool_size: None,
+        },
+        None => app::RegistryConfig::default(),
+    }
+}
+
 async fn run(cli: Cli) -> Result<(), app::AppError> {
     let mut out = std::io::stdout();
     match cli.command {
@@ -178,15 +194,7 @@ async fn run(cli: Cli) -> Result<(), app::AppError> {
             admin_name,
             admin_out,
         } => {
-            let registry = match postgres {
-                Some(conninfo) => app::RegistryConfig {
-                    backend: app::RegistryBackend::Postgres,
-                    postgres: Some(conninfo),
-                    postgres_password_file,
-                    pool_size: None,
-                },
-                None => app::RegistryConfig::default(),
-            };
+            let registry = registry_config(postgres, postgres_password_file);
             let keys = match pkcs11_token {
                 Some(token) if ca_backend == "pkcs11" => app::CaKeys::Pkcs11 {
                     token,

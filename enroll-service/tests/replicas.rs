@@ -315,7 +315,7 @@ struct Scene {
 }
 
 impl Scene {
-    async fn start(replicas: usize) -> Self {
+    fn start(replicas: usize) -> Self {
         let cluster = Cluster::start();
         let dir = tempfile::tempdir().unwrap();
         let state = init_on(&cluster, dir.path());
@@ -347,7 +347,7 @@ impl Scene {
 /// with one certificate, which both answers carry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_same_proof_on_two_replicas_yields_one_certificate() {
-    let scene = Scene::start(2).await;
+    let scene = Scene::start(2);
     let devices = fleet(20, 11);
     let mut operator = scene.operator(0).await;
     let mut client_a = scene.devices(0).await;
@@ -371,7 +371,7 @@ async fn the_same_proof_on_two_replicas_yields_one_certificate() {
 /// is on its CA's revocation list.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn revoke_racing_onboarding_leaves_no_valid_certificate() {
-    let scene = Scene::start(2).await;
+    let scene = Scene::start(2);
     let devices = fleet(12, 12);
     let mut operator_a = scene.operator(0).await;
     let mut client_a = scene.devices(0).await;
@@ -401,15 +401,25 @@ async fn revoke_racing_onboarding_leaves_no_valid_certificate() {
             );
         }
     }
-    let _ = operator_b.get_device(v1::GetDeviceRequest {
-        device_id: devices[0].device_id().to_string(),
-    });
+    // And the other replica says so too: nothing of the outcome lives in one process.
+    for device in &devices {
+        let seen = operator_b
+            .get_device(v1::GetDeviceRequest {
+                device_id: device.device_id().to_string(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .device
+            .unwrap();
+        assert_eq!(seen.state, v1::DeviceState::Revoked as i32);
+    }
 }
 
 /// CreateBatch with the same request id on two replicas at once: one batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn create_batch_with_one_request_id_on_two_replicas_makes_one_batch() {
-    let scene = Scene::start(2).await;
+    let scene = Scene::start(2);
     let devices = fleet(4, 13);
     let mut operator_a = scene.operator(0).await;
     let mut operator_b = scene.operator(1).await;
@@ -440,7 +450,7 @@ async fn create_batch_with_one_request_id_on_two_replicas_makes_one_batch() {
 /// call: B reads the certificate's record from the shared registry, not from a cache of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_operator_revoked_on_one_replica_is_refused_on_the_other() {
-    let scene = Scene::start(2).await;
+    let scene = Scene::start(2);
     let mut admin_a = scene.operator(0).await;
     let key = rcgen::KeyPair::generate().unwrap();
     let issued = admin_a
