@@ -133,6 +133,20 @@ pub use events::{CrlNotice, Published, RegistryEvent, Subscription, Subscription
 pub use postgres::{PostgresConfig, PostgresRegistry};
 pub use sled_backend::SledRegistry;
 
+/// A device and what an exchange decides on with it: its batch, the batch's policy and the
+/// owner's record ([`Registry::placement`]).
+#[derive(Clone, Debug)]
+pub struct Placement {
+    /// The device, with its stored version.
+    pub device: DeviceRecord,
+    /// Its batch, if it is in one that exists.
+    pub batch: Option<BatchRecord>,
+    /// The batch's policy, if it exists.
+    pub policy: Option<PolicySpec>,
+    /// The batch owner's record (its CAs), if it exists.
+    pub owner: Option<OwnerRecord>,
+}
+
 /// Filters of [`Registry::devices`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DeviceFilter {
@@ -167,6 +181,34 @@ pub trait Registry: Send + Sync + fmt::Debug + 'static {
     /// # Errors
     /// [`StoreError::Unavailable`] or [`StoreError::Corrupt`].
     async fn device(&self, device_id: &DeviceId) -> Result<Option<DeviceRecord>, StoreError>;
+
+    /// A device with its batch, policy and owner: what every device exchange reads before it
+    /// decides. One round trip on a networked store (this default reads them one by one).
+    ///
+    /// # Errors
+    /// As [`Registry::device`].
+    async fn placement(&self, device_id: &DeviceId) -> Result<Option<Placement>, StoreError> {
+        let Some(device) = self.device(device_id).await? else {
+            return Ok(None);
+        };
+        let batch = match &device.batch_id {
+            Some(id) => self.batch(id).await?,
+            None => None,
+        };
+        let (policy, owner) = match &batch {
+            Some(batch) => (
+                self.policy(&batch.owner, &batch.policy_name).await?,
+                self.owner(&batch.owner).await?,
+            ),
+            None => (None, None),
+        };
+        Ok(Some(Placement {
+            device,
+            batch,
+            policy,
+            owner,
+        }))
+    }
 
     /// Devices ordered by DeviceId, after `after`, at most `limit` of them matching `filter`.
     ///

@@ -162,11 +162,19 @@ impl Authorities {
     /// [`ServiceError::FailedPrecondition`] when the owner has no active CA; registry and key
     /// failures.
     pub async fn issuing(&self, owner: &str) -> Result<Issuer, ServiceError> {
-        let record = self.owner(owner).await?;
+        self.issuing_from(&self.owner(owner).await?)
+    }
+
+    /// [`Authorities::issuing`] of an owner record already read.
+    ///
+    /// # Errors
+    /// As [`Authorities::issuing`], without the read.
+    pub fn issuing_from(&self, record: &OwnerRecord) -> Result<Issuer, ServiceError> {
+        let owner = &record.name;
         match record.active() {
             Some(active) => Ok(Issuer {
                 id: active.id.clone(),
-                ca: self.build(&record, active)?,
+                ca: self.build(record, active)?,
             }),
             None if record.ca_mode == CaMode::SharedPlatform => Ok(self.platform_issuer()),
             None => Err(ServiceError::FailedPrecondition(format!(

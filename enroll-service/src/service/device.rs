@@ -33,8 +33,7 @@ use oxroot_proto::v1::device_enrollment_server::DeviceEnrollment;
 
 use super::{ServiceCore, random_hex};
 use crate::error::ServiceError;
-use crate::model::{BatchRecord, CredentialRecord};
-use crate::policy::PolicySpec;
+use crate::model::CredentialRecord;
 use crate::wire::timestamp;
 use checks::{DeviceFacts, Exchange};
 use exchange::{Incoming, Outgoing, run_exchange};
@@ -66,25 +65,14 @@ async fn read_facts(
     core: &ServiceCore,
     device_id: &DeviceId,
     exchange: Exchange,
-    known: Option<(&BatchRecord, &PolicySpec)>,
 ) -> Result<DeviceFacts, ServiceError> {
     let registry = core.registry.as_ref();
-    let Some(device) = registry.device(device_id).await? else {
+    // The device, its batch, policy and owner in one read (one round trip on a database).
+    let Some(placed) = registry.placement(device_id).await? else {
         return Ok(DeviceFacts::default());
     };
-    let placement = match (&device.batch_id, known) {
-        (None, _) => None,
-        (Some(batch_id), Some((batch, policy))) if batch.batch_id == *batch_id => {
-            Some((batch.clone(), policy.clone()))
-        }
-        (Some(batch_id), _) => match registry.batch(batch_id).await? {
-            Some(batch) => registry
-                .policy(&batch.owner, &batch.policy_name)
-                .await?
-                .map(|policy| (batch, policy)),
-            None => None,
-        },
-    };
+    let device = placed.device;
+    let placement = placed.batch.zip(placed.policy);
     let current_slot = match (exchange, device.current_serial) {
         (Exchange::Renew { .. }, Some(serial)) => registry
             .credential(serial)
@@ -96,6 +84,7 @@ async fn read_facts(
         device: Some(device),
         placement,
         current_slot,
+        owner: placed.owner,
     })
 }
 

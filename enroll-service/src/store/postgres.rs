@@ -40,6 +40,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use rot_core::keys::DeviceId;
+use std::future::Future;
+use std::pin::Pin;
 use time::OffsetDateTime;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 use tokio_postgres::error::SqlState;
@@ -48,8 +50,8 @@ use tokio_postgres::{GenericClient, NoTls};
 
 use super::codec::{decode, decode_policy, encode, encode_policy};
 use super::{
-    Change, Conflict, DeviceFilter, Guard, Op, Published, Receipt, Registry, RegistryEvent,
-    StoreError, Subscription,
+    Change, Conflict, DeviceFilter, Guard, Op, Placement, Published, Receipt, Registry,
+    RegistryEvent, StoreError, Subscription,
 };
 use crate::audit::{self, GENESIS_HASH, StoredAuditEntry};
 use crate::model::{
@@ -501,12 +503,22 @@ impl Writer {
         client: &deadpool_postgres::Object,
         changes: &[Change],
     ) -> Result<Vec<Result<Receipt, StoreError>>, GroupFailure> {
+        // Prepared (once per connection, then cached) before anything is pipelined.
+        let prepared = futures_util::future::join_all(
+            WRITER_STATEMENTS
+                .iter()
+                .map(|sql| client.prepare_cached(sql)),
+        )
+        .await;
+        for statement in prepared {
+            statement?;
+        }
         let mut outcomes = Vec::with_capacity(changes.len());
         // Audit drafts and events of the changes that stay, in order, with their change.
         let mut sealed_for = Vec::new();
         for (index, change) in changes.iter().enumerate() {
             client.batch_execute("SAVEPOINT change").await?;
-            match apply(&***client, change).await {
+            match apply(&Tx(client), change).await {
                 Ok(()) => {
                     client.batch_execute("RELEASE SAVEPOINT change").await?;
                     sealed_for.push(index);
@@ -604,6 +616,39 @@ impl Writer {
     }
 }
 
+/// The writer's connection inside a group's transaction: every statement prepared once per
+/// connection and cached, so that each is one round trip.
+struct Tx<'a>(&'a deadpool_postgres::ClientWrapper);
+
+impl Tx<'_> {
+    async fn execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        let statement = self.0.prepare_cached(sql).await?;
+        self.0.execute(&statement, params).await
+    }
+
+    async fn query_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<tokio_postgres::Row>, tokio_postgres::Error> {
+        let statement = self.0.prepare_cached(sql).await?;
+        self.0.query_opt(&statement, params).await
+    }
+
+    async fn query_one(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<tokio_postgres::Row, tokio_postgres::Error> {
+        let statement = self.0.prepare_cached(sql).await?;
+        self.0.query_one(&statement, params).await
+    }
+}
+
 /// Why a change was not applied.
 enum Applied {
     /// A guard failed or the change cannot be recorded: this change is refused, the group
@@ -634,11 +679,17 @@ fn unique_or(e: tokio_postgres::Error, conflict: Conflict) -> Applied {
     }
 }
 
+/// One guard's or write's statement of a change, in flight.
+type Statement<'a> = Pin<Box<dyn Future<Output = Result<(), Applied>> + Send + 'a>>;
+
 /// Checks a change's guards and applies its writes (audit entries and events are the group's).
-async fn apply(client: &impl GenericClient, change: &Change) -> Result<(), Applied> {
-    for guard in &change.guards {
-        check_guard(client, guard).await?;
-    }
+///
+/// Every statement of the change is sent at once (pipelined on the one connection) and the
+/// answers are read in order: the first guard or write that fails decides, and the caller
+/// rolls the change's savepoint back, so statements sent after it leave nothing either. A
+/// statement that failed only because an earlier one aborted the transaction (`25P02`) is
+/// not the reason.
+async fn apply(client: &Tx<'_>, change: &Change) -> Result<(), Applied> {
     let absent_serials: Vec<Serial> = change
         .guards
         .iter()
@@ -655,64 +706,148 @@ async fn apply(client: &impl GenericClient, change: &Change) -> Result<(), Appli
             _ => None,
         })
         .collect();
-    for op in &change.ops {
-        apply_op(client, op, &absent_serials, &absent_batches).await?;
+    let mut statements: Vec<Statement<'_>> =
+        Vec::with_capacity(change.guards.len() + change.ops.len());
+    for guard in &change.guards {
+        statements.push(Box::pin(check_guard(client, guard)));
     }
-    Ok(())
+    for op in &change.ops {
+        statements.push(Box::pin(apply_op(
+            client,
+            op,
+            &absent_serials,
+            &absent_batches,
+        )));
+    }
+    let mut aborted = None;
+    for result in futures_util::future::join_all(statements).await {
+        match result {
+            Ok(()) => {}
+            Err(Applied::Database(e)) if e.code() == Some(&SqlState::IN_FAILED_SQL_TRANSACTION) => {
+                aborted.get_or_insert(Applied::Database(e));
+            }
+            Err(reason) => return Err(reason),
+        }
+    }
+    aborted.map_or(Ok(()), Err)
 }
 
+/// Every statement the writer runs inside a group, prepared on its connection before the
+/// group's statements are pipelined: a statement still to be prepared would go out after
+/// later ones, and a change's writes must reach the database in their order.
+const GUARD_POLICY: &str = "SELECT 1 FROM policies WHERE owner = $1 AND name = $2";
+const GUARD_BATCH: &str = "SELECT 1 FROM batches WHERE batch_id = $1";
+const GUARD_OWNER: &str = "SELECT 1 FROM owners WHERE name = $1";
+const GUARD_SERIAL: &str = "SELECT 1 FROM credentials WHERE serial = $1";
+const GUARD_REQUEST_ID: &str = "SELECT 1 FROM request_ids WHERE owner = $1 AND request_id = $2";
+const LOCK_OPERATOR_CERTIFICATE: &str =
+    "SELECT revoked FROM operator_certificates WHERE serial = $1 FOR UPDATE";
+const INSERT_DEVICE: &str = "WITH written AS (INSERT INTO devices (device_id, version, owner, \
+    batch_id, state, record) VALUES ($1, 1, $2, $3, $4, $5) ON CONFLICT (device_id) DO NOTHING \
+    RETURNING version) SELECT (SELECT version FROM written), (SELECT version FROM devices WHERE \
+    device_id = $1)";
+const UPDATE_DEVICE: &str = "WITH written AS (UPDATE devices SET version = version + 1, owner = \
+    $2, batch_id = $3, state = $4, record = $5 WHERE device_id = $1 AND version = $6 RETURNING \
+    version) SELECT (SELECT version FROM written), (SELECT version FROM devices WHERE device_id = \
+    $1)";
+const INSERT_POLICY: &str = "INSERT INTO policies (owner, name, record) VALUES ($1, $2, $3)";
+const INSERT_CREDENTIAL: &str = "INSERT INTO credentials (serial, record) VALUES ($1, $2)";
+const UPSERT_CREDENTIAL: &str = "INSERT INTO credentials (serial, record) VALUES ($1, $2) ON \
+    CONFLICT (serial) DO UPDATE SET record = excluded.record";
+const UPSERT_OPERATOR_CERTIFICATE: &str = "INSERT INTO operator_certificates (serial, owner, \
+    revoked, record) VALUES ($1, $2, $3, $4) ON CONFLICT (serial) DO UPDATE SET owner = \
+    excluded.owner, revoked = excluded.revoked, record = excluded.record";
+const UPSERT_CRL_ENTRY: &str = "INSERT INTO crl_entries (issuer, serial, record) VALUES ($1, $2, \
+    $3) ON CONFLICT (issuer, serial) DO UPDATE SET record = excluded.record";
+const INSERT_OWNER: &str = "WITH written AS (INSERT INTO owners (name, version, record) VALUES \
+    ($1, 1, $2) ON CONFLICT (name) DO NOTHING RETURNING version) SELECT (SELECT version FROM \
+    written), (SELECT version FROM owners WHERE name = $1)";
+const UPDATE_OWNER: &str = "WITH written AS (UPDATE owners SET version = version + 1, record = $2 \
+    WHERE name = $1 AND version = $3 RETURNING version) SELECT (SELECT version FROM written), \
+    (SELECT version FROM owners WHERE name = $1)";
+const ADJUST_COUNTS: &str = "UPDATE batches SET total = GREATEST(0, total + $2), \
+    awaiting_registration = GREATEST(0, awaiting_registration + $3), registered = GREATEST(0, \
+    registered + $4), onboarded = GREATEST(0, onboarded + $5), reonboard_pending = GREATEST(0, \
+    reonboard_pending + $6), revoked = GREATEST(0, revoked + $7), refusals = GREATEST(0, refusals \
+    + $8) WHERE batch_id = $1";
+const PUT_CRL: &str = "WITH written AS (INSERT INTO crls (issuer, number, record) VALUES ($1, $2, \
+    $3) ON CONFLICT (issuer) DO UPDATE SET number = excluded.number, record = excluded.record \
+    WHERE crls.number < excluded.number RETURNING number) SELECT (SELECT number FROM written), \
+    (SELECT number FROM crls WHERE issuer = $1)";
+const UPSERT_SCHEDULE: &str = "INSERT INTO scheduled_revocations (serial, due) VALUES ($1, $2) ON \
+    CONFLICT (serial) DO UPDATE SET due = excluded.due";
+const DELETE_SCHEDULE: &str = "DELETE FROM scheduled_revocations WHERE serial = $1";
+const INSERT_REQUEST_ID: &str =
+    "INSERT INTO request_ids (owner, request_id, batch_id) VALUES ($1, $2, $3)";
+const INSERT_BATCH: &str = "INSERT INTO batches (batch_id, owner, policy_name, record, total, \
+    awaiting_registration, registered, onboarded, reonboard_pending, revoked, refusals) VALUES \
+    ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+const UPSERT_BATCH: &str = "INSERT INTO batches (batch_id, owner, policy_name, record, total, \
+    awaiting_registration, registered, onboarded, reonboard_pending, revoked, refusals) VALUES \
+    ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (batch_id) DO UPDATE SET owner = \
+    excluded.owner, policy_name = excluded.policy_name, record = excluded.record";
+const WRITER_STATEMENTS: &[&str] = &[
+    GUARD_POLICY,
+    GUARD_BATCH,
+    GUARD_OWNER,
+    GUARD_SERIAL,
+    GUARD_REQUEST_ID,
+    LOCK_OPERATOR_CERTIFICATE,
+    INSERT_DEVICE,
+    UPDATE_DEVICE,
+    INSERT_POLICY,
+    INSERT_CREDENTIAL,
+    UPSERT_CREDENTIAL,
+    UPSERT_OPERATOR_CERTIFICATE,
+    UPSERT_CRL_ENTRY,
+    INSERT_OWNER,
+    UPDATE_OWNER,
+    ADJUST_COUNTS,
+    PUT_CRL,
+    UPSERT_SCHEDULE,
+    DELETE_SCHEDULE,
+    INSERT_REQUEST_ID,
+    INSERT_BATCH,
+    UPSERT_BATCH,
+];
+
 async fn exists(
-    client: &impl GenericClient,
+    client: &Tx<'_>,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<bool, tokio_postgres::Error> {
     Ok(client.query_opt(sql, params).await?.is_some())
 }
 
-async fn check_guard(client: &impl GenericClient, guard: &Guard) -> Result<(), Applied> {
+async fn check_guard(client: &Tx<'_>, guard: &Guard) -> Result<(), Applied> {
     let taken = match guard {
-        Guard::PolicyAbsent { owner, name } => exists(
-            client,
-            "SELECT 1 FROM policies WHERE owner = $1 AND name = $2",
-            &[owner, name],
-        )
-        .await?
-        .then(|| Conflict::PolicyExists {
-            owner: owner.clone(),
-            name: name.clone(),
-        }),
-        Guard::BatchAbsent(id) => {
-            exists(client, "SELECT 1 FROM batches WHERE batch_id = $1", &[id])
-                .await?
-                .then(|| Conflict::BatchExists(id.clone()))
-        }
-        Guard::OwnerAbsent(name) => exists(client, "SELECT 1 FROM owners WHERE name = $1", &[name])
+        Guard::PolicyAbsent { owner, name } => exists(client, GUARD_POLICY, &[owner, name])
+            .await?
+            .then(|| Conflict::PolicyExists {
+                owner: owner.clone(),
+                name: name.clone(),
+            }),
+        Guard::BatchAbsent(id) => exists(client, GUARD_BATCH, &[id])
+            .await?
+            .then(|| Conflict::BatchExists(id.clone())),
+        Guard::OwnerAbsent(name) => exists(client, GUARD_OWNER, &[name])
             .await?
             .then(|| Conflict::OwnerExists(name.clone())),
-        Guard::SerialAbsent(serial) => exists(
-            client,
-            "SELECT 1 FROM credentials WHERE serial = $1",
-            &[&serial.to_string()],
-        )
-        .await?
-        .then_some(Conflict::SerialTaken(*serial)),
-        Guard::RequestIdAbsent { owner, request_id } => exists(
-            client,
-            "SELECT 1 FROM request_ids WHERE owner = $1 AND request_id = $2",
-            &[owner, request_id],
-        )
-        .await?
-        .then(|| Conflict::RequestIdUsed {
-            owner: owner.clone(),
-            request_id: request_id.clone(),
-        }),
+        Guard::SerialAbsent(serial) => exists(client, GUARD_SERIAL, &[&serial.to_string()])
+            .await?
+            .then_some(Conflict::SerialTaken(*serial)),
+        Guard::RequestIdAbsent { owner, request_id } => {
+            exists(client, GUARD_REQUEST_ID, &[owner, request_id])
+                .await?
+                .then(|| Conflict::RequestIdUsed {
+                    owner: owner.clone(),
+                    request_id: request_id.clone(),
+                })
+        }
         Guard::OperatorUnrevoked(serial) => {
             // Locked until the group commits: a concurrent revocation waits, then sees it.
             let row = client
-                .query_opt(
-                    "SELECT revoked FROM operator_certificates WHERE serial = $1 FOR UPDATE",
-                    &[&serial.to_string()],
-                )
+                .query_opt(LOCK_OPERATOR_CERTIFICATE, &[&serial.to_string()])
                 .await?;
             row.is_none_or(|r| r.get::<_, bool>(0))
                 .then_some(Conflict::OperatorRevoked(*serial))
@@ -724,16 +859,10 @@ async fn check_guard(client: &impl GenericClient, guard: &Guard) -> Result<(), A
     }
 }
 
-/// The stored version of a row (0: none), for the conflict that names it.
-async fn version_of(
-    client: &impl GenericClient,
-    sql: &str,
-    key: &str,
-) -> Result<u64, tokio_postgres::Error> {
-    Ok(client
-        .query_opt(sql, &[&key])
-        .await?
-        .map_or(0, |row| u64::try_from(row.get::<_, i64>(0)).unwrap_or(0)))
+/// The second column of a write-and-report statement: what was stored before it (0: no row).
+fn stored_number(row: &tokio_postgres::Row) -> u64 {
+    row.get::<_, Option<i64>>(1)
+        .map_or(0, |v| u64::try_from(v).unwrap_or(0))
 }
 
 fn counts_params(delta: &CountsDelta) -> [i64; 7] {
@@ -765,7 +894,7 @@ fn counts_of(counts: &BatchCounts) -> [i64; 7] {
     reason = "one arm per op, each a statement; splitting would only scatter them"
 )]
 async fn apply_op(
-    client: &impl GenericClient,
+    client: &Tx<'_>,
     op: &Op,
     absent_serials: &[Serial],
     absent_batches: &[&str],
@@ -775,19 +904,19 @@ async fn apply_op(
             let id = device.device_id.to_string();
             let state = format!("{:?}", device.state());
             let record = encode(device);
-            let written = if device.version == 0 {
+            // One statement that writes and says what it found: the version it wrote, and the
+            // version stored before it (the conflict names it).
+            let row = if device.version == 0 {
                 client
-                    .execute(
-                        "INSERT INTO devices (device_id, version, owner, batch_id, state, record)
-                         VALUES ($1, 1, $2, $3, $4, $5) ON CONFLICT (device_id) DO NOTHING",
+                    .query_one(
+                        INSERT_DEVICE,
                         &[&id, &device.owner, &device.batch_id, &state, &record],
                     )
                     .await?
             } else {
                 client
-                    .execute(
-                        "UPDATE devices SET version = version + 1, owner = $2, batch_id = $3,
-                         state = $4, record = $5 WHERE device_id = $1 AND version = $6",
+                    .query_one(
+                        UPDATE_DEVICE,
                         &[
                             &id,
                             &device.owner,
@@ -799,13 +928,8 @@ async fn apply_op(
                     )
                     .await?
             };
-            if written == 0 {
-                let found = version_of(
-                    client,
-                    "SELECT version FROM devices WHERE device_id = $1",
-                    &id,
-                )
-                .await?;
+            if row.get::<_, Option<i64>>(0).is_none() {
+                let found = stored_number(&row);
                 return Err(Conflict::DeviceChanged {
                     device_id: device.device_id,
                     expected: device.version,
@@ -817,7 +941,7 @@ async fn apply_op(
         Op::PutPolicy(policy) => {
             client
                 .execute(
-                    "INSERT INTO policies (owner, name, record) VALUES ($1, $2, $3)",
+                    INSERT_POLICY,
                     &[&policy.owner, &policy.name, &encode_policy(policy)],
                 )
                 .await
@@ -834,9 +958,10 @@ async fn apply_op(
         Op::PutBatch(batch) => {
             let counts = counts_of(&batch.counts);
             let record = encode(batch);
-            let params: [&(dyn ToSql + Sync); 10] = [
+            let params: [&(dyn ToSql + Sync); 11] = [
                 &batch.batch_id,
                 &batch.owner,
+                &batch.policy_name,
                 &record,
                 &counts[0],
                 &counts[1],
@@ -846,25 +971,14 @@ async fn apply_op(
                 &counts[5],
                 &counts[6],
             ];
-            let insert = "INSERT INTO batches (batch_id, owner, record, total,
-                 awaiting_registration, registered, onboarded, reonboard_pending, revoked,
-                 refusals) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
             if absent_batches.contains(&batch.batch_id.as_str()) {
                 client
-                    .execute(insert, &params)
+                    .execute(INSERT_BATCH, &params)
                     .await
                     .map_err(|e| unique_or(e, Conflict::BatchExists(batch.batch_id.clone())))?;
             } else {
                 // The counts of an existing batch are kept: only AdjustCounts moves them.
-                client
-                    .execute(
-                        &format!(
-                            "{insert} ON CONFLICT (batch_id) DO UPDATE SET owner = excluded.owner,
-                             record = excluded.record"
-                        ),
-                        &params,
-                    )
-                    .await?;
+                client.execute(UPSERT_BATCH, &params).await?;
             }
         }
         // Membership is the devices.batch_id column, indexed for listing.
@@ -874,28 +988,19 @@ async fn apply_op(
             let record = encode(credential);
             if absent_serials.contains(&credential.serial) {
                 client
-                    .execute(
-                        "INSERT INTO credentials (serial, record) VALUES ($1, $2)",
-                        &[&serial, &record],
-                    )
+                    .execute(INSERT_CREDENTIAL, &[&serial, &record])
                     .await
                     .map_err(|e| unique_or(e, Conflict::SerialTaken(credential.serial)))?;
             } else {
                 client
-                    .execute(
-                        "INSERT INTO credentials (serial, record) VALUES ($1, $2)
-                         ON CONFLICT (serial) DO UPDATE SET record = excluded.record",
-                        &[&serial, &record],
-                    )
+                    .execute(UPSERT_CREDENTIAL, &[&serial, &record])
                     .await?;
             }
         }
         Op::PutOperatorCertificate(record) => {
             client
                 .execute(
-                    "INSERT INTO operator_certificates (serial, owner, revoked, record)
-                     VALUES ($1, $2, $3, $4) ON CONFLICT (serial) DO UPDATE SET
-                     owner = excluded.owner, revoked = excluded.revoked, record = excluded.record",
+                    UPSERT_OPERATOR_CERTIFICATE,
                     &[
                         &record.serial.to_string(),
                         &record.owner,
@@ -912,38 +1017,27 @@ async fn apply_op(
         } => {
             client
                 .execute(
-                    "INSERT INTO crl_entries (issuer, serial, record) VALUES ($1, $2, $3)
-                     ON CONFLICT (issuer, serial) DO UPDATE SET record = excluded.record",
+                    UPSERT_CRL_ENTRY,
                     &[issuer, &serial.to_string(), &encode(entry)],
                 )
                 .await?;
         }
         Op::PutOwner(owner) => {
             let record = encode(&**owner);
-            let written = if owner.version == 0 {
+            let row = if owner.version == 0 {
                 client
-                    .execute(
-                        "INSERT INTO owners (name, version, record) VALUES ($1, 1, $2)
-                         ON CONFLICT (name) DO NOTHING",
-                        &[&owner.name, &record],
-                    )
+                    .query_one(INSERT_OWNER, &[&owner.name, &record])
                     .await?
             } else {
                 client
-                    .execute(
-                        "UPDATE owners SET version = version + 1, record = $2
-                         WHERE name = $1 AND version = $3",
+                    .query_one(
+                        UPDATE_OWNER,
                         &[&owner.name, &record, &signed(owner.version)],
                     )
                     .await?
             };
-            if written == 0 {
-                let found = version_of(
-                    client,
-                    "SELECT version FROM owners WHERE name = $1",
-                    &owner.name,
-                )
-                .await?;
+            if row.get::<_, Option<i64>>(0).is_none() {
+                let found = stored_number(&row);
                 return Err(Conflict::OwnerChanged {
                     name: owner.name.clone(),
                     expected: owner.version,
@@ -957,13 +1051,7 @@ async fn apply_op(
             // Clamped at zero as BatchCounts::apply is: one bug cannot poison every read.
             let written = client
                 .execute(
-                    "UPDATE batches SET total = GREATEST(0, total + $2),
-                     awaiting_registration = GREATEST(0, awaiting_registration + $3),
-                     registered = GREATEST(0, registered + $4),
-                     onboarded = GREATEST(0, onboarded + $5),
-                     reonboard_pending = GREATEST(0, reonboard_pending + $6),
-                     revoked = GREATEST(0, revoked + $7),
-                     refusals = GREATEST(0, refusals + $8) WHERE batch_id = $1",
+                    ADJUST_COUNTS,
                     &[batch_id, &d[0], &d[1], &d[2], &d[3], &d[4], &d[5], &d[6]],
                 )
                 .await?;
@@ -972,17 +1060,11 @@ async fn apply_op(
             }
         }
         Op::PutCrl { issuer, record } => {
-            let written = client
-                .execute(
-                    "INSERT INTO crls (issuer, number, record) VALUES ($1, $2, $3)
-                     ON CONFLICT (issuer) DO UPDATE SET number = excluded.number,
-                     record = excluded.record WHERE crls.number < excluded.number",
-                    &[issuer, &signed(record.number), &encode(record)],
-                )
+            let row = client
+                .query_one(PUT_CRL, &[issuer, &signed(record.number), &encode(record)])
                 .await?;
-            if written == 0 {
-                let stored =
-                    version_of(client, "SELECT number FROM crls WHERE issuer = $1", issuer).await?;
+            if row.get::<_, Option<i64>>(0).is_none() {
+                let stored = stored_number(&row);
                 return Err(Conflict::CrlNumberTaken {
                     issuer: issuer.clone(),
                     number: record.number,
@@ -994,18 +1076,14 @@ async fn apply_op(
         Op::ScheduleRevocation { serial, due } => {
             client
                 .execute(
-                    "INSERT INTO scheduled_revocations (serial, due) VALUES ($1, $2)
-                     ON CONFLICT (serial) DO UPDATE SET due = excluded.due",
+                    UPSERT_SCHEDULE,
                     &[&serial.to_string(), &due.unix_timestamp()],
                 )
                 .await?;
         }
         Op::CancelScheduledRevocation(serial) => {
             client
-                .execute(
-                    "DELETE FROM scheduled_revocations WHERE serial = $1",
-                    &[&serial.to_string()],
-                )
+                .execute(DELETE_SCHEDULE, &[&serial.to_string()])
                 .await?;
         }
         Op::PutRequestId {
@@ -1014,10 +1092,7 @@ async fn apply_op(
             batch_id,
         } => {
             client
-                .execute(
-                    "INSERT INTO request_ids (owner, request_id, batch_id) VALUES ($1, $2, $3)",
-                    &[owner, request_id, batch_id],
-                )
+                .execute(INSERT_REQUEST_ID, &[owner, request_id, batch_id])
                 .await
                 .map_err(|e| {
                     unique_or(
@@ -1048,10 +1123,16 @@ fn device_from(row: &tokio_postgres::Row) -> Result<DeviceRecord, StoreError> {
 }
 
 fn batch_from(row: &tokio_postgres::Row) -> Result<BatchRecord, StoreError> {
-    let id: String = row.get("batch_id");
-    let bytes: Vec<u8> = row.get("record");
+    batch_columns(row, "")
+}
+
+/// A batch from its columns, named with `prefix` (a join names them `b_…`).
+fn batch_columns(row: &tokio_postgres::Row, prefix: &str) -> Result<BatchRecord, StoreError> {
+    let column = |name: &str| format!("{prefix}{name}");
+    let id: String = row.get(column("batch_id").as_str());
+    let bytes: Vec<u8> = row.get(column("record").as_str());
     let mut batch: BatchRecord = decode(format!("batches/{id}").as_bytes(), &bytes)?;
-    let count = |column: &str| unsigned(row.get(column), "batches counts");
+    let count = |name: &str| unsigned(row.get(column(name).as_str()), "batches counts");
     batch.counts = BatchCounts {
         total: count("total")?,
         awaiting_registration: count("awaiting_registration")?,
@@ -1086,7 +1167,7 @@ fn serial_from(text: &str) -> Result<Serial, StoreError> {
 }
 
 const BATCH_COLUMNS: &str = "batch_id, record, total, awaiting_registration, registered, \
-     onboarded, reonboard_pending, revoked, refusals";
+    onboarded, reonboard_pending, revoked, refusals";
 
 #[async_trait]
 impl Registry for PostgresRegistry {
@@ -1115,6 +1196,62 @@ impl Registry for PostgresRegistry {
         .first()
         .map(device_from)
         .transpose()
+    }
+
+    async fn placement(&self, device_id: &DeviceId) -> Result<Option<Placement>, StoreError> {
+        // One round trip for what every device exchange reads first.
+        let rows = self
+            .query(
+                "SELECT d.device_id, d.version, d.record,
+                        b.batch_id AS b_batch_id, b.record AS b_record, b.total AS b_total,
+                        b.awaiting_registration AS b_awaiting_registration,
+                        b.registered AS b_registered, b.onboarded AS b_onboarded,
+                        b.reonboard_pending AS b_reonboard_pending, b.revoked AS b_revoked,
+                        b.refusals AS b_refusals,
+                        p.owner AS p_owner, p.name AS p_name, p.record AS p_record,
+                        o.name AS o_name, o.version AS o_version, o.record AS o_record
+                 FROM devices d
+                 LEFT JOIN batches b ON b.batch_id = d.batch_id
+                 LEFT JOIN policies p ON p.owner = b.owner AND p.name = b.policy_name
+                 LEFT JOIN owners o ON o.name = b.owner
+                 WHERE d.device_id = $1",
+                &[&device_id.to_string()],
+            )
+            .await?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let device = device_from(row)?;
+        let batch = match row.get::<_, Option<String>>("b_batch_id") {
+            Some(_) => Some(batch_columns(row, "b_")?),
+            None => None,
+        };
+        let policy = match row.get::<_, Option<Vec<u8>>>("p_record") {
+            Some(bytes) => {
+                let key = format!(
+                    "policies/{}/{}",
+                    row.get::<_, &str>("p_owner"),
+                    row.get::<_, &str>("p_name")
+                );
+                Some(decode_policy(key.as_bytes(), &bytes)?)
+            }
+            None => None,
+        };
+        let owner = match row.get::<_, Option<Vec<u8>>>("o_record") {
+            Some(bytes) => {
+                let name: String = row.get("o_name");
+                let mut owner: OwnerRecord = decode(format!("owners/{name}").as_bytes(), &bytes)?;
+                owner.version = unsigned(row.get("o_version"), "owners.version")?;
+                Some(owner)
+            }
+            None => None,
+        };
+        Ok(Some(Placement {
+            device,
+            batch,
+            policy,
+            owner,
+        }))
     }
 
     async fn devices(

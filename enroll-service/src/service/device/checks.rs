@@ -13,7 +13,7 @@ use oxroot_proto::v1;
 use super::refusal::Refusal;
 use super::registration::{parse_public_key, verify_signature};
 use crate::error::ServiceError;
-use crate::model::{BatchRecord, DeviceRecord, RefusalDetail};
+use crate::model::{BatchRecord, DeviceRecord, OwnerRecord, RefusalDetail};
 use crate::policy::PolicySpec;
 use crate::service::ForeignChallenge;
 
@@ -49,6 +49,9 @@ pub(crate) struct DeviceFacts {
     pub(crate) placement: Option<(BatchRecord, PolicySpec)>,
     /// The key slot of the device's current credential, if it has one on record.
     pub(crate) current_slot: Option<u8>,
+    /// The batch owner's record (its CAs), read with the rest so that issuing needs no
+    /// further read.
+    pub(crate) owner: Option<OwnerRecord>,
 }
 
 /// Everything the eligibility check established.
@@ -58,6 +61,8 @@ pub(crate) struct Eligible {
     pub(crate) batch: BatchRecord,
     pub(crate) policy: PolicySpec,
     pub(crate) slot: KeySlot,
+    /// The policy owner's record as read with the device, if it exists.
+    pub(crate) owner: Option<OwnerRecord>,
 }
 
 /// Whether `device_id` may get a challenge for `exchange` with `epk`, and on which key slot.
@@ -126,6 +131,7 @@ pub(crate) fn check_eligible(
         batch,
         policy,
         slot,
+        owner: facts.owner,
     })
 }
 

@@ -147,7 +147,7 @@ impl Driver<'_> {
             )
         })?;
         tracing::Span::current().record("device_id", tracing::field::display(&device_id));
-        let facts = read_facts(&self.core, &device_id, exchange, None).await?;
+        let facts = read_facts(&self.core, &device_id, exchange).await?;
         let admit = || self.core.challenges.admit(&device_id, self.peer);
         let eligible = match check_eligible(exchange, &device_id, &epk, admit, facts) {
             Ok(eligible) => eligible,

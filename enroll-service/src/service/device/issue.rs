@@ -284,15 +284,8 @@ async fn attempt(core: &ServiceCore, proved: &Proved<'_>) -> Result<Attempt, Ser
         correlation,
     } = *proved;
     let slot = earlier.slot;
-    // The world may have changed while the device was signing: check again (the device
-    // record; its batch and policy, if it is still in the same batch, cannot change).
-    let facts = read_facts(
-        core,
-        device_id,
-        exchange,
-        Some((&earlier.batch, &earlier.policy)),
-    )
-    .await?;
+    // The world may have changed while the device was signing: check again.
+    let facts = read_facts(core, device_id, exchange).await?;
     let eligible = match check_eligible(exchange, device_id, epk, || Ok(()), facts) {
         Ok(e) => e,
         Err(refusal) => return Ok(Attempt::Done(Err(refusal))),
@@ -316,7 +309,12 @@ async fn attempt(core: &ServiceCore, proved: &Proved<'_>) -> Result<Attempt, Ser
         None => None,
     };
     // The owner's CA that issues now: after a rotation, renewals move devices to it.
-    let issuer = core.authorities().issuing(&eligible.policy.owner).await?;
+    let issuer = match &eligible.owner {
+        Some(record) if record.name == eligible.policy.owner => {
+            core.authorities().issuing_from(record)?
+        }
+        _ => core.authorities().issuing(&eligible.policy.owner).await?,
+    };
     let retirement = Retirement::of_proof(
         core,
         &eligible,
@@ -613,6 +611,7 @@ mod tests {
             batch,
             policy: f.policy.clone(),
             slot,
+            owner: None,
         };
         let now = OffsetDateTime::now_utc();
         let renewed = CredentialRecord {

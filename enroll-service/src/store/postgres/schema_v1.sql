@@ -33,6 +33,7 @@ CREATE TABLE policies (
 CREATE TABLE batches (
     batch_id text COLLATE "C" PRIMARY KEY,
     owner text COLLATE "C" NOT NULL,
+    policy_name text COLLATE "C" NOT NULL,
     record bytea NOT NULL,
     total bigint NOT NULL,
     awaiting_registration bigint NOT NULL,

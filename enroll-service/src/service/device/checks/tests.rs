@@ -114,6 +114,7 @@ fn facts(device: DeviceRecord) -> DeviceFacts {
         device: Some(device),
         placement: Some((batch(), policy())),
         current_slot: None,
+        owner: None,
     }
 }
 
