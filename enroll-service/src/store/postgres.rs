@@ -33,6 +33,7 @@
 //! - **Availability.** [`Registry::failed`] follows the database: set by a failed round trip,
 //!   cleared by a probe once the pool reconnects; no restart needed.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -67,8 +68,11 @@ pub const SCHEMA_VERSION: i32 = 1;
 /// Each migration, by the version it brings the schema to.
 const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("postgres/schema_v1.sql"))];
 
-/// Most changes one transaction carries (group commit).
-const MAX_GROUP: usize = 256;
+/// Most changes one transaction carries (group commit). Each change is a savepoint, i.e. a
+/// subtransaction: past 64 of them in one transaction PostgreSQL's per-backend subtransaction
+/// cache overflows, and every other backend's snapshots then look transactions up in
+/// `pg_subtrans`, which costs the whole database CPU.
+const MAX_GROUP: usize = 60;
 /// Changes that may wait for the writer before a commit waits for room (back-pressure).
 const QUEUE: usize = 4096;
 /// Events buffered per subscriber before it is told it missed some.
@@ -516,11 +520,18 @@ impl Writer {
         let mut outcomes = Vec::with_capacity(changes.len());
         // Audit drafts and events of the changes that stay, in order, with their change.
         let mut sealed_for = Vec::new();
+        // The changes' count deltas, summed per batch.
+        let mut counts: BTreeMap<&str, CountsDelta> = BTreeMap::new();
         for (index, change) in changes.iter().enumerate() {
             client.batch_execute("SAVEPOINT change").await?;
             match apply(&Tx(client), change).await {
                 Ok(()) => {
                     client.batch_execute("RELEASE SAVEPOINT change").await?;
+                    for op in &change.ops {
+                        if let Op::AdjustCounts { batch_id, delta } = op {
+                            *counts.entry(batch_id.as_str()).or_default() += *delta;
+                        }
+                    }
                     sealed_for.push(index);
                     outcomes.push(Ok(Receipt::default()));
                 }
@@ -531,74 +542,26 @@ impl Writer {
                 Err(Applied::Database(e)) => return Err(e.into()),
             }
         }
-        let drafts: Vec<(usize, &audit::AuditDraft)> = sealed_for
-            .iter()
-            .flat_map(|&i| {
-                changes[i].ops.iter().filter_map(move |op| match op {
-                    Op::Audit(draft) => Some((i, draft)),
-                    _ => None,
-                })
-            })
-            .collect();
-        let events: Vec<&RegistryEvent> = sealed_for
-            .iter()
-            .flat_map(|&i| changes[i].events.iter())
-            .collect();
-        if drafts.is_empty() && events.is_empty() {
-            return Ok(outcomes);
-        }
-        // The chain head, last: held from here to COMMIT only.
-        let head = client
-            .query_one(
-                "SELECT audit_seq, audit_hash, event_seq FROM registry_head FOR UPDATE",
-                &[],
-            )
-            .await?;
-        let mut seq =
-            unsigned(head.get(0), "registry_head.audit_seq").map_err(GroupFailure::Failed)?;
-        let stored_hash: Vec<u8> = head.get(1);
-        let mut hash: [u8; 32] = stored_hash.as_slice().try_into().map_err(|_| {
-            GroupFailure::Failed(corrupt("registry_head.audit_hash", "not 32 bytes"))
-        })?;
-        let mut event_seq =
-            unsigned(head.get(2), "registry_head.event_seq").map_err(GroupFailure::Failed)?;
-        let (mut audit_seqs, mut audit_records) = (Vec::new(), Vec::new());
-        for (index, draft) in drafts {
-            seq += 1;
-            // Recordable: checked when the change was applied.
-            let entry = audit::seal(draft, seq, &hash)
-                .map_err(|e| GroupFailure::Failed(StoreError::Unrecordable(e.to_string())))?;
-            hash.copy_from_slice(&entry.hash);
-            audit_seqs.push(signed(seq));
-            audit_records.push(encode(&entry));
-            if let Some(Ok(receipt)) = outcomes.get_mut(index) {
-                receipt.audit_seqs.push(seq);
+        // Each batch's row once, near the end: a batch every replica onboards into is held
+        // from here to COMMIT only, not for the whole group (in batch order: no deadlock).
+        for (batch_id, delta) in &counts {
+            let d = counts_params(delta);
+            // Clamped at zero as BatchCounts::apply is: one bug cannot poison every read.
+            let written = Tx(client)
+                .execute(
+                    ADJUST_COUNTS,
+                    &[batch_id, &d[0], &d[1], &d[2], &d[3], &d[4], &d[5], &d[6]],
+                )
+                .await?;
+            if written == 0 {
+                // Batches are never deleted: checked when its change was applied.
+                return Err(GroupFailure::Failed(corrupt(
+                    format!("batches/{batch_id}"),
+                    "vanished during the group",
+                )));
             }
         }
-        let (mut event_seqs, mut payloads) = (Vec::new(), Vec::new());
-        for event in events {
-            event_seq += 1;
-            event_seqs.push(signed(event_seq));
-            payloads.push(encode(event));
-        }
-        client
-            .execute(
-                "INSERT INTO audit (seq, entry) SELECT * FROM UNNEST($1::bigint[], $2::bytea[])",
-                &[&audit_seqs, &audit_records],
-            )
-            .await?;
-        client
-            .execute(
-                "INSERT INTO events (seq, payload) SELECT * FROM UNNEST($1::bigint[], $2::bytea[])",
-                &[&event_seqs, &payloads],
-            )
-            .await?;
-        client
-            .execute(
-                "UPDATE registry_head SET audit_seq = $1, audit_hash = $2, event_seq = $3",
-                &[&signed(seq), &hash.as_slice(), &signed(event_seq)],
-            )
-            .await?;
+        seal(client, changes, &sealed_for, &mut outcomes).await?;
         Ok(outcomes)
     }
 
@@ -614,6 +577,83 @@ impl Writer {
                 .await;
         }
     }
+}
+
+/// The end of a group's transaction: its audit entries sealed into the one chain and its
+/// events numbered, after the chain head, which is locked here and held until COMMIT.
+async fn seal(
+    client: &deadpool_postgres::Object,
+    changes: &[Change],
+    sealed_for: &[usize],
+    outcomes: &mut [Result<Receipt, StoreError>],
+) -> Result<(), GroupFailure> {
+    let drafts: Vec<(usize, &audit::AuditDraft)> = sealed_for
+        .iter()
+        .flat_map(|&i| {
+            changes[i].ops.iter().filter_map(move |op| match op {
+                Op::Audit(draft) => Some((i, draft)),
+                _ => None,
+            })
+        })
+        .collect();
+    let events: Vec<&RegistryEvent> = sealed_for
+        .iter()
+        .flat_map(|&i| changes[i].events.iter())
+        .collect();
+    if drafts.is_empty() && events.is_empty() {
+        return Ok(());
+    }
+    let tx = Tx(client);
+    // The chain head, last: held from here to COMMIT only.
+    let head = tx
+        .query_one(
+            "SELECT audit_seq, audit_hash, event_seq FROM registry_head FOR UPDATE",
+            &[],
+        )
+        .await?;
+    let mut seq = unsigned(head.get(0), "registry_head.audit_seq").map_err(GroupFailure::Failed)?;
+    let stored_hash: Vec<u8> = head.get(1);
+    let mut hash: [u8; 32] = stored_hash
+        .as_slice()
+        .try_into()
+        .map_err(|_| GroupFailure::Failed(corrupt("registry_head.audit_hash", "not 32 bytes")))?;
+    let mut event_seq =
+        unsigned(head.get(2), "registry_head.event_seq").map_err(GroupFailure::Failed)?;
+    let (mut audit_seqs, mut audit_records) = (Vec::new(), Vec::new());
+    for (index, draft) in drafts {
+        seq += 1;
+        // Recordable: checked when the change was applied.
+        let entry = audit::seal(draft, seq, &hash)
+            .map_err(|e| GroupFailure::Failed(StoreError::Unrecordable(e.to_string())))?;
+        hash.copy_from_slice(&entry.hash);
+        audit_seqs.push(signed(seq));
+        audit_records.push(encode(&entry));
+        if let Some(Ok(receipt)) = outcomes.get_mut(index) {
+            receipt.audit_seqs.push(seq);
+        }
+    }
+    let (mut event_seqs, mut payloads) = (Vec::new(), Vec::new());
+    for event in events {
+        event_seq += 1;
+        event_seqs.push(signed(event_seq));
+        payloads.push(encode(event));
+    }
+    tx.execute(
+        "INSERT INTO audit (seq, entry) SELECT * FROM UNNEST($1::bigint[], $2::bytea[])",
+        &[&audit_seqs, &audit_records],
+    )
+    .await?;
+    tx.execute(
+        "INSERT INTO events (seq, payload) SELECT * FROM UNNEST($1::bigint[], $2::bytea[])",
+        &[&event_seqs, &payloads],
+    )
+    .await?;
+    tx.execute(
+        "UPDATE registry_head SET audit_seq = $1, audit_hash = $2, event_seq = $3",
+        &[&signed(seq), &hash.as_slice(), &signed(event_seq)],
+    )
+    .await?;
+    Ok(())
 }
 
 /// The writer's connection inside a group's transaction: every statement prepared once per
@@ -1046,16 +1086,10 @@ async fn apply_op(
                 .into());
             }
         }
-        Op::AdjustCounts { batch_id, delta } => {
-            let d = counts_params(delta);
-            // Clamped at zero as BatchCounts::apply is: one bug cannot poison every read.
-            let written = client
-                .execute(
-                    ADJUST_COUNTS,
-                    &[batch_id, &d[0], &d[1], &d[2], &d[3], &d[4], &d[5], &d[6]],
-                )
-                .await?;
-            if written == 0 {
+        // Only checked here; the group adds up its deltas per batch and writes each batch's
+        // row once, at its end (see `group_in_transaction`).
+        Op::AdjustCounts { batch_id, .. } => {
+            if !exists(client, GUARD_BATCH, &[batch_id]).await? {
                 return Err(Conflict::BatchAbsent(batch_id.clone()).into());
             }
         }
