@@ -522,14 +522,19 @@ impl Writer {
         let mut sealed_for = Vec::new();
         // The changes' count deltas, summed per batch.
         let mut counts: BTreeMap<&str, CountsDelta> = BTreeMap::new();
+        // Batches seen to exist in this transaction.
+        let batches = std::sync::Mutex::new(std::collections::HashSet::new());
         for (index, change) in changes.iter().enumerate() {
             client.batch_execute("SAVEPOINT change").await?;
-            match apply(&Tx(client), change).await {
+            match apply(&Tx(client), change, &batches).await {
                 Ok(()) => {
                     client.batch_execute("RELEASE SAVEPOINT change").await?;
                     for op in &change.ops {
                         if let Op::AdjustCounts { batch_id, delta } = op {
                             *counts.entry(batch_id.as_str()).or_default() += *delta;
+                            if let Ok(mut known) = batches.lock() {
+                                known.insert(batch_id.clone());
+                            }
                         }
                     }
                     sealed_for.push(index);
@@ -719,6 +724,30 @@ fn unique_or(e: tokio_postgres::Error, conflict: Conflict) -> Applied {
     }
 }
 
+/// Whether an "absent" guard is enforced by the change's own insert of that key (a plain
+/// `INSERT`, whose unique violation gives the guard's conflict): its `SELECT` would only
+/// repeat it. (An owner's insert reports `OwnerChanged`, so `OwnerAbsent` is always checked.)
+fn enforced_by_insert(guard: &Guard, change: &Change) -> bool {
+    change.ops.iter().any(|op| match (guard, op) {
+        (Guard::SerialAbsent(serial), Op::PutCredential(credential)) => {
+            credential.serial == *serial
+        }
+        (Guard::PolicyAbsent { owner, name }, Op::PutPolicy(policy)) => {
+            policy.owner == *owner && policy.name == *name
+        }
+        (Guard::BatchAbsent(id), Op::PutBatch(batch)) => batch.batch_id == *id,
+        (
+            Guard::RequestIdAbsent { owner, request_id },
+            Op::PutRequestId {
+                owner: o,
+                request_id: r,
+                ..
+            },
+        ) => o == owner && r == request_id,
+        _ => false,
+    })
+}
+
 /// One guard's or write's statement of a change, in flight.
 type Statement<'a> = Pin<Box<dyn Future<Output = Result<(), Applied>> + Send + 'a>>;
 
@@ -729,7 +758,11 @@ type Statement<'a> = Pin<Box<dyn Future<Output = Result<(), Applied>> + Send + '
 /// rolls the change's savepoint back, so statements sent after it leave nothing either. A
 /// statement that failed only because an earlier one aborted the transaction (`25P02`) is
 /// not the reason.
-async fn apply(client: &Tx<'_>, change: &Change) -> Result<(), Applied> {
+async fn apply(
+    client: &Tx<'_>,
+    change: &Change,
+    batches: &std::sync::Mutex<std::collections::HashSet<String>>,
+) -> Result<(), Applied> {
     let absent_serials: Vec<Serial> = change
         .guards
         .iter()
@@ -748,7 +781,11 @@ async fn apply(client: &Tx<'_>, change: &Change) -> Result<(), Applied> {
         .collect();
     let mut statements: Vec<Statement<'_>> =
         Vec::with_capacity(change.guards.len() + change.ops.len());
-    for guard in &change.guards {
+    for guard in change
+        .guards
+        .iter()
+        .filter(|guard| !enforced_by_insert(guard, change))
+    {
         statements.push(Box::pin(check_guard(client, guard)));
     }
     for op in &change.ops {
@@ -757,6 +794,7 @@ async fn apply(client: &Tx<'_>, change: &Change) -> Result<(), Applied> {
             op,
             &absent_serials,
             &absent_batches,
+            batches,
         )));
     }
     let mut aborted = None;
@@ -938,6 +976,7 @@ async fn apply_op(
     op: &Op,
     absent_serials: &[Serial],
     absent_batches: &[&str],
+    batches: &std::sync::Mutex<std::collections::HashSet<String>>,
 ) -> Result<(), Applied> {
     match op {
         Op::PutDevice(device) => {
@@ -1089,7 +1128,10 @@ async fn apply_op(
         // Only checked here; the group adds up its deltas per batch and writes each batch's
         // row once, at its end (see `group_in_transaction`).
         Op::AdjustCounts { batch_id, .. } => {
-            if !exists(client, GUARD_BATCH, &[batch_id]).await? {
+            // Batches are never deleted: one an earlier change of this group's transaction
+            // adjusted exists for the rest of it.
+            let known = batches.lock().is_ok_and(|known| known.contains(batch_id));
+            if !known && !exists(client, GUARD_BATCH, &[batch_id]).await? {
                 return Err(Conflict::BatchAbsent(batch_id.clone()).into());
             }
         }

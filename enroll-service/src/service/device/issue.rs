@@ -218,6 +218,10 @@ enum Attempt {
     Done(Result<v1::CredentialBundle, Refusal>),
     /// The device changed between the read and the commit: read again.
     DeviceChanged(StoreError),
+    /// The answer would be sent without a commit (the unchanged credential again), so the
+    /// Hello-time record it was decided on must be read again first: no commit's
+    /// compare-and-set vouches for it.
+    Unverified,
 }
 
 /// Issues (or returns the unchanged) credential for a verified proof, and makes it durable
@@ -248,13 +252,23 @@ pub(super) async fn issue(
         held_serial,
         correlation,
     };
+    // The first attempt decides on the record read at Hello: the commit is conditional on its
+    // version, so a device that changed since makes the commit fail and the next attempt read
+    // it afresh. That spares a read per onboarding.
+    let mut read_afresh = false;
     let mut attempts = 0;
     loop {
         attempts += 1;
-        match attempt(core, &facts).await? {
+        match attempt(core, &facts, read_afresh).await? {
             Attempt::Done(answer) => return Ok(answer),
-            Attempt::DeviceChanged(_) if attempts < MAX_ATTEMPTS => {}
+            Attempt::Unverified if !read_afresh => read_afresh = true,
+            Attempt::DeviceChanged(_) if attempts < MAX_ATTEMPTS => read_afresh = true,
             Attempt::DeviceChanged(conflict) => return Err(conflict.into()),
+            Attempt::Unverified => {
+                return Err(ServiceError::Internal(
+                    "a freshly read record cannot be unverified".into(),
+                ));
+            }
         }
     }
 }
@@ -271,22 +285,44 @@ struct Proved<'a> {
     correlation: &'a str,
 }
 
+/// What the attempt decides on: the Hello-time facts, or the registry's now.
+async fn eligible_now(
+    core: &ServiceCore,
+    proved: &Proved<'_>,
+    read_afresh: bool,
+) -> Result<Result<Eligible, Refusal>, ServiceError> {
+    if !read_afresh {
+        return Ok(Ok(proved.earlier.clone()));
+    }
+    // The world changed while the device was signing: check again.
+    let facts = read_facts(core, proved.device_id, proved.exchange).await?;
+    Ok(check_eligible(
+        proved.exchange,
+        proved.device_id,
+        proved.epk,
+        || Ok(()),
+        facts,
+    ))
+}
+
 /// One read of the device, the decision, and at most one commit (several signatures only for
 /// serial collisions).
-async fn attempt(core: &ServiceCore, proved: &Proved<'_>) -> Result<Attempt, ServiceError> {
+async fn attempt(
+    core: &ServiceCore,
+    proved: &Proved<'_>,
+    read_afresh: bool,
+) -> Result<Attempt, ServiceError> {
     let Proved {
         exchange,
         device_id,
-        epk,
         earlier,
         dpk,
         held_serial,
         correlation,
+        ..
     } = *proved;
     let slot = earlier.slot;
-    // The world may have changed while the device was signing: check again.
-    let facts = read_facts(core, device_id, exchange).await?;
-    let eligible = match check_eligible(exchange, device_id, epk, || Ok(()), facts) {
+    let eligible = match eligible_now(core, proved, read_afresh).await? {
         Ok(e) => e,
         Err(refusal) => return Ok(Attempt::Done(Err(refusal))),
     };
@@ -335,6 +371,9 @@ async fn attempt(core: &ServiceCore, proved: &Proved<'_>) -> Result<Attempt, Ser
         // A certificate of a CA retired since is not what this proof would be issued now: it
         // is replaced below, and the retirement goes with that change.
         if issued_by.id == issuer.id {
+            if !read_afresh {
+                return Ok(Attempt::Unverified);
+            }
             if !retirement.retired.is_empty() {
                 // The device record is written back unchanged so that its version guards the
                 // credentials this change rewrites, as every credential rewrite is guarded.
