@@ -51,60 +51,58 @@
 //! the order it applies changes, so its queue order *is* the commit order. Versions are stored
 //! in front of the record (`codec::VERSIONED`). Events go to an in-process broadcast.
 //!
-//! # PostgreSQL (stage 2: several stateless replicas on one database)
-//! Every rule maps to SQL that CockroachDB and YugabyteDB accept too: SERIALIZABLE
-//! transactions, `ON CONFLICT`, `SELECT … FOR UPDATE`, savepoints; no advisory locks, no
-//! `LISTEN`-only designs.
+//! # PostgreSQL (several stateless replicas on one database; `postgres.rs`)
+//! Every rule maps to SQL that CockroachDB and YugabyteDB accept too: primary keys,
+//! `ON CONFLICT`, `SELECT … FOR UPDATE`, data-modifying CTEs, savepoints, `UNNEST`; no advisory
+//! locks, no LISTEN/NOTIFY.
 //!
 //! - **Transactions.** Each replica keeps group commit: the changes queued on it are applied
-//!   in one SERIALIZABLE transaction, each change under its own `SAVEPOINT`, so a failed guard
-//!   rolls back (and refuses) that change only. `COMMIT` with `synchronous_commit = on` is the
-//!   durability point. A serialization failure (`40001`) or deadlock (`40P01`) retries the
-//!   whole group inside the backend, guards re-checked; callers see latency, not an error.
-//! - **Versions.** `devices(device_id PK, version bigint, owner, batch_id, state, record)` and
-//!   `owners(name PK, version, record)`. `PutDevice` at version 0 is `INSERT … ON CONFLICT
-//!   (device_id) DO NOTHING`, at version v is `UPDATE devices SET record = $r, version = v + 1
-//!   … WHERE device_id = $id AND version = v`; no row touched means `DeviceChanged` (the
-//!   current version is read for the conflict). Same for owners.
-//! - **Uniqueness.** Primary keys and unique constraints carry every "absent" guard:
-//!   `credentials(serial)`, `request_ids(owner, request_id)`, `policies(owner, name)`,
-//!   `batches(batch_id)`, `owners(name)`. The guard is checked first with a `SELECT` for the
-//!   typed answer; a unique violation (`23505`) on the same key maps to the same conflict, so a
-//!   racing replica cannot slip between the check and the insert.
-//!   `operator_certificates(serial, revoked …)`: a revocation is `UPDATE … WHERE serial = $s
-//!   AND NOT revoked` (no row: `OperatorRevoked`).
-//! - **Batch counters.** Columns of `batches`; `AdjustCounts` is `UPDATE batches SET enrolled =
-//!   enrolled + $d … WHERE batch_id = $b` (no row: `BatchAbsent`). A group sums its deltas per
-//!   batch first, so a batch row is written once per group; the row lock serialises only the
-//!   groups that touch the same batch. (If one batch's row becomes the hot spot on a
-//!   distributed engine, counts can move to per-replica shard rows summed on read.)
+//!   in one transaction, each change under its own `SAVEPOINT`, so a failed guard rolls back
+//!   (and refuses) that change only; at most 60 changes, under PostgreSQL's 64-entry
+//!   subtransaction cache. `COMMIT` with `synchronous_commit = on` is the durability point.
+//!   Transactions run at READ COMMITTED: every guard below is a row lock or a constraint, so
+//!   the same statements stay correct under SERIALIZABLE, where a serialization failure
+//!   (`40001`) or a deadlock (`40P01`) retries the whole group, guards re-checked.
+//! - **Versions.** `devices(device_id PK, version, owner, batch_id, state, record)` and
+//!   `owners(name PK, version, record)`. `PutDevice` at version 0 is `INSERT … ON CONFLICT DO
+//!   NOTHING`, at version v `UPDATE … WHERE device_id = $id AND version = v`, each inside a CTE
+//!   that also returns the version stored before it: nothing written means `DeviceChanged`
+//!   naming it. Same for owners.
+//! - **Uniqueness.** Primary keys carry every "absent" guard: `credentials(serial)`,
+//!   `request_ids(owner, request_id)`, `policies(owner, name)`, `batches(batch_id)`,
+//!   `owners(name)`. Where the change inserts the guarded key itself, that plain `INSERT`'s
+//!   unique violation (`23505`) is the guard and gives the same typed conflict; otherwise the
+//!   guard is a `SELECT`. A racing replica cannot slip between a check and an insert.
+//!   `OperatorUnrevoked` locks the certificate's row (`FOR UPDATE`) until the group commits.
+//! - **Batch counters.** Columns of `batches`. A change's `AdjustCounts` only checks that the
+//!   batch exists; the group sums its changes' deltas per batch and updates each batch row
+//!   once, near its end and in batch order, so a batch every replica onboards into is held
+//!   only from there to `COMMIT`.
 //! - **CRL numbers per issuer.** `crls(issuer PK, number, record)`; `PutCrl` is `INSERT …
-//!   ON CONFLICT (issuer) DO UPDATE SET … WHERE crls.number < excluded.number`; no row
-//!   written means `CrlNumberTaken`. Revocations (`crl_entries(issuer, serial)`) only grow, and
-//!   the signer reads the number before the entries, so a CRL with a higher number never lists
+//!   ON CONFLICT (issuer) DO UPDATE … WHERE crls.number < excluded.number`; nothing written
+//!   means `CrlNumberTaken`. Revocations (`crl_entries(issuer, serial)`) only grow, and the
+//!   signer reads the number before the entries, so a CRL with a higher number never lists
 //!   fewer serials.
 //! - **The audit chain head.** One row, `registry_head(audit_seq, audit_hash, event_seq)`. A
-//!   group transaction does all its other work first; its last statements are `SELECT … FROM
-//!   registry_head FOR UPDATE`, sealing the group's entries in order after that head (sequence
-//!   and hash chain computed by the service, as the sled writer does), inserting them into
-//!   `audit(seq PK, prev_hash, hash, record)` and its events into `events(seq PK, payload)`,
-//!   and updating the head. The head row is therefore held only from that `SELECT` to
-//!   `COMMIT` — one round trip and the commit's flush — so groups of different replicas
-//!   serialise there and nowhere else, and the chain's order is the commit order. A change with
-//!   neither audit entries nor events does not touch the head.
-//! - **Events.** Rows of `events`, numbered from the head row under its lock, so that their
-//!   sequence is the commit order with no gaps (a `bigserial` would not be: sequence values are
-//!   taken at insert, and commits land in another order). Each replica runs one tail: `SELECT
-//!   seq, payload FROM events WHERE seq > $last ORDER BY seq`, polled every ~50 ms and woken
-//!   early by `NOTIFY registry_events` on PostgreSQL (CockroachDB and YugabyteDB lack LISTEN /
-//!   NOTIFY, so polling is the portable baseline), fanned out to that replica's
-//!   [`Subscription`]s. A tail that reconnects resumes at `$last`; events older than the
-//!   retention (pruned by age) are reported as [`SubscriptionError::Missed`].
+//!   group does all its other work first; its last statements lock the head (`SELECT … FOR
+//!   UPDATE`), seal the group's entries in order after it (sequence and hash chain computed by
+//!   the service, as the sled writer does), insert them into `audit(seq, entry)` and the
+//!   events into `events(seq, payload)`, and update the head. The head row is therefore held
+//!   only from that `SELECT` to `COMMIT` (one round trip and the commit's flush), so groups of
+//!   different replicas serialise there and nowhere else, and the chain's order is the commit
+//!   order. A group with neither audit entries nor events does not touch the head.
+//! - **Events.** Rows of `events`, numbered under the head's lock, so their sequence is the
+//!   commit order with no gaps (a sequence object would number them at insert, in another
+//!   order). Each replica runs one tail, `SELECT … FROM events WHERE seq > $last ORDER BY seq`,
+//!   woken at once by its own commits and polling every 50 ms for other replicas', and fans
+//!   the events out to that replica's [`Subscription`]s. A tail that reconnects resumes at
+//!   `$last`. Old events are pruned (the newest 200,000 are kept); a subscriber that sees a
+//!   gap in the sequence is told how many it missed ([`SubscriptionError::Missed`]).
 //! - **Back-pressure.** The per-replica group queue is bounded like sled's; the connection pool
 //!   bounds concurrent reads. Neither spawns per waiting caller.
 //! - **Availability.** [`Registry::failed`] is true while the database is unreachable (health
-//!   NOT_SERVING, calls UNAVAILABLE) and false again once the pool reconnects; a commit whose
-//!   `COMMIT` outcome is unknown is reported unavailable, and the caller's re-read decides (a
+//!   NOT_SERVING, calls UNAVAILABLE) and false again once a probe reaches it; a commit whose
+//!   `COMMIT` answer is lost is reported unavailable, and the caller's re-read decides (a
 //!   credential is sent only after an acknowledged commit).
 
 mod change;

@@ -95,13 +95,22 @@ pub enum SubscriptionError {
 #[derive(Debug)]
 pub struct Subscription {
     receiver: broadcast::Receiver<Published>,
+    /// The sequence number the next event must have; a higher one means events were lost on
+    /// the way (pruned before a replica's tail read them), which is reported first.
+    expected: Option<u64>,
+    /// The event that revealed a gap, delivered after the gap is reported.
+    held: Option<Published>,
 }
 
 impl Subscription {
     /// A subscription over a backend's broadcast of published events.
     #[must_use]
     pub fn new(receiver: broadcast::Receiver<Published>) -> Self {
-        Self { receiver }
+        Self {
+            receiver,
+            expected: None,
+            held: None,
+        }
     }
 
     /// The next event. Cancel-safe: dropping the future loses no event.
@@ -110,9 +119,63 @@ impl Subscription {
     /// [`SubscriptionError::Missed`] after falling behind, [`SubscriptionError::Closed`] when
     /// no more events will come.
     pub async fn recv(&mut self) -> Result<Published, SubscriptionError> {
-        self.receiver.recv().await.map_err(|e| match e {
-            RecvError::Lagged(missed) => SubscriptionError::Missed(missed),
-            RecvError::Closed => SubscriptionError::Closed,
-        })
+        let published = match self.held.take() {
+            Some(held) => held,
+            None => match self.receiver.recv().await {
+                Ok(published) => {
+                    if let Some(expected) = self.expected
+                        && published.seq > expected
+                    {
+                        let missed = published.seq - expected;
+                        self.expected = Some(published.seq);
+                        self.held = Some(published);
+                        return Err(SubscriptionError::Missed(missed));
+                    }
+                    published
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    // The next one received sets the expectation again.
+                    self.expected = None;
+                    return Err(SubscriptionError::Missed(missed));
+                }
+                Err(RecvError::Closed) => return Err(SubscriptionError::Closed),
+            },
+        };
+        self.expected = Some(published.seq + 1);
+        Ok(published)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+
+    use super::*;
+
+    fn published(seq: u64) -> Published {
+        Published {
+            seq,
+            event: RegistryEvent::CountsChanged {
+                batch_id: format!("b{seq}"),
+            },
+        }
+    }
+
+    /// Events pruned before a replica's tail read them leave a gap in the sequence: the
+    /// subscriber is told how many it missed, then gets the event after the gap.
+    #[tokio::test]
+    async fn a_gap_in_the_sequence_is_reported_as_missed_events() {
+        let (sender, receiver) = broadcast::channel(16);
+        let mut subscription = Subscription::new(receiver);
+        for seq in [1, 2, 5, 6] {
+            sender.send(published(seq)).unwrap();
+        }
+        assert_eq!(subscription.recv().await.unwrap().seq, 1);
+        assert_eq!(subscription.recv().await.unwrap().seq, 2);
+        assert_eq!(subscription.recv().await, Err(SubscriptionError::Missed(2)));
+        assert_eq!(subscription.recv().await.unwrap().seq, 5);
+        assert_eq!(subscription.recv().await.unwrap().seq, 6);
+        drop(sender);
+        assert_eq!(subscription.recv().await, Err(SubscriptionError::Closed));
     }
 }
