@@ -29,13 +29,13 @@ use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-/// Devices of the kill-and-restart scenario; `OXROOT_REPLICA_DEVICES` raises it (the README's
-/// 10,000-device run).
+/// Devices of the kill-and-restart scenario: 10,000, or `OXROOT_REPLICA_DEVICES` (a smaller
+/// batch for a quick local run).
 fn batch_size() -> u32 {
     std::env::var("OXROOT_REPLICA_DEVICES")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(1500)
+        .unwrap_or(10_000)
 }
 
 /// A state directory whose registry is the cluster's database.
@@ -112,7 +112,7 @@ async fn batch_of(
     response.batch.unwrap().batch_id
 }
 
-/// 1,500 devices (10,000 with `OXROOT_REPLICA_DEVICES=10000`) onboard across three replicas.
+/// 10,000 devices onboard across three replicas.
 /// Replica 2 is SIGKILLed a third of the way in, PostgreSQL is restarted two thirds of the way
 /// in; devices whose replica died or whose call failed try the next replica. At the end every
 /// device holds exactly one current credential, no serial was issued twice, the batch's counts
