@@ -58,9 +58,7 @@ impl DeviceService {
 }
 
 /// Reads what the eligibility check needs about a device: its record, its batch and policy,
-/// and for a renewal its current credential's slot. `known` is a batch and its policy read
-/// earlier in the same exchange: a batch's policy never changes and policies are immutable,
-/// so they are reused if the device is still in that batch.
+/// its owner's record (for the issuing CA), and for a renewal its current credential's slot.
 async fn read_facts(
     core: &ServiceCore,
     device_id: &DeviceId,

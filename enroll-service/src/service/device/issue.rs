@@ -344,7 +344,11 @@ async fn attempt(
         Some(serial) => core.registry.credential(serial).await?,
         None => None,
     };
-    // The owner's CA that issues now: after a rotation, renewals move devices to it.
+    // The owner's CA that issues now: after a rotation, renewals move devices to it. The
+    // owner record is the one read with the device (at Hello, on a first attempt): a rotation
+    // in between issues this one certificate from the CA just retired, which stays trusted
+    // (exports carry both chains, its CRL is signed until its last certificate expires), as if
+    // the proof had come a moment earlier.
     let issuer = match &eligible.owner {
         Some(record) if record.name == eligible.policy.owner => {
             core.authorities().issuing_from(record)?
