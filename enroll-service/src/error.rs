@@ -91,7 +91,12 @@ impl ServiceError {
 impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Unavailable(m) => Self::Unavailable(m),
+            // The detail names the service's disk or database host and its errors: logged
+            // here; the peer (a device, any owner's operator) hears only that it may retry.
+            StoreError::Unavailable(detail) => {
+                tracing::warn!(%detail, "registry unavailable");
+                Self::Unavailable("the registry is unavailable; retry later".into())
+            }
             // A concurrent writer kept winning past the handler's re-reads (another replica
             // busy with the same record): the client's retry will find it settled.
             StoreError::Conflict(c) if c.is_concurrent_change() => {
@@ -210,10 +215,12 @@ mod tests {
     }
 
     #[test]
-    fn store_errors_map_to_retryable_codes() {
-        assert_eq!(
-            Status::from(ServiceError::from(StoreError::Unavailable("x".into()))).code(),
-            Code::Unavailable
-        );
+    fn store_errors_map_to_retryable_codes_without_their_detail() {
+        let status = Status::from(ServiceError::from(StoreError::Unavailable(
+            "PostgreSQL connection: error connecting to db.internal:5432".into(),
+        )));
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(!status.message().contains("db.internal"), "{status:?}");
+        assert!(status.message().contains("retry"), "{status:?}");
     }
 }

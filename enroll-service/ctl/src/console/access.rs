@@ -456,7 +456,9 @@ mod tests {
         assert!(!access.is_csrf_token(""), "no session, no valid token");
         let cookie = access.exchange(&token_of(&access)).expect("logs in");
         let id = cookie.split(['=', ';']).nth(1).expect("id").to_owned();
-        let forged = format!("oxroot_console_8780={}0", &id[..id.len() - 1]);
+        // The same id with its last digit changed (to another digit: a 0 stays no 0).
+        let last = if id.ends_with('0') { '1' } else { '0' };
+        let forged = format!("oxroot_console_8780={}{last}", &id[..id.len() - 1]);
         assert!(!access.has_session(&cookie_headers(&forged)));
         // Another port's console cookie with the same value is not this one's.
         let other_port = format!("oxroot_console_8781={id}");
