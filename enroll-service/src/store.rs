@@ -370,6 +370,24 @@ pub trait Registry: Send + Sync + fmt::Debug + 'static {
     fn failed(&self) -> bool;
 }
 
+/// The answer a backend's writer sends for one queued change.
+type Reply = tokio::sync::oneshot::Sender<Result<Receipt, StoreError>>;
+
+/// Hands `change` to a backend's writer and waits for its answer. Waits for room while the
+/// writer's bounded queue is full: back-pressure as latency, held by the caller's own task.
+///
+/// # Errors
+/// The writer's answer, or [`StoreError::Unavailable`] when the writer has stopped.
+async fn hand_to_writer(
+    queue: &tokio::sync::mpsc::Sender<(Change, Reply)>,
+    change: Change,
+) -> Result<Receipt, StoreError> {
+    let stopped = || StoreError::Unavailable("registry writer stopped".into());
+    let (reply, receiver) = tokio::sync::oneshot::channel();
+    queue.send((change, reply)).await.map_err(|_| stopped())?;
+    receiver.await.map_err(|_| stopped())?
+}
+
 /// Commits `change` and waits until it is durable: [`Registry::commit`] for callers holding a
 /// `&dyn Registry`.
 ///

@@ -44,7 +44,7 @@ use rot_core::keys::DeviceId;
 use std::future::Future;
 use std::pin::Pin;
 use time::OffsetDateTime;
-use tokio::sync::{Notify, broadcast, mpsc, oneshot};
+use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{GenericClient, NoTls};
@@ -52,7 +52,7 @@ use tokio_postgres::{GenericClient, NoTls};
 use super::codec::{decode, decode_policy, encode, encode_policy};
 use super::{
     Change, Conflict, DeviceFilter, Guard, Op, Placement, Published, Receipt, Registry,
-    RegistryEvent, StoreError, Subscription,
+    RegistryEvent, Reply, StoreError, Subscription,
 };
 use crate::audit::{self, GENESIS_HASH, StoredAuditEntry};
 use crate::model::{
@@ -125,8 +125,6 @@ impl std::fmt::Debug for PostgresRegistry {
             .finish_non_exhaustive()
     }
 }
-
-type Reply = oneshot::Sender<Result<Receipt, StoreError>>;
 
 fn pool(config: &PostgresConfig) -> Result<Pool, StoreError> {
     let mut pg: tokio_postgres::Config = config
@@ -1248,15 +1246,7 @@ const BATCH_COLUMNS: &str = "batch_id, record, total, awaiting_registration, reg
 #[async_trait]
 impl Registry for PostgresRegistry {
     async fn commit(&self, change: Change) -> Result<Receipt, StoreError> {
-        let (reply, receiver) = oneshot::channel();
-        // Waits for room while the writer is QUEUE changes behind: back-pressure as latency.
-        self.queue
-            .send((change, reply))
-            .await
-            .map_err(|_| StoreError::Unavailable("registry writer stopped".into()))?;
-        receiver
-            .await
-            .map_err(|_| StoreError::Unavailable("registry writer stopped".into()))?
+        super::hand_to_writer(&self.queue, change).await
     }
 
     fn subscribe(&self) -> Subscription {

@@ -54,11 +54,11 @@ use std::thread;
 
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc};
 
 use super::codec::{decode, decode_policy, encode, encode_policy, encode_versioned, version_of};
 use super::{
-    Change, Conflict, DeviceFilter, Guard, Op, Published, Receipt, Registry, StoreError,
+    Change, Conflict, DeviceFilter, Guard, Op, Published, Receipt, Registry, Reply, StoreError,
     Subscription,
 };
 use crate::audit::{self, GENESIS_HASH, StoredAuditEntry};
@@ -81,8 +81,6 @@ const EVENT_BUFFER: usize = 16_384;
 /// sled's page cache. Its default (1 GiB) let the service's memory grow with the registry to
 /// that size; records not in it are read from the file (the OS page cache), which is fast.
 const CACHE_BYTES: u64 = 256 * 1024 * 1024;
-
-type Reply = oneshot::Sender<Result<Receipt, StoreError>>;
 
 /// The sled-backed [`Registry`].
 pub struct SledRegistry {
@@ -375,16 +373,7 @@ impl Registry for SledRegistry {
                 "a previous write failed; restart the service".into(),
             ));
         }
-        let (reply, receiver) = oneshot::channel();
-        // Waits for room while the writer is `QUEUE` changes behind: back-pressure as latency,
-        // held by the caller's own task.
-        self.queue
-            .send((change, reply))
-            .await
-            .map_err(|_| StoreError::Unavailable("registry writer stopped".into()))?;
-        receiver
-            .await
-            .map_err(|_| StoreError::Unavailable("registry writer stopped".into()))?
+        super::hand_to_writer(&self.queue, change).await
     }
 
     fn subscribe(&self) -> Subscription {
