@@ -124,12 +124,25 @@ async fn connections_that_never_become_grpc_are_closed() {
         "an HTTP/1.1 session stayed open"
     );
 
-    let metrics = harness.core.metrics().render();
-    for reason in ["handshake_timeout", "preface_timeout", "not_http2"] {
+    // The server counts a drop just after the socket closes, so the peer can see the close a
+    // moment before the counter moves: wait for the counters rather than read them once.
+    let counted = |metrics: &str, reason: &str| {
+        metrics.contains(&format!(
+            "oxroot_connections_dropped_total{{reason=\"{reason}\"}}"
+        ))
+    };
+    let reasons = ["handshake_timeout", "preface_timeout", "not_http2"];
+    let deadline = tokio::time::Instant::now() + CLOSE_WAIT;
+    let mut metrics = harness.core.metrics().render();
+    while !reasons.iter().all(|reason| counted(&metrics, reason))
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        metrics = harness.core.metrics().render();
+    }
+    for reason in reasons {
         assert!(
-            metrics.contains(&format!(
-                "oxroot_connections_dropped_total{{reason=\"{reason}\"}}"
-            )),
+            counted(&metrics, reason),
             "{reason} not counted:\n{metrics}"
         );
     }
