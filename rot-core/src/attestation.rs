@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! u16 len ‖ "oxroot-attestation-v1" ‖ u8 purpose ‖ u8 role ‖ { u8 tag ‖ u16 len ‖ bytes }*
+//! u16 len ‖ "oxroot-attestation-v2" ‖ u8 purpose ‖ u8 role ‖ { u8 tag ‖ u16 len ‖ bytes }*
 //! ```
 //!
 //! (all integers big-endian). A signature made for one purpose or role can
@@ -17,6 +18,17 @@
 //! | 1 registration | ESK | EPK, registration context |
 //! | 2 onboarding, 3 renewal | ESK and DSK | DeviceId, challenge id, nonce, DPK, key slot |
 //! | 4 status | ESK, or the DSK of the held credential | DeviceId, challenge id, nonce, (key slot), serial |
+//! | 2 onboarding, 3 renewal, firmware-bound (v2 label) | ESK and alias key | the answer's fields, firmware measurement, alias public key |
+//!
+//! Two versions, each with its own label, so that neither can be read as the other:
+//! - **v1**: registration, the challenge answers of the ESK and the DSK, and status proofs
+//!   ([`registration_message`], [`challenge_message`], [`status_message`]).
+//! - **v2**: a challenge answer bound to the firmware the device runs
+//!   ([`firmware_binding_message`]): the v1 answer's fields, then the firmware measurement and
+//!   the firmware-bound alias public key. The ESK signs it ("this chip runs this firmware, and
+//!   this is its alias key") and the alias key signs it (possession). A device that measures
+//!   nothing sends v1 answers only, which the service keeps accepting for policies that do
+//!   not require a measurement.
 //!
 //! Signatures are ECDSA P-256 with SHA-256 over these bytes, encoded as 64-byte
 //! `r ‖ s` (the same as aws-lc-rs's `ECDSA_P256_SHA256_FIXED`).
@@ -26,10 +38,14 @@ use core::fmt;
 use p256::ecdsa::Signature;
 use p256::ecdsa::signature::Verifier;
 
+use crate::firmware::FirmwareMeasurement;
 use crate::keys::{DeviceId, KeySlot, PublicKey, SignatureBytes};
 
-/// The versioned domain label at the start of every message.
+/// The versioned domain label at the start of every v1 message.
 pub const DOMAIN: &[u8] = b"oxroot-attestation-v1";
+/// The versioned domain label at the start of every v2 (firmware-bound) message. Same length
+/// as [`DOMAIN`], so both start `00 15`.
+pub const DOMAIN_V2: &[u8] = b"oxroot-attestation-v2";
 /// Capacity of a message buffer.
 pub const MAX_MESSAGE_BYTES: usize = 512;
 /// Longest caller-supplied context (registration context, challenge id, serial).
@@ -71,6 +87,10 @@ enum Tag {
     DevicePublicKey = 6,
     KeySlot = 7,
     Serial = 8,
+    /// v2 only: SHA-256 of the firmware image.
+    FirmwareMeasurementSha256 = 9,
+    /// v2 only: the firmware-bound alias public key.
+    AliasPublicKey = 10,
 }
 
 /// A context field is longer than [`MAX_CONTEXT_BYTES`].
@@ -117,13 +137,17 @@ impl fmt::Debug for Message {
 
 impl Message {
     fn new(purpose: Purpose, role: SignerRole) -> Self {
+        Self::labelled(DOMAIN, purpose, role as u8)
+    }
+
+    fn labelled(domain: &[u8], purpose: Purpose, role: u8) -> Self {
         let mut message = Self {
             buffer: [0; MAX_MESSAGE_BYTES],
             len: 0,
         };
-        message.append(&(DOMAIN.len() as u16).to_be_bytes());
-        message.append(DOMAIN);
-        message.append(&[purpose as u8, role as u8]);
+        message.append(&(domain.len() as u16).to_be_bytes());
+        message.append(domain);
+        message.append(&[purpose as u8, role]);
         message
     }
 
@@ -203,16 +227,78 @@ pub fn challenge_message(
     if context.challenge_id.len() > MAX_CONTEXT_BYTES {
         return Err(ContextTooLong);
     }
-    let purpose = match kind {
-        ChallengeKind::Onboarding => Purpose::Onboarding,
-        ChallengeKind::Renewal => Purpose::Renewal,
-    };
-    Ok(Message::new(purpose, role)
+    Ok(challenge_fields(
+        Message::new(kind.purpose(), role),
+        context,
+    ))
+}
+
+impl ChallengeKind {
+    fn purpose(self) -> Purpose {
+        match self {
+            Self::Onboarding => Purpose::Onboarding,
+            Self::Renewal => Purpose::Renewal,
+        }
+    }
+}
+
+/// The fields every challenge answer covers, in order.
+fn challenge_fields(message: Message, context: &ChallengeContext<'_>) -> Message {
+    message
         .field(Tag::DeviceId, context.device_id.as_bytes())
         .field(Tag::ChallengeId, context.challenge_id)
         .field(Tag::Nonce, context.nonce)
         .field(Tag::DevicePublicKey, context.dpk.as_bytes())
-        .field(Tag::KeySlot, &[context.key_slot.get()]))
+        .field(Tag::KeySlot, &[context.key_slot.get()])
+}
+
+/// Which key signs a v2 (firmware-bound) message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FirmwareSigner {
+    /// The enrolment key (ESK): "this registered chip runs this firmware, and this is the
+    /// alias key it derived for it". Role byte 1, as in v1.
+    EnrolmentKey = 1,
+    /// The firmware-bound alias key being certified: "and I hold it". Role byte 3, a role no
+    /// v1 message has.
+    AliasKey = 3,
+}
+
+/// What a firmware-bound answer adds to a challenge answer.
+#[derive(Clone, Copy, Debug)]
+pub struct FirmwareBinding<'a> {
+    /// SHA-256 of the firmware image the device runs.
+    pub measurement: &'a FirmwareMeasurement,
+    /// The alias public key derived from the slot's seed and `measurement`.
+    pub alias_public_key: &'a PublicKey,
+}
+
+/// Builds the v2 message binding a challenge answer to the firmware the device runs:
+///
+/// ```text
+/// u16 21 ‖ "oxroot-attestation-v2" ‖ purpose ‖ role (1 ESK, 3 alias key)
+///   ‖ DeviceId ‖ challenge id ‖ nonce ‖ DPK ‖ key slot        (the v1 answer's fields, tags 3–7)
+///   ‖ 09 0020 measurement ‖ 0a 0041 alias public key
+/// ```
+///
+/// # Errors
+/// [`ContextTooLong`] if the challenge id exceeds [`MAX_CONTEXT_BYTES`].
+pub fn firmware_binding_message(
+    kind: ChallengeKind,
+    signer: FirmwareSigner,
+    context: &ChallengeContext<'_>,
+    firmware: &FirmwareBinding<'_>,
+) -> Result<Message, ContextTooLong> {
+    if context.challenge_id.len() > MAX_CONTEXT_BYTES {
+        return Err(ContextTooLong);
+    }
+    let message = Message::labelled(DOMAIN_V2, kind.purpose(), signer as u8);
+    Ok(challenge_fields(message, context)
+        .field(
+            Tag::FirmwareMeasurementSha256,
+            firmware.measurement.as_bytes(),
+        )
+        .field(Tag::AliasPublicKey, firmware.alias_public_key.as_bytes()))
 }
 
 /// What a signed status request covers: which device asks, the service's status challenge it

@@ -99,3 +99,35 @@ impl core::fmt::Debug for ExposedSecrets {
 pub fn expose_secrets(seeds: &crate::keys::Seeds) -> ExposedSecrets {
     seeds.expose()
 }
+
+/// The secrets behind one firmware-bound alias key: its CDI and its scalar (32 bytes each).
+///
+/// **Tests only** (feature `hazmat-expose`), like [`ExposedSecrets`]. Zeroized on drop.
+#[cfg(feature = "hazmat-expose")]
+#[derive(zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
+pub struct ExposedAliasSecrets {
+    /// The CDI of the slot's seed and the measurement.
+    pub cdi: [u8; crate::keys::alias::CDI_BYTES],
+    /// The alias key's scalar.
+    pub scalar: [u8; 32],
+}
+
+#[cfg(feature = "hazmat-expose")]
+impl core::fmt::Debug for ExposedAliasSecrets {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("ExposedAliasSecrets([REDACTED])")
+    }
+}
+
+/// Exposes the CDI and the alias scalar of `slot` for the firmware `measurement`.
+///
+/// **Tests only** (feature `hazmat-expose`), like [`expose_secrets`].
+#[cfg(feature = "hazmat-expose")]
+#[must_use]
+pub fn expose_alias_secrets(
+    seeds: &crate::keys::Seeds,
+    slot: crate::keys::KeySlot,
+    measurement: &crate::firmware::FirmwareMeasurement,
+) -> ExposedAliasSecrets {
+    seeds.expose_alias(slot, measurement)
+}

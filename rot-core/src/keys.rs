@@ -5,6 +5,7 @@
 //!   └─ HKDF-Expand(master, "oxroot/seed/v1" ‖ i) ─▶ seed i (128 bit), i = 0..8
 //!        seed 0 ─▶ enrolment key ESK / EPK      (identity: DeviceId = SHA-256(EPK))
 //!        seed s ─▶ device key DSK / DPK, slot s  (s = 1..=7, one per certificate generation)
+//!        seed s + firmware measurement M ─▶ alias key, slot s  (firmware-bound, see [`alias`])
 //! scalar = (c mod (n − 1)) + 1, c = 48 bytes of HKDF(seed)   — FIPS 186-5 A.2.1
 //! ```
 //!
@@ -24,7 +25,10 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::attestation::Message;
 
+pub mod alias;
 pub mod tls;
+
+pub use alias::AliasKey;
 
 /// Number of 128-bit seeds derived from the master secret.
 pub const SEED_COUNT: usize = 8;
@@ -172,7 +176,7 @@ pub trait ImportKey: Sized {
     clippy::expect_used,
     reason = "48 bytes is a valid HKDF-SHA256 output length"
 )]
-fn derive_scalar(seed: &[u8; SEED_BYTES], purpose: &[u8]) -> Zeroizing<[u8; 32]> {
+fn derive_scalar(seed: &[u8], purpose: &[u8]) -> Zeroizing<[u8; 32]> {
     let mut extra_bits = Zeroizing::new([0u8; 48]);
     Hkdf::<Sha256>::new(Some(SCALAR_SALT), seed)
         .expand(purpose, extra_bits.as_mut())
@@ -184,7 +188,7 @@ fn derive_scalar(seed: &[u8; SEED_BYTES], purpose: &[u8]) -> Zeroizing<[u8; 32]>
     clippy::expect_used,
     reason = "scalar_from_extra_bits maps into [1, n-1], which p256 always accepts"
 )]
-fn derive_signing_key(seed: &[u8; SEED_BYTES], purpose: &[u8]) -> SigningKey {
+fn derive_signing_key(seed: &[u8], purpose: &[u8]) -> SigningKey {
     let scalar = derive_scalar(seed, purpose);
     SigningKey::from_bytes(&(*scalar).into()).expect("scalar is in [1, n-1] by construction")
 }
@@ -319,10 +323,7 @@ impl DeviceKey {
         &self,
         content: &[u8],
     ) -> Result<SignatureBytes, NotCertificateVerify> {
-        if !tls::is_tls13_client_certificate_verify_content(content) {
-            return Err(NotCertificateVerify);
-        }
-        Ok(sign_bytes(&self.key, content))
+        sign_tls13(&self.key, content)
     }
 
     /// Signs a TLS 1.2 client `CertificateVerify` (RFC 5246 §7.4.8): the handshake
@@ -342,11 +343,24 @@ impl DeviceKey {
         &self,
         transcript: &[u8],
     ) -> Result<SignatureBytes, NotCertificateVerify> {
-        if !tls::is_tls12_client_certificate_verify_transcript(transcript) {
-            return Err(NotCertificateVerify);
-        }
-        Ok(sign_bytes(&self.key, transcript))
+        sign_tls12(&self.key, transcript)
     }
+}
+
+/// Signs a TLS 1.3 client `CertificateVerify` content, and nothing else.
+fn sign_tls13(key: &SigningKey, content: &[u8]) -> Result<SignatureBytes, NotCertificateVerify> {
+    if !tls::is_tls13_client_certificate_verify_content(content) {
+        return Err(NotCertificateVerify);
+    }
+    Ok(sign_bytes(key, content))
+}
+
+/// Signs a TLS 1.2 client handshake transcript up to the ClientKeyExchange, and nothing else.
+fn sign_tls12(key: &SigningKey, transcript: &[u8]) -> Result<SignatureBytes, NotCertificateVerify> {
+    if !tls::is_tls12_client_certificate_verify_transcript(transcript) {
+        return Err(NotCertificateVerify);
+    }
+    Ok(sign_bytes(key, transcript))
 }
 
 /// The bytes given to [`DeviceKey::sign_tls13_client_certificate_verify`] or

@@ -13,6 +13,7 @@
 //!  emulator / chip file    master (≥ 144 bits) ─HKDF─▶ 8 × 128-bit seeds   (keys)
 //!  / memory region                       seed 0 ─▶ ESK / EPK, DeviceId = SHA-256(EPK)
 //!                                        seed 1..=7 ─▶ DSK / DPK per slot
+//!                                        seed 1..=7 + firmware measurement ─▶ alias key (DICE)
 //!  attestation: the one message format every device signature uses
 //! ```
 //!
@@ -57,6 +58,7 @@ pub mod debias;
 pub mod emulator;
 pub mod entropy;
 pub mod extractor;
+pub mod firmware;
 pub mod hazmat;
 pub mod helper_data;
 pub mod keys;
@@ -64,4 +66,7 @@ pub mod keys;
 pub mod silicon_file;
 
 pub use entropy::{EntropySource, ReadFailed};
-pub use keys::{DeviceId, DeviceKey, EnrolmentKey, KeySlot, PublicKey, Seeds, SignatureBytes};
+pub use firmware::FirmwareMeasurement;
+pub use keys::{
+    AliasKey, DeviceId, DeviceKey, EnrolmentKey, KeySlot, PublicKey, Seeds, SignatureBytes,
+};

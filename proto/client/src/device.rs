@@ -4,7 +4,9 @@
 //!
 //! ```text
 //!  Register(EPK, sig_ESK(registration msg))                      ─▶  RegisterResponse
-//!  Onboard / Renew:  Hello ─▶ ◀─ Challenge(id, nonce, slot) ─▶ Proof(sig_ESK, DPK, sig_DSK)
+//!  Onboard / Renew:  Hello ─▶ ◀─ Challenge(id, nonce, slot) ─▶ Proof(sig_ESK, DPK, sig_DSK
+//!                                                                   [, firmware: M, APK,
+//!                                                                      sig_ESK v2, sig_alias v2])
 //!                    ◀─ CredentialBundle | Refusal
 //!  Status:  StatusRequest ─▶ ◀─ PROOF_REQUIRED + StatusChallenge(id, nonce)
 //!           StatusRequest + StatusProof(sig_DSK of the held credential, or sig_ESK) ─▶ ◀─ status
@@ -14,14 +16,20 @@
 //! its silicon and reconstruct the seeds. Each signature reads the silicon once, derives the
 //! key it needs and drops it (zeroized) as soon as the signature is made. The signed bytes come
 //! from `rot_core::attestation`, the same code the service verifies with.
+//!
+//! A chip that measures the firmware it runs ([`Chip::firmware`]) also proves its alias key
+//! for that measurement (TCG DICE layering, `rot_core::keys::alias`), and the certificate it
+//! gets certifies the alias key.
 
 use oxroot_proto::v1;
 use oxroot_proto::v1::device_enrollment_client::DeviceEnrollmentClient;
 use rot_core::SignatureBytes;
 use rot_core::attestation::{
-    self, ChallengeContext, ChallengeKind, Message, SignerRole, StatusContext, StatusSigner,
+    self, ChallengeContext, ChallengeKind, FirmwareBinding, FirmwareSigner, Message, SignerRole,
+    StatusContext, StatusSigner,
 };
-use rot_core::keys::{DeviceId, DeviceKey, EnrolmentKey, KeySlot, PublicKey, Seeds};
+use rot_core::firmware::FirmwareMeasurement;
+use rot_core::keys::{AliasKey, DeviceId, DeviceKey, EnrolmentKey, KeySlot, PublicKey, Seeds};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -55,6 +63,31 @@ pub trait Chip {
     fn answer_keys(&self, seeds: &Seeds, slot: KeySlot) -> Result<AnswerKeys, Self::Error> {
         Ok(AnswerKeys::derive(seeds, slot))
     }
+
+    /// The firmware this chip runs, as measured for the answer being made: `None` (the
+    /// default) proves no firmware, so the answer is v1 only and the certificate certifies the
+    /// DPK.
+    ///
+    /// # Errors
+    /// The chip's own error (the image could not be read).
+    fn firmware(&self) -> Result<Option<FirmwareMeasurement>, Self::Error> {
+        Ok(None)
+    }
+
+    /// The alias key of `slot` for `measurement`, derived from freshly reconstructed seeds. By
+    /// default rot-core's; a chip with another P-256 implementation imports it with
+    /// [`Seeds::alias_key_into`].
+    ///
+    /// # Errors
+    /// The chip's own error.
+    fn alias_key(
+        &self,
+        seeds: &Seeds,
+        slot: KeySlot,
+        measurement: &FirmwareMeasurement,
+    ) -> Result<AliasAnswerKey, Self::Error> {
+        Ok(AliasAnswerKey::derive(seeds, slot, measurement))
+    }
 }
 
 /// One private key signing attestation messages.
@@ -72,6 +105,40 @@ impl AttestationSigner for EnrolmentKey {
 impl AttestationSigner for DeviceKey {
     fn sign(&self, message: &Message) -> SignatureBytes {
         DeviceKey::sign(self, message)
+    }
+}
+
+impl AttestationSigner for AliasKey {
+    fn sign(&self, message: &Message) -> SignatureBytes {
+        AliasKey::sign(self, message)
+    }
+}
+
+/// The alias key of one firmware-bound answer, dropped as soon as it is signed.
+pub struct AliasAnswerKey {
+    /// The alias public key (the key the certificate will certify).
+    pub public_key: PublicKey,
+    /// The alias private key.
+    pub key: Box<dyn AttestationSigner>,
+}
+
+impl AliasAnswerKey {
+    /// rot-core's alias key (RustCrypto p256) for `slot` and `measurement`.
+    #[must_use]
+    pub fn derive(seeds: &Seeds, slot: KeySlot, measurement: &FirmwareMeasurement) -> Self {
+        let key = seeds.alias_key(slot, measurement);
+        Self {
+            public_key: key.public_key(),
+            key: Box::new(key),
+        }
+    }
+}
+
+impl std::fmt::Debug for AliasAnswerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AliasAnswerKey")
+            .field("public_key", &self.public_key)
+            .finish_non_exhaustive()
     }
 }
 
@@ -180,7 +247,9 @@ pub fn registration_request<C: Chip + ?Sized>(
     })
 }
 
-/// Answers a challenge with the ESK and the DSK of the challenge's key slot.
+/// Answers a challenge with the ESK and the DSK of the challenge's key slot and, when the chip
+/// measures its firmware, with the firmware binding (the ESK and the alias key over the v2
+/// message).
 ///
 /// # Errors
 /// [`ExchangeError::Protocol`] for a malformed challenge; the chip's error.
@@ -203,10 +272,18 @@ pub fn answer<C: Chip + ?Sized>(
         .as_slice()
         .try_into()
         .map_err(|_| ExchangeError::Protocol("challenge nonce is not 32 bytes".into()))?;
-    let keys = {
+    let measurement = chip.firmware().map_err(ExchangeError::Chip)?;
+    let (keys, alias) = {
         let seeds = chip.seeds().map_err(ExchangeError::Chip)?;
-        chip.answer_keys(&seeds, slot)
-            .map_err(ExchangeError::Chip)?
+        let keys = chip
+            .answer_keys(&seeds, slot)
+            .map_err(ExchangeError::Chip)?;
+        let alias = measurement
+            .as_ref()
+            .map(|measurement| chip.alias_key(&seeds, slot, measurement))
+            .transpose()
+            .map_err(ExchangeError::Chip)?;
+        (keys, alias)
     };
     let dpk = keys.dpk;
     let context = ChallengeContext {
@@ -221,12 +298,40 @@ pub fn answer<C: Chip + ?Sized>(
         .map_err(too_long)?;
     let dsk_message =
         attestation::challenge_message(kind, SignerRole::DeviceKey, &context).map_err(too_long)?;
+    let firmware = match (&measurement, &alias) {
+        (Some(measurement), Some(alias)) => {
+            let binding = FirmwareBinding {
+                measurement,
+                alias_public_key: &alias.public_key,
+            };
+            let message = |signer| {
+                attestation::firmware_binding_message(kind, signer, &context, &binding)
+                    .map_err(too_long)
+            };
+            Some(v1::FirmwareProof {
+                measurement: measurement.as_bytes().to_vec(),
+                alias_public_key: alias.public_key.as_bytes().to_vec(),
+                esk_signature: keys
+                    .esk
+                    .sign(&message(FirmwareSigner::EnrolmentKey)?)
+                    .0
+                    .to_vec(),
+                alias_signature: alias
+                    .key
+                    .sign(&message(FirmwareSigner::AliasKey)?)
+                    .0
+                    .to_vec(),
+            })
+        }
+        _ => None,
+    };
     Ok(v1::Proof {
         challenge_id: challenge.challenge_id.clone(),
         esk_signature: keys.esk.sign(&esk_message).0.to_vec(),
         dpk: dpk.as_bytes().to_vec(),
         dpk_signature: keys.dsk.sign(&dsk_message).0.to_vec(),
         key_slot: u32::from(slot.get()),
+        firmware,
     })
 }
 
@@ -551,6 +656,7 @@ mod tests {
         helper_data: HelperData,
         device_id: DeviceId,
         epk: PublicKey,
+        firmware: Option<FirmwareMeasurement>,
     }
 
     impl TestChip {
@@ -564,6 +670,7 @@ mod tests {
                 helper_data: enrolment.helper_data,
                 device_id: DeviceId::from_public_key(&epk),
                 epk,
+                firmware: None,
             }
         }
     }
@@ -579,6 +686,9 @@ mod tests {
         fn seeds(&self) -> Result<Seeds, Self::Error> {
             let mut chip = EmulatedChip::new(&self.seed, OperatingConditions::NOMINAL, [2; 32]);
             reconstruct(&mut chip, &self.helper_data)
+        }
+        fn firmware(&self) -> Result<Option<FirmwareMeasurement>, Self::Error> {
+            Ok(self.firmware)
         }
     }
 
@@ -630,6 +740,74 @@ mod tests {
         attestation::verify(&dpk, &dsk, &sig(&proof.dpk_signature)).unwrap();
         // The roles cannot be swapped.
         assert!(attestation::verify(&dpk, &esk, &sig(&proof.dpk_signature)).is_err());
+        // A chip that measures nothing proves no firmware.
+        assert!(proof.firmware.is_none());
+    }
+
+    #[test]
+    fn a_measuring_chip_binds_its_alias_key_to_the_firmware() {
+        let measurement = FirmwareMeasurement::of_image(b"firmware 1.0");
+        let chip = TestChip {
+            firmware: Some(measurement),
+            ..TestChip::new()
+        };
+        let challenge = v1::Challenge {
+            challenge_id: vec![9; 16],
+            nonce: vec![5; 32],
+            key_slot: 2,
+            ..Default::default()
+        };
+        let proof = answer(&chip, ChallengeKind::Onboarding, &challenge).unwrap();
+        let firmware = proof.firmware.clone().unwrap();
+        assert_eq!(firmware.measurement, measurement.as_bytes());
+        let apk = PublicKey::from_sec1(&firmware.alias_public_key).unwrap();
+        let seeds = chip.seeds().unwrap();
+        assert_eq!(
+            apk,
+            seeds
+                .alias_key(KeySlot::new(2).unwrap(), &measurement)
+                .public_key()
+        );
+        let dpk = PublicKey::from_sec1(&proof.dpk).unwrap();
+        assert_eq!(dpk, seeds.device_key(KeySlot::new(2).unwrap()).public_key());
+        let context = ChallengeContext {
+            device_id: chip.device_id(),
+            challenge_id: &challenge.challenge_id,
+            nonce: &[5; 32],
+            dpk: &dpk,
+            key_slot: KeySlot::new(2).unwrap(),
+        };
+        let binding = FirmwareBinding {
+            measurement: &measurement,
+            alias_public_key: &apk,
+        };
+        let message = |signer| {
+            attestation::firmware_binding_message(
+                ChallengeKind::Onboarding,
+                signer,
+                &context,
+                &binding,
+            )
+            .unwrap()
+        };
+        let sig = |bytes: &[u8]| rot_core::SignatureBytes(bytes.try_into().unwrap());
+        attestation::verify(
+            chip.epk(),
+            &message(FirmwareSigner::EnrolmentKey),
+            &sig(&firmware.esk_signature),
+        )
+        .unwrap();
+        attestation::verify(
+            &apk,
+            &message(FirmwareSigner::AliasKey),
+            &sig(&firmware.alias_signature),
+        )
+        .unwrap();
+        // The v1 signatures are there as before, for services that do not read the binding.
+        let v1 =
+            attestation::challenge_message(ChallengeKind::Onboarding, SignerRole::EnrolmentKey, &context)
+                .unwrap();
+        attestation::verify(chip.epk(), &v1, &sig(&proof.esk_signature)).unwrap();
     }
 
     #[test]

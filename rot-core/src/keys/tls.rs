@@ -1,10 +1,12 @@
 //! What a device key signs in a TLS handshake, checked before it signs.
 //!
-//! A device key (DSK) signs three kinds of bytes, and each is recognisable from its very
-//! first byte, so a signature made for one can never pass as a signature over another:
+//! A device key (DSK), or the firmware-bound alias key certified in its place, signs three
+//! kinds of bytes, and each is recognisable from its very first byte, so a signature made for
+//! one can never pass as a signature over another:
 //!
 //! ```text
 //!  attestation message           00 15 "oxroot-attestation-v1" purpose role fields…   (attestation)
+//!                                00 15 "oxroot-attestation-v2" purpose role fields…   (firmware-bound)
 //!  TLS 1.2 client CertificateVerify: the handshake transcript so far (RFC 5246 §7.4.8)
 //!                                01 len24 ClientHello ‖ 02 len24 ServerHello ‖ 0b … ‖ 10 len24 ClientKeyExchange
 //!  TLS 1.3 client CertificateVerify content (RFC 8446 §4.4.3)
