@@ -211,6 +211,7 @@ async fn an_owners_broker_accepts_its_devices_and_refuses_everyone_else_at_tls()
             .expect("validity"),
             serial: Serial::random().expect("serial"),
             crl_distribution_point: None,
+            firmware: None,
         })
         .expect("a leaf");
     std::fs::write(dir.join("control.pem"), control.chain_pem).expect("write");

@@ -82,6 +82,7 @@ fn issue(c: &mut Criterion) {
                     validity,
                     serial: Serial::random().expect("serial"),
                     crl_distribution_point: None,
+                    firmware: None,
                 })
                 .expect("issues"),
             )

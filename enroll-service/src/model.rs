@@ -349,7 +349,9 @@ pub struct CredentialRecord {
     pub device_id: DeviceId,
     /// Key slot certified.
     pub key_slot: u8,
-    /// The DPK certified.
+    /// The DPK of the slot, which the device proved. The certificate certifies it, or the
+    /// firmware-bound alias key of the same slot (see [`CredentialRecord::firmware_measurement`]):
+    /// the certificate itself records which.
     #[serde(rename = "dpk_hex", with = "stored_as_text::public_key")]
     pub dpk: PublicKey,
     /// Owner of the policy.
@@ -380,6 +382,16 @@ pub struct CredentialRecord {
     pub status: CredentialStatus,
     /// Set when revoked.
     pub revocation: Option<CrlEntryRecord>,
+}
+
+impl CredentialRecord {
+    /// The firmware measurement the certificate's TcbInfo extension names: its key is then
+    /// the alias key bound to that firmware. `None` when it certifies the DPK.
+    #[must_use]
+    pub fn firmware_measurement(&self) -> Option<rot_core::FirmwareMeasurement> {
+        crate::pki::CertifiedKey::of_certificate_pem(&self.certificate_pem)
+            .and_then(|certified| certified.firmware)
+    }
 }
 
 /// An operator certificate this service issued: what `RevokeOperatorCertificate` needs to

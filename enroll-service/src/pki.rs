@@ -29,6 +29,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::num::NonZeroU128;
 use std::str::FromStr;
 
+use rot_core::FirmwareMeasurement;
 use time::OffsetDateTime;
 
 pub use authority::{
@@ -234,7 +235,7 @@ impl<'de> serde::Deserialize<'de> for Serial {
 /// What a device certificate is issued for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeafRequest {
-    /// The device public key (DPK), SEC1 uncompressed.
+    /// The key certified, SEC1 uncompressed: the slot's DPK, or the firmware-bound alias key.
     pub public_key: [u8; P256_PUBLIC_KEY_LEN],
     /// Subject CN: the 64-hex DeviceId unless the policy's template says otherwise.
     pub common_name: String,
@@ -244,6 +245,41 @@ pub struct LeafRequest {
     pub serial: Serial,
     /// Where relying parties fetch the issuer's CRL (an `http://` URL), if the policy says.
     pub crl_distribution_point: Option<String>,
+    /// The firmware the certified alias key is bound to, named in a TCG DICE TcbInfo
+    /// extension; `None` for a DPK.
+    pub firmware: Option<FirmwareMeasurement>,
+}
+
+/// What a device certificate certifies: its key and, for a firmware-bound key, the firmware
+/// measurement its TcbInfo extension names. Read from the certificate itself, which is the
+/// record of what was certified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertifiedKey {
+    /// The subject public key, SEC1 uncompressed.
+    pub public_key: Vec<u8>,
+    /// The measurement of a TcbInfo extension in the form oxroot writes, if there is one.
+    pub firmware: Option<FirmwareMeasurement>,
+}
+
+impl CertifiedKey {
+    /// The certified key of a PEM certificate; `None` for anything that is not one.
+    #[must_use]
+    pub fn of_certificate_pem(pem: &str) -> Option<Self> {
+        use x509_parser::der_parser::oid::Oid;
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let der = pem::parse(pem).ok()?.into_contents();
+        let (_, cert) = X509Certificate::from_der(&der).ok()?;
+        let tcb_info = Oid::from(rot_core::firmware::TCB_INFO_OID).ok()?;
+        let firmware = cert
+            .extensions()
+            .iter()
+            .find(|extension| extension.oid == tcb_info)
+            .and_then(|extension| FirmwareMeasurement::from_tcb_info_der(extension.value));
+        Some(Self {
+            public_key: cert.public_key().subject_public_key.data.to_vec(),
+            firmware,
+        })
+    }
 }
 
 /// A certificate with its chain, ready to hand out.

@@ -24,6 +24,7 @@ mod template;
 mod validate;
 
 use oxroot_proto::v1;
+use rot_core::FirmwareMeasurement;
 use rot_core::keys::DeviceId;
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
@@ -98,6 +99,66 @@ pub struct PolicySpec {
     /// stored before it had this field get the default.
     #[serde(default = "default_superseded_grace")]
     pub superseded_grace: Duration,
+    /// The firmware the policy accepts, by measurement (SHA-256 of the image), sorted, at most
+    /// [`MAX_FIRMWARE_MEASUREMENTS`]. Empty: no requirement (a device that proves its firmware
+    /// still gets a certificate of its alias key naming it). Stored as hex text.
+    #[serde(default, with = "measurements_as_text")]
+    pub firmware_measurements: Vec<FirmwareMeasurement>,
+}
+
+/// Most firmware measurements one policy lists.
+pub const MAX_FIRMWARE_MEASUREMENTS: usize = 64;
+
+/// Firmware measurements as the lowercase hex `sha256sum` prints, so stored policies read as
+/// the operator wrote them.
+mod measurements_as_text {
+    use rot_core::FirmwareMeasurement;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        measurements: &[FirmwareMeasurement],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(measurements.iter().map(ToString::to_string))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<FirmwareMeasurement>, D::Error> {
+        Vec::<String>::deserialize(deserializer)?
+            .iter()
+            .map(|text| text.parse().map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
+
+/// Validates the firmware measurements a policy lists: each 64 hex characters, no duplicates,
+/// at most [`MAX_FIRMWARE_MEASUREMENTS`]. Returned sorted.
+fn firmware_measurements(texts: &[String]) -> Result<Vec<FirmwareMeasurement>, PolicyError> {
+    const FIELD: &str = "policy.firmware_measurements";
+    if texts.len() > MAX_FIRMWARE_MEASUREMENTS {
+        return Err(PolicyError::new(
+            FIELD,
+            format!("must list at most {MAX_FIRMWARE_MEASUREMENTS} measurements"),
+        ));
+    }
+    let mut measurements = texts
+        .iter()
+        .enumerate()
+        .map(|(index, text)| {
+            text.parse::<FirmwareMeasurement>()
+                .map_err(|e| PolicyError::new(FIELD, format!("entry {index}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    measurements.sort_unstable();
+    if let Some(twice) = measurements.windows(2).find_map(|pair| {
+        (pair.first() == pair.last())
+            .then(|| pair.first())
+            .flatten()
+    }) {
+        return Err(PolicyError::new(FIELD, format!("lists {twice} twice")));
+    }
+    Ok(measurements)
 }
 
 fn default_superseded_grace() -> Duration {
@@ -315,6 +376,7 @@ impl PolicySpec {
             created_at: now,
             created_by: created_by.to_owned(),
             superseded_grace,
+            firmware_measurements: firmware_measurements(&policy.firmware_measurements)?,
         };
         spec.check_subject_cn_template()?;
         Ok(spec)
@@ -354,7 +416,28 @@ impl PolicySpec {
             created_at: Some(timestamp_to_proto(self.created_at)),
             created_by: self.created_by.clone(),
             superseded_grace: Some(duration_to_proto(self.superseded_grace)),
+            firmware_measurements: self
+                .firmware_measurements
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
         }
+    }
+
+    /// Whether the policy names firmware measurements, and so refuses devices that prove none.
+    #[must_use]
+    pub fn requires_firmware(&self) -> bool {
+        !self.firmware_measurements.is_empty()
+    }
+
+    /// Whether a device running `measurement` may get a certificate under this policy.
+    #[must_use]
+    pub fn accepts_firmware(&self, measurement: &FirmwareMeasurement) -> bool {
+        !self.requires_firmware()
+            || self
+                .firmware_measurements
+                .binary_search(measurement)
+                .is_ok()
     }
 
     /// The CRL distribution point of certificates `issuer` (a CA id) signs under this policy,

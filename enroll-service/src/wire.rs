@@ -134,6 +134,10 @@ impl From<RefusalDetail> for v1::RefusalDetail {
             RefusalDetail::RateLimited => Self::RateLimited,
             RefusalDetail::KeySlotUnavailable => Self::KeySlotUnavailable,
             RefusalDetail::NotOnboarded => Self::NotOnboarded,
+            RefusalDetail::FirmwareNotMeasured => Self::FirmwareNotMeasured,
+            RefusalDetail::FirmwareNotAccepted => Self::FirmwareNotAccepted,
+            RefusalDetail::BadFirmwareSignature => Self::BadFirmwareSignature,
+            RefusalDetail::BadAliasKey => Self::BadAliasKey,
         }
     }
 }
@@ -153,7 +157,11 @@ pub fn refusal_reason(detail: RefusalDetail) -> v1::RefusalReason {
         | RefusalDetail::BadEskSignature
         | RefusalDetail::BadDskSignature
         | RefusalDetail::DpkMismatch
-        | RefusalDetail::SlotMismatch => R::ProofRejected,
+        | RefusalDetail::SlotMismatch
+        | RefusalDetail::FirmwareNotMeasured
+        | RefusalDetail::FirmwareNotAccepted
+        | RefusalDetail::BadFirmwareSignature
+        | RefusalDetail::BadAliasKey => R::ProofRejected,
         RefusalDetail::NonceExpired => R::ChallengeExpired,
         RefusalDetail::RateLimited => R::RateLimited,
         RefusalDetail::KeySlotUnavailable => R::KeySlotUnavailable,

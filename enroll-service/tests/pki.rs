@@ -50,6 +50,7 @@ fn device_leaf_request(serial: u128) -> LeafRequest {
         validity: year(),
         serial: Serial::new(serial).unwrap(),
         crl_distribution_point: None,
+        firmware: None,
     }
 }
 

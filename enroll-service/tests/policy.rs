@@ -1592,6 +1592,7 @@ fn device_credentials(
             validity: enroll_service::pki::Validity::starting(now(), Duration::days(1)).unwrap(),
             serial,
             crl_distribution_point: None,
+            firmware: None,
         })
         .unwrap();
     let chain = format!("{name}-chain.pem");

@@ -147,6 +147,7 @@ fn onboard_envelopes_round_trip() {
             dpk: [&[0x04_u8][..], &[0x44; 64]].concat(),
             dpk_signature: vec![0x55; 64],
             key_slot: 1,
+            firmware: None,
         })),
     };
     for request in [hello, proof] {

@@ -177,7 +177,10 @@ mod tests {
     fn measurements_are_sha256_of_the_image_however_it_is_fed() {
         // FIPS 180-2 / NIST CSRC example: SHA-256("abc").
         let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
-        assert_eq!(std::format!("{}", FirmwareMeasurement::of_image(b"abc")), abc);
+        assert_eq!(
+            std::format!("{}", FirmwareMeasurement::of_image(b"abc")),
+            abc
+        );
         let mut measurer = Measurer::new();
         measurer.update(b"a");
         measurer.update(b"");
@@ -191,7 +194,10 @@ mod tests {
         let text = std::format!("{measurement}");
         assert_eq!(text.parse(), Ok(measurement));
         assert_eq!(text.to_uppercase().parse(), Ok(measurement));
-        assert_eq!(text[..63].parse::<FirmwareMeasurement>(), Err(InvalidMeasurement));
+        assert_eq!(
+            text[..63].parse::<FirmwareMeasurement>(),
+            Err(InvalidMeasurement)
+        );
         assert_eq!(
             std::format!("{}g", &text[..63]).parse::<FirmwareMeasurement>(),
             Err(InvalidMeasurement)
@@ -210,10 +216,16 @@ mod tests {
         assert_eq!(usize::from(der[7]), 9);
         assert_eq!(usize::from(der[18]), 32);
         assert_eq!(&der[19..], measurement.as_bytes());
-        assert_eq!(FirmwareMeasurement::from_tcb_info_der(&der), Some(measurement));
+        assert_eq!(
+            FirmwareMeasurement::from_tcb_info_der(&der),
+            Some(measurement)
+        );
         assert_eq!(FirmwareMeasurement::from_tcb_info_der(&der[..50]), None);
         let mut other_algorithm = der;
         other_algorithm[16] = 0x02; // id-sha384
-        assert_eq!(FirmwareMeasurement::from_tcb_info_der(&other_algorithm), None);
+        assert_eq!(
+            FirmwareMeasurement::from_tcb_info_der(&other_algorithm),
+            None
+        );
     }
 }

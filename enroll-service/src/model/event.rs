@@ -39,11 +39,20 @@ pub enum RefusalDetail {
     KeySlotUnavailable,
     /// Renew for a device that was never onboarded.
     NotOnboarded,
+    /// The policy lists firmware measurements and the proof proves no firmware.
+    FirmwareNotMeasured,
+    /// The proof's firmware measurement (signed by the ESK) is not one the policy lists.
+    FirmwareNotAccepted,
+    /// The ESK's signature over the firmware binding does not verify.
+    BadFirmwareSignature,
+    /// The alias public key is not a valid point, equals the EPK or the DPK, or its signature
+    /// does not verify.
+    BadAliasKey,
 }
 
 impl RefusalDetail {
     /// Every detail, for tables and tests.
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 18] = [
         Self::Unregistered,
         Self::DeviceIdMismatch,
         Self::NotInBatch,
@@ -58,6 +67,10 @@ impl RefusalDetail {
         Self::RateLimited,
         Self::KeySlotUnavailable,
         Self::NotOnboarded,
+        Self::FirmwareNotMeasured,
+        Self::FirmwareNotAccepted,
+        Self::BadFirmwareSignature,
+        Self::BadAliasKey,
     ];
 
     /// The lower-case name in audit records and metric labels (`nonce_replayed`).
@@ -78,6 +91,10 @@ impl RefusalDetail {
             Self::RateLimited => "rate_limited",
             Self::KeySlotUnavailable => "key_slot_unavailable",
             Self::NotOnboarded => "not_onboarded",
+            Self::FirmwareNotMeasured => "firmware_not_measured",
+            Self::FirmwareNotAccepted => "firmware_not_accepted",
+            Self::BadFirmwareSignature => "bad_firmware_signature",
+            Self::BadAliasKey => "bad_alias_key",
         }
     }
 }

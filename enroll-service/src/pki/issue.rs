@@ -33,8 +33,9 @@ impl CertificateAuthority {
         }
     }
 
-    /// Issues a device certificate for the DPK: CA:FALSE, keyUsage digitalSignature, EKU
-    /// clientAuth, SKI and AKI, subject CN as requested.
+    /// Issues a device certificate for the DPK or a firmware-bound alias key: CA:FALSE,
+    /// keyUsage digitalSignature, EKU clientAuth, SKI and AKI, subject CN as requested, and for
+    /// an alias key a TCG DICE TcbInfo extension (not critical) naming its firmware.
     ///
     /// # Errors
     /// [`PkiError::InvalidPublicKey`], [`PkiError::InvalidCommonName`],
@@ -57,6 +58,14 @@ impl CertificateAuthority {
             params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
                 uris: vec![url.clone()],
             }];
+        }
+        if let Some(firmware) = &request.firmware {
+            params
+                .custom_extensions
+                .push(rcgen::CustomExtension::from_oid_content(
+                    rot_core::firmware::TCB_INFO_OID,
+                    firmware.tcb_info_der().to_vec(),
+                ));
         }
         let cert = params
             .signed_by(&public_key, &self.issuer)

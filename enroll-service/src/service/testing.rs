@@ -184,6 +184,7 @@ impl Fixture {
                 validity,
                 serial,
                 crl_distribution_point: None,
+                firmware: None,
             })
             .expect("leaf");
         let mut device = self.device(&id).await;

@@ -182,6 +182,7 @@ impl From<PolicySpecV1> for PolicySpec {
             created_at: old.created_at,
             created_by: old.created_by,
             superseded_grace: crate::policy::DEFAULT_SUPERSEDED_GRACE,
+            firmware_measurements: Vec::new(),
         }
     }
 }
@@ -192,6 +193,7 @@ mod tests {
     use std::collections::BTreeMap;
     use std::fmt::Debug;
 
+    use rot_core::FirmwareMeasurement;
     use serde::Deserialize;
     use time::{Duration, OffsetDateTime};
 
@@ -308,6 +310,7 @@ mod tests {
             created_at: at(1_700_000_000),
             created_by: "alice".into(),
             superseded_grace: Duration::days(2),
+            firmware_measurements: vec![FirmwareMeasurement::of_image(b"firmware 1.0")],
         }
     }
 
@@ -348,9 +351,10 @@ mod tests {
         };
         let expected = PolicySpec {
             superseded_grace: crate::policy::DEFAULT_SUPERSEDED_GRACE,
+            firmware_measurements: Vec::new(),
             ..current.clone()
         };
-        // Policies are JSON, which names its fields: the missing one takes its default.
+        // Policies are JSON, which names its fields: the missing ones take their defaults.
         let json = serde_json::to_vec(&old).unwrap();
         assert_eq!(decode_policy(b"p/acme/broker", &json).unwrap(), expected);
         // The current layout reads as itself, and damage is still reported.
@@ -360,6 +364,26 @@ mod tests {
         );
         let damaged = encode_policy(&current);
         assert!(decode_policy(b"p/acme/broker", &damaged[..damaged.len() - 9]).is_err());
+    }
+
+    #[test]
+    fn a_policys_firmware_measurements_are_stored_as_the_hex_sha256sum_prints() {
+        let current = policy(CloudParams::Mosquitto(MosquittoParams {
+            host: "broker.example".into(),
+            port: 8883,
+            topic_root: "devices".into(),
+            broker_ca_pem: String::new(),
+            tls_versions: vec![crate::policy::TlsVersion::Tls13],
+        }));
+        let json: serde_json::Value = serde_json::from_slice(&encode_policy(&current)).unwrap();
+        assert_eq!(
+            json["firmware_measurements"],
+            serde_json::json!([FirmwareMeasurement::of_image(b"firmware 1.0").to_string()])
+        );
+        let mut bad = json.clone();
+        bad["firmware_measurements"] = serde_json::json!(["not hex"]);
+        let bad = serde_json::to_vec(&bad).unwrap();
+        assert!(decode_policy(b"p/acme/broker", &bad).is_err());
     }
 
     /// A credential as the registry stored it before its identifiers were typed: the same

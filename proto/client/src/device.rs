@@ -804,9 +804,12 @@ mod tests {
         )
         .unwrap();
         // The v1 signatures are there as before, for services that do not read the binding.
-        let v1 =
-            attestation::challenge_message(ChallengeKind::Onboarding, SignerRole::EnrolmentKey, &context)
-                .unwrap();
+        let v1 = attestation::challenge_message(
+            ChallengeKind::Onboarding,
+            SignerRole::EnrolmentKey,
+            &context,
+        )
+        .unwrap();
         attestation::verify(chip.epk(), &v1, &sig(&proof.esk_signature)).unwrap();
     }
 

@@ -25,8 +25,8 @@ use sha2::Sha256;
 use zeroize::{ZeroizeOnDrop, Zeroizing};
 
 use super::{
-    ImportKey, KeySlot, NotCertificateVerify, PublicKey, Seeds, SignatureBytes,
-    derive_scalar, derive_signing_key, sign_bytes, sign_tls12, sign_tls13,
+    ImportKey, KeySlot, NotCertificateVerify, PublicKey, Seeds, SignatureBytes, derive_scalar,
+    derive_signing_key, sign_bytes, sign_tls12, sign_tls13,
 };
 use crate::attestation::Message;
 use crate::firmware::FirmwareMeasurement;
@@ -193,7 +193,13 @@ mod tests {
     fn vector_seeds() -> Seeds {
         Seeds {
             seeds: core::array::from_fn(|i| {
-                core::array::from_fn(|j| if i == 1 { j as u8 } else { (16 * i + j) as u8 ^ 0xa5 })
+                core::array::from_fn(|j| {
+                    if i == 1 {
+                        j as u8
+                    } else {
+                        (16 * i + j) as u8 ^ 0xa5
+                    }
+                })
             }),
         }
     }
@@ -232,7 +238,10 @@ mod tests {
     #[test]
     fn alias_keys_match_the_independent_vectors() {
         let seeds = vector_seeds();
-        assert_eq!(seeds.seeds[1], core::array::from_fn::<u8, SEED_BYTES, _>(|j| j as u8));
+        assert_eq!(
+            seeds.seeds[1],
+            core::array::from_fn::<u8, SEED_BYTES, _>(|j| j as u8)
+        );
         for vector in VECTORS {
             let measurement = FirmwareMeasurement::of_image(vector.image);
             assert_eq!(measurement.as_bytes(), &hex32(vector.measurement));
@@ -288,8 +297,12 @@ mod tests {
 
     #[test]
     fn alias_keys_say_nothing_secret_in_debug_output() {
-        let key = vector_seeds().alias_key(KeySlot::FIRST, &FirmwareMeasurement::from_digest([7; 32]));
+        let key =
+            vector_seeds().alias_key(KeySlot::FIRST, &FirmwareMeasurement::from_digest([7; 32]));
         let text = std::format!("{key:?}");
-        assert!(text.contains("[REDACTED]") && text.contains("0707"), "{text}");
+        assert!(
+            text.contains("[REDACTED]") && text.contains("0707"),
+            "{text}"
+        );
     }
 }

@@ -126,6 +126,7 @@ fn issue(ca: &CertificateAuthority, sample: &Sample, validity: Validity) -> Resu
         validity,
         serial: Serial::random()?,
         crl_distribution_point: None,
+        firmware: None,
     })?;
     Ok(())
 }

@@ -5,7 +5,11 @@
 
 use std::time::Duration;
 
-use rot_core::attestation::{self, ChallengeContext, ChallengeKind, SignerRole};
+use rot_core::FirmwareMeasurement;
+use rot_core::attestation::{
+    self, ChallengeContext, ChallengeKind, FirmwareBinding, FirmwareSigner, SignerRole,
+};
+use rot_core::firmware::MEASUREMENT_BYTES;
 use rot_core::keys::{DeviceId, KeySlot, PublicKey};
 
 use oxroot_proto::v1;
@@ -81,8 +85,8 @@ pub(crate) fn check_eligible(
     }
     if let Err(wait) = admit() {
         return Err(Refusal {
-            detail: D::RateLimited,
             retry_after: Some(wait),
+            ..D::RateLimited.into()
         });
     }
     let Some(device) = facts.device else {
@@ -155,12 +159,30 @@ pub(crate) struct ChallengeStanding {
     pub(crate) expired: bool,
 }
 
-/// Refuses a proof whose signatures are not 64 bytes: a malformed request, not a failed proof.
+/// Refuses a proof whose signatures are not 64 bytes, or whose firmware fields have the wrong
+/// lengths: a malformed request, not a failed proof.
 pub(crate) fn check_proof_shape(proof: &v1::Proof) -> Result<(), ServiceError> {
-    for (field, signature) in [
+    let mut signatures = vec![
         ("proof.esk_signature", &proof.esk_signature),
         ("proof.dpk_signature", &proof.dpk_signature),
-    ] {
+    ];
+    if let Some(firmware) = &proof.firmware {
+        if firmware.measurement.len() != MEASUREMENT_BYTES {
+            return Err(ServiceError::invalid(
+                "proof.firmware.measurement",
+                "must be 32 bytes (SHA-256 of the firmware image)",
+            ));
+        }
+        if firmware.alias_public_key.len() != 65 {
+            return Err(ServiceError::invalid(
+                "proof.firmware.alias_public_key",
+                "must be 65 bytes (P-256, SEC1 uncompressed)",
+            ));
+        }
+        signatures.push(("proof.firmware.esk_signature", &firmware.esk_signature));
+        signatures.push(("proof.firmware.alias_signature", &firmware.alias_signature));
+    }
+    for (field, signature) in signatures {
         if signature.len() != 64 {
             return Err(ServiceError::invalid(field, "must be 64 bytes (r || s)"));
         }
@@ -168,7 +190,41 @@ pub(crate) fn check_proof_shape(proof: &v1::Proof) -> Result<(), ServiceError> {
     Ok(())
 }
 
-/// Checks a proof against the stream's challenge; returns the proved DPK.
+/// The firmware a device proved it runs, and the alias key bound to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FirmwareBound {
+    /// SHA-256 of the image, signed by the ESK.
+    pub(crate) measurement: FirmwareMeasurement,
+    /// The alias key derived from the slot's seed and `measurement`, proved by its signature.
+    pub(crate) alias_key: PublicKey,
+}
+
+/// The keys a verified proof established.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ProvedKeys {
+    /// The DPK of the challenge's slot, proved by the DSK's signature. Recorded as the slot's
+    /// key, and the key of the device's Status proofs, whichever key is certified.
+    pub(crate) dpk: PublicKey,
+    /// The firmware binding, when the device proved one: its alias key is then certified.
+    pub(crate) firmware: Option<FirmwareBound>,
+}
+
+impl ProvedKeys {
+    /// The key the certificate certifies: the alias key when firmware was proved, else the DPK.
+    pub(crate) fn certified_key(&self) -> &PublicKey {
+        self.firmware
+            .as_ref()
+            .map_or(&self.dpk, |firmware| &firmware.alias_key)
+    }
+
+    /// The firmware measurement the certificate names, if any.
+    pub(crate) fn measurement(&self) -> Option<FirmwareMeasurement> {
+        self.firmware.map(|firmware| firmware.measurement)
+    }
+}
+
+/// Checks a proof against the stream's challenge and the firmware the policy accepts;
+/// returns the keys it proved.
 pub(crate) fn check_proof(
     exchange: Exchange,
     device_id: &DeviceId,
@@ -177,7 +233,7 @@ pub(crate) fn check_proof(
     challenge: &IssuedChallenge,
     standing: ChallengeStanding,
     proof: &v1::Proof,
-) -> Result<PublicKey, Refusal> {
+) -> Result<ProvedKeys, Refusal> {
     use RefusalDetail as D;
     if let Some(foreign) = standing.foreign {
         return Err(match foreign {
@@ -230,7 +286,68 @@ pub(crate) fn check_proof(
     if !verified(SignerRole::DeviceKey, &dpk, &proof.dpk_signature) {
         return Err(D::BadDskSignature.into());
     }
-    Ok(dpk)
+    let firmware = match &proof.firmware {
+        Some(firmware) => Some(check_firmware(kind, epk, &context, firmware)?),
+        None => None,
+    };
+    // The policy's firmware list is checked once the ESK has vouched for the measurement, so
+    // that the audit entry naming it names what the chip itself claimed.
+    let policy = &eligible.policy;
+    match &firmware {
+        None if policy.requires_firmware() => return Err(D::FirmwareNotMeasured.into()),
+        Some(bound) if !policy.accepts_firmware(&bound.measurement) => {
+            return Err(Refusal::firmware(D::FirmwareNotAccepted, bound.measurement));
+        }
+        _ => {}
+    }
+    Ok(ProvedKeys { dpk, firmware })
+}
+
+/// Checks a proof's firmware binding (its fields already well formed, see
+/// [`check_proof_shape`]): the ESK vouches for the measurement and the alias key, and the
+/// alias key proves possession, over the v2 message of the same challenge.
+fn check_firmware(
+    kind: ChallengeKind,
+    epk: &PublicKey,
+    context: &ChallengeContext<'_>,
+    firmware: &v1::FirmwareProof,
+) -> Result<FirmwareBound, Refusal> {
+    use RefusalDetail as D;
+    let digest: [u8; MEASUREMENT_BYTES] = firmware
+        .measurement
+        .as_slice()
+        .try_into()
+        .map_err(|_| Refusal::from(D::BadFirmwareSignature))?;
+    let measurement = FirmwareMeasurement::from_digest(digest);
+    let Some(alias_key) = parse_public_key(&firmware.alias_public_key) else {
+        return Err(D::BadAliasKey.into());
+    };
+    // The alias key is its own key: never the identity key, never the slot's DPK.
+    if alias_key == *epk || alias_key == *context.dpk {
+        return Err(D::BadAliasKey.into());
+    }
+    let binding = FirmwareBinding {
+        measurement: &measurement,
+        alias_public_key: &alias_key,
+    };
+    let verified = |signer, key: &PublicKey, signature: &[u8]| {
+        attestation::firmware_binding_message(kind, signer, context, &binding)
+            .is_ok_and(|message| verify_signature(key, message.as_bytes(), signature))
+    };
+    if !verified(FirmwareSigner::EnrolmentKey, epk, &firmware.esk_signature) {
+        return Err(D::BadFirmwareSignature.into());
+    }
+    if !verified(
+        FirmwareSigner::AliasKey,
+        &alias_key,
+        &firmware.alias_signature,
+    ) {
+        return Err(D::BadAliasKey.into());
+    }
+    Ok(FirmwareBound {
+        measurement,
+        alias_key,
+    })
 }
 
 #[cfg(test)]

@@ -212,10 +212,10 @@ impl Driver<'_> {
                 .then(|| book.classify_foreign(&proof.challenge_id)),
             expired: tokio::time::Instant::now() > challenge.expires,
         };
-        let dpk = match check_proof(
+        let keys = match check_proof(
             *exchange, device_id, epk, eligible, challenge, standing, proof,
         ) {
-            Ok(dpk) => dpk,
+            Ok(keys) => keys,
             Err(refusal) => return self.refuse(*exchange, device_id, refusal).await,
         };
         let issued = issue(
@@ -224,7 +224,7 @@ impl Driver<'_> {
             device_id,
             epk,
             eligible,
-            &dpk,
+            &keys,
             *held,
             &self.correlation,
         )

@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 
 use oxroot_proto::v1;
 
-use super::checks::{Eligible, Exchange, check_eligible};
+use super::checks::{Eligible, Exchange, ProvedKeys, check_eligible};
 use super::read_facts;
 use super::refusal::Refusal;
 use crate::audit::AuditDraft;
@@ -29,7 +29,9 @@ use crate::model::{
     CountsDelta, CredentialRecord, CredentialStatus, CrlEntryRecord, DeviceEvent, DeviceEventKind,
     DeviceRecord, RefusalDetail,
 };
-use crate::pki::{CertificateAuthority, LeafRequest, RevocationReason, Serial, Validity};
+use crate::pki::{
+    CertificateAuthority, CertifiedKey, LeafRequest, RevocationReason, Serial, Validity,
+};
 use crate::policy::PolicySpec;
 use crate::service::authorities::sign_off_runtime;
 use crate::service::locks::MAX_ATTEMPTS;
@@ -63,6 +65,10 @@ pub(crate) fn bundle(
         not_after: Some(timestamp(credential.not_after)),
         renew_after: credential.renew_after.map(timestamp),
         key_slot: u32::from(credential.key_slot),
+        firmware_measurement: credential
+            .firmware_measurement()
+            .map(|measurement| measurement.as_bytes().to_vec())
+            .unwrap_or_default(),
         tls_versions: policy
             .tls_versions()
             .into_iter()
@@ -96,22 +102,30 @@ fn retire(previous: &mut CredentialRecord, device: &DeviceRecord, now: OffsetDat
 }
 
 /// Whether `current` is exactly what this proof would be issued: then it is sent again rather
-/// than a second certificate signed (a device retrying after a lost response).
+/// than a second certificate signed (a device retrying after a lost response). A device that
+/// now runs other firmware proves another alias key, so it gets a new certificate.
 fn still_current(
     exchange: Exchange,
     current: &CredentialRecord,
     eligible: &Eligible,
-    dpk: &PublicKey,
+    keys: &ProvedKeys,
     now: OffsetDateTime,
 ) -> bool {
+    let certifies_the_same = || {
+        CertifiedKey::of_certificate_pem(&current.certificate_pem).is_some_and(|certified| {
+            certified.public_key == keys.certified_key().as_bytes()
+                && certified.firmware == keys.measurement()
+        })
+    };
     let unchanged = current.status == CredentialStatus::Active
         && current.assignment == eligible.device.assignment
         && current.key_slot == eligible.slot.get()
-        && current.dpk == *dpk
+        && current.dpk == keys.dpk
         && current.owner == eligible.policy.owner
         && current.policy_name == eligible.policy.name
         && current.batch_id == eligible.batch.batch_id
-        && now < current.not_after;
+        && now < current.not_after
+        && certifies_the_same();
     let due = current.renew_after.is_some_and(|r| now >= r);
     match exchange {
         Exchange::Onboard => unchanged,
@@ -238,7 +252,7 @@ pub(super) async fn issue(
     device_id: &DeviceId,
     epk: &PublicKey,
     earlier: &Eligible,
-    dpk: &PublicKey,
+    keys: &ProvedKeys,
     held_serial: Option<Serial>,
     correlation: &str,
 ) -> Result<Result<v1::CredentialBundle, Refusal>, ServiceError> {
@@ -248,7 +262,7 @@ pub(super) async fn issue(
         device_id,
         epk,
         earlier,
-        dpk,
+        keys,
         held_serial,
         correlation,
     };
@@ -280,7 +294,7 @@ struct Proved<'a> {
     device_id: &'a DeviceId,
     epk: &'a PublicKey,
     earlier: &'a Eligible,
-    dpk: &'a PublicKey,
+    keys: &'a ProvedKeys,
     held_serial: Option<Serial>,
     correlation: &'a str,
 }
@@ -316,7 +330,7 @@ async fn attempt(
         exchange,
         device_id,
         earlier,
-        dpk,
+        keys,
         held_serial,
         correlation,
         ..
@@ -336,7 +350,7 @@ async fn attempt(
         .device
         .slot_keys
         .get(&slot.get())
-        .is_some_and(|known| known != dpk)
+        .is_some_and(|known| *known != keys.dpk)
     {
         return Ok(Attempt::Done(Err(RefusalDetail::DpkMismatch.into())));
     }
@@ -359,14 +373,14 @@ async fn attempt(
         core,
         &eligible,
         held_serial,
-        dpk,
+        &keys.dpk,
         exchange.rpc(),
         now,
         correlation,
     )
     .await?;
     if let Some(current) = &current
-        && still_current(exchange, current, &eligible, dpk, now)
+        && still_current(exchange, current, &eligible, keys, now)
     {
         let issued_by = core
             .authorities()
@@ -452,7 +466,7 @@ async fn sign_and_commit(
             issuer,
             eligible,
             proved.earlier.slot,
-            proved.dpk,
+            proved.keys,
             subject_cn,
             now,
         )
@@ -486,13 +500,14 @@ async fn sign_and_commit(
     ))))
 }
 
-/// Signs a leaf for `dpk` with the owner's issuing CA under a fresh random serial, pointing at
-/// that CA's CRL if the policy names a CRL base URL.
+/// Signs a leaf for the proved keys' certified key (the alias key, naming its firmware, or the
+/// DPK) with the owner's issuing CA under a fresh random serial, pointing at that CA's CRL if
+/// the policy names a CRL base URL.
 async fn sign(
     issuer: &Issuer,
     eligible: &Eligible,
     slot: KeySlot,
-    dpk: &PublicKey,
+    keys: &ProvedKeys,
     subject_cn: &str,
     now: OffsetDateTime,
 ) -> Result<CredentialRecord, ServiceError> {
@@ -500,11 +515,12 @@ async fn sign(
     let serial = Serial::random()?;
     let validity = Validity::new(now - BACKDATE, now + policy.certificate_lifetime)?;
     let request = LeafRequest {
-        public_key: *dpk.as_bytes(),
+        public_key: *keys.certified_key().as_bytes(),
         common_name: subject_cn.to_owned(),
         validity,
         serial,
         crl_distribution_point: policy.crl_distribution_point(&issuer.id),
+        firmware: keys.measurement(),
     };
     let leaf =
         sign_off_runtime(&issuer.ca, move |ca| ca.issue_device_certificate(&request)).await??;
@@ -512,7 +528,7 @@ async fn sign(
         serial,
         device_id: eligible.device.device_id,
         key_slot: slot.get(),
-        dpk: *dpk,
+        dpk: keys.dpk,
         owner: policy.owner.clone(),
         policy_name: policy.name.clone(),
         batch_id: eligible.batch.batch_id.clone(),

@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use rot_core::FirmwareMeasurement;
 use rot_core::keys::DeviceId;
 use time::OffsetDateTime;
 
@@ -24,6 +25,8 @@ pub(crate) struct Refusal {
     pub(crate) detail: RefusalDetail,
     /// When the device may retry (rate limit).
     pub(crate) retry_after: Option<Duration>,
+    /// The firmware the refused proof named (vouched for by the ESK), for the audit entry.
+    pub(crate) firmware: Option<FirmwareMeasurement>,
 }
 
 impl From<RefusalDetail> for Refusal {
@@ -31,11 +34,20 @@ impl From<RefusalDetail> for Refusal {
         Self {
             detail,
             retry_after: None,
+            firmware: None,
         }
     }
 }
 
 impl Refusal {
+    /// A refusal that concerns the firmware `measurement` the device proved it runs.
+    pub(crate) fn firmware(detail: RefusalDetail, measurement: FirmwareMeasurement) -> Self {
+        Self {
+            firmware: Some(measurement),
+            ..detail.into()
+        }
+    }
+
     /// The coarse reason the device is told.
     pub(crate) fn reason(&self) -> v1::RefusalReason {
         refusal_reason(self.detail)
@@ -139,19 +151,20 @@ async fn record_refusal_once(
         }
         change.op(crate::store::Op::PutDevice(device));
     }
-    change.audit(
-        AuditDraft::new(
-            now,
-            format!("device:{device_id}"),
-            owner,
-            "device.refuse",
-            format!("device:{device_id}"),
-            "refused",
-        )
-        .detail("rpc", rpc)
-        .detail("refusal_detail", detail.as_str())
-        .detail("refusal_reason", refusal.reason().as_str_name())
-        .correlation(correlation),
-    );
+    let mut entry = AuditDraft::new(
+        now,
+        format!("device:{device_id}"),
+        owner,
+        "device.refuse",
+        format!("device:{device_id}"),
+        "refused",
+    )
+    .detail("rpc", rpc)
+    .detail("refusal_detail", detail.as_str())
+    .detail("refusal_reason", refusal.reason().as_str_name());
+    if let Some(measurement) = refusal.firmware {
+        entry = entry.detail("firmware_measurement", measurement.to_string());
+    }
+    change.audit(entry.correlation(correlation));
     Ok(core.registry.commit(change).await.map(|_| true))
 }

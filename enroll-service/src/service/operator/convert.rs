@@ -89,6 +89,10 @@ impl<'a> Views<'a> {
             not_before: Some(timestamp(credential.not_before)),
             not_after: Some(timestamp(credential.not_after)),
             certificate_pem: credential.certificate_pem.clone(),
+            firmware_measurement: credential
+                .firmware_measurement()
+                .map(|measurement| measurement.to_string())
+                .unwrap_or_default(),
         })
     }
 

@@ -206,6 +206,7 @@ impl Fixture {
                 validity,
                 serial,
                 crl_distribution_point: None,
+                firmware: None,
             })
             .expect("leaf");
         let credential = CredentialRecord {

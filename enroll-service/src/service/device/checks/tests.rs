@@ -79,6 +79,7 @@ fn policy() -> PolicySpec {
         created_at: OffsetDateTime::UNIX_EPOCH,
         created_by: "alice".into(),
         superseded_grace: crate::policy::DEFAULT_SUPERSEDED_GRACE,
+        firmware_measurements: Vec::new(),
     }
 }
 
@@ -354,7 +355,62 @@ fn sign(
         dpk: dpk.as_bytes().to_vec(),
         dpk_signature: dsk.sign(&message(SignerRole::DeviceKey)).0.to_vec(),
         key_slot: u32::from(challenge.slot.get()),
+        firmware: None,
     }
+}
+
+/// The firmware image every firmware-bound proof below measures.
+fn firmware() -> FirmwareMeasurement {
+    FirmwareMeasurement::of_image(b"firmware 1.0")
+}
+
+/// `proof` with a firmware binding for `measurement`, signed as a device running it signs:
+/// the ESK and the slot's alias key over the v2 message of the same challenge.
+fn bound(
+    exchange: Exchange,
+    challenge: &IssuedChallenge,
+    proof: &v1::Proof,
+    measurement: FirmwareMeasurement,
+) -> v1::Proof {
+    let alias = seeds().alias_key(challenge.slot, &measurement);
+    let alias_key = alias.public_key();
+    let dpk = PublicKey::from_sec1(&proof.dpk).unwrap();
+    let id = device_id();
+    let context = ChallengeContext {
+        device_id: &id,
+        challenge_id: &challenge.id,
+        nonce: &challenge.nonce,
+        dpk: &dpk,
+        key_slot: challenge.slot,
+    };
+    let binding = FirmwareBinding {
+        measurement: &measurement,
+        alias_public_key: &alias_key,
+    };
+    let message = |signer| {
+        attestation::firmware_binding_message(exchange.kind(), signer, &context, &binding).unwrap()
+    };
+    v1::Proof {
+        firmware: Some(v1::FirmwareProof {
+            measurement: measurement.as_bytes().to_vec(),
+            alias_public_key: alias_key.as_bytes().to_vec(),
+            esk_signature: seeds()
+                .enrolment_key()
+                .sign(&message(FirmwareSigner::EnrolmentKey))
+                .0
+                .to_vec(),
+            alias_signature: alias.sign(&message(FirmwareSigner::AliasKey)).0.to_vec(),
+        }),
+        ..proof.clone()
+    }
+}
+
+/// `eligible` under a policy that accepts only `accepted`.
+fn requiring(eligible: &Eligible, accepted: &[FirmwareMeasurement]) -> Eligible {
+    let mut eligible = eligible.clone();
+    eligible.policy.firmware_measurements = accepted.to_vec();
+    eligible.policy.firmware_measurements.sort_unstable();
+    eligible
 }
 
 const LIVE: ChallengeStanding = ChallengeStanding {
@@ -368,7 +424,7 @@ fn proved(
     challenge: &IssuedChallenge,
     standing: ChallengeStanding,
     proof: &v1::Proof,
-) -> Result<PublicKey, Refusal> {
+) -> Result<ProvedKeys, Refusal> {
     check_proof(
         Exchange::Onboard,
         &device_id(),
@@ -381,7 +437,7 @@ fn proved(
 }
 
 /// The proof table: each row is a defect of the proof or its challenge and its refusal.
-fn proof_refusals() -> Vec<(&'static str, Result<PublicKey, Refusal>, RefusalDetail)> {
+fn proof_refusals() -> Vec<(&'static str, Result<ProvedKeys, Refusal>, RefusalDetail)> {
     let (eligible, challenge, proof) = answered(Exchange::Onboard, 1, 1);
     let with = |change: &dyn Fn(&mut v1::Proof)| {
         let mut proof = proof.clone();
@@ -391,6 +447,19 @@ fn proof_refusals() -> Vec<(&'static str, Result<PublicKey, Refusal>, RefusalDet
     let other_nonce = sign(Exchange::Onboard, &challenge, 1, &[6; 32]);
     let renewal_signatures = sign(Exchange::Renew { target_slot: 0 }, &challenge, 1, &[5; 32]);
     let other_key = sign(Exchange::Onboard, &challenge, 2, &challenge.nonce);
+    let with_firmware = bound(Exchange::Onboard, &challenge, &proof, firmware());
+    let other_firmware = FirmwareMeasurement::of_image(b"firmware 2.0");
+    let with_firmware_field = |change: &dyn Fn(&mut v1::FirmwareProof)| {
+        let mut proof = with_firmware.clone();
+        change(proof.firmware.as_mut().unwrap());
+        proof
+    };
+    let renewal_binding = bound(
+        Exchange::Renew { target_slot: 0 },
+        &challenge,
+        &proof,
+        firmware(),
+    );
     vec![
         (
             "it answers a challenge this stream never issued",
@@ -489,7 +558,118 @@ fn proof_refusals() -> Vec<(&'static str, Result<PublicKey, Refusal>, RefusalDet
             ),
             RefusalDetail::BadDskSignature,
         ),
+        (
+            "the policy lists firmware and the proof proves none",
+            proved(
+                &requiring(&eligible, &[firmware()]),
+                &challenge,
+                LIVE,
+                &proof,
+            ),
+            RefusalDetail::FirmwareNotMeasured,
+        ),
+        (
+            "it proves firmware the policy does not list",
+            proved(
+                &requiring(&eligible, &[other_firmware]),
+                &challenge,
+                LIVE,
+                &with_firmware,
+            ),
+            RefusalDetail::FirmwareNotAccepted,
+        ),
+        (
+            "the ESK signed another measurement",
+            proved(
+                &eligible,
+                &challenge,
+                LIVE,
+                &with_firmware_field(&|f| f.measurement = other_firmware.as_bytes().to_vec()),
+            ),
+            RefusalDetail::BadFirmwareSignature,
+        ),
+        (
+            "the firmware binding was signed for a renewal",
+            proved(
+                &eligible,
+                &challenge,
+                LIVE,
+                &with(&|p| p.firmware = renewal_binding.firmware.clone()),
+            ),
+            RefusalDetail::BadFirmwareSignature,
+        ),
+        (
+            "the alias key is the DPK",
+            proved(
+                &eligible,
+                &challenge,
+                LIVE,
+                &with_firmware_field(&|f| f.alias_public_key = proof.dpk.clone()),
+            ),
+            RefusalDetail::BadAliasKey,
+        ),
+        (
+            "the alias key is not a point",
+            proved(
+                &eligible,
+                &challenge,
+                LIVE,
+                &with_firmware_field(&|f| f.alias_public_key = vec![4; 65]),
+            ),
+            RefusalDetail::BadAliasKey,
+        ),
+        (
+            "the alias key's signature is the ESK's",
+            proved(
+                &eligible,
+                &challenge,
+                LIVE,
+                &with_firmware_field(&|f| f.alias_signature = f.esk_signature.clone()),
+            ),
+            RefusalDetail::BadAliasKey,
+        ),
     ]
+}
+
+#[test]
+fn a_firmware_bound_proof_certifies_the_alias_key_and_names_the_firmware() {
+    let (eligible, challenge, proof) = answered(Exchange::Onboard, 1, 1);
+    let with_firmware = bound(Exchange::Onboard, &challenge, &proof, firmware());
+    let alias_key = seeds().alias_key(slot(1), &firmware()).public_key();
+    for eligible in [
+        eligible.clone(),
+        requiring(
+            &eligible,
+            &[firmware(), FirmwareMeasurement::of_image(b"other")],
+        ),
+    ] {
+        let keys = proved(&eligible, &challenge, LIVE, &with_firmware).unwrap();
+        assert_eq!(keys.dpk, seeds().device_key(slot(1)).public_key());
+        assert_eq!(*keys.certified_key(), alias_key);
+        assert_eq!(keys.measurement(), Some(firmware()));
+    }
+    // A proof without firmware under a policy without a list certifies the DPK, as before.
+    let keys = proved(&eligible, &challenge, LIVE, &proof).unwrap();
+    assert_eq!(*keys.certified_key(), keys.dpk);
+    assert_eq!(keys.measurement(), None);
+}
+
+#[test]
+fn a_refusal_for_unlisted_firmware_names_the_measurement_for_the_audit() {
+    let (eligible, challenge, proof) = answered(Exchange::Onboard, 1, 1);
+    let with_firmware = bound(Exchange::Onboard, &challenge, &proof, firmware());
+    let policy_lists = [FirmwareMeasurement::of_image(b"firmware 2.0")];
+    let refusal = proved(
+        &requiring(&eligible, &policy_lists),
+        &challenge,
+        LIVE,
+        &with_firmware,
+    )
+    .unwrap_err();
+    assert_eq!(refusal.detail, RefusalDetail::FirmwareNotAccepted);
+    assert_eq!(refusal.firmware, Some(firmware()));
+    // The device hears only that its proof was rejected.
+    assert_eq!(refusal.reason(), v1::RefusalReason::ProofRejected);
 }
 
 #[test]
@@ -506,7 +686,7 @@ fn every_defective_proof_is_refused_with_its_detail() {
 fn a_good_proof_yields_the_slots_dpk_for_onboarding_and_renewal() {
     let (eligible, challenge, proof) = answered(Exchange::Onboard, 1, 1);
     assert_eq!(
-        proved(&eligible, &challenge, LIVE, &proof).unwrap(),
+        proved(&eligible, &challenge, LIVE, &proof).unwrap().dpk,
         seeds().device_key(slot(1)).public_key()
     );
     let renew = Exchange::Renew { target_slot: 0 };
@@ -520,12 +700,12 @@ fn a_good_proof_yields_the_slots_dpk_for_onboarding_and_renewal() {
         LIVE,
         &proof,
     );
-    assert_eq!(dpk.unwrap(), seeds().device_key(slot(3)).public_key());
+    assert_eq!(dpk.unwrap().dpk, seeds().device_key(slot(3)).public_key());
 }
 
 #[test]
 fn the_shape_check_names_the_field() {
-    let (_, _, proof) = answered(Exchange::Onboard, 1, 1);
+    let (_, challenge, proof) = answered(Exchange::Onboard, 1, 1);
     assert!(check_proof_shape(&proof).is_ok());
     for (field, change) in [
         (
@@ -535,8 +715,23 @@ fn the_shape_check_names_the_field() {
         ("proof.dpk_signature", |p: &mut v1::Proof| {
             p.dpk_signature.pop()
         }),
+        ("proof.firmware.measurement", |p: &mut v1::Proof| {
+            p.firmware.as_mut().unwrap().measurement.pop()
+        }),
+        ("proof.firmware.alias_public_key", |p: &mut v1::Proof| {
+            p.firmware.as_mut().unwrap().alias_public_key.pop()
+        }),
+        ("proof.firmware.esk_signature", |p: &mut v1::Proof| {
+            p.firmware.as_mut().unwrap().esk_signature.pop()
+        }),
+        ("proof.firmware.alias_signature", |p: &mut v1::Proof| {
+            p.firmware.as_mut().unwrap().alias_signature.pop()
+        }),
     ] {
         let mut short = proof.clone();
+        if field.starts_with("proof.firmware") {
+            short = bound(Exchange::Onboard, &challenge, &short, firmware());
+        }
         change(&mut short);
         let error = check_proof_shape(&short).unwrap_err();
         assert!(error.to_string().contains(field), "{error}");
