@@ -155,6 +155,11 @@ pub struct SiliconArgs {
     /// Emulated age, years (0..20).
     #[arg(long, default_value_t = 0.0)]
     pub age: f32,
+    /// The firmware image this device runs. Measured (SHA-256) at every onboarding, renewal
+    /// and handshake: the certificate then certifies an alias key bound to that image (TCG
+    /// DICE layering) and names it; after an update, renew. Unset: no firmware is proved.
+    #[arg(long, env = "OXROOT_FIRMWARE", value_name = "IMAGE")]
+    pub firmware: Option<PathBuf>,
 }
 
 /// How to reach the enrolment service.

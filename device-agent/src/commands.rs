@@ -106,7 +106,7 @@ fn open_silicon(args: &SiliconArgs) -> Result<Silicon, AgentError> {
 /// so a missing state directory is reported as such, not as a silicon problem.
 fn open_chip(state: &StateDir, args: &SiliconArgs) -> Result<SiliconChip, AgentError> {
     state.helper_data()?;
-    SiliconChip::open(state, open_silicon(args)?)
+    Ok(SiliconChip::open(state, open_silicon(args)?)?.running(args.firmware.clone()))
 }
 
 /// The service target and retry policy; both `--service` and `--ca` are required.

@@ -3,6 +3,7 @@
 //! the endpoint uses, and the leaf certifies the DPK the silicon derives for the slot.
 
 use oxroot_proto::v1;
+use rot_core::FirmwareMeasurement;
 use rot_core::keys::PublicKey;
 use rot_core::keys::tls::TlsVersion;
 use rustls_pki_types::{CertificateDer, UnixTime};
@@ -129,9 +130,28 @@ pub struct StoredCredential {
     /// empty for the endpoint's defaults ([`StoredCredential::tls_versions`]).
     #[serde(default, with = "stored_tls_versions")]
     pub tls_versions: Vec<TlsVersion>,
+    /// The firmware (SHA-256, lowercase hex) the certificate's key is bound to: it certifies
+    /// the slot's alias key for that firmware, not the DPK. Absent for a DPK credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware_measurement: Option<String>,
 }
 
 impl StoredCredential {
+    /// The firmware the credential is bound to, if it certifies an alias key.
+    ///
+    /// # Errors
+    /// [`AgentError::Protocol`] if the stored measurement is not 64 hex characters.
+    pub fn firmware(&self) -> Result<Option<FirmwareMeasurement>, AgentError> {
+        self.firmware_measurement
+            .as_deref()
+            .map(|text| {
+                text.parse().map_err(|e| {
+                    AgentError::Protocol(format!("stored credential's firmware measurement: {e}"))
+                })
+            })
+            .transpose()
+    }
+
     /// Converts a bundle from the service.
     ///
     /// # Errors
@@ -184,6 +204,15 @@ impl StoredCredential {
             }
         };
         let tls_versions = tls_versions_from_bundle(&bundle.tls_versions)?;
+        let firmware_measurement = match bundle.firmware_measurement.as_slice() {
+            [] => None,
+            digest => Some(
+                <[u8; 32]>::try_from(digest)
+                    .map(FirmwareMeasurement::from_digest)
+                    .map_err(|_| bad("firmware measurement is not 32 bytes"))?
+                    .to_string(),
+            ),
+        };
         let instant = |t: Option<&prost_types::Timestamp>| t.map(timestamp).transpose();
         Ok(Self {
             device_id: bundle.device_id.clone(),
@@ -198,6 +227,7 @@ impl StoredCredential {
             renew_after: instant(bundle.renew_after.as_ref())?,
             endpoint,
             tls_versions,
+            firmware_measurement,
         })
     }
 
@@ -450,6 +480,7 @@ pub(crate) mod tests {
                 client_id: "ab".repeat(32),
             },
             tls_versions: vec![],
+            firmware_measurement: None,
         }
     }
 

@@ -2,7 +2,8 @@
 //!
 //! [`SiliconSigningKey`] is a rustls `SigningKey` with no key in it: when the handshake needs
 //! the client `CertificateVerify`, its signer powers the silicon up, reconstructs the seeds,
-//! derives the DSK of the credential's slot, signs and drops the key (zeroized). What it signs
+//! derives the credential's key (the DSK of its slot, or for a firmware-bound credential the
+//! slot's alias key for the firmware measured now), signs and drops the key (zeroized). What it signs
 //! is checked by rot-core first ([`rot_core::keys::tls`]), for the TLS versions the credential
 //! allows only:
 //!
@@ -10,7 +11,8 @@
 //!  rustls handshake ─CertificateVerify input─▶ SiliconSigner::sign
 //!     certificate_verify_version(input): 0x20… TLS 1.3 content │ 0x01… TLS 1.2 transcript │ refuse
 //!     version allowed by the credential? ── no ─▶ refuse
-//!     reconstruct ▶ device_key(slot) ▶ sign_tls13_… / sign_tls12_… (checked again) ▶ drop key
+//!     reconstruct ▶ device_key(slot) | alias_key(slot, measured firmware)
+//!                 ▶ sign_tls13_… / sign_tls12_… (checked again) ▶ drop key
 //!     ▶ DER ─▶ rustls
 //! ```
 //!
@@ -27,6 +29,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
+use rot_core::FirmwareMeasurement;
 use rot_core::keys::tls::{TlsVersion, certificate_verify_version};
 use rot_core::keys::{KeySlot, PublicKey};
 use rustls::client::ClientConfig;
@@ -59,6 +62,8 @@ pub fn spki_der(public_key: &PublicKey) -> SubjectPublicKeyInfoDer<'static> {
 pub struct SiliconSigningKey {
     chip: Arc<SiliconChip>,
     slot: KeySlot,
+    /// The firmware the credential is bound to, if it certifies an alias key.
+    firmware: Option<FirmwareMeasurement>,
     versions: Vec<TlsVersion>,
     spki: SubjectPublicKeyInfoDer<'static>,
     /// The version of the last `CertificateVerify` signed (see [`version_code`]).
@@ -75,14 +80,16 @@ impl fmt::Debug for SiliconSigningKey {
 }
 
 impl SiliconSigningKey {
-    /// The key of `slot`, for the TLS `versions` the credential allows; derives the DPK once
-    /// to know the public half.
+    /// The key of `slot` (bound to `firmware` when the credential is), for the TLS
+    /// `versions` the credential allows; derives it once to know the public half.
     ///
     /// # Errors
-    /// [`AgentError::Credential`] if `versions` is empty; the reconstruction's errors.
+    /// [`AgentError::Credential`] if `versions` is empty or the firmware that runs is not
+    /// `firmware`; the reconstruction's errors.
     pub fn new(
         chip: Arc<SiliconChip>,
         slot: KeySlot,
+        firmware: Option<FirmwareMeasurement>,
         versions: &[TlsVersion],
     ) -> Result<Self, AgentError> {
         if versions.is_empty() {
@@ -90,10 +97,12 @@ impl SiliconSigningKey {
                 "the credential allows no TLS version".to_owned(),
             ));
         }
-        let spki = spki_der(&chip.device_public_key(slot)?);
+        let public_key = chip.credential_public_key(slot, firmware.as_ref())?;
+        let spki = spki_der(&public_key);
         Ok(Self {
             chip,
             slot,
+            firmware,
             versions: versions.to_vec(),
             spki,
             signed: Arc::default(),
@@ -131,6 +140,7 @@ impl SigningKey for SiliconSigningKey {
             Box::new(SiliconSigner {
                 chip: self.chip.clone(),
                 slot: self.slot,
+                firmware: self.firmware,
                 versions: self.versions.clone(),
                 signed: self.signed.clone(),
             }) as Box<dyn Signer>
@@ -150,6 +160,7 @@ impl SigningKey for SiliconSigningKey {
 struct SiliconSigner {
     chip: Arc<SiliconChip>,
     slot: KeySlot,
+    firmware: Option<FirmwareMeasurement>,
     versions: Vec<TlsVersion>,
     signed: Arc<AtomicU8>,
 }
@@ -177,7 +188,7 @@ impl Signer for SiliconSigner {
             })?;
         let signature = self
             .chip
-            .with_device_key(self.slot, |key| match version {
+            .with_credential_key(self.slot, self.firmware.as_ref(), |key| match version {
                 TlsVersion::Tls13 => key.sign_tls13_client_certificate_verify(message),
                 TlsVersion::Tls12 => key.sign_tls12_client_certificate_verify(message),
             })
@@ -412,7 +423,7 @@ pub(crate) mod tests {
         let slot = KeySlot::new(2).unwrap();
         let pki = pki();
         let leaf = client_leaf(&pki, &chip.device_public_key(slot).unwrap());
-        let key = Arc::new(SiliconSigningKey::new(chip, slot, &[TlsVersion::Tls13]).unwrap());
+        let key = Arc::new(SiliconSigningKey::new(chip, slot, None, &[TlsVersion::Tls13]).unwrap());
         let config = client_config(vec![leaf.clone()], &pki.ca_pem, key.clone()).unwrap();
         let mut client = rustls::ClientConnection::new(
             Arc::new(config),
@@ -444,7 +455,7 @@ pub(crate) mod tests {
             &[TlsVersion::Tls12][..],
             &[TlsVersion::Tls12, TlsVersion::Tls13][..],
         ] {
-            let key = Arc::new(SiliconSigningKey::new(chip.clone(), slot, offered).unwrap());
+            let key = Arc::new(SiliconSigningKey::new(chip.clone(), slot, None, offered).unwrap());
             let config = client_config(vec![leaf.clone()], &pki.ca_pem, key.clone()).unwrap();
             let mut client = rustls::ClientConnection::new(
                 Arc::new(config),
@@ -476,7 +487,8 @@ pub(crate) mod tests {
         let pki = pki();
         let leaf = client_leaf(&pki, &chip.device_public_key(KeySlot::FIRST).unwrap());
         let only_13 = Arc::new(
-            SiliconSigningKey::new(chip.clone(), KeySlot::FIRST, &[TlsVersion::Tls13]).unwrap(),
+            SiliconSigningKey::new(chip.clone(), KeySlot::FIRST, None, &[TlsVersion::Tls13])
+                .unwrap(),
         );
         let config = client_config(vec![leaf.clone()], &pki.ca_pem, only_13.clone()).unwrap();
         let mut client = rustls::ClientConnection::new(
@@ -501,7 +513,8 @@ pub(crate) mod tests {
         let signer = only_13.choose_scheme(&[SCHEME]).unwrap();
         let refused = signer.sign(&transcript).unwrap_err();
         assert!(refused.to_string().contains("TLS 1.3"), "{refused}");
-        let only_12 = SiliconSigningKey::new(chip, KeySlot::FIRST, &[TlsVersion::Tls12]).unwrap();
+        let only_12 =
+            SiliconSigningKey::new(chip, KeySlot::FIRST, None, &[TlsVersion::Tls12]).unwrap();
         let signer = only_12.choose_scheme(&[SCHEME]).unwrap();
         assert!(signer.sign(&transcript).is_ok());
         let mut content = vec![0x20; 64];
@@ -510,7 +523,7 @@ pub(crate) mod tests {
         assert!(signer.sign(&content).is_err());
         let other = tempfile::tempdir().unwrap();
         let no_version =
-            SiliconSigningKey::new(enrolled_chip(other.path(), 16), KeySlot::FIRST, &[]);
+            SiliconSigningKey::new(enrolled_chip(other.path(), 16), KeySlot::FIRST, None, &[]);
         assert!(no_version.is_err());
     }
 
@@ -562,7 +575,8 @@ pub(crate) mod tests {
         let seen = Arc::default();
         let key = Arc::new(Recording {
             inner: Arc::new(
-                SiliconSigningKey::new(chip.clone(), KeySlot::FIRST, &[TlsVersion::Tls12]).unwrap(),
+                SiliconSigningKey::new(chip.clone(), KeySlot::FIRST, None, &[TlsVersion::Tls12])
+                    .unwrap(),
             ),
             seen: Arc::clone(&seen),
         });
@@ -609,7 +623,8 @@ pub(crate) mod tests {
         let pki = pki();
         let leaf = client_leaf(&pki, &chip.device_public_key(KeySlot::FIRST).unwrap());
         let key = Arc::new(
-            SiliconSigningKey::new(chip, KeySlot::new(3).unwrap(), &[TlsVersion::Tls13]).unwrap(),
+            SiliconSigningKey::new(chip, KeySlot::new(3).unwrap(), None, &[TlsVersion::Tls13])
+                .unwrap(),
         );
         let error = client_config(vec![leaf], &pki.ca_pem, key).unwrap_err();
         assert!(error.to_string().contains("does not certify"), "{error}");
@@ -621,6 +636,7 @@ pub(crate) mod tests {
         let key = SiliconSigningKey::new(
             enrolled_chip(dir.path(), 13),
             KeySlot::FIRST,
+            None,
             &[TlsVersion::Tls13],
         )
         .unwrap();

@@ -136,8 +136,9 @@ fn handshake(
     ),
     String,
 > {
-    let key =
-        Arc::new(SiliconSigningKey::new(device.chip.clone(), KeySlot::FIRST, offered).unwrap());
+    let key = Arc::new(
+        SiliconSigningKey::new(device.chip.clone(), KeySlot::FIRST, None, offered).unwrap(),
+    );
     let config =
         tls_signer::client_config(vec![device.leaf.clone()], &pki.root_pem, key.clone()).unwrap();
     let mut client =

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use rot_core::FirmwareMeasurement;
 use rustls_pki_types::UnixTime;
 
 use super::{key_slot, open_chip};
@@ -37,20 +38,15 @@ pub(super) async fn connect(
     options: &Options,
     console: &mut Console<'_>,
 ) -> Result<(), AgentError> {
-    let credential = if options.previous {
-        state.previous_credential()?.ok_or_else(|| {
-            AgentError::Usage("--previous: no previous credential is kept".to_owned())
-        })?
-    } else {
-        state.require_credential()?
-    };
+    let credential = chosen_credential(state, options)?;
     let chip = Arc::new(open_chip(state, silicon)?);
     let slot = key_slot(credential.key_slot)?;
-    let dpk = chip.device_public_key(slot)?;
+    let firmware = credential.firmware()?;
+    let certified_key = chip.credential_public_key(slot, firmware.as_ref())?;
     let verified = credential::verify(
         &credential,
         &chip.device_id().to_string(),
-        &dpk,
+        &certified_key,
         UnixTime::now(),
     )?;
     let tls_versions = credential.tls_versions();
@@ -65,10 +61,7 @@ pub(super) async fn connect(
         )
         .field(
             "client_key",
-            format!(
-                "derived from the silicon for slot {} at each handshake",
-                credential.key_slot
-            ),
+            client_key_text(credential.key_slot, firmware.as_ref()),
         )
         .field("tls_versions", credential::tls_versions_text(&tls_versions));
     match &credential.endpoint {
@@ -93,7 +86,12 @@ pub(super) async fn connect(
                 Some(text) => text.clone().into_bytes(),
                 None => random_message()?,
             };
-            let key = Arc::new(SiliconSigningKey::new(chip.clone(), slot, &tls_versions)?);
+            let key = Arc::new(SiliconSigningKey::new(
+                chip.clone(),
+                slot,
+                firmware,
+                &tls_versions,
+            )?);
             let config = tls_signer::client_config(credential.chain_der()?, ca_pem, key.clone())?;
             let delivered = mqtt::round_trip(
                 config,
@@ -227,4 +225,27 @@ fn random_message() -> Result<Vec<u8>, AgentError> {
         source: std::io::Error::other("failed"),
     })?;
     Ok(format!("oxroot device-agent hello {}", hex::encode(nonce)).into_bytes())
+}
+
+/// How the client key is made, for the report.
+fn client_key_text(slot: u8, firmware: Option<&FirmwareMeasurement>) -> String {
+    match firmware {
+        None => format!("derived from the silicon for slot {slot} at each handshake"),
+        Some(measurement) => format!(
+            "alias key derived from the silicon for slot {slot} and the firmware measured at \
+             each handshake ({measurement})"
+        ),
+    }
+}
+
+/// The stored credential `connect` uses: the current one, or with `--previous` the one kept
+/// from before the last renewal.
+fn chosen_credential(state: &StateDir, options: &Options) -> Result<StoredCredential, AgentError> {
+    if options.previous {
+        state.previous_credential()?.ok_or_else(|| {
+            AgentError::Usage("--previous: no previous credential is kept".to_owned())
+        })
+    } else {
+        state.require_credential()
+    }
 }

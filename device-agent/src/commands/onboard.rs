@@ -82,11 +82,14 @@ fn accept(
         Outcome::Refused(refusal) => return Err(refused(refusal)),
     };
     let stored = StoredCredential::from_bundle(bundle)?;
-    let dpk = chip.device_public_key(key_slot(stored.key_slot)?)?;
+    // The certificate must certify the key this chip derives for it: the slot's DPK, or its
+    // alias key for the firmware the credential names (which must be the firmware that runs).
+    let certified_key =
+        chip.credential_public_key(key_slot(stored.key_slot)?, stored.firmware()?.as_ref())?;
     credential::verify(
         &stored,
         &chip.device_id().to_string(),
-        &dpk,
+        &certified_key,
         UnixTime::now(),
     )
     .map_err(|e| {

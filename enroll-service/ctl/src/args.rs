@@ -173,6 +173,11 @@ pub struct PolicyCreateArgs {
     /// http://pki.example.com/crl: device certificates then name their CA's CRL there.
     #[arg(long, value_name = "URL")]
     pub crl_base_url: Option<String>,
+    /// Firmware the policy accepts: the SHA-256 of an image, 64 hex characters as sha256sum
+    /// prints it; repeat for each image. Devices that prove other firmware, or none, are
+    /// refused. Unset: no requirement.
+    #[arg(long = "firmware-measurement", value_name = "SHA256")]
+    pub firmware_measurements: Vec<String>,
     /// First topic level of device topics (Mosquitto and AWS; default "devices").
     #[arg(long, conflicts_with = AzureDpsArgs::GROUP)]
     pub topic_root: Option<String>,

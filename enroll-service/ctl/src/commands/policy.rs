@@ -154,6 +154,7 @@ fn policy_from(args: PolicyCreateArgs) -> Result<Policy, CtlError> {
         superseded_grace: args.superseded_grace.map(to_proto),
         subject_cn_template: args.cn_template.unwrap_or_default(),
         crl_base_url: args.crl_base_url.unwrap_or_default(),
+        firmware_measurements: args.firmware_measurements,
         params: Some(params),
         ..Policy::default()
     })
@@ -206,9 +207,17 @@ mod tests {
             "3d",
             "--owner",
             "acme",
+            "--firmware-measurement",
+            &"ab".repeat(32),
+            "--firmware-measurement",
+            &"cd".repeat(32),
         ]))
         .expect("builds");
         assert_eq!(policy.owner, "acme");
+        assert_eq!(
+            policy.firmware_measurements,
+            vec!["ab".repeat(32), "cd".repeat(32)]
+        );
         assert_eq!(
             policy.certificate_lifetime,
             Some(to_proto(Duration::from_secs(90 * 86_400)))

@@ -37,7 +37,15 @@ pub(crate) fn fields(policy: &Policy) -> Fields {
             "cn template",
             or_default(&policy.subject_cn_template, "{device_id}"),
         )
-        .field("crl base url", &policy.crl_base_url);
+        .field("crl base url", &policy.crl_base_url)
+        .field(
+            "firmware",
+            if policy.firmware_measurements.is_empty() {
+                "any (no measurement required)".to_owned()
+            } else {
+                policy.firmware_measurements.join(", ")
+            },
+        );
     match &policy.params {
         Some(Params::AwsIot(aws)) => {
             fields = fields
