@@ -15,6 +15,7 @@
 //! the device proves it uses a later credential: here, a renewal that names the credential it
 //! holds and proves that credential's key (see [`crate::service::supersede`]).
 
+use rot_core::FirmwareMeasurement;
 use rot_core::keys::{DeviceId, KeySlot, PublicKey};
 use time::OffsetDateTime;
 
@@ -476,6 +477,7 @@ async fn sign_and_commit(
             eligible,
             issued.replaced.clone(),
             &credential,
+            proved.keys.measurement(),
             now,
             proved.correlation,
         );
@@ -547,12 +549,14 @@ async fn sign(
 
 /// The one durable change of an issued credential: the credential (its serial never used
 /// before), the replaced one (with the id of the CA that issued it) retired, the device, its
-/// batch's counts, the event and the audit entry.
+/// batch's counts, the event and the audit entry (which names the firmware a firmware-bound
+/// credential is for).
 fn onboarding_change(
     exchange: Exchange,
     eligible: &Eligible,
     current: Option<(CredentialRecord, String)>,
     credential: &CredentialRecord,
+    firmware: Option<FirmwareMeasurement>,
     now: OffsetDateTime,
     correlation: &str,
 ) -> Change {
@@ -615,6 +619,9 @@ fn onboarding_change(
     .detail("policy", format!("{}/{}", policy.owner, policy.name))
     .detail("batch", batch.batch_id.clone())
     .correlation(correlation);
+    if let Some(measurement) = firmware {
+        entry = entry.detail("firmware_measurement", measurement.to_string());
+    }
     if let Some((previous, due)) = superseded {
         entry = entry.detail("superseded", previous.to_string()).detail(
             "superseded_revoked_by",
@@ -684,6 +691,7 @@ mod tests {
             &eligible,
             Some((previous, issuer)),
             &renewed,
+            None,
             now,
             "c-1",
         );

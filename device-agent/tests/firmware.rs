@@ -1,0 +1,282 @@
+//! Keys bound to the firmware that runs (TCG DICE layering), end to end: the agent measures
+//! its firmware image, the service certifies the alias key for that measurement and names it
+//! in a TcbInfo extension (read back here by Python's cryptography and pyasn1, independently
+//! of oxroot's encoder), the alias key authenticates to a real Mosquitto broker, an updated
+//! image needs a renewal and gets a certificate naming the new image, and firmware the policy
+//! does not list (a tampered image, or none at all) is refused with an audit entry that names
+//! it.
+#![allow(
+    clippy::unwrap_used,
+    clippy::missing_panics_doc,
+    clippy::too_many_lines,
+    reason = "scenario tests read top to bottom; a failed unwrap is a failed test"
+)]
+
+mod common;
+
+use std::path::Path;
+
+use common::{Agent, Broker, Harness, free_port};
+use oxroot_proto::v1;
+use oxroot_proto::v1::operator_client::OperatorClient;
+use rot_core::FirmwareMeasurement;
+use tonic::transport::Channel;
+
+/// The SHA-256 OID, as the TcbInfo's FWID names the hash.
+const ID_SHA256: &str = "2.16.840.1.101.3.4.2.1";
+
+/// A firmware image: some kilobytes, different for each `version`.
+fn image(version: u8) -> Vec<u8> {
+    (0..40_000u32)
+        .map(|i| (i.wrapping_mul(31) as u8) ^ version)
+        .collect()
+}
+
+/// SHA-256 of a file, by `sha256sum` (a tool of the image's builder, not oxroot's code).
+fn sha256sum(path: &Path) -> String {
+    let output = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    String::from_utf8(output.stdout).unwrap()[..64].to_owned()
+}
+
+/// The TcbInfo extension of the certificate at `pem`, as `tests/tools/tcb_info.py` reads it.
+fn tcb_info(pem: &Path) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/tools/tcb_info.py");
+    // Debian's interpreter, whose python3-cryptography and python3-pyasn1 tests/run installs
+    // (a python3 earlier on PATH, pyenv's say, may lack them).
+    let python = ["/usr/bin/python3", "python3"]
+        .into_iter()
+        .find(|python| Path::new(python).exists())
+        .unwrap_or("python3");
+    let output = std::process::Command::new(python)
+        .arg(script)
+        .arg(pem)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "tcb_info.py: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// The seeds of the emulated chip `0x31…`, reconstructed from the agent's helper data.
+fn seeds_of(agent: &Agent) -> rot_core::keys::Seeds {
+    use rot_core::emulator::{ChipSeed, EmulatedChip, OperatingConditions};
+    let helper = std::fs::read(agent.state.join("helper-data.bin")).unwrap();
+    let helper = rot_core::helper_data::HelperData::from_bytes(&helper).unwrap();
+    let mut chip = EmulatedChip::new(
+        &ChipSeed::from_bytes([0x31; 32]),
+        OperatingConditions::NOMINAL,
+        [42; 32],
+    );
+    rot_core::extractor::reconstruct(&mut chip, &helper).unwrap()
+}
+
+/// The subject public key (SEC1) of a PEM certificate.
+fn certified_key(pem_text: &str) -> Vec<u8> {
+    use x509_parser::prelude::FromDer;
+    let der = pem::parse(pem_text).unwrap();
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der.contents()).unwrap();
+    cert.public_key().subject_public_key.data.to_vec()
+}
+
+/// The audit entries of refusals of `device_id`.
+async fn refusals(operator: &mut OperatorClient<Channel>, device_id: &str) -> Vec<v1::AuditEntry> {
+    operator
+        .query_audit(v1::QueryAuditRequest {
+            action: "device.refuse".into(),
+            subject: format!("device:{device_id}"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_certificate_is_bound_to_the_firmware_that_runs() {
+    let harness = Harness::start().await;
+    let work = tempfile::tempdir().unwrap();
+    let (v1_image, v2_image, tampered) = (
+        work.path().join("app-1.0.bin"),
+        work.path().join("app-1.1.bin"),
+        work.path().join("app-1.1-tampered.bin"),
+    );
+    std::fs::write(&v1_image, image(1)).unwrap();
+    std::fs::write(&v2_image, image(2)).unwrap();
+    let mut bytes = image(2);
+    bytes[20_000] ^= 1;
+    std::fs::write(&tampered, bytes).unwrap();
+    let (m1, m2, m_tampered) = (
+        sha256sum(&v1_image),
+        sha256sum(&v2_image),
+        sha256sum(&tampered),
+    );
+    // The slot the device runs from: its content is what the device measures.
+    let running = work.path().join("running.bin");
+    std::fs::copy(&v1_image, &running).unwrap();
+    let firmware = ["--firmware", running.to_str().unwrap()];
+
+    let port = free_port();
+    let mut operator = harness.operator("acme").await;
+    operator
+        .create_policy(v1::CreatePolicyRequest {
+            policy: Some(v1::Policy {
+                name: "line".into(),
+                firmware_measurements: vec![m2.to_uppercase(), m1.clone()],
+                params: Some(v1::policy::Params::Mosquitto(v1::MosquittoPolicyParams {
+                    host: "127.0.0.1".into(),
+                    port: u32::from(port),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let policy = operator
+        .get_policy(v1::GetPolicyRequest {
+            name: "line".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .policy
+        .unwrap();
+    // Stored lowercase and sorted, as sha256sum prints them.
+    let mut listed = vec![m1.clone(), m2.clone()];
+    listed.sort();
+    assert_eq!(policy.firmware_measurements, listed);
+    let batch = operator
+        .create_batch(v1::CreateBatchRequest {
+            name: "line batch".into(),
+            policy_name: "line".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .batch
+        .unwrap()
+        .batch_id;
+
+    let device = Agent::new(
+        &work.path().join("state"),
+        &format!("emulated:{}", hex::encode([0x31; 32])),
+    );
+    let id = device.join_batch(&harness, &mut operator, &batch).await;
+
+    // Onboarding proves firmware 1.0; the certificate certifies the alias key and names it.
+    let onboarded = device
+        .json(&[&["onboard"][..], &firmware].concat(), Some(&harness))
+        .await;
+    assert_eq!(onboarded["key_slot"], 1);
+    let stored: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(device.state.join("credential.json")).unwrap())
+            .unwrap();
+    assert_eq!(stored["firmware_measurement"], m1.as_str());
+    let leaf = work.path().join("leaf-1.pem");
+    std::fs::write(&leaf, stored["certificate_pem"].as_str().unwrap()).unwrap();
+    let info = tcb_info(&leaf);
+    assert_eq!(info["critical"], false);
+    assert_eq!(
+        info["fwids"],
+        serde_json::json!([{ "hash_alg": ID_SHA256, "digest": m1 }])
+    );
+    assert_eq!(info["other_fields"], serde_json::json!([]));
+    // The certified key is the slot's alias key for firmware 1.0, derived here from the chip
+    // and its helper data with rot-core alone, and not the slot's DPK.
+    let seeds = seeds_of(&device);
+    let slot = rot_core::keys::KeySlot::FIRST;
+    let certified = certified_key(stored["certificate_pem"].as_str().unwrap());
+    let alias = seeds.alias_key(slot, &m1.parse().unwrap()).public_key();
+    assert_eq!(certified, alias.as_bytes());
+    assert_ne!(certified, seeds.device_key(slot).public_key().as_bytes());
+    // The service's view says the same.
+    let view = operator
+        .get_device(v1::GetDeviceRequest {
+            device_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .device
+        .unwrap();
+    assert_eq!(view.current_credential.unwrap().firmware_measurement, m1);
+
+    // The alias key authenticates to the broker.
+    let broker_dir = work.path().join("broker");
+    std::fs::create_dir(&broker_dir).unwrap();
+    let mut platform = harness.operator("*").await;
+    let _broker = Broker::start(&mut platform, "acme", "line", &broker_dir, port).await;
+    let connected = device
+        .json(&[&["connect"][..], &firmware].concat(), None)
+        .await;
+    assert!(connected["bytes_read_back"].as_u64().unwrap() > 0);
+    assert!(
+        connected["client_key"].as_str().unwrap().contains(&m1),
+        "{connected}"
+    );
+
+    // An update to 1.1: the old credential's key is gone with the old firmware, so the agent
+    // says to renew rather than handshake with a key the certificate does not certify.
+    std::fs::copy(&v2_image, &running).unwrap();
+    let stale = device.run(&[&["connect"][..], &firmware].concat()).await;
+    let message = stale.fails(3);
+    assert!(message.contains("renew"), "{message}");
+    assert!(message.contains(&m1) && message.contains(&m2), "{message}");
+    let renewed = device
+        .json(&[&["renew"][..], &firmware].concat(), Some(&harness))
+        .await;
+    assert_eq!(renewed["key_slot"], 1);
+    let stored: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(device.state.join("credential.json")).unwrap())
+            .unwrap();
+    assert_eq!(stored["firmware_measurement"], m2.as_str());
+    let leaf = work.path().join("leaf-2.pem");
+    std::fs::write(&leaf, stored["certificate_pem"].as_str().unwrap()).unwrap();
+    assert_eq!(tcb_info(&leaf)["fwids"][0]["digest"], m2.as_str());
+    device
+        .json(&[&["connect"][..], &firmware].concat(), None)
+        .await;
+
+    // A tampered image: the proof is refused, and the audit log names what the chip runs.
+    std::fs::copy(&tampered, &running).unwrap();
+    let refused = device
+        .run_with_service(&[&["renew"][..], &firmware].concat(), &harness)
+        .await;
+    let message = refused.fails(3);
+    assert!(message.contains("PROOF_REJECTED"), "{message}");
+    let entries = refusals(&mut operator, &id).await;
+    let last = entries.last().unwrap();
+    assert_eq!(last.details["refusal_detail"], "firmware_not_accepted");
+    assert_eq!(last.details["firmware_measurement"], m_tampered);
+
+    // A device that proves no firmware is refused under this policy, and the log says why.
+    let unmeasured = Agent::new(
+        &work.path().join("state-2"),
+        &format!("emulated:{}", hex::encode([0x32; 32])),
+    );
+    let other_id = unmeasured.join_batch(&harness, &mut operator, &batch).await;
+    let refused = unmeasured.run_with_service(&["onboard"], &harness).await;
+    refused.fails(3);
+    let entries = refusals(&mut operator, &other_id).await;
+    assert_eq!(
+        entries.last().unwrap().details["refusal_detail"],
+        "firmware_not_measured"
+    );
+
+    // The measurement the device computed is the one sha256sum computed.
+    assert_eq!(
+        FirmwareMeasurement::of_image(&image(1)).to_string(),
+        m1,
+        "rot-core's measurement is SHA-256 of the image"
+    );
+}
