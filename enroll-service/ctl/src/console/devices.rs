@@ -327,7 +327,7 @@ fn body(
                 table.certificates {
                     thead { tr {
                         th { "Serial" } th { "State" } th { "Slot" } th { "Policy" } th { "Subject CN" }
-                        th { "Issued" } th { "Not after" }
+                        th { "Issued" } th { "Not after" } th { "Firmware" }
                     } }
                     tbody {
                         @for credential in &device.credential_history {
@@ -339,8 +339,12 @@ fn body(
                                 td { code { (shown(&credential.subject_cn)) } }
                                 td { (when(credential.issued_at.as_ref())) }
                                 td { (when(credential.not_after.as_ref())) }
+                                td.firmware {
+                                    @if credential.firmware_measurement.is_empty() { "-" }
+                                    @else { code title="SHA-256 of the firmware image its key is bound to" { (shown(&credential.firmware_measurement)) } }
+                                }
                             }
-                            tr.pem { td colspan="7" {
+                            tr.pem { td colspan="8" {
                                 details { summary { "PEM of " (shown(&credential.serial)) } pre { (shown_pem(&credential.certificate_pem)) } }
                             } }
                         }

@@ -42,7 +42,7 @@ pub(crate) fn fields(device: &Device) -> Fields {
         fields = fields
             .field("site", &context.site)
             .field("station", &context.station)
-            .field("firmware", &context.firmware_version)
+            .field("firmware version", &context.firmware_version)
             .field("labels", labels.join(", "));
     }
     if let Some(credential) = &device.current_credential {
@@ -55,6 +55,10 @@ pub(crate) fn fields(device: &Device) -> Fields {
                 timestamp_text(credential.not_after.as_ref())
             ),
         );
+        if !credential.firmware_measurement.is_empty() {
+            // The measurement its key is bound to (TcbInfo), as sha256sum prints it.
+            fields = fields.field("bound to firmware", &credential.firmware_measurement);
+        }
     }
     if let Some(revocation) = &device.revocation {
         fields = fields
@@ -74,7 +78,15 @@ pub(crate) fn fields(device: &Device) -> Fields {
 /// The credential history, if the service sent one.
 fn history(device: &Device) -> Option<Table> {
     (!device.credential_history.is_empty()).then(|| {
-        let mut table = Table::new(&["SERIAL", "STATE", "SLOT", "POLICY", "ISSUED", "NOT_AFTER"]);
+        let mut table = Table::new(&[
+            "SERIAL",
+            "STATE",
+            "SLOT",
+            "POLICY",
+            "ISSUED",
+            "NOT_AFTER",
+            "FIRMWARE",
+        ]);
         for credential in &device.credential_history {
             table.row(vec![
                 credential.serial.clone(),
@@ -83,10 +95,21 @@ fn history(device: &Device) -> Option<Table> {
                 credential.policy_name.clone(),
                 timestamp_text(credential.issued_at.as_ref()),
                 timestamp_text(credential.not_after.as_ref()),
+                firmware_text(&credential.firmware_measurement),
             ]);
         }
         table
     })
+}
+
+/// A credential's firmware binding in a table cell: the measurement's first 12 hex characters
+/// (enough to tell images apart; `device get` shows it whole), or "-" for a DPK credential.
+fn firmware_text(measurement: &str) -> String {
+    if measurement.is_empty() {
+        "-".to_owned()
+    } else {
+        measurement.chars().take(12).collect()
+    }
 }
 
 /// Devices, one per row.
