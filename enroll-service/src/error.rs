@@ -136,6 +136,16 @@ impl From<crate::pki::PkiError> for ServiceError {
     }
 }
 
+impl From<crate::firmware::mcuboot::ImageError> for ServiceError {
+    fn from(e: crate::firmware::mcuboot::ImageError) -> Self {
+        use crate::firmware::mcuboot::ImageError;
+        match e {
+            ImageError::Signer(e) => crate::pki::PkiError::Signer(e).into(),
+            other => Self::invalid("payload", other.to_string()),
+        }
+    }
+}
+
 impl From<&ServiceError> for Status {
     fn from(e: &ServiceError) -> Self {
         let code = match e {

@@ -26,6 +26,7 @@
 pub mod app;
 pub mod audit;
 pub mod error;
+pub mod firmware;
 pub mod fleet;
 pub mod metrics;
 pub mod model;

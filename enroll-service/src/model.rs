@@ -10,10 +10,12 @@
 //! ```
 
 mod event;
+mod firmware;
 mod owner;
 mod stored_as_text;
 
 pub use event::{DeviceEvent, DeviceEventKind, RefusalDetail};
+pub use firmware::{FirmwareRecord, FirmwareSignerRecord};
 pub use owner::{AuthorityRecord, AuthorityState, CaMode, OwnerRecord};
 
 use std::collections::BTreeMap;

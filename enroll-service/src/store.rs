@@ -119,8 +119,8 @@ use rot_core::keys::DeviceId;
 
 use crate::audit::StoredAuditEntry;
 use crate::model::{
-    BatchRecord, CredentialRecord, CrlEntryRecord, CrlRecord, DeviceRecord,
-    OperatorCertificateRecord, OwnerRecord,
+    BatchRecord, CredentialRecord, CrlEntryRecord, CrlRecord, DeviceRecord, FirmwareRecord,
+    FirmwareSignerRecord, OperatorCertificateRecord, OwnerRecord,
 };
 use crate::pki::Serial;
 use crate::policy::PolicySpec;
@@ -347,6 +347,49 @@ pub trait Registry: Send + Sync + fmt::Debug + 'static {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<OwnerRecord>, StoreError>;
+
+    /// An owner's firmware-signing key.
+    ///
+    /// # Errors
+    /// As [`Registry::device`].
+    async fn firmware_signer(
+        &self,
+        owner: &str,
+    ) -> Result<Option<FirmwareSignerRecord>, StoreError>;
+
+    /// A signed firmware image's record.
+    ///
+    /// # Errors
+    /// As [`Registry::device`].
+    async fn firmware(
+        &self,
+        owner: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<FirmwareRecord>, StoreError>;
+
+    /// A signed firmware image file.
+    ///
+    /// # Errors
+    /// As [`Registry::device`].
+    async fn firmware_image(
+        &self,
+        owner: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Firmware records ordered by (owner, name, version), of `owner` if given, after `after`,
+    /// at most `limit`.
+    ///
+    /// # Errors
+    /// As [`Registry::device`].
+    async fn firmwares(
+        &self,
+        owner: Option<&str>,
+        after: Option<(&str, &str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<FirmwareRecord>, StoreError>;
 
     /// Audit entries with `seq >= start`, ascending, at most `limit`; durable entries only.
     ///

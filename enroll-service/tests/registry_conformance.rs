@@ -38,8 +38,8 @@ use conformance::{
 use enroll_service::audit::{AuditDraft, StoredAuditEntry};
 use enroll_service::model::{
     BatchRecord, CountsDelta, CredentialRecord, CredentialStatus, CrlEntryRecord, CrlRecord,
-    DeviceEvent, DeviceEventKind, DeviceRecord, DeviceState, OperatorCertificateRecord,
-    OwnerRecord,
+    DeviceEvent, DeviceEventKind, DeviceRecord, DeviceState, FirmwareRecord, FirmwareSignerRecord,
+    OperatorCertificateRecord, OwnerRecord,
 };
 use enroll_service::pki::{RevocationReason, Serial};
 use enroll_service::policy::PolicySpec;
@@ -93,6 +93,8 @@ macro_rules! conformance {
                 check_guard_serial_absent,
                 check_guard_request_id_absent,
                 check_guard_operator_unrevoked,
+                check_firmware_signer_and_images,
+                check_firmware_listing,
                 check_racing_inserts_admit_exactly_one,
                 check_device_versions,
                 check_device_second_writer_loses,
@@ -1256,6 +1258,166 @@ type Make = Box<dyn Fn(u32) -> Change + Send + Sync>;
 
 /// Guards and versions are checked against the state each change is applied to: of writers
 /// racing to insert the same thing, exactly one wins and every other hears the typed conflict.
+fn firmware_signer(owner: &str, id: &str) -> FirmwareSignerRecord {
+    FirmwareSignerRecord {
+        owner: owner.into(),
+        id: id.into(),
+        certificate_pem: format!("-----BEGIN CERTIFICATE-----\n{id}\n-----END CERTIFICATE-----\n"),
+        chain_pem: String::new(),
+        key: enroll_service::pki::KeyReference::Sealed(vec![9, 8, 7]),
+        created_at: T0,
+    }
+}
+
+fn firmware(owner: &str, name: &str, version: &str, counter: u32) -> FirmwareRecord {
+    FirmwareRecord {
+        owner: owner.into(),
+        name: name.into(),
+        version: version.into(),
+        security_counter: counter,
+        policy_name: "line".into(),
+        measurement: "ab".repeat(32),
+        image_size: 3,
+        payload_size: 1,
+        manifest_hex: "00".into(),
+        manifest_signature_hex: "01".into(),
+        signer: format!("{owner}/firmware-1"),
+        created_at: T0,
+        created_by: format!("{owner}/alice"),
+    }
+}
+
+fn put_firmware(record: FirmwareRecord, image: &[u8]) -> Change {
+    let mut c = change([]);
+    c.guard(Guard::FirmwareAbsent {
+        owner: record.owner.clone(),
+        name: record.name.clone(),
+        version: record.version.clone(),
+    })
+    .op(Op::PutFirmware {
+        record: Box::new(record),
+        image: image.to_vec(),
+    });
+    c
+}
+
+async fn check_firmware_signer_and_images(open: &Opener) {
+    let store = Store::open(open).await;
+    let r = store.registry();
+    let put_signer = |record: FirmwareSignerRecord| {
+        let mut c = change([]);
+        c.guard(Guard::FirmwareSignerAbsent(record.owner.clone()))
+            .op(Op::PutFirmwareSigner(Box::new(record)));
+        c
+    };
+    assert_eq!(r.firmware_signer("acme").await.unwrap(), None);
+    commit_ok(r, put_signer(firmware_signer("acme", "acme/firmware-1"))).await;
+    assert_eq!(
+        conflict_of(
+            r.commit(put_signer(firmware_signer("acme", "acme/firmware-2")))
+                .await
+        ),
+        Conflict::FirmwareSignerExists("acme".into())
+    );
+    assert_eq!(
+        r.firmware_signer("acme").await.unwrap().unwrap().id,
+        "acme/firmware-1"
+    );
+    commit_ok(
+        r,
+        put_signer(firmware_signer("globex", "globex/firmware-1")),
+    )
+    .await;
+
+    // Images: stored byte for byte beside their record; a version is signed once.
+    let image: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    commit_ok(
+        r,
+        put_firmware(firmware("acme", "app", "1.0.0+0", 1), &image),
+    )
+    .await;
+    assert_eq!(
+        conflict_of(
+            r.commit(put_firmware(
+                firmware("acme", "app", "1.0.0+0", 2),
+                b"other"
+            ))
+            .await
+        ),
+        Conflict::FirmwareExists {
+            owner: "acme".into(),
+            name: "app".into(),
+            version: "1.0.0+0".into(),
+        }
+    );
+    let stored = r.firmware("acme", "app", "1.0.0+0").await.unwrap().unwrap();
+    assert_eq!(stored, firmware("acme", "app", "1.0.0+0", 1));
+    assert_eq!(
+        r.firmware_image("acme", "app", "1.0.0+0").await.unwrap(),
+        Some(image)
+    );
+    assert_eq!(r.firmware("acme", "app", "1.0.1+0").await.unwrap(), None);
+    assert_eq!(
+        r.firmware_image("globex", "app", "1.0.0+0").await.unwrap(),
+        None
+    );
+    // The guard names one owner's one name and version.
+    commit_ok(
+        r,
+        put_firmware(firmware("globex", "app", "1.0.0+0", 1), b"g"),
+    )
+    .await;
+    commit_ok(r, put_firmware(firmware("acme", "app", "1.0.1+0", 1), b"a")).await;
+}
+
+async fn check_firmware_listing(open: &Opener) {
+    let store = Store::open(open).await;
+    let r = store.registry();
+    let mut expected = Vec::new();
+    for owner in ["acme", "globex"] {
+        for name in ["app", "boot"] {
+            for version in ["1.0.0+0", "1.0.1+0", "2.0.0+0"] {
+                commit_ok(r, put_firmware(firmware(owner, name, version, 1), b"x")).await;
+                expected.push((owner.to_owned(), name.to_owned(), version.to_owned()));
+            }
+        }
+    }
+    let keys = |records: &[FirmwareRecord]| {
+        records
+            .iter()
+            .map(|f| (f.owner.clone(), f.name.clone(), f.version.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(keys(&r.firmwares(None, None, 100).await.unwrap()), expected);
+    let acme: Vec<_> = expected.iter().filter(|k| k.0 == "acme").cloned().collect();
+    assert_eq!(
+        keys(&r.firmwares(Some("acme"), None, 100).await.unwrap()),
+        acme
+    );
+    // Pages of two, resumed after the last key, list everything once.
+    let mut paged = Vec::new();
+    let mut after: Option<(String, String, String)> = None;
+    loop {
+        let page = r
+            .firmwares(
+                None,
+                after
+                    .as_ref()
+                    .map(|(o, n, v)| (o.as_str(), n.as_str(), v.as_str())),
+                2,
+            )
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        paged.extend(keys(&page));
+        after = paged.last().cloned();
+    }
+    assert_eq!(paged, expected);
+    assert!(r.firmwares(None, None, 0).await.unwrap().is_empty());
+}
+
 async fn check_racing_inserts_admit_exactly_one(open: &Opener) {
     const WRITERS: u32 = 16;
     let store = Store::open(open).await;

@@ -21,6 +21,8 @@
 //! reads it. It is fixed-size, so it is built here without allocation and shared by the
 //! service that writes it and the device that checks it.
 
+pub mod manifest;
+
 use core::fmt;
 use core::str::FromStr;
 

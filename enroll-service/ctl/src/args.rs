@@ -86,6 +86,9 @@ pub enum Command {
     /// Owners (tenants) and their certificate authorities.
     #[command(subcommand)]
     Owner(OwnerCommand),
+    /// Firmware images signed by the owner's firmware-signing key.
+    #[command(subcommand)]
+    Firmware(FirmwareCommand),
     /// Serve the web console on loopback, acting as this profile's operator.
     Console(ConsoleArgs),
 }
@@ -106,6 +109,67 @@ pub struct ConsoleArgs {
     /// device list (in the background; pages show the time of the data).
     #[arg(long, default_value = "15s", value_parser = parse_duration, value_name = "DURATION")]
     pub fleet_refresh: Duration,
+}
+
+/// `firmware …`
+#[derive(Debug, Subcommand)]
+pub enum FirmwareCommand {
+    /// Sign an image for a policy's devices (admins): an MCUboot image, and a manifest.
+    Sign(FirmwareSignArgs),
+    /// Show one signed image; with --out, write the signed file.
+    Get {
+        /// Image name.
+        name: String,
+        /// Version, major.minor.revision[+build].
+        version: String,
+        /// Write the signed image file here.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Replace --out if it exists.
+        #[arg(long)]
+        force: bool,
+        /// Owner (platform operators must name one).
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// List signed images (all pages).
+    List {
+        /// Owner filter.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Only images of this name.
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+/// `firmware sign`
+#[derive(Debug, Args)]
+pub struct FirmwareSignArgs {
+    /// The firmware as the build produced it (no MCUboot header), at most 3 MiB.
+    #[arg(long, value_name = "FILE")]
+    pub payload: PathBuf,
+    /// Image name: one product's firmware line, [a-z0-9-_.].
+    #[arg(long)]
+    pub name: String,
+    /// Version, major.minor.revision[+build] (as imgtool writes it).
+    #[arg(long)]
+    pub version: String,
+    /// Security counter: devices refuse an image whose counter is below the one they run.
+    #[arg(long, default_value_t = 0)]
+    pub security_counter: u32,
+    /// The policy whose devices may install it.
+    #[arg(long = "policy", value_name = "POLICY")]
+    pub policy_name: String,
+    /// Write the signed image file here.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Owner (platform admins must name one).
+    #[arg(long)]
+    pub owner: Option<String>,
 }
 
 /// `policy …`

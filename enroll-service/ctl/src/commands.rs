@@ -6,6 +6,7 @@ mod console;
 mod crl_sync;
 mod device;
 mod export;
+mod firmware;
 mod operator;
 mod owner;
 mod policy;
@@ -109,6 +110,7 @@ pub(crate) async fn execute(command: Command, ctx: &mut Ctx<'_>) -> Result<(), C
     match command {
         Command::Whoami => whoami(ctx).await,
         Command::Policy(command) => policy::run(command, ctx).await,
+        Command::Firmware(command) => firmware::run(command, ctx).await,
         Command::Export(args) => export::artifacts(args, ctx).await,
         Command::Batch(command) => batch::run(command, ctx).await,
         Command::Device(command) => device::run(command, ctx).await,

@@ -13,6 +13,7 @@ pub(crate) mod audit;
 pub(crate) mod batch;
 pub(crate) mod device;
 pub(crate) mod export;
+pub(crate) mod firmware;
 pub(crate) mod import;
 pub(crate) mod operator;
 pub(crate) mod owner;

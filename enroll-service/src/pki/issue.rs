@@ -15,8 +15,8 @@ use super::profile::{
 };
 use super::{
     CertificateAuthority, Crl, IssuedCertificate, LeafRequest, OperatorCredentials,
-    OperatorIdentity, OperatorKey, PkiError, PrivateKeyPkcs8, RevokedEntry, Role, Serial,
-    ServerCredentials, ServerName, Validity,
+    OperatorIdentity, OperatorKey, P256_PUBLIC_KEY_LEN, PkiError, PrivateKeyPkcs8, RevokedEntry,
+    Role, Serial, ServerCredentials, ServerName, Validity,
 };
 
 impl CertificateAuthority {
@@ -67,6 +67,36 @@ impl CertificateAuthority {
                     firmware.tcb_info_der().to_vec(),
                 ));
         }
+        let cert = params
+            .signed_by(&public_key, &self.issuer)
+            .map_err(|e| self.sign_error(e))?;
+        Ok(self.finish(cert.der().to_vec()))
+    }
+
+    /// Issues an owner's firmware-signing certificate for `public_key`: CA:FALSE, keyUsage
+    /// digitalSignature, EKU codeSigning only (so that no TLS stack accepts it for client or
+    /// server authentication), SKI and AKI, subject CN as given.
+    ///
+    /// # Errors
+    /// [`PkiError::InvalidPublicKey`], [`PkiError::InvalidCommonName`],
+    /// [`PkiError::InvalidValidity`], or [`PkiError::Certificate`] if signing fails.
+    pub fn issue_code_signing_certificate(
+        &self,
+        public_key: &[u8; P256_PUBLIC_KEY_LEN],
+        common_name: &str,
+        validity: Validity,
+        serial: Serial,
+    ) -> Result<IssuedCertificate, PkiError> {
+        let public_key = validated(public_key)?;
+        check_common_name(common_name)?;
+        let mut params = end_entity_params(
+            self.clamp(validity)?,
+            serial,
+            &[ExtendedKeyUsagePurpose::CodeSigning],
+        )?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         let cert = params
             .signed_by(&public_key, &self.issuer)
             .map_err(|e| self.sign_error(e))?;

@@ -19,6 +19,10 @@
 //! own root. Rotation makes a new issuing CA that issues from then on; the old one is retired
 //! but signs its CRL until its last certificate expires, and exports carry both meanwhile.
 
+mod firmware_signer;
+
+pub(crate) use firmware_signer::FirmwareSigner;
+
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -30,8 +34,8 @@ use crate::audit::AuditDraft;
 use crate::error::ServiceError;
 use crate::model::{AuthorityRecord, AuthorityState, CaMode, OwnerRecord};
 use crate::pki::{
-    CertificateAuthority, ISSUING_LIFETIME, KeyBackend, PLATFORM_OWNER, PkiError, SignerError,
-    Validity, is_valid_owner,
+    CaKey, CertificateAuthority, ISSUING_LIFETIME, KeyBackend, PLATFORM_OWNER, PkiError,
+    SignerError, Validity, is_valid_owner,
 };
 use crate::store::{Change, Conflict, Guard, Op, Registry, StoreError, commit};
 
@@ -67,6 +71,23 @@ pub(crate) async fn sign_off_runtime<T: Send + 'static>(
         .map_err(|e| ServiceError::Internal(format!("a signing task failed: {e}")))
 }
 
+/// [`sign_off_runtime`] for a key that is not a CA's (an owner's firmware-signing key).
+///
+/// # Errors
+/// [`ServiceError::Internal`] if the blocking task panicked.
+pub(crate) async fn use_key_off_runtime<T: Send + 'static>(
+    key: &Arc<dyn CaKey>,
+    work: impl FnOnce(&dyn CaKey) -> T + Send + 'static,
+) -> Result<T, ServiceError> {
+    if key.as_sealed().is_some() {
+        return Ok(work(key.as_ref()));
+    }
+    let key = key.clone();
+    tokio::task::spawn_blocking(move || work(key.as_ref()))
+        .await
+        .map_err(|e| ServiceError::Internal(format!("a signing task failed: {e}")))
+}
+
 /// When a (not pending) CA of a record stops being valid, from its stored certificate.
 fn record_not_after(authority: &AuthorityRecord) -> Result<OffsetDateTime, ServiceError> {
     let id = &authority.id;
@@ -85,6 +106,8 @@ pub struct Authorities {
     platform: Arc<CertificateAuthority>,
     keys: KeyBackend,
     built: RwLock<HashMap<String, Arc<CertificateAuthority>>>,
+    /// Owners' firmware-signing keys opened so far, by signer id.
+    firmware_keys: RwLock<HashMap<String, Arc<dyn CaKey>>>,
     /// One change of an owner's CAs at a time on this replica (create, rotate, import), so that
     /// its own calls do not conflict; the record's version guards against other replicas.
     changes: Mutex<()>,
@@ -116,6 +139,7 @@ impl Authorities {
             platform,
             keys,
             built: RwLock::new(HashMap::new()),
+            firmware_keys: RwLock::new(HashMap::new()),
             changes: Mutex::new(()),
         }
     }

@@ -24,6 +24,7 @@ mod audit_log;
 mod batches;
 mod convert;
 mod devices;
+mod firmware;
 mod import;
 mod operator_certificates;
 mod owners;
@@ -258,6 +259,39 @@ impl Operator for OperatorService {
         let _timer = self.timer("get_policy");
         self.unary(request, "GetPolicy", |caller, req| async move {
             self.get_policy_as(&caller, &req).await
+        })
+        .await
+    }
+
+    async fn sign_firmware(
+        &self,
+        request: Request<v1::SignFirmwareRequest>,
+    ) -> Result<Response<v1::SignFirmwareResponse>, Status> {
+        let _timer = self.timer("sign_firmware");
+        self.unary(request, "SignFirmware", |caller, req| async move {
+            self.sign_firmware_as(&caller, req).await
+        })
+        .await
+    }
+
+    async fn get_firmware(
+        &self,
+        request: Request<v1::GetFirmwareRequest>,
+    ) -> Result<Response<v1::GetFirmwareResponse>, Status> {
+        let _timer = self.timer("get_firmware");
+        self.unary(request, "GetFirmware", |caller, req| async move {
+            self.get_firmware_as(&caller, &req).await
+        })
+        .await
+    }
+
+    async fn list_firmware(
+        &self,
+        request: Request<v1::ListFirmwareRequest>,
+    ) -> Result<Response<v1::ListFirmwareResponse>, Status> {
+        let _timer = self.timer("list_firmware");
+        self.unary(request, "ListFirmware", |caller, req| async move {
+            self.list_firmware_as(&caller, &req).await
         })
         .await
     }

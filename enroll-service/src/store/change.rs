@@ -6,7 +6,7 @@ use super::events::RegistryEvent;
 use crate::audit::AuditDraft;
 use crate::model::{
     BatchRecord, CountsDelta, CredentialRecord, CrlEntryRecord, CrlRecord, DeviceEvent,
-    DeviceRecord, OperatorCertificateRecord, OwnerRecord,
+    DeviceRecord, FirmwareRecord, FirmwareSignerRecord, OperatorCertificateRecord, OwnerRecord,
 };
 use crate::pki::Serial;
 use crate::policy::PolicySpec;
@@ -40,6 +40,19 @@ pub enum Guard {
     /// The operator certificate is on record and not revoked: a revocation happens once
     /// ([`Conflict::OperatorRevoked`](super::Conflict)).
     OperatorUnrevoked(Serial),
+    /// The owner has no firmware-signing key yet
+    /// ([`Conflict::FirmwareSignerExists`](super::Conflict)).
+    FirmwareSignerAbsent(String),
+    /// No firmware of that owner, name and version was signed before: a version is signed
+    /// once ([`Conflict::FirmwareExists`](super::Conflict)).
+    FirmwareAbsent {
+        /// Owner.
+        owner: String,
+        /// Image name.
+        name: String,
+        /// Version (canonical text).
+        version: String,
+    },
 }
 
 /// One write of a [`Change`].
@@ -132,6 +145,16 @@ pub enum Op {
         request_id: String,
         /// Batch created for it.
         batch_id: String,
+    },
+    /// Insert an owner's firmware-signing key (guard with [`Guard::FirmwareSignerAbsent`]).
+    PutFirmwareSigner(Box<FirmwareSignerRecord>),
+    /// Insert a signed firmware image and its record (guard with [`Guard::FirmwareAbsent`];
+    /// firmware is immutable).
+    PutFirmware {
+        /// The record.
+        record: Box<FirmwareRecord>,
+        /// The signed image file.
+        image: Vec<u8>,
     },
     /// Append an audit entry; the store gives it its sequence number and chains its hash to
     /// the entry before it, inside the commit.

@@ -112,6 +112,18 @@ pub fn encode_policy(policy: &PolicySpec) -> Vec<u8> {
     serde_json::to_vec(policy).expect("policies encode")
 }
 
+/// Encodes a record as JSON, for records whose fields will grow (firmware releases): JSON with
+/// serde defaults reads older records, which postcard (no field names) cannot. [`decode`]
+/// reads it back.
+#[must_use]
+pub fn encode_json<T: Serialize>(value: &T) -> Vec<u8> {
+    #[allow(
+        clippy::expect_used,
+        reason = "records are plain data; serialising cannot fail"
+    )]
+    serde_json::to_vec(value).expect("records encode")
+}
+
 /// Decodes a policy: JSON, or postcard as registries wrote policies before they were JSON
 /// (the shape of [`PolicySpecV1`]).
 ///

@@ -42,6 +42,19 @@ pub enum Conflict {
         /// Key.
         request_id: String,
     },
+    /// [`Guard::FirmwareSignerAbsent`](super::Guard): the owner has a firmware-signing key.
+    #[error("owner {0} has a firmware-signing key")]
+    FirmwareSignerExists(String),
+    /// [`Guard::FirmwareAbsent`](super::Guard): that version was signed before.
+    #[error("firmware {owner}/{name} {version} exists")]
+    FirmwareExists {
+        /// Owner.
+        owner: String,
+        /// Image name.
+        name: String,
+        /// Version.
+        version: String,
+    },
     /// [`Guard::OperatorUnrevoked`](super::Guard): the operator certificate is revoked, or not
     /// on record.
     #[error("operator certificate {0} is revoked or not on record")]

@@ -49,7 +49,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{GenericClient, NoTls};
 
-use super::codec::{decode, decode_policy, encode, encode_policy};
+use super::codec::{decode, decode_policy, encode, encode_json, encode_policy};
 use super::{
     Change, Conflict, DeviceFilter, Guard, Op, Placement, Published, Receipt, Registry,
     RegistryEvent, Reply, StoreError, Subscription,
@@ -57,16 +57,19 @@ use super::{
 use crate::audit::{self, GENESIS_HASH, StoredAuditEntry};
 use crate::model::{
     BatchCounts, BatchRecord, CountsDelta, CredentialRecord, CrlEntryRecord, CrlRecord,
-    DeviceRecord, OperatorCertificateRecord, OwnerRecord,
+    DeviceRecord, FirmwareRecord, FirmwareSignerRecord, OperatorCertificateRecord, OwnerRecord,
 };
 use crate::pki::Serial;
 use crate::policy::PolicySpec;
 
 /// The schema this build reads and writes; [`migrate`] brings a database to it.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Each migration, by the version it brings the schema to.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("postgres/schema_v1.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("postgres/schema_v1.sql")),
+    (2, include_str!("postgres/schema_v2.sql")),
+];
 
 /// Most changes one transaction carries (group commit). Each change is a savepoint, i.e. a
 /// subtransaction: past 64 of them in one transaction PostgreSQL's per-backend subtransaction
@@ -734,6 +737,17 @@ fn enforced_by_insert(guard: &Guard, change: &Change) -> bool {
             policy.owner == *owner && policy.name == *name
         }
         (Guard::BatchAbsent(id), Op::PutBatch(batch)) => batch.batch_id == *id,
+        (Guard::FirmwareSignerAbsent(owner), Op::PutFirmwareSigner(record)) => {
+            record.owner == *owner
+        }
+        (
+            Guard::FirmwareAbsent {
+                owner,
+                name,
+                version,
+            },
+            Op::PutFirmware { record, .. },
+        ) => record.owner == *owner && record.name == *name && record.version == *version,
         (
             Guard::RequestIdAbsent { owner, request_id },
             Op::PutRequestId {
@@ -827,6 +841,12 @@ const UPDATE_DEVICE: &str = "WITH written AS (UPDATE devices SET version = versi
     version) SELECT (SELECT version FROM written), (SELECT version FROM devices WHERE device_id = \
     $1)";
 const INSERT_POLICY: &str = "INSERT INTO policies (owner, name, record) VALUES ($1, $2, $3)";
+const INSERT_FIRMWARE_SIGNER: &str = "INSERT INTO firmware_signers (owner, record) VALUES ($1, $2)";
+const INSERT_FIRMWARE: &str =
+    "INSERT INTO firmware (owner, name, version, record, image) VALUES ($1, $2, $3, $4, $5)";
+const GUARD_FIRMWARE_SIGNER: &str = "SELECT 1 FROM firmware_signers WHERE owner = $1";
+const GUARD_FIRMWARE: &str =
+    "SELECT 1 FROM firmware WHERE owner = $1 AND name = $2 AND version = $3";
 const INSERT_CREDENTIAL: &str = "INSERT INTO credentials (serial, record) VALUES ($1, $2)";
 const UPSERT_CREDENTIAL: &str = "INSERT INTO credentials (serial, record) VALUES ($1, $2) ON \
     CONFLICT (serial) DO UPDATE SET record = excluded.record";
@@ -863,6 +883,10 @@ const UPSERT_BATCH: &str = "INSERT INTO batches (batch_id, owner, policy_name, r
     ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (batch_id) DO UPDATE SET owner = \
     excluded.owner, policy_name = excluded.policy_name, record = excluded.record";
 const WRITER_STATEMENTS: &[&str] = &[
+    GUARD_FIRMWARE_SIGNER,
+    GUARD_FIRMWARE,
+    INSERT_FIRMWARE_SIGNER,
+    INSERT_FIRMWARE,
     GUARD_POLICY,
     GUARD_BATCH,
     GUARD_OWNER,
@@ -920,6 +944,20 @@ async fn check_guard(client: &Tx<'_>, guard: &Guard) -> Result<(), Applied> {
                     request_id: request_id.clone(),
                 })
         }
+        Guard::FirmwareSignerAbsent(owner) => exists(client, GUARD_FIRMWARE_SIGNER, &[owner])
+            .await?
+            .then(|| Conflict::FirmwareSignerExists(owner.clone())),
+        Guard::FirmwareAbsent {
+            owner,
+            name,
+            version,
+        } => exists(client, GUARD_FIRMWARE, &[owner, name, version])
+            .await?
+            .then(|| Conflict::FirmwareExists {
+                owner: owner.clone(),
+                name: name.clone(),
+                version: version.clone(),
+            }),
         Guard::OperatorUnrevoked(serial) => {
             // Locked until the group commits: a concurrent revocation waits, then sees it.
             let row = client
@@ -1174,6 +1212,39 @@ async fn apply_op(
                         Conflict::RequestIdUsed {
                             owner: owner.clone(),
                             request_id: request_id.clone(),
+                        },
+                    )
+                })?;
+        }
+        Op::PutFirmwareSigner(record) => {
+            client
+                .execute(
+                    INSERT_FIRMWARE_SIGNER,
+                    &[&record.owner, &encode_json(&**record)],
+                )
+                .await
+                .map_err(|e| unique_or(e, Conflict::FirmwareSignerExists(record.owner.clone())))?;
+        }
+        Op::PutFirmware { record, image } => {
+            client
+                .execute(
+                    INSERT_FIRMWARE,
+                    &[
+                        &record.owner,
+                        &record.name,
+                        &record.version,
+                        &encode_json(&**record),
+                        image,
+                    ],
+                )
+                .await
+                .map_err(|e| {
+                    unique_or(
+                        e,
+                        Conflict::FirmwareExists {
+                            owner: record.owner.clone(),
+                            name: record.name.clone(),
+                            version: record.version.clone(),
                         },
                     )
                 })?;
@@ -1576,6 +1647,90 @@ impl Registry for PostgresRegistry {
         .await?
         .iter()
         .map(owner_from)
+        .collect()
+    }
+
+    async fn firmware_signer(
+        &self,
+        owner: &str,
+    ) -> Result<Option<FirmwareSignerRecord>, StoreError> {
+        self.query(
+            "SELECT record FROM firmware_signers WHERE owner = $1",
+            &[&owner],
+        )
+        .await?
+        .first()
+        .map(|row| decode(format!("firmware_signers/{owner}").as_bytes(), row.get(0)))
+        .transpose()
+    }
+
+    async fn firmware(
+        &self,
+        owner: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<FirmwareRecord>, StoreError> {
+        self.query(
+            "SELECT record FROM firmware WHERE owner = $1 AND name = $2 AND version = $3",
+            &[&owner, &name, &version],
+        )
+        .await?
+        .first()
+        .map(|row| {
+            decode(
+                format!("firmware/{owner}/{name}/{version}").as_bytes(),
+                row.get(0),
+            )
+        })
+        .transpose()
+    }
+
+    async fn firmware_image(
+        &self,
+        owner: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .query(
+                "SELECT image FROM firmware WHERE owner = $1 AND name = $2 AND version = $3",
+                &[&owner, &name, &version],
+            )
+            .await?
+            .first()
+            .map(|row| row.get(0)))
+    }
+
+    async fn firmwares(
+        &self,
+        owner: Option<&str>,
+        after: Option<(&str, &str, &str)>,
+        limit_to: usize,
+    ) -> Result<Vec<FirmwareRecord>, StoreError> {
+        let (after_owner, after_name, after_version) = after.unwrap_or(("", "", ""));
+        self.query(
+            "SELECT owner, name, version, record FROM firmware
+             WHERE ($1::text IS NULL OR owner = $1) AND (owner, name, version) > ($2, $3, $4)
+             ORDER BY owner, name, version LIMIT $5",
+            &[
+                &owner,
+                &after_owner,
+                &after_name,
+                &after_version,
+                &limit(limit_to),
+            ],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            let key = format!(
+                "firmware/{}/{}/{}",
+                row.get::<_, &str>(0),
+                row.get::<_, &str>(1),
+                row.get::<_, &str>(2)
+            );
+            decode(key.as_bytes(), row.get(3))
+        })
         .collect()
     }
 

@@ -56,7 +56,9 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, mpsc};
 
-use super::codec::{decode, decode_policy, encode, encode_policy, encode_versioned, version_of};
+use super::codec::{
+    decode, decode_policy, encode, encode_json, encode_policy, encode_versioned, version_of,
+};
 use super::{
     Change, Conflict, DeviceFilter, Guard, Op, Published, Receipt, Registry, Reply, StoreError,
     Subscription,
@@ -65,7 +67,7 @@ use crate::audit::{self, GENESIS_HASH, StoredAuditEntry};
 use crate::model::CredentialStatus;
 use crate::model::{
     BatchRecord, CountsDelta, CredentialRecord, CrlEntryRecord, CrlRecord, DeviceRecord,
-    OperatorCertificateRecord, OwnerRecord,
+    FirmwareRecord, FirmwareSignerRecord, OperatorCertificateRecord, OwnerRecord,
 };
 use crate::pki::Serial;
 use crate::policy::{DEFAULT_SUPERSEDED_GRACE, PolicySpec};
@@ -166,6 +168,40 @@ fn crl_key(issuer: &str) -> Vec<u8> {
 }
 fn owner_key(name: &str) -> Vec<u8> {
     format!("w/{name}").into_bytes()
+}
+fn firmware_signer_key(owner: &str) -> Vec<u8> {
+    format!("k/{owner}").into_bytes()
+}
+fn firmware_key(owner: &str, name: &str, version: &str) -> Vec<u8> {
+    format!("f/{owner}/{name}/{version}").into_bytes()
+}
+/// The image file beside its record: raw bytes, not a record encoding.
+fn firmware_image_key(owner: &str, name: &str, version: &str) -> Vec<u8> {
+    format!("i/{owner}/{name}/{version}").into_bytes()
+}
+
+/// Stages a firmware signer, or an image with its record (their guards were checked).
+fn stage_firmware(staged: &mut Overlay, op: &Op) {
+    match op {
+        Op::PutFirmwareSigner(record) => {
+            staged.insert(
+                firmware_signer_key(&record.owner),
+                Staged::Bytes(encode_json(&**record)),
+            );
+        }
+        Op::PutFirmware { record, image } => {
+            let (owner, name, version) = (&record.owner, &record.name, &record.version);
+            staged.insert(
+                firmware_key(owner, name, version),
+                Staged::Bytes(encode_json(&**record)),
+            );
+            staged.insert(
+                firmware_image_key(owner, name, version),
+                Staged::Bytes(image.clone()),
+            );
+        }
+        _ => {}
+    }
 }
 fn request_key(owner: &str, request: &str) -> Vec<u8> {
     format!("q/{owner}/{request}").into_bytes()
@@ -668,6 +704,59 @@ impl Registry for SledRegistry {
         Ok(out)
     }
 
+    async fn firmware_signer(
+        &self,
+        owner: &str,
+    ) -> Result<Option<FirmwareSignerRecord>, StoreError> {
+        self.get(&firmware_signer_key(owner))
+    }
+
+    async fn firmware(
+        &self,
+        owner: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<FirmwareRecord>, StoreError> {
+        self.get(&firmware_key(owner, name, version))
+    }
+
+    async fn firmware_image(
+        &self,
+        owner: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.check()?;
+        Ok(self
+            .db
+            .get(firmware_image_key(owner, name, version))
+            .map_err(unavailable)?
+            .map(|bytes| bytes.to_vec()))
+    }
+
+    async fn firmwares(
+        &self,
+        owner: Option<&str>,
+        after: Option<(&str, &str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<FirmwareRecord>, StoreError> {
+        self.check()?;
+        let prefix = owner.map_or_else(|| "f/".to_owned(), |o| format!("f/{o}/"));
+        let start = after.map_or_else(
+            || prefix.clone().into_bytes(),
+            |(o, n, v)| firmware_key(o, n, v).into_iter().chain([0]).collect(),
+        );
+        let mut out = Vec::new();
+        for item in self.db.range(start..) {
+            let (key, value) = item.map_err(unavailable)?;
+            if !key.starts_with(prefix.as_bytes()) || out.len() >= limit {
+                break;
+            }
+            out.push(decode(&key, &value)?);
+        }
+        Ok(out)
+    }
+
     async fn audit(
         &self,
         start: u64,
@@ -935,6 +1024,22 @@ impl Writer {
                         request_id: request_id.clone(),
                     },
                 ),
+                Guard::FirmwareSignerAbsent(owner) => (
+                    firmware_signer_key(owner),
+                    Conflict::FirmwareSignerExists(owner.clone()),
+                ),
+                Guard::FirmwareAbsent {
+                    owner,
+                    name,
+                    version,
+                } => (
+                    firmware_key(owner, name, version),
+                    Conflict::FirmwareExists {
+                        owner: owner.clone(),
+                        name: name.clone(),
+                        version: version.clone(),
+                    },
+                ),
                 Guard::OperatorUnrevoked(serial) => {
                     let record: Option<OperatorCertificateRecord> =
                         self.read(overlay, staged, &operator_key(*serial))?;
@@ -1101,6 +1206,7 @@ impl Writer {
                         Staged::Bytes(encode(batch_id)),
                     );
                 }
+                Op::PutFirmwareSigner(_) | Op::PutFirmware { .. } => stage_firmware(staged, op),
                 Op::Audit(draft) => {
                     let seq = self.audit_seq + 1;
                     let entry = audit::seal(draft, seq, &self.audit_hash)

@@ -76,6 +76,19 @@ impl PageKey for (String, String) {
     }
 }
 
+impl PageKey for (String, String, String) {
+    fn to_parts(&self) -> Vec<String> {
+        vec![self.0.clone(), self.1.clone(), self.2.clone()]
+    }
+
+    fn from_parts(parts: &[String]) -> Option<Self> {
+        match parts {
+            [a, b, c] => Some((a.clone(), b.clone(), c.clone())),
+            _ => None,
+        }
+    }
+}
+
 /// Keys with a text form of their own (a DeviceId, a serial, an audit sequence number).
 macro_rules! page_key_by_text {
     ($($key:ty),*) => {$(
