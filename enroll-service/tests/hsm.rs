@@ -324,7 +324,11 @@ async fn ca_keys_in_softhsm_two_owners_and_a_sigkill() {
         );
     }
 
-    // Every CA key is in the token: sensitive, never extractable, made there.
+    // acme's firmware-signing key is made in the token on its first signature.
+    let first_release = sign_firmware(&mut operator, "1.0.0").await;
+
+    // Every CA key, and the firmware-signing key, is in the token: sensitive, never
+    // extractable, made there.
     let listed = hsm.private_keys();
     for label in [
         "oxroot:platform/root",
@@ -333,6 +337,7 @@ async fn ca_keys_in_softhsm_two_owners_and_a_sigkill() {
         "oxroot:acme/1",
         "oxroot:globex/root",
         "oxroot:globex/1",
+        "oxroot:acme/firmware-1",
     ] {
         let object = listed
             .split("Private Key Object")
@@ -351,7 +356,7 @@ async fn ca_keys_in_softhsm_two_owners_and_a_sigkill() {
             );
         }
     }
-    assert_eq!(listed.matches("Private Key Object").count(), 6, "{listed}");
+    assert_eq!(listed.matches("Private Key Object").count(), 7, "{listed}");
 
     // SIGKILL, and a restart on the same token: old operators and devices keep working.
     let child = service.child.clone();
@@ -417,6 +422,13 @@ async fn ca_keys_in_softhsm_two_owners_and_a_sigkill() {
     let bundle = onboarded(late.onboard(&mut client).await.unwrap());
     let (ok, out) = openssl_verifies(scratch.path(), &trust["globex"], &bundle.certificate_pem);
     assert!(ok, "onboarded after the restart: {out}");
+    // The firmware-signing key is found again in the token after the restart.
+    let second_release = sign_firmware(&mut operator, "1.0.1").await;
+    assert_eq!(
+        second_release.signer_certificate_pem,
+        first_release.signer_certificate_pem
+    );
+    assert_eq!(hsm.private_keys().matches("Private Key Object").count(), 7);
     // The CRL is signed in the token too.
     let crl = operator
         .get_crl(v1::GetCrlRequest {
@@ -427,6 +439,24 @@ async fn ca_keys_in_softhsm_two_owners_and_a_sigkill() {
         .unwrap()
         .into_inner();
     assert!(crl.crl.starts_with(b"-----BEGIN X509 CRL-----"));
+}
+
+/// SignFirmware of a small image for acme's policy `broker`, as a platform admin.
+async fn sign_firmware(operator: &mut OperatorClient<Channel>, version: &str) -> v1::Firmware {
+    operator
+        .sign_firmware(v1::SignFirmwareRequest {
+            owner: "acme".into(),
+            name: "app".into(),
+            version: version.into(),
+            policy_name: "broker".into(),
+            payload: vec![0x42; 4096],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .firmware
+        .unwrap()
 }
 
 /// GetCrl of acme, PEM.

@@ -45,6 +45,9 @@ const OPERATOR_METHODS: &[Shape] = &[
     ("ListOwners", false, false),
     ("ImportOwnerCa", false, false),
     ("RotateOwnerCa", false, false),
+    ("SignFirmware", false, false),
+    ("GetFirmware", false, false),
+    ("ListFirmware", false, false),
 ];
 
 fn descriptor_set() -> FileDescriptorSet {

@@ -21,6 +21,7 @@
 //! reads it. It is fixed-size, so it is built here without allocation and shared by the
 //! service that writes it and the device that checks it.
 
+pub mod image;
 pub mod manifest;
 
 use core::fmt;

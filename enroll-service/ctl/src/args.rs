@@ -121,7 +121,8 @@ pub enum FirmwareCommand {
         /// Image name.
         name: String,
         /// Version, major.minor.revision[+build].
-        version: String,
+        #[arg(value_name = "VERSION")]
+        image_version: String,
         /// Write the signed image file here.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
@@ -145,6 +146,7 @@ pub enum FirmwareCommand {
 
 /// `firmware sign`
 #[derive(Debug, Args)]
+#[command(disable_version_flag = true)]
 pub struct FirmwareSignArgs {
     /// The firmware as the build produced it (no MCUboot header), at most 3 MiB.
     #[arg(long, value_name = "FILE")]
@@ -153,8 +155,8 @@ pub struct FirmwareSignArgs {
     #[arg(long)]
     pub name: String,
     /// Version, major.minor.revision[+build] (as imgtool writes it).
-    #[arg(long)]
-    pub version: String,
+    #[arg(long = "version", value_name = "VERSION")]
+    pub image_version: String,
     /// Security counter: devices refuse an image whose counter is below the one they run.
     #[arg(long, default_value_t = 0)]
     pub security_counter: u32,

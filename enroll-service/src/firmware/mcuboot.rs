@@ -191,6 +191,29 @@ mod tests {
     }
 
     #[test]
+    fn the_device_side_reader_verifies_what_this_signs() {
+        use rot_core::firmware::image::SignedImage;
+        use rot_core::keys::PublicKey;
+        let key = SealedKey::generate("test").unwrap();
+        let image = sign(
+            &ImageRequest {
+                payload: b"payload",
+                version: version(),
+                security_counter: 3,
+            },
+            &key,
+        )
+        .unwrap();
+        let parsed = SignedImage::parse(&image).unwrap();
+        assert_eq!(parsed.payload, b"payload");
+        assert_eq!(parsed.security_counter, Some(3));
+        assert_eq!(parsed.version, version());
+        parsed
+            .verify(&PublicKey::from_sec1(key.public_key()).unwrap())
+            .unwrap();
+    }
+
+    #[test]
     fn empty_and_oversized_payloads_are_refused() {
         let key = SealedKey::generate("test").unwrap();
         let request = |payload| ImageRequest {

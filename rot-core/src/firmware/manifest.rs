@@ -24,7 +24,11 @@
 
 use core::fmt;
 
+use p256::ecdsa::Signature;
+use p256::ecdsa::signature::Verifier;
+
 use super::MEASUREMENT_BYTES;
+use crate::keys::PublicKey;
 
 /// The versioned label at the start of every manifest.
 pub const MANIFEST_LABEL: &[u8] = b"oxroot-firmware-manifest-v1";
@@ -167,6 +171,8 @@ pub enum ManifestError {
     BadLabel,
     /// A field is missing, out of order, of the wrong length, or bytes follow the last one.
     Malformed,
+    /// The signature does not verify under the signing key.
+    BadSignature,
 }
 
 impl fmt::Display for ManifestError {
@@ -175,6 +181,7 @@ impl fmt::Display for ManifestError {
             Self::BadName => "a manifest name is 1 to 63 bytes of UTF-8",
             Self::BadLabel => "not an oxroot firmware manifest (v1)",
             Self::Malformed => "the manifest's fields are malformed",
+            Self::BadSignature => "the manifest's signature does not verify",
         })
     }
 }
@@ -286,6 +293,24 @@ impl<'a> Manifest<'a> {
             image_size,
         })
     }
+}
+
+/// Reads a manifest that `key` signed: ECDSA P-256 with SHA-256 over `manifest`, the
+/// signature DER-encoded (as X.509 and MCUboot encode theirs). The signature is checked
+/// before anything of the manifest is read.
+///
+/// # Errors
+/// [`ManifestError::BadSignature`], or the manifest's own errors.
+pub fn verify<'a>(
+    manifest: &'a [u8],
+    signature_der: &[u8],
+    key: &PublicKey,
+) -> Result<Manifest<'a>, ManifestError> {
+    let signature = Signature::from_der(signature_der).map_err(|_| ManifestError::BadSignature)?;
+    key.verifying_key()
+        .verify(manifest, &signature)
+        .map_err(|_| ManifestError::BadSignature)?;
+    Manifest::parse(manifest)
 }
 
 struct Reader<'a> {

@@ -16,7 +16,7 @@ pub(super) async fn run(command: FirmwareCommand, ctx: &mut Ctx<'_>) -> Result<(
         FirmwareCommand::Sign(args) => sign(args, ctx).await,
         FirmwareCommand::Get {
             name,
-            version,
+            image_version: version,
             out,
             force,
             owner: o,
@@ -91,7 +91,7 @@ async fn sign(args: FirmwareSignArgs, ctx: &mut Ctx<'_>) -> Result<(), CtlError>
         .sign_firmware(SignFirmwareRequest {
             owner: owner(args.owner),
             name: args.name.clone(),
-            version: args.version,
+            version: args.image_version,
             security_counter: args.security_counter,
             policy_name: args.policy_name,
             payload,

@@ -361,6 +361,9 @@ fn every_operator_response_prints_every_field_through_its_rust_type() {
         ListOwnersResponse,
         ImportOwnerCaResponse,
         RotateOwnerCaResponse,
+        SignFirmwareResponse,
+        GetFirmwareResponse,
+        ListFirmwareResponse,
         WatchCrlsResponse,
         // enrollctl's own unreadable import records are printed as this message.
         ImportRejection,
