@@ -92,6 +92,14 @@ pub enum Command {
         #[command(flatten)]
         service: ServiceArgs,
     },
+    /// Install a signed firmware release into the inactive slot and make it the one that runs
+    /// (checked first against the owner root pinned at onboarding; never below the security
+    /// counter installed before). Then renew, for a certificate naming the new firmware.
+    Update {
+        /// The release directory (enrollctl firmware get NAME VERSION --release DIR).
+        #[arg(long, value_name = "DIR")]
+        release: PathBuf,
+    },
     /// Renew the credential; the old one stays usable until the new one is stored.
     Renew {
         /// The silicon.
@@ -157,7 +165,8 @@ pub struct SiliconArgs {
     pub age: f32,
     /// The firmware image this device runs. Measured (SHA-256) at every onboarding, renewal
     /// and handshake: the certificate then certifies an alias key bound to that image (TCG
-    /// DICE layering) and names it; after an update, renew. Unset: no firmware is proved.
+    /// DICE layering) and names it; after an update, renew. Unset: the active slot that
+    /// `update` installed, if any; otherwise no firmware is proved.
     #[arg(long, env = "OXROOT_FIRMWARE", value_name = "IMAGE")]
     pub firmware: Option<PathBuf>,
 }

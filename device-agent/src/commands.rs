@@ -6,6 +6,7 @@ mod enroll;
 mod onboard;
 mod register;
 mod status;
+mod update;
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use rot_core::keys::KeySlot;
 use crate::chip::SiliconChip;
 use crate::cli::{Cli, Command, ServiceArgs, SiliconArgs};
 use crate::error::AgentError;
+use crate::firmware::Slots;
 use crate::report::Console;
 use crate::service::{Retry, ServiceTarget};
 use crate::silicon::{self, Silicon, SiliconSpec};
@@ -77,6 +79,7 @@ pub async fn execute(cli: Cli, console: &mut Console<'_>) -> Result<(), AgentErr
             };
             connect::connect(&state, &silicon, &options, console).await
         }
+        Command::Update { release } => update::update(&state, &release, console),
         Command::Unlock => enroll::unlock(&state, console),
         Command::MakeChip { out, seed, force } => {
             enroll::make_chip(&out, seed.as_ref().map(|s| s.0.as_str()), force, console)
@@ -106,7 +109,11 @@ fn open_silicon(args: &SiliconArgs) -> Result<Silicon, AgentError> {
 /// so a missing state directory is reported as such, not as a silicon problem.
 fn open_chip(state: &StateDir, args: &SiliconArgs) -> Result<SiliconChip, AgentError> {
     state.helper_data()?;
-    Ok(SiliconChip::open(state, open_silicon(args)?)?.running(args.firmware.clone()))
+    let firmware = match &args.firmware {
+        Some(image) => Some(image.clone()),
+        None => Slots::of(state).active_image()?,
+    };
+    Ok(SiliconChip::open(state, open_silicon(args)?)?.running(firmware))
 }
 
 /// The service target and retry policy; both `--service` and `--ca` are required.

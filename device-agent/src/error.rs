@@ -135,6 +135,9 @@ pub enum AgentError {
         /// Operators look this up in the audit log.
         reference: String,
     },
+    /// A firmware release failed a check and was not installed.
+    #[error("the firmware release was refused: {0}")]
+    FirmwareRefused(String),
     /// The service rejected the request itself (a gRPC error other than unavailability).
     #[error("the service rejected the request: {0}")]
     Rejected(String),
@@ -174,6 +177,7 @@ impl AgentError {
             | Self::Rejected(_)
             | Self::Protocol(_)
             | Self::Credential(_)
+            | Self::FirmwareRefused(_)
             | Self::BrokerRefused(_)
             | Self::TlsHandshake { .. } => EXIT_REFUSED,
             Self::Unavailable { .. } | Self::Untrusted { .. } => EXIT_UNAVAILABLE,

@@ -36,6 +36,7 @@ pub mod cli;
 pub mod commands;
 pub mod credential;
 pub mod error;
+pub mod firmware;
 pub mod lockout;
 pub mod mqtt;
 pub mod report;

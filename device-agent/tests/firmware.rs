@@ -280,3 +280,217 @@ async fn the_certificate_is_bound_to_the_firmware_that_runs() {
         "rot-core's measurement is SHA-256 of the image"
     );
 }
+
+/// Creates a Mosquitto policy `name` for the client's owner.
+async fn create_policy(operator: &mut OperatorClient<Channel>, name: &str) {
+    operator
+        .create_policy(v1::CreatePolicyRequest {
+            policy: Some(v1::Policy {
+                name: name.into(),
+                params: Some(v1::policy::Params::Mosquitto(v1::MosquittoPolicyParams {
+                    host: "127.0.0.1".into(),
+                    port: 18_883,
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+}
+
+/// Signs `payload` through the Operator API and writes the release directory `dir` (the files
+/// `enrollctl firmware get --release` writes); returns the record.
+async fn release(
+    operator: &mut OperatorClient<Channel>,
+    dir: &Path,
+    policy: &str,
+    version: &str,
+    counter: u32,
+    payload: &[u8],
+) -> v1::Firmware {
+    let firmware = operator
+        .sign_firmware(v1::SignFirmwareRequest {
+            name: "app".into(),
+            version: version.into(),
+            security_counter: counter,
+            policy_name: policy.into(),
+            payload: payload.to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .firmware
+        .unwrap();
+    let image = operator
+        .get_firmware(v1::GetFirmwareRequest {
+            name: "app".into(),
+            version: firmware.version.clone(),
+            include_image: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .image;
+    std::fs::create_dir_all(dir).unwrap();
+    for (name, content) in oxroot_client::release::Release::of(&firmware, image).files() {
+        std::fs::write(dir.join(name), content).unwrap();
+    }
+    firmware
+}
+
+/// The stored credential's firmware measurement and its certificate's TcbInfo digest.
+fn certified_firmware(agent: &Agent, scratch: &Path) -> (serde_json::Value, serde_json::Value) {
+    let stored: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(agent.state.join("credential.json")).unwrap())
+            .unwrap();
+    if stored["firmware_measurement"].is_null() {
+        return (serde_json::Value::Null, serde_json::Value::Null);
+    }
+    let leaf = scratch.join("leaf.pem");
+    std::fs::write(&leaf, stored["certificate_pem"].as_str().unwrap()).unwrap();
+    (
+        stored["firmware_measurement"].clone(),
+        tcb_info(&leaf)["fwids"][0]["digest"].clone(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_update_installs_renews_for_the_new_firmware_and_rollback_is_refused() {
+    let harness = Harness::start().await;
+    let work = tempfile::tempdir().unwrap();
+    let mut acme = harness.operator("acme").await;
+    create_policy(&mut acme, "line").await;
+    create_policy(&mut acme, "other-line").await;
+    let batch = acme
+        .create_batch(v1::CreateBatchRequest {
+            name: "line batch".into(),
+            policy_name: "line".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .batch
+        .unwrap()
+        .batch_id;
+    let dir = |name: &str| work.path().join(name);
+    let v1_0 = release(&mut acme, &dir("app-1.0"), "line", "1.0.0", 1, &image(1)).await;
+    let v1_1 = release(&mut acme, &dir("app-1.1"), "line", "1.1.0", 2, &image(2)).await;
+    release(
+        &mut acme,
+        &dir("other"),
+        "other-line",
+        "9.0.0",
+        9,
+        &image(9),
+    )
+    .await;
+    let mut globex = harness.operator("globex").await;
+    create_policy(&mut globex, "line").await;
+    release(&mut globex, &dir("globex"), "line", "5.0.0", 5, &image(5)).await;
+
+    let device = Agent::new(
+        &work.path().join("state"),
+        &format!("emulated:{}", hex::encode([0x33; 32])),
+    );
+    device.join_batch(&harness, &mut acme, &batch).await;
+    // Before onboarding the device trusts no signer.
+    let early = device
+        .run(&["update", "--release", dir("app-1.0").to_str().unwrap()])
+        .await;
+    assert!(early.fails(2).contains("no credential"), "{early:#?}");
+    device.json(&["onboard"], Some(&harness)).await;
+    let (measured, _) = certified_firmware(&device, work.path());
+    assert!(
+        measured.is_null(),
+        "no firmware proved before the first update"
+    );
+
+    // 1.0 into slot a; the renewal proves it, and the certificate names it.
+    let installed = device
+        .json(
+            &["update", "--release", dir("app-1.0").to_str().unwrap()],
+            None,
+        )
+        .await;
+    assert_eq!(installed["slot"], "a");
+    assert_eq!(installed["measurement"], v1_0.measurement.as_str());
+    device.json(&["renew"], Some(&harness)).await;
+    let (measured, tcb) = certified_firmware(&device, work.path());
+    assert_eq!(measured, v1_0.measurement.as_str());
+    assert_eq!(tcb, v1_0.measurement.as_str());
+    // The same release again changes nothing.
+    let again = device
+        .json(
+            &["update", "--release", dir("app-1.0").to_str().unwrap()],
+            None,
+        )
+        .await;
+    assert_eq!(again["slot"], "a");
+
+    // 1.1 into slot b, and renewed for.
+    let installed = device
+        .json(
+            &["update", "--release", dir("app-1.1").to_str().unwrap()],
+            None,
+        )
+        .await;
+    assert_eq!(installed["slot"], "b");
+    device.json(&["renew"], Some(&harness)).await;
+    let (measured, tcb) = certified_firmware(&device, work.path());
+    assert_eq!(measured, v1_1.measurement.as_str());
+    assert_eq!(tcb, v1_1.measurement.as_str());
+
+    // Refused: a rollback, a tampered image, another policy's release, another owner's.
+    let refused = |run: common::Run| run.fails(3).to_owned();
+    let rollback = refused(
+        device
+            .run(&["update", "--release", dir("app-1.0").to_str().unwrap()])
+            .await,
+    );
+    assert!(rollback.contains("rollback"), "{rollback}");
+    let tampered_dir = dir("tampered");
+    std::fs::create_dir_all(&tampered_dir).unwrap();
+    for name in ["manifest.bin", "manifest.sig", "signer.pem", "image.bin"] {
+        std::fs::copy(dir("app-1.1").join(name), tampered_dir.join(name)).unwrap();
+    }
+    let mut bytes = std::fs::read(tampered_dir.join("image.bin")).unwrap();
+    bytes[1000] ^= 1;
+    std::fs::write(tampered_dir.join("image.bin"), bytes).unwrap();
+    let tampered = refused(
+        device
+            .run(&["update", "--release", tampered_dir.to_str().unwrap()])
+            .await,
+    );
+    assert!(
+        tampered.contains("not the one the manifest names"),
+        "{tampered}"
+    );
+    let other_policy = refused(
+        device
+            .run(&["update", "--release", dir("other").to_str().unwrap()])
+            .await,
+    );
+    assert!(other_policy.contains("\"other-line\""), "{other_policy}");
+    let other_owner = refused(
+        device
+            .run(&["update", "--release", dir("globex").to_str().unwrap()])
+            .await,
+    );
+    assert!(
+        other_owner.contains("does not chain to this device's owner root"),
+        "{other_owner}"
+    );
+    // Nothing refused was installed: 1.1 still runs, and renews as itself.
+    let boot: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(device.state.join("firmware/boot.json")).unwrap())
+            .unwrap();
+    assert_eq!(boot["active"], "b");
+    assert_eq!(boot["security_counter"], 2);
+    device.json(&["renew"], Some(&harness)).await;
+    let (measured, _) = certified_firmware(&device, work.path());
+    assert_eq!(measured, v1_1.measurement.as_str());
+}

@@ -126,7 +126,11 @@ pub enum FirmwareCommand {
         /// Write the signed image file here.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
-        /// Replace --out if it exists.
+        /// Write the whole release here, for `device-agent update --release DIR`: image.bin,
+        /// manifest.bin, manifest.sig and signer.pem (the directory is made if missing).
+        #[arg(long, value_name = "DIR")]
+        release: Option<PathBuf>,
+        /// Replace --out or the release's files if they exist.
         #[arg(long)]
         force: bool,
         /// Owner (platform operators must name one).

@@ -9,7 +9,9 @@
 //!
 //! - [`channel`]: the TLS channel to the service.
 //! - [`device`]: the device side of the protocol, generic over a [`device::Chip`].
+//! - [`release`]: a firmware release as files, between `enrollctl` and the device agent.
 #![forbid(unsafe_code)]
 
 pub mod channel;
 pub mod device;
+pub mod release;

@@ -4,6 +4,8 @@ use oxroot_proto::v1::{
     GetFirmwareRequest, ListFirmwareRequest, ListFirmwareResponse, SignFirmwareRequest,
 };
 
+use oxroot_client::release::Release;
+
 use super::export::write_file;
 use super::{Ctx, PAGE_SIZE, all_pages, owner};
 use crate::args::{FirmwareCommand, FirmwareSignArgs};
@@ -18,6 +20,7 @@ pub(super) async fn run(command: FirmwareCommand, ctx: &mut Ctx<'_>) -> Result<(
             name,
             image_version: version,
             out,
+            release,
             force,
             owner: o,
         } => {
@@ -28,7 +31,7 @@ pub(super) async fn run(command: FirmwareCommand, ctx: &mut Ctx<'_>) -> Result<(
                     owner: owner(o),
                     name,
                     version,
-                    include_image: out.is_some(),
+                    include_image: out.is_some() || release.is_some(),
                 })
                 .await
                 .map_err(CtlError::rpc("GetFirmware"))?
@@ -39,6 +42,13 @@ pub(super) async fn run(command: FirmwareCommand, ctx: &mut Ctx<'_>) -> Result<(
                 .ok_or_else(|| CtlError::BadAnswer("GetFirmware without firmware".into()))?;
             if let Some(path) = &out {
                 write_file(path, &response.image, force)?;
+            }
+            if let Some(dir) = &release {
+                std::fs::create_dir_all(dir).map_err(CtlError::io(dir))?;
+                let files = Release::of(firmware, response.image.clone());
+                for (name, content) in files.files() {
+                    write_file(&dir.join(name), content, force)?;
+                }
             }
             ctx.emit(
                 || json::message(firmware),
