@@ -767,6 +767,12 @@ async fn an_admin_follows_a_batch_live_then_finds_and_revokes_a_device() {
             .unwrap()
             .starts_with("-----BEGIN CERTIFICATE-----")
     );
+    // One firmware-history row per certificate; these devices proved no firmware.
+    assert_eq!(
+        document["firmware_history"].as_array().unwrap().len(),
+        document["certificates"].as_array().unwrap().len()
+    );
+    assert!(document["firmware_history"][0]["measurement"].is_null());
     let actions: Vec<&str> = document["audit"]["entries"]
         .as_array()
         .unwrap()

@@ -5,6 +5,8 @@
 //!    registration {device_id, epk_hex, registered_at, context},
 //!    batch, policy,                            (GetBatch, GetPolicy; null if none)
 //!    certificates [{serial, state, …, certificate_pem}],
+//!    firmware_history [{serial, issued_at, key_slot, measurement}],  (oldest first; measurement
+//!                                              null for a certificate of the DPK)
 //!    device,                                   (GetDevice, the whole record)
 //!    audit {available, entries [AuditEntry + record_text, prev_hash_hex, hash_hex]},
 //!    verification {ok, summary, local {…}, service (VerifyAudit), service_last_hash_matches} }
@@ -202,10 +204,30 @@ fn evidence(
         "batch": batch.map(mapped).transpose()?,
         "policy": policy.map(mapped).transpose()?,
         "certificates": certificates,
+        "firmware_history": firmware_history(device),
         "device": mapped(device)?,
         "audit": audit_json,
         "verification": verification,
     }))
+}
+
+/// The firmware the device ran, as its certificates record it: each certificate, oldest first,
+/// with the measurement its key was bound to (null: it certified the DPK, no firmware proved).
+fn firmware_history(device: &Device) -> Value {
+    device
+        .credential_history
+        .iter()
+        .rev()
+        .map(|credential| {
+            json!({
+                "serial": credential.serial,
+                "issued_at": timestamp_text(credential.issued_at.as_ref()),
+                "key_slot": credential.key_slot,
+                "measurement": (!credential.firmware_measurement.is_empty())
+                    .then_some(credential.firmware_measurement.as_str()),
+            })
+        })
+        .collect()
 }
 
 /// An entry in the mapping, plus its record as text and its hashes in hex for reading.
@@ -264,6 +286,32 @@ fn verification_json(
 mod tests {
     use super::*;
     use crate::audit_chain::ChainProblem;
+
+    #[test]
+    fn the_firmware_history_lists_each_certificates_measurement_oldest_first() {
+        use oxroot_proto::v1::CredentialSummary;
+        let credential = |serial: &str, measurement: &str| CredentialSummary {
+            serial: serial.into(),
+            key_slot: 1,
+            firmware_measurement: measurement.into(),
+            ..CredentialSummary::default()
+        };
+        let device = Device {
+            // Newest first, as GetDevice sends it.
+            credential_history: vec![
+                credential("03", &"bb".repeat(32)),
+                credential("02", &"aa".repeat(32)),
+                credential("01", ""),
+            ],
+            ..Device::default()
+        };
+        let history = firmware_history(&device);
+        assert_eq!(history[0]["serial"], "01");
+        assert_eq!(history[0]["measurement"], Value::Null);
+        assert_eq!(history[1]["measurement"], "aa".repeat(32));
+        assert_eq!(history[2]["serial"], "03");
+        assert_eq!(history[2]["measurement"], "bb".repeat(32));
+    }
 
     #[test]
     fn the_verdict_needs_both_checks_and_the_anchor() {
