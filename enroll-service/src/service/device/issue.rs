@@ -48,11 +48,14 @@ const BACKDATE: time::Duration = time::Duration::minutes(5);
 const MAX_SERIALS: u32 = 3;
 
 /// The credential bundle for an issued certificate: what the device stores and uses.
+/// `firmware` is the measurement the certificate names (the proof's, which the certificate was
+/// issued or found to match), so the hot path parses no certificate.
 #[must_use]
 pub(crate) fn bundle(
     ca: &CertificateAuthority,
     credential: &CredentialRecord,
     policy: &PolicySpec,
+    firmware: Option<FirmwareMeasurement>,
 ) -> v1::CredentialBundle {
     v1::CredentialBundle {
         device_id: credential.device_id.to_string(),
@@ -66,8 +69,7 @@ pub(crate) fn bundle(
         not_after: Some(timestamp(credential.not_after)),
         renew_after: credential.renew_after.map(timestamp),
         key_slot: u32::from(credential.key_slot),
-        firmware_measurement: credential
-            .firmware_measurement()
+        firmware_measurement: firmware
             .map(|measurement| measurement.as_bytes().to_vec())
             .unwrap_or_default(),
         tls_versions: policy
@@ -409,6 +411,7 @@ async fn attempt(
                 &issued_by.ca,
                 current,
                 &eligible.policy,
+                keys.measurement(),
             ))));
         }
     }
@@ -499,6 +502,7 @@ async fn sign_and_commit(
         &issuer.ca,
         &credential,
         &eligible.policy,
+        proved.keys.measurement(),
     ))))
 }
 
