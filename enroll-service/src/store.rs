@@ -1,4 +1,5 @@
-//! The registry: devices, policies, batches, issued certificates, CRLs and the audit log,
+//! The registry: devices, policies, batches, issued certificates, CRLs, firmware releases and
+//! the audit log,
 //! behind the [`Registry`] trait, so that a networked, transactional backend (PostgreSQL shared
 //! by stateless service replicas) can stand in for the embedded one ([`SledRegistry`]).
 //!
@@ -27,7 +28,8 @@
 //!   again and decides again. Correctness never rests on an in-process lock: the service's
 //!   per-device locks (`service/locks.rs`) only spare one replica needless conflicts.
 //! - **Uniqueness is the store's:** a serial is stored once ([`Guard::SerialAbsent`]), an
-//!   idempotency key once per owner, a policy, batch or owner name once.
+//!   idempotency key once per owner, a policy, batch or owner name once, an owner's
+//!   firmware-signing key once, a firmware name and version once per owner.
 //! - **Ordered state belongs to the store and is assigned inside the commit:** the audit
 //!   sequence and hash chain (one chain, in commit order, across every writer), batch counts
 //!   ([`Op::AdjustCounts`], deltas that compose), CRL numbers (strictly increasing per issuer,
@@ -70,7 +72,7 @@
 //!   naming it. Same for owners.
 //! - **Uniqueness.** Primary keys carry every "absent" guard: `credentials(serial)`,
 //!   `request_ids(owner, request_id)`, `policies(owner, name)`, `batches(batch_id)`,
-//!   `owners(name)`. Where the change inserts the guarded key itself, that plain `INSERT`'s
+//!   `owners(name)`, `firmware_signers(owner)`, `firmware(owner, name, version)` (schema v2). Where the change inserts the guarded key itself, that plain `INSERT`'s
 //!   unique violation (`23505`) is the guard and gives the same typed conflict; otherwise the
 //!   guard is a `SELECT`. A racing replica cannot slip between a check and an insert.
 //!   `OperatorUnrevoked` locks the certificate's row (`FOR UPDATE`) until the group commits.
