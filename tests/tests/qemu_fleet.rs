@@ -69,6 +69,19 @@ fn run_fleet() -> (Value, f64) {
     )
 }
 
+/// The certificate names the firmware the guest runs: the measurement of its agent binary.
+fn check_firmware(r: &Value) {
+    let running = r["firmware_running"].as_str().unwrap_or_default();
+    assert!(
+        running.len() == 64 && running.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{r}"
+    );
+    assert_eq!(
+        r["firmware_certified"], r["firmware_running"],
+        "the certificate names the firmware that runs: {r}"
+    );
+}
+
 /// First boot: every chip enrolled, registered, onboarded and published; all are distinct.
 fn check_first_boot(boot: &[Value]) {
     assert_eq!(boot.len(), CHIPS);
@@ -88,6 +101,7 @@ fn check_first_boot(boot: &[Value]) {
             assert_eq!(r[field], true, "first boot, {field}: {r}");
         }
         assert_eq!(r["policy_kind"], "mosquitto");
+        check_firmware(r);
         ids.push(id.to_owned());
     }
     let mut distinct = ids.clone();
@@ -105,6 +119,9 @@ fn check_reboot(reboot: &[Value], boot: &[Value]) {
         let before = &first["result"];
         assert_eq!(vm["vm"], first["vm"]);
         assert_eq!(r["device_id"], before["device_id"], "same DeviceId");
+        // The same firmware after the power cycle: the same alias key, the same certificate.
+        check_firmware(r);
+        assert_eq!(r["firmware_certified"], before["firmware_certified"]);
         assert_eq!(
             r["helper_sha256"], before["helper_sha256"],
             "same helper data"
