@@ -94,7 +94,9 @@ pub struct BootRecord {
 }
 
 impl BootRecord {
-    fn slot(&self, slot: Slot) -> Option<&Installed> {
+    /// What `slot` holds.
+    #[must_use]
+    pub fn slot(&self, slot: Slot) -> Option<&Installed> {
         match slot {
             Slot::A => self.a.as_ref(),
             Slot::B => self.b.as_ref(),

@@ -484,6 +484,12 @@ async fn a_signed_update_installs_renews_for_the_new_firmware_and_rollback_is_re
         other_owner.contains("does not chain to this device's owner root"),
         "{other_owner}"
     );
+    // `status` says what runs and what the certificate names.
+    let status = device.json(&["status"], None).await;
+    assert_eq!(status["firmware"], "app 1.1.0+0");
+    assert_eq!(status["firmware_measurement"], v1_1.measurement.as_str());
+    assert_eq!(status["firmware_security_counter"], 2);
+    assert_eq!(status["credential_firmware"], v1_1.measurement.as_str());
     // Nothing refused was installed: 1.1 still runs, and renews as itself.
     let boot: serde_json::Value =
         serde_json::from_slice(&std::fs::read(device.state.join("firmware/boot.json")).unwrap())

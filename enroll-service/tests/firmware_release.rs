@@ -388,3 +388,125 @@ async fn signed_images_pass_imgtool_and_the_signing_key_is_for_code_only() {
         .entries;
     assert_eq!(created.len(), 1);
 }
+
+/// `enrollctl --json ARGS` with the profile in `profile`: (exit, stdout).
+async fn enrollctl(harness: &Harness, profile: &Path, args: &[&str]) -> (enrollctl::Exit, String) {
+    let url = harness.server.url();
+    let mut argv = vec![
+        "enrollctl",
+        "--service",
+        &url,
+        "--profile",
+        profile.to_str().unwrap(),
+        "--json",
+    ];
+    argv.extend_from_slice(args);
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let exit = enrollctl::run(argv, &mut out, &mut err).await;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out),
+        String::from_utf8_lossy(&err)
+    );
+    (exit, text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrollctl_signs_and_writes_a_release_a_device_can_read() {
+    let harness = Harness::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("profile");
+    harness
+        .write_profile(&profile, "alice", "acme", Role::Admin)
+        .await;
+    let mut admin = harness.operator("bob", "acme", Role::Admin).await;
+    admin
+        .create_policy(v1::CreatePolicyRequest {
+            policy: Some(v1::Policy {
+                name: "line".into(),
+                params: Some(v1::policy::Params::Mosquitto(v1::MosquittoPolicyParams {
+                    host: "127.0.0.1".into(),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let payload = write(dir.path(), "app.bin", &[0x5a; 2048]);
+    let signed = dir.path().join("app.signed.bin");
+    let (exit, out) = enrollctl(
+        &harness,
+        &profile,
+        &[
+            "firmware",
+            "sign",
+            "--payload",
+            payload.to_str().unwrap(),
+            "--name",
+            "app",
+            "--version",
+            "2.0.1+7",
+            "--security-counter",
+            "4",
+            "--policy",
+            "line",
+            "--out",
+            signed.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(exit, enrollctl::Exit::Success, "{out}");
+    let printed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(printed["version"], "2.0.1+7");
+    assert_eq!(printed["security_counter"], 4);
+    let image = std::fs::read(&signed).unwrap();
+    assert_eq!(
+        FirmwareMeasurement::of_image(&image).to_string(),
+        printed["measurement"].as_str().unwrap()
+    );
+
+    // The release directory holds what the device reads, and it reads back as written.
+    let release = dir.path().join("release");
+    let (exit, out) = enrollctl(
+        &harness,
+        &profile,
+        &[
+            "firmware",
+            "get",
+            "app",
+            "2.0.1+7",
+            "--release",
+            release.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(exit, enrollctl::Exit::Success, "{out}");
+    let read = oxroot_client::release::Release::read(&release).unwrap();
+    assert_eq!(read.image, image);
+    let manifest = Manifest::parse(&read.manifest).unwrap();
+    assert_eq!(manifest.security_counter, 4);
+    assert!(read.signer_pem.matches("BEGIN CERTIFICATE").count() >= 3);
+    // An existing release is not overwritten without --force.
+    let (exit, out) = enrollctl(
+        &harness,
+        &profile,
+        &[
+            "firmware",
+            "get",
+            "app",
+            "2.0.1",
+            "--release",
+            release.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_ne!(exit, enrollctl::Exit::Success, "{out}");
+    // The listing names it.
+    let (exit, out) = enrollctl(&harness, &profile, &["firmware", "list"]).await;
+    assert_eq!(exit, enrollctl::Exit::Success, "{out}");
+    assert!(
+        out.contains(printed["measurement"].as_str().unwrap()),
+        "{out}"
+    );
+}

@@ -13,6 +13,7 @@ use super::{exchange_error, key_slot, open_chip, service};
 use crate::cli::{ServiceArgs, SiliconArgs};
 use crate::credential::timestamp;
 use crate::error::AgentError;
+use crate::firmware::Slots;
 use crate::lockout::{Lockout, MAX_CONSECUTIVE_FAILURES};
 use crate::report::{Console, Report};
 use crate::state::StateDir;
@@ -51,6 +52,25 @@ pub(super) async fn status(
         None => report.field("credential", "none (run `device-agent onboard`)"),
     };
     report = report.field("previous_serial", previous.map(|p| p.serial));
+    // What `update` installed: the firmware that runs, and the anti-rollback floor.
+    let boot = Slots::of(state).boot_record()?;
+    let running = boot.active.and_then(|slot| boot.slot(slot).cloned());
+    report = match running {
+        Some(installed) => report
+            .field(
+                "firmware",
+                format!("{} {}", installed.name, installed.version),
+            )
+            .field("firmware_measurement", installed.measurement)
+            .field("firmware_security_counter", boot.security_counter),
+        None => report.field("firmware", "none installed by `device-agent update`"),
+    };
+    report = report.field(
+        "credential_firmware",
+        credential
+            .as_ref()
+            .and_then(|c| c.firmware_measurement.clone()),
+    );
 
     if service_args.service.is_some() || service_args.ca.is_some() {
         let (target, retry) = service(service_args)?;
