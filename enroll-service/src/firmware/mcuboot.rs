@@ -16,34 +16,22 @@
 //! hash is the SHA-256 of the signing key's SubjectPublicKeyInfo (DER), by which a bootloader
 //! picks the key to check with.
 
-use aws_lc_rs::digest::{Context, SHA256, digest};
+use rot_core::FirmwareMeasurement;
+use rot_core::firmware::image::{
+    HEADER_BYTES, IMAGE_MAGIC, TLV_ECDSA_SIG, TLV_INFO_MAGIC, TLV_KEYHASH, TLV_PROT_INFO_MAGIC,
+    TLV_SEC_CNT, TLV_SHA256, key_hash,
+};
 use rot_core::firmware::manifest::ImageVersion;
+use rot_core::keys::PublicKey;
 
-use crate::pki::{CaKey, P256_PUBLIC_KEY_LEN, SignerError};
+use crate::pki::{CaKey, SignerError};
 
-/// `IMAGE_MAGIC`.
-pub const IMAGE_MAGIC: u32 = 0x96f3_b83d;
-/// The header's size; the payload starts right after it.
-pub const HEADER_BYTES: usize = 32;
 /// Largest payload signed: a signed image and its gRPC envelope stay under gRPC's default
 /// 4 MiB message limit, and far above an MCU's flash slot.
 pub const MAX_PAYLOAD_BYTES: usize = 3 * 1024 * 1024;
 
-const TLV_INFO_MAGIC: u16 = 0x6907;
-const TLV_PROT_INFO_MAGIC: u16 = 0x6908;
-const TLV_KEYHASH: u8 = 0x01;
-const TLV_SHA256: u8 = 0x10;
-const TLV_ECDSA_SIG: u8 = 0x22;
-const TLV_SEC_CNT: u8 = 0x50;
 /// A TLV's header, and a TLV area's info header.
 const TLV_HEADER_BYTES: usize = 4;
-
-/// The DER SubjectPublicKeyInfo of a P-256 key up to its point (RFC 5480): id-ecPublicKey,
-/// prime256v1, then a BIT STRING of 66 bytes (no unused bits, the 65-byte point).
-const P256_SPKI_PREFIX: [u8; 26] = [
-    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
-    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
-];
 
 /// Why an image was not signed.
 #[derive(Debug, thiserror::Error)]
@@ -68,28 +56,6 @@ pub struct ImageRequest<'a> {
     pub version: ImageVersion,
     /// Its security counter.
     pub security_counter: u32,
-}
-
-/// The SHA-256 of a P-256 key's SubjectPublicKeyInfo: MCUboot's key hash.
-#[must_use]
-pub fn key_hash(public_key: &[u8; P256_PUBLIC_KEY_LEN]) -> [u8; 32] {
-    let mut hash = Context::new(&SHA256);
-    hash.update(&P256_SPKI_PREFIX);
-    hash.update(public_key);
-    sha256_bytes(&hash.finish())
-}
-
-/// The 32 bytes of a SHA-256 digest.
-fn sha256_bytes(digest: &aws_lc_rs::digest::Digest) -> [u8; 32] {
-    let mut bytes = [0u8; 32];
-    bytes.copy_from_slice(digest.as_ref());
-    bytes
-}
-
-/// SHA-256 of `data`.
-#[must_use]
-pub fn sha256(data: &[u8]) -> [u8; 32] {
-    sha256_bytes(&digest(&SHA256, data))
 }
 
 fn tlv(out: &mut Vec<u8>, kind: u8, value: &[u8]) {
@@ -135,11 +101,14 @@ pub fn sign(request: &ImageRequest<'_>, key: &dyn CaKey) -> Result<Vec<u8>, Imag
     image.extend_from_slice(&protected);
 
     // Everything so far is hashed and signed.
-    let digest = sha256(&image);
+    // The image hash MCUboot checks: SHA-256 of the signed region.
+    let digest = *FirmwareMeasurement::of_image(&image).as_bytes();
     let signature = key.sign(&image)?;
     let mut tlvs = Vec::with_capacity(3 * TLV_HEADER_BYTES + 64 + signature.len());
     tlv(&mut tlvs, TLV_SHA256, &digest);
-    tlv(&mut tlvs, TLV_KEYHASH, &key_hash(key.public_key()));
+    let public_key = PublicKey::from_sec1(key.public_key())
+        .map_err(|_| SignerError::Failed("the signing key is not a P-256 key".into()))?;
+    tlv(&mut tlvs, TLV_KEYHASH, &key_hash(&public_key));
     tlv(&mut tlvs, TLV_ECDSA_SIG, &signature);
     image.extend_from_slice(&TLV_INFO_MAGIC.to_le_bytes());
     image.extend_from_slice(&((TLV_HEADER_BYTES + tlvs.len()) as u16).to_le_bytes());
@@ -184,9 +153,13 @@ mod tests {
         let total = usize::from(u16::from_le_bytes([image[146], image[147]]));
         assert_eq!(144 + total, image.len());
         assert_eq!(image[148..152], [0x10, 0, 32, 0]);
-        assert_eq!(image[152..184], sha256(&image[..144]));
+        assert_eq!(
+            image[152..184],
+            *FirmwareMeasurement::of_image(&image[..144]).as_bytes()
+        );
         assert_eq!(image[184..188], [0x01, 0, 32, 0]);
-        assert_eq!(image[188..220], key_hash(key.public_key()));
+        let public_key = PublicKey::from_sec1(key.public_key()).unwrap();
+        assert_eq!(image[188..220], key_hash(&public_key));
         assert_eq!(image[220], 0x22);
     }
 

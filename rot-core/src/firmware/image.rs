@@ -28,12 +28,18 @@ use crate::keys::PublicKey;
 pub const IMAGE_MAGIC: u32 = 0x96f3_b83d;
 /// Size of the header.
 pub const HEADER_BYTES: usize = 32;
-const TLV_INFO_MAGIC: u16 = 0x6907;
-const TLV_PROT_INFO_MAGIC: u16 = 0x6908;
-const TLV_KEYHASH: u8 = 0x01;
-const TLV_SHA256: u8 = 0x10;
-const TLV_ECDSA_SIG: u8 = 0x22;
-const TLV_SEC_CNT: u8 = 0x50;
+/// Magic of the (unprotected) TLV area's info header.
+pub const TLV_INFO_MAGIC: u16 = 0x6907;
+/// Magic of the protected TLV area's info header.
+pub const TLV_PROT_INFO_MAGIC: u16 = 0x6908;
+/// TLV: SHA-256 of the signing key's SubjectPublicKeyInfo.
+pub const TLV_KEYHASH: u8 = 0x01;
+/// TLV: SHA-256 of the signed region.
+pub const TLV_SHA256: u8 = 0x10;
+/// TLV: ECDSA signature (P-256 here), DER.
+pub const TLV_ECDSA_SIG: u8 = 0x22;
+/// Protected TLV: the security counter, u32.
+pub const TLV_SEC_CNT: u8 = 0x50;
 
 /// The DER SubjectPublicKeyInfo of a P-256 key up to its 65-byte point (RFC 5480).
 const P256_SPKI_PREFIX: [u8; 26] = [

@@ -4,6 +4,7 @@
 //! it. A name and version are signed once; what was signed is kept (the signed file beside its
 //! record) and every signature is audited with the measurement it produced.
 
+use rot_core::FirmwareMeasurement;
 use rot_core::firmware::manifest::{ImageVersion, Manifest};
 use time::OffsetDateTime;
 
@@ -20,11 +21,12 @@ use crate::service::{Caller, random_hex};
 use crate::store::{Change, Conflict, Guard, Op, StoreError, commit};
 use crate::wire::timestamp;
 
-/// A version as the request wrote it, in its canonical form (`+build` always written).
-fn canonical_version(field: &str, text: &str) -> Result<String, ServiceError> {
-    text.parse::<ImageVersion>()
-        .map(|version| version.to_string())
-        .map_err(|e| ServiceError::invalid(field, e.to_string()))
+/// A version as the request wrote it; its text form is canonical (`+build` always written).
+fn parse_version(field: &str, text: &str) -> Result<ImageVersion, ServiceError> {
+    text.parse()
+        .map_err(|e: rot_core::firmware::manifest::InvalidVersion| {
+            ServiceError::invalid(field, e.to_string())
+        })
 }
 
 /// The API view of a firmware record and its signer.
@@ -60,10 +62,8 @@ impl OperatorService {
         let owner = caller.owner_for("owner", &request.owner)?;
         check_policy_name("name", &request.name)?;
         check_policy_name("policy_name", &request.policy_name)?;
-        let version_text = canonical_version("version", &request.version)?;
-        let version: ImageVersion = version_text
-            .parse()
-            .map_err(|_| ServiceError::Internal("a canonical version did not parse".into()))?;
+        let version = parse_version("version", &request.version)?;
+        let version_text = version.to_string();
         if request.payload.is_empty() || request.payload.len() > mcuboot::MAX_PAYLOAD_BYTES {
             return Err(ServiceError::invalid(
                 "payload",
@@ -159,7 +159,7 @@ impl OperatorService {
         caller.require("GetFirmware", ANY_ROLE)?;
         let owner = caller.owner_for("owner", &request.owner)?;
         check_policy_name("name", &request.name)?;
-        let version = canonical_version("version", &request.version)?;
+        let version = parse_version("version", &request.version)?.to_string();
         let registry = self.core.registry.as_ref();
         let not_found =
             || ServiceError::NotFound(format!("firmware {}/{} {version}", owner, request.name));
@@ -257,7 +257,7 @@ async fn sign_release(
         )
     })
     .await??;
-    let digest = mcuboot::sha256(&image);
+    let digest = *FirmwareMeasurement::of_image(&image).as_bytes();
     let manifest = Manifest {
         owner,
         policy: &request.policy_name,
