@@ -102,10 +102,11 @@ impl SiliconChip {
             Some(bound_to) => {
                 let running = self.measure_firmware()?;
                 if running.as_ref() != Some(bound_to) {
+                    let running = running
+                        .map_or_else(|| "no measured firmware".to_owned(), |m| m.to_string());
                     return Err(AgentError::Credential(format!(
-                        "the credential is bound to firmware {bound_to}, but this device runs {}:                          renew to get a credential for the firmware that runs",
-                        running
-                            .map_or_else(|| "no measured firmware".to_owned(), |m| m.to_string())
+                        "the credential is bound to firmware {bound_to}, but this device runs \
+                         {running}: renew to get a credential for the firmware that runs"
                     )));
                 }
                 CredentialKey::Alias(device::Chip::seeds(self)?.alias_key(slot, bound_to))

@@ -363,7 +363,8 @@ pub struct Verified {
     pub not_after: String,
 }
 
-/// Checks that `credential` belongs to `device_id` and certifies `dpk`, and that its chain
+/// Checks that `credential` belongs to `device_id` and certifies `key` (the slot's DPK, or its
+/// alias key for the firmware the credential names), and that its chain
 /// verifies for client authentication to the bundle's own root at `now`.
 ///
 /// # Errors
@@ -371,7 +372,7 @@ pub struct Verified {
 pub fn verify(
     credential: &StoredCredential,
     device_id: &str,
-    dpk: &PublicKey,
+    key: &PublicKey,
     now: UnixTime,
 ) -> Result<Verified, AgentError> {
     let fail = |what: String| Err(AgentError::Credential(what));
@@ -415,9 +416,10 @@ pub fn verify(
 
     let (_, parsed) = x509_parser::parse_x509_certificate(leaf)
         .map_err(|e| AgentError::Credential(format!("the certificate does not parse: {e}")))?;
-    if parsed.public_key().subject_public_key.data.as_ref() != dpk.as_bytes() {
+    if parsed.public_key().subject_public_key.data.as_ref() != key.as_bytes() {
         return fail(format!(
-            "the certificate's key is not the device key of slot {} derived from this silicon",
+            "the certificate's key is not the key of slot {} derived from this silicon (its \
+             device key, or its alias key for the firmware the credential names)",
             credential.key_slot
         ));
     }

@@ -232,6 +232,10 @@ async fn the_certificate_is_bound_to_the_firmware_that_runs() {
     let message = stale.fails(3);
     assert!(message.contains("renew"), "{message}");
     assert!(message.contains(&m1) && message.contains(&m2), "{message}");
+    assert!(
+        message.contains(&format!("runs {m2}: renew")),
+        "one sentence: {message}"
+    );
     let renewed = device
         .json(&[&["renew"][..], &firmware].concat(), Some(&harness))
         .await;
