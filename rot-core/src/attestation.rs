@@ -65,6 +65,10 @@ enum Purpose {
     Renewal = 3,
     /// A status request answering a status challenge.
     Status = 4,
+    /// A device asking which firmware a rollout offers it.
+    FirmwareCheck = 5,
+    /// A device reporting what came of a firmware update.
+    FirmwareReport = 6,
 }
 
 /// Which of the device's keys signs.
@@ -91,6 +95,10 @@ enum Tag {
     FirmwareMeasurementSha256 = 9,
     /// v2 only: the firmware-bound alias public key.
     AliasPublicKey = 10,
+    /// Firmware requests: the rollout the request concerns.
+    RolloutId = 11,
+    /// Firmware reports: 1 installed and running, 0 refused or failed.
+    Outcome = 12,
 }
 
 /// A context field is longer than [`MAX_CONTEXT_BYTES`].
@@ -335,6 +343,15 @@ pub fn status_message(
     signer: StatusSigner,
     context: &StatusContext<'_>,
 ) -> Result<Message, ContextTooLong> {
+    signed_request(Purpose::Status, signer, context)
+}
+
+/// The fields every signed request after onboarding covers, under `purpose`.
+fn signed_request(
+    purpose: Purpose,
+    signer: StatusSigner,
+    context: &StatusContext<'_>,
+) -> Result<Message, ContextTooLong> {
     if context.challenge_id.len() > MAX_CONTEXT_BYTES || context.serial.len() > MAX_CONTEXT_BYTES {
         return Err(ContextTooLong);
     }
@@ -342,7 +359,7 @@ pub fn status_message(
         StatusSigner::EnrolmentKey => SignerRole::EnrolmentKey,
         StatusSigner::DeviceKey(_) => SignerRole::DeviceKey,
     };
-    let message = Message::new(Purpose::Status, role)
+    let message = Message::new(purpose, role)
         .field(Tag::DeviceId, context.device_id.as_bytes())
         .field(Tag::ChallengeId, context.challenge_id)
         .field(Tag::Nonce, context.nonce);
@@ -351,6 +368,58 @@ pub fn status_message(
         StatusSigner::DeviceKey(slot) => message.field(Tag::KeySlot, &[slot.get()]),
     };
     Ok(message.field(Tag::Serial, context.serial))
+}
+
+/// What a signed firmware request asks, beyond a status request's fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FirmwareRequest<'a> {
+    /// Which firmware a rollout offers this device.
+    Check,
+    /// What came of installing a rollout's firmware.
+    Report {
+        /// The rollout.
+        rollout_id: &'a [u8],
+        /// Installed and running (true), or refused or failed (false).
+        installed: bool,
+        /// The measurement of the firmware the device runs now.
+        running: &'a FirmwareMeasurement,
+    },
+}
+
+/// Builds the message of a signed firmware request: the status request's fields (device,
+/// challenge, nonce, key slot, serial) under the purpose of the request, then for a report the
+/// rollout, the outcome and the firmware that runs. A status proof cannot stand for a firmware
+/// request, nor a check for a report: each purpose is its own message.
+///
+/// # Errors
+/// [`ContextTooLong`] if the challenge id, the serial or the rollout id exceeds
+/// [`MAX_CONTEXT_BYTES`].
+pub fn firmware_request_message(
+    signer: StatusSigner,
+    context: &StatusContext<'_>,
+    request: &FirmwareRequest<'_>,
+) -> Result<Message, ContextTooLong> {
+    let purpose = match request {
+        FirmwareRequest::Check => Purpose::FirmwareCheck,
+        FirmwareRequest::Report { rollout_id, .. } => {
+            if rollout_id.len() > MAX_CONTEXT_BYTES {
+                return Err(ContextTooLong);
+            }
+            Purpose::FirmwareReport
+        }
+    };
+    let message = signed_request(purpose, signer, context)?;
+    Ok(match request {
+        FirmwareRequest::Check => message,
+        FirmwareRequest::Report {
+            rollout_id,
+            installed,
+            running,
+        } => message
+            .field(Tag::RolloutId, rollout_id)
+            .field(Tag::Outcome, &[u8::from(*installed)])
+            .field(Tag::FirmwareMeasurementSha256, running.as_bytes()),
+    })
 }
 
 /// Verifies a device signature over `message` with `public_key`.

@@ -268,3 +268,71 @@ fn alias_keys_sign_tls_certificate_verify_only_as_dsks_do() {
             .is_err()
     );
 }
+
+#[test]
+fn firmware_requests_are_their_own_messages_and_bind_every_field() {
+    use rot_core::attestation::{
+        FirmwareRequest, StatusContext, StatusSigner, firmware_request_message, status_message,
+    };
+    let device_id = DeviceId::from_bytes([0x22; 32]);
+    let context = StatusContext {
+        device_id: &device_id,
+        challenge_id: b"status-challenge",
+        nonce: &[0xcd; 32],
+        serial: b"0a1b",
+    };
+    let signer = StatusSigner::DeviceKey(slot(2));
+    let running = FirmwareMeasurement::from_digest([0x77; 32]);
+    let report = |rollout_id: &'static [u8], installed| FirmwareRequest::Report {
+        rollout_id,
+        installed,
+        running: &running,
+    };
+    let status = status_message(signer, &context).expect("fits");
+    let check = firmware_request_message(signer, &context, &FirmwareRequest::Check).expect("fits");
+    let installed =
+        firmware_request_message(signer, &context, &report(b"r-1", true)).expect("fits");
+    // Byte for byte: the status fields under purpose 6, then tags 11, 12 and 9.
+    let mut expected = status.as_bytes().to_vec();
+    expected[2 + 21] = 6;
+    expected.extend_from_slice(&[11, 0, 3]);
+    expected.extend_from_slice(b"r-1");
+    expected.extend_from_slice(&[12, 0, 1, 1]);
+    expected.extend_from_slice(&[9, 0, 32]);
+    expected.extend_from_slice(&[0x77; 32]);
+    assert_eq!(installed.as_bytes(), expected.as_slice());
+    // A check is a status request's fields under purpose 5: neither stands for the other.
+    let mut as_check = status.as_bytes().to_vec();
+    as_check[2 + 21] = 5;
+    assert_eq!(check.as_bytes(), as_check.as_slice());
+    assert_ne!(check.as_bytes(), status.as_bytes());
+    // Every report field is bound.
+    for other in [
+        firmware_request_message(signer, &context, &report(b"r-1", false)),
+        firmware_request_message(signer, &context, &report(b"r-2", true)),
+        firmware_request_message(
+            signer,
+            &context,
+            &FirmwareRequest::Report {
+                rollout_id: b"r-1",
+                installed: true,
+                running: &FirmwareMeasurement::from_digest([0x78; 32]),
+            },
+        ),
+    ] {
+        assert_ne!(other.expect("fits").as_bytes(), installed.as_bytes());
+    }
+    let long = [0u8; 129];
+    assert!(
+        firmware_request_message(
+            signer,
+            &context,
+            &FirmwareRequest::Report {
+                rollout_id: &long,
+                installed: true,
+                running: &running,
+            },
+        )
+        .is_err()
+    );
+}
