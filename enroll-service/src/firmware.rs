@@ -13,3 +13,4 @@
 //! owner's issuing CA for code signing only ([`crate::service::Authorities::firmware_signer`]).
 
 pub mod mcuboot;
+pub mod rollout;
