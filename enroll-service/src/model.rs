@@ -15,7 +15,9 @@ mod owner;
 mod stored_as_text;
 
 pub use event::{DeviceEvent, DeviceEventKind, RefusalDetail};
-pub use firmware::{FirmwareRecord, FirmwareSignerRecord};
+pub use firmware::{
+    FirmwareRecord, FirmwareSignerRecord, RolloutOutcomes, RolloutRecord, RolloutReportRecord,
+};
 pub use owner::{AuthorityRecord, AuthorityState, CaMode, OwnerRecord};
 
 use std::collections::BTreeMap;

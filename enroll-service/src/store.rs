@@ -29,10 +29,12 @@
 //!   per-device locks (`service/locks.rs`) only spare one replica needless conflicts.
 //! - **Uniqueness is the store's:** a serial is stored once ([`Guard::SerialAbsent`]), an
 //!   idempotency key once per owner, a policy, batch or owner name once, an owner's
-//!   firmware-signing key once, a firmware name and version once per owner.
+//!   firmware-signing key once, a firmware name and version once per owner, a rollout id once
+//!   per owner, a device's report of a rollout once.
 //! - **Ordered state belongs to the store and is assigned inside the commit:** the audit
 //!   sequence and hash chain (one chain, in commit order, across every writer), batch counts
-//!   ([`Op::AdjustCounts`], deltas that compose), CRL numbers (strictly increasing per issuer,
+//!   ([`Op::AdjustCounts`], deltas that compose), rollout outcomes ([`Op::ReportRollout`]),
+//!   CRL numbers (strictly increasing per issuer,
 //!   [`Op::PutCrl`]) and the event order.
 //! - **Events reach every subscriber of every replica** ([`Registry::subscribe`]), after the
 //!   change is durable, in commit order, never for a refused change.
@@ -72,10 +74,15 @@
 //!   naming it. Same for owners.
 //! - **Uniqueness.** Primary keys carry every "absent" guard: `credentials(serial)`,
 //!   `request_ids(owner, request_id)`, `policies(owner, name)`, `batches(batch_id)`,
-//!   `owners(name)`, `firmware_signers(owner)`, `firmware(owner, name, version)` (schema v2). Where the change inserts the guarded key itself, that plain `INSERT`'s
+//!   `owners(name)`, `firmware_signers(owner)`, `firmware(owner, name, version)` (schema v2),
+//!   `rollout_reports(owner, rollout_id, device_id)` (schema v3). Where the change inserts
+//!   the guarded key itself, that plain `INSERT`'s
 //!   unique violation (`23505`) is the guard and gives the same typed conflict; otherwise the
 //!   guard is a `SELECT`. A racing replica cannot slip between a check and an insert.
 //!   `OperatorUnrevoked` locks the certificate's row (`FOR UPDATE`) until the group commits.
+//! - **Rollouts** (schema v3) are versioned like owners; a report adds to the rollout row's
+//!   `installed` / `failed` columns in its own savepoint (which locks the row until `COMMIT`:
+//!   reports are rare beside onboardings) and inserts its report row.
 //! - **Batch counters.** Columns of `batches`. A change's `AdjustCounts` only checks that the
 //!   batch exists; the group sums its changes' deltas per batch and updates each batch row
 //!   once, near its end and in batch order, so a batch every replica onboards into is held
@@ -122,7 +129,8 @@ use rot_core::keys::DeviceId;
 use crate::audit::StoredAuditEntry;
 use crate::model::{
     BatchRecord, CredentialRecord, CrlEntryRecord, CrlRecord, DeviceRecord, FirmwareRecord,
-    FirmwareSignerRecord, OperatorCertificateRecord, OwnerRecord,
+    FirmwareSignerRecord, OperatorCertificateRecord, OwnerRecord, RolloutRecord,
+    RolloutReportRecord,
 };
 use crate::pki::Serial;
 use crate::policy::PolicySpec;
@@ -392,6 +400,35 @@ pub trait Registry: Send + Sync + fmt::Debug + 'static {
         after: Option<(&str, &str, &str)>,
         limit: usize,
     ) -> Result<Vec<FirmwareRecord>, StoreError>;
+
+    /// A rollout, with its version and outcomes.
+    ///
+    /// # Errors
+    /// As [`Registry::device`].
+    async fn rollout(&self, owner: &str, id: &str) -> Result<Option<RolloutRecord>, StoreError>;
+
+    /// Rollouts ordered by (owner, id), of `owner` if given, after `after`, at most `limit`,
+    /// with their versions and outcomes.
+    ///
+    /// # Errors
+    /// As [`Registry::device`].
+    async fn rollouts(
+        &self,
+        owner: Option<&str>,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<RolloutRecord>, StoreError>;
+
+    /// A device's report of a rollout.
+    ///
+    /// # Errors
+    /// As [`Registry::device`].
+    async fn rollout_report(
+        &self,
+        owner: &str,
+        id: &str,
+        device_id: &DeviceId,
+    ) -> Result<Option<RolloutReportRecord>, StoreError>;
 
     /// Audit entries with `seq >= start`, ascending, at most `limit`; durable entries only.
     ///

@@ -6,6 +6,7 @@
 //!  ACTIVE / PAUSED ──abort──▶ ABORTED (final)
 //!  ACTIVE with failures ≥ threshold ──▶ HALTED (derived: no offers until resumed with a
 //!                                       higher threshold, or aborted)
+//!  any update may set a new failure threshold, applied before its step
 //! ```
 //!
 //! A device's cohort is a number in 0..100 from SHA-256("oxroot-rollout-cohort" ‖ rollout id ‖
@@ -51,7 +52,8 @@ pub enum RolloutStep {
     Advance,
     /// Stop offering for now.
     Pause,
-    /// Offer again (a halted rollout needs a higher threshold first).
+    /// Offer again: a paused rollout, or one halted by failures whose threshold the same
+    /// update raises above them.
     Resume,
     /// Stop for good.
     Abort,
@@ -67,7 +69,10 @@ pub enum StepRefused {
     #[error("the rollout is at its last stage")]
     LastStage,
     /// Advance or resume while failures hold the rollout halted.
-    #[error("the rollout is halted by failures; raise its failure threshold first")]
+    #[error(
+        "the rollout is halted: its failures reached the failure threshold; resume it with a \
+         higher threshold"
+    )]
     Halted,
     /// Pause of a paused rollout, resume of an active one.
     #[error("the rollout is already {0}")]
@@ -134,6 +139,17 @@ pub fn cohort(rollout_id: &str, device_id: &DeviceId) -> u8 {
     (value % 100) as u8
 }
 
+/// Whether `id` has a rollout id's shape: `ro-` and 16 lowercase hex digits.
+#[must_use]
+pub fn is_rollout_id(id: &str) -> bool {
+    id.len() == 19
+        && id.starts_with("ro-")
+        && id
+            .bytes()
+            .skip(3)
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// What a rollout does now.
 #[must_use]
 pub fn standing(state: RolloutState, failures: u64, threshold: u64) -> RolloutStanding {
@@ -156,39 +172,59 @@ pub fn offers(
     standing == RolloutStanding::Active && cohort(rollout_id, device_id) < stages.percent()
 }
 
-/// Applies an operator step: the new state and stages, or why not.
+/// What an operator's update acts on and yields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Control {
+    /// The operator's setting.
+    pub state: RolloutState,
+    /// The stages and the current one.
+    pub stages: Stages,
+    /// Failures at which the rollout halts.
+    pub failure_threshold: u64,
+}
+
+/// Applies an operator's update: a new failure threshold (if given) first, then the step (if
+/// given). `failures` is the count of failure reports so far.
 ///
 /// # Errors
 /// [`StepRefused`].
-pub fn step(
-    step: RolloutStep,
-    state: RolloutState,
-    stages: &Stages,
-    standing: RolloutStanding,
-) -> Result<(RolloutState, Stages), StepRefused> {
-    if state == RolloutState::Aborted {
+pub fn update(
+    control: &Control,
+    failures: u64,
+    step: Option<RolloutStep>,
+    failure_threshold: Option<u64>,
+) -> Result<Control, StepRefused> {
+    if control.state == RolloutState::Aborted {
         return Err(StepRefused::Aborted);
     }
+    let threshold = failure_threshold.unwrap_or(control.failure_threshold);
+    let was_halted =
+        standing(control.state, failures, control.failure_threshold) == RolloutStanding::Halted;
+    let halted = failures >= threshold;
+    let mut next = Control {
+        failure_threshold: threshold,
+        ..control.clone()
+    };
     match step {
-        RolloutStep::Abort => Ok((RolloutState::Aborted, stages.clone())),
-        RolloutStep::Pause if state == RolloutState::Paused => Err(StepRefused::Already("paused")),
-        RolloutStep::Pause => Ok((RolloutState::Paused, stages.clone())),
-        RolloutStep::Resume if state == RolloutState::Active => Err(StepRefused::Already("active")),
-        RolloutStep::Resume | RolloutStep::Advance if standing == RolloutStanding::Halted => {
-            Err(StepRefused::Halted)
+        None => {}
+        Some(RolloutStep::Abort) => next.state = RolloutState::Aborted,
+        Some(RolloutStep::Pause) if control.state == RolloutState::Paused => {
+            return Err(StepRefused::Already("paused"));
         }
-        RolloutStep::Resume => Ok((RolloutState::Active, stages.clone())),
-        RolloutStep::Advance if stages.current + 1 >= stages.percents.len() => {
-            Err(StepRefused::LastStage)
+        Some(RolloutStep::Pause) => next.state = RolloutState::Paused,
+        Some(RolloutStep::Resume | RolloutStep::Advance) if halted => {
+            return Err(StepRefused::Halted);
         }
-        RolloutStep::Advance => Ok((
-            state,
-            Stages {
-                percents: stages.percents.clone(),
-                current: stages.current + 1,
-            },
-        )),
+        Some(RolloutStep::Resume) if control.state == RolloutState::Active && !was_halted => {
+            return Err(StepRefused::Already("active"));
+        }
+        Some(RolloutStep::Resume) => next.state = RolloutState::Active,
+        Some(RolloutStep::Advance) if control.stages.current + 1 >= control.stages.percents.len() => {
+            return Err(StepRefused::LastStage);
+        }
+        Some(RolloutStep::Advance) => next.stages.current += 1,
     }
+    Ok(next)
 }
 
 #[cfg(test)]
@@ -273,77 +309,49 @@ mod tests {
 
     #[test]
     fn every_step_from_every_state() {
-        use RolloutStanding as S;
         use RolloutState as St;
         use RolloutStep as Step;
-        let first = Stages::new(vec![10, 100]).unwrap();
-        let last = Stages {
-            current: 1,
-            ..first.clone()
+        let at = |state, current, threshold| Control {
+            state,
+            stages: Stages {
+                percents: vec![10, 100],
+                current,
+            },
+            failure_threshold: threshold,
         };
+        // (step, new threshold, from, failures, expected (state, stage) or refusal)
         let table = [
-            (Step::Advance, St::Active, &first, S::Active, Ok(1)),
-            (
-                Step::Advance,
-                St::Active,
-                &last,
-                S::Active,
-                Err(StepRefused::LastStage),
-            ),
-            (
-                Step::Advance,
-                St::Active,
-                &first,
-                S::Halted,
-                Err(StepRefused::Halted),
-            ),
-            (Step::Pause, St::Active, &first, S::Active, Ok(0)),
-            (
-                Step::Pause,
-                St::Paused,
-                &first,
-                S::Paused,
-                Err(StepRefused::Already("paused")),
-            ),
-            (Step::Resume, St::Paused, &first, S::Paused, Ok(0)),
-            (
-                Step::Resume,
-                St::Active,
-                &first,
-                S::Active,
-                Err(StepRefused::Already("active")),
-            ),
-            (
-                Step::Resume,
-                St::Active,
-                &first,
-                S::Halted,
-                Err(StepRefused::Already("active")),
-            ),
-            (Step::Abort, St::Paused, &first, S::Paused, Ok(0)),
-            (
-                Step::Abort,
-                St::Aborted,
-                &first,
-                S::Aborted,
-                Err(StepRefused::Aborted),
-            ),
-            (
-                Step::Resume,
-                St::Aborted,
-                &first,
-                S::Aborted,
-                Err(StepRefused::Aborted),
-            ),
+            (Some(Step::Advance), None, at(St::Active, 0, 5), 0, Ok((St::Active, 1))),
+            (Some(Step::Advance), None, at(St::Paused, 0, 5), 0, Ok((St::Paused, 1))),
+            (Some(Step::Advance), None, at(St::Active, 1, 5), 0, Err(StepRefused::LastStage)),
+            (Some(Step::Advance), None, at(St::Active, 0, 5), 5, Err(StepRefused::Halted)),
+            (Some(Step::Advance), Some(9), at(St::Active, 0, 5), 5, Ok((St::Active, 1))),
+            (Some(Step::Pause), None, at(St::Active, 0, 5), 0, Ok((St::Paused, 0))),
+            (Some(Step::Pause), None, at(St::Active, 0, 5), 7, Ok((St::Paused, 0))),
+            (Some(Step::Pause), None, at(St::Paused, 0, 5), 0, Err(StepRefused::Already("paused"))),
+            (Some(Step::Resume), None, at(St::Paused, 0, 5), 0, Ok((St::Active, 0))),
+            (Some(Step::Resume), None, at(St::Paused, 0, 5), 5, Err(StepRefused::Halted)),
+            (Some(Step::Resume), None, at(St::Active, 0, 5), 0, Err(StepRefused::Already("active"))),
+            (Some(Step::Resume), None, at(St::Active, 0, 5), 5, Err(StepRefused::Halted)),
+            (Some(Step::Resume), Some(5), at(St::Active, 0, 5), 5, Err(StepRefused::Halted)),
+            (Some(Step::Resume), Some(6), at(St::Active, 0, 5), 5, Ok((St::Active, 0))),
+            (Some(Step::Abort), None, at(St::Paused, 0, 5), 0, Ok((St::Aborted, 0))),
+            (Some(Step::Abort), None, at(St::Active, 0, 5), 9, Ok((St::Aborted, 0))),
+            (Some(Step::Abort), None, at(St::Aborted, 0, 5), 0, Err(StepRefused::Aborted)),
+            (Some(Step::Resume), None, at(St::Aborted, 0, 5), 0, Err(StepRefused::Aborted)),
+            (None, Some(2), at(St::Aborted, 0, 5), 0, Err(StepRefused::Aborted)),
+            (None, Some(2), at(St::Active, 0, 5), 0, Ok((St::Active, 0))),
         ];
-        for (action, state, stages, standing, expected) in table {
-            let outcome = step(action, state, stages, standing).map(|(_, s)| s.current);
+        for (action, threshold, from, failures, expected) in table {
+            let outcome = update(&from, failures, action, threshold)
+                .map(|next| (next.state, next.stages.current));
             assert_eq!(
                 outcome, expected,
-                "{action:?} from {state:?} ({standing:?})"
+                "{action:?} (threshold {threshold:?}) from {from:?} with {failures} failures"
             );
         }
-        let (state, _) = step(Step::Abort, St::Active, &first, S::Active).unwrap();
-        assert_eq!(state, St::Aborted);
+        let raised = update(&at(St::Active, 0, 5), 0, None, Some(2)).unwrap();
+        assert_eq!(raised.failure_threshold, 2);
+        assert_eq!(standing(raised.state, 2, raised.failure_threshold), RolloutStanding::Halted);
     }
 }

@@ -1,18 +1,22 @@
-//! The device-facing service: Register, Onboard, Renew, Status.
+//! The device-facing service: Register, Onboard, Renew, Status, CheckFirmware, ReportFirmware.
 //!
 //! ```text
 //!  Register ─▶ registration: verify the EPK's proof ─▶ record (shared with offline imports)
 //!  Onboard / Renew ─▶ exchange (stream driver) ─▶ checks (pure) ─▶ issue (lock, commit) ─▶ bundle
 //!  Status ─▶ status: a challenge, or the status for a signed request (which may retire
 //!            superseded credentials, see [`crate::service::supersede`])
+//!
+//! CheckFirmware / ReportFirmware ─▶ firmware: staged rollouts met by the device (signed like
+//! Status, over their own purposes)
 //! ```
 //!
 //! Submodules, one concept each: [`registration`], [`checks`] (the pure eligibility and proof
 //! decisions), [`issue`], [`exchange`] (the Hello → Challenge → Proof state machine and its
-//! stream driver), [`refusal`] and [`status`].
+//! stream driver), [`refusal`], [`status`] and [`firmware`].
 
 mod checks;
 mod exchange;
+mod firmware;
 mod issue;
 mod refusal;
 mod registration;
@@ -264,6 +268,32 @@ impl DeviceEnrollment for DeviceService {
         let answer = status::answer(&self.core, peer, &request.into_inner()).await;
         if let Err(e) = &answer {
             tracing::info!(error = %e, "status refused");
+        }
+        Ok(Response::new(answer?))
+    }
+
+    async fn check_firmware(
+        &self,
+        request: Request<v1::CheckFirmwareRequest>,
+    ) -> Result<Response<v1::CheckFirmwareResponse>, Status> {
+        let _timer = self.core.metrics.clone().time("check_firmware");
+        let peer = request.remote_addr().map(|addr| addr.ip());
+        let answer = firmware::check(&self.core, peer, &request.into_inner()).await;
+        if let Err(e) = &answer {
+            tracing::info!(error = %e, "firmware check refused");
+        }
+        Ok(Response::new(answer?))
+    }
+
+    async fn report_firmware(
+        &self,
+        request: Request<v1::ReportFirmwareRequest>,
+    ) -> Result<Response<v1::ReportFirmwareResponse>, Status> {
+        let _timer = self.core.metrics.clone().time("report_firmware");
+        let peer = request.remote_addr().map(|addr| addr.ip());
+        let answer = firmware::report(&self.core, peer, &request.into_inner()).await;
+        if let Err(e) = &answer {
+            tracing::info!(error = %e, "firmware report refused");
         }
         Ok(Response::new(answer?))
     }

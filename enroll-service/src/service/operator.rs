@@ -15,7 +15,7 @@
 //! certificate to a `tonic::Request`.
 //!
 //! Submodules, one concept each: [`policies`], [`batches`], [`import`] (CreateBatch's and
-//! ImportDevices' shared add-to-batch path), [`watch`], [`devices`], [`admin`] (WhoAmI, exports,
+//! ImportDevices' shared add-to-batch path), [`watch`], [`devices`], [`firmware`], [`rollouts`], [`admin`] (WhoAmI, exports,
 //! the CRL), [`operator_certificates`] (issue, revoke, list), [`audit_log`], [`convert`]
 //! (records to wire messages) and [`paging`].
 
@@ -30,6 +30,7 @@ mod operator_certificates;
 mod owners;
 mod paging;
 mod policies;
+mod rollouts;
 #[cfg(test)]
 mod tests;
 mod watch;
@@ -292,6 +293,50 @@ impl Operator for OperatorService {
         let _timer = self.timer("list_firmware");
         self.unary(request, "ListFirmware", |caller, req| async move {
             self.list_firmware_as(&caller, &req).await
+        })
+        .await
+    }
+
+    async fn create_rollout(
+        &self,
+        request: Request<v1::CreateRolloutRequest>,
+    ) -> Result<Response<v1::CreateRolloutResponse>, Status> {
+        let _timer = self.timer("create_rollout");
+        self.unary(request, "CreateRollout", |caller, req| async move {
+            self.create_rollout_as(&caller, &req).await
+        })
+        .await
+    }
+
+    async fn get_rollout(
+        &self,
+        request: Request<v1::GetRolloutRequest>,
+    ) -> Result<Response<v1::GetRolloutResponse>, Status> {
+        let _timer = self.timer("get_rollout");
+        self.unary(request, "GetRollout", |caller, req| async move {
+            self.get_rollout_as(&caller, &req).await
+        })
+        .await
+    }
+
+    async fn list_rollouts(
+        &self,
+        request: Request<v1::ListRolloutsRequest>,
+    ) -> Result<Response<v1::ListRolloutsResponse>, Status> {
+        let _timer = self.timer("list_rollouts");
+        self.unary(request, "ListRollouts", |caller, req| async move {
+            self.list_rollouts_as(&caller, &req).await
+        })
+        .await
+    }
+
+    async fn update_rollout(
+        &self,
+        request: Request<v1::UpdateRolloutRequest>,
+    ) -> Result<Response<v1::UpdateRolloutResponse>, Status> {
+        let _timer = self.timer("update_rollout");
+        self.unary(request, "UpdateRollout", |caller, req| async move {
+            self.update_rollout_as(&caller, &req).await
         })
         .await
     }

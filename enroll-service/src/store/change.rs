@@ -7,6 +7,7 @@ use crate::audit::AuditDraft;
 use crate::model::{
     BatchRecord, CountsDelta, CredentialRecord, CrlEntryRecord, CrlRecord, DeviceEvent,
     DeviceRecord, FirmwareRecord, FirmwareSignerRecord, OperatorCertificateRecord, OwnerRecord,
+    RolloutRecord, RolloutReportRecord,
 };
 use crate::pki::Serial;
 use crate::policy::PolicySpec;
@@ -155,6 +156,23 @@ pub enum Op {
         record: Box<FirmwareRecord>,
         /// The signed image file.
         image: Vec<u8>,
+    },
+    /// Insert or replace a rollout, compare-and-set on `record.version` as [`Op::PutDevice`]
+    /// ([`Conflict::RolloutChanged`](super::Conflict); 0: a new rollout, refused the same way
+    /// if its id is taken). Its outcomes are the store's and are kept.
+    PutRollout(Box<RolloutRecord>),
+    /// Record one device's report of a rollout and count it in the rollout's outcomes, in
+    /// commit order so that concurrent reports compose. Refused with
+    /// [`Conflict::RolloutReported`](super::Conflict) if the device reported this rollout
+    /// before (each device counts once), [`Conflict::RolloutAbsent`](super::Conflict) if there
+    /// is no such rollout.
+    ReportRollout {
+        /// Owner.
+        owner: String,
+        /// Rollout.
+        rollout_id: String,
+        /// The report.
+        report: Box<RolloutReportRecord>,
     },
     /// Append an audit entry; the store gives it its sequence number and chains its hash to
     /// the entry before it, inside the commit.

@@ -83,6 +83,36 @@ pub enum Conflict {
         /// The version stored now (0: none).
         found: u64,
     },
+    /// [`Op::PutRollout`](super::Op) of a record read at another version than the stored one.
+    #[error(
+        "rollout {owner}/{id} changed since it was read (read at version {expected}, stored version {found})"
+    )]
+    RolloutChanged {
+        /// The owner.
+        owner: String,
+        /// The rollout.
+        id: String,
+        /// The version the writer read (0: none).
+        expected: u64,
+        /// The version stored now (0: none).
+        found: u64,
+    },
+    /// [`Op::ReportRollout`](super::Op) of a rollout that does not exist.
+    #[error("rollout {owner}/{id} does not exist")]
+    RolloutAbsent {
+        /// The owner.
+        owner: String,
+        /// The rollout.
+        id: String,
+    },
+    /// [`Op::ReportRollout`](super::Op) by a device that reported the rollout before.
+    #[error("device {device_id} already reported rollout {id}")]
+    RolloutReported {
+        /// The rollout.
+        id: String,
+        /// The device.
+        device_id: String,
+    },
     /// [`Op::PutCrl`](super::Op) whose number is not above the stored CRL's.
     #[error("CRL number {number} of {issuer} is not above the stored CRL's {stored}")]
     CrlNumberTaken {
@@ -104,7 +134,10 @@ impl Conflict {
     pub fn is_concurrent_change(&self) -> bool {
         matches!(
             self,
-            Self::DeviceChanged { .. } | Self::OwnerChanged { .. } | Self::CrlNumberTaken { .. }
+            Self::DeviceChanged { .. }
+                | Self::OwnerChanged { .. }
+                | Self::RolloutChanged { .. }
+                | Self::CrlNumberTaken { .. }
         )
     }
 }

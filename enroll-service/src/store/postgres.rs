@@ -58,17 +58,19 @@ use crate::audit::{self, GENESIS_HASH, StoredAuditEntry};
 use crate::model::{
     BatchCounts, BatchRecord, CountsDelta, CredentialRecord, CrlEntryRecord, CrlRecord,
     DeviceRecord, FirmwareRecord, FirmwareSignerRecord, OperatorCertificateRecord, OwnerRecord,
+    RolloutOutcomes, RolloutRecord, RolloutReportRecord,
 };
 use crate::pki::Serial;
 use crate::policy::PolicySpec;
 
 /// The schema this build reads and writes; [`migrate`] brings a database to it.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// Each migration, by the version it brings the schema to.
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("postgres/schema_v1.sql")),
     (2, include_str!("postgres/schema_v2.sql")),
+    (3, include_str!("postgres/schema_v3.sql")),
 ];
 
 /// Most changes one transaction carries (group commit). Each change is a savepoint, i.e. a
@@ -882,7 +884,21 @@ const UPSERT_BATCH: &str = "INSERT INTO batches (batch_id, owner, policy_name, r
     awaiting_registration, registered, onboarded, reonboard_pending, revoked, refusals) VALUES \
     ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (batch_id) DO UPDATE SET owner = \
     excluded.owner, policy_name = excluded.policy_name, record = excluded.record";
+const INSERT_ROLLOUT: &str = "WITH written AS (INSERT INTO rollouts (owner, id, version, record) \
+    VALUES ($1, $2, 1, $3) ON CONFLICT (owner, id) DO NOTHING RETURNING version) SELECT (SELECT \
+    version FROM written), (SELECT version FROM rollouts WHERE owner = $1 AND id = $2)";
+const UPDATE_ROLLOUT: &str = "WITH written AS (UPDATE rollouts SET version = version + 1, record \
+    = $3 WHERE owner = $1 AND id = $2 AND version = $4 RETURNING version) SELECT (SELECT version \
+    FROM written), (SELECT version FROM rollouts WHERE owner = $1 AND id = $2)";
+const COUNT_ROLLOUT_REPORT: &str = "UPDATE rollouts SET installed = installed + $3, failed = \
+    failed + $4 WHERE owner = $1 AND id = $2";
+const INSERT_ROLLOUT_REPORT: &str =
+    "INSERT INTO rollout_reports (owner, rollout_id, device_id, record) VALUES ($1, $2, $3, $4)";
 const WRITER_STATEMENTS: &[&str] = &[
+    INSERT_ROLLOUT,
+    UPDATE_ROLLOUT,
+    COUNT_ROLLOUT_REPORT,
+    INSERT_ROLLOUT_REPORT,
     GUARD_FIRMWARE_SIGNER,
     GUARD_FIRMWARE,
     INSERT_FIRMWARE_SIGNER,
@@ -1249,6 +1265,72 @@ async fn apply_op(
                     )
                 })?;
         }
+        Op::PutRollout(rollout) => {
+            let record = encode(&**rollout);
+            let row = if rollout.version == 0 {
+                client
+                    .query_one(INSERT_ROLLOUT, &[&rollout.owner, &rollout.id, &record])
+                    .await?
+            } else {
+                client
+                    .query_one(
+                        UPDATE_ROLLOUT,
+                        &[
+                            &rollout.owner,
+                            &rollout.id,
+                            &record,
+                            &signed(rollout.version),
+                        ],
+                    )
+                    .await?
+            };
+            if row.get::<_, Option<i64>>(0).is_none() {
+                return Err(Conflict::RolloutChanged {
+                    owner: rollout.owner.clone(),
+                    id: rollout.id.clone(),
+                    expected: rollout.version,
+                    found: stored_number(&row),
+                }
+                .into());
+            }
+        }
+        Op::ReportRollout {
+            owner,
+            rollout_id,
+            report,
+        } => {
+            // The count first: it locks the rollout's row, so a report of a rollout being
+            // created elsewhere waits for it, and the report's insert below is the guard.
+            let (installed, failed) = if report.installed { (1_i64, 0_i64) } else { (0, 1) };
+            let counted = client
+                .execute(
+                    COUNT_ROLLOUT_REPORT,
+                    &[owner, rollout_id, &installed, &failed],
+                )
+                .await?;
+            if counted == 0 {
+                return Err(Conflict::RolloutAbsent {
+                    owner: owner.clone(),
+                    id: rollout_id.clone(),
+                }
+                .into());
+            }
+            client
+                .execute(
+                    INSERT_ROLLOUT_REPORT,
+                    &[owner, rollout_id, &report.device_id, &encode(&**report)],
+                )
+                .await
+                .map_err(|e| {
+                    unique_or(
+                        e,
+                        Conflict::RolloutReported {
+                            id: rollout_id.clone(),
+                            device_id: report.device_id.clone(),
+                        },
+                    )
+                })?;
+        }
         Op::Audit(draft) => {
             // Sealed into the chain at the end of the group; a draft that has no canonical
             // form refuses its change now, before anything of the group depends on it.
@@ -1296,6 +1378,21 @@ fn owner_from(row: &tokio_postgres::Row) -> Result<OwnerRecord, StoreError> {
     let mut owner: OwnerRecord = decode(format!("owners/{name}").as_bytes(), &bytes)?;
     owner.version = unsigned(row.get("version"), "owners.version")?;
     Ok(owner)
+}
+
+fn rollout_from(row: &tokio_postgres::Row) -> Result<RolloutRecord, StoreError> {
+    let key = format!(
+        "rollouts/{}/{}",
+        row.get::<_, &str>("owner"),
+        row.get::<_, &str>("id")
+    );
+    let mut rollout: RolloutRecord = decode(key.as_bytes(), row.get("record"))?;
+    rollout.version = unsigned(row.get("version"), "rollouts.version")?;
+    rollout.outcomes = RolloutOutcomes {
+        installed: unsigned(row.get("installed"), "rollouts.installed")?,
+        failed: unsigned(row.get("failed"), "rollouts.failed")?,
+    };
+    Ok(rollout)
 }
 
 fn record_from<T: serde::de::DeserializeOwned>(
@@ -1732,6 +1829,60 @@ impl Registry for PostgresRegistry {
             decode(key.as_bytes(), row.get(3))
         })
         .collect()
+    }
+
+    async fn rollout(&self, owner: &str, id: &str) -> Result<Option<RolloutRecord>, StoreError> {
+        self.query(
+            "SELECT owner, id, version, installed, failed, record FROM rollouts
+             WHERE owner = $1 AND id = $2",
+            &[&owner, &id],
+        )
+        .await?
+        .first()
+        .map(rollout_from)
+        .transpose()
+    }
+
+    async fn rollouts(
+        &self,
+        owner: Option<&str>,
+        after: Option<(&str, &str)>,
+        limit_to: usize,
+    ) -> Result<Vec<RolloutRecord>, StoreError> {
+        let (after_owner, after_id) = after.unwrap_or(("", ""));
+        self.query(
+            "SELECT owner, id, version, installed, failed, record FROM rollouts
+             WHERE ($1::text IS NULL OR owner = $1) AND (owner, id) > ($2, $3)
+             ORDER BY owner, id LIMIT $4",
+            &[&owner, &after_owner, &after_id, &limit(limit_to)],
+        )
+        .await?
+        .iter()
+        .map(rollout_from)
+        .collect()
+    }
+
+    async fn rollout_report(
+        &self,
+        owner: &str,
+        id: &str,
+        device_id: &DeviceId,
+    ) -> Result<Option<RolloutReportRecord>, StoreError> {
+        let device = device_id.to_string();
+        self.query(
+            "SELECT record FROM rollout_reports
+             WHERE owner = $1 AND rollout_id = $2 AND device_id = $3",
+            &[&owner, &id, &device],
+        )
+        .await?
+        .first()
+        .map(|row| {
+            decode(
+                format!("rollout_reports/{owner}/{id}/{device}").as_bytes(),
+                row.get(0),
+            )
+        })
+        .transpose()
     }
 
     async fn audit(

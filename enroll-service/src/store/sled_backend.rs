@@ -67,7 +67,8 @@ use crate::audit::{self, GENESIS_HASH, StoredAuditEntry};
 use crate::model::CredentialStatus;
 use crate::model::{
     BatchRecord, CountsDelta, CredentialRecord, CrlEntryRecord, CrlRecord, DeviceRecord,
-    FirmwareRecord, FirmwareSignerRecord, OperatorCertificateRecord, OwnerRecord,
+    FirmwareRecord, FirmwareSignerRecord, OperatorCertificateRecord, OwnerRecord, RolloutOutcomes,
+    RolloutRecord, RolloutReportRecord,
 };
 use crate::pki::Serial;
 use crate::policy::{DEFAULT_SUPERSEDED_GRACE, PolicySpec};
@@ -99,6 +100,12 @@ trait Versioned {
 }
 
 impl Versioned for DeviceRecord {
+    fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
+}
+
+impl Versioned for RolloutRecord {
     fn set_version(&mut self, version: u64) {
         self.version = version;
     }
@@ -202,6 +209,17 @@ fn stage_firmware(staged: &mut Overlay, op: &Op) {
         }
         _ => {}
     }
+}
+fn rollout_key(owner: &str, id: &str) -> Vec<u8> {
+    format!("l/{owner}/{id}").into_bytes()
+}
+/// A rollout's outcomes, (installed, failed): kept apart from the record so that reports do
+/// not rewrite it.
+fn rollout_outcomes_key(owner: &str, id: &str) -> Vec<u8> {
+    format!("n/{owner}/{id}").into_bytes()
+}
+fn rollout_report_key(owner: &str, id: &str, device: &str) -> Vec<u8> {
+    format!("e/{owner}/{id}/{device}").into_bytes()
 }
 fn request_key(owner: &str, request: &str) -> Vec<u8> {
     format!("q/{owner}/{request}").into_bytes()
@@ -384,6 +402,15 @@ impl SledRegistry {
             .map_err(unavailable)?
             .map(|v| decode(key, &v))
             .transpose()
+    }
+
+    /// `record` with the outcomes stored beside it.
+    fn with_outcomes(&self, mut record: RolloutRecord) -> Result<RolloutRecord, StoreError> {
+        let (installed, failed): (u64, u64) = self
+            .get(&rollout_outcomes_key(&record.owner, &record.id))?
+            .unwrap_or_default();
+        record.outcomes = RolloutOutcomes { installed, failed };
+        Ok(record)
     }
 
     fn get_versioned<T: DeserializeOwned + Versioned>(
@@ -755,6 +782,44 @@ impl Registry for SledRegistry {
             out.push(decode(&key, &value)?);
         }
         Ok(out)
+    }
+
+    async fn rollout(&self, owner: &str, id: &str) -> Result<Option<RolloutRecord>, StoreError> {
+        self.get_versioned(&rollout_key(owner, id))?
+            .map(|record| self.with_outcomes(record))
+            .transpose()
+    }
+
+    async fn rollouts(
+        &self,
+        owner: Option<&str>,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<RolloutRecord>, StoreError> {
+        self.check()?;
+        let prefix = owner.map_or_else(|| "l/".to_owned(), |o| format!("l/{o}/"));
+        let start = after.map_or_else(
+            || prefix.clone().into_bytes(),
+            |(o, id)| rollout_key(o, id).into_iter().chain([0]).collect(),
+        );
+        let mut out = Vec::new();
+        for item in self.db.range(start..) {
+            let (key, value) = item.map_err(unavailable)?;
+            if !key.starts_with(prefix.as_bytes()) || out.len() >= limit {
+                break;
+            }
+            out.push(self.with_outcomes(decode_versioned(&key, &value)?)?);
+        }
+        Ok(out)
+    }
+
+    async fn rollout_report(
+        &self,
+        owner: &str,
+        id: &str,
+        device_id: &DeviceId,
+    ) -> Result<Option<RolloutReportRecord>, StoreError> {
+        self.get(&rollout_report_key(owner, id, &device_id.to_string()))
     }
 
     async fn audit(
@@ -1207,6 +1272,52 @@ impl Writer {
                     );
                 }
                 Op::PutFirmwareSigner(_) | Op::PutFirmware { .. } => stage_firmware(staged, op),
+                Op::PutRollout(rollout) => {
+                    let key = rollout_key(&rollout.owner, &rollout.id);
+                    let found = self.version(overlay, staged, &key)?;
+                    if found != rollout.version {
+                        return Err(Conflict::RolloutChanged {
+                            owner: rollout.owner.clone(),
+                            id: rollout.id.clone(),
+                            expected: rollout.version,
+                            found,
+                        }
+                        .into());
+                    }
+                    staged.insert(key, Staged::Bytes(encode_versioned(found + 1, &**rollout)));
+                }
+                Op::ReportRollout {
+                    owner,
+                    rollout_id,
+                    report,
+                } => {
+                    if !self.exists(overlay, staged, &rollout_key(owner, rollout_id))? {
+                        return Err(Conflict::RolloutAbsent {
+                            owner: owner.clone(),
+                            id: rollout_id.clone(),
+                        }
+                        .into());
+                    }
+                    let report_key = rollout_report_key(owner, rollout_id, &report.device_id);
+                    if self.exists(overlay, staged, &report_key)? {
+                        return Err(Conflict::RolloutReported {
+                            id: rollout_id.clone(),
+                            device_id: report.device_id.clone(),
+                        }
+                        .into());
+                    }
+                    let outcomes_key = rollout_outcomes_key(owner, rollout_id);
+                    let (installed, failed): (u64, u64) = self
+                        .read(overlay, staged, &outcomes_key)?
+                        .unwrap_or_default();
+                    let counted = if report.installed {
+                        (installed + 1, failed)
+                    } else {
+                        (installed, failed + 1)
+                    };
+                    staged.insert(outcomes_key, Staged::Bytes(encode(&counted)));
+                    staged.insert(report_key, Staged::Bytes(encode(&**report)));
+                }
                 Op::Audit(draft) => {
                     let seq = self.audit_seq + 1;
                     let entry = audit::seal(draft, seq, &self.audit_hash)

@@ -69,11 +69,58 @@ pub(crate) async fn answer(
             ..v1::StatusResponse::default()
         });
     };
-    let signer = proof_signer(proof, &request.serial)?;
+    let signer = verify_signed_request(
+        core,
+        peer,
+        &device_id,
+        &request.serial,
+        proof,
+        |signer, context| attestation::status_message(signer, context),
+    )
+    .await?;
+    let mut response = device_status(core, &device_id, &request.serial).await?;
+    response.challenge = Some(challenge(core, &device_id)?);
+    // Signed with the key of the credential it names: the device uses that credential, so the
+    // ones a renewal replaced before it are no longer needed.
+    if let StatusSigner::DeviceKey(_) = signer
+        && let Ok(serial) = request.serial.parse::<Serial>()
+    {
+        // Best effort: the device asked for its status, which needs no CA; a revocation that
+        // fails here (its issuer's key store away) is left to the grace sweep.
+        if let Err(e) =
+            supersede::successor_proved(core, &device_id, serial, "status", &random_hex(12)?).await
+        {
+            tracing::warn!(%device_id, error = %e, "superseded credentials not revoked after a status proof");
+        }
+    }
+    Ok(response)
+}
+
+/// Verifies a signed request of `device_id` (Status, CheckFirmware, ReportFirmware): the
+/// status challenge it answers, the key on record for the signer it names, the signature over
+/// the message `message_of` builds, and spends the challenge. Returns which key signed.
+///
+/// # Errors
+/// INVALID_ARGUMENT for malformed fields, UNAUTHENTICATED for a proof that is not accepted (one
+/// answer whatever was wrong), RESOURCE_EXHAUSTED when `peer` sent too many signed requests,
+/// registry failures.
+pub(crate) async fn verify_signed_request(
+    core: &ServiceCore,
+    peer: Option<std::net::IpAddr>,
+    device_id: &DeviceId,
+    serial: &str,
+    proof: &v1::StatusProof,
+    message_of: impl FnOnce(
+        StatusSigner,
+        &StatusContext<'_>,
+    ) -> Result<attestation::Message, attestation::ContextTooLong>,
+) -> Result<StatusSigner, ServiceError> {
+    check_serial("serial", serial)?;
+    let signer = proof_signer(proof, serial)?;
     core.limits().admit_status_proof(peer)?;
     let (challenge_id, nonce) = core
         .status_challenges
-        .nonce_of(&device_id, &proof.challenge_id)
+        .nonce_of(device_id, &proof.challenge_id)
         .map_err(|problem| match problem {
             StatusChallengeProblem::Malformed => {
                 ServiceError::invalid("proof.challenge_id", "must be 16 bytes")
@@ -84,14 +131,14 @@ pub(crate) async fn answer(
                     .into(),
             ),
         })?;
-    let key = key_on_record(core, &device_id, signer, &request.serial).await?;
+    let key = key_on_record(core, device_id, signer, serial).await?;
     let context = StatusContext {
-        device_id: &device_id,
+        device_id,
         challenge_id: &challenge_id,
         nonce: &nonce,
-        serial: request.serial.as_bytes(),
+        serial: serial.as_bytes(),
     };
-    let message = attestation::status_message(signer, &context)
+    let message = message_of(signer, &context)
         .map_err(|_| ServiceError::invalid("serial", "must be at most 40 characters"))?;
     // One verification whatever was found, against a key nobody holds when nothing was.
     let verifies = verify_signature(
@@ -109,22 +156,7 @@ pub(crate) async fn answer(
             "the status challenge was already used; ask for a new one".into(),
         ));
     }
-    let mut response = device_status(core, &device_id, &request.serial).await?;
-    response.challenge = Some(challenge(core, &device_id)?);
-    // Signed with the key of the credential it names: the device uses that credential, so the
-    // ones a renewal replaced before it are no longer needed.
-    if let StatusSigner::DeviceKey(_) = signer
-        && let Ok(serial) = request.serial.parse::<Serial>()
-    {
-        // Best effort: the device asked for its status, which needs no CA; a revocation that
-        // fails here (its issuer's key store away) is left to the grace sweep.
-        if let Err(e) =
-            supersede::successor_proved(core, &device_id, serial, "status", &random_hex(12)?).await
-        {
-            tracing::warn!(%device_id, error = %e, "superseded credentials not revoked after a status proof");
-        }
-    }
-    Ok(response)
+    Ok(signer)
 }
 
 /// Which key the proof says signed, checked against the request's shape.
@@ -201,7 +233,7 @@ async fn key_on_record(
 }
 
 /// A fresh status challenge for `device_id`, as sent.
-fn challenge(
+pub(crate) fn challenge(
     core: &ServiceCore,
     device_id: &DeviceId,
 ) -> Result<v1::StatusChallenge, ServiceError> {

@@ -22,7 +22,7 @@ use crate::store::{Change, Conflict, Guard, Op, StoreError, commit};
 use crate::wire::timestamp;
 
 /// A version as the request wrote it; its text form is canonical (`+build` always written).
-fn parse_version(field: &str, text: &str) -> Result<ImageVersion, ServiceError> {
+pub(super) fn parse_version(field: &str, text: &str) -> Result<ImageVersion, ServiceError> {
     text.parse()
         .map_err(|e: rot_core::firmware::manifest::InvalidVersion| {
             ServiceError::invalid(field, e.to_string())
