@@ -94,11 +94,21 @@ pub enum Command {
     },
     /// Install a signed firmware release into the inactive slot and make it the one that runs
     /// (checked first against the owner root pinned at onboarding; never below the security
-    /// counter installed before). Then renew, for a certificate naming the new firmware.
+    /// counter installed before). Then reboot and renew, for a certificate naming the new
+    /// firmware. With --release, from a release directory; otherwise from the service: report
+    /// an update installed before (now that it runs), ask which release a rollout offers
+    /// (signed by the credential's device key), install it, and report the outcome.
     Update {
-        /// The release directory (enrollctl firmware get NAME VERSION --release DIR).
+        /// The release directory (enrollctl firmware get NAME VERSION --release DIR); no
+        /// silicon or service needed.
         #[arg(long, value_name = "DIR")]
-        release: PathBuf,
+        release: Option<PathBuf>,
+        /// The silicon (with the service).
+        #[command(flatten)]
+        silicon: SiliconArgs,
+        /// The service (without --release).
+        #[command(flatten)]
+        service: ServiceArgs,
     },
     /// Renew the credential; the old one stays usable until the new one is stored.
     Renew {
@@ -163,10 +173,11 @@ pub struct SiliconArgs {
     /// Emulated age, years (0..20).
     #[arg(long, default_value_t = 0.0)]
     pub age: f32,
-    /// The firmware image this device runs. Measured (SHA-256) at every onboarding, renewal
-    /// and handshake: the certificate then certifies an alias key bound to that image (TCG
-    /// DICE layering) and names it; after an update, renew. Unset: the active slot that
-    /// `update` installed, if any; otherwise no firmware is proved.
+    /// The firmware image this device runs until `update` installs one (its factory image).
+    /// What runs is measured (SHA-256) at every onboarding, renewal and handshake: the
+    /// certificate then certifies an alias key bound to it (TCG DICE layering) and names it;
+    /// after an update, renew. Once `update` has installed a slot, the active slot runs.
+    /// Neither: no firmware is proved.
     #[arg(long, env = "OXROOT_FIRMWARE", value_name = "IMAGE")]
     pub firmware: Option<PathBuf>,
 }

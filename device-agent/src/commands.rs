@@ -79,7 +79,15 @@ pub async fn execute(cli: Cli, console: &mut Console<'_>) -> Result<(), AgentErr
             };
             connect::connect(&state, &silicon, &options, console).await
         }
-        Command::Update { release } => update::update(&state, &release, console),
+        Command::Update {
+            release: Some(release),
+            ..
+        } => update::from_release(&state, &release, console),
+        Command::Update {
+            release: None,
+            silicon,
+            service,
+        } => update::from_service(&state, &silicon, &service, console).await,
         Command::Unlock => enroll::unlock(&state, console),
         Command::MakeChip { out, seed, force } => {
             enroll::make_chip(&out, seed.as_ref().map(|s| s.0.as_str()), force, console)
@@ -109,10 +117,10 @@ fn open_silicon(args: &SiliconArgs) -> Result<Silicon, AgentError> {
 /// so a missing state directory is reported as such, not as a silicon problem.
 fn open_chip(state: &StateDir, args: &SiliconArgs) -> Result<SiliconChip, AgentError> {
     state.helper_data()?;
-    let firmware = match &args.firmware {
-        Some(image) => Some(image.clone()),
-        None => Slots::of(state).active_image()?,
-    };
+    // What a boot loader would measure: the slot an update installed, else the factory image.
+    let firmware = Slots::of(state)
+        .active_image()?
+        .or_else(|| args.firmware.clone());
     Ok(SiliconChip::open(state, open_silicon(args)?)?.running(firmware))
 }
 

@@ -37,6 +37,8 @@ use crate::state::{StateDir, write_atomic};
 pub const FIRMWARE_DIR: &str = "firmware";
 /// The boot record's file name.
 pub const BOOT_RECORD: &str = "boot.json";
+/// The rollout report an installed update still owes the service.
+pub const PENDING_REPORT: &str = "pending-report.json";
 
 /// id-kp-codeSigning (1.3.6.1.5.5.7.3.3), the OID's DER value.
 const CODE_SIGNING: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x03];
@@ -111,6 +113,16 @@ impl BootRecord {
     }
 }
 
+/// A rollout's image installed and not yet reported: the report waits until the new firmware
+/// runs (after the reboot), so that it says what runs, not what was written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingReport {
+    /// The rollout that offered the image.
+    pub rollout_id: String,
+    /// The measurement of the image installed, lowercase hex.
+    pub measurement: String,
+}
+
 /// The firmware slots of a state directory.
 #[derive(Clone, Debug)]
 pub struct Slots {
@@ -139,6 +151,46 @@ impl Slots {
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BootRecord::default()),
             Err(e) => Err(AgentError::io(path)(e)),
+        }
+    }
+
+    /// The report an installed update still owes, if any.
+    ///
+    /// # Errors
+    /// [`AgentError::CorruptState`] for a file that does not parse; I/O errors.
+    pub fn pending_report(&self) -> Result<Option<PendingReport>, AgentError> {
+        let path = self.dir.join(PENDING_REPORT);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| AgentError::CorruptState {
+                    path,
+                    problem: e.to_string(),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(AgentError::io(path)(e)),
+        }
+    }
+
+    /// Remembers that `pending` is owed (written before the service hears anything).
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn owe_report(&self, pending: &PendingReport) -> Result<(), AgentError> {
+        let bytes = serde_json::to_vec_pretty(pending)
+            .map_err(|e| AgentError::Protocol(format!("pending report: {e}")))?;
+        write_atomic(&self.dir.join(PENDING_REPORT), &bytes, 0o644)
+    }
+
+    /// Forgets the owed report: the service has it.
+    ///
+    /// # Errors
+    /// I/O errors other than its absence.
+    pub fn report_sent(&self) -> Result<(), AgentError> {
+        let path = self.dir.join(PENDING_REPORT);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(AgentError::io(path)(e)),
+            _ => Ok(()),
         }
     }
 

@@ -72,6 +72,15 @@ impl Report {
         Value::Object(self.fields.iter().cloned().collect::<Map<_, _>>())
     }
 
+    /// This report with `earlier`'s fields in front of its own (its title kept).
+    #[must_use]
+    pub fn prepend(mut self, earlier: Self) -> Self {
+        let mut fields = earlier.fields;
+        fields.append(&mut self.fields);
+        self.fields = fields;
+        self
+    }
+
     /// Prints the report.
     ///
     /// # Errors

@@ -18,6 +18,9 @@ use crate::error::{AgentError, chain};
 
 /// Longest pause between two attempts, however many doublings.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Largest message the agent reads from the service: a firmware offer (an image of up to 3 MiB,
+/// its manifest and signer chain) with room to spare.
+const MAX_SERVICE_MESSAGE: usize = 8 * 1024 * 1024;
 
 /// Where the service is and which root it must chain to.
 #[derive(Clone, Debug)]
@@ -66,7 +69,8 @@ impl ServiceTarget {
         let channel = channel::connect(&self.endpoint)
             .await
             .map_err(|e| self.connect_error(e))?;
-        Ok(DeviceEnrollmentClient::new(channel))
+        // A firmware offer carries an image of up to 3 MiB beside its manifest and chain.
+        Ok(DeviceEnrollmentClient::new(channel).max_decoding_message_size(MAX_SERVICE_MESSAGE))
     }
 
     fn connect_error(&self, error: ConnectError) -> AgentError {

@@ -89,6 +89,9 @@ pub enum Command {
     /// Firmware images signed by the owner's firmware-signing key.
     #[command(subcommand)]
     Firmware(FirmwareCommand),
+    /// Staged rollouts of signed firmware to a policy's devices.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
     /// Serve the web console on loopback, acting as this profile's operator.
     Console(ConsoleArgs),
 }
@@ -146,6 +149,72 @@ pub enum FirmwareCommand {
         #[arg(long)]
         name: Option<String>,
     },
+}
+
+/// `rollout …`
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Start offering a signed image to its policy's devices in stages (admins). A device is
+    /// in a stage when its cohort (from SHA-256 of the rollout id and its DeviceId, 0..100) is
+    /// below the stage's percentage.
+    Create {
+        /// Image name.
+        name: String,
+        /// Version, major.minor.revision[+build].
+        #[arg(value_name = "VERSION")]
+        image_version: String,
+        /// Only this batch's devices (a batch of the image's policy).
+        #[arg(long, value_name = "BATCH_ID")]
+        batch: Option<String>,
+        /// Stage percentages, comma-separated, increasing, the last 100.
+        #[arg(long, value_delimiter = ',', default_values_t = [10u32, 50, 100])]
+        stages: Vec<u32>,
+        /// Failure reports at which the rollout halts by itself.
+        #[arg(long, default_value_t = 5)]
+        failure_threshold: u64,
+        /// Owner (platform admins must name one).
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// Show one rollout and its devices' outcomes.
+    Get {
+        /// The rollout (ro-…).
+        rollout_id: String,
+        /// Owner (platform operators must name one).
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// List rollouts (all pages).
+    List {
+        /// Owner filter.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Only rollouts of this policy.
+        #[arg(long = "policy", value_name = "POLICY")]
+        policy_name: Option<String>,
+    },
+    /// Go to the next stage (admins).
+    Advance(RolloutStepArgs),
+    /// Stop offering the image for now (admins).
+    Pause(RolloutStepArgs),
+    /// Offer it again: a paused rollout, or one halted by failures (with a
+    /// --failure-threshold above its failures) (admins).
+    Resume(RolloutStepArgs),
+    /// Stop the rollout for good (admins).
+    Abort(RolloutStepArgs),
+}
+
+/// A rollout step's arguments.
+#[derive(Debug, Args)]
+pub struct RolloutStepArgs {
+    /// The rollout (ro-…).
+    pub rollout_id: String,
+    /// A new failure threshold, applied before the step.
+    #[arg(long)]
+    pub failure_threshold: Option<u64>,
+    /// Owner (platform admins must name one).
+    #[arg(long)]
+    pub owner: Option<String>,
 }
 
 /// `firmware sign`

@@ -10,6 +10,7 @@ mod firmware;
 mod operator;
 mod owner;
 mod policy;
+mod rollout;
 
 use std::io::{self, Write};
 
@@ -111,6 +112,7 @@ pub(crate) async fn execute(command: Command, ctx: &mut Ctx<'_>) -> Result<(), C
         Command::Whoami => whoami(ctx).await,
         Command::Policy(command) => policy::run(command, ctx).await,
         Command::Firmware(command) => firmware::run(command, ctx).await,
+        Command::Rollout(command) => rollout::run(command, ctx).await,
         Command::Export(args) => export::artifacts(args, ctx).await,
         Command::Batch(command) => batch::run(command, ctx).await,
         Command::Device(command) => device::run(command, ctx).await,

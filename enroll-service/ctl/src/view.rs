@@ -18,6 +18,7 @@ pub(crate) mod import;
 pub(crate) mod operator;
 pub(crate) mod owner;
 pub(crate) mod policy;
+pub(crate) mod rollout;
 pub(crate) mod whoami;
 
 /// "when by who", leaving out what is unknown.

@@ -26,7 +26,7 @@ use oxroot_proto::v1::device_enrollment_client::DeviceEnrollmentClient;
 use rot_core::SignatureBytes;
 use rot_core::attestation::{
     self, ChallengeContext, ChallengeKind, FirmwareBinding, FirmwareSigner, Message, SignerRole,
-    StatusContext, StatusSigner,
+    FirmwareRequest, StatusContext, StatusSigner,
 };
 use rot_core::firmware::FirmwareMeasurement;
 use rot_core::keys::{AliasKey, DeviceId, DeviceKey, EnrolmentKey, KeySlot, PublicKey, Seeds};
@@ -428,6 +428,21 @@ pub fn status_proof<C: Chip + ?Sized>(
     signer: StatusSigner,
     serial: &str,
 ) -> Result<v1::StatusProof, ExchangeError<C::Error>> {
+    signed_request_proof(chip, challenge, signer, serial, attestation::status_message)
+}
+
+/// Signs the message `message_of` builds from a status challenge (a status request, a firmware
+/// check or report) with `signer`'s key, naming `serial`.
+fn signed_request_proof<C: Chip + ?Sized>(
+    chip: &C,
+    challenge: &v1::StatusChallenge,
+    signer: StatusSigner,
+    serial: &str,
+    message_of: impl FnOnce(
+        StatusSigner,
+        &StatusContext<'_>,
+    ) -> Result<attestation::Message, attestation::ContextTooLong>,
+) -> Result<v1::StatusProof, ExchangeError<C::Error>> {
     let nonce: [u8; attestation::NONCE_BYTES] =
         challenge.nonce.as_slice().try_into().map_err(|_| {
             ExchangeError::Protocol("status challenge nonce is not 32 bytes".into())
@@ -438,8 +453,8 @@ pub fn status_proof<C: Chip + ?Sized>(
         nonce: &nonce,
         serial: serial.as_bytes(),
     };
-    let message = attestation::status_message(signer, &context).map_err(|_| {
-        ExchangeError::Protocol("status challenge id or serial over 128 bytes".into())
+    let message = message_of(signer, &context).map_err(|_| {
+        ExchangeError::Protocol("status challenge id, serial or rollout id over 128 bytes".into())
     })?;
     let (slot, key_slot) = match signer {
         // The enrolment key signs; the slot only picks which device key is derived beside it.
@@ -462,6 +477,135 @@ pub fn status_proof<C: Chip + ?Sized>(
     })
 }
 
+/// Who signs a device's requests after onboarding: the held credential's device key, naming
+/// its serial, or the enrolment key when it holds none.
+fn request_signer(held: Option<&HeldCredential>) -> (StatusSigner, &str) {
+    match held {
+        Some(held) => (StatusSigner::DeviceKey(held.key_slot), held.serial.as_str()),
+        None => (StatusSigner::EnrolmentKey, ""),
+    }
+}
+
+/// Whether a refusal of a device key's proof is worth one more try with the enrolment key.
+fn retry_with_enrolment_key<E>(outcome: &Result<impl Sized, ExchangeError<E>>, signer: StatusSigner) -> bool {
+    matches!(outcome, Err(ExchangeError::Rpc(status))
+        if status.code() == tonic::Code::Unauthenticated && signer != StatusSigner::EnrolmentKey)
+}
+
+/// A fresh status challenge (an unsigned Status call).
+async fn fresh_challenge<C: Chip + ?Sized>(
+    client: &mut DeviceEnrollmentClient<Channel>,
+    chip: &C,
+) -> Result<v1::StatusChallenge, ExchangeError<C::Error>> {
+    let request = v1::StatusRequest {
+        device_id: chip.device_id().to_string(),
+        ..v1::StatusRequest::default()
+    };
+    client
+        .status(request)
+        .await?
+        .into_inner()
+        .challenge
+        .ok_or_else(|| ExchangeError::Protocol("the service sent no status challenge".into()))
+}
+
+/// Asks which firmware a rollout offers the device (CheckFirmware), signed as a status request
+/// is (see [`status`]) but over the firmware check message. `None`: nothing to install now.
+///
+/// # Errors
+/// [`ExchangeError::Rpc`] with the service's status; as [`status_proof`].
+pub async fn check_firmware<C: Chip + ?Sized>(
+    client: &mut DeviceEnrollmentClient<Channel>,
+    chip: &C,
+    held: Option<&HeldCredential>,
+) -> Result<Option<v1::FirmwareOffer>, ExchangeError<C::Error>> {
+    let (signer, serial) = request_signer(held);
+    let outcome = check_firmware_as(client, chip, signer, serial).await;
+    if retry_with_enrolment_key(&outcome, signer) {
+        return check_firmware_as(client, chip, StatusSigner::EnrolmentKey, serial).await;
+    }
+    outcome
+}
+
+async fn check_firmware_as<C: Chip + ?Sized>(
+    client: &mut DeviceEnrollmentClient<Channel>,
+    chip: &C,
+    signer: StatusSigner,
+    serial: &str,
+) -> Result<Option<v1::FirmwareOffer>, ExchangeError<C::Error>> {
+    let challenge = fresh_challenge(client, chip).await?;
+    let proof = signed_request_proof(chip, &challenge, signer, serial, |s, c| {
+        attestation::firmware_request_message(s, c, &FirmwareRequest::Check)
+    })?;
+    let request = v1::CheckFirmwareRequest {
+        device_id: chip.device_id().to_string(),
+        serial: serial.to_owned(),
+        proof: Some(proof),
+    };
+    Ok(client.check_firmware(request).await?.into_inner().offer)
+}
+
+/// What a device reports of a rollout's offer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FirmwareReport {
+    /// The rollout ([`v1::FirmwareOffer::rollout_id`]).
+    pub rollout_id: String,
+    /// Installed and running (true), or refused or failed (false).
+    pub installed: bool,
+    /// The firmware that runs now.
+    pub running: FirmwareMeasurement,
+    /// Why it failed (empty when installed).
+    pub reason: String,
+}
+
+/// Reports what came of a rollout's offer (ReportFirmware), signed over the firmware report
+/// message (which covers the rollout, the outcome and the running measurement).
+///
+/// # Errors
+/// [`ExchangeError::Rpc`] with the service's status; as [`status_proof`].
+pub async fn report_firmware<C: Chip + ?Sized>(
+    client: &mut DeviceEnrollmentClient<Channel>,
+    chip: &C,
+    held: Option<&HeldCredential>,
+    report: &FirmwareReport,
+) -> Result<(), ExchangeError<C::Error>> {
+    let (signer, serial) = request_signer(held);
+    let outcome = report_firmware_as(client, chip, signer, serial, report).await;
+    if retry_with_enrolment_key(&outcome, signer) {
+        return report_firmware_as(client, chip, StatusSigner::EnrolmentKey, serial, report).await;
+    }
+    outcome
+}
+
+async fn report_firmware_as<C: Chip + ?Sized>(
+    client: &mut DeviceEnrollmentClient<Channel>,
+    chip: &C,
+    signer: StatusSigner,
+    serial: &str,
+    report: &FirmwareReport,
+) -> Result<(), ExchangeError<C::Error>> {
+    let challenge = fresh_challenge(client, chip).await?;
+    let request = FirmwareRequest::Report {
+        rollout_id: report.rollout_id.as_bytes(),
+        installed: report.installed,
+        running: &report.running,
+    };
+    let proof = signed_request_proof(chip, &challenge, signer, serial, |s, c| {
+        attestation::firmware_request_message(s, c, &request)
+    })?;
+    let request = v1::ReportFirmwareRequest {
+        device_id: chip.device_id().to_string(),
+        serial: serial.to_owned(),
+        proof: Some(proof),
+        rollout_id: report.rollout_id.clone(),
+        installed: report.installed,
+        running_measurement: report.running.as_bytes().to_vec(),
+        reason: report.reason.clone(),
+    };
+    client.report_firmware(request).await?;
+    Ok(())
+}
+
 /// Asks the service what the device should do next: a call for a challenge, then the request
 /// signed over it. A device that holds a credential signs with that credential's device key
 /// and names its serial (which also tells the service the device has moved to it); one that
@@ -476,19 +620,12 @@ pub async fn status<C: Chip + ?Sized>(
     chip: &C,
     held: Option<&HeldCredential>,
 ) -> Result<StatusAnswer, ExchangeError<C::Error>> {
-    let (signer, serial) = match held {
-        Some(held) => (StatusSigner::DeviceKey(held.key_slot), held.serial.as_str()),
-        None => (StatusSigner::EnrolmentKey, ""),
-    };
-    match signed_status(client, chip, signer, serial).await {
-        Err(ExchangeError::Rpc(status))
-            if status.code() == tonic::Code::Unauthenticated
-                && signer != StatusSigner::EnrolmentKey =>
-        {
-            signed_status(client, chip, StatusSigner::EnrolmentKey, serial).await
-        }
-        outcome => outcome,
+    let (signer, serial) = request_signer(held);
+    let outcome = signed_status(client, chip, signer, serial).await;
+    if retry_with_enrolment_key(&outcome, signer) {
+        return signed_status(client, chip, StatusSigner::EnrolmentKey, serial).await;
     }
+    outcome
 }
 
 async fn signed_status<C: Chip + ?Sized>(

@@ -63,6 +63,17 @@ impl Release {
         }
     }
 
+    /// The release a rollout offers (DeviceEnrollment.CheckFirmware).
+    #[must_use]
+    pub fn of_offer(offer: &v1::FirmwareOffer) -> Self {
+        Self {
+            image: offer.image.clone(),
+            manifest: offer.manifest.clone(),
+            manifest_signature: offer.manifest_signature.clone(),
+            signer_pem: offer.signer_chain_pem.clone(),
+        }
+    }
+
     /// Each file's name and content, for a writer.
     #[must_use]
     pub fn files(&self) -> [(&'static str, &[u8]); 4] {
