@@ -504,3 +504,217 @@ async fn a_signed_update_installs_renews_for_the_new_firmware_and_rollback_is_re
     let (measured, _) = certified_firmware(&device, work.path());
     assert_eq!(measured, v1_1.measurement.as_str());
 }
+
+/// The rollout `id` as the operator sees it.
+async fn rollout_of(operator: &mut OperatorClient<Channel>, id: &str) -> v1::Rollout {
+    operator
+        .get_rollout(v1::GetRolloutRequest {
+            rollout_id: id.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .rollout
+        .unwrap()
+}
+
+async fn step(
+    operator: &mut OperatorClient<Channel>,
+    id: &str,
+    step: v1::RolloutStep,
+    failure_threshold: u64,
+) -> Result<v1::Rollout, tonic::Status> {
+    operator
+        .update_rollout(v1::UpdateRolloutRequest {
+            rollout_id: id.into(),
+            step: step as i32,
+            failure_threshold,
+            ..Default::default()
+        })
+        .await
+        .map(|r| r.into_inner().rollout.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staged_rollout_reaches_its_cohort_and_halts_on_failures() {
+    const DEVICES: u8 = 10;
+    let harness = Harness::start().await;
+    let work = tempfile::tempdir().unwrap();
+    let mut acme = harness.operator("acme").await;
+    create_policy(&mut acme, "line").await;
+    let batch = acme
+        .create_batch(v1::CreateBatchRequest {
+            name: "line batch".into(),
+            policy_name: "line".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .batch
+        .unwrap()
+        .batch_id;
+    let dir = |name: &str| work.path().join(name);
+    let v1_1 = release(&mut acme, &dir("app-1.1"), "line", "1.1.0", 2, &image(2)).await;
+    let v1_0 = release(&mut acme, &dir("app-1.0"), "line", "1.0.0", 1, &image(1)).await;
+    let mut fleet = Vec::new();
+    for n in 0..DEVICES {
+        let device = Agent::new(
+            &work.path().join(format!("device-{n}")),
+            &format!("emulated:{}", hex::encode([0x40 + n; 32])),
+        );
+        let id = device.join_batch(&harness, &mut acme, &batch).await;
+        device.json(&["onboard"], Some(&harness)).await;
+        fleet.push((device, id.parse::<rot_core::keys::DeviceId>().unwrap()));
+    }
+
+    // Stage 1 of [50, 100]: exactly the devices whose cohort is below 50 are offered 1.1.
+    let rollout = acme
+        .create_rollout(v1::CreateRolloutRequest {
+            firmware_name: "app".into(),
+            firmware_version: "1.1.0".into(),
+            stages: vec![50, 100],
+            failure_threshold: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .rollout
+        .unwrap();
+    assert_eq!(rollout.standing(), v1::RolloutStanding::Active);
+    let in_first_stage = |id: &rot_core::keys::DeviceId| {
+        enroll_service::firmware::rollout::cohort(&rollout.id, id) < 50
+    };
+    let mut installed = 0;
+    for (device, id) in &fleet {
+        let answer = device.json(&["update"], Some(&harness)).await;
+        if in_first_stage(id) {
+            assert_eq!(answer["rollout"], rollout.id.as_str(), "{answer}");
+            assert_eq!(answer["measurement"], v1_1.measurement.as_str());
+            assert!(answer["report"].as_str().unwrap().starts_with("owed"));
+            installed += 1;
+            // After the "reboot": the renewal proves 1.1, then the owed report goes out.
+            device.json(&["renew"], Some(&harness)).await;
+            let (measured, _) = certified_firmware(device, work.path());
+            assert_eq!(measured, v1_1.measurement.as_str());
+            let reported = device.json(&["update"], Some(&harness)).await;
+            assert_eq!(reported["reported"], "installed", "{reported}");
+            assert_eq!(reported["offer"], "none", "reported devices are not offered again");
+        } else {
+            assert_eq!(answer["offer"], "none", "{answer}");
+        }
+    }
+    assert!(installed > 0 && installed < DEVICES, "a stage of 50 % reached {installed} of {DEVICES}");
+    let seen = rollout_of(&mut acme, &rollout.id).await;
+    assert_eq!((seen.installed, seen.failed), (u64::from(installed), 0));
+
+    // Stage 2 (100 %): the others install too.
+    let advanced = step(&mut acme, &rollout.id, v1::RolloutStep::Advance, 0)
+        .await
+        .unwrap();
+    assert_eq!(advanced.current_stage, 1);
+    let last = step(&mut acme, &rollout.id, v1::RolloutStep::Advance, 0)
+        .await
+        .unwrap_err();
+    assert_eq!(last.code(), tonic::Code::FailedPrecondition);
+    assert!(last.message().contains("last stage"), "{last:?}");
+    for (device, id) in fleet.iter().filter(|(_, id)| !in_first_stage(id)) {
+        let answer = device.json(&["update"], Some(&harness)).await;
+        assert_eq!(answer["measurement"], v1_1.measurement.as_str(), "{id}: {answer}");
+        device.json(&["update"], Some(&harness)).await;
+    }
+    assert_eq!(
+        rollout_of(&mut acme, &rollout.id).await.installed,
+        u64::from(DEVICES)
+    );
+
+    // A rollout of 1.0 (security counter 1 < 2): every device refuses it as a rollback and
+    // says so; at three failures the rollout halts and nobody else is offered it.
+    let rollback = acme
+        .create_rollout(v1::CreateRolloutRequest {
+            firmware_name: "app".into(),
+            firmware_version: v1_0.version.clone(),
+            stages: vec![100],
+            failure_threshold: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .rollout
+        .unwrap();
+    for (device, _) in fleet.iter().take(3) {
+        let refused = device.run_with_service(&["update"], &harness).await;
+        assert!(refused.fails(3).contains("rollback"), "{refused:#?}");
+    }
+    let halted = rollout_of(&mut acme, &rollback.id).await;
+    assert_eq!(halted.standing(), v1::RolloutStanding::Halted);
+    assert_eq!((halted.installed, halted.failed), (0, 3));
+    let (fourth, _) = &fleet[3];
+    assert_eq!(fourth.json(&["update"], Some(&harness)).await["offer"], "none");
+    // Each device's slots are untouched: 1.1 still runs.
+    let boot: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(fleet[0].0.state.join("firmware/boot.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(boot["security_counter"], 2);
+
+    // The audit log names each failure with the device's reason, and the halt once.
+    let failures = acme
+        .query_audit(v1::QueryAuditRequest {
+            action: "firmware.report".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let failed: Vec<_> = failures.iter().filter(|e| e.outcome == "failed").collect();
+    assert_eq!(failed.len(), 3);
+    assert!(failed.iter().all(|e| e.details["reason"].contains("rollback")));
+    let halts = acme
+        .query_audit(v1::QueryAuditRequest {
+            action: "firmware.rollout.halt".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert_eq!(halts.len(), 1);
+    assert_eq!(halts[0].subject, format!("rollout:acme/{}", rollback.id));
+
+    // Resuming needs a threshold above the failures; then abort, for good.
+    let refused = step(&mut acme, &rollback.id, v1::RolloutStep::Resume, 0)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(refused.message().contains("halted"), "{refused:?}");
+    let resumed = step(&mut acme, &rollback.id, v1::RolloutStep::Resume, 10)
+        .await
+        .unwrap();
+    assert_eq!(resumed.standing(), v1::RolloutStanding::Active);
+    let aborted = step(&mut acme, &rollback.id, v1::RolloutStep::Abort, 0)
+        .await
+        .unwrap();
+    assert_eq!(aborted.standing(), v1::RolloutStanding::Aborted);
+    let again = step(&mut acme, &rollback.id, v1::RolloutStep::Pause, 0)
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), tonic::Code::FailedPrecondition);
+    // With the newer rollout aborted, 1.1's governs again, and every device reported it.
+    assert_eq!(fourth.json(&["update"], Some(&harness)).await["offer"], "none");
+
+    // Another owner sees none of it.
+    let mut globex = harness.operator("globex").await;
+    let hidden = globex
+        .get_rollout(v1::GetRolloutRequest {
+            rollout_id: rollout.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(hidden.code(), tonic::Code::NotFound);
+}

@@ -36,10 +36,11 @@ use conformance::{
     policy, random_serial, revoked, serial, tag_event, verified_audit,
 };
 use enroll_service::audit::{AuditDraft, StoredAuditEntry};
+use enroll_service::firmware::rollout::RolloutState;
 use enroll_service::model::{
     BatchRecord, CountsDelta, CredentialRecord, CredentialStatus, CrlEntryRecord, CrlRecord,
     DeviceEvent, DeviceEventKind, DeviceRecord, DeviceState, FirmwareRecord, FirmwareSignerRecord,
-    OperatorCertificateRecord, OwnerRecord,
+    OperatorCertificateRecord, OwnerRecord, RolloutOutcomes, RolloutRecord, RolloutReportRecord,
 };
 use enroll_service::pki::{RevocationReason, Serial};
 use enroll_service::policy::PolicySpec;
@@ -95,6 +96,8 @@ macro_rules! conformance {
                 check_guard_operator_unrevoked,
                 check_firmware_signer_and_images,
                 check_firmware_listing,
+                check_rollout_versions_and_listing,
+                check_rollout_reports_count_once_and_compose,
                 check_racing_inserts_admit_exactly_one,
                 check_device_versions,
                 check_device_second_writer_loses,
@@ -1416,6 +1419,226 @@ async fn check_firmware_listing(open: &Opener) {
     }
     assert_eq!(paged, expected);
     assert!(r.firmwares(None, None, 0).await.unwrap().is_empty());
+}
+
+fn rollout(owner: &str, id: &str) -> RolloutRecord {
+    RolloutRecord {
+        owner: owner.into(),
+        id: id.into(),
+        policy_name: "line".into(),
+        batch_id: None,
+        firmware_name: "app".into(),
+        firmware_version: "1.0.0+0".into(),
+        measurement: "ab".repeat(32),
+        stages: vec![10, 50, 100],
+        current_stage: 0,
+        state: RolloutState::Active,
+        failure_threshold: 5,
+        halt_recorded: false,
+        created_at: T0,
+        created_by: format!("{owner}/alice"),
+        updated_at: T0,
+        version: 0,
+        outcomes: RolloutOutcomes::default(),
+    }
+}
+
+fn rollout_report(device: u32, installed: bool) -> RolloutReportRecord {
+    RolloutReportRecord {
+        device_id: device_id(device).to_string(),
+        installed,
+        reason: if installed { String::new() } else { "rollback".into() },
+        running_measurement: "cd".repeat(32),
+        reported_at: T0,
+    }
+}
+
+fn report_op(owner: &str, id: &str, report: RolloutReportRecord) -> Change {
+    change([Op::ReportRollout {
+        owner: owner.into(),
+        rollout_id: id.into(),
+        report: Box::new(report),
+    }])
+}
+
+async fn check_rollout_versions_and_listing(open: &Opener) {
+    let store = Store::open(open).await;
+    let r = store.registry();
+    let put = |record: RolloutRecord| change([Op::PutRollout(Box::new(record))]);
+    commit_ok(r, put(rollout("acme", "ro-0000000000000001"))).await;
+    let stored = r.rollout("acme", "ro-0000000000000001").await.unwrap().unwrap();
+    assert_eq!(stored.version, 1);
+    assert_eq!(stored.outcomes, RolloutOutcomes::default());
+    assert_eq!(
+        RolloutRecord {
+            version: 0,
+            ..stored.clone()
+        },
+        rollout("acme", "ro-0000000000000001")
+    );
+    // A second create of the same id, and a write from a stale read, lose.
+    assert_eq!(
+        conflict_of(r.commit(put(rollout("acme", "ro-0000000000000001"))).await),
+        Conflict::RolloutChanged {
+            owner: "acme".into(),
+            id: "ro-0000000000000001".into(),
+            expected: 0,
+            found: 1,
+        }
+    );
+    let paused = RolloutRecord {
+        state: RolloutState::Paused,
+        ..stored.clone()
+    };
+    commit_ok(r, put(paused)).await;
+    assert_eq!(
+        conflict_of(r.commit(put(stored)).await),
+        Conflict::RolloutChanged {
+            owner: "acme".into(),
+            id: "ro-0000000000000001".into(),
+            expected: 1,
+            found: 2,
+        }
+    );
+    let now = r.rollout("acme", "ro-0000000000000001").await.unwrap().unwrap();
+    assert_eq!((now.version, now.state), (2, RolloutState::Paused));
+    assert_eq!(r.rollout("globex", "ro-0000000000000001").await.unwrap(), None);
+
+    // Listing: by owner, then id; an owner's prefix does not reach another owner's.
+    let mut expected = Vec::new();
+    for owner in ["acme", "acme-2", "globex"] {
+        for n in 2..5 {
+            let id = format!("ro-{n:016x}");
+            commit_ok(r, put(rollout(owner, &id))).await;
+        }
+    }
+    for owner in ["acme", "acme-2", "globex"] {
+        let first = if owner == "acme" { 1 } else { 2 };
+        for n in first..5 {
+            expected.push((owner.to_owned(), format!("ro-{n:016x}")));
+        }
+    }
+    let keys = |records: &[RolloutRecord]| {
+        records
+            .iter()
+            .map(|x| (x.owner.clone(), x.id.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(keys(&r.rollouts(None, None, 100).await.unwrap()), expected);
+    let acme: Vec<_> = expected.iter().filter(|k| k.0 == "acme").cloned().collect();
+    assert_eq!(keys(&r.rollouts(Some("acme"), None, 100).await.unwrap()), acme);
+    let mut paged = Vec::new();
+    let mut after: Option<(String, String)> = None;
+    loop {
+        let page = r
+            .rollouts(
+                None,
+                after.as_ref().map(|(o, id)| (o.as_str(), id.as_str())),
+                2,
+            )
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        paged.extend(keys(&page));
+        after = paged.last().cloned();
+    }
+    assert_eq!(paged, expected);
+    assert!(r.rollouts(None, None, 0).await.unwrap().is_empty());
+}
+
+async fn check_rollout_reports_count_once_and_compose(open: &Opener) {
+    const DEVICES: u32 = 200;
+    let store = Store::open(open).await;
+    let r = store.registry();
+    let id = "ro-00000000000000aa";
+    assert_eq!(
+        conflict_of(r.commit(report_op("acme", id, rollout_report(1, true))).await),
+        Conflict::RolloutAbsent {
+            owner: "acme".into(),
+            id: id.into(),
+        }
+    );
+    commit_ok(r, change([Op::PutRollout(Box::new(rollout("acme", id)))])).await;
+    // Concurrent reports of distinct devices all count.
+    let registry = store.shared();
+    let mut tasks = Vec::new();
+    for n in 0..DEVICES {
+        let registry = Arc::clone(&registry);
+        tasks.push(tokio::spawn(async move {
+            commit_ok(
+                registry.as_ref(),
+                report_op("acme", id, rollout_report(n, n % 4 != 0)),
+            )
+            .await;
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let counted = r.rollout("acme", id).await.unwrap().unwrap();
+    assert_eq!(
+        counted.outcomes,
+        RolloutOutcomes {
+            installed: u64::from(DEVICES) * 3 / 4,
+            failed: u64::from(DEVICES) / 4,
+        }
+    );
+    // Reports never move the record's version, and an operator's write keeps the outcomes.
+    assert_eq!(counted.version, 1);
+    commit_ok(
+        r,
+        change([Op::PutRollout(Box::new(RolloutRecord {
+            state: RolloutState::Paused,
+            ..counted.clone()
+        }))]),
+    )
+    .await;
+    assert_eq!(
+        r.rollout("acme", id).await.unwrap().unwrap().outcomes,
+        counted.outcomes
+    );
+    // A device reports once: the second report is refused and counts nothing; eight racing
+    // first reports of one device admit one.
+    assert_eq!(
+        conflict_of(r.commit(report_op("acme", id, rollout_report(0, true))).await),
+        Conflict::RolloutReported {
+            id: id.into(),
+            device_id: device_id(0).to_string(),
+        }
+    );
+    assert_eq!(
+        r.rollout_report("acme", id, &device_id(0)).await.unwrap(),
+        Some(rollout_report(0, false))
+    );
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            let registry = Arc::clone(&registry);
+            tokio::spawn(async move {
+                registry
+                    .commit(report_op("acme", id, rollout_report(DEVICES, false)))
+                    .await
+                    .is_ok()
+            })
+        })
+        .collect();
+    let mut admitted = 0;
+    for racer in racers {
+        admitted += usize::from(racer.await.unwrap());
+    }
+    assert_eq!(admitted, 1);
+    let after = r.rollout("acme", id).await.unwrap().unwrap().outcomes;
+    assert_eq!(after.failed, counted.outcomes.failed + 1);
+    assert_eq!(after.installed, counted.outcomes.installed);
+    assert_eq!(
+        r.rollout_report("acme", id, &device_id(DEVICES + 1)).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        r.rollout_report("globex", id, &device_id(0)).await.unwrap(),
+        None
+    );
 }
 
 async fn check_racing_inserts_admit_exactly_one(open: &Opener) {

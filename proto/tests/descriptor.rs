@@ -16,6 +16,8 @@ const DEVICE_METHODS: &[Shape] = &[
     ("Onboard", true, true),
     ("Renew", true, true),
     ("Status", false, false),
+    ("CheckFirmware", false, false),
+    ("ReportFirmware", false, false),
 ];
 
 const OPERATOR_METHODS: &[Shape] = &[
@@ -48,6 +50,10 @@ const OPERATOR_METHODS: &[Shape] = &[
     ("SignFirmware", false, false),
     ("GetFirmware", false, false),
     ("ListFirmware", false, false),
+    ("CreateRollout", false, false),
+    ("GetRollout", false, false),
+    ("ListRollouts", false, false),
+    ("UpdateRollout", false, false),
 ];
 
 fn descriptor_set() -> FileDescriptorSet {

@@ -210,8 +210,13 @@ fn stage_firmware(staged: &mut Overlay, op: &Op) {
         _ => {}
     }
 }
+/// Owner and id apart by a NUL, which sorts below every character a name may hold: listings
+/// come out in (owner, id) order (`acme` before `acme-2`), as on PostgreSQL.
 fn rollout_key(owner: &str, id: &str) -> Vec<u8> {
-    format!("l/{owner}/{id}").into_bytes()
+    format!("l/{owner}\0{id}").into_bytes()
+}
+fn rollout_prefix(owner: &str) -> String {
+    format!("l/{owner}\0")
 }
 /// A rollout's outcomes, (installed, failed): kept apart from the record so that reports do
 /// not rewrite it.
@@ -797,7 +802,7 @@ impl Registry for SledRegistry {
         limit: usize,
     ) -> Result<Vec<RolloutRecord>, StoreError> {
         self.check()?;
-        let prefix = owner.map_or_else(|| "l/".to_owned(), |o| format!("l/{o}/"));
+        let prefix = owner.map_or_else(|| "l/".to_owned(), rollout_prefix);
         let start = after.map_or_else(
             || prefix.clone().into_bytes(),
             |(o, id)| rollout_key(o, id).into_iter().chain([0]).collect(),
