@@ -228,3 +228,221 @@ async fn a_revoked_credentials_key_no_longer_signs_a_status() {
     let revoked = devices[0].status(&mut client, None).await.expect("status");
     assert_eq!(revoked.status(), v1::DeviceStatus::Revoked);
 }
+
+/// CheckFirmware and ReportFirmware take only fresh proofs over their own messages: no proof,
+/// a status proof, a replay, a report whose outcome was changed after signing are refused; a
+/// report names a rollout the device was offered, once; the reason is one line of text.
+#[tokio::test]
+async fn firmware_requests_need_their_own_fresh_signatures() {
+    use oxroot_client::device::{FirmwareReport, check_firmware, report_firmware};
+    use rot_core::FirmwareMeasurement;
+    use rot_core::attestation::{self, FirmwareRequest, StatusContext};
+
+    let harness = Harness::start().await;
+    let devices = fleet(1, 0x73);
+    let device = &devices[0];
+    let mut client = harness.device_client().await;
+    register(&mut client, device).await;
+    seed_batch(&harness, "acme", "b1", &[device]).await;
+    let issued = bundle(&device.onboard(&mut client).await.expect("onboard")).clone();
+    let held = HeldCredential {
+        serial: issued.serial.clone(),
+        key_slot: KeySlot::FIRST,
+    };
+    let mut acme = harness
+        .operator("alice", "acme", enroll_service::pki::Role::Admin)
+        .await;
+    let image = acme
+        .sign_firmware(v1::SignFirmwareRequest {
+            name: "app".into(),
+            version: "2.0.0".into(),
+            security_counter: 2,
+            policy_name: "b1-policy".into(),
+            payload: vec![0x5a; 5000],
+            ..Default::default()
+        })
+        .await
+        .expect("signed")
+        .into_inner()
+        .firmware
+        .expect("firmware");
+    let rollout = acme
+        .create_rollout(v1::CreateRolloutRequest {
+            firmware_name: "app".into(),
+            firmware_version: "2.0.0".into(),
+            stages: vec![100],
+            failure_threshold: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("created")
+        .into_inner()
+        .rollout
+        .expect("rollout");
+
+    // The offer: the image the record names, its manifest and chain.
+    let offer = check_firmware(&mut client, device, Some(&held))
+        .await
+        .expect("checked")
+        .expect("an offer at 100 %");
+    assert_eq!(offer.rollout_id, rollout.id);
+    assert_eq!(
+        FirmwareMeasurement::of_image(&offer.image).to_string(),
+        image.measurement
+    );
+    assert_eq!(offer.manifest, image.manifest);
+    assert!(offer.signer_chain_pem.contains("BEGIN CERTIFICATE"));
+
+    let device_id = device.device_id().to_string();
+    let challenge = |client: &mut v1::device_enrollment_client::DeviceEnrollmentClient<_>| {
+        let id = device_id.clone();
+        async move { scan(client, &id, "").await.challenge.expect("a challenge") }
+    };
+    let sign = |challenge: &v1::StatusChallenge, request: &FirmwareRequest<'_>| {
+        let nonce: [u8; 32] = challenge.nonce.as_slice().try_into().expect("32 bytes");
+        let context = StatusContext {
+            device_id: device.device_id(),
+            challenge_id: &challenge.challenge_id,
+            nonce: &nonce,
+            serial: issued.serial.as_bytes(),
+        };
+        let message = attestation::firmware_request_message(
+            StatusSigner::DeviceKey(KeySlot::FIRST),
+            &context,
+            request,
+        )
+        .expect("a message");
+        let seeds = oxroot_client::device::Chip::seeds(device).expect("seeds");
+        let keys = oxroot_client::device::Chip::answer_keys(device, &seeds, KeySlot::FIRST)
+            .expect("keys");
+        v1::StatusProof {
+            challenge_id: challenge.challenge_id.clone(),
+            key_slot: 1,
+            signature: keys.dsk.sign(&message).0.to_vec(),
+        }
+    };
+    let check = |proof| v1::CheckFirmwareRequest {
+        device_id: device_id.clone(),
+        serial: issued.serial.clone(),
+        proof,
+    };
+
+    // No proof; a status proof; a check proof twice.
+    let missing = client.check_firmware(check(None)).await.expect_err("no proof");
+    assert_eq!(missing.code(), tonic::Code::InvalidArgument);
+    let c = challenge(&mut client).await;
+    let status_signed = status_proof(
+        device,
+        &c,
+        StatusSigner::DeviceKey(KeySlot::FIRST),
+        &issued.serial,
+    )
+    .expect("proof");
+    let wrong_purpose = client
+        .check_firmware(check(Some(status_signed)))
+        .await
+        .expect_err("a status proof");
+    assert_eq!(wrong_purpose.code(), tonic::Code::Unauthenticated);
+    let c = challenge(&mut client).await;
+    let proof = sign(&c, &FirmwareRequest::Check);
+    client
+        .check_firmware(check(Some(proof.clone())))
+        .await
+        .expect("a fresh check");
+    let replay = client
+        .check_firmware(check(Some(proof)))
+        .await
+        .expect_err("a replay");
+    assert_eq!(replay.code(), tonic::Code::Unauthenticated);
+
+    // A report whose outcome was changed after signing does not verify.
+    let running = FirmwareMeasurement::from_digest([7; 32]);
+    let report = |proof, installed: bool, rollout_id: &str, reason: &str| {
+        v1::ReportFirmwareRequest {
+            device_id: device_id.clone(),
+            serial: issued.serial.clone(),
+            proof: Some(proof),
+            rollout_id: rollout_id.into(),
+            installed,
+            running_measurement: running.as_bytes().to_vec(),
+            reason: reason.into(),
+        }
+    };
+    let c = challenge(&mut client).await;
+    let signed_failure = sign(
+        &c,
+        &FirmwareRequest::Report {
+            rollout_id: rollout.id.as_bytes(),
+            installed: false,
+            running: &running,
+        },
+    );
+    let flipped = client
+        .report_firmware(report(signed_failure, true, &rollout.id, ""))
+        .await
+        .expect_err("a changed outcome");
+    assert_eq!(flipped.code(), tonic::Code::Unauthenticated);
+    // A control sequence in the reason, a rollout never offered.
+    let c = challenge(&mut client).await;
+    let escape = client
+        .report_firmware(report(
+            sign(&c, &FirmwareRequest::Check),
+            false,
+            &rollout.id,
+            "\u{1b}[31mred",
+        ))
+        .await
+        .expect_err("a control character");
+    assert_eq!(escape.code(), tonic::Code::InvalidArgument);
+    let unknown = "ro-0123456789abcdef";
+    let c = challenge(&mut client).await;
+    let signed_unknown = sign(
+        &c,
+        &FirmwareRequest::Report {
+            rollout_id: unknown.as_bytes(),
+            installed: false,
+            running: &running,
+        },
+    );
+    let not_offered = client
+        .report_firmware(report(signed_unknown, false, unknown, "no such rollout"))
+        .await
+        .expect_err("an unknown rollout");
+    assert_eq!(not_offered.code(), tonic::Code::NotFound);
+
+    // The real report counts once and halts the rollout (threshold 1): no more offers.
+    let failure = FirmwareReport {
+        rollout_id: rollout.id.clone(),
+        installed: false,
+        running,
+        reason: "flash write failed".into(),
+    };
+    report_firmware(&mut client, device, Some(&held), &failure)
+        .await
+        .expect("reported");
+    let twice = report_firmware(&mut client, device, Some(&held), &failure)
+        .await
+        .expect_err("a second report");
+    assert!(
+        matches!(&twice, oxroot_client::device::ExchangeError::Rpc(s) if s.code() == tonic::Code::AlreadyExists),
+        "{twice:?}"
+    );
+    let seen = acme
+        .get_rollout(v1::GetRolloutRequest {
+            rollout_id: rollout.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("rollout")
+        .into_inner()
+        .rollout
+        .expect("rollout");
+    assert_eq!((seen.installed, seen.failed), (0, 1));
+    assert_eq!(seen.standing(), v1::RolloutStanding::Halted);
+    assert!(
+        check_firmware(&mut client, device, Some(&held))
+            .await
+            .expect("checked")
+            .is_none()
+    );
+}
