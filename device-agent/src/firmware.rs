@@ -161,12 +161,14 @@ impl Slots {
     pub fn pending_report(&self) -> Result<Option<PendingReport>, AgentError> {
         let path = self.dir.join(PENDING_REPORT);
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| AgentError::CorruptState {
-                    path,
-                    problem: e.to_string(),
-                }),
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| AgentError::CorruptState {
+                        path,
+                        problem: e.to_string(),
+                    })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(AgentError::io(path)(e)),
         }

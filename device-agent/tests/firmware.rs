@@ -601,12 +601,18 @@ async fn a_staged_rollout_reaches_its_cohort_and_halts_on_failures() {
             assert_eq!(measured, v1_1.measurement.as_str());
             let reported = device.json(&["update"], Some(&harness)).await;
             assert_eq!(reported["reported"], "installed", "{reported}");
-            assert_eq!(reported["offer"], "none", "reported devices are not offered again");
+            assert_eq!(
+                reported["offer"], "none",
+                "reported devices are not offered again"
+            );
         } else {
             assert_eq!(answer["offer"], "none", "{answer}");
         }
     }
-    assert!(installed > 0 && installed < DEVICES, "a stage of 50 % reached {installed} of {DEVICES}");
+    assert!(
+        installed > 0 && installed < DEVICES,
+        "a stage of 50 % reached {installed} of {DEVICES}"
+    );
     let seen = rollout_of(&mut acme, &rollout.id).await;
     assert_eq!((seen.installed, seen.failed), (u64::from(installed), 0));
 
@@ -622,7 +628,11 @@ async fn a_staged_rollout_reaches_its_cohort_and_halts_on_failures() {
     assert!(last.message().contains("last stage"), "{last:?}");
     for (device, id) in fleet.iter().filter(|(_, id)| !in_first_stage(id)) {
         let answer = device.json(&["update"], Some(&harness)).await;
-        assert_eq!(answer["measurement"], v1_1.measurement.as_str(), "{id}: {answer}");
+        assert_eq!(
+            answer["measurement"],
+            v1_1.measurement.as_str(),
+            "{id}: {answer}"
+        );
         device.json(&["update"], Some(&harness)).await;
     }
     assert_eq!(
@@ -653,7 +663,10 @@ async fn a_staged_rollout_reaches_its_cohort_and_halts_on_failures() {
     assert_eq!(halted.standing(), v1::RolloutStanding::Halted);
     assert_eq!((halted.installed, halted.failed), (0, 3));
     let (fourth, _) = &fleet[3];
-    assert_eq!(fourth.json(&["update"], Some(&harness)).await["offer"], "none");
+    assert_eq!(
+        fourth.json(&["update"], Some(&harness)).await["offer"],
+        "none"
+    );
     // Each device's slots are untouched: 1.1 still runs.
     let boot: serde_json::Value = serde_json::from_slice(
         &std::fs::read(fleet[0].0.state.join("firmware/boot.json")).unwrap(),
@@ -673,7 +686,11 @@ async fn a_staged_rollout_reaches_its_cohort_and_halts_on_failures() {
         .entries;
     let failed: Vec<_> = failures.iter().filter(|e| e.outcome == "failed").collect();
     assert_eq!(failed.len(), 3);
-    assert!(failed.iter().all(|e| e.details["reason"].contains("rollback")));
+    assert!(
+        failed
+            .iter()
+            .all(|e| e.details["reason"].contains("rollback"))
+    );
     let halts = acme
         .query_audit(v1::QueryAuditRequest {
             action: "firmware.rollout.halt".into(),
@@ -705,7 +722,10 @@ async fn a_staged_rollout_reaches_its_cohort_and_halts_on_failures() {
         .unwrap_err();
     assert_eq!(again.code(), tonic::Code::FailedPrecondition);
     // With the newer rollout aborted, 1.1's governs again, and every device reported it.
-    assert_eq!(fourth.json(&["update"], Some(&harness)).await["offer"], "none");
+    assert_eq!(
+        fourth.json(&["update"], Some(&harness)).await["offer"],
+        "none"
+    );
 
     // Another owner sees none of it.
     let mut globex = harness.operator("globex").await;

@@ -229,6 +229,16 @@ async fn a_revoked_credentials_key_no_longer_signs_a_status() {
     assert_eq!(revoked.status(), v1::DeviceStatus::Revoked);
 }
 
+async fn fresh_challenge(
+    client: &mut v1::device_enrollment_client::DeviceEnrollmentClient<tonic::transport::Channel>,
+    device_id: &str,
+) -> v1::StatusChallenge {
+    scan(client, device_id, "")
+        .await
+        .challenge
+        .expect("a challenge")
+}
+
 /// CheckFirmware and ReportFirmware take only fresh proofs over their own messages: no proof,
 /// a status proof, a replay, a report whose outcome was changed after signing are refused; a
 /// report names a rollout the device was offered, once; the reason is one line of text.
@@ -294,10 +304,6 @@ async fn firmware_requests_need_their_own_fresh_signatures() {
     assert!(offer.signer_chain_pem.contains("BEGIN CERTIFICATE"));
 
     let device_id = device.device_id().to_string();
-    let challenge = |client: &mut v1::device_enrollment_client::DeviceEnrollmentClient<_>| {
-        let id = device_id.clone();
-        async move { scan(client, &id, "").await.challenge.expect("a challenge") }
-    };
     let sign = |challenge: &v1::StatusChallenge, request: &FirmwareRequest<'_>| {
         let nonce: [u8; 32] = challenge.nonce.as_slice().try_into().expect("32 bytes");
         let context = StatusContext {
@@ -313,8 +319,8 @@ async fn firmware_requests_need_their_own_fresh_signatures() {
         )
         .expect("a message");
         let seeds = oxroot_client::device::Chip::seeds(device).expect("seeds");
-        let keys = oxroot_client::device::Chip::answer_keys(device, &seeds, KeySlot::FIRST)
-            .expect("keys");
+        let keys =
+            oxroot_client::device::Chip::answer_keys(device, &seeds, KeySlot::FIRST).expect("keys");
         v1::StatusProof {
             challenge_id: challenge.challenge_id.clone(),
             key_slot: 1,
@@ -328,9 +334,12 @@ async fn firmware_requests_need_their_own_fresh_signatures() {
     };
 
     // No proof; a status proof; a check proof twice.
-    let missing = client.check_firmware(check(None)).await.expect_err("no proof");
+    let missing = client
+        .check_firmware(check(None))
+        .await
+        .expect_err("no proof");
     assert_eq!(missing.code(), tonic::Code::InvalidArgument);
-    let c = challenge(&mut client).await;
+    let c = fresh_challenge(&mut client, &device_id).await;
     let status_signed = status_proof(
         device,
         &c,
@@ -343,7 +352,7 @@ async fn firmware_requests_need_their_own_fresh_signatures() {
         .await
         .expect_err("a status proof");
     assert_eq!(wrong_purpose.code(), tonic::Code::Unauthenticated);
-    let c = challenge(&mut client).await;
+    let c = fresh_challenge(&mut client, &device_id).await;
     let proof = sign(&c, &FirmwareRequest::Check);
     client
         .check_firmware(check(Some(proof.clone())))
@@ -357,8 +366,8 @@ async fn firmware_requests_need_their_own_fresh_signatures() {
 
     // A report whose outcome was changed after signing does not verify.
     let running = FirmwareMeasurement::from_digest([7; 32]);
-    let report = |proof, installed: bool, rollout_id: &str, reason: &str| {
-        v1::ReportFirmwareRequest {
+    let report =
+        |proof, installed: bool, rollout_id: &str, reason: &str| v1::ReportFirmwareRequest {
             device_id: device_id.clone(),
             serial: issued.serial.clone(),
             proof: Some(proof),
@@ -366,9 +375,8 @@ async fn firmware_requests_need_their_own_fresh_signatures() {
             installed,
             running_measurement: running.as_bytes().to_vec(),
             reason: reason.into(),
-        }
-    };
-    let c = challenge(&mut client).await;
+        };
+    let c = fresh_challenge(&mut client, &device_id).await;
     let signed_failure = sign(
         &c,
         &FirmwareRequest::Report {
@@ -383,7 +391,7 @@ async fn firmware_requests_need_their_own_fresh_signatures() {
         .expect_err("a changed outcome");
     assert_eq!(flipped.code(), tonic::Code::Unauthenticated);
     // A control sequence in the reason, a rollout never offered.
-    let c = challenge(&mut client).await;
+    let c = fresh_challenge(&mut client, &device_id).await;
     let escape = client
         .report_firmware(report(
             sign(&c, &FirmwareRequest::Check),
@@ -395,7 +403,7 @@ async fn firmware_requests_need_their_own_fresh_signatures() {
         .expect_err("a control character");
     assert_eq!(escape.code(), tonic::Code::InvalidArgument);
     let unknown = "ro-0123456789abcdef";
-    let c = challenge(&mut client).await;
+    let c = fresh_challenge(&mut client, &device_id).await;
     let signed_unknown = sign(
         &c,
         &FirmwareRequest::Report {

@@ -1447,7 +1447,11 @@ fn rollout_report(device: u32, installed: bool) -> RolloutReportRecord {
     RolloutReportRecord {
         device_id: device_id(device).to_string(),
         installed,
-        reason: if installed { String::new() } else { "rollback".into() },
+        reason: if installed {
+            String::new()
+        } else {
+            "rollback".into()
+        },
         running_measurement: "cd".repeat(32),
         reported_at: T0,
     }
@@ -1466,7 +1470,11 @@ async fn check_rollout_versions_and_listing(open: &Opener) {
     let r = store.registry();
     let put = |record: RolloutRecord| change([Op::PutRollout(Box::new(record))]);
     commit_ok(r, put(rollout("acme", "ro-0000000000000001"))).await;
-    let stored = r.rollout("acme", "ro-0000000000000001").await.unwrap().unwrap();
+    let stored = r
+        .rollout("acme", "ro-0000000000000001")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stored.version, 1);
     assert_eq!(stored.outcomes, RolloutOutcomes::default());
     assert_eq!(
@@ -1500,9 +1508,16 @@ async fn check_rollout_versions_and_listing(open: &Opener) {
             found: 2,
         }
     );
-    let now = r.rollout("acme", "ro-0000000000000001").await.unwrap().unwrap();
+    let now = r
+        .rollout("acme", "ro-0000000000000001")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((now.version, now.state), (2, RolloutState::Paused));
-    assert_eq!(r.rollout("globex", "ro-0000000000000001").await.unwrap(), None);
+    assert_eq!(
+        r.rollout("globex", "ro-0000000000000001").await.unwrap(),
+        None
+    );
 
     // Listing: by owner, then id; an owner's prefix does not reach another owner's.
     let mut expected = Vec::new();
@@ -1526,7 +1541,10 @@ async fn check_rollout_versions_and_listing(open: &Opener) {
     };
     assert_eq!(keys(&r.rollouts(None, None, 100).await.unwrap()), expected);
     let acme: Vec<_> = expected.iter().filter(|k| k.0 == "acme").cloned().collect();
-    assert_eq!(keys(&r.rollouts(Some("acme"), None, 100).await.unwrap()), acme);
+    assert_eq!(
+        keys(&r.rollouts(Some("acme"), None, 100).await.unwrap()),
+        acme
+    );
     let mut paged = Vec::new();
     let mut after: Option<(String, String)> = None;
     loop {
@@ -1554,7 +1572,10 @@ async fn check_rollout_reports_count_once_and_compose(open: &Opener) {
     let r = store.registry();
     let id = "ro-00000000000000aa";
     assert_eq!(
-        conflict_of(r.commit(report_op("acme", id, rollout_report(1, true))).await),
+        conflict_of(
+            r.commit(report_op("acme", id, rollout_report(1, true)))
+                .await
+        ),
         Conflict::RolloutAbsent {
             owner: "acme".into(),
             id: id.into(),
@@ -1602,7 +1623,10 @@ async fn check_rollout_reports_count_once_and_compose(open: &Opener) {
     // A device reports once: the second report is refused and counts nothing; eight racing
     // first reports of one device admit one.
     assert_eq!(
-        conflict_of(r.commit(report_op("acme", id, rollout_report(0, true))).await),
+        conflict_of(
+            r.commit(report_op("acme", id, rollout_report(0, true)))
+                .await
+        ),
         Conflict::RolloutReported {
             id: id.into(),
             device_id: device_id(0).to_string(),
@@ -1632,7 +1656,9 @@ async fn check_rollout_reports_count_once_and_compose(open: &Opener) {
     assert_eq!(after.failed, counted.outcomes.failed + 1);
     assert_eq!(after.installed, counted.outcomes.installed);
     assert_eq!(
-        r.rollout_report("acme", id, &device_id(DEVICES + 1)).await.unwrap(),
+        r.rollout_report("acme", id, &device_id(DEVICES + 1))
+            .await
+            .unwrap(),
         None
     );
     assert_eq!(

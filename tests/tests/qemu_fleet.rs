@@ -54,7 +54,9 @@ fn run_fleet() -> (Value, f64) {
     let summary_path = work.path().join("summary.json");
     // The update's payload: 64 KiB of a fixed pattern (any bytes make an image).
     let payload = work.path().join("fleet-app-2.0.bin");
-    let bytes: Vec<u8> = (0..65_536u32).map(|i| (i.wrapping_mul(131) >> 3) as u8).collect();
+    let bytes: Vec<u8> = (0..65_536u32)
+        .map(|i| (i.wrapping_mul(131) >> 3) as u8)
+        .collect();
     std::fs::write(&payload, bytes).expect("the payload is written");
     let started = Instant::now();
     // dev: the suites have just built enroll-service and enrollctl in the dev profile.
@@ -160,7 +162,9 @@ fn check_corner(corner: &[Value], boot: &[Value]) {
 /// The update over the air, phase by phase (see the module text).
 fn check_update(summary: &Value, boot: &[Value]) {
     let rollouts = &summary["rollouts"];
-    let new = rollouts["measurement"].as_str().expect("the update's measurement");
+    let new = rollouts["measurement"]
+        .as_str()
+        .expect("the update's measurement");
     let rollout = rollouts["update"]["id"].as_str().expect("the rollout id");
     let factory = boot[0]["result"]["firmware_running"].clone();
     let in_first_stage: Vec<bool> = boot
@@ -192,7 +196,10 @@ fn check_update(summary: &Value, boot: &[Value]) {
             assert_eq!(r["renewed_now"], true, "{r}");
             assert_eq!(r["firmware_running"], new, "{r}");
             assert_eq!(r["update_reported"], "installed", "{r}");
-            assert_eq!(r["firmware_update"], "none", "reported devices are not offered again");
+            assert_eq!(
+                r["firmware_update"], "none",
+                "reported devices are not offered again"
+            );
         } else {
             assert_eq!(r["firmware_update"], "installed", "{r}");
             assert_eq!(r["firmware_running"], factory, "{r}");
@@ -220,7 +227,10 @@ fn check_update(summary: &Value, boot: &[Value]) {
     assert_eq!(rollouts["update"]["installed"], CHIPS, "{rollouts}");
     assert_eq!(rollouts["update"]["failed"], 0, "{rollouts}");
     let rollback = &rollouts["rollback"];
-    assert_eq!(rollback["standing"], "ROLLOUT_STANDING_HALTED", "{rollouts}");
+    assert_eq!(
+        rollback["standing"], "ROLLOUT_STANDING_HALTED",
+        "{rollouts}"
+    );
     assert_eq!(rollback["installed"], 0, "{rollouts}");
     assert_eq!(rollback["failed"], refused, "{rollouts}");
     assert!(refused >= 2, "the threshold is 2: {rollouts}");

@@ -219,7 +219,9 @@ pub fn update(
             return Err(StepRefused::Already("active"));
         }
         Some(RolloutStep::Resume) => next.state = RolloutState::Active,
-        Some(RolloutStep::Advance) if control.stages.current + 1 >= control.stages.percents.len() => {
+        Some(RolloutStep::Advance)
+            if control.stages.current + 1 >= control.stages.percents.len() =>
+        {
             return Err(StepRefused::LastStage);
         }
         Some(RolloutStep::Advance) => next.stages.current += 1,
@@ -321,25 +323,139 @@ mod tests {
         };
         // (step, new threshold, from, failures, expected (state, stage) or refusal)
         let table = [
-            (Some(Step::Advance), None, at(St::Active, 0, 5), 0, Ok((St::Active, 1))),
-            (Some(Step::Advance), None, at(St::Paused, 0, 5), 0, Ok((St::Paused, 1))),
-            (Some(Step::Advance), None, at(St::Active, 1, 5), 0, Err(StepRefused::LastStage)),
-            (Some(Step::Advance), None, at(St::Active, 0, 5), 5, Err(StepRefused::Halted)),
-            (Some(Step::Advance), Some(9), at(St::Active, 0, 5), 5, Ok((St::Active, 1))),
-            (Some(Step::Pause), None, at(St::Active, 0, 5), 0, Ok((St::Paused, 0))),
-            (Some(Step::Pause), None, at(St::Active, 0, 5), 7, Ok((St::Paused, 0))),
-            (Some(Step::Pause), None, at(St::Paused, 0, 5), 0, Err(StepRefused::Already("paused"))),
-            (Some(Step::Resume), None, at(St::Paused, 0, 5), 0, Ok((St::Active, 0))),
-            (Some(Step::Resume), None, at(St::Paused, 0, 5), 5, Err(StepRefused::Halted)),
-            (Some(Step::Resume), None, at(St::Active, 0, 5), 0, Err(StepRefused::Already("active"))),
-            (Some(Step::Resume), None, at(St::Active, 0, 5), 5, Err(StepRefused::Halted)),
-            (Some(Step::Resume), Some(5), at(St::Active, 0, 5), 5, Err(StepRefused::Halted)),
-            (Some(Step::Resume), Some(6), at(St::Active, 0, 5), 5, Ok((St::Active, 0))),
-            (Some(Step::Abort), None, at(St::Paused, 0, 5), 0, Ok((St::Aborted, 0))),
-            (Some(Step::Abort), None, at(St::Active, 0, 5), 9, Ok((St::Aborted, 0))),
-            (Some(Step::Abort), None, at(St::Aborted, 0, 5), 0, Err(StepRefused::Aborted)),
-            (Some(Step::Resume), None, at(St::Aborted, 0, 5), 0, Err(StepRefused::Aborted)),
-            (None, Some(2), at(St::Aborted, 0, 5), 0, Err(StepRefused::Aborted)),
+            (
+                Some(Step::Advance),
+                None,
+                at(St::Active, 0, 5),
+                0,
+                Ok((St::Active, 1)),
+            ),
+            (
+                Some(Step::Advance),
+                None,
+                at(St::Paused, 0, 5),
+                0,
+                Ok((St::Paused, 1)),
+            ),
+            (
+                Some(Step::Advance),
+                None,
+                at(St::Active, 1, 5),
+                0,
+                Err(StepRefused::LastStage),
+            ),
+            (
+                Some(Step::Advance),
+                None,
+                at(St::Active, 0, 5),
+                5,
+                Err(StepRefused::Halted),
+            ),
+            (
+                Some(Step::Advance),
+                Some(9),
+                at(St::Active, 0, 5),
+                5,
+                Ok((St::Active, 1)),
+            ),
+            (
+                Some(Step::Pause),
+                None,
+                at(St::Active, 0, 5),
+                0,
+                Ok((St::Paused, 0)),
+            ),
+            (
+                Some(Step::Pause),
+                None,
+                at(St::Active, 0, 5),
+                7,
+                Ok((St::Paused, 0)),
+            ),
+            (
+                Some(Step::Pause),
+                None,
+                at(St::Paused, 0, 5),
+                0,
+                Err(StepRefused::Already("paused")),
+            ),
+            (
+                Some(Step::Resume),
+                None,
+                at(St::Paused, 0, 5),
+                0,
+                Ok((St::Active, 0)),
+            ),
+            (
+                Some(Step::Resume),
+                None,
+                at(St::Paused, 0, 5),
+                5,
+                Err(StepRefused::Halted),
+            ),
+            (
+                Some(Step::Resume),
+                None,
+                at(St::Active, 0, 5),
+                0,
+                Err(StepRefused::Already("active")),
+            ),
+            (
+                Some(Step::Resume),
+                None,
+                at(St::Active, 0, 5),
+                5,
+                Err(StepRefused::Halted),
+            ),
+            (
+                Some(Step::Resume),
+                Some(5),
+                at(St::Active, 0, 5),
+                5,
+                Err(StepRefused::Halted),
+            ),
+            (
+                Some(Step::Resume),
+                Some(6),
+                at(St::Active, 0, 5),
+                5,
+                Ok((St::Active, 0)),
+            ),
+            (
+                Some(Step::Abort),
+                None,
+                at(St::Paused, 0, 5),
+                0,
+                Ok((St::Aborted, 0)),
+            ),
+            (
+                Some(Step::Abort),
+                None,
+                at(St::Active, 0, 5),
+                9,
+                Ok((St::Aborted, 0)),
+            ),
+            (
+                Some(Step::Abort),
+                None,
+                at(St::Aborted, 0, 5),
+                0,
+                Err(StepRefused::Aborted),
+            ),
+            (
+                Some(Step::Resume),
+                None,
+                at(St::Aborted, 0, 5),
+                0,
+                Err(StepRefused::Aborted),
+            ),
+            (
+                None,
+                Some(2),
+                at(St::Aborted, 0, 5),
+                0,
+                Err(StepRefused::Aborted),
+            ),
             (None, Some(2), at(St::Active, 0, 5), 0, Ok((St::Active, 0))),
         ];
         for (action, threshold, from, failures, expected) in table {
@@ -352,6 +468,9 @@ mod tests {
         }
         let raised = update(&at(St::Active, 0, 5), 0, None, Some(2)).unwrap();
         assert_eq!(raised.failure_threshold, 2);
-        assert_eq!(standing(raised.state, 2, raised.failure_threshold), RolloutStanding::Halted);
+        assert_eq!(
+            standing(raised.state, 2, raised.failure_threshold),
+            RolloutStanding::Halted
+        );
     }
 }

@@ -1301,7 +1301,11 @@ async fn apply_op(
         } => {
             // The count first: it locks the rollout's row, so a report of a rollout being
             // created elsewhere waits for it, and the report's insert below is the guard.
-            let (installed, failed) = if report.installed { (1_i64, 0_i64) } else { (0, 1) };
+            let (installed, failed) = if report.installed {
+                (1_i64, 0_i64)
+            } else {
+                (0, 1)
+            };
             let counted = client
                 .execute(
                     COUNT_ROLLOUT_REPORT,

@@ -25,8 +25,8 @@ use oxroot_proto::v1;
 use oxroot_proto::v1::device_enrollment_client::DeviceEnrollmentClient;
 use rot_core::SignatureBytes;
 use rot_core::attestation::{
-    self, ChallengeContext, ChallengeKind, FirmwareBinding, FirmwareSigner, Message, SignerRole,
-    FirmwareRequest, StatusContext, StatusSigner,
+    self, ChallengeContext, ChallengeKind, FirmwareBinding, FirmwareRequest, FirmwareSigner,
+    Message, SignerRole, StatusContext, StatusSigner,
 };
 use rot_core::firmware::FirmwareMeasurement;
 use rot_core::keys::{AliasKey, DeviceId, DeviceKey, EnrolmentKey, KeySlot, PublicKey, Seeds};
@@ -487,7 +487,10 @@ fn request_signer(held: Option<&HeldCredential>) -> (StatusSigner, &str) {
 }
 
 /// Whether a refusal of a device key's proof is worth one more try with the enrolment key.
-fn retry_with_enrolment_key<E>(outcome: &Result<impl Sized, ExchangeError<E>>, signer: StatusSigner) -> bool {
+fn retry_with_enrolment_key<E>(
+    outcome: &Result<impl Sized, ExchangeError<E>>,
+    signer: StatusSigner,
+) -> bool {
     matches!(outcome, Err(ExchangeError::Rpc(status))
         if status.code() == tonic::Code::Unauthenticated && signer != StatusSigner::EnrolmentKey)
 }

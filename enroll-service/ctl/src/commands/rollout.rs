@@ -94,11 +94,7 @@ pub(super) async fn run(command: RolloutCommand, ctx: &mut Ctx<'_>) -> Result<()
     }
 }
 
-async fn step(
-    step: RolloutStep,
-    args: RolloutStepArgs,
-    ctx: &mut Ctx<'_>,
-) -> Result<(), CtlError> {
+async fn step(step: RolloutStep, args: RolloutStepArgs, ctx: &mut Ctx<'_>) -> Result<(), CtlError> {
     let rollout = ctx
         .client()
         .await?

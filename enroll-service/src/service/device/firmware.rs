@@ -141,11 +141,10 @@ async fn offer_of(
             "the stored image of firmware {owner}/{name} {version} does not match its record"
         )));
     }
-    let signer = core
-        .registry
-        .firmware_signer(owner)
-        .await?
-        .ok_or_else(|| ServiceError::Internal(format!("owner {owner} has no firmware signer")))?;
+    let signer =
+        core.registry.firmware_signer(owner).await?.ok_or_else(|| {
+            ServiceError::Internal(format!("owner {owner} has no firmware signer"))
+        })?;
     Ok(v1::FirmwareOffer {
         rollout_id: rollout.id.clone(),
         name: record.name,
@@ -275,8 +274,7 @@ fn was_offered(rollout: &RolloutRecord, device: &DeviceRecord) -> bool {
             .batch_id
             .as_ref()
             .is_none_or(|b| device.batch_id.as_ref() == Some(b))
-        && rollout::cohort(&rollout.id, &device.device_id)
-            < rollout.stages().percent()
+        && rollout::cohort(&rollout.id, &device.device_id) < rollout.stages().percent()
 }
 
 /// Records, once per threshold, that failures halted a rollout: the record says so and the

@@ -112,8 +112,9 @@ impl OperatorService {
         caller.require("CreateRollout", ADMINS)?;
         let owner = caller.owner_for("owner", &request.owner)?;
         check_policy_name("firmware_name", &request.firmware_name)?;
-        let version = super::firmware::parse_version("firmware_version", &request.firmware_version)?
-            .to_string();
+        let version =
+            super::firmware::parse_version("firmware_version", &request.firmware_version)?
+                .to_string();
         let stages = stages_of(&request.stages)?;
         let failure_threshold = match request.failure_threshold {
             0 => DEFAULT_FAILURE_THRESHOLD,
