@@ -310,6 +310,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::too_many_lines, reason = "one table of cases")]
     fn every_step_from_every_state() {
         use RolloutState as St;
         use RolloutStep as Step;

@@ -1126,6 +1126,66 @@ impl Writer {
         Ok(())
     }
 
+    /// Stages a rollout (compare-and-set on its version) or a device's report of one (once per
+    /// device, counted into the rollout's outcomes).
+    fn stage_rollout(
+        &self,
+        overlay: &Overlay,
+        staged: &mut Overlay,
+        op: &Op,
+    ) -> Result<(), StoreError> {
+        match op {
+            Op::PutRollout(rollout) => {
+                let key = rollout_key(&rollout.owner, &rollout.id);
+                let found = self.version(overlay, staged, &key)?;
+                if found != rollout.version {
+                    return Err(Conflict::RolloutChanged {
+                        owner: rollout.owner.clone(),
+                        id: rollout.id.clone(),
+                        expected: rollout.version,
+                        found,
+                    }
+                    .into());
+                }
+                staged.insert(key, Staged::Bytes(encode_versioned(found + 1, &**rollout)));
+            }
+            Op::ReportRollout {
+                owner,
+                rollout_id,
+                report,
+            } => {
+                if !self.exists(overlay, staged, &rollout_key(owner, rollout_id))? {
+                    return Err(Conflict::RolloutAbsent {
+                        owner: owner.clone(),
+                        id: rollout_id.clone(),
+                    }
+                    .into());
+                }
+                let report_key = rollout_report_key(owner, rollout_id, &report.device_id);
+                if self.exists(overlay, staged, &report_key)? {
+                    return Err(Conflict::RolloutReported {
+                        id: rollout_id.clone(),
+                        device_id: report.device_id.clone(),
+                    }
+                    .into());
+                }
+                let outcomes_key = rollout_outcomes_key(owner, rollout_id);
+                let (installed, failed): (u64, u64) = self
+                    .read(overlay, staged, &outcomes_key)?
+                    .unwrap_or_default();
+                let counted = if report.installed {
+                    (installed + 1, failed)
+                } else {
+                    (installed, failed + 1)
+                };
+                staged.insert(outcomes_key, Staged::Bytes(encode(&counted)));
+                staged.insert(report_key, Staged::Bytes(encode(&**report)));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// The version stored (or staged by the group) under `key`: 0 when there is no record.
     fn version(&self, overlay: &Overlay, staged: &Overlay, key: &[u8]) -> Result<u64, StoreError> {
         Ok(match Self::staged(overlay, staged, key) {
@@ -1185,6 +1245,7 @@ impl Writer {
         Ok(())
     }
 
+    #[allow(clippy::too_many_lines, reason = "one short arm per op")]
     fn stage(
         &mut self,
         overlay: &Overlay,
@@ -1277,51 +1338,8 @@ impl Writer {
                     );
                 }
                 Op::PutFirmwareSigner(_) | Op::PutFirmware { .. } => stage_firmware(staged, op),
-                Op::PutRollout(rollout) => {
-                    let key = rollout_key(&rollout.owner, &rollout.id);
-                    let found = self.version(overlay, staged, &key)?;
-                    if found != rollout.version {
-                        return Err(Conflict::RolloutChanged {
-                            owner: rollout.owner.clone(),
-                            id: rollout.id.clone(),
-                            expected: rollout.version,
-                            found,
-                        }
-                        .into());
-                    }
-                    staged.insert(key, Staged::Bytes(encode_versioned(found + 1, &**rollout)));
-                }
-                Op::ReportRollout {
-                    owner,
-                    rollout_id,
-                    report,
-                } => {
-                    if !self.exists(overlay, staged, &rollout_key(owner, rollout_id))? {
-                        return Err(Conflict::RolloutAbsent {
-                            owner: owner.clone(),
-                            id: rollout_id.clone(),
-                        }
-                        .into());
-                    }
-                    let report_key = rollout_report_key(owner, rollout_id, &report.device_id);
-                    if self.exists(overlay, staged, &report_key)? {
-                        return Err(Conflict::RolloutReported {
-                            id: rollout_id.clone(),
-                            device_id: report.device_id.clone(),
-                        }
-                        .into());
-                    }
-                    let outcomes_key = rollout_outcomes_key(owner, rollout_id);
-                    let (installed, failed): (u64, u64) = self
-                        .read(overlay, staged, &outcomes_key)?
-                        .unwrap_or_default();
-                    let counted = if report.installed {
-                        (installed + 1, failed)
-                    } else {
-                        (installed, failed + 1)
-                    };
-                    staged.insert(outcomes_key, Staged::Bytes(encode(&counted)));
-                    staged.insert(report_key, Staged::Bytes(encode(&**report)));
+                Op::PutRollout(_) | Op::ReportRollout { .. } => {
+                    self.stage_rollout(overlay, staged, op)?;
                 }
                 Op::Audit(draft) => {
                     let seq = self.audit_seq + 1;

@@ -75,7 +75,7 @@ pub(crate) async fn answer(
         &device_id,
         &request.serial,
         proof,
-        |signer, context| attestation::status_message(signer, context),
+        attestation::status_message,
     )
     .await?;
     let mut response = device_status(core, &device_id, &request.serial).await?;
