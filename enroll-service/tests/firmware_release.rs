@@ -509,4 +509,49 @@ async fn enrollctl_signs_and_writes_a_release_a_device_can_read() {
         out.contains(printed["measurement"].as_str().unwrap()),
         "{out}"
     );
+
+    // A rollout of it, stepped through the command line; a refused step says why.
+    let (exit, out) = enrollctl(
+        &harness,
+        &profile,
+        &[
+            "rollout",
+            "create",
+            "app",
+            "2.0.1+7",
+            "--stages",
+            "20,100",
+            "--failure-threshold",
+            "3",
+        ],
+    )
+    .await;
+    assert_eq!(exit, enrollctl::Exit::Success, "{out}");
+    let created: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["stages"], serde_json::json!([20, 100]));
+    assert_eq!(created["standing"], "ROLLOUT_STANDING_ACTIVE");
+    assert_eq!(created["measurement"], printed["measurement"]);
+    let (exit, out) = enrollctl(&harness, &profile, &["rollout", "advance", &id]).await;
+    assert_eq!(exit, enrollctl::Exit::Success, "{out}");
+    let (exit, out) = enrollctl(&harness, &profile, &["rollout", "advance", &id]).await;
+    assert_ne!(exit, enrollctl::Exit::Success, "{out}");
+    assert!(out.contains("last stage"), "{out}");
+    let (exit, out) = enrollctl(&harness, &profile, &["rollout", "pause", &id]).await;
+    assert_eq!(exit, enrollctl::Exit::Success, "{out}");
+    let paused: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(paused["standing"], "ROLLOUT_STANDING_PAUSED");
+    assert_eq!(paused["current_stage"], 1);
+    let (exit, out) = enrollctl(&harness, &profile, &["rollout", "list"]).await;
+    assert_eq!(exit, enrollctl::Exit::Success, "{out}");
+    assert!(out.contains(&id), "{out}");
+    // The audit log has each step.
+    let (exit, out) = enrollctl(
+        &harness,
+        &profile,
+        &["audit", "query", "--action", "firmware.rollout.update"],
+    )
+    .await;
+    assert_eq!(exit, enrollctl::Exit::Success, "{out}");
+    assert_eq!(out.matches("\"step\"").count(), 2, "{out}");
 }

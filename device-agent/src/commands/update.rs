@@ -88,13 +88,21 @@ pub(super) async fn from_service(
                 pending.measurement
             )
         };
-        remote
+        let outcome = match remote
             .report(console, &pending.rollout_id, installed, running, reason)
-            .await?;
+            .await
+        {
+            Ok(()) if installed => "installed",
+            Ok(()) => "failed",
+            // The service no longer knows the rollout as this device's (the device moved to
+            // another owner or batch): the report is dropped, not retried at every boot.
+            Err(AgentError::Rejected(text)) if text.starts_with("NotFound") => "dropped",
+            Err(e) => return Err(e),
+        };
         slots.report_sent()?;
         report = report
             .field("reported_rollout", pending.rollout_id)
-            .field("reported", if installed { "installed" } else { "failed" });
+            .field("reported", outcome);
     }
 
     let Some(offer) = remote.check(console).await? else {

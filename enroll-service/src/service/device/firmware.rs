@@ -203,11 +203,15 @@ pub(crate) async fn report(
         .await?
         .ok_or_else(not_offered)?;
     let owner = device.owner.clone().ok_or_else(not_offered)?;
+    let policy = match &device.batch_id {
+        Some(batch_id) => core.registry.batch(batch_id).await?.map(|b| b.policy_name),
+        None => None,
+    };
     let rollout = core
         .registry
         .rollout(&owner, &request.rollout_id)
         .await?
-        .filter(|r| was_offered(r, &device))
+        .filter(|r| policy.as_deref() == Some(r.policy_name.as_str()) && was_offered(r, &device))
         .ok_or_else(not_offered)?;
     let now = OffsetDateTime::now_utc();
     let report = RolloutReportRecord {
@@ -266,8 +270,9 @@ pub(crate) async fn report(
     })
 }
 
-/// Whether `rollout` was ever offered to `device`: its policy and batch, and a cohort inside
-/// the current stage (stages only grow, so inside the current one means offered at some point).
+/// Whether `rollout` was ever offered to `device` (whose batch is of the rollout's policy): its
+/// owner and batch, and a cohort inside the current stage (stages only grow, so inside the
+/// current one means offered at some point).
 fn was_offered(rollout: &RolloutRecord, device: &DeviceRecord) -> bool {
     device.owner.as_deref() == Some(rollout.owner.as_str())
         && rollout

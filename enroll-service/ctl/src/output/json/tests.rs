@@ -364,6 +364,12 @@ fn every_operator_response_prints_every_field_through_its_rust_type() {
         SignFirmwareResponse,
         GetFirmwareResponse,
         ListFirmwareResponse,
+        CreateRolloutResponse,
+        GetRolloutResponse,
+        ListRolloutsResponse,
+        UpdateRolloutResponse,
+        // Printed by `rollout create|get|advance|…` directly.
+        Rollout,
         WatchCrlsResponse,
         // enrollctl's own unreadable import records are printed as this message.
         ImportRejection,
