@@ -170,7 +170,7 @@ fn registry_config(
             backend: app::RegistryBackend::Postgres,
             postgres: Some(conninfo),
             postgres_password_file,
-            pool_size: None,
+            ..app::RegistryConfig::default()
         },
         None => app::RegistryConfig::default(),
     }

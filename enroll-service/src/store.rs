@@ -139,7 +139,7 @@ pub use change::{Change, Guard, Op, Receipt};
 pub use conflict::{Conflict, StoreError};
 pub use events::{CrlNotice, Published, RegistryEvent, Subscription, SubscriptionError};
 pub use postgres::{PostgresConfig, PostgresRegistry};
-pub use sled_backend::SledRegistry;
+pub use sled_backend::{DEFAULT_CACHE_BYTES as DEFAULT_SLED_CACHE_BYTES, SledRegistry};
 
 /// A device and what an exchange decides on with it: its batch, the batch's policy and the
 /// owner's record ([`Registry::placement`]).
