@@ -31,8 +31,8 @@ use crate::store::{Change, Conflict, Op, StoreError, commit};
 
 /// Most characters of a device's failure reason.
 const MAX_REASON_CHARS: usize = 200;
-/// Most rollouts of one owner a check looks through.
-const MAX_ROLLOUTS_READ: usize = 1_000;
+/// Rollouts read per page while a check looks for the one that governs.
+const ROLLOUTS_PAGE: usize = 256;
 /// How often recording a halt re-reads a rollout an operator changed meanwhile.
 const HALT_ATTEMPTS: usize = 4;
 
@@ -59,7 +59,7 @@ pub(crate) async fn check(
     })
     .await?;
     let offer = match governing_rollout(core, &device_id).await? {
-        Some((_, rollout)) if rollout.offers(&device_id) => {
+        Some(rollout) if rollout.offers(&device_id) => {
             let reported = core
                 .registry
                 .rollout_report(&rollout.owner, &rollout.id, &device_id)
@@ -86,7 +86,7 @@ pub(crate) async fn check(
 async fn governing_rollout(
     core: &ServiceCore,
     device_id: &DeviceId,
-) -> Result<Option<(DeviceRecord, RolloutRecord)>, ServiceError> {
+) -> Result<Option<RolloutRecord>, ServiceError> {
     let Some(device) = core.registry.device(device_id).await? else {
         return Ok(None);
     };
@@ -99,19 +99,32 @@ async fn governing_rollout(
     let Some(batch) = core.registry.batch(batch_id).await? else {
         return Ok(None);
     };
-    let rollouts = core
-        .registry
-        .rollouts(Some(owner), None, MAX_ROLLOUTS_READ)
-        .await?;
-    let governing = rollouts
-        .into_iter()
-        .filter(|r| {
-            r.policy_name == batch.policy_name
-                && r.batch_id.as_ref().is_none_or(|b| b == batch_id)
-                && r.state != RolloutState::Aborted
-        })
-        .max_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-    Ok(governing.map(|rollout| (device, rollout)))
+    let mut governing: Option<RolloutRecord> = None;
+    let mut after: Option<(String, String)> = None;
+    loop {
+        let page = core
+            .registry
+            .rollouts(
+                Some(owner),
+                after.as_ref().map(|(o, id)| (o.as_str(), id.as_str())),
+                ROLLOUTS_PAGE,
+            )
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = Some((last.owner.clone(), last.id.clone()));
+        for rollout in page {
+            let applies = rollout.policy_name == batch.policy_name
+                && rollout.batch_id.as_ref().is_none_or(|b| b == batch_id)
+                && rollout.state != RolloutState::Aborted;
+            let newer = governing
+                .as_ref()
+                .is_none_or(|g| (rollout.created_at, &rollout.id) > (g.created_at, &g.id));
+            if applies && newer {
+                governing = Some(rollout);
+            }
+        }
+    }
+    Ok(governing)
 }
 
 /// The release a rollout offers, checked against its record: a stored image that no longer
