@@ -703,6 +703,28 @@ async fn a_staged_rollout_reaches_its_cohort_and_halts_on_failures() {
     assert_eq!(halts.len(), 1);
     assert_eq!(halts[0].subject, format!("rollout:acme/{}", rollback.id));
 
+    // The device's record lists its reports, oldest first.
+    let updates = acme
+        .get_device(v1::GetDeviceRequest {
+            device_id: fleet[0].1.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .device
+        .unwrap()
+        .firmware_updates;
+    let seen: Vec<_> = updates
+        .iter()
+        .map(|u| (u.rollout_id.as_str(), u.installed))
+        .collect();
+    assert_eq!(
+        seen,
+        [(rollout.id.as_str(), true), (rollback.id.as_str(), false)]
+    );
+    assert_eq!(updates[0].running_measurement, v1_1.measurement);
+    assert!(updates[1].reason.contains("rollback"), "{updates:?}");
+
     // Resuming needs a threshold above the failures; then abort, for good.
     let refused = step(&mut acme, &rollback.id, v1::RolloutStep::Resume, 0)
         .await

@@ -478,3 +478,24 @@ async fn hand_to_writer(
 pub async fn commit(registry: &dyn Registry, change: Change) -> Result<Receipt, StoreError> {
     registry.commit(change).await
 }
+
+/// Every rollout of `owner`, read page by page, in (owner, id) order.
+///
+/// # Errors
+/// As [`Registry::rollouts`].
+pub async fn owner_rollouts(
+    registry: &dyn Registry,
+    owner: &str,
+) -> Result<Vec<RolloutRecord>, StoreError> {
+    const PAGE: usize = 256;
+    let mut all: Vec<RolloutRecord> = Vec::new();
+    loop {
+        let after = all.last().map(|r| (r.owner.as_str(), r.id.as_str()));
+        let page = registry.rollouts(Some(owner), after, PAGE).await?;
+        let done = page.len() < PAGE;
+        all.extend(page);
+        if done {
+            return Ok(all);
+        }
+    }
+}

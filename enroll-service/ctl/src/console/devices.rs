@@ -474,6 +474,24 @@ fn history(device: &Device) -> Vec<(String, String)> {
             ));
         }
     }
+    for update in &device.firmware_updates {
+        if let Some(at) = nonempty(when(update.reported_at.as_ref())) {
+            let outcome = if update.installed {
+                "installed and running".to_owned()
+            } else {
+                format!("failed: {}", shown(&update.reason))
+            };
+            events.push((
+                at,
+                format!(
+                    "firmware {} {} of rollout {} reported {outcome}",
+                    shown(&update.firmware_name),
+                    shown(&update.firmware_version),
+                    shown(&update.rollout_id),
+                ),
+            ));
+        }
+    }
     if let Some(revocation) = &device.revocation
         && let Some(at) = nonempty(when(revocation.revoked_at.as_ref()))
     {
@@ -584,9 +602,26 @@ mod tests {
             ],
             ..Device::default()
         };
+        let device = Device {
+            firmware_updates: vec![oxroot_proto::v1::FirmwareUpdate {
+                rollout_id: "ro-00000000000000aa".into(),
+                firmware_name: "app".into(),
+                firmware_version: "1.5.0+0".into(),
+                reason: "<b>rollback</b>\u{1b}[31m".into(),
+                reported_at: at(250),
+                ..Default::default()
+            }],
+            ..device
+        };
         let lines: Vec<String> = history(&device).into_iter().map(|(_, what)| what).collect();
         assert!(lines[0].starts_with("registered"), "{lines:?}");
         assert!(lines[1].contains("certificate 01"), "{lines:?}");
-        assert!(lines[2].contains("certificate 02"), "{lines:?}");
+        // A device's reason is its text, with its controls visible (maud escapes the markup).
+        assert_eq!(
+            lines[2],
+            "firmware app 1.5.0+0 of rollout ro-00000000000000aa reported failed: \
+             <b>rollback</b>\\x1b[31m"
+        );
+        assert!(lines[3].contains("certificate 02"), "{lines:?}");
     }
 }

@@ -7,6 +7,7 @@
 //!    certificates [{serial, state, …, certificate_pem}],
 //!    firmware_history [{serial, issued_at, key_slot, measurement}],  (oldest first; measurement
 //!                                              null for a certificate of the DPK)
+//!    firmware_updates [FirmwareUpdate],        (the device's rollout reports, oldest first)
 //!    device,                                   (GetDevice, the whole record)
 //!    audit {available, entries [AuditEntry + record_text, prev_hash_hex, hash_hex]},
 //!    verification {ok, summary, local {…}, service (VerifyAudit), service_last_hash_matches} }
@@ -205,6 +206,11 @@ fn evidence(
         "policy": policy.map(mapped).transpose()?,
         "certificates": certificates,
         "firmware_history": firmware_history(device),
+        "firmware_updates": device
+            .firmware_updates
+            .iter()
+            .map(mapped)
+            .collect::<Result<Vec<_>, _>>()?,
         "device": mapped(device)?,
         "audit": audit_json,
         "verification": verification,

@@ -9,12 +9,17 @@ use crate::output::{
     Fields, Human, Table, credential_state_name, reason_name, state_name, timestamp_text,
 };
 
-/// `device get`: the device, then its credential history when the service sent one.
+/// `device get`: the device, then its credential history and its firmware updates when the
+/// service sent them.
 pub(crate) fn get(out: &mut Human<'_>, device: &Device) -> io::Result<()> {
     out.fields(&fields(device))?;
     if let Some(history) = history(device) {
         out.blank()?;
         out.table(&history)?;
+    }
+    if let Some(updates) = updates(device) {
+        out.blank()?;
+        out.table(&updates)?;
     }
     Ok(())
 }
@@ -102,6 +107,32 @@ fn history(device: &Device) -> Option<Table> {
     })
 }
 
+/// What the device reported of its owner's rollouts, if anything. The reason is the device's
+/// text, escaped like every cell.
+fn updates(device: &Device) -> Option<Table> {
+    (!device.firmware_updates.is_empty()).then(|| {
+        let mut table = Table::new(&[
+            "ROLLOUT", "FIRMWARE", "OUTCOME", "RUNNING", "REPORTED", "REASON",
+        ]);
+        for update in &device.firmware_updates {
+            table.row(vec![
+                update.rollout_id.clone(),
+                format!("{} {}", update.firmware_name, update.firmware_version),
+                if update.installed {
+                    "installed"
+                } else {
+                    "failed"
+                }
+                .to_owned(),
+                firmware_text(&update.running_measurement),
+                timestamp_text(update.reported_at.as_ref()),
+                update.reason.clone(),
+            ]);
+        }
+        table
+    })
+}
+
 /// A credential's firmware binding in a table cell: the measurement's first 12 hex characters
 /// (enough to tell images apart; `device get` shows it whole), or "-" for a DPK credential.
 fn firmware_text(measurement: &str) -> String {
@@ -180,8 +211,8 @@ mod tests {
     use super::*;
     use crate::view::testing::{HOSTILE, assert_escaped, human, json_of};
     use oxroot_proto::v1::{
-        CredentialSummary, DeviceState, RegistrationContext, Revocation, RevocationReason,
-        RevokeDeviceResponse,
+        CredentialSummary, DeviceState, FirmwareUpdate, RegistrationContext, Revocation,
+        RevocationReason, RevokeDeviceResponse,
     };
 
     #[test]
@@ -228,10 +259,16 @@ mod tests {
                 reason: RevocationReason::KeyCompromise as i32,
                 revoked_at: None,
             }),
+            firmware_updates: vec![FirmwareUpdate {
+                rollout_id: "ro-0123456789abcdef".into(),
+                reason: HOSTILE.into(),
+                ..FirmwareUpdate::default()
+            }],
             ..Device::default()
         };
-        // site, station, firmware, two labels, revoked by, comment; the history's policy.
-        assert_escaped(&human(|out| get(out, &device)), 8);
+        // site, station, firmware, two labels, revoked by, comment; the history's policy; the
+        // device's reason for a failed update.
+        assert_escaped(&human(|out| get(out, &device)), 9);
         let json = json_of(&device);
         let context = &json["registration_context"];
         assert_eq!(context["site"], HOSTILE);

@@ -27,12 +27,10 @@ use crate::error::ServiceError;
 use crate::firmware::rollout::{self, RolloutStanding, RolloutState};
 use crate::model::{DeviceRecord, RolloutRecord, RolloutReportRecord};
 use crate::service::{ServiceCore, parse_device_id, random_hex};
-use crate::store::{Change, Conflict, Op, StoreError, commit};
+use crate::store::{Change, Conflict, Op, StoreError, commit, owner_rollouts};
 
 /// Most characters of a device's failure reason.
 const MAX_REASON_CHARS: usize = 200;
-/// Rollouts read per page while a check looks for the one that governs.
-const ROLLOUTS_PAGE: usize = 256;
 /// How often recording a halt re-reads a rollout an operator changed meanwhile.
 const HALT_ATTEMPTS: usize = 4;
 
@@ -99,31 +97,15 @@ async fn governing_rollout(
     let Some(batch) = core.registry.batch(batch_id).await? else {
         return Ok(None);
     };
-    let mut governing: Option<RolloutRecord> = None;
-    let mut after: Option<(String, String)> = None;
-    loop {
-        let page = core
-            .registry
-            .rollouts(
-                Some(owner),
-                after.as_ref().map(|(o, id)| (o.as_str(), id.as_str())),
-                ROLLOUTS_PAGE,
-            )
-            .await?;
-        let Some(last) = page.last() else { break };
-        after = Some((last.owner.clone(), last.id.clone()));
-        for rollout in page {
-            let applies = rollout.policy_name == batch.policy_name
+    let governing = owner_rollouts(core.registry.as_ref(), owner)
+        .await?
+        .into_iter()
+        .filter(|rollout| {
+            rollout.policy_name == batch.policy_name
                 && rollout.batch_id.as_ref().is_none_or(|b| b == batch_id)
-                && rollout.state != RolloutState::Aborted;
-            let newer = governing
-                .as_ref()
-                .is_none_or(|g| (rollout.created_at, &rollout.id) > (g.created_at, &g.id));
-            if applies && newer {
-                governing = Some(rollout);
-            }
-        }
-    }
+                && rollout.state != RolloutState::Aborted
+        })
+        .max_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
     Ok(governing)
 }
 

@@ -13,7 +13,7 @@ use crate::error::ServiceError;
 use crate::model::{
     BatchRecord, CredentialRecord, CredentialStatus, DeviceRecord, RevocationRecord,
 };
-use crate::store::Registry;
+use crate::store::{Registry, owner_rollouts};
 use crate::wire::timestamp;
 
 /// Converts records of one request, with a cache of policy kinds.
@@ -113,6 +113,11 @@ impl<'a> Views<'a> {
             Some(c) => Some(self.credential(c).await?),
             None => None,
         };
+        let firmware_updates = if history {
+            self.firmware_updates(device).await?
+        } else {
+            Vec::new()
+        };
         let mut credential_history = Vec::new();
         if history {
             let owner = device.owner.as_deref().unwrap_or_default();
@@ -155,7 +160,41 @@ impl<'a> Views<'a> {
             credential_history,
             revocation: device.revocation.as_ref().map(revocation),
             refusals: device.refusals,
+            firmware_updates,
         })
+    }
+
+    /// What the device reported of its current owner's rollouts, oldest first.
+    async fn firmware_updates(
+        &mut self,
+        device: &DeviceRecord,
+    ) -> Result<Vec<v1::FirmwareUpdate>, ServiceError> {
+        let Some(owner) = device.owner.as_deref() else {
+            return Ok(Vec::new());
+        };
+        let mut updates = Vec::new();
+        for rollout in owner_rollouts(self.registry, owner).await? {
+            if let Some(report) = self
+                .registry
+                .rollout_report(owner, &rollout.id, &device.device_id)
+                .await?
+            {
+                updates.push((
+                    report.reported_at,
+                    v1::FirmwareUpdate {
+                        rollout_id: rollout.id,
+                        firmware_name: rollout.firmware_name,
+                        firmware_version: rollout.firmware_version,
+                        installed: report.installed,
+                        reason: report.reason,
+                        running_measurement: report.running_measurement,
+                        reported_at: Some(timestamp(report.reported_at)),
+                    },
+                ));
+            }
+        }
+        updates.sort_by_key(|(at, _)| *at);
+        Ok(updates.into_iter().map(|(_, update)| update).collect())
     }
 }
 
