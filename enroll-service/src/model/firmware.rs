@@ -1,6 +1,7 @@
-//! Firmware releases as the registry keeps them: each owner's firmware-signing key, and the
-//! images it signed. Stored as JSON (see [`crate::store::codec::encode_json`]): few, rarely
-//! written, and their fields will grow with rollouts.
+//! Firmware releases as the registry keeps them: each owner's firmware-signing key, the
+//! images it signed, and their staged rollouts with the devices' reports. Signers and images
+//! are stored as JSON (see [`crate::store::codec::encode_json`]): few and rarely written.
+//! Rollouts (versioned, like devices) and reports are postcard, as the other records.
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -83,7 +84,7 @@ pub struct RolloutRecord {
     pub firmware_name: String,
     /// Its version ([`FirmwareRecord::version`]).
     pub firmware_version: String,
-    /// The image's measurement, hex: a device running it has nothing to install.
+    /// The image's measurement, hex: what a device running it proves.
     pub measurement: String,
     /// Stage percentages, strictly increasing, the last 100.
     pub stages: Vec<u8>,
