@@ -194,6 +194,21 @@ pub fn parse_device_id(field: &str, text: &str) -> Result<DeviceId, ServiceError
         .map_err(|_| ServiceError::invalid(field, "must be a DeviceId: 64 hexadecimal characters"))
 }
 
+/// Checks a rollout id field: `ro-` and 16 lowercase hex digits.
+///
+/// # Errors
+/// [`ServiceError::InvalidArgument`] naming `field`.
+pub(crate) fn check_rollout_id(field: &str, id: &str) -> Result<(), ServiceError> {
+    if crate::firmware::rollout::is_rollout_id(id) {
+        Ok(())
+    } else {
+        Err(ServiceError::invalid(
+            field,
+            "must be \"ro-\" and 16 lowercase hex digits",
+        ))
+    }
+}
+
 /// A fresh random identifier (hex), for correlation IDs and batch IDs.
 ///
 /// # Errors

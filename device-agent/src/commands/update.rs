@@ -117,7 +117,8 @@ pub(super) async fn from_service(
                 rollout_id: offer.rollout_id.clone(),
                 measurement: update.installed.measurement.clone(),
             })?;
-            merge(report, installed_report(&update))
+            installed_report(&update)
+                .prepend(report)
                 .field(
                     "report",
                     "owed: sent by the next `update`, once the new firmware runs",
@@ -129,7 +130,8 @@ pub(super) async fn from_service(
             remote
                 .report(console, &offer.rollout_id, true, running, String::new())
                 .await?;
-            merge(report, installed_report(&update))
+            installed_report(&update)
+                .prepend(report)
                 .field("report", "sent: installed")
                 .print(console)
         }
@@ -232,9 +234,4 @@ fn installed_report(update: &Update) -> Report {
             "nothing: this release is the firmware that runs"
         },
     )
-}
-
-/// `first`'s fields, then `second`'s, under `second`'s title.
-fn merge(first: Report, second: Report) -> Report {
-    second.prepend(first)
 }

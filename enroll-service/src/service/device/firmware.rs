@@ -26,7 +26,7 @@ use crate::audit::AuditDraft;
 use crate::error::ServiceError;
 use crate::firmware::rollout::{self, RolloutStanding, RolloutState};
 use crate::model::{DeviceRecord, RolloutRecord, RolloutReportRecord};
-use crate::service::{ServiceCore, parse_device_id, random_hex};
+use crate::service::{ServiceCore, check_rollout_id, parse_device_id, random_hex};
 use crate::store::{Change, Conflict, Op, StoreError, commit, owner_rollouts};
 
 /// Most characters of a device's failure reason.
@@ -165,12 +165,7 @@ pub(crate) async fn report(
 ) -> Result<v1::ReportFirmwareResponse, ServiceError> {
     let device_id = parse_device_id("device_id", &request.device_id)?;
     let proof = request.proof.as_ref().ok_or_else(proof_required)?;
-    if !rollout::is_rollout_id(&request.rollout_id) {
-        return Err(ServiceError::invalid(
-            "rollout_id",
-            "must be \"ro-\" and 16 lowercase hex digits",
-        ));
-    }
+    check_rollout_id("rollout_id", &request.rollout_id)?;
     let running = <[u8; 32]>::try_from(request.running_measurement.as_slice())
         .map(FirmwareMeasurement::from_digest)
         .map_err(|_| ServiceError::invalid("running_measurement", "must be 32 bytes (SHA-256)"))?;
@@ -265,15 +260,14 @@ pub(crate) async fn report(
     })
 }
 
-/// Whether `rollout` was ever offered to `device` (whose batch is of the rollout's policy): its
-/// owner and batch, and a cohort inside the current stage (stages only grow, so inside the
-/// current one means offered at some point).
+/// Whether `rollout`, read under `device`'s owner, was ever offered to it (its batch is of the
+/// rollout's policy): its batch, and a cohort inside the current stage (stages only grow, so
+/// inside the current one means offered at some point).
 fn was_offered(rollout: &RolloutRecord, device: &DeviceRecord) -> bool {
-    device.owner.as_deref() == Some(rollout.owner.as_str())
-        && rollout
-            .batch_id
-            .as_ref()
-            .is_none_or(|b| device.batch_id.as_ref() == Some(b))
+    rollout
+        .batch_id
+        .as_ref()
+        .is_none_or(|b| device.batch_id.as_ref() == Some(b))
         && rollout::cohort(&rollout.id, &device.device_id) < rollout.stages().percent()
 }
 

@@ -14,7 +14,7 @@ use super::{ADMINS, ANY_ROLE, OperatorService, operator_audit};
 use crate::error::ServiceError;
 use crate::firmware::rollout::{self, RolloutStanding, RolloutState, RolloutStep, Stages};
 use crate::model::{RolloutOutcomes, RolloutRecord};
-use crate::service::{Caller, random_hex};
+use crate::service::{Caller, check_rollout_id, random_hex};
 use crate::store::{Change, Conflict, Op, StoreError, commit};
 use crate::wire::timestamp;
 
@@ -50,18 +50,6 @@ pub(crate) fn rollout_view(record: &RolloutRecord) -> v1::Rollout {
         created_at: Some(timestamp(record.created_at)),
         created_by: record.created_by.clone(),
         updated_at: Some(timestamp(record.updated_at)),
-    }
-}
-
-/// Checks a rollout id's shape.
-pub(crate) fn check_rollout_id(field: &str, id: &str) -> Result<(), ServiceError> {
-    if rollout::is_rollout_id(id) {
-        Ok(())
-    } else {
-        Err(ServiceError::invalid(
-            field,
-            "must be \"ro-\" and 16 lowercase hex digits",
-        ))
     }
 }
 
