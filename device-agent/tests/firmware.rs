@@ -303,6 +303,22 @@ async fn create_policy(operator: &mut OperatorClient<Channel>, name: &str) {
         .unwrap();
 }
 
+/// A batch of the policy "line"; its id.
+async fn line_batch(operator: &mut OperatorClient<Channel>) -> String {
+    operator
+        .create_batch(v1::CreateBatchRequest {
+            name: "line batch".into(),
+            policy_name: "line".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .batch
+        .unwrap()
+        .batch_id
+}
+
 /// Signs `payload` through the Operator API and writes the release directory `dir` (the files
 /// `enrollctl firmware get --release` writes); returns the record.
 async fn release(
@@ -368,18 +384,7 @@ async fn a_signed_update_installs_renews_for_the_new_firmware_and_rollback_is_re
     let mut acme = harness.operator("acme").await;
     create_policy(&mut acme, "line").await;
     create_policy(&mut acme, "other-line").await;
-    let batch = acme
-        .create_batch(v1::CreateBatchRequest {
-            name: "line batch".into(),
-            policy_name: "line".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .batch
-        .unwrap()
-        .batch_id;
+    let batch = line_batch(&mut acme).await;
     let dir = |name: &str| work.path().join(name);
     let v1_0 = release(&mut acme, &dir("app-1.0"), "line", "1.0.0", 1, &image(1)).await;
     let v1_1 = release(&mut acme, &dir("app-1.1"), "line", "1.1.0", 2, &image(2)).await;
@@ -543,18 +548,7 @@ async fn a_staged_rollout_reaches_its_cohort_and_halts_on_failures() {
     let work = tempfile::tempdir().unwrap();
     let mut acme = harness.operator("acme").await;
     create_policy(&mut acme, "line").await;
-    let batch = acme
-        .create_batch(v1::CreateBatchRequest {
-            name: "line batch".into(),
-            policy_name: "line".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .batch
-        .unwrap()
-        .batch_id;
+    let batch = line_batch(&mut acme).await;
     let dir = |name: &str| work.path().join(name);
     let v1_1 = release(&mut acme, &dir("app-1.1"), "line", "1.1.0", 2, &image(2)).await;
     let v1_0 = release(&mut acme, &dir("app-1.0"), "line", "1.0.0", 1, &image(1)).await;

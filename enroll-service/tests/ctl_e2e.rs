@@ -14,36 +14,11 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 
-use clap::Parser;
-use common::{Harness, fleet, register};
+use common::{Harness, ctl, fleet, register};
 use enroll_service::pki::Role;
-use enrollctl::{self as ctl, Cli, Exit, Options};
+use enrollctl::Exit;
 use oxroot_proto::v1::device_enrollment_client::DeviceEnrollmentClient;
 use serde_json::Value;
-
-/// Runs `enrollctl --service <url> --profile <profile> --json <args…>`; returns exit and JSON.
-async fn ctl(harness: &Harness, profile: &Path, args: &[&str]) -> (Exit, Value, String) {
-    let url = harness.server.url();
-    let mut argv = vec![
-        "enrollctl",
-        "--service",
-        &url,
-        "--profile",
-        profile.to_str().unwrap(),
-        "--json",
-    ];
-    argv.extend_from_slice(args);
-    let cli = Cli::try_parse_from(&argv).unwrap();
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let exit = ctl::run_cli(cli, Options::default(), &mut out, &mut err).await;
-    let stdout = String::from_utf8(out).unwrap();
-    let stderr = String::from_utf8(err).unwrap();
-    // Streams print JSON lines: keep the last one.
-    let value = stdout.lines().last().map_or(Value::Null, |line| {
-        serde_json::from_str(line).unwrap_or(Value::Null)
-    });
-    (exit, value, format!("{stdout}{stderr}"))
-}
 
 /// `enrollctl operator issue` by the profile `issuer`, writing a new profile to `out`; returns
 /// what it printed as JSON.

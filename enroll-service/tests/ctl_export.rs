@@ -12,35 +12,10 @@ mod common;
 
 use std::path::Path;
 
-use clap::Parser;
-use common::Harness;
+use common::{Harness, ctl};
 use enroll_service::pki::Role;
-use enrollctl::{self as ctl, Cli, Exit, Options};
+use enrollctl::Exit;
 use serde_json::Value;
-
-/// Runs `enrollctl --service <url> --profile <profile> --json <args…>`; returns exit, the last
-/// JSON line of stdout, and everything printed.
-async fn ctl(harness: &Harness, profile: &Path, args: &[&str]) -> (Exit, Value, String) {
-    let url = harness.server.url();
-    let mut argv = vec![
-        "enrollctl",
-        "--service",
-        &url,
-        "--profile",
-        profile.to_str().unwrap(),
-        "--json",
-    ];
-    argv.extend_from_slice(args);
-    let cli = Cli::try_parse_from(&argv).unwrap();
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let exit = ctl::run_cli(cli, Options::default(), &mut out, &mut err).await;
-    let stdout = String::from_utf8(out).unwrap();
-    let stderr = String::from_utf8(err).unwrap();
-    let value = stdout.lines().last().map_or(Value::Null, |line| {
-        serde_json::from_str(line).unwrap_or(Value::Null)
-    });
-    (exit, value, format!("{stdout}{stderr}"))
-}
 
 fn files(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)

@@ -16,7 +16,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::Harness;
+use common::{Harness, ctl};
 use enroll_service::pki::Role;
 use oxroot_proto::v1;
 use oxroot_proto::v1::operator_client::OperatorClient;
@@ -132,11 +132,8 @@ async fn image_of(client: &mut OperatorClient<Channel>, firmware: &v1::Firmware)
         .image
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn signed_images_pass_imgtool_and_the_signing_key_is_for_code_only() {
-    let harness = Harness::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut admin = harness.operator("alice", "acme", Role::Admin).await;
+/// The Mosquitto policy "line" of the caller's owner, which the images here are signed for.
+async fn create_line_policy(admin: &mut OperatorClient<Channel>) {
     admin
         .create_policy(v1::CreatePolicyRequest {
             policy: Some(v1::Policy {
@@ -150,6 +147,14 @@ async fn signed_images_pass_imgtool_and_the_signing_key_is_for_code_only() {
         })
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_images_pass_imgtool_and_the_signing_key_is_for_code_only() {
+    let harness = Harness::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut admin = harness.operator("alice", "acme", Role::Admin).await;
+    create_line_policy(&mut admin).await;
 
     let payload: Vec<u8> = (0..70_000u32).map(|i| (i * 7 + i / 255) as u8).collect();
     let firmware = sign(&mut admin, "app", "1.2.3", 5, &payload).await.unwrap();
@@ -389,28 +394,6 @@ async fn signed_images_pass_imgtool_and_the_signing_key_is_for_code_only() {
     assert_eq!(created.len(), 1);
 }
 
-/// `enrollctl --json ARGS` with the profile in `profile`: (exit, stdout).
-async fn enrollctl(harness: &Harness, profile: &Path, args: &[&str]) -> (enrollctl::Exit, String) {
-    let url = harness.server.url();
-    let mut argv = vec![
-        "enrollctl",
-        "--service",
-        &url,
-        "--profile",
-        profile.to_str().unwrap(),
-        "--json",
-    ];
-    argv.extend_from_slice(args);
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let exit = enrollctl::run(argv, &mut out, &mut err).await;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out),
-        String::from_utf8_lossy(&err)
-    );
-    (exit, text)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enrollctl_signs_and_writes_a_release_a_device_can_read() {
     let harness = Harness::start().await;
@@ -420,22 +403,10 @@ async fn enrollctl_signs_and_writes_a_release_a_device_can_read() {
         .write_profile(&profile, "alice", "acme", Role::Admin)
         .await;
     let mut admin = harness.operator("bob", "acme", Role::Admin).await;
-    admin
-        .create_policy(v1::CreatePolicyRequest {
-            policy: Some(v1::Policy {
-                name: "line".into(),
-                params: Some(v1::policy::Params::Mosquitto(v1::MosquittoPolicyParams {
-                    host: "127.0.0.1".into(),
-                    ..Default::default()
-                })),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap();
+    create_line_policy(&mut admin).await;
     let payload = write(dir.path(), "app.bin", &[0x5a; 2048]);
     let signed = dir.path().join("app.signed.bin");
-    let (exit, out) = enrollctl(
+    let (exit, printed, out) = ctl(
         &harness,
         &profile,
         &[
@@ -457,7 +428,6 @@ async fn enrollctl_signs_and_writes_a_release_a_device_can_read() {
     )
     .await;
     assert_eq!(exit, enrollctl::Exit::Success, "{out}");
-    let printed: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(printed["version"], "2.0.1+7");
     assert_eq!(printed["security_counter"], 4);
     let image = std::fs::read(&signed).unwrap();
@@ -468,7 +438,7 @@ async fn enrollctl_signs_and_writes_a_release_a_device_can_read() {
 
     // The release directory holds what the device reads, and it reads back as written.
     let release = dir.path().join("release");
-    let (exit, out) = enrollctl(
+    let (exit, _, out) = ctl(
         &harness,
         &profile,
         &[
@@ -488,7 +458,7 @@ async fn enrollctl_signs_and_writes_a_release_a_device_can_read() {
     assert_eq!(manifest.security_counter, 4);
     assert!(read.signer_pem.matches("BEGIN CERTIFICATE").count() >= 3);
     // An existing release is not overwritten without --force.
-    let (exit, out) = enrollctl(
+    let (exit, _, out) = ctl(
         &harness,
         &profile,
         &[
@@ -503,7 +473,7 @@ async fn enrollctl_signs_and_writes_a_release_a_device_can_read() {
     .await;
     assert_ne!(exit, enrollctl::Exit::Success, "{out}");
     // The listing names it.
-    let (exit, out) = enrollctl(&harness, &profile, &["firmware", "list"]).await;
+    let (exit, _, out) = ctl(&harness, &profile, &["firmware", "list"]).await;
     assert_eq!(exit, enrollctl::Exit::Success, "{out}");
     assert!(
         out.contains(printed["measurement"].as_str().unwrap()),
@@ -511,7 +481,7 @@ async fn enrollctl_signs_and_writes_a_release_a_device_can_read() {
     );
 
     // A rollout of it, stepped through the command line; a refused step says why.
-    let (exit, out) = enrollctl(
+    let (exit, created, out) = ctl(
         &harness,
         &profile,
         &[
@@ -527,26 +497,24 @@ async fn enrollctl_signs_and_writes_a_release_a_device_can_read() {
     )
     .await;
     assert_eq!(exit, enrollctl::Exit::Success, "{out}");
-    let created: serde_json::Value = serde_json::from_str(&out).unwrap();
     let id = created["id"].as_str().unwrap().to_owned();
     assert_eq!(created["stages"], serde_json::json!([20, 100]));
     assert_eq!(created["standing"], "ROLLOUT_STANDING_ACTIVE");
     assert_eq!(created["measurement"], printed["measurement"]);
-    let (exit, out) = enrollctl(&harness, &profile, &["rollout", "advance", &id]).await;
+    let (exit, _, out) = ctl(&harness, &profile, &["rollout", "advance", &id]).await;
     assert_eq!(exit, enrollctl::Exit::Success, "{out}");
-    let (exit, out) = enrollctl(&harness, &profile, &["rollout", "advance", &id]).await;
+    let (exit, _, out) = ctl(&harness, &profile, &["rollout", "advance", &id]).await;
     assert_ne!(exit, enrollctl::Exit::Success, "{out}");
     assert!(out.contains("last stage"), "{out}");
-    let (exit, out) = enrollctl(&harness, &profile, &["rollout", "pause", &id]).await;
+    let (exit, paused, out) = ctl(&harness, &profile, &["rollout", "pause", &id]).await;
     assert_eq!(exit, enrollctl::Exit::Success, "{out}");
-    let paused: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(paused["standing"], "ROLLOUT_STANDING_PAUSED");
     assert_eq!(paused["current_stage"], 1);
-    let (exit, out) = enrollctl(&harness, &profile, &["rollout", "list"]).await;
+    let (exit, _, out) = ctl(&harness, &profile, &["rollout", "list"]).await;
     assert_eq!(exit, enrollctl::Exit::Success, "{out}");
     assert!(out.contains(&id), "{out}");
     // The audit log has each step.
-    let (exit, out) = enrollctl(
+    let (exit, _, out) = ctl(
         &harness,
         &profile,
         &["audit", "query", "--action", "firmware.rollout.update"],

@@ -273,3 +273,35 @@ impl Harness {
         std::fs::write(dir.join("operator.key"), key).unwrap();
     }
 }
+
+/// Runs `enrollctl --service <url> --profile <profile> --json <args…>` in process; returns the
+/// exit, the last JSON line of stdout (streams print JSON lines), and everything printed.
+pub async fn ctl(
+    harness: &Harness,
+    profile: &std::path::Path,
+    args: &[&str],
+) -> (enrollctl::Exit, serde_json::Value, String) {
+    use clap::Parser;
+    let url = harness.server.url();
+    let mut argv = vec![
+        "enrollctl",
+        "--service",
+        &url,
+        "--profile",
+        profile.to_str().unwrap(),
+        "--json",
+    ];
+    argv.extend_from_slice(args);
+    let cli = enrollctl::Cli::try_parse_from(&argv).unwrap();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let exit = enrollctl::run_cli(cli, enrollctl::Options::default(), &mut out, &mut err).await;
+    let stdout = String::from_utf8(out).unwrap();
+    let stderr = String::from_utf8(err).unwrap();
+    let value = stdout
+        .lines()
+        .last()
+        .map_or(serde_json::Value::Null, |line| {
+            serde_json::from_str(line).unwrap_or(serde_json::Value::Null)
+        });
+    (exit, value, format!("{stdout}{stderr}"))
+}
