@@ -111,6 +111,9 @@ pub struct Report {
     pub service_cpu_s: Option<f64>,
     /// The same per onboarded device.
     pub service_cpu_us_per_device: Option<f64>,
+    /// Context switches of the service's threads during the loop, per onboarded device: its
+    /// wake-ups (a thread that sleeps and is woken again) and preemptions.
+    pub service_context_switches_per_device: Option<f64>,
     /// The service's peak resident memory (VmHWM) at the end: its whole life, setup included.
     pub service_peak_rss_mb: Option<f64>,
     /// The service's resident memory at the end.
@@ -268,11 +271,13 @@ pub async fn run(options: &Options) -> Result<Report, Error> {
     let load_before = load_average();
     let database_before = service.database_counters().await;
     let service_before = service.cpu();
+    let switches_before = service.context_switches();
     let self_before = service::process_cpu(std::process::id());
     let onboarding = progress_bar(u64::from(options.devices), "onboard", options.progress);
     let tally = onboard::run(powered, connections, options.concurrency, &onboarding).await?;
     onboarding.finish_and_clear();
     let service_after = service.cpu();
+    let switches_after = service.context_switches();
     let self_after = service::process_cpu(std::process::id());
     let load_after = load_average();
     let database_after = match database_before {
@@ -349,6 +354,9 @@ pub async fn run(options: &Options) -> Result<Report, Error> {
             .and_then(|(a, b)| a.checked_sub(b))
             .map(|d| d.as_secs_f64()),
         service_cpu_us_per_device,
+        service_context_switches_per_device: switches_before
+            .zip(switches_after)
+            .map(|(before, after)| per_onboarding(after.saturating_sub(before) as f64)),
         service_peak_rss_mb: memory.map(|(peak, _)| peak as f64 / MB),
         service_rss_mb: memory.map(|(_, now)| now as f64 / MB),
         registry_disk_mb: registry_bytes.map(|b| b as f64 / MB),
@@ -485,6 +493,11 @@ impl Report {
             "  service CPU    {} = {} per device",
             opt(self.service_cpu_s, 2, " s"),
             opt(self.service_cpu_us_per_device, 1, " µs")
+        )?;
+        writeln!(
+            out,
+            "  service wakes  {} context switches per device",
+            opt(self.service_context_switches_per_device, 1, "")
         )?;
         writeln!(
             out,

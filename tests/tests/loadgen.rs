@@ -169,6 +169,11 @@ async fn the_binary_starts_its_own_service_and_prints_one_json_line() {
     // The service is another process here, so its CPU and memory come from /proc.
     assert!(number("service_cpu_us_per_device") >= 0.0);
     assert!(number("service_peak_rss_mb") > 1.0, "{report}");
+    // Serving a device means waiting for its next message at least once.
+    assert!(
+        number("service_context_switches_per_device") > 0.0,
+        "{report}"
+    );
     assert_eq!(report["idle_connections"], 8);
     assert!(number("service_kib_per_idle_connection") >= 0.0);
     let floor = number("crypto_floor_us_per_device");

@@ -258,6 +258,19 @@ impl Service {
         self.pids.iter().map(|pid| process_cpu(*pid)).sum()
     }
 
+    /// Context switches of the service's threads so far (every replica, voluntary and
+    /// involuntary), if its process IDs are known. Threads that have exited are not counted.
+    #[must_use]
+    pub(super) fn context_switches(&self) -> Option<u64> {
+        if self.pids.is_empty() {
+            return None;
+        }
+        self.pids
+            .iter()
+            .map(|pid| process_context_switches(*pid))
+            .sum()
+    }
+
     /// Replicas serving.
     #[must_use]
     pub(super) fn replicas(&self) -> usize {
@@ -521,6 +534,25 @@ pub(super) fn process_cpu(pid: u32) -> Option<Duration> {
     Some(Duration::from_micros((utime + stime) * 1_000_000 / ticks))
 }
 
+/// Voluntary and involuntary context switches of every live thread of a process, from
+/// `/proc/<pid>/task/*/status`: each one is a thread put to sleep or preempted, so their
+/// count per onboarding says how many wake-ups it costs.
+fn process_context_switches(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut switches = 0;
+    for task in tasks.flatten() {
+        // A thread may exit between the listing and the read.
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        for field in ["voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:"] {
+            switches += status_kb(&status, field).unwrap_or(0);
+        }
+    }
+    Some(switches)
+}
+
+/// The first number after `field` in a `/proc` status file (kB for the memory fields).
 fn status_kb(status: &str, field: &str) -> Option<u64> {
     status
         .lines()
