@@ -125,7 +125,7 @@ pub async fn serve(
     listener: TcpListener,
     core: Arc<ServiceCore>,
     tls: &ServerTls,
-    shutdown: impl Future<Output = ()> + Send,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let config = core.config().clone();
     let incoming = edge::accept(listener, Arc::new(tls.rustls_config()?), core.clone());
@@ -161,20 +161,67 @@ pub async fn serve(
     let operator = OperatorServer::new(OperatorService::new(core.clone()))
         .max_decoding_message_size(config.max_operator_message);
 
-    // Health follows the registry and the CA key store, both ways. An embedded registry whose
-    // write failed stays failed until a restart (what was applied but not synced must not be
-    // served); a database registry is failed while the database is unreachable and recovers
-    // with it. While the key store is away (a PKCS#11 token removed, its module failing)
-    // signing calls answer UNAVAILABLE. Either way health says NOT_SERVING meanwhile, so that
-    // orchestrators and load balancers send traffic elsewhere.
-    let health_core = core.clone();
-    let health_task = tokio::spawn(async move {
+    let _health_monitor = AbortOnDrop(spawn_health_monitor(core.clone(), health_reporter));
+
+    // CRLs are checked often enough that each is re-signed well before half its validity
+    // has passed, whatever the configured validity.
+    let crl_core = core.clone();
+    let crl_check = (core.crls().validity() / 8).clamp(Duration::from_secs(1), CRL_CHECK_INTERVAL);
+    let _crl_refresh = AbortOnDrop(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(crl_check);
+        loop {
+            tick.tick().await;
+            match crl_core.crls().refresh_all().await {
+                Ok(failures) => {
+                    for (issuer, e) in failures {
+                        tracing::warn!(%issuer, error = %e, "could not refresh a CRL");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not list the CAs to refresh CRLs"),
+            }
+        }
+    }));
+
+    // Superseded credentials whose grace ended are revoked on a schedule too.
+    let _sweeper = AbortOnDrop(crate::service::supersede::spawn_sweeper(core.clone()));
+
+    let (ping_interval, ping_timeout) = config.http2_keepalive;
+    // The server's accept loop runs on a runtime worker, not in the caller's future: under
+    // `#[tokio::main]` that is the main thread, which every new connection would wake only
+    // to hand the connection's task back to a worker.
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(ping_interval))
+            .http2_keepalive_timeout(Some(ping_timeout))
+            .max_concurrent_streams(Some(1024))
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(reflection_v1alpha)
+            .add_service(device)
+            .add_service(operator)
+            .serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown),
+    );
+    // The background tasks end with this call (their guards drop here).
+    Ok(AbortOnDrop(server).join().await?)
+}
+
+/// Health follows the registry and the CA key store, both ways. An embedded registry whose
+/// write failed stays failed until a restart (what was applied but not synced must not be
+/// served); a database registry is failed while the database is unreachable and recovers
+/// with it. While the key store is away (a PKCS#11 token removed, its module failing)
+/// signing calls answer UNAVAILABLE. Either way health says NOT_SERVING meanwhile, so that
+/// orchestrators and load balancers send traffic elsewhere.
+fn spawn_health_monitor(
+    core: Arc<ServiceCore>,
+    health_reporter: tonic_health::server::HealthReporter,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
         let mut tick = tokio::time::interval(HEALTH_CHECK_INTERVAL);
         let (mut registry_ok, mut keys_ok) = (true, true);
         loop {
             tick.tick().await;
-            let registry_now = !health_core.registry().failed();
-            let probe_core = health_core.clone();
+            let registry_now = !core.registry().failed();
+            let probe_core = core.clone();
             let keys = tokio::task::spawn_blocking(move || probe_core.authorities().probe())
                 .await
                 .unwrap_or_else(|e| Err(SignerError::Failed(e.to_string())));
@@ -200,46 +247,32 @@ pub async fn serve(
             }
             (registry_ok, keys_ok) = (registry_now, keys_now);
         }
-    });
+    })
+}
 
-    // CRLs are checked often enough that each is re-signed well before half its validity
-    // has passed, whatever the configured validity.
-    let crl_core = core.clone();
-    let crl_check = (core.crls().validity() / 8).clamp(Duration::from_secs(1), CRL_CHECK_INTERVAL);
-    let crl_task = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(crl_check);
-        loop {
-            tick.tick().await;
-            match crl_core.crls().refresh_all().await {
-                Ok(failures) => {
-                    for (issuer, e) in failures {
-                        tracing::warn!(%issuer, error = %e, "could not refresh a CRL");
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "could not list the CAs to refresh CRLs"),
-            }
+/// A spawned task that ends with the future awaiting it: a `serve` that is dropped stops
+/// its server instead of leaving it running detached.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> AbortOnDrop<Result<T, tonic::transport::Error>> {
+    /// The task's result; its panic is the caller's, and a task cancelled because the runtime
+    /// is shutting down has stopped like any other.
+    async fn join(mut self) -> Result<T, tonic::transport::Error>
+    where
+        T: Default,
+    {
+        match (&mut self.0).await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Ok(T::default()),
         }
-    });
+    }
+}
 
-    // Superseded credentials whose grace ended are revoked on a schedule too.
-    let sweeper = crate::service::supersede::spawn_sweeper(core.clone());
-
-    let (ping_interval, ping_timeout) = config.http2_keepalive;
-    let result = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(ping_interval))
-        .http2_keepalive_timeout(Some(ping_timeout))
-        .max_concurrent_streams(Some(1024))
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(reflection_v1alpha)
-        .add_service(device)
-        .add_service(operator)
-        .serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown)
-        .await;
-    crl_task.abort();
-    sweeper.abort();
-    health_task.abort();
-    Ok(result?)
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A server running in this process (tests, `demo`).
@@ -267,7 +300,7 @@ impl RunningServer {
         let root_pem = core.ca().root_pem();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            serve(listener, core, &tls, async {
+            serve(listener, core, &tls, async move {
                 let _ = stopped.await;
             })
             .await
