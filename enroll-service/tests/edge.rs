@@ -153,6 +153,44 @@ async fn connections_that_never_become_grpc_are_closed() {
     register(&mut client, &devices[0]).await;
 }
 
+/// Devices never resume a TLS session (each agent command is a new process), so the service
+/// issues no tickets: a client that kept everything from its first connection still gets a
+/// full handshake on its second, and AES-128-GCM although it asks for AES-256 first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_connection_is_a_full_handshake_on_the_servers_cipher_suite() {
+    let harness = Harness::start_with(config(64)).await;
+    let server = harness.server.addr;
+    // One connector, hence one client session store, for both connections.
+    let connector = tls_connector(&harness);
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    for attempt in ["first", "second"] {
+        let tcp = connect_from(Ipv4Addr::LOCALHOST, server).await;
+        let mut tls = connector.connect(name.clone(), tcp).await.unwrap();
+        let (_, session) = tls.get_ref();
+        assert_eq!(
+            session.handshake_kind(),
+            Some(rustls::HandshakeKind::Full),
+            "{attempt} connection"
+        );
+        assert_eq!(
+            session.negotiated_cipher_suite().map(|s| s.suite()),
+            Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256),
+            "{attempt} connection"
+        );
+        // The HTTP/2 preface, answered by the server's SETTINGS: anything the server sent
+        // after its handshake (a ticket would come first) has been read by then.
+        tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .unwrap();
+        let mut settings = [0u8; 9];
+        tokio::time::timeout(CLOSE_WAIT, tls.read_exact(&mut settings))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(settings[3], 0x4, "an HTTP/2 SETTINGS frame first");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_onboards_while_hundreds_of_idle_connections_are_open() {
     const CAP: usize = 32;

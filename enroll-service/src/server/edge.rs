@@ -70,6 +70,11 @@ pub(crate) fn tls_config(
         .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     config.ignore_client_order = true;
+    // No session resumption: a device agent is a new process for every command and never
+    // resumes, so tickets would cost every device connection two encrypted records and a
+    // session stored in memory for nothing; a factory MES keeps its connection open instead.
+    config.send_tls13_tickets = 0;
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     Ok(config)
 }
 
