@@ -64,8 +64,20 @@ pub struct Options {
     pub perf_record: Option<std::path::PathBuf>,
     /// Idle connections to open (and close) before the loop, to measure their memory.
     pub idle_connections: usize,
+    /// Run the service on these CPUs and the load generator on all others during the measured
+    /// loop, so that neither preempts the other and repeated runs agree more closely.
+    pub service_cpus: Option<Vec<usize>>,
     /// Show progress bars.
     pub progress: bool,
+}
+
+/// Where the service and the load generator ran during a pinned loop.
+#[derive(Clone, Debug, Serialize)]
+pub struct Pinned {
+    /// The service's CPUs (every replica's threads).
+    pub service_cpus: Vec<usize>,
+    /// The load generator's CPUs.
+    pub loadgen_cpus: Vec<usize>,
 }
 
 /// Everything the run measured; the JSON line is this, serialised.
@@ -160,6 +172,9 @@ pub struct Report {
     pub setup_import_s: f64,
     /// `nproc`.
     pub nproc: usize,
+    /// The CPUs the service ran on during the loop, and the load generator's, when pinned
+    /// (`--pin-service`).
+    pub pinned: Option<Pinned>,
     /// CPU model from /proc/cpuinfo.
     pub cpu_model: String,
     /// 1-minute load average before the measured loop.
@@ -207,6 +222,8 @@ const MB: f64 = 1024.0 * 1024.0;
     reason = "a script: each block is one phase of the run"
 )]
 pub async fn run(options: &Options) -> Result<Report, Error> {
+    // Before any pinning narrows what this process may use.
+    let nproc = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let service = Service::start(&options.target).await?;
     let endpoints = service.device_endpoints()?;
     let endpoint = endpoints[0].clone();
@@ -267,6 +284,10 @@ pub async fn run(options: &Options) -> Result<Report, Error> {
         (Some(output), Some(pid)) => Some(service::PerfRecord::start(pid, output).await?),
         (Some(_), None) => return Err("--perf-record needs the service's process ID".into()),
         (None, _) => None,
+    };
+    let pinned = match &options.service_cpus {
+        Some(cpus) => Some(service.pin(cpus, nproc)?),
+        None => None,
     };
     let load_before = load_average();
     let database_before = service.database_counters().await;
@@ -381,7 +402,8 @@ pub async fn run(options: &Options) -> Result<Report, Error> {
         setup_manufacture_s,
         setup_register_s,
         setup_import_s,
-        nproc: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        nproc,
+        pinned,
         cpu_model: cpu_model(),
         load_before,
         load_after,
@@ -467,6 +489,13 @@ impl Report {
             opt(self.load_before, 2, ""),
             opt(self.load_after, 2, "")
         )?;
+        if let Some(pinned) = &self.pinned {
+            writeln!(
+                out,
+                "  pinned         service on CPUs {:?}, load generator on {:?} (the loop only)",
+                pinned.service_cpus, pinned.loadgen_cpus
+            )?;
+        }
         writeln!(
             out,
             "  setup          manufacture {:.1} s, register {:.1} s, import {:.1} s (not measured)",

@@ -74,6 +74,7 @@ async fn a_small_fleet_onboards_and_the_report_adds_up() {
             device_signer: DeviceSigner::AwsLc,
             perf_record: None,
             idle_connections: if connection_per_device { 0 } else { 6 },
+            service_cpus: None,
             progress: false,
         })
         .await
@@ -135,16 +136,21 @@ async fn a_small_fleet_onboards_and_the_report_adds_up() {
 async fn the_binary_starts_its_own_service_and_prints_one_json_line() {
     let state = tempfile::tempdir().expect("temporary directory");
     let state_dir = state.path().join("state");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+    // The service on CPU 0 and the load generator on the others, where there are others.
+    let pinnable = std::thread::available_parallelism().map_or(1, std::num::NonZero::get) > 1;
+    let mut loadgen = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"));
+    loadgen
         .args(["--devices", "16", "--connections", "2"])
         .args(["--concurrency", "8", "--floor-iterations", "20", "--json"])
         .args(["--idle-connections", "8"])
         .arg("--service-bin")
         .arg(built::bin_dir().join("enroll-service"))
         .arg("--state-dir")
-        .arg(&state_dir)
-        .output()
-        .expect("loadgen runs");
+        .arg(&state_dir);
+    if pinnable {
+        loadgen.args(["--pin-service", "0"]);
+    }
+    let output = loadgen.output().expect("loadgen runs");
     let stdout = String::from_utf8(output.stdout).expect("text");
     assert!(
         output.status.success(),
@@ -176,6 +182,17 @@ async fn the_binary_starts_its_own_service_and_prints_one_json_line() {
     );
     assert_eq!(report["idle_connections"], 8);
     assert!(number("service_kib_per_idle_connection") >= 0.0);
+    if pinnable {
+        let pinned = &report["pinned"];
+        assert_eq!(pinned["service_cpus"], serde_json::json!([0]), "{report}");
+        let loadgen_cpus = pinned["loadgen_cpus"].as_array().expect("a list");
+        assert!(
+            !loadgen_cpus.is_empty() && !loadgen_cpus.contains(&serde_json::json!(0)),
+            "the load generator runs on the other CPUs: {report}"
+        );
+    } else {
+        assert!(report["pinned"].is_null(), "{report}");
+    }
     let floor = number("crypto_floor_us_per_device");
     assert!(floor > 0.0);
     let ratio = number("ratio_to_floor");

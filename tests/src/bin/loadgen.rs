@@ -77,6 +77,11 @@ struct Cli {
     /// by default (`[limits] max_connections_per_peer`).
     #[arg(long, default_value_t = 0)]
     idle_connections: usize,
+    /// Run the service on these CPUs (comma-separated, e.g. 0) and the load generator on
+    /// all others during the measured loop (taskset), so that they do not preempt each other
+    /// and repeated runs agree more closely. Setup and the floor use every CPU.
+    #[arg(long, value_name = "CPUS", value_delimiter = ',')]
+    pin_service: Option<Vec<usize>>,
     /// Print only the JSON object.
     #[arg(long)]
     json: bool,
@@ -227,6 +232,7 @@ async fn run_one(
             DeviceSigner::AwsLc
         },
         idle_connections: cli.idle_connections,
+        service_cpus: cli.pin_service.clone(),
         progress: !cli.json && std::io::stderr().is_terminal(),
     };
     loadgen::run(&options).await

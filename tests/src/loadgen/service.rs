@@ -10,7 +10,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tonic::transport::{Channel, Endpoint, Identity};
 
-use super::Error;
+use super::{Error, Pinned};
 
 /// How long `serve` may take to print its listening address.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -269,6 +269,57 @@ impl Service {
             .iter()
             .map(|pid| process_context_switches(*pid))
             .sum()
+    }
+
+    /// Moves every thread of the service to `service_cpus` and every thread of this process
+    /// to the other CPUs (`taskset`); threads started later inherit their creator's CPUs.
+    ///
+    /// # Errors
+    /// No CPU left for the load generator, a CPU that does not exist, the service's process
+    /// IDs unknown, or `taskset` failed.
+    pub(super) fn pin(&self, service_cpus: &[usize], nproc: usize) -> Result<Pinned, Error> {
+        if let Some(cpu) = service_cpus.iter().find(|cpu| **cpu >= nproc) {
+            return Err(format!("--pin-service: CPU {cpu} does not exist (nproc {nproc})").into());
+        }
+        let loadgen_cpus: Vec<usize> = (0..nproc).filter(|c| !service_cpus.contains(c)).collect();
+        if loadgen_cpus.is_empty() || service_cpus.is_empty() {
+            return Err("--pin-service must leave the load generator at least one CPU".into());
+        }
+        if self.pids.is_empty() {
+            return Err("--pin-service needs the service's process ID".into());
+        }
+        if self.pids.contains(&std::process::id()) {
+            return Err("--pin-service needs a service in another process".into());
+        }
+        let list = |cpus: &[usize]| {
+            cpus.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let targets = self
+            .pids
+            .iter()
+            .map(|pid| (service_cpus, *pid))
+            .chain([(loadgen_cpus.as_slice(), std::process::id())]);
+        for (cpus, pid) in targets {
+            let status = std::process::Command::new("taskset")
+                .args(["--all-tasks", "--cpu-list", "--pid"])
+                .arg(list(cpus))
+                .arg(pid.to_string())
+                .stdout(Stdio::null())
+                .status()
+                .map_err(|e| format!("cannot run taskset (util-linux): {e}"))?;
+            if !status.success() {
+                return Err(
+                    format!("taskset could not pin process {pid} to CPUs {}", list(cpus)).into(),
+                );
+            }
+        }
+        Ok(Pinned {
+            service_cpus: service_cpus.to_vec(),
+            loadgen_cpus,
+        })
     }
 
     /// Replicas serving.
