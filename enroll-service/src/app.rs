@@ -28,9 +28,7 @@ use crate::pki::{
 };
 use crate::server::{ServerTls, serve as serve_grpc};
 use crate::service::{ServiceConfig, ServiceCore};
-use crate::store::{
-    DEFAULT_SLED_CACHE_BYTES, PostgresConfig, PostgresRegistry, Registry, SledRegistry,
-};
+use crate::store::{PostgresConfig, PostgresRegistry, Registry, SledRegistry, SledTuning};
 
 /// Environment variable holding the CA key passphrase.
 pub const PASSPHRASE_ENV: &str = "OXROOT_CA_PASSPHRASE";
@@ -86,6 +84,11 @@ pub struct RegistryConfig {
     /// large registry decoded in memory, for a little less CPU per onboarding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sled_cache_mib: Option<u64>,
+    /// `sled` only: how long, in µs, the writer waits for more changes to join a group
+    /// commit while waiting pays off (0 to 100,000; default 2,000; 0 never waits). Longer
+    /// waits spread each commit's cost over more devices, for that much more latency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_delay_us: Option<u64>,
 }
 
 /// The registry backends.
@@ -135,6 +138,33 @@ impl RegistryConfig {
         })
     }
 
+    /// The embedded registry's tuning: the configured values, each checked, or the defaults.
+    ///
+    /// # Errors
+    /// A value out of its range.
+    pub fn sled_tuning(&self) -> Result<SledTuning, AppError> {
+        let mut tuning = SledTuning::default();
+        match self.sled_cache_mib {
+            None => {}
+            Some(mib @ 16..=65_536) => tuning.cache_bytes = mib * 1024 * 1024,
+            Some(mib) => {
+                return Err(
+                    format!("[registry] sled_cache_mib must be 16 to 65536, not {mib}").into(),
+                );
+            }
+        }
+        match self.commit_delay_us {
+            None => {}
+            Some(us @ 0..=100_000) => tuning.commit_delay = Duration::from_micros(us),
+            Some(us) => {
+                return Err(
+                    format!("[registry] commit_delay_us must be 0 to 100000, not {us}").into(),
+                );
+            }
+        }
+        Ok(tuning)
+    }
+
     /// Opens the configured registry: sled under `state_dir`, or the PostgreSQL database
     /// (whose schema must be current: `enroll-service migrate`).
     ///
@@ -143,17 +173,7 @@ impl RegistryConfig {
     pub async fn open(&self, state_dir: &Path) -> Result<Arc<dyn Registry>, AppError> {
         Ok(match self.backend {
             RegistryBackend::Sled => {
-                let cache_bytes = match self.sled_cache_mib {
-                    None => DEFAULT_SLED_CACHE_BYTES,
-                    Some(mib @ 16..=65_536) => mib * 1024 * 1024,
-                    Some(mib) => {
-                        return Err(format!(
-                            "[registry] sled_cache_mib must be 16 to 65536, not {mib}"
-                        )
-                        .into());
-                    }
-                };
-                SledRegistry::open_with_cache(&state_dir.join("registry"), cache_bytes)?
+                SledRegistry::open_tuned(&state_dir.join("registry"), self.sled_tuning()?)?
             }
             RegistryBackend::Postgres => {
                 PostgresRegistry::connect(&self.postgres_config()?).await?
@@ -925,5 +945,31 @@ mod tests {
         let parsed: RegistryConfig = toml::from_str("sled_cache_mib = 32").unwrap();
         assert_eq!(parsed.sled_cache_mib, Some(32));
         parsed.open(state.path()).await.unwrap();
+    }
+
+    #[test]
+    fn the_commit_delay_is_configurable_within_its_range() {
+        let refused = RegistryConfig {
+            commit_delay_us: Some(100_001),
+            ..RegistryConfig::default()
+        };
+        let error = refused.sled_tuning().err().unwrap().to_string();
+        assert!(
+            error.contains("commit_delay_us must be 0 to 100000"),
+            "{error}"
+        );
+        let parsed: RegistryConfig =
+            toml::from_str("commit_delay_us = 0\nsled_cache_mib = 32").unwrap();
+        assert_eq!(
+            parsed.sled_tuning().unwrap(),
+            SledTuning {
+                cache_bytes: 32 * 1024 * 1024,
+                commit_delay: Duration::ZERO,
+            }
+        );
+        assert_eq!(
+            RegistryConfig::default().sled_tuning().unwrap(),
+            SledTuning::default()
+        );
     }
 }

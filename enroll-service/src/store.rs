@@ -116,6 +116,7 @@
 
 mod change;
 pub mod codec;
+mod commit_delay;
 mod conflict;
 mod events;
 pub mod postgres;
@@ -139,7 +140,7 @@ pub use change::{Change, Guard, Op, Receipt};
 pub use conflict::{Conflict, StoreError};
 pub use events::{CrlNotice, Published, RegistryEvent, Subscription, SubscriptionError};
 pub use postgres::{PostgresConfig, PostgresRegistry};
-pub use sled_backend::{DEFAULT_CACHE_BYTES as DEFAULT_SLED_CACHE_BYTES, SledRegistry};
+pub use sled_backend::{SledRegistry, SledTuning};
 
 /// A device and what an exchange decides on with it: its batch, the batch's policy and the
 /// owner's record ([`Registry::placement`]).
