@@ -297,6 +297,9 @@ pub async fn run(options: &Options) -> Result<Report, Error> {
     let onboarding = progress_bar(u64::from(options.devices), "onboard", options.progress);
     let tally = onboard::run(powered, connections, options.concurrency, &onboarding).await?;
     onboarding.finish_and_clear();
+    if pinned.is_some() {
+        service::unpin_self(nproc)?;
+    }
     let service_after = service.cpu();
     let switches_after = service.context_switches();
     let self_after = service::process_cpu(std::process::id());

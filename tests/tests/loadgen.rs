@@ -212,7 +212,10 @@ async fn the_binary_starts_its_own_service_and_prints_one_json_line() {
 /// is reported, not asserted (it belongs in the README, measured on an idle machine).
 #[test]
 fn both_ca_backends_run_side_by_side() {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+    // Pinned where there is a CPU to spare: the second run starts from every CPU again.
+    let pinnable = std::thread::available_parallelism().map_or(1, std::num::NonZero::get) > 1;
+    let mut loadgen = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"));
+    loadgen
         .args([
             "--devices",
             "12",
@@ -223,9 +226,11 @@ fn both_ca_backends_run_side_by_side() {
         ])
         .args(["--concurrency", "6", "--floor-iterations", "20", "--json"])
         .arg("--service-bin")
-        .arg(built::bin_dir().join("enroll-service"))
-        .output()
-        .expect("loadgen runs");
+        .arg(built::bin_dir().join("enroll-service"));
+    if pinnable {
+        loadgen.args(["--pin-service", "0"]);
+    }
+    let output = loadgen.output().expect("loadgen runs");
     let stdout = String::from_utf8(output.stdout).expect("text");
     assert!(
         output.status.success(),
@@ -243,6 +248,15 @@ fn both_ca_backends_run_side_by_side() {
         assert_eq!(both[backend]["ca_backend"], backend, "{both}");
         assert_eq!(both[backend]["onboarded"], 12, "{both}");
         assert_eq!(both[backend]["batch_onboarded"], 12, "{both}");
+        assert_eq!(
+            both[backend]["pinned"]["service_cpus"],
+            if pinnable {
+                serde_json::json!([0])
+            } else {
+                serde_json::Value::Null
+            },
+            "{both}"
+        );
     }
     let ratio = both["pkcs11_rate_to_sealed"].as_f64().expect("a ratio");
     let expected = both["pkcs11"]["devices_per_s"].as_f64().expect("rate")

@@ -79,8 +79,14 @@ struct Cli {
     idle_connections: usize,
     /// Run the service on these CPUs (comma-separated, e.g. 0) and the load generator on
     /// all others during the measured loop (taskset), so that they do not preempt each other
-    /// and repeated runs agree more closely. Setup and the floor use every CPU.
-    #[arg(long, value_name = "CPUS", value_delimiter = ',')]
+    /// and repeated runs agree more closely. Setup and the floor use every CPU. Only for a
+    /// service it starts: a running one is not re-pinned.
+    #[arg(
+        long,
+        value_name = "CPUS",
+        value_delimiter = ',',
+        conflicts_with = "service"
+    )]
     pin_service: Option<Vec<usize>>,
     /// Print only the JSON object.
     #[arg(long)]

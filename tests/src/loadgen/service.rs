@@ -291,31 +291,10 @@ impl Service {
         if self.pids.contains(&std::process::id()) {
             return Err("--pin-service needs a service in another process".into());
         }
-        let list = |cpus: &[usize]| {
-            cpus.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        let targets = self
-            .pids
-            .iter()
-            .map(|pid| (service_cpus, *pid))
-            .chain([(loadgen_cpus.as_slice(), std::process::id())]);
-        for (cpus, pid) in targets {
-            let status = std::process::Command::new("taskset")
-                .args(["--all-tasks", "--cpu-list", "--pid"])
-                .arg(list(cpus))
-                .arg(pid.to_string())
-                .stdout(Stdio::null())
-                .status()
-                .map_err(|e| format!("cannot run taskset (util-linux): {e}"))?;
-            if !status.success() {
-                return Err(
-                    format!("taskset could not pin process {pid} to CPUs {}", list(cpus)).into(),
-                );
-            }
+        for pid in &self.pids {
+            taskset(*pid, service_cpus)?;
         }
+        taskset(std::process::id(), &loadgen_cpus)?;
         Ok(Pinned {
             service_cpus: service_cpus.to_vec(),
             loadgen_cpus,
@@ -583,6 +562,36 @@ pub(super) fn process_cpu(pid: u32) -> Option<Duration> {
     let stime: u64 = fields.get(12)?.parse().ok()?;
     let ticks = clock_ticks();
     Some(Duration::from_micros((utime + stime) * 1_000_000 / ticks))
+}
+
+/// Gives the load generator every CPU again after a pinned loop (a second run in the same
+/// process, `--ca-backend both`, starts from all of them).
+///
+/// # Errors
+/// `taskset` failed.
+pub(super) fn unpin_self(nproc: usize) -> Result<(), Error> {
+    taskset(std::process::id(), &(0..nproc).collect::<Vec<_>>())
+}
+
+/// Moves every thread of process `pid` to `cpus`.
+fn taskset(pid: u32, cpus: &[usize]) -> Result<(), Error> {
+    let list = cpus
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let status = std::process::Command::new("taskset")
+        .args(["--all-tasks", "--cpu-list", "--pid"])
+        .arg(&list)
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run taskset (util-linux): {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("taskset could not pin process {pid} to CPUs {list}").into())
+    }
 }
 
 /// Voluntary and involuntary context switches of every live thread of a process, from
