@@ -16,7 +16,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{Agent, Broker, Harness, free_port};
+use common::{Agent, Broker, Harness, batch_of, free_port};
 use oxroot_proto::v1;
 use oxroot_proto::v1::operator_client::OperatorClient;
 use rot_core::FirmwareMeasurement;
@@ -154,18 +154,7 @@ async fn the_certificate_is_bound_to_the_firmware_that_runs() {
     let mut listed = vec![m1.clone(), m2.clone()];
     listed.sort();
     assert_eq!(policy.firmware_measurements, listed);
-    let batch = operator
-        .create_batch(v1::CreateBatchRequest {
-            name: "line batch".into(),
-            policy_name: "line".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .batch
-        .unwrap()
-        .batch_id;
+    let batch = batch_of(&mut operator, "line").await;
 
     let device = Agent::new(
         &work.path().join("state"),
@@ -303,22 +292,6 @@ async fn create_policy(operator: &mut OperatorClient<Channel>, name: &str) {
         .unwrap();
 }
 
-/// A batch of the policy "line"; its id.
-async fn line_batch(operator: &mut OperatorClient<Channel>) -> String {
-    operator
-        .create_batch(v1::CreateBatchRequest {
-            name: "line batch".into(),
-            policy_name: "line".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .batch
-        .unwrap()
-        .batch_id
-}
-
 /// Signs `payload` through the Operator API and writes the release directory `dir` (the files
 /// `enrollctl firmware get --release` writes); returns the record.
 async fn release(
@@ -384,7 +357,7 @@ async fn a_signed_update_installs_renews_for_the_new_firmware_and_rollback_is_re
     let mut acme = harness.operator("acme").await;
     create_policy(&mut acme, "line").await;
     create_policy(&mut acme, "other-line").await;
-    let batch = line_batch(&mut acme).await;
+    let batch = batch_of(&mut acme, "line").await;
     let dir = |name: &str| work.path().join(name);
     let v1_0 = release(&mut acme, &dir("app-1.0"), "line", "1.0.0", 1, &image(1)).await;
     let v1_1 = release(&mut acme, &dir("app-1.1"), "line", "1.1.0", 2, &image(2)).await;
@@ -548,7 +521,7 @@ async fn a_staged_rollout_reaches_its_cohort_and_halts_on_failures() {
     let work = tempfile::tempdir().unwrap();
     let mut acme = harness.operator("acme").await;
     create_policy(&mut acme, "line").await;
-    let batch = line_batch(&mut acme).await;
+    let batch = batch_of(&mut acme, "line").await;
     let dir = |name: &str| work.path().join(name);
     let v1_1 = release(&mut acme, &dir("app-1.1"), "line", "1.1.0", 2, &image(2)).await;
     let v1_0 = release(&mut acme, &dir("app-1.0"), "line", "1.0.0", 1, &image(1)).await;

@@ -643,9 +643,9 @@ async fn an_admin_follows_a_batch_live_then_finds_and_revokes_a_device() {
     );
     let downloaded = crl_facts(download["body"].as_str().unwrap().as_bytes());
     let crl_file = scene.work.path().join("crl.pem");
-    let (exit, printed) = enrollctl_json(
-        &scene,
-        "alice",
+    let (exit, printed, output) = common::ctl(
+        &scene.harness,
+        &scene.work.path().join("alice"),
         &[
             "crl",
             "--owner",
@@ -657,7 +657,7 @@ async fn an_admin_follows_a_batch_live_then_finds_and_revokes_a_device() {
         ],
     )
     .await;
-    assert_eq!(exit, enrollctl::Exit::Success, "{printed}");
+    assert_eq!(exit, enrollctl::Exit::Success, "{output}");
     assert_eq!(printed["crl_number"].as_str().unwrap(), crl_number);
     assert_eq!(printed["issuer_ids"], json!([issuer]));
     let written = crl_facts(&std::fs::read(&crl_file).unwrap());
@@ -794,28 +794,6 @@ async fn an_admin_follows_a_batch_live_then_finds_and_revokes_a_device() {
 
     session.stop().await;
     console.stop().await;
-}
-
-/// Runs `enrollctl --json` with the profile `name` of the scene; returns the exit and stdout.
-async fn enrollctl_json(scene: &Scene, name: &str, args: &[&str]) -> (enrollctl::Exit, Value) {
-    use clap::Parser as _;
-    let url = scene.harness.server.url();
-    let profile = scene.work.path().join(name);
-    let mut argv = vec![
-        "enrollctl",
-        "--service",
-        &url,
-        "--profile",
-        profile.to_str().unwrap(),
-        "--json",
-    ];
-    argv.extend_from_slice(args);
-    let cli = enrollctl::Cli::try_parse_from(&argv).unwrap();
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let exit = enrollctl::run_cli(cli, enrollctl::Options::default(), &mut out, &mut err).await;
-    let value = serde_json::from_slice(&out)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&err).into_owned()));
-    (exit, value)
 }
 
 /// Every CRL of a PEM text as (CRL number, revoked serials in lowercase hex).

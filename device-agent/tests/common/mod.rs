@@ -156,10 +156,15 @@ pub async fn policy_and_batch(
         })
         .await
         .unwrap();
+    batch_of(operator, name).await
+}
+
+/// Creates an empty batch "<policy> batch" of an existing policy; returns its id.
+pub async fn batch_of(operator: &mut OperatorClient<Channel>, policy: &str) -> String {
     operator
         .create_batch(v1::CreateBatchRequest {
-            name: format!("{name} batch"),
-            policy_name: name.into(),
+            name: format!("{policy} batch"),
+            policy_name: policy.into(),
             ..Default::default()
         })
         .await
