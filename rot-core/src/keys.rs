@@ -532,8 +532,20 @@ fn hex_value(digit: u8) -> Result<u8, InvalidDeviceId> {
     }
 }
 
+/// Lowercase hex through a stack buffer: identities are formatted into every registry key and
+/// certificate name, and a `write!` per byte cost more than the rest of the encoding.
 fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
-    bytes.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [0u8; 64];
+    for chunk in bytes.chunks(text.len() / 2) {
+        for (pair, byte) in text.chunks_exact_mut(2).zip(chunk) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 0x0f)];
+        }
+        let digits = core::str::from_utf8(&text[..2 * chunk.len()]).map_err(|_| fmt::Error)?;
+        f.write_str(digits)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -576,6 +588,22 @@ mod tests {
         assert_eq!(text.parse::<DeviceId>(), Ok(id));
         assert!(text.to_uppercase().parse::<DeviceId>().is_err());
         assert!(text[..63].parse::<DeviceId>().is_err());
+    }
+
+    struct Hex<'a>(&'a [u8]);
+
+    impl fmt::Display for Hex<'_> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write_hex(f, self.0)
+        }
+    }
+
+    proptest::proptest! {
+        /// Any length, across the stack buffer's 32-byte chunks (a PublicKey is 65 bytes).
+        #[test]
+        fn hex_text_is_the_hex_crates(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            proptest::prop_assert_eq!(std::format!("{}", Hex(&bytes)), hex::encode(&bytes));
+        }
     }
 
     /// An [`ImportKey`] that rebuilds the key with p256, to compare with the native one.
