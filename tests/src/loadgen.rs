@@ -19,6 +19,7 @@
 
 mod floor;
 mod onboard;
+mod quota;
 mod service;
 mod setup;
 
@@ -67,6 +68,9 @@ pub struct Options {
     /// Run the service on these CPUs and the load generator on all others during the measured
     /// loop, so that neither preempts the other and repeated runs agree more closely.
     pub service_cpus: Option<Vec<usize>>,
+    /// Limit the service to this many CPUs' worth of time during the measured loop (a cgroup
+    /// CPU quota), so that it, not the simulated devices, is the bottleneck.
+    pub service_cpu_quota: Option<f64>,
     /// Show progress bars.
     pub progress: bool,
 }
@@ -175,6 +179,12 @@ pub struct Report {
     /// The CPUs the service ran on during the loop, and the load generator's, when pinned
     /// (`--pin-service`).
     pub pinned: Option<Pinned>,
+    /// The CPUs' worth of time the service was limited to during the loop
+    /// (`--service-cpu-quota`).
+    pub service_cpu_quota: Option<f64>,
+    /// The service's CPU time over the loop's wall time, in CPUs: how busy it was. At its
+    /// quota it was the bottleneck; well below, it waited for the devices.
+    pub service_cpus_busy: Option<f64>,
     /// CPU model from /proc/cpuinfo.
     pub cpu_model: String,
     /// 1-minute load average before the measured loop.
@@ -289,6 +299,10 @@ pub async fn run(options: &Options) -> Result<Report, Error> {
         Some(cpus) => Some(service.pin(cpus, nproc)?),
         None => None,
     };
+    let quota = match options.service_cpu_quota {
+        Some(cpus) => Some(service.limit_cpu(cpus, nproc)?),
+        None => None,
+    };
     let load_before = load_average();
     let database_before = service.database_counters().await;
     let service_before = service.cpu();
@@ -297,6 +311,7 @@ pub async fn run(options: &Options) -> Result<Report, Error> {
     let onboarding = progress_bar(u64::from(options.devices), "onboard", options.progress);
     let tally = onboard::run(powered, connections, options.concurrency, &onboarding).await?;
     onboarding.finish_and_clear();
+    drop(quota);
     if pinned.is_some() {
         service::unpin_self(nproc)?;
     }
@@ -334,6 +349,10 @@ pub async fn run(options: &Options) -> Result<Report, Error> {
         (tally.onboarded > 0).then(|| used.as_secs_f64() * 1e6 / tally.onboarded as f64)
     };
     let service_cpu_us_per_device = per_device(service_before, service_after);
+    let service_cpu_s = service_after
+        .zip(service_before)
+        .and_then(|(a, b)| a.checked_sub(b))
+        .map(|d| d.as_secs_f64());
     let database = database_before.zip(database_after);
     let per_onboarding = |count: f64| count / tally.onboarded.max(1) as f64;
     let floor_us = if options.connection_per_device {
@@ -373,10 +392,7 @@ pub async fn run(options: &Options) -> Result<Report, Error> {
         latency_ms_p95: percentile_ms(&tally.latencies, 95.0),
         latency_ms_p99: percentile_ms(&tally.latencies, 99.0),
         latency_ms_max: percentile_ms(&tally.latencies, 100.0),
-        service_cpu_s: service_after
-            .zip(service_before)
-            .and_then(|(a, b)| a.checked_sub(b))
-            .map(|d| d.as_secs_f64()),
+        service_cpu_s,
         service_cpu_us_per_device,
         service_context_switches_per_device: switches_before
             .zip(switches_after)
@@ -407,6 +423,8 @@ pub async fn run(options: &Options) -> Result<Report, Error> {
         setup_import_s,
         nproc,
         pinned,
+        service_cpu_quota: options.service_cpu_quota,
+        service_cpus_busy: service_cpu_s.map(|s| s / tally.elapsed.as_secs_f64().max(1e-9)),
         cpu_model: cpu_model(),
         load_before,
         load_after,
@@ -525,6 +543,14 @@ impl Report {
             "  service CPU    {} = {} per device",
             opt(self.service_cpu_s, 2, " s"),
             opt(self.service_cpu_us_per_device, 1, " µs")
+        )?;
+        writeln!(
+            out,
+            "  service busy   {} CPUs over the loop{}",
+            opt(self.service_cpus_busy, 2, ""),
+            self.service_cpu_quota
+                .map(|q| format!(" (quota {q} CPUs)"))
+                .unwrap_or_default()
         )?;
         writeln!(
             out,

@@ -40,19 +40,6 @@ fn server_bin() -> PathBuf {
         .expect("an initdb under /usr/lib/postgresql/*/bin")
 }
 
-fn running_as_root() -> bool {
-    // The effective uid of this process, from /proc (no libc call needed).
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|uid| uid == "0"))
-        })
-        .unwrap_or(false)
-}
-
 impl Cluster {
     /// Initialises and starts a cluster.
     #[must_use]
@@ -64,7 +51,7 @@ impl Cluster {
             .expect("a free port")
             .port();
         let cluster = Self { dir, bin, port };
-        if running_as_root() {
+        if crate::running_as_root() {
             let status = Command::new("chown")
                 .args(["-R", "postgres:postgres"])
                 .arg(cluster.dir.path())
@@ -96,7 +83,7 @@ impl Cluster {
     /// `program` of the server's bin directory, as the account the cluster runs as.
     fn command(&self, program: &str) -> Command {
         let program = self.bin.join(program);
-        if running_as_root() {
+        if crate::running_as_root() {
             let mut command = Command::new("runuser");
             command
                 .args(["-u", "postgres", "--"])

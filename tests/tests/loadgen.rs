@@ -75,6 +75,7 @@ async fn a_small_fleet_onboards_and_the_report_adds_up() {
             perf_record: None,
             idle_connections: if connection_per_device { 0 } else { 6 },
             service_cpus: None,
+            service_cpu_quota: None,
             progress: false,
         })
         .await
@@ -150,7 +151,18 @@ async fn the_binary_starts_its_own_service_and_prints_one_json_line() {
     if pinnable {
         loadgen.args(["--pin-service", "0"]);
     }
-    let output = loadgen.output().expect("loadgen runs");
+    // The loop under a CPU quota where a cgroup can be made (as root).
+    let quota = oxroot_tests::running_as_root();
+    if quota {
+        loadgen.args(["--service-cpu-quota", "0.5"]);
+    }
+    let child = loadgen
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("loadgen runs");
+    let cgroup_name = format!("oxroot-loadgen-{}", child.id());
+    let output = child.wait_with_output().expect("loadgen runs");
     let stdout = String::from_utf8(output.stdout).expect("text");
     assert!(
         output.status.success(),
@@ -180,6 +192,19 @@ async fn the_binary_starts_its_own_service_and_prints_one_json_line() {
         number("service_context_switches_per_device") > 0.0,
         "{report}"
     );
+    assert!(number("service_cpus_busy") >= 0.0);
+    if quota {
+        assert_eq!(report["service_cpu_quota"], 0.5, "{report}");
+        // cgroup v2, or v1's cpu controller.
+        for hierarchy in ["", "cpu", "cpu,cpuacct"] {
+            let cgroup = std::path::Path::new("/sys/fs/cgroup")
+                .join(hierarchy)
+                .join(&cgroup_name);
+            assert!(!cgroup.exists(), "{} is removed", cgroup.display());
+        }
+    } else {
+        assert!(report["service_cpu_quota"].is_null(), "{report}");
+    }
     assert_eq!(report["idle_connections"], 8);
     assert!(number("service_kib_per_idle_connection") >= 0.0);
     if pinnable {

@@ -88,6 +88,13 @@ struct Cli {
         conflicts_with = "service"
     )]
     pin_service: Option<Vec<usize>>,
+    /// Limit the service it starts to this many CPUs' worth of time during the measured loop
+    /// (a cgroup of its own, e.g. 0.3; needs root), so that the service, not the simulated
+    /// devices, is the bottleneck: its CPU per device is then its cost at capacity. Without
+    /// it, on a machine where the devices cost more than the service, the service idles
+    /// between devices and pays for waking up each time.
+    #[arg(long, value_name = "CPUS", conflicts_with = "service")]
+    service_cpu_quota: Option<f64>,
     /// Print only the JSON object.
     #[arg(long)]
     json: bool,
@@ -239,6 +246,7 @@ async fn run_one(
         },
         idle_connections: cli.idle_connections,
         service_cpus: cli.pin_service.clone(),
+        service_cpu_quota: cli.service_cpu_quota,
         progress: !cli.json && std::io::stderr().is_terminal(),
     };
     loadgen::run(&options).await

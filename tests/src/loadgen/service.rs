@@ -10,6 +10,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tonic::transport::{Channel, Endpoint, Identity};
 
+use super::quota::CpuQuota;
 use super::{Error, Pinned};
 
 /// How long `serve` may take to print its listening address.
@@ -299,6 +300,15 @@ impl Service {
             service_cpus: service_cpus.to_vec(),
             loadgen_cpus,
         })
+    }
+
+    /// Limits every replica together to `cpus` CPUs' worth of time until the returned guard
+    /// is dropped.
+    ///
+    /// # Errors
+    /// As [`CpuQuota::apply`].
+    pub(super) fn limit_cpu(&self, cpus: f64, nproc: usize) -> Result<CpuQuota, Error> {
+        CpuQuota::apply(&self.pids, cpus, nproc)
     }
 
     /// Replicas serving.
