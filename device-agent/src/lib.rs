@@ -46,6 +46,7 @@ pub mod state;
 pub mod tls_failure;
 pub mod tls_signer;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 pub use error::AgentError;
@@ -87,8 +88,10 @@ fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // Colours only for a person at a terminal: a QEMU console log or a file gets plain text.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }

@@ -225,6 +225,13 @@ async fn the_binary_starts_its_own_service_and_prints_one_json_line() {
         (ratio - number("service_cpu_us_per_device") / floor).abs() < 1e-6,
         "ratio_to_floor is the service's CPU over the floor: {report}"
     );
+    // Its log is plain text: no terminal colour codes in a file.
+    let log = std::fs::read_to_string(state_dir.join("serve-0.log")).expect("the service's log");
+    assert!(log.contains("credential sent"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "escape codes in the log file: {log:?}"
+    );
     // The service it started has stopped (sled's lock on the registry is free) and left every
     // credential it sent in its durable registry.
     let registry = SledRegistry::open(&state_dir.join("registry"))
