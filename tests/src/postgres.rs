@@ -40,6 +40,22 @@ fn server_bin() -> PathBuf {
         .expect("an initdb under /usr/lib/postgresql/*/bin")
 }
 
+/// Whether this process runs with effective UID 0 (PostgreSQL refuses root; a cgroup CPU quota
+/// needs it).
+#[must_use]
+pub fn running_as_root() -> bool {
+    // The effective uid of this process, from /proc (no libc call needed).
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|uid| uid == "0"))
+        })
+        .unwrap_or(false)
+}
+
 impl Cluster {
     /// Initialises and starts a cluster.
     #[must_use]
@@ -51,7 +67,7 @@ impl Cluster {
             .expect("a free port")
             .port();
         let cluster = Self { dir, bin, port };
-        if crate::running_as_root() {
+        if running_as_root() {
             let status = Command::new("chown")
                 .args(["-R", "postgres:postgres"])
                 .arg(cluster.dir.path())
@@ -83,7 +99,7 @@ impl Cluster {
     /// `program` of the server's bin directory, as the account the cluster runs as.
     fn command(&self, program: &str) -> Command {
         let program = self.bin.join(program);
-        if crate::running_as_root() {
+        if running_as_root() {
             let mut command = Command::new("runuser");
             command
                 .args(["-u", "postgres", "--"])

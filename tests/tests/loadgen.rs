@@ -152,7 +152,7 @@ async fn the_binary_starts_its_own_service_and_prints_one_json_line() {
         loadgen.args(["--pin-service", "0"]);
     }
     // The loop under a CPU quota where a cgroup can be made (as root).
-    let quota = oxroot_tests::running_as_root();
+    let quota = oxroot_tests::postgres::running_as_root();
     if quota {
         loadgen.args(["--service-cpu-quota", "0.5"]);
     }

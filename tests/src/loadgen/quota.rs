@@ -213,7 +213,7 @@ mod tests {
             || std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
         let before = cgroup_table();
         let name = format!("oxroot-loadgen-{}", std::process::id());
-        if crate::running_as_root() {
+        if crate::postgres::running_as_root() {
             let quota = CpuQuota::apply(&[pid], 0.5, 2).expect("a quota as root");
             assert!(cgroup_table().contains(&name), "{}", cgroup_table());
             let limit = match std::fs::read_to_string(quota.cgroup.join("cpu.max")) {
