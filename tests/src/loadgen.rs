@@ -23,6 +23,7 @@ mod quota;
 mod service;
 mod setup;
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -127,6 +128,10 @@ pub struct Report {
     pub service_cpu_s: Option<f64>,
     /// The same per onboarded device.
     pub service_cpu_us_per_device: Option<f64>,
+    /// The same by thread pool (`tokio-rt-worker`, `registry-writer`, `sled-io`, …): where
+    /// the service spends it. Threads that ended during the loop are missing, so the pools
+    /// can add up to a little less than the total.
+    pub service_cpu_us_per_device_by_thread: BTreeMap<String, f64>,
     /// Context switches of the service's threads during the loop, per onboarded device: its
     /// wake-ups (a thread that sleeps and is woken again) and preemptions.
     pub service_context_switches_per_device: Option<f64>,
@@ -307,6 +312,7 @@ pub async fn run(options: &Options) -> Result<Report, Error> {
     let database_before = service.database_counters().await;
     let service_before = service.cpu();
     let switches_before = service.context_switches();
+    let threads_before = service.thread_cpu();
     let self_before = service::process_cpu(std::process::id());
     let onboarding = progress_bar(u64::from(options.devices), "onboard", options.progress);
     let tally = onboard::run(powered, connections, options.concurrency, &onboarding).await?;
@@ -317,6 +323,7 @@ pub async fn run(options: &Options) -> Result<Report, Error> {
     }
     let service_after = service.cpu();
     let switches_after = service.context_switches();
+    let threads_after = service.thread_cpu();
     let self_after = service::process_cpu(std::process::id());
     let load_after = load_average();
     let database_after = match database_before {
@@ -394,6 +401,11 @@ pub async fn run(options: &Options) -> Result<Report, Error> {
         latency_ms_max: percentile_ms(&tally.latencies, 100.0),
         service_cpu_s,
         service_cpu_us_per_device,
+        service_cpu_us_per_device_by_thread: threads_after
+            .since(&threads_before)
+            .into_iter()
+            .filter_map(|(pool, used)| Some((pool, per_device(Some(Duration::ZERO), Some(used))?)))
+            .collect(),
         service_context_switches_per_device: switches_before
             .zip(switches_after)
             .map(|(before, after)| per_onboarding(after.saturating_sub(before) as f64)),
@@ -544,6 +556,15 @@ impl Report {
             opt(self.service_cpu_s, 2, " s"),
             opt(self.service_cpu_us_per_device, 1, " µs")
         )?;
+        if !self.service_cpu_us_per_device_by_thread.is_empty() {
+            let mut pools: Vec<_> = self.service_cpu_us_per_device_by_thread.iter().collect();
+            pools.sort_by(|a, b| b.1.total_cmp(a.1));
+            let pools: Vec<String> = pools
+                .iter()
+                .map(|(pool, us)| format!("{pool} {us:.1} µs"))
+                .collect();
+            writeln!(out, "  by thread      {} per device", pools.join(", "))?;
+        }
         writeln!(
             out,
             "  service busy   {} CPUs over the loop{}",

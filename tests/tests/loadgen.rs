@@ -187,6 +187,7 @@ async fn the_binary_starts_its_own_service_and_prints_one_json_line() {
     // The service is another process here, so its CPU and memory come from /proc.
     assert!(number("service_cpu_us_per_device") >= 0.0);
     assert!(number("service_peak_rss_mb") > 1.0, "{report}");
+    assert_cpu_by_thread(&report);
     // Serving a device means waiting for its next message at least once.
     assert!(
         number("service_context_switches_per_device") > 0.0,
@@ -237,6 +238,20 @@ async fn the_binary_starts_its_own_service_and_prints_one_json_line() {
     let registry = SledRegistry::open(&state_dir.join("registry"))
         .expect("the registry opens: the started service is gone");
     assert_eq!(registry.credential_count().await.expect("count"), 16);
+}
+
+/// The service's CPU by thread pool names the gRPC workers and the registry's single writer
+/// at least.
+fn assert_cpu_by_thread(report: &serde_json::Value) {
+    let by_thread = report["service_cpu_us_per_device_by_thread"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no CPU by thread: {report}"));
+    for pool in ["tokio-rt-worker", "registry-writer"] {
+        assert!(
+            by_thread.get(pool).and_then(serde_json::Value::as_f64) >= Some(0.0),
+            "{pool} missing: {report}"
+        );
+    }
 }
 
 /// `--ca-backend both`: the same fleet against a service with sealed CA keys, then one with

@@ -1,6 +1,7 @@
 //! The service under load: an `enroll-service` process this run starts (`init` + `serve` on a
 //! fresh state directory) or one already running, and what `/proc` says about it.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -257,6 +258,12 @@ impl Service {
             return None;
         }
         self.pids.iter().map(|pid| process_cpu(*pid)).sum()
+    }
+
+    /// CPU time of each live thread of the service so far (every replica).
+    #[must_use]
+    pub(super) fn thread_cpu(&self) -> ThreadCpu {
+        ThreadCpu(self.pids.iter().flat_map(|pid| threads_cpu(*pid)).collect())
     }
 
     /// Context switches of the service's threads so far (every replica, voluntary and
@@ -561,17 +568,76 @@ fn clock_ticks() -> u64 {
         .unwrap_or(100)
 }
 
+/// CPU time of each thread of a set of processes at one moment, by process and thread ID.
+#[derive(Debug, Default)]
+pub(super) struct ThreadCpu(HashMap<(u32, u32), (String, Duration)>);
+
+impl ThreadCpu {
+    /// The CPU time each group of threads used since `earlier`, grouped by thread name with a
+    /// trailing `-<number>` dropped (`sled-io-3` and `sled-io-5` are `sled-io`). A thread
+    /// started since counts whole; one that ended since is missing, so the groups can add up
+    /// to less than the process's total.
+    #[must_use]
+    pub(super) fn since(&self, earlier: &Self) -> BTreeMap<String, Duration> {
+        let mut groups = BTreeMap::new();
+        for (id, (name, now)) in &self.0 {
+            let before = earlier.0.get(id).map_or(Duration::ZERO, |(_, cpu)| *cpu);
+            *groups.entry(thread_group(name).to_owned()).or_default() += now.saturating_sub(before);
+        }
+        groups
+    }
+}
+
+/// A thread's name without a trailing `-<number>`: the name of its pool.
+fn thread_group(name: &str) -> &str {
+    match name.rsplit_once('-') {
+        Some((pool, number))
+            if !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            pool
+        }
+        _ => name,
+    }
+}
+
+/// Name and utime + stime of every live thread of a process, from `/proc/<pid>/task/*/stat`.
+fn threads_cpu(pid: u32) -> Vec<((u32, u32), (String, Duration))> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let ticks = clock_ticks();
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| {
+            let tid = task.file_name().to_str()?.parse::<u32>().ok()?;
+            // A thread may exit between the listing and the read.
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            let (name, cpu) = stat_cpu(&stat, ticks)?;
+            Some(((pid, tid), (name.to_owned(), cpu)))
+        })
+        .collect()
+}
+
+/// The command name and utime + stime of a `/proc` `stat` line.
+fn stat_cpu(stat: &str, ticks: u64) -> Option<(&str, Duration)> {
+    // The name is in parentheses and may itself contain spaces and parentheses; the fields
+    // after it start at field 3 (state).
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let fields: Vec<&str> = stat.get(close + 1..)?.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((
+        stat.get(open + 1..close)?,
+        Duration::from_micros((utime + stime) * 1_000_000 / ticks.max(1)),
+    ))
+}
+
 /// utime + stime of a process, all threads, from `/proc/<pid>/stat`.
 #[must_use]
 pub(super) fn process_cpu(pid: u32) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may contain spaces) start at field 3 (state).
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    let ticks = clock_ticks();
-    Some(Duration::from_micros((utime + stime) * 1_000_000 / ticks))
+    stat_cpu(&stat, clock_ticks()).map(|(_, cpu)| cpu)
 }
 
 /// Gives the load generator every CPU again after a pinned loop (a second run in the same
@@ -721,5 +787,55 @@ impl PerfRecord {
                 .await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pools are named without their members' numbers; a name that merely ends in a dash, or
+    /// in something else than digits, is its own group.
+    #[test]
+    fn threads_group_by_pool() {
+        assert_eq!(thread_group("sled-io-3"), "sled-io");
+        assert_eq!(thread_group("sled-io-12"), "sled-io");
+        assert_eq!(thread_group("tokio-rt-worker"), "tokio-rt-worker");
+        assert_eq!(thread_group("registry-writer"), "registry-writer");
+        assert_eq!(thread_group("pool-"), "pool-");
+        assert_eq!(thread_group("7"), "7");
+    }
+
+    /// The name is everything between the first `(` and the last `)`, whatever it contains;
+    /// utime and stime are the 14th and 15th fields.
+    #[test]
+    fn a_stat_line_gives_its_name_and_cpu() {
+        let stat = "4242 (odd) name (x)) S 1 4242 4242 0 -1 4194560 10 0 0 0 150 50 0 0 20 0 9 0";
+        let (name, cpu) = stat_cpu(stat, 100).expect("parsed");
+        assert_eq!(name, "odd) name (x)");
+        assert_eq!(cpu, Duration::from_secs(2));
+        assert!(stat_cpu("4242 (cut short) S 1", 100).is_none());
+    }
+
+    /// A thread counts what it used since the earlier snapshot, a new one all it used; the
+    /// members of a pool add up.
+    #[test]
+    fn thread_cpu_is_the_difference_by_pool() {
+        let snapshot = |threads: &[(u32, &str, u64)]| {
+            ThreadCpu(
+                threads
+                    .iter()
+                    .map(|&(tid, name, ms)| {
+                        ((1, tid), (name.to_owned(), Duration::from_millis(ms)))
+                    })
+                    .collect(),
+            )
+        };
+        let before = snapshot(&[(1, "main", 100), (2, "sled-io-0", 10), (3, "gone", 5)]);
+        let after = snapshot(&[(1, "main", 130), (2, "sled-io-0", 15), (4, "sled-io-1", 7)]);
+        let used = after.since(&before);
+        assert_eq!(used["main"], Duration::from_millis(30));
+        assert_eq!(used["sled-io"], Duration::from_millis(12));
+        assert_eq!(used.len(), 2, "{used:?}");
     }
 }
