@@ -351,9 +351,11 @@ pub async fn run(options: &Options) -> Result<Report, Error> {
     drop(channels);
     service.stop().await;
 
-    let per_device = |before: Option<Duration>, after: Option<Duration>| {
-        let used = after?.checked_sub(before?)?;
+    let us_per_device = |used: Duration| {
         (tally.onboarded > 0).then(|| used.as_secs_f64() * 1e6 / tally.onboarded as f64)
+    };
+    let per_device = |before: Option<Duration>, after: Option<Duration>| {
+        us_per_device(after?.checked_sub(before?)?)
     };
     let service_cpu_us_per_device = per_device(service_before, service_after);
     let service_cpu_s = service_after
@@ -404,7 +406,7 @@ pub async fn run(options: &Options) -> Result<Report, Error> {
         service_cpu_us_per_device_by_thread: threads_after
             .since(&threads_before)
             .into_iter()
-            .filter_map(|(pool, used)| Some((pool, per_device(Some(Duration::ZERO), Some(used))?)))
+            .filter_map(|(pool, used)| Some((pool, us_per_device(used)?)))
             .collect(),
         service_context_switches_per_device: switches_before
             .zip(switches_after)
